@@ -1,0 +1,130 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/replication"
+	"github.com/dialkv/dialkv/shard"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// inputError is a request the API refuses before it reaches the backend.
+type inputError struct {
+	reason rpctypes.Reason
+	msg    string
+}
+
+func (e *inputError) Error() string { return e.msg }
+
+func invalid(format string, args ...any) error {
+	return &inputError{reason: rpctypes.ReasonInvalid, msg: fmt.Sprintf(format, args...)}
+}
+
+func tooLarge(format string, args ...any) error {
+	return &inputError{reason: rpctypes.ReasonTooLarge, msg: fmt.Sprintf(format, args...)}
+}
+
+// errorRule maps one backend sentinel to a gRPC code and reason.
+type errorRule struct {
+	err    error
+	code   codes.Code
+	reason rpctypes.Reason
+}
+
+// errorTable is the single place where backend errors become codes. Order
+// matters only where one error wraps another: ErrIndeterminate before
+// context errors, since a timed-out write wraps both.
+var errorTable = []errorRule{
+	{shard.ErrIndeterminate, codes.Unavailable, rpctypes.ReasonIndeterminate},
+	{shard.ErrNotLeader, codes.Unavailable, rpctypes.ReasonNotLeader},
+	{replication.ErrNoLeader, codes.Unavailable, rpctypes.ReasonNoLeader},
+	{shard.ErrShutdown, codes.Unavailable, rpctypes.ReasonShuttingDown},
+	{shard.ErrCompareFailed, codes.Aborted, rpctypes.ReasonCompareFailed},
+	{replication.ErrKeyNotFound, codes.NotFound, rpctypes.ReasonKeyNotFound},
+	{replication.ErrKeyOutOfRange, codes.FailedPrecondition, rpctypes.ReasonWrongRange},
+	{replication.ErrUnknownNode, codes.NotFound, rpctypes.ReasonUnknownNode},
+	{replication.ErrMemberConflict, codes.FailedPrecondition, rpctypes.ReasonMemberConflict},
+	{replication.ErrSessionNotMet, codes.FailedPrecondition, rpctypes.ReasonStaleReplica},
+	{replication.ErrStaleReplica, codes.FailedPrecondition, rpctypes.ReasonStaleReplica},
+	{replication.ErrBadSessionToken, codes.InvalidArgument, rpctypes.ReasonInvalid},
+}
+
+// opKind tells toStatus whether a timeout can have left a write behind.
+type opKind int
+
+const (
+	opRead opKind = iota
+	opWrite
+)
+
+// toStatus converts a backend error into the gRPC status the client sees.
+// Statuses from a forwarded call pass through untouched.
+func toStatus(err error, kind opKind) error {
+	if err == nil {
+		return nil
+	}
+	var in *inputError
+	if errors.As(err, &in) {
+		return rpctypes.Error(codes.InvalidArgument, in.reason, "dialkv: "+in.msg, nil)
+	}
+	var nf *replication.NotFoundError
+	if errors.As(err, &nf) {
+		meta := map[string]string{"served_by": nf.Header.GetServedBy(), "applied_index": fmt.Sprint(nf.Header.GetAppliedIndex()), rpctypes.MetaRangeID: fmt.Sprint(nf.Header.GetRangeId())}
+		return rpctypes.Error(codes.NotFound, rpctypes.ReasonKeyNotFound, "dialkv: key not found", meta)
+	}
+	if errors.Is(err, shard.ErrIndeterminate) && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		return rpctypes.Error(codes.DeadlineExceeded, rpctypes.ReasonIndeterminate, "dialkv: deadline passed before the write committed; it may or may not have been applied", nil)
+	}
+	for _, r := range errorTable {
+		if errors.Is(err, r.err) {
+			return rpctypes.Error(r.code, r.reason, "dialkv: "+err.Error(), nil)
+		}
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) && kind == opRead:
+		// A read that could not be served in time never returns an old
+		// value instead: it reports the range unavailable.
+		return rpctypes.Error(codes.Unavailable, rpctypes.ReasonNoLeader, "dialkv: no replica could serve the read at this consistency before the deadline", nil)
+	case errors.Is(err, context.DeadlineExceeded):
+		return rpctypes.Error(codes.DeadlineExceeded, rpctypes.ReasonIndeterminate, "dialkv: deadline exceeded; the write may or may not have been applied", nil)
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "dialkv: request canceled")
+	}
+	return rpctypes.Error(codes.Internal, rpctypes.ReasonInternal, "dialkv: internal error: "+err.Error(), nil)
+}
+
+// httpStatus maps a status error to an HTTP status code.
+func httpStatus(err error) int {
+	reason := rpctypes.ReasonOf(err)
+	switch reason {
+	case rpctypes.ReasonTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case rpctypes.ReasonStaleReplica, rpctypes.ReasonWrongRange:
+		return http.StatusServiceUnavailable
+	case rpctypes.ReasonMemberConflict:
+		return http.StatusConflict
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument:
+		return http.StatusBadRequest
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.Aborted:
+		return http.StatusPreconditionFailed
+	case codes.Unavailable, codes.FailedPrecondition:
+		return http.StatusServiceUnavailable
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case codes.Canceled:
+		return 499
+	}
+	return http.StatusInternalServerError
+}

@@ -1,0 +1,116 @@
+// Package rpctypes is the error vocabulary shared by dialkv's servers and
+// clients: every error a server returns is a gRPC status whose ErrorInfo
+// detail carries one of the Reason values below, so a client can tell "try
+// another replica" from "the write may have happened" without parsing text.
+// The HTTP API sends the same reason in the X-Dialkv-Reason header and in
+// its JSON error body.
+package rpctypes
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Domain is the ErrorInfo domain of every dialkv error.
+const Domain = "dialkv"
+
+// Reason names why a request failed. A request that failed with a reason in
+// the first group was definitely not applied and may be retried anywhere.
+type Reason string
+
+const (
+	// Definitely not applied; safe to retry elsewhere.
+	ReasonNotLeader    Reason = "NOT_LEADER"    // asked replica is not the leader and could not forward
+	ReasonNoLeader     Reason = "NO_LEADER"     // the range has no leader (election, lost quorum)
+	ReasonShuttingDown Reason = "SHUTTING_DOWN" // the node is stopping
+	ReasonStaleReplica Reason = "STALE_REPLICA" // replica cannot prove the freshness a read asked for
+	ReasonWrongRange   Reason = "WRONG_RANGE"   // key is outside the ranges this node serves
+	ReasonUnknownRange Reason = "UNKNOWN_RANGE" // no such range on this node
+
+	// The write may or may not have been applied (a timeout, or leadership
+	// lost after the entry was appended). Never retry blindly.
+	ReasonIndeterminate Reason = "INDETERMINATE"
+
+	// Answers about the data or the request.
+	ReasonKeyNotFound    Reason = "KEY_NOT_FOUND"
+	ReasonCompareFailed  Reason = "COMPARE_FAILED"
+	ReasonInvalid        Reason = "INVALID_ARGUMENT"
+	ReasonTooLarge       Reason = "TOO_LARGE"
+	ReasonUnknownNode    Reason = "UNKNOWN_NODE"
+	ReasonInternal       Reason = "INTERNAL"
+	ReasonDeadline       Reason = "DEADLINE_EXCEEDED"
+	ReasonMemberConflict Reason = "MEMBER_CONFLICT"
+)
+
+// Metadata keys an ErrorInfo may carry.
+const (
+	MetaLeaderID   = "leader_id"   // node id of the leader, when known
+	MetaLeaderAddr = "leader_addr" // its client gRPC address, when known
+	MetaRangeID    = "range_id"
+)
+
+// ForwardedHeader is the gRPC metadata key a node sets when it forwards a
+// request to another node, so that the receiver never forwards it again.
+const ForwardedHeader = "x-dialkv-forwarded"
+
+// Error builds a status error with the given code, reason and message.
+func Error(code codes.Code, reason Reason, msg string, meta map[string]string) error {
+	st := status.New(code, msg)
+	if withInfo, err := st.WithDetails(&errdetails.ErrorInfo{Reason: string(reason), Domain: Domain, Metadata: meta}); err == nil {
+		st = withInfo
+	}
+	return st.Err()
+}
+
+// ReasonOf returns the reason carried by err, or "" when err is not a
+// dialkv status error. Context errors map to ReasonDeadline.
+func ReasonOf(err error) Reason {
+	if info := InfoOf(err); info != nil {
+		return Reason(info.Reason)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+		return ReasonDeadline
+	}
+	return ""
+}
+
+// InfoOf returns the ErrorInfo detail of a dialkv status error, or nil.
+func InfoOf(err error) *errdetails.ErrorInfo {
+	st, ok := status.FromError(err)
+	if !ok {
+		return nil
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.Domain == Domain {
+			return info
+		}
+	}
+	return nil
+}
+
+// NotApplied reports whether err proves that a write was not applied, so
+// that retrying it elsewhere cannot apply it twice.
+func NotApplied(err error) bool {
+	switch ReasonOf(err) {
+	case ReasonNotLeader, ReasonNoLeader, ReasonShuttingDown, ReasonWrongRange, ReasonUnknownRange,
+		ReasonInvalid, ReasonTooLarge, ReasonCompareFailed:
+		return true
+	}
+	return false
+}
+
+// Retryable reports whether err is worth retrying on another endpoint: the
+// replica or the cluster was unavailable, not the request wrong.
+func Retryable(err error) bool {
+	switch ReasonOf(err) {
+	case ReasonNotLeader, ReasonNoLeader, ReasonShuttingDown, ReasonStaleReplica, ReasonWrongRange, ReasonUnknownRange:
+		return true
+	case "":
+		return status.Code(err) == codes.Unavailable
+	}
+	return false
+}

@@ -1,0 +1,252 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
+)
+
+// Backend is what the API needs from a node: the kv.proto methods, with
+// plain errors. replication.Node implements it.
+type Backend interface {
+	Put(context.Context, *kvpb.PutRequest) (*kvpb.PutResponse, error)
+	Get(context.Context, *kvpb.GetRequest) (*kvpb.GetResponse, error)
+	Delete(context.Context, *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error)
+	CompareAndSwap(context.Context, *kvpb.CompareAndSwapRequest) (*kvpb.CompareAndSwapResponse, error)
+	Scan(context.Context, *kvpb.ScanRequest) (*kvpb.ScanResponse, error)
+	Status(context.Context, *kvpb.StatusRequest) (*kvpb.StatusResponse, error)
+	Members(context.Context, *kvpb.MembersRequest) (*kvpb.MembersResponse, error)
+	AddMember(context.Context, *kvpb.AddMemberRequest) (*kvpb.AddMemberResponse, error)
+	RemoveMember(context.Context, *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error)
+}
+
+// Limits bound what one request may carry.
+type Limits struct {
+	MaxKeyBytes   int
+	MaxValueBytes int
+	MaxScanLimit  uint32
+	// DefaultTimeout applies to requests that carry no deadline.
+	DefaultTimeout time.Duration
+}
+
+// DefaultLimits: 4 KiB keys, 1 MiB values, 10,000 keys per scan page.
+func DefaultLimits() Limits {
+	return Limits{MaxKeyBytes: 4 << 10, MaxValueBytes: 1 << 20, MaxScanLimit: 10000, DefaultTimeout: 10 * time.Second}
+}
+
+// Service implements the gRPC KV and Cluster services over a Backend.
+type Service struct {
+	kvpb.UnimplementedKVServer
+	kvpb.UnimplementedClusterServer
+
+	b       Backend
+	limits  Limits
+	metrics *Metrics
+	log     *slog.Logger
+}
+
+// NewService wraps b. metrics may be shared with the HTTP server.
+func NewService(b Backend, limits Limits, metrics *Metrics, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{b: b, limits: limits, metrics: metrics, log: log}
+}
+
+// deadline gives the request a deadline when it has none, and keeps a
+// margin before the caller's own deadline so the server can still answer
+// with a precise error (UNAVAILABLE for a read, INDETERMINATE for a write)
+// instead of the client timing out on its side.
+func (s *Service) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithTimeout(ctx, s.limits.DefaultTimeout)
+	}
+	margin := min(time.Until(dl)/10, 100*time.Millisecond)
+	return context.WithDeadline(ctx, dl.Add(-margin))
+}
+
+func (s *Service) checkKey(key []byte) error {
+	switch {
+	case len(key) == 0:
+		return invalid("key must not be empty")
+	case len(key) > s.limits.MaxKeyBytes:
+		return tooLarge("key is %d bytes; the limit is %d", len(key), s.limits.MaxKeyBytes)
+	}
+	return nil
+}
+
+func (s *Service) checkValue(v []byte) error {
+	if len(v) > s.limits.MaxValueBytes {
+		return tooLarge("value is %d bytes; the limit is %d", len(v), s.limits.MaxValueBytes)
+	}
+	return nil
+}
+
+func checkRead(o *kvpb.ReadOptions) error {
+	switch o.GetConsistency() {
+	case kvpb.Consistency_CONSISTENCY_UNSPECIFIED, kvpb.Consistency_CONSISTENCY_LINEARIZABLE,
+		kvpb.Consistency_CONSISTENCY_STALE, kvpb.Consistency_CONSISTENCY_SESSION:
+	case kvpb.Consistency_CONSISTENCY_BOUNDED:
+		if o.GetMaxStaleness() == nil || o.GetMaxStaleness().AsDuration() <= 0 {
+			return invalid("bounded reads need a positive max_staleness")
+		}
+	default:
+		return invalid("unknown consistency level %d; use linearizable, bounded, session or stale", o.GetConsistency())
+	}
+	return nil
+}
+
+// run is the common path of every method: deadline, call, metrics, error
+// table.
+func run[Req, Resp any](s *Service, ctx context.Context, method string, kind opKind, req Req, check func(Req) error, call func(context.Context, Req) (Resp, error)) (Resp, error) {
+	start := time.Now()
+	var resp Resp
+	err := check(req)
+	if err == nil {
+		var cancel context.CancelFunc
+		ctx, cancel = s.deadline(ctx)
+		resp, err = call(ctx, req)
+		cancel()
+	}
+	err = toStatus(err, kind)
+	s.metrics.observe(method, start, err)
+	return resp, err
+}
+
+func (s *Service) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse, error) {
+	return run(s, ctx, "Put", opWrite, req, func(r *kvpb.PutRequest) error {
+		if err := s.checkKey(r.Key); err != nil {
+			return err
+		}
+		return s.checkValue(r.Value)
+	}, s.b.Put)
+}
+
+func (s *Service) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error) {
+	return run(s, ctx, "Delete", opWrite, req, func(r *kvpb.DeleteRequest) error { return s.checkKey(r.Key) }, s.b.Delete)
+}
+
+func (s *Service) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapRequest) (*kvpb.CompareAndSwapResponse, error) {
+	return run(s, ctx, "CompareAndSwap", opWrite, req, func(r *kvpb.CompareAndSwapRequest) error {
+		if err := s.checkKey(r.Key); err != nil {
+			return err
+		}
+		if r.ExpectMissing && len(r.ExpectedValue) > 0 {
+			return invalid("expect_missing and expected_value are exclusive")
+		}
+		if err := s.checkValue(r.ExpectedValue); err != nil {
+			return err
+		}
+		return s.checkValue(r.NewValue)
+	}, s.b.CompareAndSwap)
+}
+
+func (s *Service) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse, error) {
+	resp, err := run(s, ctx, "Get", opRead, req, func(r *kvpb.GetRequest) error {
+		if err := s.checkKey(r.Key); err != nil {
+			return err
+		}
+		return checkRead(r.Read)
+	}, s.b.Get)
+	s.countRead(resp.GetHeader(), err)
+	return resp, err
+}
+
+func (s *Service) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanResponse, error) {
+	resp, err := run(s, ctx, "Scan", opRead, req, func(r *kvpb.ScanRequest) error {
+		if len(r.Prefix) > 0 && (len(r.Start) > 0 || len(r.End) > 0) {
+			return invalid("give either prefix or start/end, not both")
+		}
+		if len(r.End) > 0 && bytes.Compare(r.Start, r.End) >= 0 {
+			return invalid("scan start %q is not before end %q", r.Start, r.End)
+		}
+		for _, k := range [][]byte{r.Start, r.End, r.Prefix} {
+			if len(k) > s.limits.MaxKeyBytes {
+				return tooLarge("scan bound is %d bytes; the limit is %d", len(k), s.limits.MaxKeyBytes)
+			}
+		}
+		if r.Limit > s.limits.MaxScanLimit {
+			return invalid("scan limit %d is over the maximum page of %d; page with next_key", r.Limit, s.limits.MaxScanLimit)
+		}
+		return checkRead(r.Read)
+	}, s.b.Scan)
+	s.countRead(resp.GetHeader(), err)
+	return resp, err
+}
+
+func (s *Service) countRead(h *kvpb.ReadHeader, err error) {
+	if err == nil {
+		s.metrics.observeRead(h)
+	} else if rpctypes.ReasonOf(err) == rpctypes.ReasonStaleReplica {
+		s.metrics.refused.Inc()
+	}
+}
+
+func (s *Service) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
+	return run(s, ctx, "Status", opRead, req, func(*kvpb.StatusRequest) error { return nil }, s.b.Status)
+}
+
+func (s *Service) Members(ctx context.Context, req *kvpb.MembersRequest) (*kvpb.MembersResponse, error) {
+	return run(s, ctx, "Members", opRead, req, func(*kvpb.MembersRequest) error { return nil }, s.b.Members)
+}
+
+func checkNodeID(id string) error {
+	if id == "" || strings.ContainsAny(id, "=, \t\n") {
+		return invalid("node id %q must be non-empty and contain no '=', ',' or spaces", id)
+	}
+	return nil
+}
+
+func (s *Service) AddMember(ctx context.Context, req *kvpb.AddMemberRequest) (*kvpb.AddMemberResponse, error) {
+	return run(s, ctx, "AddMember", opWrite, req, func(r *kvpb.AddMemberRequest) error {
+		if err := checkNodeID(r.Id); err != nil {
+			return err
+		}
+		if _, _, err := net.SplitHostPort(r.RaftAddr); err != nil {
+			return invalid("raft address %q: %v", r.RaftAddr, err)
+		}
+		return nil
+	}, s.b.AddMember)
+}
+
+func (s *Service) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
+	return run(s, ctx, "RemoveMember", opWrite, req, func(r *kvpb.RemoveMemberRequest) error { return checkNodeID(r.Id) }, s.b.RemoveMember)
+}
+
+var levelNames = map[kvpb.Consistency]string{
+	kvpb.Consistency_CONSISTENCY_UNSPECIFIED:  "linearizable",
+	kvpb.Consistency_CONSISTENCY_LINEARIZABLE: "linearizable",
+	kvpb.Consistency_CONSISTENCY_BOUNDED:      "bounded",
+	kvpb.Consistency_CONSISTENCY_SESSION:      "session",
+	kvpb.Consistency_CONSISTENCY_STALE:        "stale",
+}
+
+func levelName(c kvpb.Consistency) string {
+	if n, ok := levelNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("unknown(%d)", c)
+}
+
+// parseLevel accepts the level names used by HTTP and kvctl.
+func parseLevel(s string) (kvpb.Consistency, error) {
+	switch strings.ToLower(s) {
+	case "", "linearizable":
+		return kvpb.Consistency_CONSISTENCY_LINEARIZABLE, nil
+	case "bounded":
+		return kvpb.Consistency_CONSISTENCY_BOUNDED, nil
+	case "session":
+		return kvpb.Consistency_CONSISTENCY_SESSION, nil
+	case "stale":
+		return kvpb.Consistency_CONSISTENCY_STALE, nil
+	}
+	return 0, invalid("unknown consistency level %q; use linearizable, bounded, session or stale", s)
+}

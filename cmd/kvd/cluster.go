@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+type clusterFlags struct {
+	nodes    int
+	dataDir  string
+	portBase int
+	host     string
+	logLevel string
+}
+
+// nodePorts is the port plan of `kvd cluster`: node i (1-based) listens on
+// base+10i (gRPC), base+10i+1 (HTTP) and base+10i+2 (Raft).
+func nodePorts(base, i int) (grpc, http, raft int) {
+	return base + 10*i, base + 10*i + 1, base + 10*i + 2
+}
+
+func clusterCmd() *cobra.Command {
+	var f clusterFlags
+	cmd := &cobra.Command{
+		Use:   "cluster",
+		Short: "Run a local cluster of kvd serve processes in the foreground",
+		Long: `Run a local cluster: --nodes real 'kvd serve' processes on 127.0.0.1, node i
+(1-based) with gRPC on port P+10i, HTTP on P+10i+1 and Raft on P+10i+2, data
+and logs under --data-dir/nI. Ctrl-C stops them all. Running it again with the
+same flags restarts the same cluster from its data.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runCluster(cmd.Context(), f) },
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&f.nodes, "nodes", 3, "number of nodes")
+	fl.StringVar(&f.dataDir, "data-dir", "./data", "parent directory of the nodes' data directories")
+	fl.IntVar(&f.portBase, "port-base", 7000, "port plan base P")
+	fl.StringVar(&f.host, "host", "127.0.0.1", "loopback address to bind")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level of the nodes")
+	return cmd
+}
+
+type child struct {
+	id      string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan error
+}
+
+func runCluster(ctx context.Context, f clusterFlags) error {
+	if f.nodes < 1 || f.nodes > 9 {
+		return fmt.Errorf("--nodes must be between 1 and 9, got %d", f.nodes)
+	}
+	if f.portBase < 1024 || f.portBase+10*f.nodes+2 > 65535 {
+		return fmt.Errorf("--port-base %d puts ports out of range", f.portBase)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find kvd binary: %w", err)
+	}
+	var initial []string
+	for i := 1; i <= f.nodes; i++ {
+		_, _, raft := nodePorts(f.portBase, i)
+		initial = append(initial, fmt.Sprintf("n%d=%s:%d", i, f.host, raft))
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	var children []*child
+	defer func() { stopChildren(children) }()
+	var grpcEndpoints, httpEndpoints []string
+	for i := 1; i <= f.nodes; i++ {
+		id := fmt.Sprintf("n%d", i)
+		g, h, r := nodePorts(f.portBase, i)
+		dir := filepath.Join(f.dataDir, id)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		logPath := filepath.Join(dir, "kvd.log")
+		logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		c := exec.Command(self, "serve",
+			"--id", id, "--data-dir", dir,
+			"--grpc-addr", fmt.Sprintf("%s:%d", f.host, g),
+			"--http-addr", fmt.Sprintf("%s:%d", f.host, h),
+			"--raft-addr", fmt.Sprintf("%s:%d", f.host, r),
+			"--initial-cluster", strings.Join(initial, ","),
+			"--log-level", f.logLevel)
+		c.Stdout, c.Stderr = logFile, logFile
+		// A process group of its own: Ctrl-C reaches only this process,
+		// which then stops each node by PID with SIGTERM.
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := c.Start(); err != nil {
+			logFile.Close()
+			return fmt.Errorf("start %s: %w", id, err)
+		}
+		logFile.Close()
+		ch := &child{id: id, cmd: c, logPath: logPath, done: make(chan error, 1)}
+		go func() { ch.done <- c.Wait() }()
+		children = append(children, ch)
+		grpcEndpoints = append(grpcEndpoints, fmt.Sprintf("%s:%d", f.host, g))
+		httpEndpoints = append(httpEndpoints, fmt.Sprintf("http://%s:%d", f.host, h))
+		fmt.Printf("started %s (pid %d): grpc %s:%d  http %s:%d  raft %s:%d  log %s\n", id, c.Process.Pid, f.host, g, f.host, h, f.host, r, logPath)
+	}
+
+	if err := waitReady(ctx, httpEndpoints, children); err != nil {
+		return err
+	}
+	eps := strings.Join(grpcEndpoints, ",")
+	fmt.Printf(`
+dialkv cluster of %d nodes is ready. Data under %s. Press Ctrl-C to stop it.
+
+Talk to it with kvctl (its default endpoints are this cluster's when --port-base is 7000):
+  bin/kvctl --endpoints %s put greeting hello
+  bin/kvctl get greeting
+  bin/kvctl get greeting --consistency stale -w json
+  bin/kvctl scan --prefix gr
+  bin/kvctl cluster status -w table
+
+or with curl:
+  curl -X PUT --data-binary hello %s/v1/kv/greeting
+  curl %s/v1/kv/greeting
+  curl '%s/v1/kv/greeting?consistency=stale' -i
+  curl '%s/v1/scan?prefix=gr'
+  curl %s/metrics
+`, f.nodes, f.dataDir, eps, httpEndpoints[0], httpEndpoints[0], httpEndpoints[len(httpEndpoints)-1], httpEndpoints[0], httpEndpoints[0])
+
+	// Stay in the foreground until interrupted; report nodes that exit.
+	exited := make(chan *child, len(children))
+	for _, c := range children {
+		go func() {
+			err := <-c.done
+			c.done <- err // keep it for stopChildren
+			exited <- c
+		}()
+	}
+	alive := len(children)
+	for alive > 0 {
+		select {
+		case <-ctx.Done():
+			fmt.Println("\nstopping the cluster...")
+			return nil
+		case c := <-exited:
+			alive--
+			fmt.Printf("%s exited unexpectedly (%v); see %s\n", c.id, c.cmd.ProcessState, c.logPath)
+		}
+	}
+	return errors.New("every node has exited")
+}
+
+// waitReady polls each node's /readyz until all answer 200 or a node dies.
+func waitReady(ctx context.Context, endpoints []string, children []*child) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	for i, ep := range endpoints {
+		for attempt := 0; ; attempt++ {
+			select {
+			case err := <-children[i].done:
+				children[i].done <- err
+				return fmt.Errorf("%s exited during start-up (%v); see %s", children[i].id, err, children[i].logPath)
+			default:
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ep+"/readyz", nil)
+			resp, err := client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s not ready: %w", children[i].id, ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// stopChildren sends SIGTERM to every node by PID and waits for them,
+// escalating to SIGKILL after 10 s.
+func stopChildren(children []*child) {
+	var wg sync.WaitGroup
+	for _, c := range children {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case err := <-c.done:
+				c.done <- err
+				return // already exited
+			default:
+			}
+			c.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-c.done:
+			case <-time.After(10 * time.Second):
+				c.cmd.Process.Kill()
+				<-c.done
+			}
+			fmt.Printf("stopped %s\n", c.id)
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,24 @@
+// Command kvd is the dialkv server. `kvd serve` runs one node; `kvd
+// cluster` runs a local cluster of `kvd serve` processes for development.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "kvd",
+		Short:         "dialkv server: a replicated, range-sharded key-value database",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCmd(), clusterCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "kvd:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dialkv/dialkv/api"
+	"github.com/dialkv/dialkv/replication"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+type serveFlags struct {
+	id, dataDir, grpcAddr, httpAddr, raftAddr string
+	initialCluster, join                      string
+	rangeMaxBytes                             int64
+	replicas                                  int
+	maxKeyBytes, maxValueBytes                int
+	logLevel, logFormat                       string
+	heartbeat, election                       time.Duration
+	peerProxies                               []string
+}
+
+func serveCmd() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run one dialkv node",
+		Long: `Run one dialkv node.
+
+On an empty --data-dir the node bootstraps a new cluster with --initial-cluster
+(every founding member gets the same list) or asks an existing member to add
+it with --join. Restarting with the same flags resumes from the data directory.
+SIGTERM or SIGINT shuts the node down cleanly.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return serve(cmd.Context(), f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.id, "id", "", "node id, unique in the cluster (required)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory for this node's data (required)")
+	fl.StringVar(&f.grpcAddr, "grpc-addr", "127.0.0.1:7010", "client gRPC listen address")
+	fl.StringVar(&f.httpAddr, "http-addr", "127.0.0.1:7011", "client HTTP listen address")
+	fl.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7012", "Raft listen address, used by peers")
+	fl.StringVar(&f.initialCluster, "initial-cluster", "", "founding members as id=raftaddr,... (bootstrap on an empty data dir)")
+	fl.StringVar(&f.join, "join", "", "client gRPC address of a member to join through")
+	fl.Int64Var(&f.rangeMaxBytes, "range-max-bytes", 64<<20, "split a range when it grows past this many bytes")
+	fl.IntVar(&f.replicas, "replicas", 3, "replicas per range")
+	fl.IntVar(&f.maxKeyBytes, "max-key-bytes", 4<<10, "largest key accepted")
+	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value accepted")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fl.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout (follower waits this long before an election)")
+	fl.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
+	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
+	cmd.MarkFlagRequired("id")
+	cmd.MarkFlagRequired("data-dir")
+	return cmd
+}
+
+func newLogger(level, format, node string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
+	switch format {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+	return slog.New(h).With("node", node), nil
+}
+
+func serve(ctx context.Context, f serveFlags) error {
+	log, err := newLogger(f.logLevel, f.logFormat, f.id)
+	if err != nil {
+		return err
+	}
+	peers, err := replication.ParseInitialCluster(f.initialCluster)
+	if err != nil {
+		return fmt.Errorf("--initial-cluster: %w", err)
+	}
+	proxies := map[string]string{}
+	for _, p := range f.peerProxies {
+		from, to, ok := strings.Cut(p, "=")
+		if !ok {
+			return fmt.Errorf("--peer-proxy %q: want RAFTADDR=PROXYADDR", p)
+		}
+		proxies[from] = to
+	}
+	cfg := replication.DefaultConfig()
+	cfg.NodeID, cfg.DataDir = f.id, f.dataDir
+	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = f.raftAddr, f.grpcAddr, f.httpAddr
+	cfg.InitialCluster, cfg.Join = peers, f.join
+	cfg.RangeMaxBytes, cfg.Replicas = f.rangeMaxBytes, f.replicas
+	cfg.Timing.Heartbeat, cfg.Timing.Election = f.heartbeat, f.election
+	cfg.Timing.LeaderLease = min(f.heartbeat, f.election) / 2
+	cfg.Logger = log
+	if len(proxies) > 0 {
+		cfg.DialAddr = func(a string) string {
+			if p, ok := proxies[a]; ok {
+				return p
+			}
+			return a
+		}
+	}
+	limits := api.DefaultLimits()
+	limits.MaxKeyBytes, limits.MaxValueBytes = f.maxKeyBytes, f.maxValueBytes
+	if limits.MaxKeyBytes < 1 || limits.MaxValueBytes < 0 {
+		return errors.New("--max-key-bytes must be positive and --max-value-bytes not negative")
+	}
+
+	// Claim the client ports before starting Raft, so a port clash fails
+	// fast instead of leaving a half-started member.
+	grpcLn, err := net.Listen("tcp", f.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --grpc-addr: %w", err)
+	}
+	httpLn, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		grpcLn.Close()
+		return fmt.Errorf("listen on --http-addr: %w", err)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	node, err := replication.Start(ctx, cfg)
+	if err != nil {
+		grpcLn.Close()
+		httpLn.Close()
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(newRangeCollector(node))
+	svc := api.NewService(node, limits, api.NewMetrics(reg), log)
+	grpcSrv, health := api.NewGRPCServer(svc)
+	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	httpSrv := &http.Server{
+		Handler:           api.NewHTTPHandler(svc, reg, node.Ready),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+
+	errc := make(chan error, 3)
+	go func() { errc <- grpcSrv.Serve(grpcLn) }()
+	go func() { errc <- grpcSrv.Serve(node.InternalListener()) }()
+	go func() { errc <- httpSrv.Serve(httpLn) }()
+	log.Info("kvd serving", "grpc", f.grpcAddr, "http", f.httpAddr, "raft", f.raftAddr, "data_dir", f.dataDir)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case serveErr = <-errc:
+		log.Error("server stopped", "err", serveErr)
+	}
+	health.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	httpSrv.Shutdown(sctx)
+	stopped := make(chan struct{})
+	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-sctx.Done():
+		grpcSrv.Stop()
+	}
+	if err := node.Close(); err != nil {
+		log.Error("closing node", "err", err)
+		return err
+	}
+	log.Info("stopped cleanly")
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}

@@ -1,0 +1,305 @@
+package raftstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// RangeFSM is one range's state machine: a raft.BatchingFSM whose state is
+// the range's bbolt bucket plus the overlays of writes not yet committed to
+// it. See the package doc for the durability argument.
+type RangeFSM struct {
+	id     uint64
+	store  *Store
+	bucket []byte
+
+	// mu guards the overlays. ApplyBatch holds it for writing while it
+	// mutates pending and advances applied, so a reader (or the committer)
+	// always sees overlays and applied index that belong together.
+	mu      sync.RWMutex
+	pending *overlay
+	frozen  []*overlay // oldest first; committed or being committed
+
+	applied atomic.Uint64 // last log index applied
+	durable atomic.Uint64 // last applied index committed to bbolt
+
+	waitMu sync.Mutex
+	waitCh chan struct{} // closed and replaced whenever applied advances
+}
+
+var _ raft.BatchingFSM = (*RangeFSM)(nil)
+
+func newRangeFSM(s *Store, id uint64) *RangeFSM {
+	return &RangeFSM{id: id, store: s, bucket: dataBucket(id), pending: newOverlay(), waitCh: make(chan struct{})}
+}
+
+// ID returns the range id.
+func (f *RangeFSM) ID() uint64 { return f.id }
+
+// AppliedIndex is the index of the last log entry applied to this range.
+func (f *RangeFSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// DurableIndex is the applied index last committed to bbolt.
+func (f *RangeFSM) DurableIndex() uint64 { return f.durable.Load() }
+
+// WaitApplied blocks until the applied index reaches index or ctx ends.
+func (f *RangeFSM) WaitApplied(ctx context.Context, index uint64) error {
+	for range 1 << 30 { // bounded by ctx in practice; the bound keeps the loop finite
+		if f.applied.Load() >= index {
+			return nil
+		}
+		f.waitMu.Lock()
+		ch := f.waitCh
+		f.waitMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("raftstore: range %d: wait for index %d did not end", f.id, index)
+}
+
+func (f *RangeFSM) notifyApplied() {
+	f.waitMu.Lock()
+	close(f.waitCh)
+	f.waitCh = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// Apply implements raft.FSM for completeness; Raft uses ApplyBatch.
+func (f *RangeFSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed log entries in order. Entries at or below
+// the applied index were applied before a restart and are skipped. It
+// returns a *Result per command entry.
+func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	f.mu.Lock()
+	applied := f.applied.Load()
+	last := applied
+	for i, l := range logs {
+		if l.Index <= applied {
+			continue
+		}
+		last = l.Index
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		cmd, err := DecodeCommand(l.Data)
+		if err != nil {
+			f.store.log.Error("skipping undecodable log entry", "range", f.id, "index", l.Index, "err", err)
+			out[i] = &Result{Revision: l.Index, Err: err}
+			continue
+		}
+		out[i] = f.applyLocked(&cmd, l.Index)
+	}
+	f.applied.Store(last)
+	big := f.pending.bytes >= f.store.cfg.CommitBytes
+	f.mu.Unlock()
+	if last != applied {
+		f.notifyApplied()
+	}
+	if big {
+		f.store.requestCommit()
+	}
+	return out
+}
+
+func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
+	res := &Result{Revision: index}
+	switch cmd.Op {
+	case OpPut:
+		f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
+	case OpDelete:
+		f.lookupLocked(cmd.Key, func(_ []byte, _ uint64, found bool) { res.Existed = found })
+		f.pending.set(newEntry(cmd.Key, nil, index, true))
+	case OpCompareAndSwap:
+		ok := false
+		f.lookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
+			if cmd.ExpectMissing {
+				ok = !found
+			} else {
+				ok = found && bytes.Equal(v, cmd.Expected)
+			}
+		})
+		if !ok {
+			res.Err = ErrCompareFailed
+			return res
+		}
+		f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
+	case OpMarker:
+	}
+	return res
+}
+
+// newEntry copies key and value into one allocation: log buffers belong to
+// Raft, while the overlay keeps the entry until the next commit.
+func newEntry(key, value []byte, rev uint64, deleted bool) *entry {
+	buf := make([]byte, len(key)+len(value))
+	copy(buf, key)
+	copy(buf[len(key):], value)
+	return &entry{key: buf[:len(key):len(key)], value: buf[len(key):], rev: rev, deleted: deleted}
+}
+
+// lookupLocked finds key's current state: the newest overlay that has it,
+// else bbolt. fn must not retain v. Callers hold f.mu (read or write).
+func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found bool)) {
+	if e, ok := f.pending.get(key); ok {
+		fn(e.value, e.rev, !e.deleted)
+		return
+	}
+	for i := len(f.frozen) - 1; i >= 0; i-- {
+		if e, ok := f.frozen[i].get(key); ok {
+			fn(e.value, e.rev, !e.deleted)
+			return
+		}
+	}
+	err := f.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(f.bucket)
+		if b == nil {
+			fn(nil, 0, false)
+			return nil
+		}
+		rev, v, ok := decodeStored(b.Get(key))
+		fn(v, rev, ok)
+		return nil
+	})
+	if err != nil {
+		fn(nil, 0, false)
+	}
+}
+
+// Get returns a copy of key's value, its revision, whether it exists, and
+// the applied index the answer reflects.
+func (f *RangeFSM) Get(key []byte) (value []byte, rev uint64, found bool, applied uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	f.lookupLocked(key, func(v []byte, r uint64, ok bool) {
+		if ok {
+			value = append([]byte{}, v...)
+		}
+		rev, found = r, ok
+	})
+	return value, rev, found, f.applied.Load()
+}
+
+// KV is one key-value pair returned by Scan.
+type KV struct {
+	Key      []byte
+	Value    []byte
+	Revision uint64
+}
+
+// Scan returns up to limit live keys in [start, end) (end nil: unbounded)
+// in bytewise order. more reports whether keys remain; the next page starts
+// at next.
+func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next []byte, applied uint64, err error) {
+	if limit <= 0 {
+		return nil, false, nil, 0, fmt.Errorf("raftstore: scan limit must be positive, got %d", limit)
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ov := f.overlayRangeLocked(start, end)
+	err = f.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(f.bucket)
+		var c *bolt.Cursor
+		var k, v []byte
+		if b != nil {
+			c = b.Cursor()
+			k, v = c.Seek(start)
+		}
+		inRange := func(k []byte) bool { return k != nil && (end == nil || bytes.Compare(k, end) < 0) }
+		i := 0
+		for len(kvs) <= limit {
+			dbOK, ovOK := inRange(k), i < len(ov)
+			if !dbOK && !ovOK {
+				break
+			}
+			if ovOK && (!dbOK || bytes.Compare(ov[i].key, k) <= 0) {
+				if dbOK && bytes.Equal(ov[i].key, k) {
+					k, v = c.Next()
+				}
+				e := ov[i]
+				i++
+				if !e.deleted {
+					kvs = append(kvs, KV{Key: e.key, Value: e.value, Revision: e.rev})
+				}
+				continue
+			}
+			rev, val, _ := decodeStored(v)
+			kvs = append(kvs, KV{Key: append([]byte{}, k...), Value: append([]byte{}, val...), Revision: rev})
+			k, v = c.Next()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, nil, 0, fmt.Errorf("raftstore: scan range %d: %w", f.id, err)
+	}
+	if len(kvs) > limit {
+		more, next = true, kvs[limit].Key
+		kvs = kvs[:limit]
+	}
+	// Overlay entries are immutable once set, but copy them anyway so the
+	// caller owns everything it gets.
+	for i := range kvs {
+		kvs[i].Key = append([]byte(nil), kvs[i].Key...)
+		kvs[i].Value = append([]byte(nil), kvs[i].Value...)
+	}
+	return kvs, more, next, f.applied.Load(), nil
+}
+
+// overlayRangeLocked merges the overlays' entries in [start, end), newest
+// layer winning, in key order.
+func (f *RangeFSM) overlayRangeLocked(start, end []byte) []*entry {
+	layers := append(append([]*overlay{}, f.frozen...), f.pending) // oldest first
+	total := 0
+	for _, l := range layers {
+		total += l.len()
+	}
+	if total == 0 {
+		return nil
+	}
+	byKey := make(map[string]*entry)
+	for _, l := range layers {
+		l.ascend(start, end, func(e *entry) bool {
+			byKey[string(e.key)] = e
+			return true
+		})
+	}
+	out := make([]*entry, 0, len(byKey))
+	for _, e := range byKey {
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].key, out[j].key) < 0 })
+	return out
+}
+
+// Size returns the number of keys and bytes committed to bbolt for this
+// range (the overlay's few writes are not counted). It walks the bucket's
+// pages, so call it for status and split decisions, not per request.
+func (f *RangeFSM) Size() (keys, bytes uint64, err error) {
+	err = f.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(f.bucket)
+		if b == nil {
+			return nil
+		}
+		st := b.Stats()
+		keys = uint64(st.KeyN)
+		bytes = uint64(st.LeafInuse + st.BranchInuse)
+		return nil
+	})
+	return keys, bytes, err
+}

@@ -1,0 +1,204 @@
+package raftstore
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Snapshot stream format (version 1):
+//
+//	magic "DKVSNAP" version(1)
+//	uvarint applied index
+//	records: 0x01 uvarint(len key) key uvarint(len stored) stored
+//	end:     0x00 crc32c(all bytes before the end marker), big endian
+//
+// stored is the bbolt value (revision + value), so a restore writes the
+// bytes straight back.
+var snapMagic = []byte("DKVSNAP\x01")
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrBadSnapshot is returned by Restore for a stream that is truncated,
+// corrupt or of an unknown version; the range's state is left unchanged.
+var ErrBadSnapshot = errors.New("raftstore: bad snapshot")
+
+// Snapshot makes the range's applied state durable, then pins it with a
+// bbolt read transaction that Persist streams from. Raft calls it on the FSM
+// goroutine, so no apply runs meanwhile; the commit first is what lets Raft
+// truncate its log safely afterwards.
+func (f *RangeFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.store.Flush(); err != nil {
+		return nil, fmt.Errorf("raftstore: flush before snapshot of range %d: %w", f.id, err)
+	}
+	tx, err := f.store.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: snapshot of range %d: %w", f.id, err)
+	}
+	return &fsmSnapshot{tx: tx, bucket: f.bucket, applied: f.applied.Load()}, nil
+}
+
+type fsmSnapshot struct {
+	tx      *bolt.Tx
+	bucket  []byte
+	applied uint64
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.write(sink); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("raftstore: persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) write(out io.Writer) error {
+	h := crc32.New(crcTable)
+	w := bufio.NewWriterSize(io.MultiWriter(out, h), 256<<10)
+	w.Write(snapMagic)
+	w.Write(binary.AppendUvarint(nil, s.applied))
+	var hdr []byte
+	if b := s.tx.Bucket(s.bucket); b != nil {
+		if err := b.ForEach(func(k, v []byte) error {
+			hdr = append(hdr[:0], 1)
+			hdr = binary.AppendUvarint(hdr, uint64(len(k)))
+			w.Write(hdr)
+			w.Write(k)
+			w.Write(binary.AppendUvarint(hdr[:0], uint64(len(v))))
+			_, err := w.Write(v)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	if err := w.WriteByte(0); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	_, err := out.Write(binary.BigEndian.AppendUint32(nil, h.Sum32()))
+	return err
+}
+
+func (s *fsmSnapshot) Release() { s.tx.Rollback() }
+
+// Restore replaces the range's state with the snapshot's in one bbolt
+// transaction: a corrupt or truncated stream aborts it and leaves the old
+// state in place.
+func (f *RangeFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	f.store.commitMu.Lock()
+	defer f.store.commitMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+
+	var applied uint64
+	err := f.store.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(f.bucket) != nil {
+			if err := tx.DeleteBucket(f.bucket); err != nil {
+				return err
+			}
+		}
+		b, err := tx.CreateBucket(f.bucket)
+		if err != nil {
+			return err
+		}
+		applied, err = readSnapshot(rc, func(k, stored []byte) error { return b.Put(k, stored) })
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(metaBucket).Put(appliedKey(f.id), binary.BigEndian.AppendUint64(nil, applied))
+	})
+	if err != nil {
+		return fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
+	}
+	f.pending = newOverlay()
+	f.frozen = nil
+	f.applied.Store(applied)
+	f.durable.Store(applied)
+	f.notifyApplied()
+	return nil
+}
+
+// readSnapshot decodes a stream, calling put for each record, and returns
+// the applied index it carries. It verifies the checksum before returning
+// success; put's writes are only kept if the caller's transaction commits.
+func readSnapshot(r io.Reader, put func(k, stored []byte) error) (uint64, error) {
+	h := crc32.New(crcTable)
+	br := bufio.NewReaderSize(r, 256<<10)
+	tr := io.TeeReader(br, h)
+	magic := make([]byte, len(snapMagic))
+	if _, err := io.ReadFull(tr, magic); err != nil || string(magic) != string(snapMagic) {
+		return 0, fmt.Errorf("%w: bad header", ErrBadSnapshot)
+	}
+	bytesR := &byteReader{r: tr}
+	applied, err := binary.ReadUvarint(bytesR)
+	if err != nil {
+		return 0, fmt.Errorf("%w: applied index: %v", ErrBadSnapshot, err)
+	}
+	for n := 0; ; n++ {
+		var k, v []byte // fresh each record: bbolt keeps Put's slices until commit
+		tag, err := bytesR.ReadByte()
+		if err != nil {
+			return 0, fmt.Errorf("%w: record %d: %v", ErrBadSnapshot, n, err)
+		}
+		if tag == 0 {
+			break
+		}
+		if tag != 1 {
+			return 0, fmt.Errorf("%w: record %d: bad tag %d", ErrBadSnapshot, n, tag)
+		}
+		if k, err = readField(bytesR, k); err != nil {
+			return 0, fmt.Errorf("%w: record %d key: %v", ErrBadSnapshot, n, err)
+		}
+		if v, err = readField(bytesR, v); err != nil {
+			return 0, fmt.Errorf("%w: record %d value: %v", ErrBadSnapshot, n, err)
+		}
+		if err := put(k, v); err != nil {
+			return 0, err
+		}
+	}
+	sum := h.Sum32()
+	var trailer [4]byte
+	if _, err := io.ReadFull(br, trailer[:]); err != nil {
+		return 0, fmt.Errorf("%w: missing checksum", ErrBadSnapshot)
+	}
+	if binary.BigEndian.Uint32(trailer[:]) != sum {
+		return 0, fmt.Errorf("%w: checksum mismatch", ErrBadSnapshot)
+	}
+	return applied, nil
+}
+
+const maxSnapshotField = 64 << 20
+
+func readField(r *byteReader, buf []byte) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, err
+	}
+	if n > maxSnapshotField {
+		return nil, fmt.Errorf("field of %d bytes", n)
+	}
+	buf = append(buf[:0], make([]byte, n)...)
+	_, err = io.ReadFull(r.r, buf)
+	return buf, err
+}
+
+// byteReader adapts an io.Reader for binary.ReadUvarint without
+// reading ahead, so the checksum covers exactly the bytes consumed.
+type byteReader struct {
+	r   io.Reader
+	one [1]byte
+}
+
+func (b *byteReader) ReadByte() (byte, error) {
+	_, err := io.ReadFull(b.r, b.one[:])
+	return b.one[0], err
+}

@@ -1,0 +1,324 @@
+package raftstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Config configures a node's Store.
+type Config struct {
+	// Dir is the node's data directory.
+	Dir string
+	// CommitInterval is how often applied writes are committed to bbolt.
+	// Shorter means less replay after a crash and smaller overlays; each
+	// commit costs two fsyncs for the whole node.
+	CommitInterval time.Duration
+	// CommitBytes commits early once a range's overlay holds this much.
+	CommitBytes int
+	Logger      *slog.Logger
+}
+
+// DefaultConfig returns the configuration kvd runs with.
+func DefaultConfig(dir string) Config {
+	return Config{Dir: dir, CommitInterval: 20 * time.Millisecond, CommitBytes: 8 << 20, Logger: slog.Default()}
+}
+
+// Validate reports the first problem with c.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("raftstore: empty data directory")
+	case c.CommitInterval <= 0:
+		return errors.New("raftstore: commit interval must be positive")
+	case c.CommitBytes <= 0:
+		return errors.New("raftstore: commit bytes must be positive")
+	}
+	return nil
+}
+
+var (
+	// ErrClosed is returned by operations on a closed Store.
+	ErrClosed = errors.New("raftstore: store closed")
+
+	metaBucket = []byte("meta")
+)
+
+// Store is the node-wide state-machine database shared by every range the
+// node hosts, plus the committer that makes their applied writes durable
+// together.
+type Store struct {
+	cfg Config
+	db  *bolt.DB
+	log *slog.Logger
+
+	mu     sync.Mutex
+	ranges map[uint64]*RangeFSM
+	closed bool
+
+	// commitMu serialises commits with each other and with Restore, so a
+	// range's frozen overlays change only under it.
+	commitMu sync.Mutex
+	kick     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+
+	stats CommitStats
+}
+
+// CommitStats counts the committer's work, for metrics and tests.
+type CommitStats struct {
+	mu       sync.Mutex
+	Commits  uint64
+	Failures uint64
+	Keys     uint64
+	Duration time.Duration
+}
+
+// Open opens (creating if needed) the store under cfg.Dir and starts its
+// committer.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("raftstore: create data dir: %w", err)
+	}
+	db, err := bolt.Open(filepath.Join(cfg.Dir, "state.db"), 0o600, &bolt.Options{
+		Timeout:         2 * time.Second,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: 256 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open state.db (is another kvd using %s?): %w", cfg.Dir, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(metaBucket)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("raftstore: init state.db: %w", err)
+	}
+	s := &Store{
+		cfg:    cfg,
+		db:     db,
+		log:    cfg.Logger,
+		ranges: make(map[uint64]*RangeFSM),
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	go s.run()
+	return s, nil
+}
+
+// Dir returns the data directory.
+func (s *Store) Dir() string { return s.cfg.Dir }
+
+func dataBucket(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("r"), id)
+}
+
+func appliedKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("applied/"), id)
+}
+
+// Range returns the state machine of range id, creating its bucket on
+// first use. The FSM resumes from the range's durable applied index.
+func (s *Store) Range(id uint64) (*RangeFSM, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	if f, ok := s.ranges[id]; ok {
+		return f, nil
+	}
+	f := newRangeFSM(s, id)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(f.bucket); err != nil {
+			return err
+		}
+		if v := tx.Bucket(metaBucket).Get(appliedKey(id)); len(v) == 8 {
+			f.applied.Store(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open range %d: %w", id, err)
+	}
+	f.durable.Store(f.applied.Load())
+	s.ranges[id] = f
+	return f, nil
+}
+
+// Flush commits every range's applied writes now and waits for the fsync.
+func (s *Store) Flush() error {
+	return s.commit()
+}
+
+// Stats returns a copy of the committer's counters.
+func (s *Store) Stats() (commits, failures, keys uint64, total time.Duration) {
+	s.stats.mu.Lock()
+	defer s.stats.mu.Unlock()
+	return s.stats.Commits, s.stats.Failures, s.stats.Keys, s.stats.Duration
+}
+
+// Close stops the committer, commits what is pending and closes the
+// database. Callers must have shut down the Raft groups first.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	err := s.commit()
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (s *Store) requestCommit() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) run() {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		if err := s.commit(); err != nil {
+			s.log.Error("state commit failed; will retry", "err", err)
+		}
+	}
+}
+
+type commitJob struct {
+	f       *RangeFSM
+	layers  []*overlay
+	applied uint64
+}
+
+// commit freezes every range's pending overlay and writes all frozen
+// overlays and applied indexes in one bbolt transaction. Frozen overlays stay
+// readable until the transaction is durable; if it fails they stay frozen
+// and the next commit retries them.
+func (s *Store) commit() error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+
+	s.mu.Lock()
+	ranges := make([]*RangeFSM, 0, len(s.ranges))
+	for _, f := range s.ranges {
+		ranges = append(ranges, f)
+	}
+	s.mu.Unlock()
+
+	var jobs []commitJob
+	for _, f := range ranges {
+		f.mu.Lock()
+		if f.pending.len() > 0 {
+			f.frozen = append(f.frozen, f.pending)
+			f.pending = newOverlay()
+		}
+		applied := f.applied.Load()
+		if len(f.frozen) > 0 || applied != f.durable.Load() {
+			jobs = append(jobs, commitJob{f: f, layers: slices.Clone(f.frozen), applied: applied})
+		}
+		f.mu.Unlock()
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+
+	start := time.Now()
+	var keys uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(metaBucket)
+		for _, j := range jobs {
+			b := tx.Bucket(j.f.bucket)
+			if b == nil {
+				return fmt.Errorf("range %d: bucket missing", j.f.id)
+			}
+			for _, layer := range j.layers {
+				var werr error
+				layer.tree.Ascend(func(e *entry) bool {
+					keys++
+					if e.deleted {
+						werr = b.Delete(e.key)
+					} else {
+						werr = b.Put(e.key, encodeStored(e.rev, e.value))
+					}
+					return werr == nil
+				})
+				if werr != nil {
+					return fmt.Errorf("range %d: %w", j.f.id, werr)
+				}
+			}
+			if err := meta.Put(appliedKey(j.f.id), binary.BigEndian.AppendUint64(nil, j.applied)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s.stats.mu.Lock()
+	if err != nil {
+		s.stats.Failures++
+	} else {
+		s.stats.Commits++
+		s.stats.Keys += keys
+		s.stats.Duration += time.Since(start)
+	}
+	s.stats.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("raftstore: commit: %w", err)
+	}
+	for _, j := range jobs {
+		j.f.mu.Lock()
+		j.f.frozen = j.f.frozen[len(j.layers):]
+		j.f.durable.Store(j.applied)
+		j.f.mu.Unlock()
+	}
+	return nil
+}
+
+// encodeStored is the bbolt value layout: the revision, then the value.
+func encodeStored(rev uint64, value []byte) []byte {
+	b := make([]byte, 8+len(value))
+	binary.BigEndian.PutUint64(b, rev)
+	copy(b[8:], value)
+	return b
+}
+
+func decodeStored(b []byte) (rev uint64, value []byte, ok bool) {
+	if len(b) < 8 {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint64(b), b[8:], true
+}

@@ -1,0 +1,116 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/dialkv/dialkv/shard"
+)
+
+// Peer is a cluster member as named by --initial-cluster.
+type Peer struct {
+	ID       string
+	RaftAddr string
+}
+
+// Config configures a Node.
+type Config struct {
+	NodeID   string
+	DataDir  string
+	RaftAddr string // listened on and advertised to peers
+	GRPCAddr string // advertised to clients
+	HTTPAddr string // advertised to clients
+
+	// InitialCluster bootstraps a new cluster when DataDir is empty.
+	InitialCluster []Peer
+	// Join is a member's client gRPC address; the node asks it to be added.
+	Join string
+
+	Replicas      int
+	RangeMaxBytes int64
+
+	Timing         shard.Timing
+	CommitInterval time.Duration
+
+	// DialAddr maps a peer's advertised Raft address to the address to dial
+	// (tests route links through fault-injecting proxies). Nil: identity.
+	DialAddr func(string) string
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with kvd's defaults and no identity.
+func DefaultConfig() Config {
+	return Config{
+		Replicas:       3,
+		RangeMaxBytes:  64 << 20,
+		Timing:         shard.DefaultTiming(),
+		CommitInterval: 20 * time.Millisecond,
+		Logger:         slog.Default(),
+	}
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	if c.NodeID == "" || strings.ContainsAny(c.NodeID, "=, \t\n") {
+		return fmt.Errorf("replication: node id %q must be non-empty and contain no '=', ',' or spaces", c.NodeID)
+	}
+	if c.DataDir == "" {
+		return errors.New("replication: data directory is required")
+	}
+	for name, a := range map[string]string{"raft": c.RaftAddr, "grpc": c.GRPCAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("replication: %s address %q: %w", name, a, err)
+		}
+	}
+	if len(c.InitialCluster) > 0 && c.Join != "" {
+		return errors.New("replication: give --initial-cluster or --join, not both")
+	}
+	seen := map[string]bool{}
+	self := false
+	for _, p := range c.InitialCluster {
+		if seen[p.ID] {
+			return fmt.Errorf("replication: node %q appears twice in the initial cluster", p.ID)
+		}
+		seen[p.ID] = true
+		if p.ID == c.NodeID {
+			self = true
+			if p.RaftAddr != c.RaftAddr {
+				return fmt.Errorf("replication: initial cluster gives %s raft address %s, but --raft-addr is %s", p.ID, p.RaftAddr, c.RaftAddr)
+			}
+		}
+	}
+	if len(c.InitialCluster) > 0 && !self {
+		return fmt.Errorf("replication: node %q is not in the initial cluster", c.NodeID)
+	}
+	if c.Replicas < 1 {
+		return fmt.Errorf("replication: replicas must be at least 1, got %d", c.Replicas)
+	}
+	if c.RangeMaxBytes < 1<<10 {
+		return fmt.Errorf("replication: range max bytes must be at least 1 KiB, got %d", c.RangeMaxBytes)
+	}
+	return nil
+}
+
+// ParseInitialCluster parses "n1=127.0.0.1:7012,n2=127.0.0.1:7022".
+func ParseInitialCluster(s string) ([]Peer, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var peers []Peer
+	for part := range strings.SplitSeq(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" {
+			return nil, fmt.Errorf("initial cluster entry %q: want ID=RAFT_ADDR", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("initial cluster entry %q: %w", part, err)
+		}
+		peers = append(peers, Peer{ID: id, RaftAddr: addr})
+	}
+	return peers, nil
+}

@@ -1,0 +1,16 @@
+// Package replication is the node host: it runs every range replica a node
+// holds over one Raft port, bootstraps or joins the cluster, changes
+// membership, and gets each request to the replica that may serve it.
+//
+// A client may send any request to any node. Node serves it locally when it
+// can (a write or linearizable read on the range leader, a stale read on any
+// replica, a session read on a replica that has applied the session's
+// index) and otherwise forwards it to the leader over the internal gRPC
+// service that shares the Raft port (see Mux). A forwarded request carries
+// rpctypes.ForwardedHeader and is never forwarded again, so a request makes
+// at most one extra hop and a stale leader hint cannot loop it.
+//
+// Node speaks kvpb request and response types but returns plain errors
+// (the sentinels below, shard's, or a peer's gRPC status); package api
+// turns them into gRPC codes and HTTP statuses in one table.
+package replication

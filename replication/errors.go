@@ -1,0 +1,31 @@
+package replication
+
+import "errors"
+
+var (
+	// ErrNoLeader is returned when the range has no known leader to serve
+	// or forward to (an election is under way, or quorum is lost).
+	ErrNoLeader = errors.New("replication: no leader")
+
+	// ErrKeyOutOfRange is returned when no range on this node holds the key.
+	ErrKeyOutOfRange = errors.New("replication: key outside the ranges of this node")
+
+	// ErrUnknownNode is returned for a membership change naming a node that
+	// is not a member.
+	ErrUnknownNode = errors.New("replication: unknown node")
+
+	// ErrMemberConflict is returned when adding a node id or address that a
+	// different member already uses.
+	ErrMemberConflict = errors.New("replication: member conflict")
+
+	// ErrSessionNotMet is returned when a session read's token is ahead of
+	// what this replica applied within the wait allowed.
+	ErrSessionNotMet = errors.New("replication: replica has not applied the session's index")
+
+	// ErrStaleReplica is returned when a bounded read cannot be served by
+	// this replica within its max_staleness.
+	ErrStaleReplica = errors.New("replication: replica is staler than max_staleness")
+
+	// ErrBadSessionToken is returned for a session token that does not parse.
+	ErrBadSessionToken = errors.New("replication: malformed session token")
+)

@@ -1,0 +1,275 @@
+package replication
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/raftstore"
+	"github.com/dialkv/dialkv/shard"
+	"google.golang.org/grpc/metadata"
+)
+
+// sessionWait bounds how long a session read waits for this replica to
+// apply the session's index before refusing, so the client can try a
+// replica that is further along.
+const sessionWait = time.Second
+
+func isForwarded(ctx context.Context) bool {
+	md, ok := metadata.FromIncomingContext(ctx)
+	return ok && len(md.Get(rpctypes.ForwardedHeader)) > 0
+}
+
+// forward sends a request to the range leader's internal gRPC service.
+// Errors from the leader come back as its gRPC status and pass through.
+func forward[T any](ctx context.Context, n *Node, s *shard.Shard, call func(context.Context, kvpb.KVClient) (T, error)) (T, error) {
+	var zero T
+	if isForwarded(ctx) {
+		return zero, shard.ErrNotLeader
+	}
+	id, addr, err := s.WaitLeader(ctx)
+	if err != nil {
+		return zero, fmt.Errorf("%w for range %d: %w", ErrNoLeader, s.ID(), err)
+	}
+	if id == n.cfg.NodeID {
+		// Raft names us leader but the shard refused: leadership is changing.
+		return zero, fmt.Errorf("%w for range %d: leadership is moving", ErrNoLeader, s.ID())
+	}
+	conn, err := n.peer(addr)
+	if err != nil {
+		return zero, err
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, rpctypes.ForwardedHeader, n.cfg.NodeID)
+	return call(ctx, kvpb.NewKVClient(conn))
+}
+
+// propose commits cmd on the local leader, or forwards via fwd when this
+// replica is not the leader.
+func (n *Node) propose(ctx context.Context, s *shard.Shard, cmd *raftstore.Command) (*raftstore.Result, bool, error) {
+	if !s.IsLeader() {
+		return nil, true, nil
+	}
+	res, err := s.Propose(ctx, cmd)
+	if errors.Is(err, shard.ErrNotLeader) {
+		return nil, true, nil
+	}
+	return res, false, err
+}
+
+func (n *Node) writeHeader(s *shard.Shard, rev uint64) *kvpb.WriteHeader {
+	return &kvpb.WriteHeader{
+		ServedBy:     n.cfg.NodeID,
+		RangeId:      s.ID(),
+		Revision:     rev,
+		SessionToken: sessionToken{s.ID(): rev}.String(),
+	}
+}
+
+// Put writes a key through the range's Raft log.
+func (n *Node) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse, error) {
+	s, err := n.shardFor(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpPut, Key: req.Key, Value: req.Value})
+	if fwd {
+		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.PutResponse, error) { return c.Put(ctx, req) })
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.PutResponse{Header: n.writeHeader(s, res.Revision)}, nil
+}
+
+// Delete removes a key through the range's Raft log.
+func (n *Node) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error) {
+	s, err := n.shardFor(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpDelete, Key: req.Key})
+	if fwd {
+		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.DeleteResponse, error) { return c.Delete(ctx, req) })
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.DeleteResponse{Header: n.writeHeader(s, res.Revision), Deleted: res.Existed}, nil
+}
+
+// CompareAndSwap writes new_value if the key's value matches.
+func (n *Node) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapRequest) (*kvpb.CompareAndSwapResponse, error) {
+	s, err := n.shardFor(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	cmd := &raftstore.Command{Op: raftstore.OpCompareAndSwap, Key: req.Key, Value: req.NewValue, Expected: req.ExpectedValue, ExpectMissing: req.ExpectMissing}
+	res, fwd, err := n.propose(ctx, s, cmd)
+	if fwd {
+		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.CompareAndSwapResponse, error) {
+			return c.CompareAndSwap(ctx, req)
+		})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.CompareAndSwapResponse{Header: n.writeHeader(s, res.Revision)}, nil
+}
+
+// readPlan is how a read will be served on this replica.
+type readPlan struct {
+	level       kvpb.Consistency
+	stalenessMS int64
+	token       sessionToken
+}
+
+// prepareRead decides whether this replica may serve a read at the asked
+// level and waits for whatever that requires. forward is true when only
+// the leader may serve it and this replica is not the leader.
+func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadOptions) (plan readPlan, forward bool, err error) {
+	plan.level = opts.GetConsistency()
+	if plan.level == kvpb.Consistency_CONSISTENCY_UNSPECIFIED {
+		plan.level = kvpb.Consistency_CONSISTENCY_LINEARIZABLE
+	}
+	if plan.token, err = parseSessionToken(opts.GetSessionToken()); err != nil {
+		return plan, false, err
+	}
+	switch plan.level {
+	case kvpb.Consistency_CONSISTENCY_LINEARIZABLE, kvpb.Consistency_CONSISTENCY_BOUNDED:
+		// Until replicas publish freshness stamps, a bounded read is served
+		// as a linearizable one: a stronger promise than it asked for.
+		if !s.IsLeader() {
+			return plan, true, nil
+		}
+		if _, err := s.ReadIndex(ctx); err != nil {
+			if errors.Is(err, shard.ErrNotLeader) {
+				return plan, true, nil
+			}
+			return plan, false, err
+		}
+	case kvpb.Consistency_CONSISTENCY_SESSION:
+		need := plan.token[s.ID()]
+		if s.FSM().AppliedIndex() < need {
+			wctx, cancel := context.WithTimeout(ctx, sessionWait)
+			err := s.FSM().WaitApplied(wctx, need)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return plan, false, ctx.Err()
+				}
+				return plan, false, fmt.Errorf("%w: range %d applied %d, session needs %d", ErrSessionNotMet, s.ID(), s.FSM().AppliedIndex(), need)
+			}
+		}
+		plan.stalenessMS = -1
+	case kvpb.Consistency_CONSISTENCY_STALE:
+		plan.stalenessMS = -1
+	default:
+		return plan, false, fmt.Errorf("replication: unknown consistency level %d", plan.level)
+	}
+	return plan, false, nil
+}
+
+func (n *Node) readHeader(s *shard.Shard, plan readPlan, applied uint64) *kvpb.ReadHeader {
+	return &kvpb.ReadHeader{
+		ServedBy:     n.cfg.NodeID,
+		RangeId:      s.ID(),
+		AppliedIndex: applied,
+		Consistency:  plan.level,
+		StalenessMs:  plan.stalenessMS,
+		SessionToken: plan.token.with(s.ID(), applied).String(),
+	}
+}
+
+// ErrKeyNotFound is returned by Get for a missing key.
+var ErrKeyNotFound = errors.New("replication: key not found")
+
+// Get reads one key at the requested consistency level.
+func (n *Node) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse, error) {
+	s, err := n.shardFor(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	plan, fwd, err := n.prepareRead(ctx, s, req.Read)
+	if fwd {
+		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.GetResponse, error) { return c.Get(ctx, req) })
+	}
+	if err != nil {
+		return nil, err
+	}
+	value, rev, found, applied := s.FSM().Get(req.Key)
+	if !found {
+		return nil, &NotFoundError{Header: n.readHeader(s, plan, applied)}
+	}
+	return &kvpb.GetResponse{
+		Header: n.readHeader(s, plan, applied),
+		Kv:     &kvpb.KeyValue{Key: req.Key, Value: value, Revision: rev},
+	}, nil
+}
+
+// NotFoundError is a Get of a missing key; it still says who answered.
+type NotFoundError struct {
+	Header *kvpb.ReadHeader
+}
+
+func (e *NotFoundError) Error() string { return ErrKeyNotFound.Error() }
+func (e *NotFoundError) Unwrap() error { return ErrKeyNotFound }
+
+// DefaultScanLimit applies when a scan names no limit.
+const DefaultScanLimit = 1000
+
+// Scan reads keys in [start, end) of the range that holds start. When the
+// range ends before end, the response says more and gives the range's end
+// as next_key, so a client resumes in the next range.
+func (n *Node) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanResponse, error) {
+	start, end := req.Start, req.End
+	if len(req.Prefix) > 0 {
+		start, end = req.Prefix, PrefixEnd(req.Prefix)
+	}
+	s, err := n.shardFor(start)
+	if err != nil {
+		return nil, err
+	}
+	plan, fwd, err := n.prepareRead(ctx, s, req.Read)
+	if fwd {
+		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.ScanResponse, error) { return c.Scan(ctx, req) })
+	}
+	if err != nil {
+		return nil, err
+	}
+	limit := int(req.Limit)
+	if limit <= 0 {
+		limit = DefaultScanLimit
+	}
+	desc := s.Descriptor()
+	from, to := desc.Clamp(start, end)
+	kvs, more, next, applied, err := s.FSM().Scan(from, to, limit)
+	if err != nil {
+		return nil, err
+	}
+	resp := &kvpb.ScanResponse{Header: n.readHeader(s, plan, applied), More: more, NextKey: next}
+	if !more && len(desc.End) > 0 && (len(end) == 0 || bytes.Compare(desc.End, end) < 0) {
+		resp.More, resp.NextKey = true, desc.End
+	}
+	resp.Kvs = make([]*kvpb.KeyValue, len(kvs))
+	for i, kv := range kvs {
+		resp.Kvs[i] = &kvpb.KeyValue{Key: kv.Key, Value: kv.Value, Revision: kv.Revision}
+	}
+	return resp, nil
+}
+
+// PrefixEnd returns the smallest key greater than every key with the
+// prefix, or nil when there is none (a prefix of all 0xff bytes).
+func PrefixEnd(prefix []byte) []byte {
+	end := bytes.Clone(prefix)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

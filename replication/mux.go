@@ -1,0 +1,227 @@
+package replication
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// A node has one Raft port. Every connection to it starts with a header
+// that says what it carries, so that all of the node's Raft groups and its
+// internal gRPC service share the port:
+//
+//	'R' + range id (8 bytes, big endian)   a Raft transport stream of that range
+//	'G'                                    internal gRPC (forwarding, status)
+const (
+	connRaft byte = 'R'
+	connGRPC byte = 'G'
+
+	headerTimeout = 5 * time.Second
+)
+
+var errMuxClosed = errors.New("replication: raft listener closed")
+
+// Mux accepts connections on the node's Raft address and hands each to the
+// range's stream layer or to the internal gRPC listener.
+type Mux struct {
+	ln   net.Listener
+	log  *slog.Logger
+	dial func(addr string, timeout time.Duration) (net.Conn, error)
+
+	mu     sync.Mutex
+	ranges map[uint64]*streamLayer
+	grpc   *chanListener
+	closed bool
+}
+
+// NewMux listens on addr. dialAddr maps a peer's advertised Raft address to
+// the address actually dialled (the identity unless a test routes links
+// through proxies).
+func NewMux(addr string, dialAddr func(string) string, log *slog.Logger) (*Mux, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("replication: listen on raft address %s: %w", addr, err)
+	}
+	m := &Mux{ln: ln, log: log, ranges: make(map[uint64]*streamLayer)}
+	m.dial = func(a string, timeout time.Duration) (net.Conn, error) {
+		if dialAddr != nil {
+			a = dialAddr(a)
+		}
+		return net.DialTimeout("tcp", a, timeout)
+	}
+	m.grpc = newChanListener(ln.Addr())
+	go m.serve()
+	return m, nil
+}
+
+// Addr is the listening address.
+func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// GRPCListener yields the connections that carry internal gRPC.
+func (m *Mux) GRPCListener() net.Listener { return m.grpc }
+
+// DialGRPC opens a connection to a peer's internal gRPC service.
+func (m *Mux) DialGRPC(addr string, timeout time.Duration) (net.Conn, error) {
+	c, err := m.dial(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write([]byte{connGRPC}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// RangeLayer returns the raft.StreamLayer of one range, registering it.
+func (m *Mux) RangeLayer(id uint64) raft.StreamLayer {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.ranges[id]; ok {
+		return l
+	}
+	l := &streamLayer{mux: m, id: id, chanListener: newChanListener(m.ln.Addr())}
+	m.ranges[id] = l
+	return l
+}
+
+func (m *Mux) removeRange(id uint64) {
+	m.mu.Lock()
+	delete(m.ranges, id)
+	m.mu.Unlock()
+}
+
+// Close stops accepting and closes every virtual listener.
+func (m *Mux) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	layers := m.ranges
+	m.ranges = map[uint64]*streamLayer{}
+	m.mu.Unlock()
+	err := m.ln.Close()
+	for _, l := range layers {
+		l.chanListener.Close()
+	}
+	m.grpc.Close()
+	return err
+}
+
+func (m *Mux) serve() {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return // listener closed
+		}
+		go m.route(c)
+	}
+}
+
+func (m *Mux) route(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(headerTimeout))
+	var kind [1]byte
+	if _, err := io.ReadFull(c, kind[:]); err != nil {
+		c.Close()
+		return
+	}
+	switch kind[0] {
+	case connGRPC:
+		c.SetReadDeadline(time.Time{})
+		if !m.grpc.deliver(c) {
+			c.Close()
+		}
+	case connRaft:
+		var id [8]byte
+		if _, err := io.ReadFull(c, id[:]); err != nil {
+			c.Close()
+			return
+		}
+		c.SetReadDeadline(time.Time{})
+		rangeID := binary.BigEndian.Uint64(id[:])
+		m.mu.Lock()
+		l := m.ranges[rangeID]
+		m.mu.Unlock()
+		if l == nil || !l.deliver(c) {
+			c.Close()
+		}
+	default:
+		m.log.Warn("closing connection with unknown header", "remote", c.RemoteAddr(), "byte", kind[0])
+		c.Close()
+	}
+}
+
+// chanListener is a net.Listener fed by the mux.
+type chanListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	done   chan struct{}
+	once   sync.Once
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn, 16), done: make(chan struct{})}
+}
+
+func (l *chanListener) deliver(c net.Conn) bool {
+	select {
+	case l.conns <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, errMuxClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// streamLayer is one range's raft.StreamLayer over the mux.
+type streamLayer struct {
+	*chanListener
+	mux *Mux
+	id  uint64
+}
+
+func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	c, err := s.mux.dial(string(addr), timeout)
+	if err != nil {
+		return nil, err
+	}
+	hdr := binary.BigEndian.AppendUint64([]byte{connRaft}, s.id)
+	if _, err := c.Write(hdr); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (s *streamLayer) Close() error {
+	s.mux.removeRange(s.id)
+	return s.chanListener.Close()
+}

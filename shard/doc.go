@@ -1,0 +1,17 @@
+// Package shard is one range of the key space and the Raft group that
+// replicates it: a Descriptor (which keys, which replicas) and a Shard that
+// owns the range's raft.Raft and its raftstore.RangeFSM.
+//
+// A Shard knows how to commit a command (Propose), how to prove a read is
+// linearizable (ReadIndex: note the commit index, confirm leadership with a
+// quorum, wait until the state machine has applied that index), and how to
+// change its own membership. It does not know about other ranges, other
+// nodes' addresses or clients: forwarding and routing live in package
+// replication, request validation in package api.
+//
+// A new leader may only serve read-index reads once an entry of its own term
+// has committed. hashicorp/raft commits a no-op at the start of each term
+// but never hands no-ops to the FSM, so the Shard applies a marker command
+// of its own as soon as it becomes leader and serves linearizable reads only
+// after that marker has been applied.
+package shard

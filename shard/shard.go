@@ -1,0 +1,473 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dialkv/dialkv/internal/logadapt"
+	"github.com/dialkv/dialkv/raftstore"
+	"github.com/hashicorp/raft"
+)
+
+// Config configures one Shard.
+type Config struct {
+	NodeID     string
+	Descriptor Descriptor
+	FSM        *raftstore.RangeFSM
+	Storage    *raftstore.RaftStorage
+	Transport  raft.Transport
+	Logger     *slog.Logger
+	Timing     Timing
+}
+
+// Timing holds the Raft timeouts. Loopback clusters can afford short ones;
+// a busy two-core machine running the race detector cannot go much lower
+// than DefaultTiming without spurious elections.
+type Timing struct {
+	Heartbeat   time.Duration
+	Election    time.Duration
+	LeaderLease time.Duration
+	Commit      time.Duration
+}
+
+// DefaultTiming is what kvd runs with.
+func DefaultTiming() Timing {
+	return Timing{Heartbeat: time.Second, Election: time.Second, LeaderLease: 500 * time.Millisecond, Commit: 20 * time.Millisecond}
+}
+
+// Shard is one replica of one range.
+type Shard struct {
+	desc    Descriptor
+	nodeID  string
+	raft    *raft.Raft
+	fsm     *raftstore.RangeFSM
+	storage *raftstore.RaftStorage
+	log     *slog.Logger
+
+	// leaderGen counts leadership transitions; readyGen is the leaderGen
+	// at which this replica, as leader, saw its term-start marker applied.
+	// Read-index is allowed only while readyGen == leaderGen and leader.
+	leaderGen atomic.Uint64
+	readyGen  atomic.Uint64
+	readyMu   sync.Mutex
+	readyCh   chan struct{} // closed and replaced on every transition
+
+	reads readBatcher
+
+	leaderMu sync.Mutex
+	leaderCh chan struct{} // closed and replaced whenever the leader changes
+
+	observer *raft.Observer
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// New starts the Raft group of one range replica. The group is idle until
+// it is bootstrapped or contacted by its peers.
+func New(cfg Config) (*Shard, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Timing == (Timing{}) {
+		cfg.Timing = DefaultTiming()
+	}
+	log := cfg.Logger.With("range", cfg.Descriptor.ID)
+	s := &Shard{
+		desc:    cfg.Descriptor,
+		nodeID:  cfg.NodeID,
+		fsm:     cfg.FSM,
+		storage: cfg.Storage,
+		log:     log,
+		readyCh:  make(chan struct{}),
+		leaderCh: make(chan struct{}),
+		stop:     make(chan struct{}),
+	}
+	s.reads.s = s
+	if err := s.recoverFromSnapshot(); err != nil {
+		return nil, err
+	}
+
+	notify := make(chan bool, 8)
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.Timing.Heartbeat
+	rc.ElectionTimeout = cfg.Timing.Election
+	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLease
+	rc.CommitTimeout = cfg.Timing.Commit
+	rc.MaxAppendEntries = 512
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = 16384
+	rc.TrailingLogs = 10240
+	rc.SnapshotInterval = 60 * time.Second
+	// The FSM is durable and resumes from its own applied index; restoring
+	// the snapshot on every start would throw that away and copy the range.
+	rc.NoSnapshotRestoreOnStart = true
+	rc.NotifyCh = notify
+	rc.Logger = logadapt.HCLog(log.With("component", "raft"))
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("shard: range %d: %w", cfg.Descriptor.ID, err)
+	}
+	r, err := raft.NewRaft(rc, cfg.FSM, cfg.Storage.Log(), cfg.Storage.Stable(), cfg.Storage.Snapshots, cfg.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("shard: start raft for range %d: %w", cfg.Descriptor.ID, err)
+	}
+	s.raft = r
+	observations := make(chan raft.Observation, 16)
+	s.observer = raft.NewObserver(observations, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(s.observer)
+	s.wg.Add(2)
+	go s.watchLeadership(notify)
+	go s.watchLeader(observations)
+	return s, nil
+}
+
+// watchLeader wakes WaitLeader callers whenever the known leader changes.
+func (s *Shard) watchLeader(observations <-chan raft.Observation) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-observations:
+			s.leaderMu.Lock()
+			close(s.leaderCh)
+			s.leaderCh = make(chan struct{})
+			s.leaderMu.Unlock()
+		}
+	}
+}
+
+// WaitLeader returns the leader's id and address, waiting for an election
+// to finish if none is known, until ctx ends.
+func (s *Shard) WaitLeader(ctx context.Context) (id, addr string, err error) {
+	for range 1000 {
+		s.leaderMu.Lock()
+		ch := s.leaderCh
+		s.leaderMu.Unlock()
+		if id, addr = s.Leader(); addr != "" {
+			return id, addr, nil
+		}
+		select {
+		case <-ch:
+		case <-s.stop:
+			return "", "", ErrShutdown
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		}
+	}
+	return "", "", ctx.Err()
+}
+
+// recoverFromSnapshot restores the newest snapshot into the FSM when the
+// FSM's durable state is older than it (for example a state.db that was
+// lost): with NoSnapshotRestoreOnStart Raft would otherwise replay only the
+// log after the snapshot and the range would silently miss data.
+func (s *Shard) recoverFromSnapshot() error {
+	metas, err := s.storage.Snapshots.List()
+	if err != nil || len(metas) == 0 {
+		return nil
+	}
+	newest := metas[0]
+	if s.fsm.AppliedIndex() >= newest.Index {
+		return nil
+	}
+	s.log.Warn("state machine is older than the newest snapshot; restoring it", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index)
+	_, rc, err := s.storage.Snapshots.Open(newest.ID)
+	if err != nil {
+		return fmt.Errorf("shard: range %d: open snapshot %s: %w", s.desc.ID, newest.ID, err)
+	}
+	if err := s.fsm.Restore(rc); err != nil {
+		return fmt.Errorf("shard: range %d: %w", s.desc.ID, err)
+	}
+	return nil
+}
+
+// Descriptor returns the range descriptor.
+func (s *Shard) Descriptor() Descriptor { return s.desc }
+
+// ID returns the range id.
+func (s *Shard) ID() uint64 { return s.desc.ID }
+
+// FSM returns the range's state machine, for local reads.
+func (s *Shard) FSM() *raftstore.RangeFSM { return s.fsm }
+
+// Raft exposes the underlying Raft instance for status and tests.
+func (s *Shard) Raft() *raft.Raft { return s.raft }
+
+// Bootstrap makes servers the range's first configuration. It is a no-op
+// when the replica already has Raft state, so a restart with the same flags
+// is safe.
+func (s *Shard) Bootstrap(servers []raft.Server) error {
+	f := s.raft.BootstrapCluster(raft.Configuration{Servers: servers})
+	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		return fmt.Errorf("shard: bootstrap range %d: %w", s.desc.ID, err)
+	}
+	return nil
+}
+
+// IsLeader reports whether this replica is the range's leader.
+func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// Leader returns the leader's node id and Raft address, empty when unknown.
+func (s *Shard) Leader() (id, addr string) {
+	a, i := s.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// Propose commits cmd through Raft and returns its result once applied on
+// this (leader) replica. Errors: ErrNotLeader (not applied), ErrShutdown
+// (not applied), ErrIndeterminate (may have been applied),
+// ErrCompareFailed (applied as a no-op).
+func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore.Result, error) {
+	if s.raft.State() != raft.Leader {
+		return nil, ErrNotLeader
+	}
+	timeout := time.Duration(0)
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+		if timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	f := s.raft.Apply(cmd.Encode(make([]byte, 0, 16+len(cmd.Key)+len(cmd.Value)+len(cmd.Expected))), timeout)
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, s.applyError(err)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", ErrIndeterminate, ctx.Err())
+	}
+	res, ok := f.Response().(*raftstore.Result)
+	if !ok || res == nil {
+		return nil, fmt.Errorf("shard: range %d: unexpected apply response %T", s.desc.ID, f.Response())
+	}
+	if errors.Is(res.Err, raftstore.ErrCompareFailed) {
+		return res, ErrCompareFailed
+	}
+	if res.Err != nil {
+		return res, fmt.Errorf("shard: range %d: apply: %w", s.desc.ID, res.Err)
+	}
+	return res, nil
+}
+
+func (s *Shard) applyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		// Raft refused the entry before appending it.
+		return ErrNotLeader
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
+	}
+	return fmt.Errorf("%w: %w", ErrIndeterminate, err)
+}
+
+// watchLeadership tracks leadership transitions and, on becoming leader,
+// commits the term-start marker that makes read-index safe.
+func (s *Shard) watchLeadership(notify <-chan bool) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case isLeader := <-notify:
+			gen := s.leaderGen.Add(1)
+			s.signalReady()
+			if isLeader {
+				s.log.Info("became leader", "term", s.raft.CurrentTerm())
+				s.wg.Add(1)
+				go s.commitMarker(gen)
+			}
+		}
+	}
+}
+
+func (s *Shard) commitMarker(gen uint64) {
+	defer s.wg.Done()
+	for attempt := 0; attempt < 100 && s.leaderGen.Load() == gen; attempt++ {
+		f := s.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), time.Second)
+		err := f.Error()
+		if err == nil {
+			if s.leaderGen.Load() == gen {
+				s.readyGen.Store(gen)
+				s.signalReady()
+			}
+			return
+		}
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			return
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Shard) signalReady() {
+	s.readyMu.Lock()
+	close(s.readyCh)
+	s.readyCh = make(chan struct{})
+	s.readyMu.Unlock()
+}
+
+// waitLeaderReady waits until this replica is a leader whose term-start
+// marker has been applied, returning the leadership generation.
+func (s *Shard) waitLeaderReady(ctx context.Context) (uint64, error) {
+	for range 1000 {
+		s.readyMu.Lock()
+		ch := s.readyCh
+		s.readyMu.Unlock()
+		if s.raft.State() != raft.Leader {
+			return 0, ErrNotLeader
+		}
+		if gen := s.leaderGen.Load(); s.readyGen.Load() == gen {
+			return gen, nil
+		}
+		select {
+		case <-ch:
+		case <-s.stop:
+			return 0, ErrShutdown
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return 0, ErrNotLeader
+}
+
+// ReadIndex returns an index such that a read of this replica's state
+// machine is linearizable once the state machine has applied it; it has
+// already waited for that. Only the leader can serve it (ErrNotLeader).
+// Concurrent calls share one leadership confirmation.
+func (s *Shard) ReadIndex(ctx context.Context) (uint64, error) {
+	idx, err := s.reads.wait(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.fsm.WaitApplied(ctx, idx); err != nil {
+		return 0, err
+	}
+	return idx, nil
+}
+
+// confirmRead runs one read-index round for a batch of waiting readers.
+func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
+	gen, err := s.waitLeaderReady(ctx)
+	if err != nil {
+		return 0, err
+	}
+	idx := s.raft.CommitIndex()
+	if err := s.raft.VerifyLeader().Error(); err != nil {
+		return 0, ErrNotLeader
+	}
+	if s.leaderGen.Load() != gen {
+		return 0, ErrNotLeader
+	}
+	return idx, nil
+}
+
+// AddVoter adds (or promotes) a voting member.
+func (s *Shard) AddVoter(ctx context.Context, id, addr string) error {
+	return s.membership(ctx, func(t time.Duration) raft.IndexFuture {
+		return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
+	})
+}
+
+// AddNonvoter adds a member that receives the log but does not vote.
+func (s *Shard) AddNonvoter(ctx context.Context, id, addr string) error {
+	return s.membership(ctx, func(t time.Duration) raft.IndexFuture {
+		return s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
+	})
+}
+
+// RemoveServer removes a member.
+func (s *Shard) RemoveServer(ctx context.Context, id string) error {
+	return s.membership(ctx, func(t time.Duration) raft.IndexFuture {
+		return s.raft.RemoveServer(raft.ServerID(id), 0, t)
+	})
+}
+
+func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.IndexFuture) error {
+	if s.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	if err := change(timeout).Error(); err != nil {
+		return s.applyError(err)
+	}
+	return nil
+}
+
+// Configuration returns the range's current Raft membership.
+func (s *Shard) Configuration() ([]raft.Server, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("shard: range %d configuration: %w", s.desc.ID, err)
+	}
+	return f.Configuration().Servers, nil
+}
+
+// Status is a point-in-time view of the replica.
+type Status struct {
+	Descriptor   Descriptor
+	State        string
+	Term         uint64
+	CommitIndex  uint64
+	AppliedIndex uint64
+	LastLogIndex uint64
+	LeaderID     string
+	Replicas     []string
+}
+
+// Status reports the replica's Raft and state-machine progress.
+func (s *Shard) Status() Status {
+	st := Status{
+		Descriptor:   s.desc,
+		State:        s.raft.State().String(),
+		Term:         s.raft.CurrentTerm(),
+		CommitIndex:  s.raft.CommitIndex(),
+		AppliedIndex: s.fsm.AppliedIndex(),
+		LastLogIndex: s.raft.LastIndex(),
+	}
+	st.LeaderID, _ = s.Leader()
+	if servers, err := s.Configuration(); err == nil {
+		for _, srv := range servers {
+			st.Replicas = append(st.Replicas, string(srv.ID))
+		}
+	}
+	return st
+}
+
+// Shutdown stops the replica's Raft group and closes its log. The shared
+// state store stays open for the node's other ranges.
+func (s *Shard) Shutdown() error {
+	var err error
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		s.raft.DeregisterObserver(s.observer)
+		err = s.raft.Shutdown().Error()
+		s.wg.Wait()
+		if cerr := s.storage.Close(); err == nil {
+			err = cerr
+		}
+	})
+	return err
+}
