@@ -166,10 +166,10 @@ func (m *Mux) route(c net.Conn) {
 
 // chanListener is a net.Listener fed by the mux.
 type chanListener struct {
-	addr   net.Addr
-	conns  chan net.Conn
-	done   chan struct{}
-	once   sync.Once
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
 }
 
 func newChanListener(addr net.Addr) *chanListener {

@@ -47,6 +47,7 @@ type Shard struct {
 	raft    *raft.Raft
 	fsm     *raftstore.RangeFSM
 	storage *raftstore.RaftStorage
+	trans   raft.Transport
 	log     *slog.Logger
 
 	// leaderGen counts leadership transitions; readyGen is the leaderGen
@@ -80,11 +81,12 @@ func New(cfg Config) (*Shard, error) {
 	}
 	log := cfg.Logger.With("range", cfg.Descriptor.ID)
 	s := &Shard{
-		desc:    cfg.Descriptor,
-		nodeID:  cfg.NodeID,
-		fsm:     cfg.FSM,
-		storage: cfg.Storage,
-		log:     log,
+		desc:     cfg.Descriptor,
+		nodeID:   cfg.NodeID,
+		fsm:      cfg.FSM,
+		storage:  cfg.Storage,
+		trans:    cfg.Transport,
+		log:      log,
 		readyCh:  make(chan struct{}),
 		leaderCh: make(chan struct{}),
 		stop:     make(chan struct{}),
@@ -465,6 +467,12 @@ func (s *Shard) Shutdown() error {
 		s.raft.DeregisterObserver(s.observer)
 		err = s.raft.Shutdown().Error()
 		s.wg.Wait()
+		// raft.Shutdown leaves the transport open; it owns our stream layer.
+		if c, ok := s.trans.(raft.WithClose); ok {
+			if cerr := c.Close(); err == nil {
+				err = cerr
+			}
+		}
 		if cerr := s.storage.Close(); err == nil {
 			err = cerr
 		}

@@ -172,9 +172,15 @@ func serve(ctx context.Context, f serveFlags) error {
 		log.Error("server stopped", "err", serveErr)
 	}
 	health.Shutdown()
+	// Short grace periods: http.Server.Shutdown waits for connections that
+	// have not sent a request yet, which idle clients leave behind.
+	hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
+	if err := httpSrv.Shutdown(hctx); err != nil {
+		httpSrv.Close()
+	}
+	hcancel()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	httpSrv.Shutdown(sctx)
 	stopped := make(chan struct{})
 	go func() { grpcSrv.GracefulStop(); close(stopped) }()
 	select {

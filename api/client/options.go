@@ -1,0 +1,132 @@
+package client
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+)
+
+// Defaults applied by New to a zero Config field.
+const (
+	DefaultMaxAttempts = 6
+	DefaultDialTimeout = 2 * time.Second
+)
+
+// Backoff between attempts. Exported as constants so the retry policy is
+// visible in the documentation.
+const (
+	BackoffBase = 25 * time.Millisecond
+	BackoffMax  = time.Second
+)
+
+// Config configures a Client.
+type Config struct {
+	// Endpoints are gRPC addresses (host:port) of dialkv nodes. At least one
+	// is required; any node will do, requests find the leader from there.
+	Endpoints []string
+	// DialTimeout bounds establishing one connection. Zero means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+	// DisableRetries makes every method a single attempt.
+	DisableRetries bool
+	// MaxAttempts bounds the attempts of one method call, the first
+	// included. Zero means DefaultMaxAttempts.
+	MaxAttempts int
+	// Logger receives retries at debug level. Nil discards.
+	Logger *slog.Logger
+}
+
+// ReadOption adjusts the consistency of one read (Get, Scan, ScanAll).
+type ReadOption func(*readSettings)
+
+type readSettings struct {
+	read *kvpb.ReadOptions
+	// onHeader sees the header of every page a read returns.
+	onHeader func(*kvpb.ReadHeader)
+}
+
+// WithConsistency selects the read's consistency level.
+func WithConsistency(c kvpb.Consistency) ReadOption {
+	return func(s *readSettings) { s.read.Consistency = c }
+}
+
+// WithMaxStaleness bounds how old a BOUNDED read's state may be.
+func WithMaxStaleness(d time.Duration) ReadOption {
+	return func(s *readSettings) { s.read.MaxStaleness = durationpb.New(d) }
+}
+
+// WithSessionToken passes the token of an earlier write or read, so that a
+// SESSION read observes at least that state.
+func WithSessionToken(token string) ReadOption {
+	return func(s *readSettings) { s.read.SessionToken = token }
+}
+
+// WithPageHeader calls fn with the header of every response a read returns:
+// once for Get and Scan, once per page for ScanAll, before that page's keys
+// are passed on. It exists because ScanAll's callback sees only keys.
+func WithPageHeader(fn func(*kvpb.ReadHeader)) ReadOption {
+	return func(s *readSettings) { s.onHeader = fn }
+}
+
+// applyReadOptions layers opts over base (which may be nil) without
+// modifying base.
+func applyReadOptions(base *kvpb.ReadOptions, opts []ReadOption) *readSettings {
+	s := &readSettings{read: &kvpb.ReadOptions{}}
+	if base != nil {
+		s.read.Consistency = base.GetConsistency()
+		s.read.MaxStaleness = base.GetMaxStaleness()
+		s.read.SessionToken = base.GetSessionToken()
+	}
+	for _, o := range opts {
+		if o != nil {
+			o(s)
+		}
+	}
+	return s
+}
+
+func (s *readSettings) header(h *kvpb.ReadHeader) {
+	if s.onHeader != nil {
+		s.onHeader(h)
+	}
+}
+
+var consistencyNames = map[kvpb.Consistency]string{
+	kvpb.Consistency_CONSISTENCY_LINEARIZABLE: "linearizable",
+	kvpb.Consistency_CONSISTENCY_BOUNDED:      "bounded",
+	kvpb.Consistency_CONSISTENCY_SESSION:      "session",
+	kvpb.Consistency_CONSISTENCY_STALE:        "stale",
+}
+
+// ParseConsistency parses a level as users type it: linearizable, bounded,
+// session or stale, in any case. The empty string means linearizable.
+func ParseConsistency(s string) (kvpb.Consistency, error) {
+	name := strings.ToLower(strings.TrimSpace(s))
+	if name == "" {
+		return kvpb.Consistency_CONSISTENCY_LINEARIZABLE, nil
+	}
+	for c, n := range consistencyNames {
+		if n == name {
+			return c, nil
+		}
+	}
+	return kvpb.Consistency_CONSISTENCY_UNSPECIFIED,
+		fmt.Errorf("unknown consistency level %q (want linearizable, bounded, session or stale)", s)
+}
+
+// ConsistencyName returns the lower-case name ParseConsistency accepts.
+// UNSPECIFIED is served as linearizable and is named so.
+func ConsistencyName(c kvpb.Consistency) string {
+	if c == kvpb.Consistency_CONSISTENCY_UNSPECIFIED {
+		return "linearizable"
+	}
+	if n, ok := consistencyNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("consistency(%d)", int32(c))
+}

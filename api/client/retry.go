@@ -1,0 +1,138 @@
+package client
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dialkv/dialkv/api/rpctypes"
+)
+
+// opClass says how much a method may be retried; see the package doc.
+type opClass int
+
+const (
+	classRead       opClass = iota // no side effects: retry on any Retryable error
+	classIdempotent                // Put, Delete: applying twice is harmless
+	classWrite                     // CAS, membership: retry only when provably not applied
+)
+
+func (k opClass) isWrite() bool { return k != classRead }
+
+// attemptResult is what one RPC attempt tells the retry loop.
+type attemptResult struct {
+	err error
+	// reached is true when gRPC handed the RPC to a transport, i.e. the
+	// request may have left this process.
+	reached bool
+}
+
+func (a attemptResult) shouldRetry(k opClass) bool {
+	switch k {
+	case classRead:
+		return rpctypes.Retryable(a.err)
+	case classIdempotent:
+		r := rpctypes.ReasonOf(a.err)
+		if r == rpctypes.ReasonIndeterminate || r == rpctypes.ReasonDeadline ||
+			status.Code(a.err) == codes.DeadlineExceeded {
+			return false
+		}
+		return rpctypes.Retryable(a.err)
+	default:
+		switch rpctypes.ReasonOf(a.err) {
+		case rpctypes.ReasonNotLeader, rpctypes.ReasonNoLeader, rpctypes.ReasonShuttingDown:
+			return rpctypes.NotApplied(a.err)
+		}
+		return a.neverSent()
+	}
+}
+
+// neverSent recognises an RPC that failed because no connection could be
+// established, so the server cannot have seen it. All three signs are
+// required: a bare Unavailable status, no transport (no peer recorded), and
+// gRPC's dial failure text. Failing any of them, the request is assumed to
+// have been sent.
+func (a attemptResult) neverSent() bool {
+	if a.reached {
+		return false
+	}
+	st, ok := status.FromError(a.err)
+	if !ok || st.Code() != codes.Unavailable || len(st.Details()) != 0 {
+		return false
+	}
+	msg := st.Message()
+	return strings.Contains(msg, "Error while dialing") || strings.Contains(msg, "connection refused")
+}
+
+// fateKnown reports whether a failed write attempt certainly left no trace,
+// or was answered by a server that checked it (and refused it) before
+// applying anything.
+func (a attemptResult) fateKnown() bool {
+	if a.neverSent() || rpctypes.NotApplied(a.err) {
+		return true
+	}
+	switch rpctypes.ReasonOf(a.err) {
+	case rpctypes.ReasonKeyNotFound, rpctypes.ReasonUnknownNode, rpctypes.ReasonMemberConflict:
+		return true
+	}
+	if rpctypes.InfoOf(a.err) == nil {
+		switch status.Code(a.err) {
+		case codes.InvalidArgument, codes.Unimplemented, codes.Unauthenticated, codes.PermissionDenied:
+			return true
+		}
+	}
+	return false
+}
+
+// leaderHint returns the leader address an error names, if it is usable.
+func leaderHint(err error) string {
+	info := rpctypes.InfoOf(err)
+	if info == nil {
+		return ""
+	}
+	addr := info.GetMetadata()[rpctypes.MetaLeaderAddr]
+	if validateEndpoint(addr) != nil {
+		return ""
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	// A node announcing its wildcard listen address gives nothing to dial.
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return ""
+	}
+	return addr
+}
+
+// retryDelay returns the pause before attempt+1: exponential from
+// BackoffBase, capped at BackoffMax, with "equal jitter" so clients that
+// failed together do not retry together.
+func retryDelay(base, maxDelay time.Duration, attempt int) time.Duration {
+	d := maxDelay
+	if attempt < 32 {
+		if e := base << (attempt - 1); e > 0 && e < maxDelay {
+			d = e
+		}
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// sleep waits d or until ctx ends. It gives up at once when ctx's deadline
+// would pass before d, since no attempt could follow.
+func sleep(ctx context.Context, d time.Duration) error {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return context.DeadlineExceeded
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

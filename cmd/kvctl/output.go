@@ -1,0 +1,163 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/dialkv/dialkv/api/client"
+	"github.com/dialkv/dialkv/api/kvpb"
+)
+
+type format string
+
+const (
+	formatSimple format = "simple"
+	formatJSON   format = "json"
+	formatTable  format = "table"
+)
+
+func parseFormat(s string) (format, error) {
+	switch f := format(strings.ToLower(s)); f {
+	case formatSimple, formatJSON, formatTable:
+		return f, nil
+	}
+	return "", usagef("unknown output format %q (want simple, json or table)", s)
+}
+
+// jsonBytes is a key or value in JSON output: a string when the bytes are
+// valid UTF-8, else {"base64": "..."}, so that text stays readable and
+// binary data stays exact.
+type jsonBytes []byte
+
+func (b jsonBytes) MarshalJSON() ([]byte, error) {
+	if utf8.Valid(b) {
+		return marshal(string(b))
+	}
+	return marshal(struct {
+		Base64 string `json:"base64"`
+	}{base64.StdEncoding.EncodeToString(b)})
+}
+
+// marshal encodes without HTML escaping: the output is for terminals and
+// jq, not for embedding in HTML.
+func marshal(v any) ([]byte, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return []byte(strings.TrimSuffix(b.String(), "\n")), nil
+}
+
+// writeJSONLine writes v as one line of JSON.
+func writeJSONLine(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// readResult is the JSON shape of one key returned by get or scan.
+type readResult struct {
+	Key          jsonBytes `json:"key"`
+	Value        jsonBytes `json:"value"`
+	Revision     uint64    `json:"revision"`
+	ServedBy     string    `json:"served_by"`
+	RangeID      uint64    `json:"range_id"`
+	AppliedIndex uint64    `json:"applied_index"`
+	Consistency  string    `json:"consistency"`
+	StalenessMS  int64     `json:"staleness_ms"`
+	SessionToken string    `json:"session_token"`
+}
+
+func newReadResult(kv *kvpb.KeyValue, h *kvpb.ReadHeader) readResult {
+	return readResult{
+		Key:          kv.GetKey(),
+		Value:        kv.GetValue(),
+		Revision:     kv.GetRevision(),
+		ServedBy:     h.GetServedBy(),
+		RangeID:      h.GetRangeId(),
+		AppliedIndex: h.GetAppliedIndex(),
+		Consistency:  client.ConsistencyName(h.GetConsistency()),
+		StalenessMS:  h.GetStalenessMs(),
+		SessionToken: h.GetSessionToken(),
+	}
+}
+
+// writeResult is the JSON shape of an acknowledged put, del or cas.
+type writeResult struct {
+	Key          jsonBytes `json:"key"`
+	Deleted      *bool     `json:"deleted,omitempty"` // del only
+	Revision     uint64    `json:"revision"`
+	ServedBy     string    `json:"served_by"`
+	RangeID      uint64    `json:"range_id"`
+	SessionToken string    `json:"session_token"`
+}
+
+func newWriteResult(key []byte, h *kvpb.WriteHeader) writeResult {
+	return writeResult{
+		Key:          key,
+		Revision:     h.GetRevision(),
+		ServedBy:     h.GetServedBy(),
+		RangeID:      h.GetRangeId(),
+		SessionToken: h.GetSessionToken(),
+	}
+}
+
+// table writes aligned columns. Cells are sanitised so that a tab or a
+// newline in the data cannot break the layout or a grep over it.
+type table struct {
+	tw *tabwriter.Writer
+}
+
+func newTable(w io.Writer, header ...string) *table {
+	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	t.row(header...)
+	return t
+}
+
+func (t *table) row(cells ...string) {
+	for i, c := range cells {
+		if i > 0 {
+			_, _ = io.WriteString(t.tw, "\t")
+		}
+		_, _ = io.WriteString(t.tw, printable(c))
+	}
+	_, _ = io.WriteString(t.tw, "\n")
+}
+
+// flush returns the first write error; tabwriter remembers it.
+func (t *table) flush() error {
+	if err := t.tw.Flush(); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// printable returns s when it is valid UTF-8 without control characters,
+// and its Go-quoted form otherwise.
+func printable(s string) string {
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+func u64(n uint64) string { return strconv.FormatUint(n, 10) }
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

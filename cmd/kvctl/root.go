@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dialkv/dialkv/api/client"
+)
+
+// defaultEndpoints are the gRPC ports of the `make run` cluster.
+const defaultEndpoints = "127.0.0.1:7010,127.0.0.1:7020,127.0.0.1:7030"
+
+// env is everything kvctl takes from its process, so tests can run the
+// command tree in-process.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	// Terminal detection decides the trailing newline of get and the
+	// import progress bar.
+	stdoutTTY, stderrTTY bool
+	getenv               func(string) string
+}
+
+// app is one invocation: its environment and global flags.
+type app struct {
+	env *env
+
+	endpoints []string
+	format    string
+	timeout   time.Duration
+
+	// entered is set once a command's RunE starts: errors before that come
+	// from cobra's parsing and are usage errors.
+	entered bool
+}
+
+// run executes kvctl with args and returns the exit code.
+func run(ctx context.Context, args []string, e *env) int {
+	a := &app{env: e}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err != nil && !a.entered {
+		// cobra's parse errors do not say which command they are about.
+		if cmd != nil && cmd != root {
+			err = fmt.Errorf("%s: %w (see '%s --help')", cmd.CommandPath(), err, cmd.CommandPath())
+		}
+		err = usageError{err}
+	}
+	if err != nil {
+		fmt.Fprintf(e.stderr, "Error: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	}
+	return exitCode(err)
+}
+
+const rootLong = `kvctl talks to a dialkv cluster over gRPC.
+
+Endpoints come from --endpoints, else the KVCTL_ENDPOINTS environment
+variable (comma-separated), else the local "make run" cluster. Any node will
+do: requests find the leader, and retry on another endpoint when a node is
+down or not the leader. A write whose outcome is unknown is never retried
+blindly; it fails with exit code 3 and should be checked with a read.
+
+Output (-w, --write-out):
+  simple  get prints the raw value; scan prints KEY<TAB>VALUE lines with raw
+          bytes (keys containing tabs or newlines, or values containing
+          newlines, do not survive this format: use json); writes print OK;
+          cluster status and member list print the same columns as table.
+  json    one JSON object per result, one per line. Keys and values are JSON
+          strings when they are valid UTF-8, otherwise objects
+          {"base64": "..."} holding the standard base64 of the bytes.
+  table   aligned columns with a header; bytes that are not printable UTF-8
+          are shown Go-quoted.
+
+Exit codes:
+  0 ok, 1 error, 2 usage (bad flags, arguments or input),
+  3 unavailable (no leader, unreachable, timed out, or write outcome unknown),
+  4 not found, 5 compare failed.`
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kvctl",
+		Short:         "Command-line client for dialkv",
+		Long:          rootLong,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(a.env.stdin)
+	root.SetOut(a.env.stdout)
+	root.SetErr(a.env.stderr)
+
+	pf := root.PersistentFlags()
+	pf.StringSliceVar(&a.endpoints, "endpoints", strings.Split(defaultEndpoints, ","),
+		"comma-separated gRPC endpoints (host:port); env KVCTL_ENDPOINTS")
+	pf.StringVarP(&a.format, "write-out", "w", "simple", "output format: simple, json or table")
+	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "timeout of the command (for import: of each put)")
+
+	root.AddCommand(a.putCmd(), a.getCmd(), a.delCmd(), a.casCmd(), a.scanCmd(), a.importCmd(),
+		a.clusterCmd(), a.memberCmd())
+	return root
+}
+
+// runE wraps a command body: it records that parsing succeeded and checks
+// the global flags every command shares.
+func (a *app) runE(body func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		a.entered = true
+		if _, err := parseFormat(a.format); err != nil {
+			return err
+		}
+		if a.timeout <= 0 {
+			return usagef("--timeout must be positive, got %v", a.timeout)
+		}
+		if !cmd.Flags().Changed("endpoints") {
+			if v := strings.TrimSpace(a.env.getenv("KVCTL_ENDPOINTS")); v != "" {
+				a.endpoints = strings.Split(v, ",")
+			}
+		}
+		return body(cmd, args)
+	}
+}
+
+// groupCmd is a command that only holds subcommands. It is runnable so that
+// an unknown subcommand is a usage error instead of silent help.
+func (a *app) groupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		}),
+	}
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
+// client connects to the endpoints. Invalid endpoints are a usage error.
+func (a *app) client() (*client.Client, error) {
+	c, err := client.New(client.Config{Endpoints: a.endpoints})
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--endpoints: %w", err)}
+	}
+	return c, nil
+}
+
+// withClient runs fn with a connected client and the command's deadline.
+func (a *app) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), a.timeout)
+	defer cancel()
+	return fn(ctx, c)
+}
+
+func (a *app) out() format {
+	f, _ := parseFormat(a.format) // validated in runE
+	return f
+}
