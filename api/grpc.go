@@ -19,6 +19,7 @@ func NewGRPCServer(svc *Service) (*grpc.Server, *health.Server) {
 	)
 	kvpb.RegisterKVServer(srv, svc)
 	kvpb.RegisterClusterServer(srv, svc)
+	kvpb.RegisterInternalServer(srv, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)

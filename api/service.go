@@ -25,6 +25,7 @@ type Backend interface {
 	Members(context.Context, *kvpb.MembersRequest) (*kvpb.MembersResponse, error)
 	AddMember(context.Context, *kvpb.AddMemberRequest) (*kvpb.AddMemberResponse, error)
 	RemoveMember(context.Context, *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error)
+	ReadIndex(context.Context, *kvpb.ReadIndexRequest) (*kvpb.ReadIndexResponse, error)
 }
 
 // Limits bound what one request may carry.
@@ -45,6 +46,7 @@ func DefaultLimits() Limits {
 type Service struct {
 	kvpb.UnimplementedKVServer
 	kvpb.UnimplementedClusterServer
+	kvpb.UnimplementedInternalServer
 
 	b       Backend
 	limits  Limits
@@ -219,6 +221,15 @@ func (s *Service) AddMember(ctx context.Context, req *kvpb.AddMemberRequest) (*k
 
 func (s *Service) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
 	return run(s, ctx, "RemoveMember", opWrite, req, func(r *kvpb.RemoveMemberRequest) error { return checkNodeID(r.Id) }, s.b.RemoveMember)
+}
+
+func (s *Service) ReadIndex(ctx context.Context, req *kvpb.ReadIndexRequest) (*kvpb.ReadIndexResponse, error) {
+	return run(s, ctx, "ReadIndex", opRead, req, func(r *kvpb.ReadIndexRequest) error {
+		if len(r.RangeIds) > 10000 {
+			return invalid("read index for %d ranges; at most 10000 per request", len(r.RangeIds))
+		}
+		return nil
+	}, s.b.ReadIndex)
 }
 
 var levelNames = map[kvpb.Consistency]string{

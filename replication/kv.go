@@ -139,9 +139,7 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 		return plan, false, err
 	}
 	switch plan.level {
-	case kvpb.Consistency_CONSISTENCY_LINEARIZABLE, kvpb.Consistency_CONSISTENCY_BOUNDED:
-		// Until replicas publish freshness stamps, a bounded read is served
-		// as a linearizable one: a stronger promise than it asked for.
+	case kvpb.Consistency_CONSISTENCY_LINEARIZABLE:
 		if !s.IsLeader() {
 			return plan, true, nil
 		}
@@ -151,6 +149,12 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 			}
 			return plan, false, err
 		}
+	case kvpb.Consistency_CONSISTENCY_BOUNDED:
+		age, err := n.boundedStaleness(ctx, s, opts.GetMaxStaleness().AsDuration())
+		if err != nil {
+			return plan, false, err
+		}
+		plan.stalenessMS = stalenessMS(age, true)
 	case kvpb.Consistency_CONSISTENCY_SESSION:
 		need := plan.token[s.ID()]
 		if s.FSM().AppliedIndex() < need {
@@ -164,9 +168,11 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 				return plan, false, fmt.Errorf("%w: range %d applied %d, session needs %d", ErrSessionNotMet, s.ID(), s.FSM().AppliedIndex(), need)
 			}
 		}
-		plan.stalenessMS = -1
+		n.fresh.touch(s.ID(), time.Now())
+		plan.stalenessMS = stalenessMS(s.Staleness(time.Now()))
 	case kvpb.Consistency_CONSISTENCY_STALE:
-		plan.stalenessMS = -1
+		n.fresh.touch(s.ID(), time.Now())
+		plan.stalenessMS = stalenessMS(s.Staleness(time.Now()))
 	default:
 		return plan, false, fmt.Errorf("replication: unknown consistency level %d", plan.level)
 	}

@@ -36,6 +36,8 @@ type Node struct {
 	mu     sync.RWMutex
 	shards map[uint64]*shard.Shard
 
+	fresh freshnessDemand
+
 	peersMu sync.Mutex
 	peers   map[string]*grpc.ClientConn // internal gRPC, by Raft address
 
@@ -87,6 +89,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		started: time.Now(),
 		stop:    make(chan struct{}),
 	}
+	n.wg.Add(1)
+	go n.freshnessLoop()
 	desc := shard.Descriptor{ID: firstRangeID, Generation: 1}
 	s, err := n.openShard(desc)
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // testCluster runs Nodes in this process, each with the internal gRPC
@@ -282,4 +283,49 @@ func TestNode_StaleReadOnIsolatedFollowerNeverBlocks(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, replication.ErrNoLeader) && status.Code(err) != codes.Unavailable {
 		t.Fatalf("linearizable read on an isolated follower: %v", err)
 	}
+}
+
+func bounded(d time.Duration) *kvpb.ReadOptions {
+	return &kvpb.ReadOptions{Consistency: kvpb.Consistency_CONSISTENCY_BOUNDED, MaxStaleness: durationpb.New(d)}
+}
+
+func TestNode_BoundedReadServedByFollowerUntilItsBoundRunsOut(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	f := (l + 1) % 3
+	c.mustPut(l, "k", "v1")
+	resp := c.mustGet(f, "k", "v1", bounded(time.Second))
+	if resp.Header.ServedBy != fmt.Sprintf("n%d", f+1) || resp.Header.Consistency != kvpb.Consistency_CONSISTENCY_BOUNDED {
+		t.Fatalf("bounded read header %+v, want served by the asked follower n%d", resp.Header, f+1)
+	}
+	if resp.Header.StalenessMs < 0 || resp.Header.StalenessMs > 1000 {
+		t.Fatalf("staleness %dms outside [0, 1000]", resp.Header.StalenessMs)
+	}
+	// Stale reads on a replica with a recent stamp report a bound too.
+	st := c.mustGet(f, "k", "v1", &kvpb.ReadOptions{Consistency: kvpb.Consistency_CONSISTENCY_STALE})
+	if st.Header.StalenessMs < 0 {
+		t.Fatalf("stale read after a bounded one reports no staleness bound: %+v", st.Header)
+	}
+
+	// Cut f off: its last stamp ages; once older than the bound, refuse.
+	c.stop(l)
+	c.stop((l + 2) % 3)
+	const bound = 300 * time.Millisecond
+	cutAt := time.Now()
+	deadline := cutAt.Add(10 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if _, err = c.get(f, "k", bounded(bound)); err != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the bound is about elapsed time itself
+	}
+	if !errors.Is(err, replication.ErrStaleReplica) {
+		t.Fatalf("bounded read on a cut-off follower: %v, want ErrStaleReplica", err)
+	}
+	if since := time.Since(cutAt); since > bound+2*time.Second {
+		t.Fatalf("refused only %v after being cut off; bound %v", since, bound)
+	}
+	// Stale reads stay available.
+	c.mustGet(f, "k", "v1", &kvpb.ReadOptions{Consistency: kvpb.Consistency_CONSISTENCY_STALE})
 }

@@ -59,6 +59,7 @@ type Shard struct {
 	readyCh   chan struct{} // closed and replaced on every transition
 
 	reads readBatcher
+	fresh freshness
 
 	leaderMu sync.Mutex
 	leaderCh chan struct{} // closed and replaced whenever the leader changes

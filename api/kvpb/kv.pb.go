@@ -1600,6 +1600,155 @@ func (x *RemoveMemberResponse) GetMembers() []*Member {
 	return nil
 }
 
+// ReadIndexRequest names ranges whose leader is asked for a read index.
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeIds      []uint64               `protobuf:"varint,1,rep,packed,name=range_ids,json=rangeIds,proto3" json:"range_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ReadIndexRequest) GetRangeIds() []uint64 {
+	if x != nil {
+		return x.RangeIds
+	}
+	return nil
+}
+
+type RangeReadIndex struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"` // 0 with error set when this node cannot answer
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangeReadIndex) Reset() {
+	*x = RangeReadIndex{}
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangeReadIndex) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangeReadIndex) ProtoMessage() {}
+
+func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangeReadIndex.ProtoReflect.Descriptor instead.
+func (*RangeReadIndex) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RangeReadIndex) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *RangeReadIndex) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *RangeReadIndex) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ranges        []*RangeReadIndex      `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReadIndexResponse) GetRanges() []*RangeReadIndex {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
 var File_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_kv_v1_kv_proto_rawDesc = "" +
@@ -1712,7 +1861,15 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x14RemoveMemberResponse\x12'\n" +
-	"\amembers\x18\x01 \x03(\v2\r.kv.v1.MemberR\amembers*\x91\x01\n" +
+	"\amembers\x18\x01 \x03(\v2\r.kv.v1.MemberR\amembers\"/\n" +
+	"\x10ReadIndexRequest\x12\x1b\n" +
+	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"W\n" +
+	"\x0eRangeReadIndex\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"B\n" +
+	"\x11ReadIndexResponse\x12-\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x15.kv.v1.RangeReadIndexR\x06ranges*\x91\x01\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x17\n" +
@@ -1729,7 +1886,9 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x06Status\x12\x14.kv.v1.StatusRequest\x1a\x15.kv.v1.StatusResponse\x128\n" +
 	"\aMembers\x12\x15.kv.v1.MembersRequest\x1a\x16.kv.v1.MembersResponse\x12>\n" +
 	"\tAddMember\x12\x17.kv.v1.AddMemberRequest\x1a\x18.kv.v1.AddMemberResponse\x12G\n" +
-	"\fRemoveMember\x12\x1a.kv.v1.RemoveMemberRequest\x1a\x1b.kv.v1.RemoveMemberResponseB(Z&github.com/dialkv/dialkv/api/kvpb;kvpbb\x06proto3"
+	"\fRemoveMember\x12\x1a.kv.v1.RemoveMemberRequest\x1a\x1b.kv.v1.RemoveMemberResponse2J\n" +
+	"\bInternal\x12>\n" +
+	"\tReadIndex\x12\x17.kv.v1.ReadIndexRequest\x1a\x18.kv.v1.ReadIndexResponseB(Z&github.com/dialkv/dialkv/api/kvpb;kvpbb\x06proto3"
 
 var (
 	file_kv_v1_kv_proto_rawDescOnce sync.Once
@@ -1744,7 +1903,7 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),               // 0: kv.v1.Consistency
 	(*ReadOptions)(nil),            // 1: kv.v1.ReadOptions
@@ -1772,11 +1931,14 @@ var file_kv_v1_kv_proto_goTypes = []any{
 	(*AddMemberResponse)(nil),      // 23: kv.v1.AddMemberResponse
 	(*RemoveMemberRequest)(nil),    // 24: kv.v1.RemoveMemberRequest
 	(*RemoveMemberResponse)(nil),   // 25: kv.v1.RemoveMemberResponse
-	(*durationpb.Duration)(nil),    // 26: google.protobuf.Duration
+	(*ReadIndexRequest)(nil),       // 26: kv.v1.ReadIndexRequest
+	(*RangeReadIndex)(nil),         // 27: kv.v1.RangeReadIndex
+	(*ReadIndexResponse)(nil),      // 28: kv.v1.ReadIndexResponse
+	(*durationpb.Duration)(nil),    // 29: google.protobuf.Duration
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: kv.v1.ReadOptions.consistency:type_name -> kv.v1.Consistency
-	26, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	29, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
 	0,  // 2: kv.v1.ReadHeader.consistency:type_name -> kv.v1.Consistency
 	3,  // 3: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
 	1,  // 4: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
@@ -1792,29 +1954,32 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	15, // 14: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
 	15, // 15: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
 	15, // 16: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
-	5,  // 17: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	7,  // 18: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	9,  // 19: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	13, // 20: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
-	11, // 21: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
-	18, // 22: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
-	20, // 23: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
-	22, // 24: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
-	24, // 25: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
-	6,  // 26: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	8,  // 27: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	10, // 28: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	14, // 29: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	12, // 30: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	19, // 31: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	21, // 32: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	23, // 33: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	25, // 34: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	26, // [26:35] is the sub-list for method output_type
-	17, // [17:26] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	27, // 17: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
+	5,  // 18: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	7,  // 19: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	9,  // 20: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	13, // 21: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
+	11, // 22: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
+	18, // 23: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
+	20, // 24: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
+	22, // 25: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
+	24, // 26: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
+	26, // 27: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	6,  // 28: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	8,  // 29: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	10, // 30: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	14, // 31: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	12, // 32: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	19, // 33: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	21, // 34: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	23, // 35: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	25, // 36: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	28, // 37: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	28, // [28:38] is the sub-list for method output_type
+	18, // [18:28] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -1828,9 +1993,9 @@ func file_kv_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_kv_v1_kv_proto_goTypes,
 		DependencyIndexes: file_kv_v1_kv_proto_depIdxs,
