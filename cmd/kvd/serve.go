@@ -68,7 +68,7 @@ SIGTERM or SIGINT shuts the node down cleanly.`,
 	return cmd
 }
 
-func newLogger(level, format, node string) (*slog.Logger, error) {
+func newLogger(level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: %w", level, err)
@@ -83,11 +83,11 @@ func newLogger(level, format, node string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: want text or json", format)
 	}
-	return slog.New(h).With("node", node), nil
+	return slog.New(h), nil
 }
 
 func serve(ctx context.Context, f serveFlags) error {
-	log, err := newLogger(f.logLevel, f.logFormat, f.id)
+	log, err := newLogger(f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
