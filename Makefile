@@ -26,7 +26,7 @@ run: build
 
 # Everything that fits in CI: formatting, vet, unit and in-process cluster
 # tests with the race detector, then the real-process tests.
-test: verify-fmt vet test-unit test-process
+test: verify-fmt vet test-unit test-process bench-smoke
 
 test-unit:
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v jepsen-style-tests)
@@ -56,3 +56,54 @@ proto:
 
 clean:
 	rm -rf $(BIN)
+
+# --- Benchmarks (bench/ is a Go module of its own, so etcd stays out of ours) ---
+# DURATION, CLIENTS and VALUE_SIZE are taken only from the command line or
+# the environment (other targets share the names with other defaults).
+bench_var      = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
+BENCH_DURATION = $(call bench_var,DURATION,10s)
+BENCH_CLIENTS  = $(call bench_var,CLIENTS,64)
+BENCH_VALUE    = $(call bench_var,VALUE_SIZE,256)
+BENCH_KEYS    ?= 10000
+MEMORY_KEYS   ?= 1000000
+
+.PHONY: bench-build bench-compare bench-smoke bench-memory
+
+bench-build:
+	cd bench && $(GO) build -o ../$(BIN)/kvbench ./cmd/kvbench
+	cd bench && $(GO) build -o ../$(BIN)/etcdnode ./cmd/etcdnode
+	cd bench && $(GO) build -o ../$(BIN)/benchcompare ./cmd/benchcompare
+
+# dialkv against etcd, 3 members each on 127.0.0.1, fsync on for both.
+bench-compare: build bench-build
+	$(BIN)/benchcompare -duration $(BENCH_DURATION) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE) -keys $(BENCH_KEYS)
+
+# Peak RSS of every server after loading MEMORY_KEYS keys (slow: minutes).
+bench-memory: build bench-build
+	$(BIN)/benchcompare -memory -memory-keys $(MEMORY_KEYS) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE)
+
+# Seconds: kvbench against a real 3-node kvd, no etcd, no timing thresholds.
+bench-smoke:
+	cd bench && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+
+# --- Jepsen-style suite (jepsen-style-tests/ is the library, cmd/jepsen the CLI) ---
+# make jepsen [DURATION=10m] [NODES=5] [NEMESIS=all] [SEED=n] [OUT=dir]
+# Exits 0 only when every checker passes; its last line is the verdict and
+# the results folder (default: a new folder under $TMPDIR/dialkv-jepsen).
+# make jepsen-canary takes the same variables (defaults: 5 nodes, 2m,
+# NEMESIS=partition) and exits 0 only if the planted stale-as-linearizable
+# reads were caught. The variables count only from the command line or the
+# environment: other targets use the same names with other defaults.
+jepsen_var        = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
+JEPSEN_COMMON     = --kvd $(BIN)/kvd --nodes $(call jepsen_var,NODES,5) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT))
+
+.PHONY: jepsen jepsen-canary jepsen-build
+
+jepsen-build: build
+	$(GO) build -o $(BIN)/jepsen ./cmd/jepsen
+
+jepsen: jepsen-build
+	@$(BIN)/jepsen $(JEPSEN_COMMON) --duration $(call jepsen_var,DURATION,10m) --nemesis $(call jepsen_var,NEMESIS,all)
+
+jepsen-canary: jepsen-build
+	@$(BIN)/jepsen --canary $(JEPSEN_COMMON) --duration $(call jepsen_var,DURATION,2m) --nemesis $(call jepsen_var,NEMESIS,partition)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/replication"
 	"github.com/dialkv/dialkv/shard"
 	"google.golang.org/grpc/codes"
@@ -47,6 +48,9 @@ var errorTable = []errorRule{
 	{shard.ErrCompareFailed, codes.Aborted, rpctypes.ReasonCompareFailed},
 	{replication.ErrKeyNotFound, codes.NotFound, rpctypes.ReasonKeyNotFound},
 	{replication.ErrKeyOutOfRange, codes.FailedPrecondition, rpctypes.ReasonWrongRange},
+	{raftstore.ErrWrongRange, codes.FailedPrecondition, rpctypes.ReasonWrongRange},
+	{replication.ErrBadSplitKey, codes.InvalidArgument, rpctypes.ReasonInvalid},
+	{raftstore.ErrBadSplit, codes.InvalidArgument, rpctypes.ReasonInvalid},
 	{replication.ErrUnknownNode, codes.NotFound, rpctypes.ReasonUnknownNode},
 	{replication.ErrMemberConflict, codes.FailedPrecondition, rpctypes.ReasonMemberConflict},
 	{replication.ErrSessionNotMet, codes.FailedPrecondition, rpctypes.ReasonStaleReplica},

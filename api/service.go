@@ -25,7 +25,15 @@ type Backend interface {
 	Members(context.Context, *kvpb.MembersRequest) (*kvpb.MembersResponse, error)
 	AddMember(context.Context, *kvpb.AddMemberRequest) (*kvpb.AddMemberResponse, error)
 	RemoveMember(context.Context, *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error)
+	Ranges(context.Context, *kvpb.RangesRequest) (*kvpb.RangesResponse, error)
+	SplitRange(context.Context, *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error)
 	ReadIndex(context.Context, *kvpb.ReadIndexRequest) (*kvpb.ReadIndexResponse, error)
+	MetaPut(context.Context, *kvpb.MetaPutRequest) (*kvpb.MetaPutResponse, error)
+	MetaScan(context.Context, *kvpb.MetaScanRequest) (*kvpb.MetaScanResponse, error)
+	MetaIncrement(context.Context, *kvpb.MetaIncrementRequest) (*kvpb.MetaIncrementResponse, error)
+	CreateReplica(context.Context, *kvpb.CreateReplicaRequest) (*kvpb.CreateReplicaResponse, error)
+	DropReplica(context.Context, *kvpb.DropReplicaRequest) (*kvpb.DropReplicaResponse, error)
+	ChangeReplicas(context.Context, *kvpb.ChangeReplicasRequest) (*kvpb.ChangeReplicasResponse, error)
 }
 
 // Limits bound what one request may carry.
@@ -193,11 +201,11 @@ func (s *Service) countRead(h *kvpb.ReadHeader, err error) {
 }
 
 func (s *Service) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
-	return run(s, ctx, "Status", opRead, req, func(*kvpb.StatusRequest) error { return nil }, s.b.Status)
+	return run(s, ctx, "Status", opRead, req, noCheck[*kvpb.StatusRequest], s.b.Status)
 }
 
 func (s *Service) Members(ctx context.Context, req *kvpb.MembersRequest) (*kvpb.MembersResponse, error) {
-	return run(s, ctx, "Members", opRead, req, func(*kvpb.MembersRequest) error { return nil }, s.b.Members)
+	return run(s, ctx, "Members", opRead, req, noCheck[*kvpb.MembersRequest], s.b.Members)
 }
 
 func checkNodeID(id string) error {
@@ -222,6 +230,50 @@ func (s *Service) AddMember(ctx context.Context, req *kvpb.AddMemberRequest) (*k
 func (s *Service) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
 	return run(s, ctx, "RemoveMember", opWrite, req, func(r *kvpb.RemoveMemberRequest) error { return checkNodeID(r.Id) }, s.b.RemoveMember)
 }
+
+func (s *Service) Ranges(ctx context.Context, req *kvpb.RangesRequest) (*kvpb.RangesResponse, error) {
+	return run(s, ctx, "Ranges", opRead, req, noCheck[*kvpb.RangesRequest], s.b.Ranges)
+}
+
+func (s *Service) SplitRange(ctx context.Context, req *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error) {
+	return run(s, ctx, "SplitRange", opWrite, req, func(r *kvpb.SplitRangeRequest) error { return s.checkKey(r.Key) }, s.b.SplitRange)
+}
+
+func (s *Service) MetaPut(ctx context.Context, req *kvpb.MetaPutRequest) (*kvpb.MetaPutResponse, error) {
+	return run(s, ctx, "MetaPut", opWrite, req, func(r *kvpb.MetaPutRequest) error {
+		if len(r.Key) == 0 || len(r.Value) < 16 {
+			return invalid("meta put needs a key and a versioned value")
+		}
+		return nil
+	}, s.b.MetaPut)
+}
+
+func (s *Service) MetaScan(ctx context.Context, req *kvpb.MetaScanRequest) (*kvpb.MetaScanResponse, error) {
+	return run(s, ctx, "MetaScan", opRead, req, noCheck[*kvpb.MetaScanRequest], s.b.MetaScan)
+}
+
+func (s *Service) MetaIncrement(ctx context.Context, req *kvpb.MetaIncrementRequest) (*kvpb.MetaIncrementResponse, error) {
+	return run(s, ctx, "MetaIncrement", opWrite, req, func(r *kvpb.MetaIncrementRequest) error { return s.checkKey(r.Key) }, s.b.MetaIncrement)
+}
+
+func (s *Service) CreateReplica(ctx context.Context, req *kvpb.CreateReplicaRequest) (*kvpb.CreateReplicaResponse, error) {
+	return run(s, ctx, "CreateReplica", opWrite, req, func(r *kvpb.CreateReplicaRequest) error {
+		if r.GetRange().GetId() == 0 {
+			return invalid("create replica needs a range")
+		}
+		return nil
+	}, s.b.CreateReplica)
+}
+
+func (s *Service) DropReplica(ctx context.Context, req *kvpb.DropReplicaRequest) (*kvpb.DropReplicaResponse, error) {
+	return run(s, ctx, "DropReplica", opWrite, req, noCheck[*kvpb.DropReplicaRequest], s.b.DropReplica)
+}
+
+func (s *Service) ChangeReplicas(ctx context.Context, req *kvpb.ChangeReplicasRequest) (*kvpb.ChangeReplicasResponse, error) {
+	return run(s, ctx, "ChangeReplicas", opWrite, req, noCheck[*kvpb.ChangeReplicasRequest], s.b.ChangeReplicas)
+}
+
+func noCheck[T any](T) error { return nil }
 
 func (s *Service) ReadIndex(ctx context.Context, req *kvpb.ReadIndexRequest) (*kvpb.ReadIndexResponse, error) {
 	return run(s, ctx, "ReadIndex", opRead, req, func(r *kvpb.ReadIndexRequest) error {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,9 +79,16 @@ type Options struct {
 	// ExtraArgs are appended to every node's `kvd serve` command line.
 	ExtraArgs []string
 	// NodeArgs, when set, returns more arguments for node i (0-based),
-	// appended after ExtraArgs; fault-injection tests use it for
-	// --peer-proxy.
+	// appended after ExtraArgs.
 	NodeArgs func(i int) []string
+	// PeerAddr, when set, is asked for every ordered pair of distinct
+	// nodes which address node from should dial to reach node to, whose
+	// Raft address is raftAddr; an answer other than raftAddr becomes
+	// `--peer-proxy raftAddr=answer` on from's command line. Net.PeerAddr
+	// routes every node-to-node link through a fault-injecting proxy. It
+	// may be called again with new Raft addresses when Start retries after
+	// a port clash.
+	PeerAddr func(from, to int, raftAddr string) (string, error)
 	// Logf, when set, receives one line per harness event (start, kill,
 	// stop, ...); pass t.Logf.
 	Logf func(format string, args ...any)
@@ -130,10 +138,11 @@ type Cluster struct {
 	// HTTPClient).
 	client *http.Client
 
-	mu     sync.Mutex
-	nodes  []*node
-	pids   []int // every PID ever started, in order
-	closed bool
+	mu      sync.Mutex
+	nodes   []*node
+	pids    []int // every PID ever started, in order
+	crashes []Crash
+	closed  bool
 }
 
 // node is one member: its fixed identity and flags, and its current (or
@@ -155,6 +164,17 @@ type process struct {
 	pid  int
 	done chan struct{}
 	err  error
+	// signalled is set before the harness sends SIGKILL or SIGTERM: an
+	// exit without it is a crash.
+	signalled atomic.Bool
+}
+
+// Crash is a node process that exited without being told to.
+type Crash struct {
+	Node string
+	PID  int
+	At   time.Time
+	Err  string // the process's exit status
 }
 
 func (p *process) exited() bool {
@@ -250,6 +270,20 @@ func startOnce(ctx context.Context, opts Options) (c *Cluster, clash bool, err e
 			"--log-level", opts.LogLevel,
 		}
 		n.args = append(n.args, opts.ExtraArgs...)
+		if opts.PeerAddr != nil {
+			for j, peer := range c.nodes {
+				if j == i {
+					continue
+				}
+				addr, err := opts.PeerAddr(i, j, peer.raftAddr)
+				if err != nil {
+					return nil, false, fmt.Errorf("jepsen: peer address %s->%s: %w", n.id, peer.id, err)
+				}
+				if addr != peer.raftAddr {
+					n.args = append(n.args, "--peer-proxy", peer.raftAddr+"="+addr)
+				}
+			}
+		}
 		if opts.NodeArgs != nil {
 			n.args = append(n.args, opts.NodeArgs(i)...)
 		}
@@ -326,9 +360,19 @@ func (c *Cluster) startLocked(n *node) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("jepsen: start %s: %w", n.id, err)
 	}
+	// The PID goes in the log too, so a crash can be matched to its
+	// section (see PanicLine); the child takes milliseconds to write its
+	// first line.
+	fmt.Fprintf(f, "=== jepsen harness: %s is pid %d\n", n.id, cmd.Process.Pid)
 	p := &process{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
+		if !p.signalled.Load() {
+			c.mu.Lock()
+			c.crashes = append(c.crashes, Crash{Node: n.id, PID: p.pid, At: time.Now(), Err: fmt.Sprint(p.err)})
+			c.mu.Unlock()
+			c.opts.Logf("jepsen: %s pid %d exited on its own: %v", n.id, p.pid, p.err)
+		}
 		close(p.done)
 	}()
 	n.proc, n.paused = p, false
@@ -425,6 +469,36 @@ func (c *Cluster) PID(i int) int {
 	return 0
 }
 
+// Crashes lists the processes that exited without the harness asking
+// (a panic, a fatal error), in order.
+func (c *Cluster) Crashes() []Crash {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Crash(nil), c.crashes...)
+}
+
+// PanicLine returns the first "panic:" or "fatal error:" line that the
+// process pid of node i wrote to its log, or "".
+func (c *Cluster) PanicLine(i, pid int) string {
+	b, err := os.ReadFile(c.nodes[i].logPath)
+	if err != nil {
+		return ""
+	}
+	marker := fmt.Sprintf("=== jepsen harness: %s is pid %d", c.nodes[i].id, pid)
+	in := false
+	for l := range strings.SplitSeq(string(b), "\n") {
+		switch {
+		case l == marker:
+			in = true
+		case strings.HasPrefix(l, "=== jepsen harness"):
+			in = false
+		case in && (strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:")):
+			return l
+		}
+	}
+	return ""
+}
+
 // PIDs is every PID the cluster has started, in start order.
 func (c *Cluster) PIDs() []int {
 	c.mu.Lock()
@@ -454,6 +528,7 @@ func (c *Cluster) Kill(i int) error {
 		return err
 	}
 	c.opts.Logf("jepsen: SIGKILL %s pid %d", n.id, p.pid)
+	p.signalled.Store(true)
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !p.exited() {
 		return fmt.Errorf("jepsen: kill %s (pid %d): %w", n.id, p.pid, err)
 	}
@@ -479,6 +554,7 @@ func (c *Cluster) stopProcess(n *node, p *process) error {
 	c.client.CloseIdleConnections()
 	c.opts.Logf("jepsen: SIGTERM %s pid %d", n.id, p.pid)
 	start := time.Now()
+	p.signalled.Store(true)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.cmd.Process.Signal(syscall.SIGCONT)
 	if p.waitFor(c.opts.StopTimeout) {
@@ -516,6 +592,46 @@ func (c *Cluster) Restart(i int) error {
 		return errors.Join(err, stopErr)
 	}
 	return nil
+}
+
+// Rejoin starts node i afresh as a new member: its process must have
+// exited (see Kill and Stop); its data directory is wiped and, from now on,
+// it starts with `--join` through node via's client gRPC address instead
+// of --initial-cluster. Remove it from the membership first (its id and
+// Raft address stay the same). Like Restart, it does not wait for
+// readiness.
+func (c *Cluster) Rejoin(i, via int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.node(i)
+	if err != nil {
+		return err
+	}
+	v, err := c.node(via)
+	if err != nil {
+		return err
+	}
+	if n.proc != nil && !n.proc.exited() {
+		return fmt.Errorf("jepsen: rejoin %s: still running (pid %d)", n.id, n.proc.pid)
+	}
+	if err := os.RemoveAll(n.dataDir); err != nil {
+		return fmt.Errorf("jepsen: rejoin %s: wipe data: %w", n.id, err)
+	}
+	if err := os.MkdirAll(n.dataDir, 0o755); err != nil {
+		return fmt.Errorf("jepsen: rejoin %s: %w", n.id, err)
+	}
+	args := make([]string, 0, len(n.args))
+	for k := 0; k < len(n.args); k++ {
+		switch n.args[k] {
+		case "--initial-cluster", "--join":
+			k++ // drop the flag and its value
+			continue
+		}
+		args = append(args, n.args[k])
+	}
+	n.args = append(args, "--join", v.grpcAddr)
+	c.opts.Logf("jepsen: %s rejoins through %s with an empty data directory", n.id, v.id)
+	return c.startLocked(n)
 }
 
 // Pause freezes node i with SIGSTOP: it holds its sockets but answers

@@ -28,6 +28,12 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// DIALKV_KVD_BIN and DIALKV_KVCTL_BIN test prebuilt binaries instead
+	// of building the working tree's.
+	if kvd, kvctl := os.Getenv("DIALKV_KVD_BIN"), os.Getenv("DIALKV_KVCTL_BIN"); kvd != "" && kvctl != "" {
+		kvdBin, kvctlBin = kvd, kvctl
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "dialkv-jepsen-bin-")
 	if err != nil {
 		buildErr = err

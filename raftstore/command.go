@@ -13,6 +13,16 @@ const (
 	OpPut Op = iota + 1
 	OpDelete
 	OpCompareAndSwap
+	// OpPutIfNewer writes Value only when the key is absent or its stored
+	// value's version (the first VersionLen bytes, compared bytewise) is
+	// lower than Value's: how nodes publish descriptors to the meta range
+	// without overwriting a newer one.
+	OpPutIfNewer
+	// OpIncrement adds 1 to the key's 8-byte big-endian counter and
+	// returns the new value (range id allocation).
+	OpIncrement
+	// OpSplit splits the range at Key; Value is the encoded SplitSpec.
+	OpSplit
 	// OpMarker changes no data. A new leader applies one at the start of its
 	// term so that it knows when an entry of its own term has committed,
 	// which read-index requires, and so the FSM's applied index catches up
@@ -47,7 +57,7 @@ func (c *Command) Encode(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(c.Key)))
 	dst = append(dst, c.Key...)
 	switch c.Op {
-	case OpPut:
+	case OpPut, OpPutIfNewer, OpSplit:
 		dst = binary.AppendUvarint(dst, uint64(len(c.Value)))
 		dst = append(dst, c.Value...)
 	case OpCompareAndSwap:
@@ -77,9 +87,9 @@ func DecodeCommand(b []byte) (Command, error) {
 		return c, err
 	}
 	switch c.Op {
-	case OpPut:
+	case OpPut, OpPutIfNewer, OpSplit:
 		c.Value, _, err = readBytes(b)
-	case OpDelete, OpMarker:
+	case OpDelete, OpMarker, OpIncrement:
 	case OpCompareAndSwap:
 		if c.Value, b, err = readBytes(b); err != nil {
 			return c, err
@@ -109,9 +119,39 @@ type Result struct {
 	Revision uint64
 	// Existed reports, for Delete, whether the key was present.
 	Existed bool
-	// Err is ErrCompareFailed when a CompareAndSwap did not match.
+	// Value is the new counter value of an Increment.
+	Value []byte
+	// Parent and Child are the descriptors after a split.
+	Parent, Child *Descriptor
+	// Err is ErrCompareFailed when a CompareAndSwap did not match,
+	// ErrWrongRange when the key is outside the range (it moved in a split
+	// that committed after the command was proposed), ErrBadSplit for a
+	// split that could not apply. The command changed nothing.
 	Err error
 }
+
+// VersionLen is the length of the version prefix OpPutIfNewer compares.
+const VersionLen = 16
+
+// SplitSpec is the payload of OpSplit: the new range's id and replicas
+// (the leader's configuration when it proposed the split).
+type SplitSpec struct {
+	ChildID  uint64   `json:"child_id"`
+	Replicas []Server `json:"replicas"`
+}
+
+// Server is a replica's node id and Raft address.
+type Server struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+var (
+	// ErrWrongRange: the key is not in this range (any more).
+	ErrWrongRange = errors.New("raftstore: key outside the range")
+	// ErrBadSplit: the split key is not strictly inside the range.
+	ErrBadSplit = errors.New("raftstore: bad split")
+)
 
 // ErrCompareFailed is the Result.Err of a CompareAndSwap whose comparison
 // did not hold; nothing was written.

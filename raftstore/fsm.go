@@ -3,6 +3,7 @@ package raftstore
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sort"
 	"sync"
@@ -27,8 +28,18 @@ type RangeFSM struct {
 	pending *overlay
 	frozen  []*overlay // oldest first; committed or being committed
 
+	desc Descriptor // guarded by mu; changes with splits and restores
+
+	// approxBytes grows with every write (overwrites and deletes are not
+	// subtracted), so it over-estimates; ApproxSize recomputes it when it
+	// crosses a threshold. Split decisions need no more than that.
+	approxBytes atomic.Int64
+
 	applied atomic.Uint64 // last log index applied
 	durable atomic.Uint64 // last applied index committed to bbolt
+
+	// onSplit is called on the FSM goroutine after a split is durable.
+	onSplit func(parent, child Descriptor)
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied advances
@@ -36,8 +47,28 @@ type RangeFSM struct {
 
 var _ raft.BatchingFSM = (*RangeFSM)(nil)
 
-func newRangeFSM(s *Store, id uint64) *RangeFSM {
-	return &RangeFSM{id: id, store: s, bucket: dataBucket(id), pending: newOverlay(), waitCh: make(chan struct{})}
+func newRangeFSM(s *Store, desc Descriptor) *RangeFSM {
+	return &RangeFSM{id: desc.ID, store: s, desc: desc, bucket: dataBucket(desc.ID), pending: newOverlay(), waitCh: make(chan struct{})}
+}
+
+// Descriptor returns the range's current descriptor.
+func (f *RangeFSM) Descriptor() Descriptor {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.desc.Clone()
+}
+
+// SetSplitHandler registers fn to run after each split of this range is
+// durable, on the FSM goroutine: the node starts the new range's replica
+// there. Call it before the range's Raft starts.
+func (f *RangeFSM) SetSplitHandler(fn func(parent, child Descriptor)) {
+	f.onSplit = fn
+}
+
+// owns reports whether key belongs to the range. The meta range's keys
+// are internal, so it owns any key it is asked to write.
+func (f *RangeFSM) ownsLocked(key []byte) bool {
+	return f.desc.IsMeta() || f.desc.Contains(key)
 }
 
 // ID returns the range id.
@@ -104,6 +135,14 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			out[i] = &Result{Revision: l.Index, Err: err}
 			continue
 		}
+		if cmd.Op == OpSplit {
+			// A split commits synchronously and takes the locks itself.
+			f.applied.Store(l.Index - 1)
+			f.mu.Unlock()
+			out[i] = f.applySplit(&cmd, l.Index)
+			f.mu.Lock()
+			continue
+		}
 		out[i] = f.applyLocked(&cmd, l.Index)
 	}
 	f.applied.Store(last)
@@ -120,9 +159,14 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 
 func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 	res := &Result{Revision: index}
+	if cmd.Op != OpMarker && !f.ownsLocked(cmd.Key) {
+		res.Err = ErrWrongRange
+		return res
+	}
 	switch cmd.Op {
 	case OpPut:
 		f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
+		f.approxBytes.Add(int64(len(cmd.Key) + len(cmd.Value)))
 	case OpDelete:
 		f.lookupLocked(cmd.Key, func(_ []byte, _ uint64, found bool) { res.Existed = found })
 		f.pending.set(newEntry(cmd.Key, nil, index, true))
@@ -140,6 +184,28 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 			return res
 		}
 		f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
+	case OpPutIfNewer:
+		if len(cmd.Value) < VersionLen {
+			res.Err = fmt.Errorf("%w: versioned value shorter than its version", ErrBadCommand)
+			return res
+		}
+		newer := true
+		f.lookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
+			newer = !found || len(v) < VersionLen || bytes.Compare(v[:VersionLen], cmd.Value[:VersionLen]) < 0
+		})
+		if newer {
+			f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
+		}
+		res.Existed = !newer
+	case OpIncrement:
+		var n uint64
+		f.lookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
+			if found && len(v) == 8 {
+				n = binary.BigEndian.Uint64(v)
+			}
+		})
+		res.Value = binary.BigEndian.AppendUint64(nil, n+1)
+		f.pending.set(newEntry(cmd.Key, res.Value, index, false))
 	case OpMarker:
 	}
 	return res
@@ -183,17 +249,22 @@ func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found 
 }
 
 // Get returns a copy of key's value, its revision, whether it exists, and
-// the applied index the answer reflects.
-func (f *RangeFSM) Get(key []byte) (value []byte, rev uint64, found bool, applied uint64) {
+// the applied index the answer reflects; ErrWrongRange when the key is not
+// in the range, checked under the same lock as the read so that a split
+// cannot slip between them.
+func (f *RangeFSM) Get(key []byte) (value []byte, rev uint64, found bool, applied uint64, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if !f.ownsLocked(key) {
+		return nil, 0, false, f.applied.Load(), ErrWrongRange
+	}
 	f.lookupLocked(key, func(v []byte, r uint64, ok bool) {
 		if ok {
 			value = append([]byte{}, v...)
 		}
 		rev, found = r, ok
 	})
-	return value, rev, found, f.applied.Load()
+	return value, rev, found, f.applied.Load(), nil
 }
 
 // KV is one key-value pair returned by Scan.
@@ -204,14 +275,23 @@ type KV struct {
 }
 
 // Scan returns up to limit live keys in [start, end) (end nil: unbounded)
-// in bytewise order. more reports whether keys remain; the next page starts
-// at next.
+// in bytewise order, within this range. more reports whether keys remain
+// in [start, end); the next page starts at next, which is the range's end
+// when the rest lies in the next range. start must be in the range
+// (ErrWrongRange otherwise).
 func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next []byte, applied uint64, err error) {
 	if limit <= 0 {
 		return nil, false, nil, 0, fmt.Errorf("raftstore: scan limit must be positive, got %d", limit)
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if !f.ownsLocked(start) {
+		return nil, false, nil, f.applied.Load(), ErrWrongRange
+	}
+	requestedEnd := end
+	if !f.desc.IsMeta() {
+		_, end = f.desc.Clamp(start, end)
+	}
 	ov := f.overlayRangeLocked(start, end)
 	err = f.store.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(f.bucket)
@@ -251,6 +331,8 @@ func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next
 	if len(kvs) > limit {
 		more, next = true, kvs[limit].Key
 		kvs = kvs[:limit]
+	} else if len(end) > 0 && (len(requestedEnd) == 0 || bytes.Compare(end, requestedEnd) < 0) {
+		more, next = true, bytes.Clone(end) // continue in the next range
 	}
 	// Overlay entries are immutable once set, but copy them anyway so the
 	// caller owns everything it gets.
@@ -302,4 +384,68 @@ func (f *RangeFSM) Size() (keys, bytes uint64, err error) {
 		return nil
 	})
 	return keys, bytes, err
+}
+
+// ApproxSize returns an estimate of the range's bytes (keys + values) that
+// never under-estimates by more than the writes since the last exact
+// count; it recounts exactly when the estimate passes threshold.
+func (f *RangeFSM) ApproxSize(threshold int64) (int64, error) {
+	if v := f.approxBytes.Load(); v < threshold {
+		return v, nil
+	}
+	if err := f.store.Flush(); err != nil {
+		return 0, err
+	}
+	var total int64
+	err := f.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(f.bucket)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			total += int64(len(k) + len(v) - 8)
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	f.approxBytes.Store(total)
+	return total, nil
+}
+
+// SplitKey returns the committed key at which the range's bytes divide
+// in half, or nil when the range has fewer than two keys.
+func (f *RangeFSM) SplitKey() ([]byte, error) {
+	if err := f.store.Flush(); err != nil {
+		return nil, err
+	}
+	var key []byte
+	err := f.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(f.bucket)
+		if b == nil {
+			return nil
+		}
+		var total, n int64
+		b.ForEach(func(k, v []byte) error {
+			total += int64(len(k) + len(v))
+			n++
+			return nil
+		})
+		if n < 2 {
+			return nil
+		}
+		var acc int64
+		c := b.Cursor()
+		first, _ := c.First()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			acc += int64(len(k) + len(v))
+			if acc >= total/2 && !bytes.Equal(k, first) {
+				key = bytes.Clone(k)
+				return nil
+			}
+		}
+		return nil
+	})
+	return key, err
 }

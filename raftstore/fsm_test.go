@@ -39,7 +39,7 @@ func openStore(t testing.TB, dir string) *Store {
 
 func mustRange(t testing.TB, s *Store, id uint64) *RangeFSM {
 	t.Helper()
-	f, err := s.Range(id)
+	f, err := s.OpenRange(Descriptor{ID: id, Generation: 1})
 	if err != nil {
 		t.Fatalf("range %d: %v", id, err)
 	}
@@ -60,7 +60,7 @@ func del(index uint64, k string) *raft.Log {
 
 func mustGet(t *testing.T, f *RangeFSM, key, want string) {
 	t.Helper()
-	v, _, found, _ := f.Get([]byte(key))
+	v, _, found, _, _ := f.Get([]byte(key))
 	if !found {
 		t.Fatalf("get %q: not found, want %q", key, want)
 	}
@@ -71,7 +71,7 @@ func mustGet(t *testing.T, f *RangeFSM, key, want string) {
 
 func mustMissing(t *testing.T, f *RangeFSM, key string) {
 	t.Helper()
-	if v, _, found, _ := f.Get([]byte(key)); found {
+	if v, _, found, _, _ := f.Get([]byte(key)); found {
 		t.Fatalf("get %q = %q, want missing", key, v)
 	}
 }

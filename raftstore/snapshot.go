@@ -12,16 +12,17 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Snapshot stream format (version 1):
+// Snapshot stream format (version 2):
 //
-//	magic "DKVSNAP" version(1)
+//	magic "DKVSNAP" version(2)
 //	uvarint applied index
+//	uvarint(len descriptor) descriptor (JSON)
 //	records: 0x01 uvarint(len key) key uvarint(len stored) stored
 //	end:     0x00 crc32c(all bytes before the end marker), big endian
 //
 // stored is the bbolt value (revision + value), so a restore writes the
 // bytes straight back.
-var snapMagic = []byte("DKVSNAP\x01")
+var snapMagic = []byte("DKVSNAP\x02")
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
@@ -41,13 +42,14 @@ func (f *RangeFSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: snapshot of range %d: %w", f.id, err)
 	}
-	return &fsmSnapshot{tx: tx, bucket: f.bucket, applied: f.applied.Load()}, nil
+	return &fsmSnapshot{tx: tx, bucket: f.bucket, applied: f.applied.Load(), desc: f.Descriptor()}, nil
 }
 
 type fsmSnapshot struct {
 	tx      *bolt.Tx
 	bucket  []byte
 	applied uint64
+	desc    Descriptor
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
@@ -63,6 +65,9 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 	w := bufio.NewWriterSize(io.MultiWriter(out, h), 256<<10)
 	w.Write(snapMagic)
 	w.Write(binary.AppendUvarint(nil, s.applied))
+	desc := s.desc.Marshal()
+	w.Write(binary.AppendUvarint(nil, uint64(len(desc))))
+	w.Write(desc)
 	var hdr []byte
 	if b := s.tx.Bucket(s.bucket); b != nil {
 		if err := b.ForEach(func(k, v []byte) error {
@@ -100,6 +105,7 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 
 	var applied uint64
+	var desc Descriptor
 	err := f.store.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(f.bucket) != nil {
 			if err := tx.DeleteBucket(f.bucket); err != nil {
@@ -110,17 +116,25 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 		if err != nil {
 			return err
 		}
-		applied, err = readSnapshot(rc, func(k, stored []byte) error { return b.Put(k, stored) })
+		applied, desc, err = readSnapshot(rc, func(k, stored []byte) error { return b.Put(k, stored) })
 		if err != nil {
 			return err
 		}
-		return tx.Bucket(metaBucket).Put(appliedKey(f.id), binary.BigEndian.AppendUint64(nil, applied))
+		if desc.ID != f.id {
+			return fmt.Errorf("%w: snapshot of range %d offered to range %d", ErrBadSnapshot, desc.ID, f.id)
+		}
+		meta := tx.Bucket(metaBucket)
+		if err := meta.Put(descKey(f.id), desc.Marshal()); err != nil {
+			return err
+		}
+		return meta.Put(appliedKey(f.id), binary.BigEndian.AppendUint64(nil, applied))
 	})
 	if err != nil {
 		return fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
 	}
 	f.pending = newOverlay()
 	f.frozen = nil
+	f.desc = desc
 	f.applied.Store(applied)
 	f.durable.Store(applied)
 	f.notifyApplied()
@@ -130,7 +144,13 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 // readSnapshot decodes a stream, calling put for each record, and returns
 // the applied index it carries. It verifies the checksum before returning
 // success; put's writes are only kept if the caller's transaction commits.
-func readSnapshot(r io.Reader, put func(k, stored []byte) error) (uint64, error) {
+func readSnapshot(r io.Reader, put func(k, stored []byte) error) (uint64, Descriptor, error) {
+	var desc Descriptor
+	applied, err := readSnapshotBody(r, put, &desc)
+	return applied, desc, err
+}
+
+func readSnapshotBody(r io.Reader, put func(k, stored []byte) error, desc *Descriptor) (uint64, error) {
 	h := crc32.New(crcTable)
 	br := bufio.NewReaderSize(r, 256<<10)
 	tr := io.TeeReader(br, h)
@@ -142,6 +162,13 @@ func readSnapshot(r io.Reader, put func(k, stored []byte) error) (uint64, error)
 	applied, err := binary.ReadUvarint(bytesR)
 	if err != nil {
 		return 0, fmt.Errorf("%w: applied index: %v", ErrBadSnapshot, err)
+	}
+	descBytes, err := readField(bytesR, nil)
+	if err != nil {
+		return 0, fmt.Errorf("%w: descriptor: %v", ErrBadSnapshot, err)
+	}
+	if *desc, err = UnmarshalDescriptor(descBytes); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 	}
 	for n := 0; ; n++ {
 		var k, v []byte // fresh each record: bbolt keeps Put's slices until commit

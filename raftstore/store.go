@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -135,33 +136,100 @@ func appliedKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte("applied/"), id)
 }
 
-// Range returns the state machine of range id, creating its bucket on
-// first use. The FSM resumes from the range's durable applied index.
-func (s *Store) Range(id uint64) (*RangeFSM, error) {
+func descKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("desc/"), id)
+}
+
+// OpenRange returns the state machine of the range desc describes,
+// creating its bucket and storing desc on first use. When the node already
+// has the range, its stored descriptor (which splits and snapshots keep
+// current) wins over desc. The FSM resumes from its durable applied index.
+func (s *Store) OpenRange(desc Descriptor) (*RangeFSM, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
-	if f, ok := s.ranges[id]; ok {
+	if f, ok := s.ranges[desc.ID]; ok {
 		return f, nil
 	}
-	f := newRangeFSM(s, id)
+	f := newRangeFSM(s, desc.Clone())
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(f.bucket); err != nil {
 			return err
 		}
-		if v := tx.Bucket(metaBucket).Get(appliedKey(id)); len(v) == 8 {
+		meta := tx.Bucket(metaBucket)
+		if v := meta.Get(appliedKey(desc.ID)); len(v) == 8 {
 			f.applied.Store(binary.BigEndian.Uint64(v))
+		}
+		if v := meta.Get(descKey(desc.ID)); v != nil {
+			stored, err := UnmarshalDescriptor(v)
+			if err != nil {
+				return err
+			}
+			f.desc = stored
+			return nil
+		}
+		return meta.Put(descKey(desc.ID), desc.Marshal())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open range %d: %w", desc.ID, err)
+	}
+	f.durable.Store(f.applied.Load())
+	f.approxBytes.Store(1 << 62) // unknown until the first exact count
+	s.ranges[desc.ID] = f
+	return f, nil
+}
+
+// Descriptors lists the ranges this node holds, as stored.
+func (s *Store) Descriptors() ([]Descriptor, error) {
+	var out []Descriptor
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(metaBucket).Cursor()
+		prefix := []byte("desc/")
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			d, err := UnmarshalDescriptor(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
 		}
 		return nil
 	})
+	return out, err
+}
+
+// DropRange deletes everything the node holds for range id: its data,
+// descriptor and applied index, and its log and snapshots. The range's
+// Raft group must be shut down first.
+func (s *Store) DropRange(id uint64) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	s.mu.Lock()
+	delete(s.ranges, id)
+	s.mu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(dataBucket(id)) != nil {
+			if err := tx.DeleteBucket(dataBucket(id)); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(metaBucket)
+		if err := meta.Delete(descKey(id)); err != nil {
+			return err
+		}
+		if err := meta.Delete(bootKey(id)); err != nil {
+			return err
+		}
+		return meta.Delete(appliedKey(id))
+	})
 	if err != nil {
-		return nil, fmt.Errorf("raftstore: open range %d: %w", id, err)
+		return fmt.Errorf("raftstore: drop range %d: %w", id, err)
 	}
-	f.durable.Store(f.applied.Load())
-	s.ranges[id] = f
-	return f, nil
+	if err := os.RemoveAll(s.RangeDir(id)); err != nil {
+		return fmt.Errorf("raftstore: drop range %d: %w", id, err)
+	}
+	return nil
 }
 
 // Flush commits every range's applied writes now and waits for the fsync.

@@ -2,15 +2,15 @@ package replication
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
-	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/shard"
-	"github.com/hashicorp/raft"
-	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // Version is reported by Status; cmd/kvd may override it at link time.
@@ -48,120 +48,106 @@ func (n *Node) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb.StatusR
 	return &kvpb.StatusResponse{Node: ns}, nil
 }
 
-// membershipShard is the range whose Raft configuration defines the
-// cluster's members.
-func (n *Node) membershipShard() (*shard.Shard, error) {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	s, ok := n.shards[firstRangeID]
-	if !ok {
-		return nil, fmt.Errorf("%w: range %d", ErrKeyOutOfRange, firstRangeID)
-	}
-	return s, nil
-}
-
-// Members lists the members with the client addresses each announces. A
-// member that cannot be asked within a second is listed as unreachable.
+// Members lists the nodes registered in the meta range, with their
+// addresses and state, whether this node could reach each within a second,
+// and which of them lead ranges.
 func (n *Node) Members(ctx context.Context, _ *kvpb.MembersRequest) (*kvpb.MembersResponse, error) {
-	s, err := n.membershipShard()
+	t, err := n.fetchRoutes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	servers, err := s.Configuration()
-	if err != nil {
-		return nil, err
-	}
-	leaderID, _ := s.Leader()
-	out := make([]*kvpb.Member, len(servers))
-	var wg sync.WaitGroup
-	for i, srv := range servers {
-		m := &kvpb.Member{
-			Id:       string(srv.ID),
-			RaftAddr: string(srv.Address),
-			Voter:    srv.Suffrage == raft.Voter,
-			Leader:   string(srv.ID) == leaderID,
+	leads := map[string]bool{}
+	replicas := map[string]bool{}
+	for _, d := range t.Ranges {
+		leads[d.Leader] = true
+		for _, r := range d.Replicas {
+			replicas[r] = true
 		}
+	}
+	out := make([]*kvpb.Member, len(t.Nodes))
+	var wg sync.WaitGroup
+	for i, node := range t.Nodes {
+		m := &kvpb.Member{Id: node.Id, RaftAddr: node.RaftAddr, GrpcAddr: node.GrpcAddr, HttpAddr: node.HttpAddr,
+			Voter: node.State == NodeActive, Leader: leads[node.Id]}
 		out[i] = m
 		if m.Id == n.cfg.NodeID {
-			m.GrpcAddr, m.HttpAddr, m.Reachable = n.cfg.GRPCAddr, n.cfg.HTTPAddr, true
+			m.Reachable = true
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			conn, err := n.peer(m.RaftAddr)
-			if err != nil {
-				return
-			}
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			cctx = metadata.AppendToOutgoingContext(cctx, rpctypes.ForwardedHeader, n.cfg.NodeID)
-			st, err := kvpb.NewClusterClient(conn).Status(cctx, &kvpb.StatusRequest{})
-			if err != nil {
-				return
-			}
-			m.GrpcAddr, m.HttpAddr, m.Reachable = st.Node.GrpcAddr, st.Node.HttpAddr, true
+			m.Reachable = n.ping(ctx, m.RaftAddr) == nil
 		}()
 	}
 	wg.Wait()
 	return &kvpb.MembersResponse{Members: out}, nil
 }
 
-// forwardCluster sends a membership change to the leader.
-func forwardCluster[T any](ctx context.Context, n *Node, s *shard.Shard, call func(context.Context, kvpb.ClusterClient) (T, error)) (T, error) {
-	return forward(ctx, n, s, func(ctx context.Context, _ kvpb.KVClient) (T, error) {
-		_, addr := s.Leader()
-		conn, err := n.peer(addr)
-		if err != nil {
-			var zero T
-			return zero, err
+// ping asks a node for its status within a second.
+func (n *Node) ping(ctx context.Context, raftAddr string) error {
+	conn, err := n.peer(raftAddr)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = kvpb.NewClusterClient(conn).Status(forwardContext(cctx), &kvpb.StatusRequest{})
+	return err
+}
+
+// nodeState returns a registered node's info, or ErrUnknownNode.
+func (n *Node) nodeInfo(ctx context.Context, id string) (*kvpb.NodeInfo, error) {
+	t, err := n.fetchRoutes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, node := range t.Nodes {
+		if node.Id == id {
+			return node, nil
 		}
-		return call(ctx, kvpb.NewClusterClient(conn))
+	}
+	return nil, fmt.Errorf("%w: %q is not a member", ErrUnknownNode, id)
+}
+
+func (n *Node) setNodeState(ctx context.Context, id, state string) error {
+	_, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{
+		Key:   []byte(metaNodeStatePrefix + id),
+		Value: append(version(uint64(time.Now().UnixNano()), 0), state...),
 	})
+	n.routes.invalidate()
+	return err
 }
 
-// AddMember adds a node to the cluster (every range it should replicate;
-// for now the one range). Adding a member that is already present with the
-// same address succeeds, so a joining node may retry.
+// AddMember registers a node by id and Raft address, so the cluster knows
+// it before it starts (a node started with --join registers itself too).
+// Placement then gives it replicas.
 func (n *Node) AddMember(ctx context.Context, req *kvpb.AddMemberRequest) (*kvpb.AddMemberResponse, error) {
-	s, err := n.membershipShard()
+	if existing, err := n.nodeInfo(ctx, req.Id); err == nil {
+		if existing.RaftAddr != req.RaftAddr {
+			return nil, fmt.Errorf("%w: node %s is already a member at %s", ErrMemberConflict, req.Id, existing.RaftAddr)
+		}
+	} else if !errors.Is(err, ErrUnknownNode) {
+		return nil, err
+	}
+	t, err := n.fetchRoutes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if !s.IsLeader() {
-		return forwardCluster(ctx, n, s, func(ctx context.Context, c kvpb.ClusterClient) (*kvpb.AddMemberResponse, error) {
-			return c.AddMember(ctx, req)
-		})
-	}
-	servers, err := s.Configuration()
-	if err != nil {
-		return nil, err
-	}
-	for _, srv := range servers {
-		sameID, sameAddr := string(srv.ID) == req.Id, string(srv.Address) == req.RaftAddr
-		switch {
-		case sameID && sameAddr && (srv.Suffrage == raft.Voter) != req.Nonvoter:
-			return n.membersAfterChange(ctx)
-		case sameID && !sameAddr:
-			return nil, fmt.Errorf("%w: node %s is already a member at %s", ErrMemberConflict, req.Id, srv.Address)
-		case !sameID && sameAddr:
-			return nil, fmt.Errorf("%w: address %s already belongs to node %s", ErrMemberConflict, req.RaftAddr, srv.ID)
+	for _, node := range t.Nodes {
+		if node.RaftAddr == req.RaftAddr && node.Id != req.Id && node.State != NodeRemoved {
+			return nil, fmt.Errorf("%w: address %s already belongs to node %s", ErrMemberConflict, req.RaftAddr, node.Id)
 		}
 	}
-	if req.Nonvoter {
-		err = s.AddNonvoter(ctx, req.Id, req.RaftAddr)
-	} else {
-		err = s.AddVoter(ctx, req.Id, req.RaftAddr)
-	}
-	if err != nil {
+	body, _ := proto.Marshal(&kvpb.NodeInfo{Id: req.Id, RaftAddr: req.RaftAddr})
+	// Version 0 time: the node's own registration, stamped later, wins.
+	if _, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: []byte(metaNodePrefix + req.Id), Value: append(version(0, 0), body...)}); err != nil {
 		return nil, err
 	}
-	n.log.Info("member added", "member", req.Id, "raft_addr", req.RaftAddr, "voter", !req.Nonvoter)
-	resp, err := n.membersAfterChange(ctx)
-	return resp, err
-}
-
-func (n *Node) membersAfterChange(ctx context.Context) (*kvpb.AddMemberResponse, error) {
+	if err := n.setNodeState(ctx, req.Id, NodeActive); err != nil {
+		return nil, err
+	}
+	n.log.Info("member added", "member", req.Id, "raft_addr", req.RaftAddr)
 	m, err := n.Members(ctx, &kvpb.MembersRequest{})
 	if err != nil {
 		return nil, err
@@ -169,35 +155,36 @@ func (n *Node) membersAfterChange(ctx context.Context) (*kvpb.AddMemberResponse,
 	return &kvpb.AddMemberResponse{Members: m.Members}, nil
 }
 
-// RemoveMember removes a node from the cluster.
+// RemoveMember decommissions a node: placement moves its replicas to
+// other nodes (never dropping a range below its replication factor while
+// enough nodes remain), then marks it removed.
 func (n *Node) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
-	s, err := n.membershipShard()
+	info, err := n.nodeInfo(ctx, req.Id)
 	if err != nil {
 		return nil, err
 	}
-	if !s.IsLeader() {
-		return forwardCluster(ctx, n, s, func(ctx context.Context, c kvpb.ClusterClient) (*kvpb.RemoveMemberResponse, error) {
-			return c.RemoveMember(ctx, req)
-		})
+	if info.State == NodeActive {
+		if err := n.setNodeState(ctx, req.Id, NodeDecommissioning); err != nil {
+			return nil, err
+		}
+		n.log.Info("member decommissioning", "member", req.Id)
 	}
-	servers, err := s.Configuration()
-	if err != nil {
-		return nil, err
-	}
-	found := false
-	for _, srv := range servers {
-		found = found || string(srv.ID) == req.Id
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: %q is not a member", ErrUnknownNode, req.Id)
-	}
-	if err := s.RemoveServer(ctx, req.Id); err != nil {
-		return nil, err
-	}
-	n.log.Info("member removed", "member", req.Id)
 	m, err := n.Members(ctx, &kvpb.MembersRequest{})
 	if err != nil {
 		return nil, err
 	}
 	return &kvpb.RemoveMemberResponse{Members: m.Members}, nil
+}
+
+// SplitRange splits the range holding key at key, on its leader.
+func (n *Node) SplitRange(ctx context.Context, req *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error) {
+	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.SplitRangeResponse, error) {
+		return kvpb.NewClusterClient(conn).SplitRange(ctx, req)
+	}
+	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.SplitRangeResponse, error) {
+		if !s.IsLeader() {
+			return forward(ctx, n, s, true, remote)
+		}
+		return n.split(ctx, s, req.Key)
+	}, remote)
 }

@@ -29,3 +29,7 @@ var (
 	// ErrBadSessionToken is returned for a session token that does not parse.
 	ErrBadSessionToken = errors.New("replication: malformed session token")
 )
+
+// ErrBadSplitKey is returned for a split key outside the range or at its
+// start.
+var ErrBadSplitKey = errors.New("replication: bad split key")

@@ -5,13 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
-	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // sessionWait bounds how long a session read waits for this replica to
@@ -19,32 +22,85 @@ import (
 // replica that is further along.
 const sessionWait = time.Second
 
-func isForwarded(ctx context.Context) bool {
-	md, ok := metadata.FromIncomingContext(ctx)
-	return ok && len(md.Get(rpctypes.ForwardedHeader)) > 0
+// route runs local on this node's replica of the range holding key, or
+// sends the request with remote to a node that has one. A key that a split
+// moved away while the request was on its way is routed once more.
+func route[T any](ctx context.Context, n *Node, key []byte, local func(*shard.Shard) (T, error), remote func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
+	var zero T
+	for attempt := 0; attempt < 3; attempt++ {
+		s, err := n.localShard(key)
+		if err != nil {
+			return forwardRemote(ctx, n, key, remote)
+		}
+		resp, err := local(s)
+		if errors.Is(err, raftstore.ErrWrongRange) || errors.Is(err, errLeaderIsSelf) {
+			continue
+		}
+		return resp, err
+	}
+	return zero, fmt.Errorf("%w: key %q moved between ranges repeatedly", ErrKeyOutOfRange, key)
 }
+
+// errLeaderIsSelf tells route to run the request locally again: this
+// replica won an election between checking and forwarding.
+var errLeaderIsSelf = errors.New("replication: this replica became the leader")
 
 // forward sends a request to the range leader's internal gRPC service.
 // Errors from the leader come back as its gRPC status and pass through.
-func forward[T any](ctx context.Context, n *Node, s *shard.Shard, call func(context.Context, kvpb.KVClient) (T, error)) (T, error) {
+// A transport failure that proves the request never left (the leader's
+// connection was refused) waits for the next leader and tries again;
+// any other transport failure is, for a write, of unknown outcome
+// (ErrIndeterminate) and, for a read, the range being unreachable
+// (ErrNoLeader).
+func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, call func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
 	var zero T
-	if isForwarded(ctx) {
+	if hops(ctx) >= maxHops {
 		return zero, shard.ErrNotLeader
 	}
-	id, addr, err := s.WaitLeader(ctx)
-	if err != nil {
-		return zero, fmt.Errorf("%w for range %d: %w", ErrNoLeader, s.ID(), err)
+	for attempt := 0; attempt < 50; attempt++ {
+		id, addr, err := s.WaitLeader(ctx)
+		if err != nil {
+			return zero, fmt.Errorf("%w for range %d: %w", ErrNoLeader, s.ID(), err)
+		}
+		if id == n.cfg.NodeID {
+			// We became leader while deciding to forward: serve it here.
+			return zero, errLeaderIsSelf
+		}
+		conn, err := n.peer(addr)
+		if err != nil {
+			return zero, err
+		}
+		resp, err := call(forwardContext(ctx), conn)
+		if err == nil || rpctypes.InfoOf(err) != nil {
+			return resp, err
+		}
+		if !notSent(err) {
+			if write {
+				return zero, fmt.Errorf("%w: forwarding to the leader of range %d failed: %w", shard.ErrIndeterminate, s.ID(), err)
+			}
+			return zero, fmt.Errorf("%w for range %d: forwarding failed: %w", ErrNoLeader, s.ID(), err)
+		}
+		// The leader we know of is down: wait for Raft to notice and
+		// elect another, then try again.
+		wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		s.WaitLeaderChange(wctx, id)
+		cancel()
+		if ctx.Err() != nil {
+			return zero, fmt.Errorf("%w for range %d: %w", ErrNoLeader, s.ID(), ctx.Err())
+		}
 	}
-	if id == n.cfg.NodeID {
-		// Raft names us leader but the shard refused: leadership is changing.
-		return zero, fmt.Errorf("%w for range %d: leadership is moving", ErrNoLeader, s.ID())
+	return zero, fmt.Errorf("%w for range %d: leader unreachable", ErrNoLeader, s.ID())
+}
+
+// notSent reports whether a gRPC error proves the request was never sent:
+// the connection could not be established.
+func notSent(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
 	}
-	conn, err := n.peer(addr)
-	if err != nil {
-		return zero, err
-	}
-	ctx = metadata.AppendToOutgoingContext(ctx, rpctypes.ForwardedHeader, n.cfg.NodeID)
-	return call(ctx, kvpb.NewKVClient(conn))
+	msg := st.Message()
+	return strings.Contains(msg, "Error while dialing") || strings.Contains(msg, "connection refused")
 }
 
 // propose commits cmd on the local leader, or forwards via fwd when this
@@ -71,53 +127,54 @@ func (n *Node) writeHeader(s *shard.Shard, rev uint64) *kvpb.WriteHeader {
 
 // Put writes a key through the range's Raft log.
 func (n *Node) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse, error) {
-	s, err := n.shardFor(req.Key)
-	if err != nil {
-		return nil, err
+	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.PutResponse, error) {
+		return kvpb.NewKVClient(conn).Put(ctx, req)
 	}
-	res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpPut, Key: req.Key, Value: req.Value})
-	if fwd {
-		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.PutResponse, error) { return c.Put(ctx, req) })
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &kvpb.PutResponse{Header: n.writeHeader(s, res.Revision)}, nil
+	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.PutResponse, error) {
+		res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpPut, Key: req.Key, Value: req.Value})
+		if fwd {
+			return forward(ctx, n, s, true, remote)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &kvpb.PutResponse{Header: n.writeHeader(s, res.Revision)}, nil
+	}, remote)
 }
 
 // Delete removes a key through the range's Raft log.
 func (n *Node) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error) {
-	s, err := n.shardFor(req.Key)
-	if err != nil {
-		return nil, err
+	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.DeleteResponse, error) {
+		return kvpb.NewKVClient(conn).Delete(ctx, req)
 	}
-	res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpDelete, Key: req.Key})
-	if fwd {
-		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.DeleteResponse, error) { return c.Delete(ctx, req) })
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &kvpb.DeleteResponse{Header: n.writeHeader(s, res.Revision), Deleted: res.Existed}, nil
+	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.DeleteResponse, error) {
+		res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpDelete, Key: req.Key})
+		if fwd {
+			return forward(ctx, n, s, true, remote)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &kvpb.DeleteResponse{Header: n.writeHeader(s, res.Revision), Deleted: res.Existed}, nil
+	}, remote)
 }
 
 // CompareAndSwap writes new_value if the key's value matches.
 func (n *Node) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapRequest) (*kvpb.CompareAndSwapResponse, error) {
-	s, err := n.shardFor(req.Key)
-	if err != nil {
-		return nil, err
+	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.CompareAndSwapResponse, error) {
+		return kvpb.NewKVClient(conn).CompareAndSwap(ctx, req)
 	}
-	cmd := &raftstore.Command{Op: raftstore.OpCompareAndSwap, Key: req.Key, Value: req.NewValue, Expected: req.ExpectedValue, ExpectMissing: req.ExpectMissing}
-	res, fwd, err := n.propose(ctx, s, cmd)
-	if fwd {
-		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.CompareAndSwapResponse, error) {
-			return c.CompareAndSwap(ctx, req)
-		})
-	}
-	if err != nil {
-		return nil, err
-	}
-	return &kvpb.CompareAndSwapResponse{Header: n.writeHeader(s, res.Revision)}, nil
+	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.CompareAndSwapResponse, error) {
+		cmd := &raftstore.Command{Op: raftstore.OpCompareAndSwap, Key: req.Key, Value: req.NewValue, Expected: req.ExpectedValue, ExpectMissing: req.ExpectMissing}
+		res, fwd, err := n.propose(ctx, s, cmd)
+		if fwd {
+			return forward(ctx, n, s, true, remote)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &kvpb.CompareAndSwapResponse{Header: n.writeHeader(s, res.Revision)}, nil
+	}, remote)
 }
 
 // readPlan is how a read will be served on this replica.
@@ -195,25 +252,29 @@ var ErrKeyNotFound = errors.New("replication: key not found")
 
 // Get reads one key at the requested consistency level.
 func (n *Node) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse, error) {
-	s, err := n.shardFor(req.Key)
-	if err != nil {
-		return nil, err
+	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.GetResponse, error) {
+		return kvpb.NewKVClient(conn).Get(ctx, req)
 	}
-	plan, fwd, err := n.prepareRead(ctx, s, req.Read)
-	if fwd {
-		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.GetResponse, error) { return c.Get(ctx, req) })
-	}
-	if err != nil {
-		return nil, err
-	}
-	value, rev, found, applied := s.FSM().Get(req.Key)
-	if !found {
-		return nil, &NotFoundError{Header: n.readHeader(s, plan, applied)}
-	}
-	return &kvpb.GetResponse{
-		Header: n.readHeader(s, plan, applied),
-		Kv:     &kvpb.KeyValue{Key: req.Key, Value: value, Revision: rev},
-	}, nil
+	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.GetResponse, error) {
+		plan, fwd, err := n.prepareRead(ctx, s, req.Read)
+		if fwd {
+			return forward(ctx, n, s, false, remote)
+		}
+		if err != nil {
+			return nil, err
+		}
+		value, rev, found, applied, err := s.FSM().Get(req.Key)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, &NotFoundError{Header: n.readHeader(s, plan, applied)}
+		}
+		return &kvpb.GetResponse{
+			Header: n.readHeader(s, plan, applied),
+			Kv:     &kvpb.KeyValue{Key: req.Key, Value: value, Revision: rev},
+		}, nil
+	}, remote)
 }
 
 // NotFoundError is a Get of a missing key; it still says who answered.
@@ -235,36 +296,31 @@ func (n *Node) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanRespo
 	if len(req.Prefix) > 0 {
 		start, end = req.Prefix, PrefixEnd(req.Prefix)
 	}
-	s, err := n.shardFor(start)
-	if err != nil {
-		return nil, err
+	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.ScanResponse, error) {
+		return kvpb.NewKVClient(conn).Scan(ctx, req)
 	}
-	plan, fwd, err := n.prepareRead(ctx, s, req.Read)
-	if fwd {
-		return forward(ctx, n, s, func(ctx context.Context, c kvpb.KVClient) (*kvpb.ScanResponse, error) { return c.Scan(ctx, req) })
-	}
-	if err != nil {
-		return nil, err
-	}
-	limit := int(req.Limit)
-	if limit <= 0 {
-		limit = DefaultScanLimit
-	}
-	desc := s.Descriptor()
-	from, to := desc.Clamp(start, end)
-	kvs, more, next, applied, err := s.FSM().Scan(from, to, limit)
-	if err != nil {
-		return nil, err
-	}
-	resp := &kvpb.ScanResponse{Header: n.readHeader(s, plan, applied), More: more, NextKey: next}
-	if !more && len(desc.End) > 0 && (len(end) == 0 || bytes.Compare(desc.End, end) < 0) {
-		resp.More, resp.NextKey = true, desc.End
-	}
-	resp.Kvs = make([]*kvpb.KeyValue, len(kvs))
-	for i, kv := range kvs {
-		resp.Kvs[i] = &kvpb.KeyValue{Key: kv.Key, Value: kv.Value, Revision: kv.Revision}
-	}
-	return resp, nil
+	return route(ctx, n, start, func(s *shard.Shard) (*kvpb.ScanResponse, error) {
+		plan, fwd, err := n.prepareRead(ctx, s, req.Read)
+		if fwd {
+			return forward(ctx, n, s, false, remote)
+		}
+		if err != nil {
+			return nil, err
+		}
+		limit := int(req.Limit)
+		if limit <= 0 {
+			limit = DefaultScanLimit
+		}
+		kvs, more, next, applied, err := s.FSM().Scan(start, end, limit)
+		if err != nil {
+			return nil, err
+		}
+		resp := &kvpb.ScanResponse{Header: n.readHeader(s, plan, applied), More: more, NextKey: next, Kvs: make([]*kvpb.KeyValue, len(kvs))}
+		for i, kv := range kvs {
+			resp.Kvs[i] = &kvpb.KeyValue{Key: kv.Key, Value: kv.Value, Revision: kv.Revision}
+		}
+		return resp, nil
+	}, remote)
 }
 
 // PrefixEnd returns the smallest key greater than every key with the

@@ -9,22 +9,24 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/internal/logadapt"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// firstRangeID is the range that covers the whole key space in a new
-// cluster.
-const firstRangeID = 1
+// firstUserRangeID is the range that covers the whole key space in a new
+// cluster; range 1 is the meta range.
+const firstUserRangeID = 2
 
 // Node hosts the range replicas of one kvd process.
 type Node struct {
@@ -36,7 +38,8 @@ type Node struct {
 	mu     sync.RWMutex
 	shards map[uint64]*shard.Shard
 
-	fresh freshnessDemand
+	fresh  freshnessDemand
+	routes routeCache
 
 	peersMu sync.Mutex
 	peers   map[string]*grpc.ClientConn // internal gRPC, by Raft address
@@ -50,6 +53,10 @@ type Node struct {
 type identity struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
+	// Initialized is set once the node has bootstrapped or started to
+	// join: from then on it never bootstraps again, even if all its ranges
+	// moved away.
+	Initialized bool `json:"initialized"`
 }
 
 // Start opens the node's storage, starts its ranges and, on an empty data
@@ -89,40 +96,90 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		started: time.Now(),
 		stop:    make(chan struct{}),
 	}
-	n.wg.Add(1)
-	go n.freshnessLoop()
-	desc := shard.Descriptor{ID: firstRangeID, Generation: 1}
-	s, err := n.openShard(desc)
+	n.routes.n = n
+	descs, err := store.Descriptors()
 	if err != nil {
 		n.Close()
 		return nil, err
 	}
-	hasState, err := n.hasRaftState(s)
+	initialized, err := n.identityInitialized()
 	if err != nil {
 		n.Close()
 		return nil, err
 	}
 	switch {
-	case hasState:
-		log.Info("resuming from existing state", "dir", cfg.DataDir, "applied", s.FSM().AppliedIndex())
-	case len(cfg.InitialCluster) > 0:
-		servers := make([]raft.Server, 0, len(cfg.InitialCluster))
-		for _, p := range cfg.InitialCluster {
-			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
+	case initialized || len(descs) > 0:
+		for _, d := range descs {
+			if _, err := n.openShard(d); err != nil {
+				n.Close()
+				return nil, err
+			}
 		}
-		if err := s.Bootstrap(servers); err != nil {
+		log.Info("resuming from existing state", "dir", cfg.DataDir, "ranges", len(descs))
+	case len(cfg.InitialCluster) > 0:
+		if err := n.bootstrap(); err != nil {
 			n.Close()
 			return nil, err
 		}
-		log.Info("bootstrapped a new cluster", "members", len(servers))
-	case cfg.Join != "":
-		n.wg.Add(1)
-		go n.joinLoop(cfg.Join)
-	default:
+	case cfg.Join == "":
 		n.Close()
 		return nil, fmt.Errorf("replication: %s holds no cluster state: give --initial-cluster to bootstrap or --join to join", cfg.DataDir)
 	}
+	if err := n.markInitialized(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	for _, p := range cfg.InitialCluster {
+		n.routes.addSeed(p.RaftAddr)
+	}
+	if cfg.Join != "" {
+		n.routes.addSeedClient(cfg.Join)
+	}
+	n.wg.Add(4)
+	go n.freshnessLoop()
+	go n.registerLoop()
+	go n.publishLoop()
+	go n.placementLoop()
 	return n, nil
+}
+
+// bootstrap creates a new cluster's first two ranges on the founding
+// members: the meta range (routing table and node registry) and one user
+// range covering every key. Each founding member runs it with the same
+// --initial-cluster, so each creates exactly the replicas it belongs to and
+// all bootstrap identical configurations.
+func (n *Node) bootstrap() error {
+	members := slices.Clone(n.cfg.InitialCluster)
+	slices.SortFunc(members, func(a, b Peer) int { return strings.Compare(a.ID, b.ID) })
+	pick := func(count int) []Peer { return members[:min(count, len(members))] }
+	plans := []struct {
+		desc    shard.Descriptor
+		members []Peer
+	}{
+		{shard.Descriptor{ID: raftstore.MetaRangeID, Generation: 1}, pick(max(n.cfg.Replicas, 3))},
+		{shard.Descriptor{ID: firstUserRangeID, Generation: 1}, pick(n.cfg.Replicas)},
+	}
+	for _, p := range plans {
+		var servers []raft.Server
+		self := false
+		for _, m := range p.members {
+			p.desc.Replicas = append(p.desc.Replicas, m.ID)
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.RaftAddr)})
+			self = self || m.ID == n.cfg.NodeID
+		}
+		if !self {
+			continue
+		}
+		s, err := n.openShard(p.desc)
+		if err != nil {
+			return err
+		}
+		if err := s.Bootstrap(servers); err != nil {
+			return err
+		}
+	}
+	n.log.Info("bootstrapped a new cluster", "members", len(members))
+	return nil
 }
 
 func checkIdentity(cfg Config) error {
@@ -152,23 +209,44 @@ func checkIdentity(cfg Config) error {
 	return nil
 }
 
-func (n *Node) hasRaftState(s *shard.Shard) (bool, error) {
-	last := s.Raft().LastIndex()
-	if last > 0 {
-		return true, nil
-	}
-	servers, err := s.Configuration()
+func (n *Node) identityPath() string { return filepath.Join(n.cfg.DataDir, "node.json") }
+
+func (n *Node) identityInitialized() (bool, error) {
+	b, err := os.ReadFile(n.identityPath())
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("replication: read node identity: %w", err)
 	}
-	return len(servers) > 0, nil
+	var id identity
+	if err := json.Unmarshal(b, &id); err != nil {
+		return false, fmt.Errorf("replication: %s is corrupt: %w", n.identityPath(), err)
+	}
+	return id.Initialized, nil
 }
 
+func (n *Node) markInitialized() error {
+	b, _ := json.Marshal(identity{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, Initialized: true})
+	tmp := n.identityPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("replication: write node identity: %w", err)
+	}
+	if err := os.Rename(tmp, n.identityPath()); err != nil {
+		return fmt.Errorf("replication: write node identity: %w", err)
+	}
+	return nil
+}
+
+// openShard starts the local replica of a range. A range created by a
+// split whose group was not bootstrapped yet (a crash in between) is
+// bootstrapped here.
 func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
-	fsm, err := n.store.Range(desc.ID)
+	if s := n.shardByID(desc.ID); s != nil {
+		return s, nil
+	}
+	fsm, err := n.store.OpenRange(desc)
 	if err != nil {
 		return nil, err
 	}
+	fsm.SetSplitHandler(n.onSplit)
 	hl := logadapt.HCLog(n.log.With("range", desc.ID))
 	storage, err := n.store.OpenRaftStorage(desc.ID, hl)
 	if err != nil {
@@ -196,39 +274,39 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 	n.mu.Lock()
 	n.shards[desc.ID] = s
 	n.mu.Unlock()
+	pending, err := n.store.PendingBootstrap(desc.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(pending) > 0 {
+		var servers []raft.Server
+		for _, p := range pending {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr)})
+		}
+		if err := s.Bootstrap(servers); err != nil {
+			return nil, err
+		}
+		if err := n.store.ClearBootstrap(desc.ID); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// joinLoop asks an existing member to add this node until it succeeds or
-// the node stops. Membership changes are idempotent on the leader, so a
-// retry after an unknown outcome is safe.
-func (n *Node) joinLoop(target string) {
-	defer n.wg.Done()
-	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		n.log.Error("cannot join", "target", target, "err", err)
-		return
+// onSplit runs on the parent's FSM goroutine once a split is durable on
+// this replica: the new range's replica starts here, from the keys that
+// moved, and bootstraps the group with the parent's replicas.
+func (n *Node) onSplit(parent, child shard.Descriptor) {
+	n.log.Info("range split", "range", parent.ID, "at", fmt.Sprintf("%q", child.Start), "new_range", child.ID)
+	select {
+	case <-n.stop:
+		return // shutting down; the restart bootstraps the child
+	default:
 	}
-	defer conn.Close()
-	c := kvpb.NewClusterClient(conn)
-	backoff := 100 * time.Millisecond
-	for attempt := 1; attempt <= 120; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := c.AddMember(ctx, &kvpb.AddMemberRequest{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr})
-		cancel()
-		if err == nil {
-			n.log.Info("joined the cluster", "via", target)
-			return
-		}
-		n.log.Warn("join attempt failed", "via", target, "attempt", attempt, "err", err)
-		select {
-		case <-n.stop:
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 2*time.Second)
+	if _, err := n.openShard(child); err != nil {
+		n.log.Error("cannot start the new range of a split", "range", child.ID, "err", err)
 	}
-	n.log.Error("gave up joining", "via", target)
+	n.routes.invalidate()
 }
 
 // ID returns the node id.
@@ -253,18 +331,9 @@ func (n *Node) Shards() []*shard.Shard {
 	return out
 }
 
-// shardFor returns the replica whose range holds key.
-func (n *Node) shardFor(key []byte) (*shard.Shard, error) {
-	n.mu.RLock()
-	defer n.mu.RUnlock()
-	for _, s := range n.shards {
-		d := s.Descriptor()
-		if d.Contains(key) {
-			return s, nil
-		}
-	}
-	return nil, ErrKeyOutOfRange
-}
+// maxMessage bounds messages between nodes: a scan page or a forwarded
+// request with the largest key and values.
+const maxMessage = 64 << 20
 
 // peer returns a client connection to the internal gRPC service of the node
 // at raftAddr.
@@ -276,6 +345,13 @@ func (n *Node) peer(raftAddr string) (*grpc.ClientConn, error) {
 	}
 	c, err := grpc.NewClient("passthrough:///"+raftAddr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// Fail fast on a peer that is down (forward then waits for a new
+		// leader), but reconnect quickly once it is back.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		}),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			timeout := 5 * time.Second
 			if dl, ok := ctx.Deadline(); ok {
@@ -313,6 +389,7 @@ func (n *Node) Close() error {
 		c.Close()
 	}
 	n.peersMu.Unlock()
+	n.routes.close()
 	if err := n.store.Close(); err != nil {
 		errs = append(errs, err)
 	}

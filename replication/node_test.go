@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -54,9 +55,20 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+type replicationConfig = replication.Config
+
 func newTestCluster(t *testing.T, n int) *testCluster {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return newTestClusterWith(t, n, nil)
+}
+
+func newTestClusterWith(t *testing.T, n int, tweak func(*replication.Config)) *testCluster {
+	t.Helper()
+	level := slog.LevelWarn
+	if os.Getenv("DIALKV_TEST_LOG") == "debug" { // DIALKV_TEST_LOG=debug go test -v: every node's log
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: level}))
 	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n)}
 	var peers []replication.Peer
 	for i := range n {
@@ -67,6 +79,9 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 		cfg.Timing = shard.Timing{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, LeaderLease: 250 * time.Millisecond, Commit: 10 * time.Millisecond}
 		cfg.CommitInterval = 5 * time.Millisecond
 		cfg.Logger = logger
+		if tweak != nil {
+			tweak(&cfg)
+		}
 		peers = append(peers, replication.Peer{ID: cfg.NodeID, RaftAddr: cfg.RaftAddr})
 		c.cfgs = append(c.cfgs, cfg)
 	}
@@ -87,7 +102,27 @@ func (c *testCluster) start(i int) {
 	svc := api.NewService(node, api.DefaultLimits(), api.NewMetrics(prometheus.NewRegistry()), nil)
 	srv, _ := api.NewGRPCServer(svc)
 	go srv.Serve(node.InternalListener())
+	ln, err := net.Listen("tcp", c.cfgs[i].GRPCAddr)
+	if err != nil {
+		c.t.Fatalf("listen n%d: %v", i+1, err)
+	}
+	go srv.Serve(ln)
 	c.nodes[i], c.srvs[i] = node, srv
+}
+
+// join adds a node that joins through n1's gRPC address.
+func (c *testCluster) join() int {
+	c.t.Helper()
+	cfg := c.cfgs[0]
+	cfg.NodeID = fmt.Sprintf("n%d", len(c.cfgs)+1)
+	cfg.DataDir = c.t.TempDir()
+	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = freeAddr(c.t), freeAddr(c.t), freeAddr(c.t)
+	cfg.InitialCluster, cfg.Join = nil, c.cfgs[0].GRPCAddr
+	c.cfgs = append(c.cfgs, cfg)
+	c.nodes = append(c.nodes, nil)
+	c.srvs = append(c.srvs, nil)
+	c.start(len(c.cfgs) - 1)
+	return len(c.cfgs) - 1
 }
 
 func (c *testCluster) stop(i int) {
@@ -107,7 +142,8 @@ func (c *testCluster) closeAll() {
 	}
 }
 
-// leader waits until a live node leads range 1 and returns its index.
+// leader waits until a live node leads the (first) user range and
+// returns its index.
 func (c *testCluster) leader() int {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -118,7 +154,7 @@ func (c *testCluster) leader() int {
 				continue
 			}
 			for _, s := range n.Shards() {
-				if s.IsLeader() {
+				if d := s.Descriptor(); !d.IsMeta() && s.IsLeader() {
 					return i
 				}
 			}

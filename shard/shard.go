@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,7 +43,7 @@ func DefaultTiming() Timing {
 
 // Shard is one replica of one range.
 type Shard struct {
-	desc    Descriptor
+	id      uint64
 	nodeID  string
 	raft    *raft.Raft
 	fsm     *raftstore.RangeFSM
@@ -66,6 +67,8 @@ type Shard struct {
 
 	observer *raft.Observer
 
+	compactMu sync.Mutex
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -82,7 +85,7 @@ func New(cfg Config) (*Shard, error) {
 	}
 	log := cfg.Logger.With("range", cfg.Descriptor.ID)
 	s := &Shard{
-		desc:     cfg.Descriptor,
+		id:       cfg.Descriptor.ID,
 		nodeID:   cfg.NodeID,
 		fsm:      cfg.FSM,
 		storage:  cfg.Storage,
@@ -187,19 +190,20 @@ func (s *Shard) recoverFromSnapshot() error {
 	s.log.Warn("state machine is older than the newest snapshot; restoring it", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index)
 	_, rc, err := s.storage.Snapshots.Open(newest.ID)
 	if err != nil {
-		return fmt.Errorf("shard: range %d: open snapshot %s: %w", s.desc.ID, newest.ID, err)
+		return fmt.Errorf("shard: range %d: open snapshot %s: %w", s.id, newest.ID, err)
 	}
 	if err := s.fsm.Restore(rc); err != nil {
-		return fmt.Errorf("shard: range %d: %w", s.desc.ID, err)
+		return fmt.Errorf("shard: range %d: %w", s.id, err)
 	}
 	return nil
 }
 
-// Descriptor returns the range descriptor.
-func (s *Shard) Descriptor() Descriptor { return s.desc }
+// Descriptor returns the range descriptor as the state machine has it
+// now (splits change it).
+func (s *Shard) Descriptor() Descriptor { return s.fsm.Descriptor() }
 
 // ID returns the range id.
-func (s *Shard) ID() uint64 { return s.desc.ID }
+func (s *Shard) ID() uint64 { return s.id }
 
 // FSM returns the range's state machine, for local reads.
 func (s *Shard) FSM() *raftstore.RangeFSM { return s.fsm }
@@ -213,7 +217,7 @@ func (s *Shard) Raft() *raft.Raft { return s.raft }
 func (s *Shard) Bootstrap(servers []raft.Server) error {
 	f := s.raft.BootstrapCluster(raft.Configuration{Servers: servers})
 	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-		return fmt.Errorf("shard: bootstrap range %d: %w", s.desc.ID, err)
+		return fmt.Errorf("shard: bootstrap range %d: %w", s.id, err)
 	}
 	return nil
 }
@@ -255,23 +259,23 @@ func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore
 	}
 	res, ok := f.Response().(*raftstore.Result)
 	if !ok || res == nil {
-		return nil, fmt.Errorf("shard: range %d: unexpected apply response %T", s.desc.ID, f.Response())
+		return nil, fmt.Errorf("shard: range %d: unexpected apply response %T", s.id, f.Response())
 	}
 	if errors.Is(res.Err, raftstore.ErrCompareFailed) {
 		return res, ErrCompareFailed
 	}
 	if res.Err != nil {
-		return res, fmt.Errorf("shard: range %d: apply: %w", s.desc.ID, res.Err)
+		return res, fmt.Errorf("shard: range %d: apply: %w", s.id, res.Err)
 	}
 	return res, nil
 }
 
 func (s *Shard) applyError(err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		// Raft refused the entry before appending it.
 		return ErrNotLeader
-	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+	case errors.Is(err, raft.ErrLeadershipLost):
 		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
@@ -421,11 +425,39 @@ func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.
 
 // Configuration returns the range's current Raft membership.
 func (s *Shard) Configuration() ([]raft.Server, error) {
+	servers, _, err := s.ConfigurationWithIndex()
+	return servers, err
+}
+
+// ConfigurationWithIndex also returns the log index of the configuration,
+// which increases with every membership change.
+func (s *Shard) ConfigurationWithIndex() ([]raft.Server, uint64, error) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return nil, fmt.Errorf("shard: range %d configuration: %w", s.desc.ID, err)
+		return nil, 0, fmt.Errorf("shard: range %d configuration: %w", s.id, err)
 	}
-	return f.Configuration().Servers, nil
+	return f.Configuration().Servers, f.Index(), nil
+}
+
+// TransferLeadership hands leadership to the replica on node id.
+func (s *Shard) TransferLeadership(id, addr string) error {
+	if err := s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error(); err != nil {
+		return fmt.Errorf("shard: range %d: transfer leadership to %s: %w", s.id, id, err)
+	}
+	return nil
+}
+
+// Propose* for the splits: ProposeSplit commits a split at key.
+func (s *Shard) ProposeSplit(ctx context.Context, key []byte, spec raftstore.SplitSpec) (*raftstore.Result, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.Propose(ctx, &raftstore.Command{Op: raftstore.OpSplit, Key: key, Value: b})
+	if err == nil && res.Err != nil {
+		return res, res.Err
+	}
+	return res, err
 }
 
 // Status is a point-in-time view of the replica.
@@ -443,7 +475,7 @@ type Status struct {
 // Status reports the replica's Raft and state-machine progress.
 func (s *Shard) Status() Status {
 	st := Status{
-		Descriptor:   s.desc,
+		Descriptor:   s.Descriptor(),
 		State:        s.raft.State().String(),
 		Term:         s.raft.CurrentTerm(),
 		CommitIndex:  s.raft.CommitIndex(),
@@ -479,4 +511,57 @@ func (s *Shard) Shutdown() error {
 		}
 	})
 	return err
+}
+
+// CompactLog takes a snapshot and drops every log entry it covers, so
+// that a replica added afterwards is sent the snapshot instead of the log
+// from index 1. Ranges created by a split need this: their initial data
+// came from the parent, not from their own log.
+func (s *Shard) CompactLog() error {
+	s.compactMu.Lock()
+	defer s.compactMu.Unlock()
+	// Something new to snapshot, so that Raft does not skip it.
+	if err := s.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), 5*time.Second).Error(); err != nil {
+		return fmt.Errorf("shard: range %d: compact log: %w", s.id, err)
+	}
+	rc := s.raft.ReloadableConfig()
+	trailing := rc.TrailingLogs
+	rc.TrailingLogs = 0
+	if err := s.raft.ReloadConfig(rc); err != nil {
+		return fmt.Errorf("shard: range %d: %w", s.id, err)
+	}
+	err := s.raft.Snapshot().Error()
+	rc.TrailingLogs = trailing
+	if rerr := s.raft.ReloadConfig(rc); err == nil && rerr != nil {
+		err = rerr
+	}
+	if err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return fmt.Errorf("shard: range %d: compact log: %w", s.id, err)
+	}
+	return nil
+}
+
+// FirstLogIndex is the first index still in the log (0 when empty).
+func (s *Shard) FirstLogIndex() (uint64, error) {
+	return s.storage.Log().FirstIndex()
+}
+
+// WaitLeaderChange waits until the known leader is no longer id, or ctx
+// ends.
+func (s *Shard) WaitLeaderChange(ctx context.Context, id string) {
+	for range 1000 {
+		s.leaderMu.Lock()
+		ch := s.leaderCh
+		s.leaderMu.Unlock()
+		if cur, _ := s.Leader(); cur != id {
+			return
+		}
+		select {
+		case <-ch:
+		case <-s.stop:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }

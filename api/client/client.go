@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -19,6 +20,7 @@ import (
 // one per process and Close it when done.
 type Client struct {
 	pool        *pool
+	router      *router // nil when routing is disabled
 	maxAttempts int
 	log         *slog.Logger
 	// Backoff bounds; fields so that tests can shrink them.
@@ -73,6 +75,9 @@ func New(cfg Config) (*Client, error) {
 			}),
 		)
 	})
+	if !cfg.DisableRouting {
+		c.router = newRouter(c.fetchRoutes, c.log)
+	}
 	// Create the connections now so a bad address fails here, not later.
 	for _, ep := range endpoints {
 		if _, err := c.pool.conn(ep); err != nil {
@@ -94,11 +99,17 @@ func (c *Client) Endpoints() []string { return c.pool.list() }
 type rpc func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) error
 
 // invoke runs call under the retry policy of class. With a non-empty
-// endpoint every attempt goes there; otherwise attempts follow the pool.
-func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint string, call rpc) error {
+// endpoint every attempt goes there. Otherwise, with a non-nil route and
+// routing enabled, the first attempt goes to the node the routing table
+// names for the key; the others, and every attempt when there is no route,
+// follow the pool's sticky endpoint.
+func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint string, route *routeSpec, call rpc) error {
 	if err := ctx.Err(); err != nil {
 		// Nothing was sent, so even a write's fate is known.
 		return &Error{Op: op, Err: err}
+	}
+	if c.router == nil || endpoint != "" {
+		route = nil
 	}
 	var (
 		last    attemptResult
@@ -108,15 +119,35 @@ func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint 
 	attempt := 1
 	for ; attempt <= c.maxAttempts; attempt++ {
 		ep := endpoint
-		var cc *grpc.ClientConn
-		var err error
-		if ep == "" {
-			ep, cc, err = c.pool.current()
-		} else {
-			cc, err = c.pool.conn(ep)
+		var (
+			cc      *grpc.ClientConn
+			err     error
+			routed  bool
+			version uint64
+		)
+		if route != nil {
+			// Route the first attempt only: after a failure, the sticky
+			// endpoint (which forwards) is the dependable path.
+			var addr string
+			var ok bool
+			if addr, version, ok = c.router.pick(ctx, route); ok {
+				if cc, err = c.pool.routedConn(addr); err == nil {
+					ep, routed = addr, true
+				} else if errors.Is(err, ErrClosed) {
+					return &Error{Op: op, Endpoint: addr, Attempts: attempt, Indeterminate: unknown, Err: err}
+				}
+			}
+			route = nil
 		}
-		if err != nil {
-			return &Error{Op: op, Endpoint: ep, Attempts: attempt, Indeterminate: unknown, Err: err}
+		if !routed {
+			if ep == "" {
+				ep, cc, err = c.pool.current()
+			} else {
+				cc, err = c.pool.conn(ep)
+			}
+			if err != nil {
+				return &Error{Op: op, Endpoint: ep, Attempts: attempt, Indeterminate: unknown, Err: err}
+			}
 		}
 		var p peer.Peer
 		err = call(ctx, cc, grpc.Peer(&p))
@@ -127,6 +158,15 @@ func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint 
 		if class.isWrite() && !last.fateKnown() {
 			unknown = true
 		}
+		if routed {
+			switch {
+			case unreachable(err):
+				c.router.markDown(ep)
+				c.router.invalidate(version)
+			case staleRoute(err):
+				c.router.invalidate(version)
+			}
+		}
 		if attempt == c.maxAttempts || !last.shouldRetry(class) {
 			break
 		}
@@ -134,7 +174,7 @@ func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint 
 		if endpoint == "" {
 			next = c.pool.advance(ep, leaderHint(err))
 		}
-		c.log.Debug("dialkv client: retrying", "op", op, "endpoint", ep, "next", next,
+		c.log.Debug("dialkv client: retrying", "op", op, "endpoint", ep, "routed", routed, "next", next,
 			"attempt", attempt, "err", err)
 		if err := sleep(ctx, retryDelay(c.backoffBase, c.backoffMax, attempt)); err != nil {
 			return &Error{Op: op, Endpoint: lastEP, Attempts: attempt, Indeterminate: unknown, Err: last.err, Stop: err}
@@ -150,7 +190,7 @@ func kv(cc *grpc.ClientConn) kvpb.KVClient { return kvpb.NewKVClient(cc) }
 func (c *Client) Put(ctx context.Context, key, value []byte) (*kvpb.PutResponse, error) {
 	req := &kvpb.PutRequest{Key: key, Value: value}
 	var resp *kvpb.PutResponse
-	err := c.invoke(ctx, "put", classIdempotent, "", func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
+	err := c.invoke(ctx, "put", classIdempotent, "", &routeSpec{key: key}, func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).Put(ctx, req, opts...)
 		return err
 	})
@@ -165,7 +205,7 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (*kvpb
 	s := applyReadOptions(nil, opts)
 	req := &kvpb.GetRequest{Key: key, Read: s.read}
 	var resp *kvpb.GetResponse
-	err := c.invoke(ctx, "get", classRead, "", func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
+	err := c.invoke(ctx, "get", classRead, "", readRoute(key, req.Read), func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).Get(ctx, req, opts...)
 		return err
 	})
@@ -180,7 +220,7 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (*kvpb
 func (c *Client) Delete(ctx context.Context, key []byte) (*kvpb.DeleteResponse, error) {
 	req := &kvpb.DeleteRequest{Key: key}
 	var resp *kvpb.DeleteResponse
-	err := c.invoke(ctx, "delete", classIdempotent, "", func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
+	err := c.invoke(ctx, "delete", classIdempotent, "", &routeSpec{key: key}, func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).Delete(ctx, req, opts...)
 		return err
 	})
@@ -198,7 +238,7 @@ func (c *Client) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapReq
 		req = &kvpb.CompareAndSwapRequest{}
 	}
 	var resp *kvpb.CompareAndSwapResponse
-	err := c.invoke(ctx, "cas", classWrite, "", func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
+	err := c.invoke(ctx, "cas", classWrite, "", &routeSpec{key: req.GetKey()}, func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).CompareAndSwap(ctx, req, opts...)
 		return err
 	})
@@ -216,7 +256,7 @@ func (c *Client) Scan(ctx context.Context, req *kvpb.ScanRequest, opts ...ReadOp
 
 func (c *Client) scanPage(ctx context.Context, req *kvpb.ScanRequest, s *readSettings) (*kvpb.ScanResponse, error) {
 	var resp *kvpb.ScanResponse
-	err := c.invoke(ctx, "scan", classRead, "", func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
+	err := c.invoke(ctx, "scan", classRead, "", readRoute(scanKey(req), req.GetRead()), func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).Scan(ctx, req, opts...)
 		return err
 	})
@@ -225,6 +265,14 @@ func (c *Client) scanPage(ctx context.Context, req *kvpb.ScanRequest, s *readSet
 	}
 	s.header(resp.GetHeader())
 	return resp, nil
+}
+
+// scanKey is the key a scan page starts at, which routes it.
+func scanKey(req *kvpb.ScanRequest) []byte {
+	if p := req.GetPrefix(); len(p) > 0 {
+		return p
+	}
+	return req.GetStart()
 }
 
 // scanRequest copies req (nil means the whole key space) with opts applied.

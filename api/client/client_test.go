@@ -78,6 +78,10 @@ func call(ctx context.Context, c *Client, m string) error {
 		_, err = c.AddMember(ctx, "n9", "127.0.0.1:9", false)
 	case clienttest.MethodRemoveMember:
 		_, err = c.RemoveMember(ctx, "n2")
+	case clienttest.MethodRanges:
+		_, err = c.Ranges(ctx)
+	case clienttest.MethodSplitRange:
+		_, err = c.SplitRange(ctx, []byte("k"))
 	default:
 		return fmt.Errorf("no such method %q", m)
 	}
@@ -154,11 +158,13 @@ func TestClient_AllEndpointsRefusingIsUnavailableButNotIndeterminate(t *testing.
 func TestClient_RetriesNotLeaderThenSucceeds(t *testing.T) {
 	for _, m := range []string{clienttest.MethodPut, clienttest.MethodGet, clienttest.MethodDelete,
 		clienttest.MethodCAS, clienttest.MethodScan, clienttest.MethodMembers,
-		clienttest.MethodAddMember, clienttest.MethodRemoveMember} {
+		clienttest.MethodAddMember, clienttest.MethodRemoveMember, clienttest.MethodRanges,
+		clienttest.MethodSplitRange} {
 		t.Run(m, func(t *testing.T) {
 			srv := clienttest.Start(t)
 			srv.Store.Put([]byte("k"), []byte("v"))
-			srv.Store.SetMembers(&kvpb.Member{Id: "n2"})
+			srv.Store.SetNodes(&kvpb.NodeInfo{Id: "n2"})
+			srv.Store.SetRanges(&kvpb.RangeDescriptor{Id: 1, Replicas: []string{"n2"}, Leader: "n2"})
 			srv.Fail(m, 2, clienttest.NotLeader(""))
 			c := newTestClient(t, Config{Endpoints: []string{srv.Addr}})
 			if err := call(testCtx(t), c, m); err != nil {
@@ -194,7 +200,7 @@ func TestClient_RetryPolicy(t *testing.T) {
 		{"cas not retried when a server reports connection refused", clienttest.MethodCAS, status.Error(codes.Unavailable, "forwarding: dial tcp: connect: connection refused"), 1, 1, true, true, IsUnavailable},
 		{"cas not retried on deadline", clienttest.MethodCAS, deadline, 1, 1, true, true, IsUnavailable},
 		{"cas not retried on internal", clienttest.MethodCAS, internal, 1, 1, true, true, nil},
-		{"cas not retried on wrong range", clienttest.MethodCAS, wrongRange, 1, 1, true, false, nil},
+		{"cas retried on wrong range", clienttest.MethodCAS, wrongRange, 1, 2, false, false, nil},
 		{"cas retried on no leader", clienttest.MethodCAS, rpctypes.Error(codes.Unavailable, rpctypes.ReasonNoLeader, "election", nil), 2, 3, false, false, nil},
 		{"cas retried on shutting down", clienttest.MethodCAS, rpctypes.Error(codes.Unavailable, rpctypes.ReasonShuttingDown, "bye", nil), 1, 2, false, false, nil},
 		{"put not retried on indeterminate", clienttest.MethodPut, clienttest.Indeterminate(), 1, 1, true, true, nil},
@@ -211,12 +217,16 @@ func TestClient_RetryPolicy(t *testing.T) {
 		{"scan not retried on invalid", clienttest.MethodScan, invalid, 1, 1, true, false, IsInvalid},
 		{"add member not retried on indeterminate", clienttest.MethodAddMember, clienttest.Indeterminate(), 1, 1, true, true, nil},
 		{"remove member not retried on a broken connection", clienttest.MethodRemoveMember, unavailable, 1, 1, true, true, nil},
+		{"split not retried on indeterminate", clienttest.MethodSplitRange, clienttest.Indeterminate(), 1, 1, true, true, nil},
+		{"split retried on not leader", clienttest.MethodSplitRange, clienttest.NotLeader(""), 1, 2, false, false, nil},
+		{"ranges retried on a broken connection", clienttest.MethodRanges, unavailable, 1, 2, false, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := clienttest.Start(t)
 			srv.Store.Put([]byte("k"), []byte("v"))
-			srv.Store.SetMembers(&kvpb.Member{Id: "n2"})
+			srv.Store.SetNodes(&kvpb.NodeInfo{Id: "n2"})
+			srv.Store.SetRanges(&kvpb.RangeDescriptor{Id: 1, Replicas: []string{"n2"}, Leader: "n2"})
 			srv.Fail(tt.method, tt.failures, tt.fail)
 			c := newTestClient(t, Config{Endpoints: []string{srv.Addr}})
 			err := call(testCtx(t), c, tt.method)

@@ -1,7 +1,34 @@
 // Package client is the Go client library for dialkv. It speaks the kv.v1
 // gRPC services (KV and Cluster) to a list of endpoints and hides which node
-// is the leader: a Client sticks to one endpoint and moves on only when that
-// endpoint says it cannot serve the request.
+// leads which range: it sends each request to the node the cluster's
+// routing table names, and otherwise sticks to one endpoint, which forwards
+// the request, moving on only when that endpoint cannot serve it.
+//
+// # Routing
+//
+// The key space is split into ranges, each replicated on a few nodes with
+// one leader. Unless Config.DisableRouting is set, the Client fetches the
+// routing table (the Ranges RPC: ranges, their replicas and leader hints,
+// and the nodes' addresses) from its sticky endpoint on the first keyed
+// request, caches it for RoutingTTL, and refreshes it in the background
+// once older. The first attempt of Put, Delete, CompareAndSwap and of
+// linearizable Get and Scan goes to the leader of the key's range (a scan
+// is routed by its start key or prefix); bounded, session and stale reads
+// go to the range's followers in turn, or to the leader when no follower
+// is usable. Removed nodes, nodes without a dialable address and nodes that
+// recently could not be reached are skipped.
+//
+// Routing is only an optimisation: any node serves any request by
+// forwarding it. A request that cannot be routed goes to the sticky
+// endpoint. When a routed attempt fails with WRONG_RANGE, UNKNOWN_RANGE,
+// NOT_LEADER, NO_LEADER, SHUTTING_DOWN or a connection error, the cached
+// table is dropped (the next request fetches a fresh one), and, if the
+// retry policy below allows another attempt, it goes to the sticky
+// endpoint, or to the leader the error names. Routing never adds attempts
+// or retries a request the policy would not. Connections opened for
+// routing count against the same cap as the endpoint list (64) and do not
+// join the failover order. SplitRange, AddMember and RemoveMember drop the
+// cached table; Ranges replaces it.
 //
 // # Failover
 //
@@ -19,14 +46,16 @@
 // dialkv is a database, so a retry must never apply a write twice where that
 // would change the outcome. Each method belongs to one of three classes:
 //
-//   - Reads (Get, Scan, ScanAll, Status, Members) retry whenever
+//   - Reads (Get, Scan, ScanAll, Status, Members, Ranges) retry whenever
 //     rpctypes.Retryable says the replica or the cluster was unavailable.
 //   - Idempotent writes (Put, Delete) retry on the same errors, except
 //     INDETERMINATE and DeadlineExceeded: writing the same value twice is
 //     harmless, but a timed-out write is left for the caller to decide.
 //   - Conditional and membership writes (CompareAndSwap, AddMember,
-//     RemoveMember) retry only when the write provably did not happen: the
-//     server answered NOT_LEADER, NO_LEADER or SHUTTING_DOWN, or the
+//     RemoveMember, SplitRange) retry only when the write provably did not
+//     happen: the server answered NOT_LEADER, NO_LEADER, SHUTTING_DOWN,
+//     WRONG_RANGE or UNKNOWN_RANGE (refused before anything was proposed,
+//     or rejected by the range's state machine without effect), or the
 //     connection could not be established at all. The latter is recognised
 //     conservatively: codes.Unavailable with no ErrorInfo detail, no peer
 //     recorded for the RPC (gRPC never handed it to a transport), and a

@@ -37,6 +37,10 @@ type Config struct {
 	// MaxAttempts bounds the attempts of one method call, the first
 	// included. Zero means DefaultMaxAttempts.
 	MaxAttempts int
+	// DisableRouting turns off the routing cache: every request goes to the
+	// sticky endpoint, which forwards it to the right range's leader.
+	// Routing is on by default; see the package documentation.
+	DisableRouting bool
 	// Logger receives retries at debug level. Nil discards.
 	Logger *slog.Logger
 }

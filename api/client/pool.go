@@ -12,9 +12,14 @@ import (
 	"google.golang.org/grpc"
 )
 
-// maxPoolSize bounds how far leader hints can grow the endpoint list, so a
-// misbehaving server cannot make the client hoard connections.
+// maxPoolSize bounds how far leader hints can grow the endpoint list, and
+// how many connections routing may open, so a misbehaving server cannot make
+// the client hoard connections.
 const maxPoolSize = 64
+
+// errPoolFull is returned by routedConn when a new address would exceed
+// maxPoolSize; the caller then uses the sticky endpoint instead.
+var errPoolFull = errors.New("dialkv client: connection pool full")
 
 // pool holds the failover order, the sticky current endpoint and one
 // connection per address ever used.
@@ -51,6 +56,24 @@ func (p *pool) current() (string, *grpc.ClientConn, error) {
 func (p *pool) conn(addr string) (*grpc.ClientConn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.connLocked(addr)
+}
+
+// routedConn returns the connection to addr, a node the routing table named.
+// Routed addresses join the connections but not the failover order, and a
+// new one is refused with errPoolFull once maxPoolSize connections exist.
+func (p *pool) routedConn(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		return nil, ErrClosed
+	}
+	if cc, ok := p.mu.conns[addr]; ok {
+		return cc, nil
+	}
+	if len(p.mu.conns) >= maxPoolSize {
+		return nil, errPoolFull
+	}
 	return p.connLocked(addr)
 }
 
@@ -114,6 +137,19 @@ func (p *pool) close() error {
 	}
 	p.mu.conns = nil
 	return errors.Join(errs...)
+}
+
+// dialable reports whether addr, announced by a server, can be dialled: a
+// valid host:port that is not a wildcard listen address.
+func dialable(addr string) bool {
+	if validateEndpoint(addr) != nil {
+		return false
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return false
+	}
+	return true
 }
 
 // validateEndpoint accepts host:port with a non-empty host and a port in

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"time"
 
@@ -45,7 +44,8 @@ func (a attemptResult) shouldRetry(k opClass) bool {
 		return rpctypes.Retryable(a.err)
 	default:
 		switch rpctypes.ReasonOf(a.err) {
-		case rpctypes.ReasonNotLeader, rpctypes.ReasonNoLeader, rpctypes.ReasonShuttingDown:
+		case rpctypes.ReasonNotLeader, rpctypes.ReasonNoLeader, rpctypes.ReasonShuttingDown,
+			rpctypes.ReasonWrongRange, rpctypes.ReasonUnknownRange:
 			return rpctypes.NotApplied(a.err)
 		}
 		return a.neverSent()
@@ -96,12 +96,8 @@ func leaderHint(err error) string {
 		return ""
 	}
 	addr := info.GetMetadata()[rpctypes.MetaLeaderAddr]
-	if validateEndpoint(addr) != nil {
-		return ""
-	}
-	host, _, _ := net.SplitHostPort(addr)
 	// A node announcing its wildcard listen address gives nothing to dial.
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+	if !dialable(addr) {
 		return ""
 	}
 	return addr

@@ -1248,6 +1248,352 @@ func (x *NodeStatus) GetRanges() []*RangeStatus {
 	return nil
 }
 
+// RangeDescriptor is a range as the routing table knows it.
+type RangeDescriptor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Start         []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End           []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"` // empty: to the end of the key space
+	Generation    uint64                 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	Replicas      []string               `protobuf:"bytes,5,rep,name=replicas,proto3" json:"replicas,omitempty"` // node ids
+	Leader        string                 `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`     // node id of the last known leader (a hint)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangeDescriptor) Reset() {
+	*x = RangeDescriptor{}
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangeDescriptor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangeDescriptor) ProtoMessage() {}
+
+func (x *RangeDescriptor) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangeDescriptor.ProtoReflect.Descriptor instead.
+func (*RangeDescriptor) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RangeDescriptor) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *RangeDescriptor) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *RangeDescriptor) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *RangeDescriptor) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RangeDescriptor) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *RangeDescriptor) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+// NodeInfo is a node as registered in the meta range.
+type NodeInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	HttpAddr      string                 `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	State         string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"` // active, decommissioning, removed
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfo) Reset() {
+	*x = NodeInfo{}
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfo) ProtoMessage() {}
+
+func (x *NodeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
+func (*NodeInfo) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *NodeInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetHttpAddr() string {
+	if x != nil {
+		return x.HttpAddr
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+type RangesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangesRequest) Reset() {
+	*x = RangesRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangesRequest) ProtoMessage() {}
+
+func (x *RangesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangesRequest.ProtoReflect.Descriptor instead.
+func (*RangesRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+}
+
+type RangesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ranges        []*RangeDescriptor     `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"` // user ranges in key order
+	Nodes         []*NodeInfo            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangesResponse) Reset() {
+	*x = RangesResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangesResponse) ProtoMessage() {}
+
+func (x *RangesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
+func (*RangesResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RangesResponse) GetRanges() []*RangeDescriptor {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *RangesResponse) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type SplitRangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"` // becomes the first key of the new range
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitRangeRequest) Reset() {
+	*x = SplitRangeRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitRangeRequest) ProtoMessage() {}
+
+func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
+func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SplitRangeRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type SplitRangeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Left          *RangeDescriptor       `protobuf:"bytes,1,opt,name=left,proto3" json:"left,omitempty"`
+	Right         *RangeDescriptor       `protobuf:"bytes,2,opt,name=right,proto3" json:"right,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitRangeResponse) Reset() {
+	*x = SplitRangeResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitRangeResponse) ProtoMessage() {}
+
+func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
+func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
+
+func (x *SplitRangeResponse) GetRight() *RangeDescriptor {
+	if x != nil {
+		return x.Right
+	}
+	return nil
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1256,7 +1602,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1614,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1627,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
 }
 
 type StatusResponse struct {
@@ -1293,7 +1639,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1651,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1664,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -1336,7 +1682,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1694,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1707,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
 }
 
 type MembersResponse struct {
@@ -1373,7 +1719,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1731,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1744,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1419,7 +1765,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1431,7 +1777,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1444,7 +1790,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -1477,7 +1823,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1835,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1848,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -1521,7 +1867,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +1879,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +1892,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1565,7 +1911,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +1923,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +1936,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -1610,7 +1956,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1968,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1981,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReadIndexRequest) GetRangeIds() []uint64 {
@@ -1656,7 +2002,7 @@ type RangeReadIndex struct {
 
 func (x *RangeReadIndex) Reset() {
 	*x = RangeReadIndex{}
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1668,7 +2014,7 @@ func (x *RangeReadIndex) String() string {
 func (*RangeReadIndex) ProtoMessage() {}
 
 func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1681,7 +2027,7 @@ func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeReadIndex.ProtoReflect.Descriptor instead.
 func (*RangeReadIndex) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RangeReadIndex) GetRangeId() uint64 {
@@ -1714,7 +2060,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +2072,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,12 +2085,556 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadIndexResponse) GetRanges() []*RangeReadIndex {
 	if x != nil {
 		return x.Ranges
+	}
+	return nil
+}
+
+type MetaPutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"` // first 8 bytes: generation (big endian)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaPutRequest) Reset() {
+	*x = MetaPutRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaPutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaPutRequest) ProtoMessage() {}
+
+func (x *MetaPutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaPutRequest.ProtoReflect.Descriptor instead.
+func (*MetaPutRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *MetaPutRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *MetaPutRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type MetaPutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Written       bool                   `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"` // false when a newer value was already there
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaPutResponse) Reset() {
+	*x = MetaPutResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaPutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaPutResponse) ProtoMessage() {}
+
+func (x *MetaPutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaPutResponse.ProtoReflect.Descriptor instead.
+func (*MetaPutResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *MetaPutResponse) GetWritten() bool {
+	if x != nil {
+		return x.Written
+	}
+	return false
+}
+
+type MetaScanRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Prefix        []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaScanRequest) Reset() {
+	*x = MetaScanRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaScanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaScanRequest) ProtoMessage() {}
+
+func (x *MetaScanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaScanRequest.ProtoReflect.Descriptor instead.
+func (*MetaScanRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *MetaScanRequest) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+type MetaScanResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kvs           []*KeyValue            `protobuf:"bytes,1,rep,name=kvs,proto3" json:"kvs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaScanResponse) Reset() {
+	*x = MetaScanResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaScanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaScanResponse) ProtoMessage() {}
+
+func (x *MetaScanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaScanResponse.ProtoReflect.Descriptor instead.
+func (*MetaScanResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *MetaScanResponse) GetKvs() []*KeyValue {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+type MetaIncrementRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaIncrementRequest) Reset() {
+	*x = MetaIncrementRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaIncrementRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaIncrementRequest) ProtoMessage() {}
+
+func (x *MetaIncrementRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaIncrementRequest.ProtoReflect.Descriptor instead.
+func (*MetaIncrementRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *MetaIncrementRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type MetaIncrementResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         uint64                 `protobuf:"varint,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetaIncrementResponse) Reset() {
+	*x = MetaIncrementResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetaIncrementResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetaIncrementResponse) ProtoMessage() {}
+
+func (x *MetaIncrementResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetaIncrementResponse.ProtoReflect.Descriptor instead.
+func (*MetaIncrementResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *MetaIncrementResponse) GetValue() uint64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+type CreateReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         *RangeDescriptor       `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateReplicaRequest) Reset() {
+	*x = CreateReplicaRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateReplicaRequest) ProtoMessage() {}
+
+func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
+func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CreateReplicaRequest) GetRange() *RangeDescriptor {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+type CreateReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateReplicaResponse) Reset() {
+	*x = CreateReplicaResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateReplicaResponse) ProtoMessage() {}
+
+func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateReplicaResponse.ProtoReflect.Descriptor instead.
+func (*CreateReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{41}
+}
+
+type DropReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropReplicaRequest) Reset() {
+	*x = DropReplicaRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropReplicaRequest) ProtoMessage() {}
+
+func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropReplicaRequest.ProtoReflect.Descriptor instead.
+func (*DropReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *DropReplicaRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+type DropReplicaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropReplicaResponse) Reset() {
+	*x = DropReplicaResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropReplicaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropReplicaResponse) ProtoMessage() {}
+
+func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropReplicaResponse.ProtoReflect.Descriptor instead.
+func (*DropReplicaResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{43}
+}
+
+type ChangeReplicasRequest struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	RangeId          uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	AddNode          string                 `protobuf:"bytes,2,opt,name=add_node,json=addNode,proto3" json:"add_node,omitempty"`          // node id to add as a replica (non-voter, caught up, then voter)
+	RemoveNode       string                 `protobuf:"bytes,3,opt,name=remove_node,json=removeNode,proto3" json:"remove_node,omitempty"` // node id to remove
+	TransferLeaderTo string                 `protobuf:"bytes,4,opt,name=transfer_leader_to,json=transferLeaderTo,proto3" json:"transfer_leader_to,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasRequest) Reset() {
+	*x = ChangeReplicasRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasRequest) ProtoMessage() {}
+
+func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ChangeReplicasRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *ChangeReplicasRequest) GetAddNode() string {
+	if x != nil {
+		return x.AddNode
+	}
+	return ""
+}
+
+func (x *ChangeReplicasRequest) GetRemoveNode() string {
+	if x != nil {
+		return x.RemoveNode
+	}
+	return ""
+}
+
+func (x *ChangeReplicasRequest) GetTransferLeaderTo() string {
+	if x != nil {
+		return x.TransferLeaderTo
+	}
+	return ""
+}
+
+type ChangeReplicasResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         *RangeDescriptor       `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChangeReplicasResponse) Reset() {
+	*x = ChangeReplicasResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChangeReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChangeReplicasResponse) ProtoMessage() {}
+
+func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
+func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *ChangeReplicasResponse) GetRange() *RangeDescriptor {
+	if x != nil {
+		return x.Range
 	}
 	return nil
 }
@@ -1845,7 +2735,31 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1b\n" +
 	"\tuptime_ms\x18\x06 \x01(\x03R\buptimeMs\x12*\n" +
-	"\x06ranges\x18\a \x03(\v2\x12.kv.v1.RangeStatusR\x06ranges\"\x0f\n" +
+	"\x06ranges\x18\a \x03(\v2\x12.kv.v1.RangeStatusR\x06ranges\"\x9d\x01\n" +
+	"\x0fRangeDescriptor\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\x03 \x01(\fR\x03end\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\x12\x1a\n" +
+	"\breplicas\x18\x05 \x03(\tR\breplicas\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\"\x87\x01\n" +
+	"\bNodeInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1b\n" +
+	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\"\x0f\n" +
+	"\rRangesRequest\"g\n" +
+	"\x0eRangesResponse\x12.\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x16.kv.v1.RangeDescriptorR\x06ranges\x12%\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x0f.kv.v1.NodeInfoR\x05nodes\"%\n" +
+	"\x11SplitRangeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"n\n" +
+	"\x12SplitRangeResponse\x12*\n" +
+	"\x04left\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x04left\x12,\n" +
+	"\x05right\x18\x02 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05right\"\x0f\n" +
 	"\rStatusRequest\"7\n" +
 	"\x0eStatusResponse\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.kv.v1.NodeStatusR\x04node\"\x10\n" +
@@ -1869,7 +2783,34 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\"B\n" +
 	"\x11ReadIndexResponse\x12-\n" +
-	"\x06ranges\x18\x01 \x03(\v2\x15.kv.v1.RangeReadIndexR\x06ranges*\x91\x01\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x15.kv.v1.RangeReadIndexR\x06ranges\"8\n" +
+	"\x0eMetaPutRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"+\n" +
+	"\x0fMetaPutResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\bR\awritten\")\n" +
+	"\x0fMetaScanRequest\x12\x16\n" +
+	"\x06prefix\x18\x01 \x01(\fR\x06prefix\"5\n" +
+	"\x10MetaScanResponse\x12!\n" +
+	"\x03kvs\x18\x01 \x03(\v2\x0f.kv.v1.KeyValueR\x03kvs\"(\n" +
+	"\x14MetaIncrementRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\"-\n" +
+	"\x15MetaIncrementResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\x04R\x05value\"D\n" +
+	"\x14CreateReplicaRequest\x12,\n" +
+	"\x05range\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\"\x17\n" +
+	"\x15CreateReplicaResponse\"/\n" +
+	"\x12DropReplicaRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\"\x15\n" +
+	"\x13DropReplicaResponse\"\x9c\x01\n" +
+	"\x15ChangeReplicasRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x19\n" +
+	"\badd_node\x18\x02 \x01(\tR\aaddNode\x12\x1f\n" +
+	"\vremove_node\x18\x03 \x01(\tR\n" +
+	"removeNode\x12,\n" +
+	"\x12transfer_leader_to\x18\x04 \x01(\tR\x10transferLeaderTo\"F\n" +
+	"\x16ChangeReplicasResponse\x12,\n" +
+	"\x05range\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range*\x91\x01\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x17\n" +
@@ -1881,13 +2822,22 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x03Get\x12\x11.kv.v1.GetRequest\x1a\x12.kv.v1.GetResponse\x125\n" +
 	"\x06Delete\x12\x14.kv.v1.DeleteRequest\x1a\x15.kv.v1.DeleteResponse\x12/\n" +
 	"\x04Scan\x12\x12.kv.v1.ScanRequest\x1a\x13.kv.v1.ScanResponse\x12M\n" +
-	"\x0eCompareAndSwap\x12\x1c.kv.v1.CompareAndSwapRequest\x1a\x1d.kv.v1.CompareAndSwapResponse2\x83\x02\n" +
+	"\x0eCompareAndSwap\x12\x1c.kv.v1.CompareAndSwapRequest\x1a\x1d.kv.v1.CompareAndSwapResponse2\xfd\x02\n" +
 	"\aCluster\x125\n" +
 	"\x06Status\x12\x14.kv.v1.StatusRequest\x1a\x15.kv.v1.StatusResponse\x128\n" +
 	"\aMembers\x12\x15.kv.v1.MembersRequest\x1a\x16.kv.v1.MembersResponse\x12>\n" +
 	"\tAddMember\x12\x17.kv.v1.AddMemberRequest\x1a\x18.kv.v1.AddMemberResponse\x12G\n" +
-	"\fRemoveMember\x12\x1a.kv.v1.RemoveMemberRequest\x1a\x1b.kv.v1.RemoveMemberResponse2J\n" +
-	"\bInternal\x12>\n" +
+	"\fRemoveMember\x12\x1a.kv.v1.RemoveMemberRequest\x1a\x1b.kv.v1.RemoveMemberResponse\x125\n" +
+	"\x06Ranges\x12\x14.kv.v1.RangesRequest\x1a\x15.kv.v1.RangesResponse\x12A\n" +
+	"\n" +
+	"SplitRange\x12\x18.kv.v1.SplitRangeRequest\x1a\x19.kv.v1.SplitRangeResponse2\xee\x03\n" +
+	"\bInternal\x128\n" +
+	"\aMetaPut\x12\x15.kv.v1.MetaPutRequest\x1a\x16.kv.v1.MetaPutResponse\x12;\n" +
+	"\bMetaScan\x12\x16.kv.v1.MetaScanRequest\x1a\x17.kv.v1.MetaScanResponse\x12J\n" +
+	"\rMetaIncrement\x12\x1b.kv.v1.MetaIncrementRequest\x1a\x1c.kv.v1.MetaIncrementResponse\x12J\n" +
+	"\rCreateReplica\x12\x1b.kv.v1.CreateReplicaRequest\x1a\x1c.kv.v1.CreateReplicaResponse\x12D\n" +
+	"\vDropReplica\x12\x19.kv.v1.DropReplicaRequest\x1a\x1a.kv.v1.DropReplicaResponse\x12M\n" +
+	"\x0eChangeReplicas\x12\x1c.kv.v1.ChangeReplicasRequest\x1a\x1d.kv.v1.ChangeReplicasResponse\x12>\n" +
 	"\tReadIndex\x12\x17.kv.v1.ReadIndexRequest\x1a\x18.kv.v1.ReadIndexResponseB(Z&github.com/dialkv/dialkv/api/kvpb;kvpbb\x06proto3"
 
 var (
@@ -1903,7 +2853,7 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),               // 0: kv.v1.Consistency
 	(*ReadOptions)(nil),            // 1: kv.v1.ReadOptions
@@ -1923,22 +2873,40 @@ var file_kv_v1_kv_proto_goTypes = []any{
 	(*Member)(nil),                 // 15: kv.v1.Member
 	(*RangeStatus)(nil),            // 16: kv.v1.RangeStatus
 	(*NodeStatus)(nil),             // 17: kv.v1.NodeStatus
-	(*StatusRequest)(nil),          // 18: kv.v1.StatusRequest
-	(*StatusResponse)(nil),         // 19: kv.v1.StatusResponse
-	(*MembersRequest)(nil),         // 20: kv.v1.MembersRequest
-	(*MembersResponse)(nil),        // 21: kv.v1.MembersResponse
-	(*AddMemberRequest)(nil),       // 22: kv.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),      // 23: kv.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),    // 24: kv.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),   // 25: kv.v1.RemoveMemberResponse
-	(*ReadIndexRequest)(nil),       // 26: kv.v1.ReadIndexRequest
-	(*RangeReadIndex)(nil),         // 27: kv.v1.RangeReadIndex
-	(*ReadIndexResponse)(nil),      // 28: kv.v1.ReadIndexResponse
-	(*durationpb.Duration)(nil),    // 29: google.protobuf.Duration
+	(*RangeDescriptor)(nil),        // 18: kv.v1.RangeDescriptor
+	(*NodeInfo)(nil),               // 19: kv.v1.NodeInfo
+	(*RangesRequest)(nil),          // 20: kv.v1.RangesRequest
+	(*RangesResponse)(nil),         // 21: kv.v1.RangesResponse
+	(*SplitRangeRequest)(nil),      // 22: kv.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),     // 23: kv.v1.SplitRangeResponse
+	(*StatusRequest)(nil),          // 24: kv.v1.StatusRequest
+	(*StatusResponse)(nil),         // 25: kv.v1.StatusResponse
+	(*MembersRequest)(nil),         // 26: kv.v1.MembersRequest
+	(*MembersResponse)(nil),        // 27: kv.v1.MembersResponse
+	(*AddMemberRequest)(nil),       // 28: kv.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),      // 29: kv.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),    // 30: kv.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),   // 31: kv.v1.RemoveMemberResponse
+	(*ReadIndexRequest)(nil),       // 32: kv.v1.ReadIndexRequest
+	(*RangeReadIndex)(nil),         // 33: kv.v1.RangeReadIndex
+	(*ReadIndexResponse)(nil),      // 34: kv.v1.ReadIndexResponse
+	(*MetaPutRequest)(nil),         // 35: kv.v1.MetaPutRequest
+	(*MetaPutResponse)(nil),        // 36: kv.v1.MetaPutResponse
+	(*MetaScanRequest)(nil),        // 37: kv.v1.MetaScanRequest
+	(*MetaScanResponse)(nil),       // 38: kv.v1.MetaScanResponse
+	(*MetaIncrementRequest)(nil),   // 39: kv.v1.MetaIncrementRequest
+	(*MetaIncrementResponse)(nil),  // 40: kv.v1.MetaIncrementResponse
+	(*CreateReplicaRequest)(nil),   // 41: kv.v1.CreateReplicaRequest
+	(*CreateReplicaResponse)(nil),  // 42: kv.v1.CreateReplicaResponse
+	(*DropReplicaRequest)(nil),     // 43: kv.v1.DropReplicaRequest
+	(*DropReplicaResponse)(nil),    // 44: kv.v1.DropReplicaResponse
+	(*ChangeReplicasRequest)(nil),  // 45: kv.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil), // 46: kv.v1.ChangeReplicasResponse
+	(*durationpb.Duration)(nil),    // 47: google.protobuf.Duration
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: kv.v1.ReadOptions.consistency:type_name -> kv.v1.Consistency
-	29, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	47, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
 	0,  // 2: kv.v1.ReadHeader.consistency:type_name -> kv.v1.Consistency
 	3,  // 3: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
 	1,  // 4: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
@@ -1950,36 +2918,59 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	2,  // 10: kv.v1.ScanResponse.header:type_name -> kv.v1.ReadHeader
 	4,  // 11: kv.v1.ScanResponse.kvs:type_name -> kv.v1.KeyValue
 	16, // 12: kv.v1.NodeStatus.ranges:type_name -> kv.v1.RangeStatus
-	17, // 13: kv.v1.StatusResponse.node:type_name -> kv.v1.NodeStatus
-	15, // 14: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
-	15, // 15: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
-	15, // 16: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
-	27, // 17: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
-	5,  // 18: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	7,  // 19: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	9,  // 20: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	13, // 21: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
-	11, // 22: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
-	18, // 23: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
-	20, // 24: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
-	22, // 25: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
-	24, // 26: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
-	26, // 27: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
-	6,  // 28: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	8,  // 29: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	10, // 30: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	14, // 31: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	12, // 32: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	19, // 33: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	21, // 34: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	23, // 35: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	25, // 36: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	28, // 37: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
-	28, // [28:38] is the sub-list for method output_type
-	18, // [18:28] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	18, // 13: kv.v1.RangesResponse.ranges:type_name -> kv.v1.RangeDescriptor
+	19, // 14: kv.v1.RangesResponse.nodes:type_name -> kv.v1.NodeInfo
+	18, // 15: kv.v1.SplitRangeResponse.left:type_name -> kv.v1.RangeDescriptor
+	18, // 16: kv.v1.SplitRangeResponse.right:type_name -> kv.v1.RangeDescriptor
+	17, // 17: kv.v1.StatusResponse.node:type_name -> kv.v1.NodeStatus
+	15, // 18: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
+	15, // 19: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
+	15, // 20: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
+	33, // 21: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
+	4,  // 22: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
+	18, // 23: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
+	18, // 24: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
+	5,  // 25: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	7,  // 26: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	9,  // 27: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	13, // 28: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
+	11, // 29: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
+	24, // 30: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
+	26, // 31: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
+	28, // 32: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
+	30, // 33: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
+	20, // 34: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
+	22, // 35: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
+	35, // 36: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
+	37, // 37: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
+	39, // 38: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
+	41, // 39: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
+	43, // 40: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
+	45, // 41: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
+	32, // 42: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	6,  // 43: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	8,  // 44: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	10, // 45: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	14, // 46: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	12, // 47: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	25, // 48: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	27, // 49: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	29, // 50: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	31, // 51: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	21, // 52: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
+	23, // 53: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
+	36, // 54: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
+	38, // 55: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
+	40, // 56: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
+	42, // 57: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
+	44, // 58: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
+	46, // 59: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
+	34, // 60: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	43, // [43:61] is the sub-list for method output_type
+	25, // [25:43] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -1993,7 +2984,7 @@ func file_kv_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -281,6 +281,8 @@ const (
 	Cluster_Members_FullMethodName      = "/kv.v1.Cluster/Members"
 	Cluster_AddMember_FullMethodName    = "/kv.v1.Cluster/AddMember"
 	Cluster_RemoveMember_FullMethodName = "/kv.v1.Cluster/RemoveMember"
+	Cluster_Ranges_FullMethodName       = "/kv.v1.Cluster/Ranges"
+	Cluster_SplitRange_FullMethodName   = "/kv.v1.Cluster/SplitRange"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -293,6 +295,11 @@ type ClusterClient interface {
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	AddMember(ctx context.Context, in *AddMemberRequest, opts ...grpc.CallOption) (*AddMemberResponse, error)
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
+	// Ranges returns the routing table: every user range with its replicas
+	// and leader hint, and every node with its addresses.
+	Ranges(ctx context.Context, in *RangesRequest, opts ...grpc.CallOption) (*RangesResponse, error)
+	// SplitRange splits the range holding key at key.
+	SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error)
 }
 
 type clusterClient struct {
@@ -343,6 +350,26 @@ func (c *clusterClient) RemoveMember(ctx context.Context, in *RemoveMemberReques
 	return out, nil
 }
 
+func (c *clusterClient) Ranges(ctx context.Context, in *RangesRequest, opts ...grpc.CallOption) (*RangesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RangesResponse)
+	err := c.cc.Invoke(ctx, Cluster_Ranges_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *clusterClient) SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitRangeResponse)
+	err := c.cc.Invoke(ctx, Cluster_SplitRange_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -353,6 +380,11 @@ type ClusterServer interface {
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	AddMember(context.Context, *AddMemberRequest) (*AddMemberResponse, error)
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
+	// Ranges returns the routing table: every user range with its replicas
+	// and leader hint, and every node with its addresses.
+	Ranges(context.Context, *RangesRequest) (*RangesResponse, error)
+	// SplitRange splits the range holding key at key.
+	SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -374,6 +406,12 @@ func (UnimplementedClusterServer) AddMember(context.Context, *AddMemberRequest) 
 }
 func (UnimplementedClusterServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
+func (UnimplementedClusterServer) Ranges(context.Context, *RangesRequest) (*RangesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Ranges not implemented")
+}
+func (UnimplementedClusterServer) SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SplitRange not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -468,6 +506,42 @@ func _Cluster_RemoveMember_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_Ranges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).Ranges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_Ranges_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).Ranges(ctx, req.(*RangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Cluster_SplitRange_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitRangeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).SplitRange(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_SplitRange_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).SplitRange(ctx, req.(*SplitRangeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -491,13 +565,27 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RemoveMember",
 			Handler:    _Cluster_RemoveMember_Handler,
 		},
+		{
+			MethodName: "Ranges",
+			Handler:    _Cluster_Ranges_Handler,
+		},
+		{
+			MethodName: "SplitRange",
+			Handler:    _Cluster_SplitRange_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "kv/v1/kv.proto",
 }
 
 const (
-	Internal_ReadIndex_FullMethodName = "/kv.v1.Internal/ReadIndex"
+	Internal_MetaPut_FullMethodName        = "/kv.v1.Internal/MetaPut"
+	Internal_MetaScan_FullMethodName       = "/kv.v1.Internal/MetaScan"
+	Internal_MetaIncrement_FullMethodName  = "/kv.v1.Internal/MetaIncrement"
+	Internal_CreateReplica_FullMethodName  = "/kv.v1.Internal/CreateReplica"
+	Internal_DropReplica_FullMethodName    = "/kv.v1.Internal/DropReplica"
+	Internal_ChangeReplicas_FullMethodName = "/kv.v1.Internal/ChangeReplicas"
+	Internal_ReadIndex_FullMethodName      = "/kv.v1.Internal/ReadIndex"
 )
 
 // InternalClient is the client API for Internal service.
@@ -506,6 +594,16 @@ const (
 //
 // Internal is what nodes ask each other; clients have no use for it.
 type InternalClient interface {
+	// Meta* read and write the meta range (served by its leader).
+	MetaPut(ctx context.Context, in *MetaPutRequest, opts ...grpc.CallOption) (*MetaPutResponse, error)
+	MetaScan(ctx context.Context, in *MetaScanRequest, opts ...grpc.CallOption) (*MetaScanResponse, error)
+	MetaIncrement(ctx context.Context, in *MetaIncrementRequest, opts ...grpc.CallOption) (*MetaIncrementResponse, error)
+	// CreateReplica starts an empty replica of a range on the asked node,
+	// for its leader to fill by snapshot; DropReplica deletes one.
+	CreateReplica(ctx context.Context, in *CreateReplicaRequest, opts ...grpc.CallOption) (*CreateReplicaResponse, error)
+	DropReplica(ctx context.Context, in *DropReplicaRequest, opts ...grpc.CallOption) (*DropReplicaResponse, error)
+	// ChangeReplicas asks a range leader to move one replica or its leadership.
+	ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error)
 	// ReadIndex confirms, for each range this node leads, its leadership with
 	// a quorum after the request arrived and returns the commit index then.
 	// A follower that has applied that index holds every write acknowledged
@@ -519,6 +617,66 @@ type internalClient struct {
 
 func NewInternalClient(cc grpc.ClientConnInterface) InternalClient {
 	return &internalClient{cc}
+}
+
+func (c *internalClient) MetaPut(ctx context.Context, in *MetaPutRequest, opts ...grpc.CallOption) (*MetaPutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetaPutResponse)
+	err := c.cc.Invoke(ctx, Internal_MetaPut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) MetaScan(ctx context.Context, in *MetaScanRequest, opts ...grpc.CallOption) (*MetaScanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetaScanResponse)
+	err := c.cc.Invoke(ctx, Internal_MetaScan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) MetaIncrement(ctx context.Context, in *MetaIncrementRequest, opts ...grpc.CallOption) (*MetaIncrementResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetaIncrementResponse)
+	err := c.cc.Invoke(ctx, Internal_MetaIncrement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) CreateReplica(ctx context.Context, in *CreateReplicaRequest, opts ...grpc.CallOption) (*CreateReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateReplicaResponse)
+	err := c.cc.Invoke(ctx, Internal_CreateReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) DropReplica(ctx context.Context, in *DropReplicaRequest, opts ...grpc.CallOption) (*DropReplicaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DropReplicaResponse)
+	err := c.cc.Invoke(ctx, Internal_DropReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) ChangeReplicas(ctx context.Context, in *ChangeReplicasRequest, opts ...grpc.CallOption) (*ChangeReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChangeReplicasResponse)
+	err := c.cc.Invoke(ctx, Internal_ChangeReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func (c *internalClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
@@ -537,6 +695,16 @@ func (c *internalClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, op
 //
 // Internal is what nodes ask each other; clients have no use for it.
 type InternalServer interface {
+	// Meta* read and write the meta range (served by its leader).
+	MetaPut(context.Context, *MetaPutRequest) (*MetaPutResponse, error)
+	MetaScan(context.Context, *MetaScanRequest) (*MetaScanResponse, error)
+	MetaIncrement(context.Context, *MetaIncrementRequest) (*MetaIncrementResponse, error)
+	// CreateReplica starts an empty replica of a range on the asked node,
+	// for its leader to fill by snapshot; DropReplica deletes one.
+	CreateReplica(context.Context, *CreateReplicaRequest) (*CreateReplicaResponse, error)
+	DropReplica(context.Context, *DropReplicaRequest) (*DropReplicaResponse, error)
+	// ChangeReplicas asks a range leader to move one replica or its leadership.
+	ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error)
 	// ReadIndex confirms, for each range this node leads, its leadership with
 	// a quorum after the request arrived and returns the commit index then.
 	// A follower that has applied that index holds every write acknowledged
@@ -552,6 +720,24 @@ type InternalServer interface {
 // pointer dereference when methods are called.
 type UnimplementedInternalServer struct{}
 
+func (UnimplementedInternalServer) MetaPut(context.Context, *MetaPutRequest) (*MetaPutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MetaPut not implemented")
+}
+func (UnimplementedInternalServer) MetaScan(context.Context, *MetaScanRequest) (*MetaScanResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MetaScan not implemented")
+}
+func (UnimplementedInternalServer) MetaIncrement(context.Context, *MetaIncrementRequest) (*MetaIncrementResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MetaIncrement not implemented")
+}
+func (UnimplementedInternalServer) CreateReplica(context.Context, *CreateReplicaRequest) (*CreateReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateReplica not implemented")
+}
+func (UnimplementedInternalServer) DropReplica(context.Context, *DropReplicaRequest) (*DropReplicaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DropReplica not implemented")
+}
+func (UnimplementedInternalServer) ChangeReplicas(context.Context, *ChangeReplicasRequest) (*ChangeReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ChangeReplicas not implemented")
+}
 func (UnimplementedInternalServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
 }
@@ -574,6 +760,114 @@ func RegisterInternalServer(s grpc.ServiceRegistrar, srv InternalServer) {
 		t.testEmbeddedByValue()
 	}
 	s.RegisterService(&Internal_ServiceDesc, srv)
+}
+
+func _Internal_MetaPut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetaPutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).MetaPut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_MetaPut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).MetaPut(ctx, req.(*MetaPutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_MetaScan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetaScanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).MetaScan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_MetaScan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).MetaScan(ctx, req.(*MetaScanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_MetaIncrement_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetaIncrementRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).MetaIncrement(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_MetaIncrement_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).MetaIncrement(ctx, req.(*MetaIncrementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_CreateReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).CreateReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_CreateReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).CreateReplica(ctx, req.(*CreateReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_DropReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DropReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).DropReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_DropReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).DropReplica(ctx, req.(*DropReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_ChangeReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ChangeReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).ChangeReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_ChangeReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).ChangeReplicas(ctx, req.(*ChangeReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _Internal_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -601,6 +895,30 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "kv.v1.Internal",
 	HandlerType: (*InternalServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "MetaPut",
+			Handler:    _Internal_MetaPut_Handler,
+		},
+		{
+			MethodName: "MetaScan",
+			Handler:    _Internal_MetaScan_Handler,
+		},
+		{
+			MethodName: "MetaIncrement",
+			Handler:    _Internal_MetaIncrement_Handler,
+		},
+		{
+			MethodName: "CreateReplica",
+			Handler:    _Internal_CreateReplica_Handler,
+		},
+		{
+			MethodName: "DropReplica",
+			Handler:    _Internal_DropReplica_Handler,
+		},
+		{
+			MethodName: "ChangeReplicas",
+			Handler:    _Internal_ChangeReplicas_Handler,
+		},
 		{
 			MethodName: "ReadIndex",
 			Handler:    _Internal_ReadIndex_Handler,

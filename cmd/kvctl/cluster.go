@@ -16,11 +16,16 @@ func (a *app) clusterCmd() *cobra.Command {
 	status := &cobra.Command{
 		Use:   "status",
 		Short: "Show every endpoint's node and ranges",
-		Long: `Ask every endpoint for its status, one row per range it hosts: NODE, GRPC,
-RANGE, STATE, TERM, COMMIT, APPLIED, LAG (commit - applied), LEADER.
-Unreachable endpoints are listed with STATE "unreachable" and the reason on
-stderr. Exits with code 3 when no endpoint answers. json prints one object
-per endpoint.`,
+		Long: `Ask every endpoint for its status, one row per (node, range) for every range
+the node hosts: NODE, GRPC, RANGE, STATE, TERM, COMMIT, APPLIED, LAG
+(commit - applied), LEADER. Unreachable endpoints are listed with STATE
+"unreachable" and the reason on stderr. Exits with code 3 when no endpoint
+answers.
+
+simple and table end with a summary line from the routing table:
+"N nodes, M ranges, leaders per node: n1=3 n2=2 ..." (removed nodes are not
+counted). json prints one object per endpoint, with its ranges, and no
+summary.`,
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			return a.withClient(cmd, a.clusterStatus)
@@ -64,6 +69,17 @@ func (a *app) clusterStatus(ctx context.Context, c *client.Client) error {
 		if r.err != nil {
 			fmt.Fprintf(a.env.stderr, "warning: %s unreachable: %v\n", r.endpoint, r.err)
 		}
+	}
+	if a.out() == formatJSON {
+		return nil
+	}
+	ranges, err := c.Ranges(ctx)
+	if err != nil {
+		fmt.Fprintf(a.env.stderr, "warning: no summary, the ranges could not be listed: %v\n", err)
+		return nil
+	}
+	if _, err := fmt.Fprintln(a.env.stdout, clusterSummary(ranges)); err != nil {
+		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
 }
@@ -158,8 +174,10 @@ func (a *app) memberCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the cluster's members",
-		Long: `List the members: ID, RAFT, GRPC, HTTP, VOTER, LEADER. json prints one object
-per member.`,
+		Long: `List the nodes registered in the cluster: ID, RAFT, GRPC, HTTP, VOTER (the
+node is active, not decommissioning or removed), LEADER (it leads at least
+one range). json prints one object per member, with "reachable". node list
+shows the same nodes with their state and ranges.`,
 		Args: cobra.NoArgs,
 		RunE: a.runE(func(cmd *cobra.Command, _ []string) error {
 			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
@@ -174,9 +192,16 @@ per member.`,
 	var nonvoter bool
 	add := &cobra.Command{
 		Use:   "add ID RAFT_ADDR",
-		Short: "Add a node to the cluster, then list the members",
-		Args:  cobra.ExactArgs(2),
+		Short: "Register a node with the cluster, then list the members",
+		Long: `Register node ID, reachable for Raft at RAFT_ADDR, as an active node, then
+list the members. Registering the same ID at the same address again is
+harmless; another address is a conflict. Placement then gives the node
+replicas. (kvd --join registers a node by itself.)`,
+		Args: cobra.ExactArgs(2),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			if nonvoter {
+				fmt.Fprintln(a.env.stderr, "warning: --nonvoter is ignored: nodes join as ordinary members and placement decides their replicas")
+			}
 			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				resp, err := c.AddMember(ctx, args[0], args[1], nonvoter)
 				if err != nil {
@@ -186,11 +211,15 @@ per member.`,
 			})
 		}),
 	}
-	add.Flags().BoolVar(&nonvoter, "nonvoter", false, "add as a non-voting member")
+	// Not cobra's MarkDeprecated: its notice would go to stdout.
+	add.Flags().BoolVar(&nonvoter, "nonvoter", false, "deprecated and ignored: nodes join as ordinary members")
 	remove := &cobra.Command{
 		Use:   "remove ID",
-		Short: "Remove a node from the cluster, then list the members",
-		Args:  cobra.ExactArgs(1),
+		Short: "Decommission a node, then list the members",
+		Long: `Decommission node ID: the cluster moves its replicas to the other nodes,
+then marks it removed (see node list for its state). An unknown node exits
+with code 4. Same as node remove, which prints the node list instead.`,
+		Args: cobra.ExactArgs(1),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
 				resp, err := c.RemoveMember(ctx, args[0])
@@ -201,7 +230,7 @@ per member.`,
 			})
 		}),
 	}
-	return a.groupCmd("member", "List, add and remove cluster members", list, add, remove)
+	return a.groupCmd("member", "List, register and decommission cluster members", list, add, remove)
 }
 
 type memberJSON struct {

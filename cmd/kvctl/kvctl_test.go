@@ -95,6 +95,17 @@ func TestKvctl_ExitCodes(t *testing.T) {
 		{"missing file to import", nil, at("{ep}", "import", filepath.Join(t.TempDir(), "nope")), exitError},
 		{"get of a missing key", nil, at("{ep}", "get", "missing"), exitNotFound},
 		{"remove of an unknown member", nil, at("{ep}", "member", "remove", "n9"), exitNotFound},
+		{"node remove of an unknown node", nil, at("{ep}", "node", "remove", "n9"), exitNotFound},
+		{"node remove without an id", nil, at("{ep}", "node", "remove"), exitUsage},
+		{"node list", nil, at("{ep}", "node", "list"), exitOK},
+		{"range list", nil, at("{ep}", "range", "list"), exitOK},
+		{"range split", nil, at("{ep}", "range", "split", "k"), exitOK},
+		{"range split at a range start", nil, at("{ep}", "range", "split", "m"), exitUsage},
+		{"range split of an empty key", nil, at("{ep}", "range", "split", ""), exitUsage},
+		{"range split without a key", nil, at("{ep}", "range", "split"), exitUsage},
+		{"range list unavailable", func(srv *clienttest.Server) { srv.Fail(clienttest.MethodRanges, 100, clienttest.NotLeader("")) }, at("{ep}", "--timeout", "1s", "range", "list"), exitUnavailable},
+		{"split outcome unknown", func(srv *clienttest.Server) { srv.Fail(clienttest.MethodSplitRange, 1, clienttest.Indeterminate()) }, at("{ep}", "range", "split", "k"), exitUnavailable},
+		{"unknown range subcommand", nil, []string{"range", "merge"}, exitUsage},
 		{"compare failed", nil, at("{ep}", "cas", "k", "new", "--expect", "other"), exitCompareFailed},
 		{"expect missing on an existing key", nil, at("{ep}", "cas", "k", "new", "--expect-missing"), exitCompareFailed},
 		{"no endpoint accepts connections", nil, at("{closed}", "--timeout", "1s", "get", "k"), exitUnavailable},
@@ -125,7 +136,11 @@ func TestKvctl_ExitCodes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := clienttest.Start(t)
 			srv.Store.Put([]byte("k"), []byte("v"))
-			srv.Store.SetMembers(&kvpb.Member{Id: "n1"})
+			srv.Store.SetNodes(srv.Node())
+			srv.Store.SetRanges(
+				&kvpb.RangeDescriptor{Id: 1, End: []byte("m"), Replicas: []string{"n1"}, Leader: "n1"},
+				&kvpb.RangeDescriptor{Id: 2, Start: []byte("m"), Replicas: []string{"n1"}, Leader: "n1"},
+			)
 			if tt.script != nil {
 				tt.script(srv)
 			}
@@ -375,58 +390,100 @@ func TestKvctl_EndpointsFromEnvironment(t *testing.T) {
 
 func TestKvctl_ClusterStatus(t *testing.T) {
 	st := clienttest.NewStore()
-	leader := clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID("n1"))
-	follower := clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID("n2"), clienttest.WithState("Follower"))
+	n1 := clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID("n1"))
+	n2 := clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID("n2"))
+	st.SetNodes(n1.Node(), n2.Node(), &kvpb.NodeInfo{Id: "n3", State: clienttest.StateRemoved})
+	st.SetRanges(
+		&kvpb.RangeDescriptor{Id: 1, End: []byte("g"), Replicas: []string{"n1", "n2"}, Leader: "n1"},
+		&kvpb.RangeDescriptor{Id: 2, Start: []byte("g"), End: []byte("p"), Replicas: []string{"n1", "n2"}, Leader: "n2"},
+		&kvpb.RangeDescriptor{Id: 3, Start: []byte("p"), Replicas: []string{"n1"}, Leader: "n1"},
+	)
 	st.Put([]byte("k"), []byte("v"))
 	closed := clienttest.ClosedAddr(t)
-	eps := strings.Join([]string{leader.Addr, follower.Addr, closed}, ",")
+	eps := strings.Join([]string{n1.Addr, n2.Addr, closed}, ",")
 
-	r := kvctl(t, invocation{}, "--endpoints", eps, "--timeout", "2s", "cluster", "status")
-	if r.code != exitOK {
-		t.Fatalf("exit %d with two reachable endpoints, stderr %q", r.code, r.stderr)
-	}
-	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
-	if len(lines) != 4 {
-		t.Fatalf("status printed %q, want a header and three rows", r.stdout)
-	}
-	if got := strings.Fields(lines[0]); strings.Join(got, " ") != "NODE GRPC RANGE STATE TERM COMMIT APPLIED LAG LEADER" {
-		t.Fatalf("header %q", lines[0])
-	}
-	if got := strings.Fields(lines[2]); got[0] != "n2" || got[3] != "Follower" || got[7] != "1" {
-		t.Fatalf("follower row %q, want n2 Follower with LAG 1", lines[2])
-	}
-	if got := strings.Fields(lines[3]); got[1] != closed || got[3] != "unreachable" {
-		t.Fatalf("row %q, want the closed endpoint unreachable", lines[3])
-	}
-	if !strings.Contains(r.stderr, closed) {
-		t.Fatalf("stderr %q does not explain the unreachable endpoint", r.stderr)
+	for _, format := range []string{"simple", "table"} {
+		t.Run(format, func(t *testing.T) {
+			r := kvctl(t, invocation{}, "--endpoints", eps, "--timeout", "2s", "-w", format, "cluster", "status")
+			if r.code != exitOK {
+				t.Fatalf("exit %d with two reachable endpoints, stderr %q", r.code, r.stderr)
+			}
+			lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+			// n1 hosts three ranges, n2 two, and the closed endpoint has a row.
+			if len(lines) != 8 {
+				t.Fatalf("status printed %q, want a header, six rows and a summary", r.stdout)
+			}
+			if got := strings.Fields(lines[0]); strings.Join(got, " ") != "NODE GRPC RANGE STATE TERM COMMIT APPLIED LAG LEADER" {
+				t.Fatalf("header %q", lines[0])
+			}
+			var rows []string
+			for _, line := range lines[1:6] {
+				f := strings.Fields(line)
+				rows = append(rows, strings.Join([]string{f[0], f[2], f[3], f[7], f[8]}, " "))
+			}
+			want := []string{
+				"n1 1 Leader 0 n1", "n1 2 Follower 1 n2", "n1 3 Leader 0 n1",
+				"n2 1 Follower 1 n1", "n2 2 Leader 0 n2",
+			}
+			if strings.Join(rows, "; ") != strings.Join(want, "; ") {
+				t.Fatalf("rows (NODE RANGE STATE LAG LEADER) %q, want %q", rows, want)
+			}
+			if got := strings.Fields(lines[6]); got[1] != closed || got[3] != "unreachable" {
+				t.Fatalf("row %q, want the closed endpoint unreachable", lines[6])
+			}
+			if want := "2 nodes, 3 ranges, leaders per node: n1=2 n2=1"; lines[7] != want {
+				t.Fatalf("summary %q, want %q", lines[7], want)
+			}
+			if !strings.Contains(r.stderr, closed) {
+				t.Fatalf("stderr %q does not explain the unreachable endpoint", r.stderr)
+			}
+		})
 	}
 
 	objs := decodeLines(t, mustRun(t, invocation{}, "--endpoints", eps, "--timeout", "2s", "-w", "json", "cluster", "status"))
 	if len(objs) != 3 || objs[0]["id"] != "n1" || objs[2]["reachable"] != false {
 		t.Fatalf("json status %v", objs)
 	}
+	if rs, _ := objs[0]["ranges"].([]any); len(rs) != 3 {
+		t.Fatalf("json status of n1 lists %d ranges, want 3", len(rs))
+	}
+
+	t.Run("summary needs the routing table", func(t *testing.T) {
+		n1.Fail(clienttest.MethodRanges, 100, rpctypes.Error(codes.Internal, rpctypes.ReasonInternal, "boom", nil))
+		r := kvctl(t, invocation{}, "--endpoints", n1.Addr, "cluster", "status")
+		if r.code != exitOK || strings.Contains(r.stdout, "nodes,") || !strings.Contains(r.stderr, "no summary") {
+			t.Fatalf("exit %d, stdout %q, stderr %q: want the rows, no summary and a warning", r.code, r.stdout, r.stderr)
+		}
+	})
 }
 
 func TestKvctl_Members(t *testing.T) {
 	srv := clienttest.Start(t)
-	srv.Store.SetMembers(
-		&kvpb.Member{Id: "n1", RaftAddr: "127.0.0.1:7012", GrpcAddr: "127.0.0.1:7010", HttpAddr: "127.0.0.1:7011", Voter: true, Leader: true},
-	)
-	out := mustRun(t, invocation{}, at(srv.Addr, "member", "add", "n2", "127.0.0.1:7022", "--nonvoter")...)
+	srv.Store.SetNodes(&kvpb.NodeInfo{Id: "n1", RaftAddr: "127.0.0.1:7012", GrpcAddr: "127.0.0.1:7010", HttpAddr: "127.0.0.1:7011"})
+	srv.Store.SetRanges(&kvpb.RangeDescriptor{Id: 1, Replicas: []string{"n1"}, Leader: "n1"})
+	out := mustRun(t, invocation{}, at(srv.Addr, "member", "add", "n2", "127.0.0.1:7022")...)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "ID RAFT GRPC HTTP VOTER LEADER" {
 		t.Fatalf("member add printed %q", out)
 	}
-	if got := strings.Fields(lines[2]); got[0] != "n2" || got[4] != "no" {
-		t.Fatalf("row %q, want n2 as a non-voter", lines[2])
+	if got := strings.Fields(lines[2]); got[0] != "n2" || got[4] != "yes" || got[5] != "no" {
+		t.Fatalf("row %q, want n2 active and not leading", lines[2])
 	}
+	// --nonvoter is still accepted, with a notice on stderr only.
+	r := kvctl(t, invocation{}, at(srv.Addr, "-w", "json", "member", "add", "n2", "127.0.0.1:7022", "--nonvoter")...)
+	if r.code != exitOK || !strings.Contains(r.stderr, "--nonvoter is ignored") {
+		t.Fatalf("member add --nonvoter: exit %d, stderr %q", r.code, r.stderr)
+	}
+	decodeLines(t, r.stdout)
 	objs := decodeLines(t, mustRun(t, invocation{}, at(srv.Addr, "-w", "json", "member", "list")...))
-	if len(objs) != 2 || objs[0]["leader"] != true || objs[1]["voter"] != false {
+	if len(objs) != 2 || objs[0]["leader"] != true || objs[1]["voter"] != true || objs[1]["leader"] != false {
 		t.Fatalf("json members %v", objs)
 	}
-	mustRun(t, invocation{}, at(srv.Addr, "member", "remove", "n2")...)
+	out = mustRun(t, invocation{}, at(srv.Addr, "member", "remove", "n2")...)
 	if got := srv.Calls(clienttest.MethodRemoveMember); got != 1 {
 		t.Fatalf("RemoveMember called %d times", got)
+	}
+	if lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n"); len(lines) != 3 || strings.Fields(lines[2])[4] != "no" {
+		t.Fatalf("member remove printed %q, want n2 no longer a voter", out)
 	}
 }

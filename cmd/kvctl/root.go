@@ -62,18 +62,23 @@ const rootLong = `kvctl talks to a dialkv cluster over gRPC.
 
 Endpoints come from --endpoints, else the KVCTL_ENDPOINTS environment
 variable (comma-separated), else the local "make run" cluster. Any node will
-do: requests find the leader, and retry on another endpoint when a node is
-down or not the leader. A write whose outcome is unknown is never retried
-blindly; it fails with exit code 3 and should be checked with a read.
+do: kvctl fetches the cluster's routing table and sends each request to the
+leader of its key's range (weaker reads to a follower), falls back to the
+endpoints, which forward requests, and retries on another endpoint when a
+node is down or not the leader. A write whose outcome is unknown is never
+retried blindly; it fails with exit code 3 and should be checked with a
+read.
 
 Output (-w, --write-out):
   simple  get prints the raw value; scan prints KEY<TAB>VALUE lines with raw
           bytes (keys containing tabs or newlines, or values containing
           newlines, do not survive this format: use json); writes print OK;
-          cluster status and member list print the same columns as table.
+          cluster status, member list, node list and range list print the
+          same columns as table; range split prints "ID [START, END)" lines.
   json    one JSON object per result, one per line. Keys and values are JSON
           strings when they are valid UTF-8, otherwise objects
           {"base64": "..."} holding the standard base64 of the bytes.
+          range list prints a single object {"ranges": [...]}.
   table   aligned columns with a header; bytes that are not printable UTF-8
           are shown Go-quoted.
 
@@ -101,7 +106,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "timeout of the command (for import: of each put)")
 
 	root.AddCommand(a.putCmd(), a.getCmd(), a.delCmd(), a.casCmd(), a.scanCmd(), a.importCmd(),
-		a.clusterCmd(), a.memberCmd())
+		a.clusterCmd(), a.memberCmd(), a.rangeCmd(), a.nodeCmd())
 	return root
 }
 

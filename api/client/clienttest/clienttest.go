@@ -3,6 +3,13 @@
 // from a Store that several fakes may share, and can be scripted to fail
 // the next N calls of a method with a given error, which is how tests play
 // elections, forwarding hints and lost connections without a real cluster.
+//
+// The Store also holds the cluster's registry and routing table: the nodes
+// (SetNodes, usually from Server.Node) and the ranges (SetRanges), which
+// Ranges returns and SplitRange, AddMember and RemoveMember change. Members
+// derives its answer from them as a real node does: Voter for an active
+// node, Leader for a node leading a range. A fake serves every key whatever
+// the ranges say; tests script WRONG_RANGE or NOT_LEADER with Fail.
 package clienttest
 
 import (
@@ -17,6 +24,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
@@ -33,19 +41,31 @@ const (
 	MethodMembers      = "Members"
 	MethodAddMember    = "AddMember"
 	MethodRemoveMember = "RemoveMember"
+	MethodRanges       = "Ranges"
+	MethodSplitRange   = "SplitRange"
 )
 
-// Store is the state fakes share: keys, a revision counter and members.
+// Node states, as in kvpb.NodeInfo.State.
+const (
+	StateActive          = "active"
+	StateDecommissioning = "decommissioning"
+	StateRemoved         = "removed"
+)
+
+// Store is the state fakes share: keys, a revision counter, the node
+// registry and the ranges.
 type Store struct {
-	mu      sync.Mutex
-	kvs     map[string]*kvpb.KeyValue
-	rev     uint64
-	members []*kvpb.Member
+	mu          sync.Mutex
+	kvs         map[string]*kvpb.KeyValue
+	rev         uint64
+	nodes       []*kvpb.NodeInfo
+	ranges      []*kvpb.RangeDescriptor // sorted by start key
+	unreachable map[string]bool
 }
 
-// NewStore returns an empty store.
+// NewStore returns an empty store: no keys, no nodes, no ranges.
 func NewStore() *Store {
-	return &Store{kvs: make(map[string]*kvpb.KeyValue)}
+	return &Store{kvs: make(map[string]*kvpb.KeyValue), unreachable: make(map[string]bool)}
 }
 
 // Put writes directly, bypassing any script, for test setup.
@@ -79,11 +99,137 @@ func (st *Store) Len() int {
 	return len(st.kvs)
 }
 
-// SetMembers replaces the member list.
-func (st *Store) SetMembers(members ...*kvpb.Member) {
+// SetNodes replaces the node registry. A node without a state is active.
+func (st *Store) SetNodes(nodes ...*kvpb.NodeInfo) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.members = members
+	st.nodes = nil
+	for _, n := range nodes {
+		n = proto.CloneOf(n)
+		if n.State == "" {
+			n.State = StateActive
+		}
+		st.nodes = append(st.nodes, n)
+	}
+}
+
+// Nodes returns a copy of the node registry.
+func (st *Store) Nodes() []*kvpb.NodeInfo {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return cloneAll(st.nodes)
+}
+
+// SetRanges replaces the ranges; they are kept in key order.
+func (st *Store) SetRanges(ranges ...*kvpb.RangeDescriptor) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.ranges = cloneAll(ranges)
+	slices.SortFunc(st.ranges, func(a, b *kvpb.RangeDescriptor) int { return bytes.Compare(a.GetStart(), b.GetStart()) })
+}
+
+// Ranges returns a copy of the ranges in key order.
+func (st *Store) Ranges() []*kvpb.RangeDescriptor {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return cloneAll(st.ranges)
+}
+
+// SetLeader names nodeID the leader of range id.
+func (st *Store) SetLeader(id uint64, nodeID string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, d := range st.ranges {
+		if d.GetId() == id {
+			d.Leader = nodeID
+		}
+	}
+}
+
+// SetReachable sets whether Members reports node id reachable (default
+// true).
+func (st *Store) SetReachable(id string, reachable bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.unreachable[id] = !reachable
+}
+
+// rangeLocked returns the range holding key, or nil.
+func (st *Store) rangeLocked(key []byte) *kvpb.RangeDescriptor {
+	for _, d := range st.ranges {
+		if bytes.Compare(key, d.GetStart()) >= 0 && (len(d.GetEnd()) == 0 || bytes.Compare(key, d.GetEnd()) < 0) {
+			return d
+		}
+	}
+	return nil
+}
+
+// rangeIDLocked is the id headers report for key: its range's, or 1 when
+// no ranges are set.
+func (st *Store) rangeIDLocked(key []byte) uint64 {
+	if d := st.rangeLocked(key); d != nil {
+		return d.GetId()
+	}
+	return 1
+}
+
+func (st *Store) membersLocked() []*kvpb.Member {
+	leads := map[string]bool{}
+	for _, d := range st.ranges {
+		leads[d.GetLeader()] = true
+	}
+	members := make([]*kvpb.Member, 0, len(st.nodes))
+	for _, n := range st.nodes {
+		members = append(members, &kvpb.Member{
+			Id: n.GetId(), RaftAddr: n.GetRaftAddr(), GrpcAddr: n.GetGrpcAddr(), HttpAddr: n.GetHttpAddr(),
+			Voter: n.GetState() == StateActive, Leader: leads[n.GetId()], Reachable: !st.unreachable[n.GetId()],
+		})
+	}
+	return members
+}
+
+func (st *Store) nodeLocked(id string) *kvpb.NodeInfo {
+	for _, n := range st.nodes {
+		if n.GetId() == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// decommissionLocked moves node id's replicas to active nodes that do not
+// hold the range yet (or drops them when there is none), hands its
+// leaderships to the next replica, and marks it removed.
+func (st *Store) decommissionLocked(n *kvpb.NodeInfo) {
+	n.State = StateDecommissioning
+	for _, d := range st.ranges {
+		i := slices.Index(d.Replicas, n.GetId())
+		if i < 0 {
+			continue
+		}
+		d.Replicas = slices.Delete(d.Replicas, i, i+1)
+		for _, other := range st.nodes {
+			if other.GetState() == StateActive && !slices.Contains(d.Replicas, other.GetId()) {
+				d.Replicas = append(d.Replicas, other.GetId())
+				break
+			}
+		}
+		if d.GetLeader() == n.GetId() {
+			d.Leader = ""
+			if len(d.Replicas) > 0 {
+				d.Leader = d.Replicas[0]
+			}
+		}
+	}
+	n.State = StateRemoved
+}
+
+func cloneAll[T proto.Message](in []T) []T {
+	out := make([]T, len(in))
+	for i, m := range in {
+		out[i] = proto.CloneOf(m)
+	}
+	return out
 }
 
 // Server is one fake node.
@@ -116,7 +262,9 @@ func WithID(id string) Option { return func(s *Server) { s.ID = id } }
 // WithPageSize caps each Scan page, to exercise paging (default 1000).
 func WithPageSize(n int) Option { return func(s *Server) { s.pageSize = n } }
 
-// WithState sets the Raft state Status reports (default "Leader").
+// WithState sets the Raft state Status reports (default "Leader") when the
+// store has no ranges. With ranges, Status reports every range the node is
+// a replica of, as Leader or Follower according to the range's leader.
 func WithState(state string) Option { return func(s *Server) { s.state = state } }
 
 // Start serves a fake node on a loopback port until the test ends.
@@ -162,6 +310,11 @@ func ClosedAddr(t testing.TB) string {
 		t.Fatalf("clienttest: close: %v", err)
 	}
 	return addr
+}
+
+// Node returns the NodeInfo of this fake, active, for Store.SetNodes.
+func (s *Server) Node() *kvpb.NodeInfo {
+	return &kvpb.NodeInfo{Id: s.ID, RaftAddr: "raft-" + s.ID, GrpcAddr: s.Addr, State: StateActive}
 }
 
 // Fail makes the next n calls of method fail with err, after any failures
@@ -212,16 +365,16 @@ func invalid(msg string) error {
 	return rpctypes.Error(codes.InvalidArgument, rpctypes.ReasonInvalid, msg, nil)
 }
 
-func (s *Server) writeHeader(rev uint64) *kvpb.WriteHeader {
-	return &kvpb.WriteHeader{ServedBy: s.ID, RangeId: 1, Revision: rev, SessionToken: fmt.Sprintf("s%d", rev)}
+func (s *Server) writeHeaderLocked(key []byte, rev uint64) *kvpb.WriteHeader {
+	return &kvpb.WriteHeader{ServedBy: s.ID, RangeId: s.Store.rangeIDLocked(key), Revision: rev, SessionToken: fmt.Sprintf("s%d", rev)}
 }
 
-func (s *Server) readHeaderLocked(read *kvpb.ReadOptions) *kvpb.ReadHeader {
+func (s *Server) readHeaderLocked(key []byte, read *kvpb.ReadOptions) *kvpb.ReadHeader {
 	c := read.GetConsistency()
 	if c == kvpb.Consistency_CONSISTENCY_UNSPECIFIED {
 		c = kvpb.Consistency_CONSISTENCY_LINEARIZABLE
 	}
-	return &kvpb.ReadHeader{ServedBy: s.ID, RangeId: 1, AppliedIndex: s.Store.rev, Consistency: c,
+	return &kvpb.ReadHeader{ServedBy: s.ID, RangeId: s.Store.rangeIDLocked(key), AppliedIndex: s.Store.rev, Consistency: c,
 		SessionToken: fmt.Sprintf("s%d", s.Store.rev)}
 }
 
@@ -232,8 +385,11 @@ func (s *Server) Put(_ context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse
 	if len(req.GetKey()) == 0 {
 		return nil, invalid("empty key")
 	}
-	rev := s.Store.Put(req.GetKey(), req.GetValue())
-	return &kvpb.PutResponse{Header: s.writeHeader(rev)}, nil
+	st := s.Store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	rev := st.putLocked(req.GetKey(), req.GetValue())
+	return &kvpb.PutResponse{Header: s.writeHeaderLocked(req.GetKey(), rev)}, nil
 }
 
 func (s *Server) Get(_ context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse, error) {
@@ -247,7 +403,7 @@ func (s *Server) Get(_ context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse
 	if !ok {
 		return nil, rpctypes.Error(codes.NotFound, rpctypes.ReasonKeyNotFound, "key not found", nil)
 	}
-	return &kvpb.GetResponse{Header: s.readHeaderLocked(req.GetRead()), Kv: kv}, nil
+	return &kvpb.GetResponse{Header: s.readHeaderLocked(req.GetKey(), req.GetRead()), Kv: kv}, nil
 }
 
 func (s *Server) Delete(_ context.Context, req *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error) {
@@ -260,7 +416,7 @@ func (s *Server) Delete(_ context.Context, req *kvpb.DeleteRequest) (*kvpb.Delet
 	_, ok := st.kvs[string(req.GetKey())]
 	delete(st.kvs, string(req.GetKey()))
 	st.rev++
-	return &kvpb.DeleteResponse{Header: s.writeHeader(st.rev), Deleted: ok}, nil
+	return &kvpb.DeleteResponse{Header: s.writeHeaderLocked(req.GetKey(), st.rev), Deleted: ok}, nil
 }
 
 func (s *Server) CompareAndSwap(_ context.Context, req *kvpb.CompareAndSwapRequest) (*kvpb.CompareAndSwapResponse, error) {
@@ -280,7 +436,7 @@ func (s *Server) CompareAndSwap(_ context.Context, req *kvpb.CompareAndSwapReque
 		return nil, rpctypes.Error(codes.Aborted, rpctypes.ReasonCompareFailed, "value differs", nil)
 	}
 	rev := st.putLocked(req.GetKey(), req.GetNewValue())
-	return &kvpb.CompareAndSwapResponse{Header: s.writeHeader(rev)}, nil
+	return &kvpb.CompareAndSwapResponse{Header: s.writeHeaderLocked(req.GetKey(), rev)}, nil
 }
 
 func (s *Server) Scan(_ context.Context, req *kvpb.ScanRequest) (*kvpb.ScanResponse, error) {
@@ -309,7 +465,7 @@ func (s *Server) Scan(_ context.Context, req *kvpb.ScanRequest) (*kvpb.ScanRespo
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	resp := &kvpb.ScanResponse{Header: s.readHeaderLocked(req.GetRead())}
+	resp := &kvpb.ScanResponse{Header: s.readHeaderLocked(start, req.GetRead())}
 	for i, k := range keys {
 		if i == limit {
 			resp.More = true
@@ -325,20 +481,35 @@ func (s *Server) Status(context.Context, *kvpb.StatusRequest) (*kvpb.StatusRespo
 	if err := s.enter(MethodStatus); err != nil {
 		return nil, err
 	}
-	s.Store.mu.Lock()
-	rev := s.Store.rev
-	s.Store.mu.Unlock()
-	applied := rev
-	if s.state != "Leader" && applied > 0 {
-		applied-- // a follower trails by one, so LAG shows something
+	st := s.Store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	rangeStatus := func(d *kvpb.RangeDescriptor, state string) *kvpb.RangeStatus {
+		applied := st.rev
+		if state != "Leader" && applied > 0 {
+			applied-- // a follower trails by one, so LAG shows something
+		}
+		return &kvpb.RangeStatus{
+			Id: d.GetId(), Start: d.GetStart(), End: d.GetEnd(), Generation: d.GetGeneration(),
+			Leader: d.GetLeader(), Replicas: slices.Clone(d.GetReplicas()), State: state, Term: 2,
+			CommitIndex: st.rev, AppliedIndex: applied, LastLogIndex: st.rev,
+		}
 	}
-	return &kvpb.StatusResponse{Node: &kvpb.NodeStatus{
-		Id: s.ID, GrpcAddr: s.Addr, RaftAddr: "raft-" + s.ID, Version: "test",
-		Ranges: []*kvpb.RangeStatus{{
-			Id: 1, Leader: "n1", Replicas: []string{"n1"}, State: s.state, Term: 2,
-			CommitIndex: rev, AppliedIndex: applied, LastLogIndex: rev,
-		}},
-	}}, nil
+	node := &kvpb.NodeStatus{Id: s.ID, GrpcAddr: s.Addr, RaftAddr: "raft-" + s.ID, Version: "test"}
+	if len(st.ranges) == 0 {
+		node.Ranges = []*kvpb.RangeStatus{rangeStatus(&kvpb.RangeDescriptor{Id: 1, Leader: "n1", Replicas: []string{"n1"}}, s.state)}
+	}
+	for _, d := range st.ranges {
+		if !slices.Contains(d.GetReplicas(), s.ID) {
+			continue
+		}
+		state := "Follower"
+		if d.GetLeader() == s.ID {
+			state = "Leader"
+		}
+		node.Ranges = append(node.Ranges, rangeStatus(d, state))
+	}
+	return &kvpb.StatusResponse{Node: node}, nil
 }
 
 func (s *Server) Members(context.Context, *kvpb.MembersRequest) (*kvpb.MembersResponse, error) {
@@ -347,25 +518,37 @@ func (s *Server) Members(context.Context, *kvpb.MembersRequest) (*kvpb.MembersRe
 	}
 	s.Store.mu.Lock()
 	defer s.Store.mu.Unlock()
-	return &kvpb.MembersResponse{Members: slices.Clone(s.Store.members)}, nil
+	return &kvpb.MembersResponse{Members: s.Store.membersLocked()}, nil
 }
 
+// AddMember registers a node as active, like a real node: the same id at
+// the same raft address again is accepted, a different address is a
+// conflict. Nonvoter is ignored.
 func (s *Server) AddMember(_ context.Context, req *kvpb.AddMemberRequest) (*kvpb.AddMemberResponse, error) {
 	if err := s.enter(MethodAddMember); err != nil {
 		return nil, err
 	}
+	if req.GetId() == "" {
+		return nil, invalid("empty node id")
+	}
 	st := s.Store
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	for _, m := range st.members {
-		if m.GetId() == req.GetId() {
-			return nil, rpctypes.Error(codes.AlreadyExists, rpctypes.ReasonMemberConflict, "member exists", nil)
+	for _, n := range st.nodes {
+		if (n.GetId() == req.GetId()) != (n.GetRaftAddr() == req.GetRaftAddr()) && n.GetState() != StateRemoved {
+			return nil, rpctypes.Error(codes.FailedPrecondition, rpctypes.ReasonMemberConflict, "member conflict", nil)
 		}
 	}
-	st.members = append(st.members, &kvpb.Member{Id: req.GetId(), RaftAddr: req.GetRaftAddr(), Voter: !req.GetNonvoter(), Reachable: true})
-	return &kvpb.AddMemberResponse{Members: slices.Clone(st.members)}, nil
+	if n := st.nodeLocked(req.GetId()); n != nil {
+		n.State = StateActive
+	} else {
+		st.nodes = append(st.nodes, &kvpb.NodeInfo{Id: req.GetId(), RaftAddr: req.GetRaftAddr(), State: StateActive})
+	}
+	return &kvpb.AddMemberResponse{Members: st.membersLocked()}, nil
 }
 
+// RemoveMember decommissions a node at once: its replicas move to other
+// active nodes, its leaderships to another replica, and it is removed.
 func (s *Server) RemoveMember(_ context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
 	if err := s.enter(MethodRemoveMember); err != nil {
 		return nil, err
@@ -373,10 +556,53 @@ func (s *Server) RemoveMember(_ context.Context, req *kvpb.RemoveMemberRequest) 
 	st := s.Store
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	i := slices.IndexFunc(st.members, func(m *kvpb.Member) bool { return m.GetId() == req.GetId() })
-	if i < 0 {
+	n := st.nodeLocked(req.GetId())
+	if n == nil {
 		return nil, rpctypes.Error(codes.NotFound, rpctypes.ReasonUnknownNode, "unknown node "+req.GetId(), nil)
 	}
-	st.members = slices.Delete(st.members, i, i+1)
-	return &kvpb.RemoveMemberResponse{Members: slices.Clone(st.members)}, nil
+	if n.GetState() == StateActive {
+		st.decommissionLocked(n)
+	}
+	return &kvpb.RemoveMemberResponse{Members: st.membersLocked()}, nil
+}
+
+func (s *Server) Ranges(context.Context, *kvpb.RangesRequest) (*kvpb.RangesResponse, error) {
+	if err := s.enter(MethodRanges); err != nil {
+		return nil, err
+	}
+	s.Store.mu.Lock()
+	defer s.Store.mu.Unlock()
+	return &kvpb.RangesResponse{Ranges: cloneAll(s.Store.ranges), Nodes: cloneAll(s.Store.nodes)}, nil
+}
+
+// SplitRange splits the range holding key at key: the left half keeps the
+// id, the right half gets the next unused one, both a new generation.
+func (s *Server) SplitRange(_ context.Context, req *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error) {
+	if err := s.enter(MethodSplitRange); err != nil {
+		return nil, err
+	}
+	key := req.GetKey()
+	if len(key) == 0 {
+		return nil, invalid("empty key")
+	}
+	st := s.Store
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	d := st.rangeLocked(key)
+	if d == nil {
+		return nil, rpctypes.Error(codes.FailedPrecondition, rpctypes.ReasonWrongRange, "no range holds the key", nil)
+	}
+	if bytes.Equal(key, d.GetStart()) {
+		return nil, invalid(fmt.Sprintf("%q is not strictly inside range %d", key, d.GetId()))
+	}
+	var maxID uint64
+	for _, r := range st.ranges {
+		maxID = max(maxID, r.GetId())
+	}
+	right := proto.CloneOf(d)
+	right.Id, right.Start, right.Generation = maxID+1, bytes.Clone(key), d.GetGeneration()+1
+	d.End, d.Generation = bytes.Clone(key), d.GetGeneration()+1
+	st.ranges = append(st.ranges, right)
+	slices.SortFunc(st.ranges, func(a, b *kvpb.RangeDescriptor) int { return bytes.Compare(a.GetStart(), b.GetStart()) })
+	return &kvpb.SplitRangeResponse{Left: proto.CloneOf(d), Right: proto.CloneOf(right)}, nil
 }

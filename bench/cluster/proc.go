@@ -1,0 +1,154 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// DefaultStopTimeout is how long Stop waits after SIGTERM before SIGKILL.
+const DefaultStopTimeout = 10 * time.Second
+
+// killWait bounds the wait for a process to disappear after SIGKILL.
+const killWait = 5 * time.Second
+
+// Proc is one server process started by this package.
+type Proc struct {
+	Name    string
+	LogPath string
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has been reaped
+	err     error         // Wait's result, valid after done
+}
+
+// startProc runs path with args, stdout and stderr appended to logPath.
+func startProc(name, logPath, path string, args ...string) (*Proc, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// A group of its own, so a Ctrl-C meant for the benchmark does not
+	// reach the servers before the benchmark stops them; Pdeathsig so they
+	// do not outlive a benchmark that was killed outright.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Proc{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// PID returns the process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended, and how.
+func (p *Proc) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+// Stop sends SIGTERM to the process (by PID), waits up to timeout, then
+// sends SIGKILL. It is a no-op on a process that has already ended.
+func (p *Proc) Stop(timeout time.Duration) error {
+	if ok, _ := p.Exited(); ok {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if ok, _ := p.Exited(); ok {
+			return nil
+		}
+		return fmt.Errorf("stop %s (pid %d): %w", p.Name, p.PID(), err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(timeout):
+	}
+	p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s (pid %d) ignored SIGTERM for %v and was killed", p.Name, p.PID(), timeout)
+	case <-time.After(killWait):
+		return fmt.Errorf("%s (pid %d) survived SIGKILL for %v", p.Name, p.PID(), killWait)
+	}
+}
+
+// Memory is a process's resident set, from /proc/PID/status.
+type Memory struct {
+	// PeakRSS is VmHWM, the high-water mark of the resident set.
+	PeakRSS int64
+	// RSS is VmRSS, the resident set now.
+	RSS int64
+}
+
+// Memory reads the process's VmHWM and VmRSS.
+func (p *Proc) Memory() (Memory, error) {
+	return ReadMemory(p.PID())
+}
+
+// ReadMemory reads VmHWM and VmRSS of pid from /proc/PID/status (Linux).
+func ReadMemory(pid int) (Memory, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Memory{}, err
+	}
+	return parseStatus(b)
+}
+
+func parseStatus(b []byte) (Memory, error) {
+	var m Memory
+	var seen int
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (name != "VmHWM" && name != "VmRSS") {
+			continue
+		}
+		// "VmHWM:	  123456 kB"
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return m, fmt.Errorf("unexpected %s line %q", name, sc.Text())
+		}
+		kb, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return m, fmt.Errorf("%s: %w", name, err)
+		}
+		if name == "VmHWM" {
+			m.PeakRSS = kb << 10
+		} else {
+			m.RSS = kb << 10
+		}
+		seen++
+	}
+	if seen != 2 {
+		return m, fmt.Errorf("VmHWM or VmRSS missing from /proc status")
+	}
+	return m, sc.Err()
+}
+
+// LogTail returns the last n lines of the process's log.
+func (p *Proc) LogTail(n int) string {
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

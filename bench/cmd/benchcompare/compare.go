@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dialkv/dialkv/bench/workload"
+)
+
+// runRecord is one kvbench run of the comparison.
+type runRecord struct {
+	Workload string           `json:"workload"`
+	Round    int              `json:"round"`
+	System   string           `json:"system"`
+	Result   *workload.Result `json:"result"`
+}
+
+// summaryRow merges every round of one workload, per system.
+type summaryRow struct {
+	Workload string                    `json:"workload"`
+	Systems  map[string]workload.Stats `json:"systems"`
+	// Ratio is dialkv ops/s over etcd ops/s; NaN (and absent from JSON)
+	// when etcd did nothing.
+	Ratio     float64  `json:"-"`
+	RatioJSON *float64 `json:"ratio,omitempty"`
+}
+
+// compare runs the throughput comparison: start both systems, load both,
+// then every workload, round by round, system by system.
+func (b *bench) compare(ctx context.Context) error {
+	clusters, stopAll, err := b.startBoth(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopAll()
+	for _, s := range systems {
+		if _, err := b.load(ctx, clusters[s], b.o.keys); err != nil {
+			return err
+		}
+	}
+
+	before := b.leaders(ctx, clusters)
+	fmt.Fprintln(b.log, before)
+
+	var runs []runRecord
+	total := len(b.o.workloads) * b.o.rounds * len(systems)
+	for _, name := range b.o.workloads {
+		spec, _ := findWorkload(name)
+		for round := 1; round <= b.o.rounds; round++ {
+			for _, s := range systems {
+				if ctx.Err() != nil {
+					return errInterrupted
+				}
+				c := clusters[s]
+				args := append(spec.args(b.o.clients),
+					"-keys", strconv.Itoa(b.o.keys),
+					"-duration", b.o.duration.String(),
+					// The same seed for both systems of a round: the
+					// same key sequences.
+					"-seed", strconv.Itoa(round))
+				res, err := b.kvbench(ctx, c, b.o.duration+runSlack, args...)
+				if err != nil {
+					return err
+				}
+				runs = append(runs, runRecord{Workload: name, Round: round, System: s, Result: res})
+				fmt.Fprintf(b.log, "[%d/%d] %-21s round %d %-6s %9.0f ops/s  p99 %8.3f ms  errors %d\n",
+					len(runs), total, name, round, s, res.Total.OpsPerSec, res.Total.P99Ms, res.Total.Errors)
+				if err := checkAlive(c); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	rows, err := summarize(b.o.workloads, runs)
+	if err != nil {
+		return err
+	}
+	after := b.leaders(ctx, clusters)
+	b.printRuns(runs)
+	fmt.Fprintf(b.out, "Leaders before the runs: %s\n", before)
+	if after != before {
+		fmt.Fprintf(b.out, "Leaders after the runs:  %s\n", after)
+	}
+	b.printSummary(rows)
+	if b.o.jsonOut != "" {
+		if err := writeJSON(b.o.jsonOut, map[string]any{"runs": runs, "summary": rows}); err != nil {
+			return err
+		}
+	}
+	var errs int64
+	for _, r := range runs {
+		errs += r.Result.Total.Errors
+	}
+	if errs > 0 {
+		fmt.Fprintf(b.log, "WARNING: %d operations failed; see the errors column and -json for messages\n", errs)
+	}
+	return nil
+}
+
+// summarize merges the rounds of each workload and system: latency
+// histograms are merged, ops/s is all operations over all run time.
+func summarize(names []string, runs []runRecord) ([]summaryRow, error) {
+	var rows []summaryRow
+	for _, name := range names {
+		row := summaryRow{Workload: name, Systems: map[string]workload.Stats{}}
+		for _, s := range systems {
+			h := workload.NewHistogram()
+			var errs, misses int64
+			var elapsed time.Duration
+			for _, r := range runs {
+				if r.Workload != name || r.System != s {
+					continue
+				}
+				rh, err := workload.DecodeHistogram(r.Result.Histogram)
+				if err != nil {
+					return nil, fmt.Errorf("%s %s round %d: histogram: %w", name, s, r.Round, err)
+				}
+				h.Merge(rh)
+				errs += r.Result.Total.Errors
+				misses += r.Result.Total.Misses
+				elapsed += r.Result.Elapsed()
+			}
+			row.Systems[s] = workload.Summarize(h, errs, misses, elapsed)
+		}
+		row.Ratio = math.NaN()
+		if e := row.Systems["etcd"].OpsPerSec; e > 0 {
+			row.Ratio = row.Systems["dialkv"].OpsPerSec / e
+			row.RatioJSON = &row.Ratio
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+func (b *bench) printRuns(runs []runRecord) {
+	fmt.Fprintf(b.out, "\nRuns (%v each, %d-byte values, %d keys, %d connection(s) per run; dialkv and etcd alternate)\n",
+		b.o.duration, b.o.valueSize, b.o.keys, b.o.conns)
+	tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\tround\tsystem\tclients\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors")
+	for _, r := range runs {
+		t := r.Result.Total
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\n",
+			r.Workload, r.Round, r.System, r.Result.Clients, t.OpsPerSec, t.P50Ms, t.P90Ms, t.P99Ms, t.MaxMs, t.Errors)
+	}
+	tw.Flush()
+}
+
+func (b *bench) printSummary(rows []summaryRow) {
+	fmt.Fprintf(b.out, "\nSummary (%d rounds merged per system)\n", b.o.rounds)
+	tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\tdialkv ops/s\tetcd ops/s\tratio\tdialkv p50\tetcd p50\tdialkv p99\tetcd p99\tdialkv max\tetcd max\terrors d/e")
+	for _, r := range rows {
+		d, e := r.Systems["dialkv"], r.Systems["etcd"]
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d/%d\n",
+			r.Workload, d.OpsPerSec, e.OpsPerSec, r.Ratio, d.P50Ms, e.P50Ms, d.P99Ms, e.P99Ms, d.MaxMs, e.MaxMs, d.Errors, e.Errors)
+	}
+	tw.Flush()
+	fmt.Fprintln(b.out)
+	for _, r := range rows {
+		fmt.Fprintf(b.out, "RATIO %s %.3f p99 %.3f vs %.3f\n",
+			r.Workload, r.Ratio, r.Systems["dialkv"].P99Ms, r.Systems["etcd"].P99Ms)
+	}
+}
+
+func writeJSON(path string, v any) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(f)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

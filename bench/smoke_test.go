@@ -1,0 +1,124 @@
+package bench_test
+
+// The benchmark's smoke test: kvbench, built from this module, against a
+// real 3-node kvd cluster for a few seconds per workload. It asserts only
+// that work was done without errors; timing belongs to the benchmark
+// (`make bench-compare`), never to tests.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dialkv/dialkv/bench/cluster"
+	"github.com/dialkv/dialkv/bench/workload"
+)
+
+// startAttempts bounds retries of a cluster start that lost a race for a
+// kernel-chosen port.
+const startAttempts = 3
+
+// buildBinaries returns kvd (DIALKV_KVD, or built from the main module)
+// and kvbench (built from this module).
+func buildBinaries(t *testing.T) (kvd, kvbench string) {
+	t.Helper()
+	dir := t.TempDir()
+	build := func(moduleDir, out, pkg string) string {
+		path := filepath.Join(dir, out)
+		cmd := exec.Command("go", "build", "-o", path, pkg)
+		cmd.Dir = moduleDir
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+		return path
+	}
+	kvd = os.Getenv("DIALKV_KVD")
+	if kvd == "" {
+		kvd = build("..", "kvd", "./cmd/kvd")
+	}
+	return kvd, build(".", "kvbench", "./cmd/kvbench")
+}
+
+func startDialkv(t *testing.T, kvd string) *cluster.Cluster {
+	t.Helper()
+	var lastErr error
+	for attempt := range startAttempts {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		c, err := cluster.StartDialkv(ctx, cluster.Options{
+			Binary:    kvd,
+			Dir:       filepath.Join(t.TempDir(), "cluster"),
+			ExtraArgs: []string{"--raft-heartbeat-timeout", "500ms", "--raft-election-timeout", "500ms"},
+		})
+		cancel()
+		if err == nil {
+			t.Cleanup(func() {
+				if err := c.Stop(); err != nil {
+					t.Errorf("stop cluster: %v", err)
+				}
+			})
+			return c
+		}
+		t.Logf("start attempt %d: %v", attempt+1, err)
+		lastErr = err
+	}
+	t.Fatalf("start dialkv: %v", lastErr)
+	return nil
+}
+
+// kvbench runs the kvbench binary with -json and returns its result.
+func kvbench(t *testing.T, bin string, c *cluster.Cluster, args ...string) *workload.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	full := append([]string{"-system", "dialkv", "-endpoints", strings.Join(c.Endpoints, ","), "-json", "-keys", "500", "-value-size", "64"}, args...)
+	cmd := exec.CommandContext(ctx, bin, full...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kvbench %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	var res workload.Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("kvbench output: %v\n%s", err, stdout.String())
+	}
+	t.Logf("kvbench %s: %d ops, %.0f ops/s, p99 %.2f ms, %d errors", strings.Join(args, " "),
+		res.Total.Ops, res.Total.OpsPerSec, res.Total.P99Ms, res.Total.Errors)
+	return &res
+}
+
+func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real kvd processes")
+	}
+	kvd, bin := buildBinaries(t)
+	c := startDialkv(t, kvd)
+
+	load := kvbench(t, bin, c, "-workload", "load", "-clients", "8", "-duration", "1m")
+	if !load.Complete || load.Total.Ops != 500 || load.Total.Errors != 0 {
+		t.Fatalf("load: complete=%v ops=%d errors=%d %v; want all 500 keys, no errors",
+			load.Complete, load.Total.Ops, load.Total.Errors, load.ErrorSamples)
+	}
+	for _, args := range [][]string{
+		{"-workload", "put", "-clients", "8", "-duration", "2s"},
+		{"-workload", "get", "-consistency", "linearizable", "-clients", "8", "-duration", "2s"},
+		{"-workload", "get", "-consistency", "stale", "-clients", "8", "-conns", "2", "-duration", "1s"},
+		{"-workload", "mixed", "-read-ratio", "0.95", "-zipf", "0.99", "-clients", "8", "-duration", "1s"},
+	} {
+		res := kvbench(t, bin, c, args...)
+		if res.Total.Ops == 0 || res.Total.Errors != 0 || res.Total.Misses != 0 {
+			t.Errorf("kvbench %s: ops=%d errors=%d misses=%d %v; want ops > 0 and no errors or misses",
+				strings.Join(args, " "), res.Total.Ops, res.Total.Errors, res.Total.Misses, res.ErrorSamples)
+		}
+	}
+	for _, p := range c.Procs {
+		if done, err := p.Exited(); done {
+			t.Errorf("%s exited during the run (%v):\n%s", p.Name, err, p.LogTail(20))
+		}
+	}
+}

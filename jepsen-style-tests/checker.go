@@ -1,0 +1,250 @@
+package jepsen
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Key spaces of the workloads. Checkers tell registers, lists and sets
+// apart by these prefixes.
+const (
+	RegisterPrefix = "r/" // put / get / cas on unique values
+	ListPrefix     = "l/" // append by compare-and-swap; reads return the whole list
+	SetPrefix      = "s/" // one unique key per added element; read by scan
+)
+
+// Checker names, in report order.
+const (
+	CheckLinearizable = "linearizable"
+	CheckBounded      = "bounded"
+	CheckSession      = "session"
+	CheckStale        = "stale"
+	CheckDurability   = "durability"
+	CheckHonesty      = "error-honesty"
+)
+
+// Checkers lists every checker in report order.
+var Checkers = []string{CheckLinearizable, CheckBounded, CheckSession, CheckStale, CheckDurability, CheckHonesty}
+
+// Verdicts.
+const (
+	Pass    = "pass"
+	Failed  = "fail"
+	Unknown = "unknown" // the checker could not decide (porcupine timed out)
+)
+
+// Violation is one broken promise, with the ops that show it.
+type Violation struct {
+	Key string `json:"key,omitempty"`
+	Msg string `json:"msg"`
+	Ops []int  `json:"ops"` // op indices in the history
+}
+
+// CheckResult is one checker's verdict.
+type CheckResult struct {
+	Checker    string      `json:"checker"`
+	Verdict    string      `json:"verdict"`
+	Checked    int         `json:"checked"` // ops (or keys) examined
+	Violations []Violation `json:"violations,omitempty"`
+	// ViolationCount counts every violation; Violations keeps the first
+	// maxViolations.
+	ViolationCount int      `json:"violation_count,omitempty"`
+	Notes          []string `json:"notes,omitempty"`
+	Took           string   `json:"took"`
+
+	// lin holds porcupine's answers per failing or unknown key, for the
+	// timelines.
+	lin map[string]*linResult
+}
+
+const maxViolations = 50
+
+func newResult(name string) *CheckResult { return &CheckResult{Checker: name, Verdict: Pass} }
+
+func (r *CheckResult) fail(key, msg string, ops ...*Op) {
+	r.Verdict = Failed
+	r.ViolationCount++
+	if len(r.Violations) >= maxViolations {
+		return
+	}
+	v := Violation{Key: key, Msg: msg}
+	for _, o := range ops {
+		if o != nil {
+			v.Ops = append(v.Ops, o.Index)
+		}
+	}
+	r.Violations = append(r.Violations, v)
+}
+
+func (r *CheckResult) note(format string, args ...any) {
+	if len(r.Notes) < 20 {
+		r.Notes = append(r.Notes, fmt.Sprintf(format, args...))
+	}
+}
+
+// Failing reports whether the verdict is not a pass.
+func (r *CheckResult) Failing() bool { return r.Verdict != Pass }
+
+// CheckOptions tunes Check.
+type CheckOptions struct {
+	// LinearizableTimeout bounds porcupine on one key (default 30s); a
+	// key that takes longer is reported unknown.
+	LinearizableTimeout time.Duration
+}
+
+// Check runs every checker on h.
+func Check(h *History, opts CheckOptions) []*CheckResult {
+	if opts.LinearizableTimeout == 0 {
+		opts.LinearizableTimeout = 30 * time.Second
+	}
+	ix := newIndex(h)
+	run := func(name string, f func(*index, *CheckResult)) *CheckResult {
+		start := time.Now()
+		r := newResult(name)
+		f(ix, r)
+		r.Took = time.Since(start).Round(time.Millisecond).String()
+		return r
+	}
+	return []*CheckResult{
+		run(CheckLinearizable, func(ix *index, r *CheckResult) { checkLinearizable(ix, r, opts.LinearizableTimeout) }),
+		run(CheckBounded, checkBounded),
+		run(CheckSession, checkSession),
+		run(CheckStale, checkStale),
+		run(CheckDurability, checkDurability),
+		run(CheckHonesty, checkHonesty),
+	}
+}
+
+// index is what the checkers share: the history's client ops and lookups
+// built once.
+type index struct {
+	h   *History
+	ops []*Op // client ops by start time
+	end int64 // the history's last completion
+
+	// writer maps key\x00value to the register write (put or cas) or set
+	// add that wrote it; every written value is unique.
+	writer map[string]*Op
+	// appendOf maps list key\x00element to its append.
+	appendOf map[string]*Op
+	// final maps a register or list key to its final (post-heal) read.
+	final map[string]*Op
+	// finalScan is the final read of the set, nil if it failed.
+	finalScan *Op
+	// restarts maps a node id to the times its process was restarted.
+	restarts map[string][]int64
+}
+
+func newIndex(h *History) *index {
+	ix := &index{h: h, ops: h.ClientOps(), end: h.End(), writer: map[string]*Op{}, appendOf: map[string]*Op{},
+		final: map[string]*Op{}, restarts: map[string][]int64{}}
+	for _, o := range ix.ops {
+		switch o.F {
+		case OpPut, OpCAS, OpAdd:
+			ix.writer[o.Key+"\x00"+o.Value] = o
+		case OpAppend:
+			ix.appendOf[o.Key+"\x00"+o.Value] = o
+		}
+		if o.Process == FinalProcess && o.Type == OK {
+			switch o.F {
+			case OpGet:
+				ix.final[o.Key] = o
+			case OpScan:
+				ix.finalScan = o
+			}
+		}
+	}
+	for i := range h.Ops {
+		if o := &h.Ops[i]; o.F == OpRestart {
+			ix.restarts[o.Node] = append(ix.restarts[o.Node], o.Start)
+		}
+	}
+	return ix
+}
+
+// incarnation is the number of restarts of node before t: reads served by
+// one incarnation come from one process's state.
+func (ix *index) incarnation(node string, t int64) int {
+	n := 0
+	for _, r := range ix.restarts[node] {
+		if r < t {
+			n++
+		}
+	}
+	return n
+}
+
+// listElems splits a list value into its elements.
+func listElems(v string) []string {
+	if v == "" {
+		return nil
+	}
+	return strings.Fields(v)
+}
+
+// isPrefix reports whether list a is a prefix of list b.
+func isPrefix(a, b []string) bool {
+	if len(a) > len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// precedes reports whether write a certainly took effect before write b:
+// a completed before b was invoked, or both were acknowledged and a's
+// revision is lower.
+func precedes(a, b *Op) bool {
+	if a == b {
+		return false
+	}
+	if a.Type == OK && a.End < b.Start {
+		return true
+	}
+	return a.Type == OK && b.Type == OK && olderRevision(a, b)
+}
+
+// olderRevision reports whether a's revision is known to be below b's:
+// both known and in the same range's log.
+func olderRevision(a, b *Op) bool {
+	return a.Revision != 0 && b.Revision != 0 && a.RangeID == b.RangeID && a.Revision < b.Revision
+}
+
+// okReads returns the ok reads (gets and scans), optionally of one level.
+func (ix *index) okReads(level string) []*Op {
+	var out []*Op
+	for _, o := range ix.ops {
+		if o.IsRead() && o.Type == OK && (level == "" || o.Level == level) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// keyKind classifies a key by prefix.
+func keyKind(key string) string {
+	switch {
+	case strings.HasPrefix(key, RegisterPrefix):
+		return "register"
+	case strings.HasPrefix(key, ListPrefix):
+		return "list"
+	case strings.HasPrefix(key, SetPrefix):
+		return "set"
+	}
+	return "other"
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

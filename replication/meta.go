@@ -1,0 +1,322 @@
+package replication
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/raftstore"
+	"github.com/dialkv/dialkv/shard"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+)
+
+// The meta range (raftstore.MetaRangeID) is an ordinary range whose keys
+// describe the cluster. Every value starts with a raftstore.VersionLen-byte
+// version and is written with OpPutIfNewer, so publishers may race and
+// retry freely: an older fact never overwrites a newer one.
+//
+//	range/<id>      version(generation, config index) + RangeDescriptor
+//	leader/<id>     version(term) + node id
+//	node/<id>       version(registration time) + NodeInfo (addresses)
+//	nodestate/<id>  version(change counter) + state (active, decommissioning, removed)
+//	next-range-id   8-byte counter (OpIncrement)
+//
+// The range leaders keep their own entries current (publishLoop), and each
+// node registers itself (registerLoop): the meta range is derived state
+// that heals itself, while each range's own descriptor, replicated with
+// its data, is the truth.
+const (
+	metaRangePrefix     = "range/"
+	metaLeaderPrefix    = "leader/"
+	metaNodePrefix      = "node/"
+	metaNodeStatePrefix = "nodestate/"
+	metaNextRangeID     = "next-range-id"
+
+	// Node states.
+	NodeActive          = "active"
+	NodeDecommissioning = "decommissioning"
+	NodeRemoved         = "removed"
+)
+
+func version(a, b uint64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, raftstore.VersionLen), a), b)
+}
+
+func metaKeyID(prefix string, id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefix), id)
+}
+
+// metaHops returns how many times the request has been forwarded.
+func hops(ctx context.Context) int {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return 0
+	}
+	v := md.Get(rpctypes.ForwardedHeader)
+	if len(v) == 0 {
+		return 0
+	}
+	n, err := strconv.Atoi(v[len(v)-1])
+	if err != nil {
+		return 1 // an older peer's non-numeric mark: treat as one hop
+	}
+	return n
+}
+
+// maxHops bounds forwarding: a node that does not hold a range sends the
+// request to one that does (hop 1), which may send it to the leader (hop 2).
+const maxHops = 2
+
+// forwardContext marks ctx as forwarded once more.
+func forwardContext(ctx context.Context) context.Context {
+	h := hops(ctx) + 1
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	md.Set(rpctypes.ForwardedHeader, strconv.Itoa(h))
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// metaDo runs a meta-range request: locally when this node leads the meta
+// range, else on the meta leader (or, from a node without a meta replica,
+// on a node that has one, which forwards it once more).
+func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, error), remote func(context.Context, kvpb.InternalClient) (T, error)) (T, error) {
+	var zero T
+	for attempt := 0; attempt < 3; attempt++ {
+		var conn *grpc.ClientConn
+		var err error
+		if hops(ctx) >= maxHops {
+			if s := n.localMetaLeader(); s != nil {
+				return local(s)
+			}
+			return zero, fmt.Errorf("%w for the meta range", ErrNoLeader)
+		}
+		if s := n.shardByID(raftstore.MetaRangeID); s != nil {
+			if s.IsLeader() {
+				resp, err := local(s)
+				if !errors.Is(err, shard.ErrNotLeader) {
+					return resp, err
+				}
+			}
+			// A replica that was removed from the meta range never hears
+			// of a leader again: wait briefly, then ask elsewhere.
+			wctx, cancel := context.WithTimeout(ctx, time.Second)
+			id, addr, werr := s.WaitLeader(wctx)
+			cancel()
+			switch {
+			case werr == nil && id == n.cfg.NodeID:
+				continue // we just became its leader
+			case werr == nil:
+				conn, err = n.peer(addr)
+			default:
+				conn, err = n.metaConnFromRoutes()
+			}
+		} else {
+			conn, err = n.metaConnFromRoutes()
+		}
+		if err != nil {
+			return zero, err
+		}
+		return remote(forwardContext(ctx), kvpb.NewInternalClient(conn))
+	}
+	return zero, fmt.Errorf("%w for the meta range: leadership keeps moving", ErrNoLeader)
+}
+
+func (n *Node) metaConnFromRoutes() (*grpc.ClientConn, error) {
+	if addr := n.routes.metaAddr(); addr != "" {
+		return n.peer(addr)
+	}
+	return n.routes.seedConn(n)
+}
+
+// MetaPut writes a versioned value into the meta range.
+func (n *Node) MetaPut(ctx context.Context, req *kvpb.MetaPutRequest) (*kvpb.MetaPutResponse, error) {
+	return metaDo(ctx, n, func(s *shard.Shard) (*kvpb.MetaPutResponse, error) {
+		res, err := s.Propose(ctx, &raftstore.Command{Op: raftstore.OpPutIfNewer, Key: req.Key, Value: req.Value})
+		if err != nil {
+			return nil, err
+		}
+		return &kvpb.MetaPutResponse{Written: !res.Existed}, nil
+	}, func(ctx context.Context, c kvpb.InternalClient) (*kvpb.MetaPutResponse, error) {
+		return c.MetaPut(ctx, req)
+	})
+}
+
+// MetaIncrement adds one to a meta counter and returns the new value.
+func (n *Node) MetaIncrement(ctx context.Context, req *kvpb.MetaIncrementRequest) (*kvpb.MetaIncrementResponse, error) {
+	return metaDo(ctx, n, func(s *shard.Shard) (*kvpb.MetaIncrementResponse, error) {
+		res, err := s.Propose(ctx, &raftstore.Command{Op: raftstore.OpIncrement, Key: req.Key})
+		if err != nil {
+			return nil, err
+		}
+		return &kvpb.MetaIncrementResponse{Value: binary.BigEndian.Uint64(res.Value)}, nil
+	}, func(ctx context.Context, c kvpb.InternalClient) (*kvpb.MetaIncrementResponse, error) {
+		return c.MetaIncrement(ctx, req)
+	})
+}
+
+// MetaScan reads every meta key with the prefix, linearizably.
+func (n *Node) MetaScan(ctx context.Context, req *kvpb.MetaScanRequest) (*kvpb.MetaScanResponse, error) {
+	return metaDo(ctx, n, func(s *shard.Shard) (*kvpb.MetaScanResponse, error) {
+		if _, err := s.ReadIndex(ctx); err != nil {
+			return nil, err
+		}
+		return metaScanLocal(s, req.Prefix)
+	}, func(ctx context.Context, c kvpb.InternalClient) (*kvpb.MetaScanResponse, error) {
+		return c.MetaScan(ctx, req)
+	})
+}
+
+func metaScanLocal(s *shard.Shard, prefix []byte) (*kvpb.MetaScanResponse, error) {
+	resp := &kvpb.MetaScanResponse{}
+	start, end := prefix, PrefixEnd(prefix)
+	for page := 0; page < 10000; page++ {
+		kvs, more, next, _, err := s.FSM().Scan(start, end, 1000)
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			resp.Kvs = append(resp.Kvs, &kvpb.KeyValue{Key: kv.Key, Value: kv.Value, Revision: kv.Revision})
+		}
+		if !more {
+			return resp, nil
+		}
+		start = next
+	}
+	return nil, errors.New("replication: meta range scan did not end")
+}
+
+// allocRangeID returns a range id never used before.
+func (n *Node) allocRangeID(ctx context.Context) (uint64, error) {
+	resp, err := n.MetaIncrement(ctx, &kvpb.MetaIncrementRequest{Key: []byte(metaNextRangeID)})
+	if err != nil {
+		return 0, fmt.Errorf("replication: allocate range id: %w", err)
+	}
+	return resp.Value + firstUserRangeID, nil // ids 1 and 2 exist from bootstrap
+}
+
+// registerLoop keeps this node's addresses in the meta range.
+func (n *Node) registerLoop() {
+	defer n.wg.Done()
+	info := &kvpb.NodeInfo{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GrpcAddr: n.cfg.GRPCAddr, HttpAddr: n.cfg.HTTPAddr}
+	body, _ := proto.Marshal(info)
+	registered := false
+	backoff := 100 * time.Millisecond
+	for attempt := 0; attempt < 1<<20; attempt++ {
+		wait := 30 * time.Second
+		if !registered {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{
+				Key:   []byte(metaNodePrefix + n.cfg.NodeID),
+				Value: append(version(uint64(time.Now().UnixNano()), 0), body...),
+			})
+			cancel()
+			if err == nil {
+				registered = true
+				n.log.Info("registered in the meta range")
+				n.routes.invalidate()
+			} else {
+				n.log.Debug("registration not done yet", "err", err)
+				wait = backoff
+				backoff = min(2*backoff, 2*time.Second)
+			}
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(wait):
+			if registered {
+				registered = n.routes.knowsNode(n.cfg.NodeID, n.cfg.RaftAddr)
+			}
+		}
+	}
+}
+
+// publishLoop keeps the descriptor and leader of every range this node
+// leads current in the meta range.
+func (n *Node) publishLoop() {
+	defer n.wg.Done()
+	published := map[uint64][]byte{} // range id -> last version written
+	leaders := map[uint64]uint64{}   // range id -> term published
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		for _, s := range n.Shards() {
+			if !s.IsLeader() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			n.publish(ctx, s, published, leaders)
+			cancel()
+		}
+	}
+}
+
+func (n *Node) publish(ctx context.Context, s *shard.Shard, published map[uint64][]byte, leaders map[uint64]uint64) {
+	d, ver, err := n.liveDescriptor(s)
+	if err != nil {
+		return
+	}
+	content := []byte(fmt.Sprint(d.Generation, d.Replicas, string(d.Start), string(d.End)))
+	if !bytes.Equal(published[d.Id], content) {
+		body, _ := proto.Marshal(d)
+		resp, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: metaKeyID(metaRangePrefix, d.Id), Value: append(ver, body...)})
+		n.log.Debug("published range descriptor", "range", d.Id, "replicas", d.Replicas, "generation", d.Generation, "written", resp.GetWritten(), "err", err)
+		if err == nil {
+			published[d.Id] = content
+			n.routes.invalidate()
+		}
+	}
+	term := s.Raft().CurrentTerm()
+	if leaders[d.Id] != term {
+		if _, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: metaKeyID(metaLeaderPrefix, d.Id), Value: append(version(term, 0), n.cfg.NodeID...)}); err == nil {
+			leaders[d.Id] = term
+		}
+	}
+}
+
+// liveDescriptor is the range's descriptor with its replicas taken from the
+// current Raft configuration, and the version it is published under:
+// (generation, commit index). The commit index orders publications of one
+// generation: a leader's is at least that of any leader before it once it
+// has committed an entry of its own term, and a configuration read after
+// a change committed comes with a higher one.
+func (n *Node) liveDescriptor(s *shard.Shard) (*kvpb.RangeDescriptor, []byte, error) {
+	commit := s.Raft().CommitIndex()
+	servers, err := s.Configuration()
+	if err != nil {
+		return nil, nil, err
+	}
+	desc := s.Descriptor()
+	d := &kvpb.RangeDescriptor{Id: desc.ID, Start: desc.Start, End: desc.End, Generation: desc.Generation, Leader: n.cfg.NodeID}
+	for _, srv := range servers {
+		d.Replicas = append(d.Replicas, string(srv.ID))
+	}
+	return d, version(desc.Generation, commit), nil
+}
+
+// dialPublic opens a client connection to a node's public gRPC address.
+func dialPublic(addr string) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+// localMetaLeader returns the meta shard when this node leads it.
+func (n *Node) localMetaLeader() *shard.Shard {
+	if s := n.shardByID(raftstore.MetaRangeID); s != nil && s.IsLeader() {
+		return s
+	}
+	return nil
+}

@@ -1,0 +1,471 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/raftstore"
+	"github.com/dialkv/dialkv/shard"
+	"github.com/hashicorp/raft"
+)
+
+// Placement keeps every range at its replication factor on live, active
+// nodes and spreads replicas and leaders evenly. The leader of the meta
+// range drives it: every placementInterval it reads the routing table,
+// probes the nodes, and asks range leaders for at most maxMovesPerRound
+// changes (ChangeReplicas). A range leader adds a replica as a non-voter,
+// waits for it to catch up, then promotes it; only after that does the
+// driver remove a surplus replica, so a range never drops below its
+// replication factor while enough healthy nodes exist.
+const (
+	placementInterval = time.Second
+	maxMovesPerRound  = 4
+	catchUpTimeout    = 60 * time.Second
+)
+
+// placementLoop runs the node's periodic range work: size checks for the
+// ranges it leads and, on the meta leader, the placement driver.
+func (n *Node) placementLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(placementInterval)
+	defer t.Stop()
+	lastSplitCheck := time.Time{}
+	orphans := map[uint64]time.Time{}
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if time.Since(lastSplitCheck) >= splitCheckInterval {
+			lastSplitCheck = time.Now()
+			for _, s := range n.Shards() {
+				n.maybeSplit(ctx, s)
+			}
+		}
+		if n.localMetaLeader() != nil {
+			if err := n.placeOnce(ctx); err != nil {
+				n.log.Debug("placement round", "err", err)
+			}
+		}
+		n.dropOrphans(ctx, orphans)
+		cancel()
+	}
+}
+
+// liveNodes probes every registered node and returns those that answered.
+func (n *Node) liveNodes(ctx context.Context, nodes []*kvpb.NodeInfo) map[string]bool {
+	live := map[string]bool{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, node := range nodes {
+		if node.State == NodeRemoved || node.RaftAddr == "" {
+			continue
+		}
+		if node.Id == n.cfg.NodeID {
+			mu.Lock()
+			live[node.Id] = true
+			mu.Unlock()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if n.ping(ctx, node.RaftAddr) == nil {
+				mu.Lock()
+				live[node.Id] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return live
+}
+
+type move struct {
+	rangeID uint64
+	req     *kvpb.ChangeReplicasRequest
+	leader  string
+}
+
+// placeOnce computes and starts one round of replica and leader moves.
+func (n *Node) placeOnce(ctx context.Context) error {
+	n.routes.invalidate()
+	t, err := n.routes.get(ctx)
+	if err != nil {
+		return err
+	}
+	live := n.liveNodes(ctx, t.Nodes)
+	state := map[string]string{}
+	addr := map[string]string{}
+	for _, node := range t.Nodes {
+		state[node.Id], addr[node.Id] = node.State, node.RaftAddr
+	}
+	usable := func(id string) bool { return live[id] && state[id] == NodeActive }
+	var candidates []string
+	for id := range live {
+		if usable(id) {
+			candidates = append(candidates, id)
+		}
+	}
+	sort.Strings(candidates)
+	load, leads := map[string]int{}, map[string]int{}
+	for _, d := range t.Ranges {
+		for _, r := range d.Replicas {
+			load[r]++
+		}
+		leads[d.Leader]++
+	}
+
+	var moves []move
+	busy := map[uint64]bool{}
+	for _, d := range t.Ranges {
+		want := n.cfg.Replicas
+		if d.Id == raftstore.MetaRangeID {
+			want = max(want, 3)
+		}
+		want = min(want, len(candidates))
+		var good, bad []string
+		for _, r := range d.Replicas {
+			if state[r] == NodeActive && (live[r] || !anyLive(live)) {
+				good = append(good, r)
+			} else {
+				bad = append(bad, r)
+			}
+		}
+		switch {
+		case len(good) < want:
+			target := leastLoaded(candidates, d.Replicas, load)
+			if target == "" {
+				continue
+			}
+			load[target]++
+			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}, d.Leader})
+		case len(bad) > 0 && len(good) >= want:
+			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: bad[0]}, d.Leader})
+		case len(d.Replicas) > want:
+			victim := mostLoaded(d.Replicas, load)
+			load[victim]--
+			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: victim}, d.Leader})
+		default:
+			continue
+		}
+		busy[d.Id] = true
+		if len(moves) >= maxMovesPerRound {
+			break
+		}
+	}
+	// Replica balance: when nothing is under- or over-replicated, add a
+	// replica of a range on the busiest node to the least busy node; the
+	// next round removes the surplus from the busiest (the case above).
+	if len(moves) == 0 && len(candidates) > 1 {
+		if m, ok := rebalanceMove(t.Ranges, candidates, load); ok {
+			moves = append(moves, m)
+		}
+	}
+	// Leader balance: move one leadership from the busiest leader to the
+	// least busy replica of one of its ranges.
+	if len(moves) < maxMovesPerRound && len(candidates) > 1 {
+		for _, d := range t.Ranges {
+			if busy[d.Id] || !usable(d.Leader) {
+				continue
+			}
+			to := ""
+			for _, r := range d.Replicas {
+				if usable(r) && leads[r]+1 < leads[d.Leader] && (to == "" || leads[r] < leads[to]) {
+					to = r
+				}
+			}
+			if to != "" {
+				leads[d.Leader]--
+				leads[to]++
+				moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, TransferLeaderTo: to}, d.Leader})
+				break
+			}
+		}
+	}
+	// Decommissioned nodes that hold nothing any more are removed.
+	for _, node := range t.Nodes {
+		if node.State == NodeDecommissioning && load[node.Id] == 0 {
+			n.setNodeState(ctx, node.Id, NodeRemoved)
+			n.log.Info("member removed after decommissioning", "member", node.Id)
+		}
+	}
+
+	var wg sync.WaitGroup
+	for _, m := range moves {
+		leaderAddr := addr[m.leader]
+		if leaderAddr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.requestChange(ctx, leaderAddr, m.req); err != nil {
+				n.log.Info("placement move not done", "range", m.rangeID, "move", m.req.String(), "err", err)
+			} else {
+				n.log.Info("placement move done", "range", m.rangeID, "move", m.req.String())
+			}
+		}()
+	}
+	wg.Wait()
+	if len(moves) > 0 {
+		n.routes.invalidate()
+	}
+	return nil
+}
+
+func anyLive(live map[string]bool) bool { return len(live) > 0 }
+
+// rebalanceMove picks one replica to add so that replica counts per node
+// even out: from a node holding more than one above the least loaded.
+func rebalanceMove(ranges []*kvpb.RangeDescriptor, candidates []string, load map[string]int) (move, bool) {
+	least := leastLoaded(candidates, nil, load)
+	for _, d := range ranges {
+		if slices.Contains(d.Replicas, least) {
+			continue
+		}
+		for _, r := range d.Replicas {
+			if slices.Contains(candidates, r) && load[r] > load[least]+1 {
+				return move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: least}, d.Leader}, true
+			}
+		}
+	}
+	return move{}, false
+}
+
+func leastLoaded(candidates, exclude []string, load map[string]int) string {
+	best := ""
+	for _, c := range candidates {
+		if slices.Contains(exclude, c) {
+			continue
+		}
+		if best == "" || load[c] < load[best] {
+			best = c
+		}
+	}
+	return best
+}
+
+func mostLoaded(ids []string, load map[string]int) string {
+	best := ""
+	for _, id := range ids {
+		if best == "" || load[id] > load[best] {
+			best = id
+		}
+	}
+	return best
+}
+
+func (n *Node) requestChange(ctx context.Context, leaderAddr string, req *kvpb.ChangeReplicasRequest) error {
+	if leaderAddr == n.cfg.RaftAddr {
+		_, err := n.ChangeReplicas(ctx, req)
+		return err
+	}
+	conn, err := n.peer(leaderAddr)
+	if err != nil {
+		return err
+	}
+	_, err = kvpb.NewInternalClient(conn).ChangeReplicas(forwardContext(ctx), req)
+	return err
+}
+
+// ChangeReplicas applies one placement move on the range leader.
+func (n *Node) ChangeReplicas(ctx context.Context, req *kvpb.ChangeReplicasRequest) (*kvpb.ChangeReplicasResponse, error) {
+	s := n.shardByID(req.RangeId)
+	if s == nil || !s.IsLeader() {
+		return nil, fmt.Errorf("%w for range %d on %s", shard.ErrNotLeader, req.RangeId, n.cfg.NodeID)
+	}
+	t, err := n.routes.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	addrOf := func(id string) string {
+		for _, node := range t.Nodes {
+			if node.Id == id {
+				return node.RaftAddr
+			}
+		}
+		return ""
+	}
+	switch {
+	case req.AddNode != "":
+		if err := n.addReplica(ctx, s, req.AddNode, addrOf(req.AddNode)); err != nil {
+			return nil, err
+		}
+	case req.RemoveNode != "":
+		if req.RemoveNode == n.cfg.NodeID {
+			// Hand leadership over first; the driver retries the removal
+			// on the new leader.
+			if err := s.Raft().LeadershipTransfer().Error(); err != nil {
+				return nil, fmt.Errorf("replication: range %d: step down before removing self: %w", s.ID(), err)
+			}
+			return nil, fmt.Errorf("%w: range %d: leadership handed over before removing %s; retry", shard.ErrNotLeader, s.ID(), req.RemoveNode)
+		}
+		if err := s.RemoveServer(ctx, req.RemoveNode); err != nil {
+			return nil, err
+		}
+		if a := addrOf(req.RemoveNode); a != "" {
+			if conn, err := n.peer(a); err == nil {
+				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				kvpb.NewInternalClient(conn).DropReplica(forwardContext(dctx), &kvpb.DropReplicaRequest{RangeId: s.ID()})
+				cancel()
+			}
+		}
+	case req.TransferLeaderTo != "":
+		if err := s.TransferLeadership(req.TransferLeaderTo, addrOf(req.TransferLeaderTo)); err != nil {
+			return nil, err
+		}
+	}
+	d, _, err := n.liveDescriptor(s)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.ChangeReplicasResponse{Range: d}, nil
+}
+
+// addReplica creates an empty replica on the target node, adds it as a
+// non-voter, waits until it has caught up, then promotes it to voter.
+func (n *Node) addReplica(ctx context.Context, s *shard.Shard, target, targetAddr string) error {
+	if targetAddr == "" {
+		return fmt.Errorf("%w: no address for %s", ErrUnknownNode, target)
+	}
+	servers, err := s.Configuration()
+	if err != nil {
+		return err
+	}
+	for _, srv := range servers {
+		if string(srv.ID) == target && srv.Suffrage == raft.Voter {
+			return nil
+		}
+	}
+	// The new replica must be sent a snapshot, never the log from index
+	// 1: a range created by a split has data its own log does not hold.
+	if err := s.CompactLog(); err != nil {
+		return err
+	}
+	desc := s.Descriptor()
+	conn, err := n.peer(targetAddr)
+	if err != nil {
+		return err
+	}
+	ic := kvpb.NewInternalClient(conn)
+	if _, err := ic.CreateReplica(forwardContext(ctx), &kvpb.CreateReplicaRequest{Range: descToProto(&desc)}); err != nil {
+		return fmt.Errorf("replication: create replica of range %d on %s: %w", s.ID(), target, err)
+	}
+	if err := s.AddNonvoter(ctx, target, targetAddr); err != nil {
+		return err
+	}
+	goal := s.Raft().CommitIndex()
+	cctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	cc := kvpb.NewClusterClient(conn)
+	for attempt := 0; ; attempt++ {
+		st, err := cc.Status(forwardContext(cctx), &kvpb.StatusRequest{})
+		if err == nil && replicaApplied(st, s.ID()) >= goal {
+			break
+		}
+		select {
+		case <-cctx.Done():
+			return fmt.Errorf("replication: replica of range %d on %s did not catch up: %w", s.ID(), target, cctx.Err())
+		case <-time.After(min(time.Duration(attempt+1)*50*time.Millisecond, time.Second)):
+		}
+	}
+	return s.AddVoter(ctx, target, targetAddr)
+}
+
+func replicaApplied(st *kvpb.StatusResponse, rangeID uint64) uint64 {
+	for _, r := range st.GetNode().GetRanges() {
+		if r.Id == rangeID {
+			return r.AppliedIndex
+		}
+	}
+	return 0
+}
+
+// CreateReplica starts an empty replica of a range on this node, which the
+// range's leader then fills with a snapshot.
+func (n *Node) CreateReplica(ctx context.Context, req *kvpb.CreateReplicaRequest) (*kvpb.CreateReplicaResponse, error) {
+	d := req.GetRange()
+	if d == nil || d.Id == 0 {
+		return nil, errors.New("replication: create replica: no range given")
+	}
+	if _, err := n.openShard(shard.Descriptor{ID: d.Id, Start: d.Start, End: d.End, Generation: d.Generation, Replicas: d.Replicas}); err != nil {
+		return nil, err
+	}
+	return &kvpb.CreateReplicaResponse{}, nil
+}
+
+// DropReplica stops and deletes this node's replica of a range that no
+// longer lists it.
+func (n *Node) DropReplica(ctx context.Context, req *kvpb.DropReplicaRequest) (*kvpb.DropReplicaResponse, error) {
+	s := n.shardByID(req.RangeId)
+	if s == nil {
+		return &kvpb.DropReplicaResponse{}, nil
+	}
+	// The leader asks only after the removal committed; this replica may
+	// not have heard of it (it is no longer sent the log), so its own
+	// configuration can still list itself. A leader is never dropped.
+	if s.IsLeader() {
+		return nil, fmt.Errorf("replication: range %d: will not drop the leader's replica", req.RangeId)
+	}
+	n.mu.Lock()
+	delete(n.shards, req.RangeId)
+	n.mu.Unlock()
+	if err := s.Shutdown(); err != nil {
+		n.log.Warn("shutting down a dropped replica", "range", req.RangeId, "err", err)
+	}
+	if err := n.store.DropRange(req.RangeId); err != nil {
+		return nil, err
+	}
+	n.log.Info("dropped replica", "range", req.RangeId)
+	return &kvpb.DropReplicaResponse{}, nil
+}
+
+// orphanGrace is how long a replica must have been both absent from the
+// routing table and without a leader before its node drops it.
+const orphanGrace = 10 * time.Second
+
+// dropOrphans deletes replicas this node holds that their range no longer
+// lists, for the case where the leader's DropReplica never arrived (the
+// node was down). A replica still in the range always hears from a leader,
+// and a freshly added one appears in the table within a second, so both
+// conditions held for orphanGrace mean it was removed.
+func (n *Node) dropOrphans(ctx context.Context, since map[uint64]time.Time) {
+	t := n.routes.cached()
+	if t == nil {
+		return
+	}
+	listed := map[uint64]bool{}
+	for _, d := range t.Ranges {
+		listed[d.Id] = slices.Contains(d.Replicas, n.cfg.NodeID)
+	}
+	now := time.Now()
+	for _, s := range n.Shards() {
+		id, _ := s.Leader()
+		inTable, known := listed[s.ID()]
+		if !known || inTable || id != "" {
+			delete(since, s.ID())
+			continue
+		}
+		first, ok := since[s.ID()]
+		if !ok {
+			since[s.ID()] = now
+			continue
+		}
+		if now.Sub(first) >= orphanGrace {
+			delete(since, s.ID())
+			n.log.Info("dropping a replica its range no longer lists", "range", s.ID())
+			if _, err := n.DropReplica(ctx, &kvpb.DropReplicaRequest{RangeId: s.ID()}); err != nil {
+				n.log.Warn("dropping orphan replica", "range", s.ID(), "err", err)
+			}
+		}
+	}
+}

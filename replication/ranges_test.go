@@ -1,0 +1,202 @@
+package replication_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+)
+
+func (c *testCluster) split(i int, key string) *kvpb.SplitRangeResponse {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.nodes[i].SplitRange(ctx, &kvpb.SplitRangeRequest{Key: []byte(key)})
+	if err != nil {
+		c.t.Fatalf("split at %q via n%d: %v", key, i+1, err)
+	}
+	return resp
+}
+
+// scanAll pages through every key via node i, following next_key across
+// ranges, and fails on a key seen twice or out of order.
+func (c *testCluster) scanAll(i int, read *kvpb.ReadOptions) []string {
+	c.t.Helper()
+	var keys []string
+	var start []byte
+	for page := 0; page < 1000; page++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := c.nodes[i].Scan(ctx, &kvpb.ScanRequest{Start: start, Limit: 37, Read: read})
+		cancel()
+		if err != nil {
+			c.t.Fatalf("scan from %q via n%d: %v", start, i+1, err)
+		}
+		for _, kv := range resp.Kvs {
+			if n := len(keys); n > 0 && keys[n-1] >= string(kv.Key) {
+				c.t.Fatalf("scan returned %q after %q", kv.Key, keys[n-1])
+			}
+			keys = append(keys, string(kv.Key))
+		}
+		if !resp.More {
+			return keys
+		}
+		if bytes.Compare(resp.NextKey, start) <= 0 {
+			c.t.Fatalf("scan cursor did not advance: %q after %q", resp.NextKey, start)
+		}
+		start = resp.NextKey
+	}
+	c.t.Fatal("scan did not finish in 1000 pages")
+	return nil
+}
+
+func (c *testCluster) ranges(i int) *kvpb.RangesResponse {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.nodes[i].Ranges(ctx, &kvpb.RangesRequest{})
+	if err != nil {
+		c.t.Fatalf("ranges via n%d: %v", i+1, err)
+	}
+	return resp
+}
+
+// eventually polls cond until it holds or the deadline passes. Placement
+// and publication run on timers, so there is no single event to await.
+func (c *testCluster) eventually(what string, timeout time.Duration, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.dumpStatus()
+			c.t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func writeKeys(t *testing.T, c *testCluster, via, n int) map[string]string {
+	t.Helper()
+	keys := map[string]string{}
+	for i := range n {
+		k, v := fmt.Sprintf("k%04d", i), fmt.Sprintf("v%d", i)
+		c.mustPut(via, k, v)
+		keys[k] = v
+	}
+	return keys
+}
+
+func checkKeys(t *testing.T, c *testCluster, keys map[string]string) {
+	t.Helper()
+	for i, n := range c.nodes {
+		if n == nil {
+			continue
+		}
+		for k, v := range keys {
+			c.mustGet(i, k, v, linearizable)
+		}
+		if got := c.scanAll(i, linearizable); len(got) != len(keys) {
+			t.Fatalf("scan via n%d found %d keys, want %d", i+1, len(got), len(keys))
+		}
+	}
+}
+
+func TestRanges_SplitKeepsEveryKeyExactlyOnce(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	keys := writeKeys(t, c, l, 300)
+	f := (l + 1) % 3
+	resp := c.split(f, "k0100")
+	if string(resp.Right.Start) != "k0100" || string(resp.Left.End) != "k0100" {
+		t.Fatalf("split result %v", resp)
+	}
+	c.split(l, "k0200")
+	c.eventually("routing table shows 3 user ranges", 10*time.Second, func() bool { return len(c.ranges(f).Ranges) == 3 })
+	// Writes land in every range, including the new ones.
+	for _, k := range []string{"a", "k0150", "k0250", "z"} {
+		resp := c.mustPut(f, k, "new")
+		keys[k] = "new"
+		t.Logf("%s -> range %d", k, resp.Header.RangeId)
+	}
+	checkKeys(t, c, keys)
+
+	// Splits survive a full restart.
+	c.closeAll()
+	for i := range c.nodes {
+		c.start(i)
+	}
+	c.leader()
+	checkKeys(t, c, keys)
+}
+
+func TestRanges_SplitAutomaticallyPastRangeMaxBytes(t *testing.T) {
+	c := newTestClusterWith(t, 3, func(cfg *replicationConfig) { cfg.RangeMaxBytes = 32 << 10 })
+	l := c.leader()
+	keys := map[string]string{}
+	val := string(bytes.Repeat([]byte("x"), 200))
+	for i := range 600 {
+		k := fmt.Sprintf("auto%04d", i)
+		c.mustPut(l, k, val)
+		keys[k] = val
+	}
+	c.eventually("at least 3 ranges after writing ~120 KiB with a 32 KiB limit", 30*time.Second, func() bool {
+		return len(c.ranges(l).Ranges) >= 3
+	})
+	t.Logf("%d ranges", len(c.ranges(l).Ranges))
+	checkKeys(t, c, keys)
+}
+
+func TestRanges_JoinGetsReplicasAndDecommissionMovesThemOff(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	keys := writeKeys(t, c, l, 200)
+	c.split(l, "k0050")
+	c.split(l, "k0150")
+	n4 := c.join()
+	hosts := func(i int) int {
+		st, err := c.nodes[i].Status(context.Background(), &kvpb.StatusRequest{})
+		if err != nil {
+			return -1
+		}
+		return len(st.Node.Ranges)
+	}
+	c.eventually("the joined node hosts replicas", 60*time.Second, func() bool { return hosts(n4) >= 2 })
+	checkKeys(t, c, keys)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.nodes[n4].RemoveMember(ctx, &kvpb.RemoveMemberRequest{Id: "n1"}); err != nil {
+		t.Fatalf("decommission n1: %v", err)
+	}
+	c.eventually("n1 holds no replica", 90*time.Second, func() bool { return hosts(0) == 0 })
+	c.eventually("every range has 3 replicas, none on n1", 30*time.Second, func() bool {
+		for _, d := range c.ranges(n4).Ranges {
+			if len(d.Replicas) != 3 || slices.Contains(d.Replicas, "n1") {
+				return false
+			}
+		}
+		return true
+	})
+	c.stop(0)
+	checkKeys(t, c, keys)
+}
+
+// dumpStatus logs every live node's view of its ranges.
+func (c *testCluster) dumpStatus() {
+	for i, n := range c.nodes {
+		if n == nil {
+			continue
+		}
+		st, err := n.Status(context.Background(), &kvpb.StatusRequest{})
+		if err != nil {
+			c.t.Logf("n%d: status: %v", i+1, err)
+			continue
+		}
+		for _, r := range st.Node.Ranges {
+			c.t.Logf("n%d range %d [%q,%q) %s term %d leader %q replicas %v commit %d applied %d", i+1, r.Id, r.Start, r.End, r.State, r.Term, r.Leader, r.Replicas, r.CommitIndex, r.AppliedIndex)
+		}
+	}
+}
