@@ -42,6 +42,10 @@ type errorRule struct {
 // context errors, since a timed-out write wraps both.
 var errorTable = []errorRule{
 	{shard.ErrIndeterminate, codes.Unavailable, rpctypes.ReasonIndeterminate},
+	// A refusal to serve a weaker read may wrap the leader lookup that
+	// failed; the refusal is what the client must see.
+	{replication.ErrSessionNotMet, codes.FailedPrecondition, rpctypes.ReasonStaleReplica},
+	{replication.ErrStaleReplica, codes.FailedPrecondition, rpctypes.ReasonStaleReplica},
 	{shard.ErrNotLeader, codes.Unavailable, rpctypes.ReasonNotLeader},
 	{replication.ErrNoLeader, codes.Unavailable, rpctypes.ReasonNoLeader},
 	{shard.ErrShutdown, codes.Unavailable, rpctypes.ReasonShuttingDown},
@@ -53,8 +57,6 @@ var errorTable = []errorRule{
 	{raftstore.ErrBadSplit, codes.InvalidArgument, rpctypes.ReasonInvalid},
 	{replication.ErrUnknownNode, codes.NotFound, rpctypes.ReasonUnknownNode},
 	{replication.ErrMemberConflict, codes.FailedPrecondition, rpctypes.ReasonMemberConflict},
-	{replication.ErrSessionNotMet, codes.FailedPrecondition, rpctypes.ReasonStaleReplica},
-	{replication.ErrStaleReplica, codes.FailedPrecondition, rpctypes.ReasonStaleReplica},
 	{replication.ErrBadSessionToken, codes.InvalidArgument, rpctypes.ReasonInvalid},
 }
 
@@ -78,7 +80,8 @@ func toStatus(err error, kind opKind) error {
 	}
 	var nf *replication.NotFoundError
 	if errors.As(err, &nf) {
-		meta := map[string]string{"served_by": nf.Header.GetServedBy(), "applied_index": fmt.Sprint(nf.Header.GetAppliedIndex()), rpctypes.MetaRangeID: fmt.Sprint(nf.Header.GetRangeId())}
+		meta := map[string]string{"served_by": nf.Header.GetServedBy(), "applied_index": fmt.Sprint(nf.Header.GetAppliedIndex()),
+			rpctypes.MetaRangeID: fmt.Sprint(nf.Header.GetRangeId()), "session_token": nf.Header.GetSessionToken()}
 		return rpctypes.Error(codes.NotFound, rpctypes.ReasonKeyNotFound, "dialkv: key not found", meta)
 	}
 	if errors.Is(err, shard.ErrIndeterminate) && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {

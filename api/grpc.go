@@ -14,7 +14,8 @@ import (
 // requests forwarded between nodes.
 func NewGRPCServer(svc *Service) (*grpc.Server, *health.Server) {
 	srv := grpc.NewServer(
-		grpc.MaxRecvMsgSize(svc.limits.MaxValueBytes+2*svc.limits.MaxKeyBytes+4096),
+		// A compare-and-swap carries two values and a key.
+		grpc.MaxRecvMsgSize(2*svc.limits.MaxValueBytes+2*svc.limits.MaxKeyBytes+64<<10),
 		grpc.MaxSendMsgSize(64<<20),
 	)
 	kvpb.RegisterKVServer(srv, svc)

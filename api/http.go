@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -57,7 +59,32 @@ func NewHTTPHandler(svc *Service, gatherer prometheus.Gatherer, ready ReadyFunc)
 		io.WriteString(w, "ok\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	return mux
+	return keyPaths(mux)
+}
+
+// keyPaths serves /v1/kv/{key} and /v1/cas/{key} before ServeMux sees
+// them: the mux cleans paths and redirects "a//b" or "a/../b" to another
+// path, which for a key-value API would mean another key. The key is the
+// raw, percent-decoded rest of the path, whatever its slashes and dots.
+func keyPaths(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, prefix := range []string{"/v1/kv/", "/v1/cas/"} {
+			raw, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix)
+			if !ok {
+				continue
+			}
+			key, err := url.PathUnescape(raw)
+			if err != nil {
+				writeError(w, invalid("key in the path is not valid percent-encoding: %v", err))
+				return
+			}
+			h, _ := mux.Handler(&http.Request{Method: r.Method, URL: &url.URL{Path: prefix + "k"}})
+			r.SetPathValue("key", key)
+			h.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 type httpAPI struct {
@@ -222,6 +249,7 @@ func (h *httpAPI) get(w http.ResponseWriter, r *http.Request) {
 		if info := rpctypes.InfoOf(err); info != nil && info.Metadata["served_by"] != "" {
 			w.Header().Set(HeaderServedBy, info.Metadata["served_by"])
 			w.Header().Set(HeaderApplied, info.Metadata["applied_index"])
+			w.Header().Set(HeaderSession, info.Metadata["session_token"])
 		}
 		writeError(w, err)
 		return
@@ -265,9 +293,16 @@ func (h *httpAPI) cas(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cancel()
 	var body casBody
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, int64(3*h.svc.limits.MaxValueBytes)))
+	// Two values, each up to 6x larger once JSON-escaped, plus slack.
+	limit := int64(12*h.svc.limits.MaxValueBytes + 2*h.svc.limits.MaxKeyBytes + 64<<10)
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&body); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, tooLarge("request body is over %d bytes", limit))
+			return
+		}
 		writeError(w, invalid(`malformed JSON body: %v (want {"expected": "...", "value": "..."} or {"expect_missing": true, "value": "..."})`, err))
 		return
 	}

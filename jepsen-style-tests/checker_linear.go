@@ -159,7 +159,9 @@ func clientID(process int) int {
 	return process + 1
 }
 
-func isCompareFailed(o *Op) bool { return o.Type == Fail && strings.Contains(o.Error, "COMPARE_FAILED") }
+func isCompareFailed(o *Op) bool {
+	return o.Type == Fail && strings.Contains(o.Error, "COMPARE_FAILED")
+}
 
 // appendValue is the list after appending elem to list.
 func appendValue(list, elem string) string {
@@ -177,10 +179,6 @@ func checkLinearizable(ix *index, r *CheckResult, timeout time.Duration) {
 		}
 	}
 	keys := sortedKeys(byKey)
-	type job struct {
-		key string
-		ops []porcupine.Operation
-	}
 	results := make([]*linResult, len(keys))
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 2)
@@ -229,7 +227,7 @@ func checkLinearizable(ix *index, r *CheckResult, timeout time.Duration) {
 				}
 			}
 			msg := fmt.Sprintf("not linearizable: %d operations, at most %d can be linearized in order", len(lr.ops), longest)
-			r.fail(key, msg, firstUnplaced(ix, lr, placed, involved)...)
+			r.fail(key, msg, firstUnplaced(lr, placed, involved)...)
 		case porcupine.Unknown:
 			r.lin[key] = lr
 			unknown++
@@ -247,7 +245,7 @@ func checkLinearizable(ix *index, r *CheckResult, timeout time.Duration) {
 // firstUnplaced returns up to 5 history ops that porcupine could not fit
 // into its longest linearization, matching porcupine operations back to
 // the history by their metadata.
-func firstUnplaced(ix *index, lr *linResult, placed map[int]bool, involved []*Op) []*Op {
+func firstUnplaced(lr *linResult, placed map[int]bool, involved []*Op) []*Op {
 	byDesc := map[string]*Op{}
 	for _, o := range involved {
 		byDesc[o.String()] = o

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/raftstore"
 )
 
 // Defaults of Options.
@@ -773,23 +774,31 @@ func (c *Cluster) Status(ctx context.Context, i int) (*kvpb.StatusResponse, erro
 	return &st, nil
 }
 
-// firstRange is the status of the range holding the start of the key
-// space, the one every test key lands in until ranges split.
-func firstRange(st *kvpb.StatusResponse) *kvpb.RangeStatus {
+// rangeFor is the status of the user range (not the meta range) holding
+// key, as node st sees it, or nil when st hosts none.
+func rangeFor(st *kvpb.StatusResponse, key string) *kvpb.RangeStatus {
 	for _, r := range st.GetNode().GetRanges() {
-		if len(r.GetStart()) == 0 {
+		if r.GetId() == raftstore.MetaRangeID {
+			continue
+		}
+		if string(r.GetStart()) <= key && (len(r.GetEnd()) == 0 || key < string(r.GetEnd())) {
 			return r
 		}
 	}
 	return nil
 }
 
-// Leader returns the index of the node leading the first range, polling
-// every 50ms until a running, unpaused node reports state "Leader", or
-// ctx's deadline (15s when ctx has none). When several nodes claim
-// leadership (a deposed leader that has not noticed yet), the one with the
-// highest term wins.
-func (c *Cluster) Leader(ctx context.Context) (int, error) {
+// Leader returns the index of the node leading the user range that holds
+// the start of the key space (the one every test key lands in until ranges
+// split): LeaderOf(ctx, "").
+func (c *Cluster) Leader(ctx context.Context) (int, error) { return c.LeaderOf(ctx, "") }
+
+// LeaderOf returns the index of the node leading the user range that
+// holds key, polling every 50ms until a running, unpaused node reports
+// state "Leader" for it, or ctx's deadline (15s when ctx has none). When
+// several nodes claim leadership (a deposed leader that has not noticed
+// yet), the one with the highest term wins.
+func (c *Cluster) LeaderOf(ctx context.Context, key string) (int, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultLeaderTimeout)
@@ -817,10 +826,10 @@ func (c *Cluster) Leader(ctx context.Context) (int, error) {
 					errs[i] = err.Error()
 					return
 				}
-				r := firstRange(st)
+				r := rangeFor(st, key)
 				switch {
 				case r == nil:
-					errs[i] = c.ID(i) + ": hosts no first range"
+					errs[i] = fmt.Sprintf("%s: hosts no range for %q", c.ID(i), key)
 				case r.GetState() == "Leader":
 					claims[i] = &claim{i, r.GetTerm()}
 				default:

@@ -1,16 +1,52 @@
 // Package jepsen holds dialkv's Jepsen-style tests: real kvd processes,
-// injected faults, recorded histories and checkers.
+// injected faults, recorded histories and checkers for every consistency
+// promise (see /work/shared/consistency.md and the README).
 //
-// Today it holds the cluster-control harness (cluster.go): it builds bin/kvd
-// and bin/kvctl, starts N real `kvd serve` processes on 127.0.0.1 with free
-// ports, waits for them to be ready, finds the leader, and kills, stops,
-// pauses, resumes and restarts nodes by PID. process_test.go drives it
-// through kvctl and the HTTP API.
+// # The pieces, by file
 //
-// Fault proxies (partitions and delays between peers, via kvd's
-// --peer-proxy), nemeses that schedule faults, history recording and the
-// per-level consistency checkers (porcupine for linearizable reads; bounded,
-// session and stale checkers) come later and build on Cluster.
+//   - cluster.go: N real `kvd serve` processes on 127.0.0.1 with free ports;
+//     start, kill -9, SIGTERM, SIGSTOP/SIGCONT, restart, rejoin with an empty
+//     data directory; leader lookup; crash detection (a process that exits
+//     without being told to).
+//   - proxy.go: a userspace TCP proxy on every directed node-to-node link
+//     (kvd --peer-proxy), so links can be dropped, rejected or slowed, one
+//     way or both: partitions of any shape without network namespaces.
+//   - history.go: one JSON line per operation (history.jsonl): client, node,
+//     API, op, key, value, level, max_staleness, start and end on the
+//     harness's monotonic clock, ok / fail / info, error, served_by, range,
+//     applied index, revision, session tokens; fault periods and restarts.
+//   - workload.go: clients over gRPC and HTTP, one attempt per op to one
+//     node: registers (put / get / compare-and-swap of unique values on keys
+//     that rotate so each key's history stays short), reads at every level,
+//     a list built by compare-and-swap appends and a set of unique keys
+//     (lost acknowledged writes). Errors are classified with the server's
+//     reasons: a write fails only when it provably was not applied.
+//   - checker*.go: linearizability of writes and linearizable reads
+//     (porcupine, per key, unknown writes possibly applied), bounded reads
+//     against start - max_staleness, sessions (read-your-writes, monotonic),
+//     stale reads (no invented values, per-replica monotonic), durability
+//     after the heal, and error honesty (a failed write is never seen).
+//   - nemesis.go: partitions (one node, the leader, halves, bridge, one-way,
+//     reject), kill -9 + restart, pause, slow links, membership change
+//     (remove, wipe, rejoin), composed faults, on a seeded schedule with
+//     healthy periods. Leader transfer and range splits are skipped (no
+//     client API yet).
+//   - runner.go, report.go: Run ties it together and writes the results
+//     folder: summary.json, summary.txt, history.jsonl, harness.log, node
+//     logs, and porcupine's HTML timeline (fault periods marked) for the
+//     keys of any violation.
+//
+// cmd/jepsen is the CLI behind `make jepsen` and `make jepsen-canary`.
+//
+// # Tests
+//
+// process_test.go drives the cluster through kvctl and HTTP;
+// consistency_test.go proves each read level's promise on a follower cut
+// off by SIGSTOP and measures read throughput per level; checker_test.go
+// feeds the checkers hand-made bad histories; proxy_test.go checks the
+// proxy; suite_test.go is the short suite run of `make test`;
+// repro_test.go reproduces server bugs the suite found (DIALKV_REPRO=1).
+// DIALKV_KVD_BIN and DIALKV_KVCTL_BIN test prebuilt binaries.
 //
 // Node indices are 0-based everywhere in this package: index i is node id
 // "n<i+1>", GRPCAddrs()[i], HTTPAddrs()[i] and LogPath(i).

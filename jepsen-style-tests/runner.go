@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -390,22 +389,4 @@ func canaryVerdict(h *History, results []*CheckResult, s *Summary) bool {
 	sort.Strings(cs.KeysCaught)
 	s.Canary = cs
 	return len(cs.KeysCaught) > 0
-}
-
-// copyFile copies src to dst.
-func copyFile(dst, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	o, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(o, in); err != nil {
-		o.Close()
-		return err
-	}
-	return o.Close()
 }

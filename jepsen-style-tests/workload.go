@@ -213,6 +213,7 @@ func (cs *Conns) doGRPC(req Request) (r reply) {
 			r.servedBy = info.GetMetadata()["served_by"]
 			r.applied, _ = strconv.ParseUint(info.GetMetadata()["applied_index"], 10, 64)
 			r.rangeID, _ = strconv.ParseUint(info.GetMetadata()[rpctypes.MetaRangeID], 10, 64)
+			r.session = info.GetMetadata()["session_token"] // when the server sends one
 			return r
 		}
 	case OpScan:

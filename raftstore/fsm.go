@@ -35,6 +35,10 @@ type RangeFSM struct {
 	// crosses a threshold. Split decisions need no more than that.
 	approxBytes atomic.Int64
 
+	// markerTerm is the term of the last OpMarker applied: a leader whose
+	// term equals it has committed an entry of its own term.
+	markerTerm atomic.Uint64
+
 	applied atomic.Uint64 // last log index applied
 	durable atomic.Uint64 // last applied index committed to bbolt
 
@@ -101,6 +105,16 @@ func (f *RangeFSM) WaitApplied(ctx context.Context, index uint64) error {
 	return fmt.Errorf("raftstore: range %d: wait for index %d did not end", f.id, index)
 }
 
+// MarkerTerm is the term of the last term-start marker applied.
+func (f *RangeFSM) MarkerTerm() uint64 { return f.markerTerm.Load() }
+
+// Changed returns a channel closed the next time the applied index moves.
+func (f *RangeFSM) Changed() <-chan struct{} {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	return f.waitCh
+}
+
 func (f *RangeFSM) notifyApplied() {
 	f.waitMu.Lock()
 	close(f.waitCh)
@@ -135,6 +149,9 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			out[i] = &Result{Revision: l.Index, Err: err}
 			continue
 		}
+		if cmd.Op == OpMarker {
+			f.markerTerm.Store(l.Term)
+		}
 		if cmd.Op == OpSplit {
 			// A split commits synchronously and takes the locks itself.
 			f.applied.Store(l.Index - 1)
@@ -168,11 +185,11 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 		f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
 		f.approxBytes.Add(int64(len(cmd.Key) + len(cmd.Value)))
 	case OpDelete:
-		f.lookupLocked(cmd.Key, func(_ []byte, _ uint64, found bool) { res.Existed = found })
+		f.mustLookupLocked(cmd.Key, func(_ []byte, _ uint64, found bool) { res.Existed = found })
 		f.pending.set(newEntry(cmd.Key, nil, index, true))
 	case OpCompareAndSwap:
 		ok := false
-		f.lookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
+		f.mustLookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
 			if cmd.ExpectMissing {
 				ok = !found
 			} else {
@@ -190,7 +207,7 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 			return res
 		}
 		newer := true
-		f.lookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
+		f.mustLookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
 			newer = !found || len(v) < VersionLen || bytes.Compare(v[:VersionLen], cmd.Value[:VersionLen]) < 0
 		})
 		if newer {
@@ -199,7 +216,7 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 		res.Existed = !newer
 	case OpIncrement:
 		var n uint64
-		f.lookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
+		f.mustLookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
 			if found && len(v) == 8 {
 				n = binary.BigEndian.Uint64(v)
 			}
@@ -222,29 +239,35 @@ func newEntry(key, value []byte, rev uint64, deleted bool) *entry {
 
 // lookupLocked finds key's current state: the newest overlay that has it,
 // else bbolt. fn must not retain v. Callers hold f.mu (read or write).
-func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found bool)) {
+func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found bool)) error {
 	if e, ok := f.pending.get(key); ok {
 		fn(e.value, e.rev, !e.deleted)
-		return
+		return nil
 	}
 	for i := len(f.frozen) - 1; i >= 0; i-- {
 		if e, ok := f.frozen[i].get(key); ok {
 			fn(e.value, e.rev, !e.deleted)
-			return
+			return nil
 		}
 	}
-	err := f.store.db.View(func(tx *bolt.Tx) error {
+	return f.store.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(f.bucket)
 		if b == nil {
-			fn(nil, 0, false)
-			return nil
+			return fmt.Errorf("raftstore: range %d: bucket missing", f.id)
 		}
 		rev, v, ok := decodeStored(b.Get(key))
 		fn(v, rev, ok)
 		return nil
 	})
-	if err != nil {
-		fn(nil, 0, false)
+}
+
+// mustLookupLocked is lookupLocked on the apply path. A read error there
+// would make this replica apply the command differently from the others,
+// so it stops the process instead (crash-stop keeps replicas identical).
+func (f *RangeFSM) mustLookupLocked(key []byte, fn func(v []byte, rev uint64, found bool)) {
+	if err := f.lookupLocked(key, fn); err != nil {
+		f.store.log.Error("state read failed while applying; stopping", "range", f.id, "err", err)
+		panic(fmt.Sprintf("raftstore: range %d: read during apply: %v", f.id, err))
 	}
 }
 
@@ -258,14 +281,20 @@ func (f *RangeFSM) Get(key []byte) (value []byte, rev uint64, found bool, applie
 	if !f.ownsLocked(key) {
 		return nil, 0, false, f.applied.Load(), ErrWrongRange
 	}
-	f.lookupLocked(key, func(v []byte, r uint64, ok bool) {
+	err = f.lookupLocked(key, func(v []byte, r uint64, ok bool) {
 		if ok {
 			value = append([]byte{}, v...)
 		}
 		rev, found = r, ok
 	})
+	if err != nil {
+		return nil, 0, false, 0, fmt.Errorf("raftstore: get: %w", err)
+	}
 	return value, rev, found, f.applied.Load(), nil
 }
+
+// MaxScanBytes bounds the keys and values of one scan page.
+const MaxScanBytes = 4 << 20
 
 // KV is one key-value pair returned by Scan.
 type KV struct {
@@ -302,6 +331,15 @@ func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next
 			k, v = c.Seek(start)
 		}
 		inRange := func(k []byte) bool { return k != nil && (end == nil || bytes.Compare(k, end) < 0) }
+		// A page also ends once it holds MaxScanBytes, so that a scan of
+		// large values cannot exhaust memory: one more key is still read,
+		// to tell whether there are more and where to resume.
+		size := 0
+		budget := func(n int) {
+			if size += n; size >= MaxScanBytes && limit > len(kvs) {
+				limit = len(kvs)
+			}
+		}
 		i := 0
 		for len(kvs) <= limit {
 			dbOK, ovOK := inRange(k), i < len(ov)
@@ -316,11 +354,13 @@ func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next
 				i++
 				if !e.deleted {
 					kvs = append(kvs, KV{Key: e.key, Value: e.value, Revision: e.rev})
+					budget(len(e.key) + len(e.value))
 				}
 				continue
 			}
 			rev, val, _ := decodeStored(v)
 			kvs = append(kvs, KV{Key: append([]byte{}, k...), Value: append([]byte{}, val...), Revision: rev})
+			budget(len(k) + len(val))
 			k, v = c.Next()
 		}
 		return nil

@@ -100,7 +100,10 @@ func Open(cfg Config) (*Store, error) {
 		Timeout:         2 * time.Second,
 		NoFreelistSync:  true,
 		FreelistType:    bolt.FreelistMapType,
-		InitialMmapSize: 256 << 20,
+		// Virtual address space only: a map larger than the file means
+		// the committer never has to remap (and so never waits for a long
+		// snapshot read transaction) until the file outgrows it.
+		InitialMmapSize: 4 << 30,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open state.db (is another kvd using %s?): %w", cfg.Dir, err)

@@ -195,6 +195,11 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 	if plan.token, err = parseSessionToken(opts.GetSessionToken()); err != nil {
 		return plan, false, err
 	}
+	if plan.level != kvpb.Consistency_CONSISTENCY_LINEARIZABLE && !s.Recovered() {
+		// Before a restart this replica may have served state it has not
+		// re-applied yet: answering now could go backwards.
+		return plan, false, fmt.Errorf("%w: range %d on %s is re-applying its log after a restart (applied %d)", ErrStaleReplica, s.ID(), n.cfg.NodeID, s.FSM().AppliedIndex())
+	}
 	switch plan.level {
 	case kvpb.Consistency_CONSISTENCY_LINEARIZABLE:
 		if !s.IsLeader() {

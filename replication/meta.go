@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
@@ -72,6 +74,31 @@ func hops(ctx context.Context) int {
 	return n
 }
 
+// metaHopsHeader counts the hops of a meta-range request separately from
+// the request that caused it: a forwarded ChangeReplicas may need to read
+// the meta range afresh.
+const metaHopsHeader = "x-dialkv-meta-hops"
+
+func metaHops(ctx context.Context) int {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return 0
+	}
+	v := md.Get(metaHopsHeader)
+	if len(v) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(v[len(v)-1])
+	return n
+}
+
+func metaForwardContext(ctx context.Context) context.Context {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	md.Set(metaHopsHeader, strconv.Itoa(metaHops(ctx)+1))
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
 // maxHops bounds forwarding: a node that does not hold a range sends the
 // request to one that does (hop 1), which may send it to the leader (hop 2).
 const maxHops = 2
@@ -86,55 +113,86 @@ func forwardContext(ctx context.Context) context.Context {
 }
 
 // metaDo runs a meta-range request: locally when this node leads the meta
-// range, else on the meta leader (or, from a node without a meta replica,
-// on a node that has one, which forwards it once more).
+// range, on its leader when this node holds a meta replica, and otherwise
+// on the first node that can take it among the meta replicas and other
+// nodes the routing table names (a node without a meta replica that is
+// asked on someone's behalf refuses, so requests never wander).
 func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, error), remote func(context.Context, kvpb.InternalClient) (T, error)) (T, error) {
 	var zero T
-	for attempt := 0; attempt < 3; attempt++ {
-		var conn *grpc.ClientConn
-		var err error
-		if hops(ctx) >= maxHops {
-			if s := n.localMetaLeader(); s != nil {
-				return local(s)
-			}
-			return zero, fmt.Errorf("%w for the meta range", ErrNoLeader)
+	s := n.shardByID(raftstore.MetaRangeID)
+	if h := metaHops(ctx); h >= maxHops || (s == nil && h > 0) {
+		if l := n.localMetaLeader(); l != nil {
+			return local(l)
 		}
-		if s := n.shardByID(raftstore.MetaRangeID); s != nil {
+		return zero, fmt.Errorf("%w for the meta range on %s", shard.ErrNotLeader, n.cfg.NodeID)
+	}
+	if s != nil {
+		for attempt := 0; attempt < 3; attempt++ {
 			if s.IsLeader() {
 				resp, err := local(s)
 				if !errors.Is(err, shard.ErrNotLeader) {
 					return resp, err
 				}
 			}
-			// A replica that was removed from the meta range never hears
-			// of a leader again: wait briefly, then ask elsewhere.
+			// A replica removed from the meta range never hears of a
+			// leader again: wait briefly, then ask around.
 			wctx, cancel := context.WithTimeout(ctx, time.Second)
 			id, addr, werr := s.WaitLeader(wctx)
 			cancel()
-			switch {
-			case werr == nil && id == n.cfg.NodeID:
-				continue // we just became its leader
-			case werr == nil:
-				conn, err = n.peer(addr)
-			default:
-				conn, err = n.metaConnFromRoutes()
+			if werr != nil {
+				break
 			}
+			if id == n.cfg.NodeID {
+				continue // we just became its leader
+			}
+			conn, err := n.peer(addr)
+			if err != nil {
+				return zero, err
+			}
+			resp, err := remote(metaForwardContext(ctx), kvpb.NewInternalClient(conn))
+			if err == nil || !metaRetryable(err) {
+				return resp, err
+			}
+			break
+		}
+	}
+	var lastErr error = fmt.Errorf("%w for the meta range: no node to ask", ErrNoLeader)
+	for _, addr := range n.routes.metaCandidates(n.cfg.RaftAddr) {
+		var conn *grpc.ClientConn
+		var err error
+		fctx := metaForwardContext(ctx)
+		if strings.HasPrefix(addr, "grpc://") {
+			// The --join address is asked as a client would ask it, so
+			// that it may forward on our behalf as far as it must.
+			fctx = ctx
+			conn, err = n.routes.seedConn(n)
 		} else {
-			conn, err = n.metaConnFromRoutes()
+			conn, err = n.peer(addr)
 		}
 		if err != nil {
-			return zero, err
+			lastErr = err
+			continue
 		}
-		return remote(forwardContext(ctx), kvpb.NewInternalClient(conn))
+		resp, err := remote(fctx, kvpb.NewInternalClient(conn))
+		if err == nil || !metaRetryable(err) {
+			return resp, err
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return zero, fmt.Errorf("%w for the meta range: leadership keeps moving", ErrNoLeader)
+	return zero, fmt.Errorf("%w for the meta range: %w", ErrNoLeader, lastErr)
 }
 
-func (n *Node) metaConnFromRoutes() (*grpc.ClientConn, error) {
-	if addr := n.routes.metaAddr(); addr != "" {
-		return n.peer(addr)
+// metaRetryable reports whether another node may take a meta request that
+// this one refused or could not be reached for.
+func metaRetryable(err error) bool {
+	switch rpctypes.ReasonOf(err) {
+	case rpctypes.ReasonNotLeader, rpctypes.ReasonNoLeader, rpctypes.ReasonShuttingDown:
+		return true
 	}
-	return n.routes.seedConn(n)
+	return notSent(err)
 }
 
 // MetaPut writes a versioned value into the meta range.
@@ -254,36 +312,57 @@ func (n *Node) publishLoop() {
 			return
 		case <-t.C:
 		}
+		// Publish concurrently: one slow meta write must not hold back
+		// every other range's routing update.
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		sem := make(chan struct{}, 8)
 		for _, s := range n.Shards() {
 			if !s.IsLeader() {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			n.publish(ctx, s, published, leaders)
-			cancel()
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				n.publish(ctx, s, published, leaders, &mu)
+				cancel()
+			}()
 		}
+		wg.Wait()
 	}
 }
 
-func (n *Node) publish(ctx context.Context, s *shard.Shard, published map[uint64][]byte, leaders map[uint64]uint64) {
+func (n *Node) publish(ctx context.Context, s *shard.Shard, published map[uint64][]byte, leaders map[uint64]uint64, mu *sync.Mutex) {
 	d, ver, err := n.liveDescriptor(s)
 	if err != nil {
 		return
 	}
 	content := []byte(fmt.Sprint(d.Generation, d.Replicas, string(d.Start), string(d.End)))
-	if !bytes.Equal(published[d.Id], content) {
+	mu.Lock()
+	same := bytes.Equal(published[d.Id], content)
+	publishedTerm := leaders[d.Id]
+	mu.Unlock()
+	if !same {
 		body, _ := proto.Marshal(d)
 		resp, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: metaKeyID(metaRangePrefix, d.Id), Value: append(ver, body...)})
 		n.log.Debug("published range descriptor", "range", d.Id, "replicas", d.Replicas, "generation", d.Generation, "written", resp.GetWritten(), "err", err)
-		if err == nil {
+		if err != nil {
+			n.log.Info("could not publish a range descriptor; will retry", "range", d.Id, "err", err)
+		} else if resp.Written {
+			mu.Lock()
 			published[d.Id] = content
+			mu.Unlock()
 			n.routes.invalidate()
 		}
 	}
 	term := s.Raft().CurrentTerm()
-	if leaders[d.Id] != term {
+	if publishedTerm != term {
 		if _, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: metaKeyID(metaLeaderPrefix, d.Id), Value: append(version(term, 0), n.cfg.NodeID...)}); err == nil {
+			mu.Lock()
 			leaders[d.Id] = term
+			mu.Unlock()
 		}
 	}
 }

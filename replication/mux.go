@@ -118,15 +118,21 @@ func (m *Mux) Close() error {
 }
 
 func (m *Mux) serve() {
+	backoff := 5 * time.Millisecond
 	for {
 		c, err := m.ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return
 			}
-			return // listener closed
+			// Out of file descriptors and the like: back off and keep
+			// serving, as net/http does; the port must not go silent.
+			m.log.Warn("accept on the raft port failed; retrying", "err", err, "backoff", backoff)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
+		backoff = 5 * time.Millisecond
 		go m.route(c)
 	}
 }

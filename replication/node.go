@@ -45,8 +45,12 @@ type Node struct {
 	peers   map[string]*grpc.ClientConn // internal gRPC, by Raft address
 
 	started time.Time
-	stop    chan struct{}
-	wg      sync.WaitGroup
+
+	// lastLeaderMove is when placement last moved a leadership (only the
+	// placement goroutine touches it).
+	lastLeaderMove time.Time
+	stop           chan struct{}
+	wg             sync.WaitGroup
 }
 
 // identity is what DataDir remembers about the node that owns it.

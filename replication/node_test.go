@@ -277,8 +277,25 @@ func TestNode_LeaderKillLosesNoAcknowledgedWrite(t *testing.T) {
 	// last write's token is served by it only once it has applied that write.
 	last := c.mustPut(newLeader, "last", "x")
 	c.start(l)
-	resp := c.mustGet(l, "last", "x", &kvpb.ReadOptions{Consistency: kvpb.Consistency_CONSISTENCY_SESSION, SessionToken: last.Header.SessionToken})
-	if resp.Header.ServedBy != fmt.Sprintf("n%d", l+1) {
+	// The leader backs off from a follower that was unreachable (up to
+	// seconds in hashicorp/raft), so catching up can take a while; each
+	// session read waits up to a second for it, then refuses.
+	restarted := time.Now()
+	var resp *kvpb.GetResponse
+	for attempt := 0; attempt < 60; attempt++ {
+		var err error
+		if resp, err = c.get(l, "last", &kvpb.ReadOptions{Consistency: kvpb.Consistency_CONSISTENCY_SESSION, SessionToken: last.Header.SessionToken}); err == nil {
+			break
+		}
+		if !errors.Is(err, replication.ErrSessionNotMet) && !errors.Is(err, replication.ErrStaleReplica) {
+			t.Fatalf("session read on the restarted node: %v", err)
+		}
+	}
+	if resp == nil {
+		t.Fatal("the restarted node did not catch up within 60 session reads")
+	}
+	t.Logf("restarted node served the session read %v after its restart", time.Since(restarted).Round(time.Millisecond))
+	if string(resp.Kv.Value) != "x" || resp.Header.ServedBy != fmt.Sprintf("n%d", l+1) {
 		t.Fatalf("catch-up read served by %s, want the restarted n%d", resp.Header.ServedBy, l+1)
 	}
 	for k, v := range acked {

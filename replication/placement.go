@@ -24,9 +24,10 @@ import (
 // driver remove a surplus replica, so a range never drops below its
 // replication factor while enough healthy nodes exist.
 const (
-	placementInterval = time.Second
-	maxMovesPerRound  = 4
-	catchUpTimeout    = 60 * time.Second
+	placementInterval  = time.Second
+	maxMovesPerRound   = 4
+	catchUpTimeout     = 60 * time.Second
+	leaderMoveInterval = 10 * time.Second
 )
 
 // placementLoop runs the node's periodic range work: size checks for the
@@ -171,8 +172,10 @@ func (n *Node) placeOnce(ctx context.Context) error {
 		}
 	}
 	// Leader balance: move one leadership from the busiest leader to the
-	// least busy replica of one of its ranges.
-	if len(moves) < maxMovesPerRound && len(candidates) > 1 {
+	// least busy replica of one of its ranges. Writes in flight when a
+	// leader hands over may end indeterminate, so at most one transfer per
+	// leaderMoveInterval.
+	if len(moves) < maxMovesPerRound && len(candidates) > 1 && time.Since(n.lastLeaderMove) >= leaderMoveInterval {
 		for _, d := range t.Ranges {
 			if busy[d.Id] || !usable(d.Leader) {
 				continue
@@ -187,6 +190,7 @@ func (n *Node) placeOnce(ctx context.Context) error {
 				leads[d.Leader]--
 				leads[to]++
 				moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, TransferLeaderTo: to}, d.Leader})
+				n.lastLeaderMove = time.Now()
 				break
 			}
 		}

@@ -53,17 +53,11 @@ func (r *routeCache) invalidate() {
 	r.mu.Unlock()
 }
 
-// seedConn returns a connection to some seed, for a node that knows no
-// meta replica yet.
+// seedConn returns a connection to the --join address.
 func (r *routeCache) seedConn(n *Node) (*grpc.ClientConn, error) {
 	r.mu.Lock()
-	seeds, clients := append([]string{}, r.seeds...), append([]string{}, r.seedClients...)
+	clients := append([]string{}, r.seedClients...)
 	r.mu.Unlock()
-	for _, s := range seeds {
-		if s != n.cfg.RaftAddr {
-			return n.peer(s)
-		}
-	}
 	for _, c := range clients {
 		r.mu.Lock()
 		if r.seedConns == nil {
@@ -125,32 +119,46 @@ func (r *routeCache) get(ctx context.Context) (*kvpb.RangesResponse, error) {
 	return t, nil
 }
 
-// metaAddr is the Raft address of the meta leader (or a meta replica)
-// according to the cached table, "" when unknown.
-func (r *routeCache) metaAddr() string {
+// metaCandidates lists whom to ask for meta requests, best first: the
+// meta leader hint and meta replicas of the cached table, every other node
+// it names, the initial cluster, then "grpc://" for the --join address.
+func (r *routeCache) metaCandidates(self string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.table == nil {
-		return ""
-	}
-	var meta *kvpb.RangeDescriptor
-	for _, d := range r.table.Ranges {
-		if d.Id == raftstore.MetaRangeID {
-			meta = d
+	var out []string
+	seen := map[string]bool{self: true, "": true}
+	add := func(a string) {
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
 		}
 	}
-	if meta == nil {
-		return ""
-	}
-	ids := append([]string{meta.Leader}, meta.Replicas...)
-	for _, id := range ids {
-		for _, node := range r.table.Nodes {
-			if node.Id == id && node.Id != r.n.cfg.NodeID {
-				return node.RaftAddr
+	if t := r.table; t != nil {
+		addr := map[string]string{}
+		for _, node := range t.Nodes {
+			if node.State != NodeRemoved {
+				addr[node.Id] = node.RaftAddr
 			}
 		}
+		for _, d := range t.Ranges {
+			if d.Id == raftstore.MetaRangeID {
+				add(addr[d.Leader])
+				for _, id := range d.Replicas {
+					add(addr[id])
+				}
+			}
+		}
+		for _, node := range t.Nodes {
+			add(addr[node.Id])
+		}
 	}
-	return ""
+	for _, s := range r.seeds {
+		add(s)
+	}
+	if len(r.seedClients) > 0 {
+		add("grpc://")
+	}
+	return out
 }
 
 func (r *routeCache) knowsNode(id, raftAddr string) bool {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dialkv/dialkv/internal/logadapt"
@@ -51,13 +50,10 @@ type Shard struct {
 	trans   raft.Transport
 	log     *slog.Logger
 
-	// leaderGen counts leadership transitions; readyGen is the leaderGen
-	// at which this replica, as leader, saw its term-start marker applied.
-	// Read-index is allowed only while readyGen == leaderGen and leader.
-	leaderGen atomic.Uint64
-	readyGen  atomic.Uint64
-	readyMu   sync.Mutex
-	readyCh   chan struct{} // closed and replaced on every transition
+	// recoverIndex is the last log index when the replica started: its
+	// state machine may have served reads up to there before a crash, so
+	// weaker reads wait until it has re-applied that far (Recovered).
+	recoverIndex uint64
 
 	reads readBatcher
 	fresh freshness
@@ -91,7 +87,6 @@ func New(cfg Config) (*Shard, error) {
 		storage:  cfg.Storage,
 		trans:    cfg.Transport,
 		log:      log,
-		readyCh:  make(chan struct{}),
 		leaderCh: make(chan struct{}),
 		stop:     make(chan struct{}),
 	}
@@ -125,6 +120,7 @@ func New(cfg Config) (*Shard, error) {
 		return nil, fmt.Errorf("shard: start raft for range %d: %w", cfg.Descriptor.ID, err)
 	}
 	s.raft = r
+	s.recoverIndex, _ = cfg.Storage.Log().LastIndex()
 	observations := make(chan raft.Observation, 16)
 	s.observer = raft.NewObserver(observations, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -283,8 +279,8 @@ func (s *Shard) applyError(err error) error {
 	return fmt.Errorf("%w: %w", ErrIndeterminate, err)
 }
 
-// watchLeadership tracks leadership transitions and, on becoming leader,
-// commits the term-start marker that makes read-index safe.
+// watchLeadership commits a term-start marker each time this replica
+// becomes leader; read-index waits for it (waitLeaderReady).
 func (s *Shard) watchLeadership(notify <-chan bool) {
 	defer s.wg.Done()
 	for {
@@ -292,62 +288,54 @@ func (s *Shard) watchLeadership(notify <-chan bool) {
 		case <-s.stop:
 			return
 		case isLeader := <-notify:
-			gen := s.leaderGen.Add(1)
-			s.signalReady()
 			if isLeader {
-				s.log.Info("became leader", "term", s.raft.CurrentTerm())
+				term := s.raft.CurrentTerm()
+				s.log.Info("became leader", "term", term)
 				s.wg.Add(1)
-				go s.commitMarker(gen)
+				go s.commitMarker(term)
 			}
 		}
 	}
 }
 
-func (s *Shard) commitMarker(gen uint64) {
+// commitMarker applies the marker for term, retrying while this replica
+// still leads in that term.
+func (s *Shard) commitMarker(term uint64) {
 	defer s.wg.Done()
-	for attempt := 0; attempt < 100 && s.leaderGen.Load() == gen; attempt++ {
-		f := s.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), time.Second)
-		err := f.Error()
-		if err == nil {
-			if s.leaderGen.Load() == gen {
-				s.readyGen.Store(gen)
-				s.signalReady()
-			}
+	backoff := 20 * time.Millisecond
+	for attempt := 0; attempt < 1<<16; attempt++ {
+		if s.raft.State() != raft.Leader || s.raft.CurrentTerm() != term || s.fsm.MarkerTerm() >= term {
 			return
 		}
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+		err := s.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), time.Second).Error()
+		if err == nil || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
 			return
 		}
 		select {
 		case <-s.stop:
 			return
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, time.Second)
 	}
 }
 
-func (s *Shard) signalReady() {
-	s.readyMu.Lock()
-	close(s.readyCh)
-	s.readyCh = make(chan struct{})
-	s.readyMu.Unlock()
-}
-
-// waitLeaderReady waits until this replica is a leader whose term-start
-// marker has been applied, returning the leadership generation.
+// waitLeaderReady waits until this replica leads and has applied the
+// marker of its current term, so its commit index covers every entry
+// committed before its term; it returns that term.
 func (s *Shard) waitLeaderReady(ctx context.Context) (uint64, error) {
-	for range 1000 {
-		s.readyMu.Lock()
-		ch := s.readyCh
-		s.readyMu.Unlock()
+	for range 1 << 16 {
+		changed := s.fsm.Changed()
 		if s.raft.State() != raft.Leader {
 			return 0, ErrNotLeader
 		}
-		if gen := s.leaderGen.Load(); s.readyGen.Load() == gen {
-			return gen, nil
+		term := s.raft.CurrentTerm()
+		if s.fsm.MarkerTerm() == term {
+			return term, nil
 		}
 		select {
-		case <-ch:
+		case <-changed:
+		case <-time.After(50 * time.Millisecond): // leadership can end without an apply
 		case <-s.stop:
 			return 0, ErrShutdown
 		case <-ctx.Done():
@@ -355,6 +343,13 @@ func (s *Shard) waitLeaderReady(ctx context.Context) (uint64, error) {
 		}
 	}
 	return 0, ErrNotLeader
+}
+
+// Recovered reports whether the replica has re-applied the log it had
+// when it started; until then its state may be older than what it served
+// before a restart, and weaker reads must not be served from it.
+func (s *Shard) Recovered() bool {
+	return s.fsm.AppliedIndex() >= s.recoverIndex
 }
 
 // ReadIndex returns an index such that a read of this replica's state
@@ -374,7 +369,7 @@ func (s *Shard) ReadIndex(ctx context.Context) (uint64, error) {
 
 // confirmRead runs one read-index round for a batch of waiting readers.
 func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
-	gen, err := s.waitLeaderReady(ctx)
+	term, err := s.waitLeaderReady(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -382,7 +377,7 @@ func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
 	if err := s.raft.VerifyLeader().Error(); err != nil {
 		return 0, ErrNotLeader
 	}
-	if s.leaderGen.Load() != gen {
+	if s.raft.CurrentTerm() != term {
 		return 0, ErrNotLeader
 	}
 	return idx, nil

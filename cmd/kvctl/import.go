@@ -202,9 +202,7 @@ func (imp *importer) work(ctx context.Context, recs <-chan record) {
 		if ctx.Err() != nil {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, imp.timeout)
-		_, err := imp.client.Put(pctx, r.key, r.value)
-		cancel()
+		err := imp.put(ctx, r)
 		if err != nil {
 			imp.fail(fmt.Errorf("line %d (key %q): %w", r.line, r.key, err))
 			continue
@@ -214,6 +212,27 @@ func (imp *importer) work(ctx context.Context, recs <-chan record) {
 			_ = imp.bar.Add(1)
 		}
 	}
+}
+
+// importRetries bounds how often one line is re-sent after an
+// indeterminate outcome.
+const importRetries = 5
+
+// put writes one record. An import writes each key its given value, so
+// re-sending a put whose outcome is unknown (leadership moved while it
+// committed) cannot change the result: unlike an application's write,
+// the import retries it.
+func (imp *importer) put(ctx context.Context, r record) error {
+	var err error
+	for attempt := 0; attempt <= importRetries; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, imp.timeout)
+		_, err = imp.client.Put(pctx, r.key, r.value)
+		cancel()
+		if err == nil || !client.IsIndeterminate(err) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
 }
 
 func (imp *importer) fail(err error) {
