@@ -97,9 +97,9 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: create data dir: %w", err)
 	}
 	db, err := bolt.Open(filepath.Join(cfg.Dir, "state.db"), 0o600, &bolt.Options{
-		Timeout:         2 * time.Second,
-		NoFreelistSync:  true,
-		FreelistType:    bolt.FreelistMapType,
+		Timeout:        2 * time.Second,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
 		// Virtual address space only: a map larger than the file means
 		// the committer never has to remap (and so never waits for a long
 		// snapshot read transaction) until the file outgrows it.
