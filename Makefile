@@ -94,8 +94,11 @@ bench-smoke:
 # NEMESIS=partition) and exits 0 only if the planted stale-as-linearizable
 # reads were caught. The variables count only from the command line or the
 # environment: other targets use the same names with other defaults.
+# KNOWN_ISSUES (comma list, default none) tolerates known server bugs by
+# their exact signature: see `bin/jepsen -h`.
 jepsen_var        = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
-JEPSEN_COMMON     = --kvd $(BIN)/kvd --nodes $(call jepsen_var,NODES,5) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT))
+JEPSEN_COMMON     = --kvd $(BIN)/kvd --nodes $(call jepsen_var,NODES,5) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) \
+                    $(if $(KNOWN_ISSUES),--known-issues $(KNOWN_ISSUES))
 
 .PHONY: jepsen jepsen-canary jepsen-build
 

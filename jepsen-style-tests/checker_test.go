@@ -183,6 +183,17 @@ func TestCheck_StaleReads(t *testing.T) {
 	// The same, but n2 was restarted in between: a new incarnation.
 	h.op(Op{Process: NemesisProcess, F: OpRestart, Node: "n2", Start: 55, End: 55})
 	expect(t, h)
+	// A replica that has no state at all (applied index 0, key absent)
+	// fails the check, unless that known issue is tolerated.
+	h = &hist{}
+	h.put(1, k, "a", 0, 10, OK, 5).
+		get(2, k, "a", Stale, "n2", 40, 50, 5).
+		get(3, k, "", Stale, "n2", 60, 70, 0)
+	expect(t, h, CheckStale)
+	res := Check(&History{Ops: h.ops}, CheckOptions{KnownIssues: []string{KnownUninitializedReplica}})
+	if st := res[3]; st.Checker != CheckStale || st.Verdict != Pass || st.Known[KnownUninitializedReplica] != 1 {
+		t.Errorf("tolerated uninitialized read: %+v", st)
+	}
 	// Different replicas may disagree.
 	h = &hist{}
 	h.put(1, k, "a", 0, 10, OK, 5).put(1, k, "b", 20, 30, OK, 7).

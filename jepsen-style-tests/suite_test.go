@@ -48,7 +48,12 @@ func TestSuite_Short(t *testing.T) {
 		Duration: 75 * time.Second,
 		Nemeses:  []string{NemPartition, NemKill, NemPause},
 		Seed:     20261122,
-		Schedule: Schedule{HealthyMin: 3 * time.Second, HealthyMax: 6 * time.Second, FaultMin: 4 * time.Second, FaultMax: 8 * time.Second},
+		// Two server bugs this suite found are tolerated here, by their
+		// exact signature only, so that `make test` stays useful until
+		// they are fixed; `make jepsen` tolerates nothing. Remove them
+		// with the fixes (repro_test.go reproduces both).
+		KnownIssues: []string{KnownUninitializedReplica, KnownRaftWALTruncation},
+		Schedule:    Schedule{HealthyMin: 3 * time.Second, HealthyMax: 6 * time.Second, FaultMin: 4 * time.Second, FaultMax: 8 * time.Second},
 	})
 	for _, r := range rep.Results {
 		if r.Failing() {
@@ -74,6 +79,11 @@ func TestSuite_Short(t *testing.T) {
 	for _, level := range Levels {
 		if c := rep.Summary.Ops.ByCategory["read "+level]; c == nil || c.OK == 0 {
 			t.Errorf("no successful %s read", level)
+		}
+	}
+	for _, r := range rep.Results {
+		for issue, n := range r.Known {
+			t.Logf("KNOWN SERVER BUG tolerated %d times by checker %s: %s: %s", n, r.Checker, issue, KnownIssueDocs[issue])
 		}
 	}
 	t.Logf("faults %v; availability by phase:\n%s", kinds, rep.Summary.Table())

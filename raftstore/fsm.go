@@ -42,8 +42,10 @@ type RangeFSM struct {
 	applied atomic.Uint64 // last log index applied
 	durable atomic.Uint64 // last applied index committed to bbolt
 
-	// onSplit is called on the FSM goroutine after a split is durable.
-	onSplit func(parent, child Descriptor)
+	// onSplit is called on the FSM goroutine after a split is durable,
+	// with splitLock held from before the parent's descriptor narrows.
+	onSplit   func(parent, child Descriptor)
+	splitLock sync.Locker
 
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied advances
@@ -64,9 +66,12 @@ func (f *RangeFSM) Descriptor() Descriptor {
 
 // SetSplitHandler registers fn to run after each split of this range is
 // durable, on the FSM goroutine: the node starts the new range's replica
-// there. Call it before the range's Raft starts.
-func (f *RangeFSM) SetSplitHandler(fn func(parent, child Descriptor)) {
-	f.onSplit = fn
+// there. lock (may be nil) is held from just before the parent's
+// descriptor narrows until fn returns, so that the node's key lookups,
+// holding it for reading, never see the moved keys in neither range.
+// Call it before the range's Raft starts.
+func (f *RangeFSM) SetSplitHandler(lock sync.Locker, fn func(parent, child Descriptor)) {
+	f.splitLock, f.onSplit = lock, fn
 }
 
 // owns reports whether key belongs to the range. The meta range's keys

@@ -43,6 +43,10 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 	parent.End = bytes.Clone(cmd.Key)
 	parent.Generation++
 
+	if f.splitLock != nil {
+		f.splitLock.Lock()
+		defer f.splitLock.Unlock()
+	}
 	s := f.store
 	s.commitMu.Lock()
 	f.mu.Lock()

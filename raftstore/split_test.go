@@ -28,7 +28,7 @@ func TestRangeFSM_SplitMovesKeysAndDescriptors(t *testing.T) {
 	s := openStore(t, dir)
 	f := openUserRange(t, s, 2)
 	var children []Descriptor
-	f.SetSplitHandler(func(parent, child Descriptor) { children = append(children, child) })
+	f.SetSplitHandler(nil, func(parent, child Descriptor) { children = append(children, child) })
 	var logs []*raft.Log
 	for i := range 100 {
 		logs = append(logs, put(uint64(i+1), fmt.Sprintf("k%03d", i), fmt.Sprint(i)))

@@ -30,7 +30,7 @@ type Config struct {
 
 // DefaultConfig returns the configuration kvd runs with.
 func DefaultConfig(dir string) Config {
-	return Config{Dir: dir, CommitInterval: 20 * time.Millisecond, CommitBytes: 8 << 20, Logger: slog.Default()}
+	return Config{Dir: dir, CommitInterval: 100 * time.Millisecond, CommitBytes: 8 << 20, Logger: slog.Default()}
 }
 
 // Validate reports the first problem with c.

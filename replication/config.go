@@ -49,7 +49,7 @@ func DefaultConfig() Config {
 		Replicas:       3,
 		RangeMaxBytes:  64 << 20,
 		Timing:         shard.DefaultTiming(),
-		CommitInterval: 20 * time.Millisecond,
+		CommitInterval: 100 * time.Millisecond,
 		Logger:         slog.Default(),
 	}
 }

@@ -38,6 +38,12 @@ type Node struct {
 	mu     sync.RWMutex
 	shards map[uint64]*shard.Shard
 
+	// splitMu closes the window between a split narrowing the parent and
+	// the new range's replica being registered: onSplit holds it for
+	// writing meanwhile, and key lookups (localShard) hold it for reading,
+	// so no lookup finds neither range.
+	splitMu sync.RWMutex
+
 	fresh  freshnessDemand
 	routes routeCache
 
@@ -250,7 +256,7 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	fsm.SetSplitHandler(n.onSplit)
+	fsm.SetSplitHandler(&n.splitMu, n.onSplit)
 	hl := logadapt.HCLog(n.log.With("range", desc.ID))
 	storage, err := n.store.OpenRaftStorage(desc.ID, hl)
 	if err != nil {
@@ -298,8 +304,9 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 }
 
 // onSplit runs on the parent's FSM goroutine once a split is durable on
-// this replica: the new range's replica starts here, from the keys that
-// moved, and bootstraps the group with the parent's replicas.
+// this replica, with splitMu held: the new range's replica starts here,
+// from the keys that moved, and bootstraps the group with the parent's
+// replicas.
 func (n *Node) onSplit(parent, child shard.Descriptor) {
 	n.log.Info("range split", "range", parent.ID, "at", fmt.Sprintf("%q", child.Start), "new_range", child.ID)
 	select {

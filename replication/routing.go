@@ -294,6 +294,8 @@ func forwardRemote[T any](ctx context.Context, n *Node, key []byte, call func(co
 
 // localShard returns this node's replica of the user range holding key.
 func (n *Node) localShard(key []byte) (*shard.Shard, error) {
+	n.splitMu.RLock()
+	defer n.splitMu.RUnlock()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	for _, s := range n.shards {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +39,7 @@ func run() int {
 		clients  = flag.Int("clients", 0, "concurrent clients (default 2 per node)")
 		canary   = flag.Bool("canary", false, "plant stale reads recorded as linearizable; succeed only if the checker catches them")
 		kvd      = flag.String("kvd", "", "kvd binary (default: build ./cmd/kvd from the module)")
+		known    = flag.String("known-issues", "", "comma list of known server bugs to tolerate by their exact signature: "+strings.Join(knownIssueNames(), ", ")+" (default: none)")
 	)
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: jepsen [flags]\n\n")
@@ -67,12 +69,7 @@ func run() int {
 			return 3
 		}
 	}
-	var kinds []string
-	for _, k := range strings.Split(*nemesis, ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			kinds = append(kinds, k)
-		}
-	}
+	kinds := splitList(*nemesis)
 	if _, _, err := jepsen.ExpandNemeses(kinds); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -86,7 +83,7 @@ func run() int {
 	start := time.Now()
 	cfg := jepsen.Config{
 		KvdPath: *kvd, Out: *out, Nodes: *nodes, Duration: *duration, Nemeses: kinds,
-		Seed: *seed, Clients: *clients, Canary: *canary,
+		Seed: *seed, Clients: *clients, Canary: *canary, KnownIssues: splitList(*known),
 		Logf: func(format string, args ...any) {
 			fmt.Printf("%7.1fs %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 		},
@@ -103,4 +100,23 @@ func run() int {
 		return 0
 	}
 	return 1
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, k := range strings.Split(s, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func knownIssueNames() []string {
+	var out []string
+	for k := range jepsen.KnownIssueDocs {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
 }

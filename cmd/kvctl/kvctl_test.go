@@ -363,9 +363,18 @@ func TestKvctl_ImportFromFile(t *testing.T) {
 		}
 	})
 
-	t.Run("put failure is reported with its line", func(t *testing.T) {
+	t.Run("an indeterminate put is re-sent", func(t *testing.T) {
 		srv := clienttest.Start(t)
 		srv.Fail(clienttest.MethodPut, 1, clienttest.Indeterminate())
+		r := kvctl(t, invocation{}, at(srv.Addr, "import", "--concurrency", "1", good)...)
+		if r.code != exitOK {
+			t.Fatalf("exit %d, stderr %q; want the put re-sent and the import done", r.code, r.stderr)
+		}
+	})
+
+	t.Run("put failure is reported with its line", func(t *testing.T) {
+		srv := clienttest.Start(t)
+		srv.Fail(clienttest.MethodPut, 100, clienttest.Indeterminate())
 		r := kvctl(t, invocation{}, at(srv.Addr, "import", "--concurrency", "1", good)...)
 		if r.code != exitUnavailable || !strings.Contains(r.stderr, "line 1 ") {
 			t.Fatalf("exit %d, stderr %q; want unavailable naming line 1", r.code, r.stderr)

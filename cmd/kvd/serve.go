@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -30,6 +31,7 @@ type serveFlags struct {
 	logLevel, logFormat                       string
 	heartbeat, election                       time.Duration
 	peerProxies                               []string
+	pprofAddr                                 string
 }
 
 func serveCmd() *cobra.Command {
@@ -62,6 +64,7 @@ SIGTERM or SIGINT shuts the node down cleanly.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout (follower waits this long before an election)")
 	fl.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
+	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
 	cmd.MarkFlagRequired("id")
 	cmd.MarkFlagRequired("data-dir")
@@ -158,6 +161,9 @@ func serve(ctx context.Context, f serveFlags) error {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 
+	if f.pprofAddr != "" {
+		go servePprof(f.pprofAddr, log)
+	}
 	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
 	go func() { errc <- grpcSrv.Serve(node.InternalListener()) }()
@@ -197,4 +203,20 @@ func serve(ctx context.Context, f serveFlags) error {
 		return serveErr
 	}
 	return nil
+}
+
+// servePprof serves the runtime profiles on their own address, never on
+// the client API's.
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Info("serving profiles", "addr", addr)
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("profile server stopped", "err", err)
+	}
 }
