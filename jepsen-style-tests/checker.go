@@ -250,20 +250,50 @@ func isPrefix(a, b []string) bool {
 // precedes reports whether write a certainly took effect before write b:
 // a completed before b was invoked, or both were acknowledged and a's
 // revision is lower.
-func precedes(a, b *Op) bool {
-	if a == b {
+func (ix *index) precedes(a, b *Op) bool {
+	if a == nil || b == nil || a == b {
 		return false
 	}
 	if a.Type == OK && a.End < b.Start {
 		return true
 	}
-	return a.Type == OK && b.Type == OK && olderRevision(a, b)
+	return a.Type == OK && b.Type == OK && ix.olderRevision(a, b)
 }
 
-// olderRevision reports whether a's revision is known to be below b's:
-// both known and in the same range's log.
-func olderRevision(a, b *Op) bool {
-	return a.Revision != 0 && b.Revision != 0 && a.RangeID == b.RangeID && a.Revision < b.Revision
+// olderRevision reports whether a's revision is known to be below b's.
+// Revisions are positions in the log of the range where the write was
+// applied, and a range split moves keys into a new range whose log starts
+// again from zero: two revisions compare only when both were produced in
+// the same range.
+func (ix *index) olderRevision(a, b *Op) bool {
+	ra, oka := ix.revRange(a)
+	rb, okb := ix.revRange(b)
+	return oka && okb && ra == rb && a.Revision != 0 && b.Revision != 0 && a.Revision < b.Revision
+}
+
+// revRange is the range whose log produced op's revision: a write's own
+// range; for a read, the range of the acknowledged write of the value it
+// returned (which may be a parent range, before a split).
+func (ix *index) revRange(op *Op) (uint64, bool) {
+	if op.IsWrite() {
+		return op.RangeID, op.Type == OK && op.Revision != 0
+	}
+	if op.F != OpGet || op.Missing || op.Revision == 0 {
+		return 0, false
+	}
+	var w *Op
+	switch keyKind(op.Key) {
+	case "list":
+		if els := listElems(op.Value); len(els) > 0 {
+			w = ix.appendOf[op.Key+"\x00"+els[len(els)-1]]
+		}
+	default:
+		w = ix.writer[op.Key+"\x00"+op.Value]
+	}
+	if w == nil || w.Type != OK || w.Revision != op.Revision {
+		return 0, false
+	}
+	return w.RangeID, true
 }
 
 // okReads returns the ok reads (gets and scans), optionally of one level.

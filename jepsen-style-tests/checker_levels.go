@@ -46,10 +46,10 @@ func staleAgainst(ix *index, r *Op, w *Op) string {
 		if r.Missing {
 			return fmt.Sprintf("found the key absent, though #%d wrote %q (acknowledged at %s)", w.Index, w.Value, fmtNanos(w.End))
 		}
-		if olderRevision(r, w) {
+		if ix.olderRevision(r, w) {
 			return fmt.Sprintf("returned revision %d, older than #%d's revision %d (acknowledged at %s)", r.Revision, w.Index, w.Revision, fmtNanos(w.End))
 		}
-		if wv := ix.writer[r.Key+"\x00"+r.Value]; wv != nil && precedes(wv, w) {
+		if wv := ix.writer[r.Key+"\x00"+r.Value]; wv != nil && ix.precedes(wv, w) {
 			return fmt.Sprintf("returned %q written by #%d, which precedes #%d (acknowledged at %s)", r.Value, wv.Index, w.Index, fmtNanos(w.End))
 		}
 	}
@@ -146,11 +146,11 @@ func sessionOlder(ix *index, rd, prev *Op) string {
 		if rd.Missing {
 			return fmt.Sprintf("found the key absent after #%d read %q", prev.Index, prev.Value)
 		}
-		if olderRevision(rd, prev) {
+		if ix.olderRevision(rd, prev) {
 			return fmt.Sprintf("returned revision %d after #%d read revision %d", rd.Revision, prev.Index, prev.Revision)
 		}
 		wv, wp := ix.writer[rd.Key+"\x00"+rd.Value], ix.writer[prev.Key+"\x00"+prev.Value]
-		if wv != nil && wp != nil && precedes(wv, wp) {
+		if wv != nil && wp != nil && ix.precedes(wv, wp) {
 			return fmt.Sprintf("returned %q (#%d), older than %q (#%d) that #%d read", rd.Value, wv.Index, prev.Value, wp.Index, prev.Index)
 		}
 	}
@@ -201,7 +201,7 @@ func checkStale(ix *index, r *CheckResult) {
 			byKey[rd.Key] = append(byKey[rd.Key], rd)
 		}
 		for _, key := range sortedKeys(byKey) {
-			sweep(byKey[key], newerRead, func(best, rd *Op) {
+			sweep(byKey[key], ix.newerRead, func(best, rd *Op) {
 				if why := replicaOlder(ix, rd, best); why != "" {
 					if uninitialized(rd) && ix.opts.known(KnownUninitializedReplica) {
 						r.tolerate(KnownUninitializedReplica, fmt.Sprintf("%s: #%d %s", where, rd.Index, why))
@@ -250,14 +250,17 @@ func sweep(reads []*Op, better func(a, b *Op) bool, check func(best, rd *Op)) {
 }
 
 // newerRead reports whether read b shows a newer state of its key than a.
-func newerRead(a, b *Op) bool {
+func (ix *index) newerRead(a, b *Op) bool {
 	switch keyKind(a.Key) {
 	case "list":
 		return len(listElems(b.Value)) > len(listElems(a.Value))
 	case "set":
 		return len(b.Elements) > len(a.Elements)
 	}
-	return olderRevision(a, b)
+	if a.Missing {
+		return !b.Missing
+	}
+	return ix.olderRevision(a, b) || ix.precedes(ix.writer[a.Key+"\x00"+a.Value], ix.writer[b.Key+"\x00"+b.Value])
 }
 
 // invented reports why read rd returned a value nobody wrote (or wrote

@@ -291,3 +291,19 @@ func TestHistory_RoundTrip(t *testing.T) {
 		t.Errorf("ClientOps: %v", h2.ClientOps())
 	}
 }
+
+// After a range split a key lives in a new range whose log starts again
+// from zero: its old value keeps the parent's revision, new writes get
+// small ones. Revisions from different ranges are not compared.
+func TestCheck_RevisionsAcrossASplit(t *testing.T) {
+	h := &hist{}
+	h.op(Op{Process: 1, F: OpPut, Key: k, Value: "a", Start: 0, End: 10, Revision: 5000, RangeID: 2})
+	h.op(Op{Process: 1, F: OpGet, Key: k, Value: "a", Level: Session, ServedBy: "n2", Start: 20, End: 30, Revision: 5000, RangeID: 7, AppliedIndex: 3})
+	h.op(Op{Process: 1, F: OpPut, Key: k, Value: "b", Start: 40, End: 50, Revision: 12, RangeID: 7})
+	h.op(Op{Process: 1, F: OpGet, Key: k, Value: "b", Level: Session, ServedBy: "n2", Start: 60, End: 70, Revision: 12, RangeID: 7, AppliedIndex: 12})
+	h.op(Op{Process: 2, F: OpGet, Key: k, Value: "b", Level: Bounded, MaxStaleness: 10, ServedBy: "n3", Start: 200, End: 210, Revision: 12, RangeID: 7, AppliedIndex: 12})
+	expect(t, h)
+	// ...but values still order writes: going back to a is caught.
+	h.op(Op{Process: 1, F: OpGet, Key: k, Value: "a", Level: Session, ServedBy: "n2", Start: 300, End: 310, Revision: 5000, RangeID: 7, AppliedIndex: 20})
+	expect(t, h, CheckSession, CheckStale)
+}

@@ -28,9 +28,9 @@
 //     after the heal, and error honesty (a failed write is never seen).
 //   - nemesis.go: partitions (one node, the leader, halves, bridge, one-way,
 //     reject), kill -9 + restart, pause, slow links, membership change
-//     (remove, wipe, rejoin), composed faults, on a seeded schedule with
-//     healthy periods. Leader transfer and range splits are skipped (no
-//     client API yet).
+//     (remove, wipe, rejoin), leader transfers (Internal.ChangeReplicas),
+//     range splits during traffic (Cluster.SplitRange), composed faults, on
+//     a seeded schedule with healthy periods.
 //   - runner.go, report.go: Run ties it together and writes the results
 //     folder: summary.json, summary.txt, history.jsonl, harness.log, node
 //     logs, and porcupine's HTML timeline (fault periods marked) for the

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/raftstore"
 )
 
 // Nemesis names (the NEMESIS make variable takes a comma list of them).
@@ -36,11 +37,9 @@ const (
 // partitionShapes are what NemPartition expands to.
 var partitionShapes = []string{NemIsolate, NemLeader, NemHalves, NemBridge, NemOneWay, NemReject}
 
-// Skipped nemeses and why.
-var skippedNemeses = map[string]string{
-	NemTransfer: "kvd has no leader-transfer API",
-	NemSplit:    "kvd has no range splits yet",
-}
+// Skipped nemeses and why (none today: leader transfer goes through the
+// Internal.ChangeReplicas RPC, splits through Cluster.SplitRange).
+var skippedNemeses = map[string]string{}
 
 // ExpandNemeses turns a NEMESIS list into the nemeses to schedule and
 // notes on those skipped.
@@ -64,17 +63,18 @@ func ExpandNemeses(list []string) (kinds, notes []string, err error) {
 			add(NemPause)
 			add(NemSlow)
 			add(NemMember)
-			for _, s := range []string{NemTransfer, NemSplit} {
-				notes = append(notes, fmt.Sprintf("%s skipped: %s", s, skippedNemeses[s]))
-			}
+			add(NemTransfer)
+			add(NemSplit)
 		case NemPartition:
 			for _, s := range partitionShapes {
 				add(s)
 			}
-		case NemIsolate, NemLeader, NemHalves, NemBridge, NemOneWay, NemReject, NemKill, NemPause, NemSlow, NemMember:
+		case NemIsolate, NemLeader, NemHalves, NemBridge, NemOneWay, NemReject, NemKill, NemPause, NemSlow, NemMember, NemTransfer, NemSplit:
+			if why := skippedNemeses[name]; why != "" {
+				notes = append(notes, fmt.Sprintf("%s skipped: %s", name, why))
+				continue
+			}
 			add(name)
-		case NemTransfer, NemSplit:
-			notes = append(notes, fmt.Sprintf("%s skipped: %s", name, skippedNemeses[name]))
 		case "none":
 			return nil, notes, nil
 		default:
@@ -299,10 +299,131 @@ func (e *nemesisEnv) start(kind string, busy map[int]bool) (*activeFault, error)
 			defer delete(busy, x)
 			return e.rejoin(x)
 		}
+	case NemTransfer:
+		// Move the leadership of a random range every 1-2s while the
+		// fault lasts.
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				if m, err := e.transferLeader(); err != nil {
+					e.logf("jepsen: leader transfer: %v", err)
+				} else {
+					e.logf("jepsen: leader transfer: %s", m)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Second + time.Duration(e.rng.Int64N(int64(time.Second)))):
+				}
+			}
+		}()
+		f.desc = "leader transfers every 1-2s"
+		f.stop = func() error {
+			close(stop)
+			<-done
+			return nil
+		}
+	case NemSplit:
+		desc, err := e.split()
+		if err != nil {
+			return nil, err
+		}
+		f.desc = desc
+		f.stop = func() error { return nil }
 	default:
 		return nil, fmt.Errorf("jepsen: unknown nemesis %q", kind)
 	}
 	return f, nil
+}
+
+// liveNodes are the nodes running and not paused.
+func (e *nemesisEnv) liveNodes() []int {
+	var out []int
+	for i := range e.c.N() {
+		if e.c.Running(i) && !e.c.Paused(i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// transferLeader asks the leader of a random user range to hand its
+// leadership to another replica (Internal.ChangeReplicas).
+func (e *nemesisEnv) transferLeader() (string, error) {
+	type lead struct {
+		node  int
+		rng   *kvpb.RangeStatus
+		other []string
+	}
+	var leads []lead
+	for _, i := range e.liveNodes() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := e.c.Status(ctx, i)
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, r := range st.GetNode().GetRanges() {
+			if r.GetId() == raftstore.MetaRangeID || r.GetState() != "Leader" {
+				continue
+			}
+			var other []string
+			for _, id := range r.GetReplicas() {
+				if j := e.c.Index(id); id != e.c.ID(i) && j >= 0 && e.c.Running(j) && !e.c.Paused(j) {
+					other = append(other, id)
+				}
+			}
+			if len(other) > 0 {
+				leads = append(leads, lead{i, r, other})
+			}
+		}
+	}
+	if len(leads) == 0 {
+		return "", errors.New("no range leader with a live replica to hand over to")
+	}
+	l := leads[e.rng.IntN(len(leads))]
+	to := l.other[e.rng.IntN(len(l.other))]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := kvpb.NewInternalClient(e.conn(l.node)).ChangeReplicas(ctx, &kvpb.ChangeReplicasRequest{RangeId: l.rng.GetId(), TransferLeaderTo: to})
+	if err != nil {
+		return "", fmt.Errorf("range %d %s -> %s: %w", l.rng.GetId(), e.c.ID(l.node), to, err)
+	}
+	return fmt.Sprintf("range %d %s -> %s", l.rng.GetId(), e.c.ID(l.node), to), nil
+}
+
+// split splits the range holding a key the clients used recently, at
+// that key (Cluster.SplitRange), through a random live node.
+func (e *nemesisEnv) split() (string, error) {
+	h := e.rec.History()
+	var keys []string
+	for i := len(h.Ops) - 1; i >= 0 && len(keys) < 200; i-- {
+		if o := &h.Ops[i]; o.Process >= 0 && o.Key != "" && o.F != OpScan {
+			keys = append(keys, o.Key)
+		}
+	}
+	if len(keys) == 0 {
+		return "", errors.New("no key to split at yet")
+	}
+	live := e.liveNodes()
+	if len(live) == 0 {
+		return "", errors.New("no live node")
+	}
+	var last error
+	for attempt := range 3 {
+		key := keys[e.rng.IntN(len(keys))]
+		via := live[(attempt+e.rng.IntN(len(live)))%len(live)]
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := kvpb.NewClusterClient(e.conn(via)).SplitRange(ctx, &kvpb.SplitRangeRequest{Key: []byte(key)})
+		cancel()
+		if err == nil {
+			return fmt.Sprintf("split at %q: range %d | range %d", key, resp.GetLeft().GetId(), resp.GetRight().GetId()), nil
+		}
+		last = fmt.Errorf("split at %q via %s: %w", key, e.c.ID(via), err)
+	}
+	return "", last
 }
 
 // removeMember asks the other nodes, in turn, to remove x.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
@@ -29,32 +30,33 @@ const (
 	refreshTimeout    = time.Second
 )
 
-// freshnessDemand tracks which ranges want background stamps.
+// freshnessDemand tracks which ranges want background stamps. touch is on
+// the path of every weaker read, so it is one atomic store once a range
+// has been seen.
 type freshnessDemand struct {
-	mu   sync.Mutex
-	want map[uint64]time.Time // range id -> last weaker-level read
+	want sync.Map // range id -> *atomic.Int64 (unix nanos of the last weaker read)
 }
 
 func (d *freshnessDemand) touch(id uint64, now time.Time) {
-	d.mu.Lock()
-	if d.want == nil {
-		d.want = make(map[uint64]time.Time)
+	if v, ok := d.want.Load(id); ok {
+		v.(*atomic.Int64).Store(now.UnixNano())
+		return
 	}
-	d.want[id] = now
-	d.mu.Unlock()
+	t := new(atomic.Int64)
+	t.Store(now.UnixNano())
+	d.want.Store(id, t)
 }
 
 func (d *freshnessDemand) wanted(now time.Time) map[uint64]bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make(map[uint64]bool, len(d.want))
-	for id, t := range d.want {
-		if now.Sub(t) > freshnessWindow {
-			delete(d.want, id)
-			continue
+	out := map[uint64]bool{}
+	d.want.Range(func(k, v any) bool {
+		if now.Sub(time.Unix(0, v.(*atomic.Int64).Load())) > freshnessWindow {
+			d.want.Delete(k)
+		} else {
+			out[k.(uint64)] = true
 		}
-		out[id] = true
-	}
+		return true
+	})
 	return out
 }
 

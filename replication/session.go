@@ -43,6 +43,11 @@ func (t sessionToken) with(id, index uint64) sessionToken {
 }
 
 func (t sessionToken) String() string {
+	if len(t) == 1 { // the common case: no sorting, one allocation
+		for id, idx := range t {
+			return strconv.FormatUint(id, 10) + ":" + strconv.FormatUint(idx, 10)
+		}
+	}
 	ids := make([]uint64, 0, len(t))
 	for id := range t {
 		ids = append(ids, id)
