@@ -4,9 +4,9 @@
 //
 // # Layout
 //
-//	DATA/state.db            bbolt: one bucket per range, plus applied indexes
-//	DATA/ranges/ID/wal/      the range's Raft log + stable store (raft-wal)
-//	DATA/ranges/ID/snapshots the range's Raft snapshots (file store)
+//	DATA/state.db              bbolt: one bucket per range, plus descriptors and applied indexes
+//	DATA/ranges/ID/raft.db     the range's Raft log + stable store (raft-boltdb, bbolt)
+//	DATA/ranges/ID/snapshots/  the range's Raft snapshots (file store)
 //
 // # Where the fsyncs go
 //
@@ -24,19 +24,25 @@
 // snapshot forces a commit, so no entry is dropped from the log before the
 // state it produced is on disk.
 //
-// That leaves one fsync on the write path (the log append, shared by every
-// entry in a Raft batch), instead of the log fsync plus bbolt's two
-// (data pages, then meta page) that a state machine committing every batch
-// pays. Timer commits cost two fsyncs per interval for the whole node,
+// That leaves the log commit as the only disk sync on the write path
+// (shared by every entry in a Raft batch), instead of the log commit plus
+// bbolt's two fsyncs (data pages, then meta page) that a state machine
+// committing every batch pays. Timer commits cost two fsyncs per interval for the whole node,
 // however many ranges it hosts.
 //
-// # Why raft-wal for the log
+// # Why raft-boltdb for the log, not raft-wal
 //
-// github.com/hashicorp/raft-wal appends to pre-allocated segment files with
-// one fsync per batch, while a bbolt-based log (raft-boltdb) pays bbolt's two
-// fsyncs plus page copy-on-write per batch. BenchmarkLogStoreAppend in this
-// package measures both on the machine at hand; the README's Performance
-// section records the figures.
+// github.com/hashicorp/raft-wal appends to segment files with one fsync per
+// batch and measured faster here, but v0.4.0 (the only version the module
+// proxy serves) cannot reopen a log whose tail was truncated: truncateTail
+// marks the old tail segment sealed without writing its index block, and
+// the next start fails with "sealed segment has no index block". Raft
+// truncates a tail whenever a deposed leader's uncommitted entries are
+// overwritten, so the Jepsen-style suite hit it after a partition and a
+// kill (jepsen-style-tests/repro_test.go). raft-boltdb pays bbolt's two
+// fsyncs per append batch instead of one, but survives every restart;
+// correctness first. The state machine still avoids fsyncs on the write
+// path, so a write costs one log commit per Raft batch.
 //
 // # Concurrency
 //

@@ -115,7 +115,7 @@ func (n *Node) freshnessLoop() {
 				shards = append(shards, s)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), refreshTimeout)
+		ctx, cancel := context.WithTimeout(n.ctx, refreshTimeout)
 		n.refresh(ctx, shards)
 		cancel()
 	}

@@ -271,7 +271,7 @@ func (n *Node) registerLoop() {
 	for attempt := 0; attempt < 1<<20; attempt++ {
 		wait := 30 * time.Second
 		if !registered {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 			_, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{
 				Key:   []byte(metaNodePrefix + n.cfg.NodeID),
 				Value: append(version(uint64(time.Now().UnixNano()), 0), body...),
@@ -325,7 +325,7 @@ func (n *Node) publishLoop() {
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 				n.publish(ctx, s, published, leaders, &mu)
 				cancel()
 			}()

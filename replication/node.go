@@ -52,6 +52,11 @@ type Node struct {
 
 	started time.Time
 
+	// ctx is cancelled by Close, so the background loops' requests to
+	// other nodes end at once instead of holding up the shutdown.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	// lastLeaderMove is when placement last moved a leadership (only the
 	// placement goroutine touches it).
 	lastLeaderMove time.Time
@@ -106,6 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		started: time.Now(),
 		stop:    make(chan struct{}),
 	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.routes.n = n
 	descs, err := store.Descriptors()
 	if err != nil {
@@ -385,6 +391,7 @@ func (n *Node) Close() error {
 	default:
 	}
 	close(n.stop)
+	n.cancel()
 	var errs []error
 	for _, s := range n.Shards() {
 		if err := s.Shutdown(); err != nil {

@@ -44,7 +44,7 @@ func (n *Node) placementLoop() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
 		if time.Since(lastSplitCheck) >= splitCheckInterval {
 			lastSplitCheck = time.Now()
 			for _, s := range n.Shards() {

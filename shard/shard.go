@@ -358,8 +358,13 @@ func (s *Shard) waitLeaderReady(ctx context.Context) (uint64, error) {
 // Recovered reports whether the replica has re-applied the log it had
 // when it started; until then its state may be older than what it served
 // before a restart, and weaker reads must not be served from it.
+//
+// A replica created empty, to be filled by a snapshot from its leader, is
+// not recovered until something has been applied: until then it would
+// answer from no state at all.
 func (s *Shard) Recovered() bool {
-	return s.fsm.AppliedIndex() >= s.recoverIndex
+	applied := s.fsm.AppliedIndex()
+	return applied > 0 && applied >= s.recoverIndex
 }
 
 // ReadIndex returns an index such that a read of this replica's state
