@@ -2,6 +2,8 @@ package jepsen
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -306,4 +308,43 @@ func TestCheck_RevisionsAcrossASplit(t *testing.T) {
 	// ...but values still order writes: going back to a is caught.
 	h.op(Op{Process: 1, F: OpGet, Key: k, Value: "a", Level: Session, ServedBy: "n2", Start: 300, End: 310, Revision: 5000, RangeID: 7, AppliedIndex: 20})
 	expect(t, h, CheckSession, CheckStale)
+}
+
+// A real history from TestSuite_Short (testdata/uninitialized-replica-read.*):
+// n3's replica of range 2 was dropped and re-created by the placement
+// driver while n3 was paused, and served a stale read from empty state.
+// The stale checker must flag it, and tolerate exactly it when told to.
+func TestCheck_RealHistoryUninitializedReplica(t *testing.T) {
+	f, err := os.Open("testdata/uninitialized-replica-read.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h, err := ReadHistory(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := Check(h, CheckOptions{})
+	for _, r := range res {
+		switch {
+		case r.Checker == CheckStale && (r.Verdict != Failed || r.ViolationCount != 1 || !strings.Contains(r.Violations[0].Msg, "found the key absent")):
+			t.Errorf("stale checker on the real history: %s %+v", r.Verdict, r.Violations)
+		case r.Checker != CheckStale && r.Verdict == Failed:
+			t.Errorf("checker %s failed on the real history: %+v", r.Checker, r.Violations)
+		}
+	}
+	res = Check(h, CheckOptions{KnownIssues: []string{KnownUninitializedReplica}})
+	if st := res[3]; st.Verdict != Pass || st.Known[KnownUninitializedReplica] != 1 {
+		t.Errorf("with the known issue tolerated: %s %v", st.Verdict, st.Known)
+	}
+	// The timeline of the violation renders.
+	out := t.TempDir()
+	files, err := writeTimelines(out, h, Check(h, CheckOptions{}))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("timelines: %v %v", files, err)
+	}
+	b, err := os.ReadFile(filepath.Join(out, files[0]))
+	if err != nil || !bytes.Contains(b, []byte("VIOLATION (stale)")) || !bytes.Contains(b, []byte("SIGSTOP n3")) {
+		t.Errorf("timeline %s lacks the flagged op or the fault period (%d bytes, %v)", files[0], len(b), err)
+	}
 }

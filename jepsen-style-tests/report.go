@@ -67,9 +67,12 @@ type Summary struct {
 	// "partition", or "composed") and category.
 	Availability map[string]map[string]*Counts `json:"availability_by_phase"`
 	Faults       []Fault                       `json:"faults"`
-	Timelines    []string                      `json:"timelines,omitempty"`
-	Canary       *CanarySummary                `json:"canary,omitempty"`
-	Proxies      map[string][2]int64           `json:"proxy_bytes_forwarded_dropped,omitempty"`
+	// Recovery says how long the nodes took to report ready after the
+	// final heal (not a checker: a liveness observation).
+	Recovery  string              `json:"recovery"`
+	Timelines []string            `json:"timelines,omitempty"`
+	Canary    *CanarySummary      `json:"canary,omitempty"`
+	Proxies   map[string][2]int64 `json:"proxy_bytes_forwarded_dropped,omitempty"`
 }
 
 // category names an op for the counts.
@@ -210,7 +213,7 @@ func writeArtefacts(rep *Report, logf func(string, ...any)) error {
 		return err
 	}
 	table := rep.Summary.Table()
-	text := fmt.Sprintf("checkers:\n%s\navailability by phase (answered/total; a compare-and-swap refused on its comparison counts as answered):\n%s", rep.Summary.CheckerLines(), table)
+	text := fmt.Sprintf("checkers:\n%s\nrecovery: %s\n\navailability by phase (answered/total; a compare-and-swap refused on its comparison counts as answered):\n%s", rep.Summary.CheckerLines(), rep.Summary.Recovery, table)
 	if err := os.WriteFile(filepath.Join(rep.Out, "summary.txt"), []byte(text), 0o644); err != nil {
 		return err
 	}
@@ -347,8 +350,15 @@ func visualizeKey(path string, h *History, ix *index, key string, r *CheckResult
 	}
 	_, info := porcupine.CheckOperationsVerbose(vizModel, ops, 0)
 	ann := faultAnnotations(h)
+	byIndex := map[int]*Op{}
+	for i := range h.Ops {
+		byIndex[h.Ops[i].Index] = &h.Ops[i]
+	}
 	for i, msg := range flagged {
-		o := &h.Ops[i]
+		o := byIndex[i]
+		if o == nil {
+			continue
+		}
 		ann = append(ann, porcupine.Annotation{ClientId: clientID(o.Process), Start: o.Start, End: o.End,
 			Description: "VIOLATION (" + r.Checker + ")", Details: msg + "\n" + o.String(), BackgroundColor: "#ff8a8a"})
 	}

@@ -263,9 +263,14 @@ wait:
 	if err := env.healAll(); err != nil {
 		logf("jepsen: heal: %v", err)
 	}
+	healed := time.Now()
 	hctx, hcancel := context.WithTimeout(ctx, 60*time.Second)
+	recovery := ""
 	if err := c.WaitReady(hctx); err != nil {
-		logf("jepsen: cluster not ready after the heal: %v", err)
+		recovery = fmt.Sprintf("not every node ready (/readyz) within 60s of the heal: %v", err)
+		logf("jepsen: %s", recovery)
+	} else {
+		recovery = fmt.Sprintf("every node ready %v after the heal", time.Since(healed).Round(time.Millisecond))
 	}
 	hcancel()
 	time.Sleep(time.Second)
@@ -287,6 +292,7 @@ wait:
 		}
 	}
 	rep.Summary = summarize(h, results, cfg, kinds, notes)
+	rep.Summary.Recovery = recovery
 	rep.Summary.Proxies = nt.Stats()
 	if cfg.Canary {
 		rep.Caught = canaryVerdict(h, results, rep.Summary)

@@ -195,9 +195,11 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 	if plan.token, err = parseSessionToken(opts.GetSessionToken()); err != nil {
 		return plan, false, err
 	}
-	if plan.level != kvpb.Consistency_CONSISTENCY_LINEARIZABLE && !s.Recovered() {
+	if plan.level == kvpb.Consistency_CONSISTENCY_STALE && !s.Recovered() {
 		// Before a restart this replica may have served state it has not
-		// re-applied yet: answering now could go backwards.
+		// re-applied yet: answering now could go backwards. (Bounded and
+		// session reads wait for an index the leader or the token names,
+		// which is never below what was served before.)
 		return plan, false, fmt.Errorf("%w: range %d on %s is re-applying its log after a restart (applied %d)", ErrStaleReplica, s.ID(), n.cfg.NodeID, s.FSM().AppliedIndex())
 	}
 	switch plan.level {

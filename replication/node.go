@@ -60,6 +60,7 @@ type Node struct {
 	// lastLeaderMove is when placement last moved a leadership (only the
 	// placement goroutine touches it).
 	lastLeaderMove time.Time
+	deadSince      map[string]time.Time // node id -> first seen unreachable
 	stop           chan struct{}
 	wg             sync.WaitGroup
 }
@@ -112,6 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		stop:    make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.deadSince = map[string]time.Time{}
 	n.routes.n = n
 	descs, err := store.Descriptors()
 	if err != nil {

@@ -28,6 +28,9 @@ const (
 	maxMovesPerRound   = 4
 	catchUpTimeout     = 60 * time.Second
 	leaderMoveInterval = 10 * time.Second
+	// deadNodeTimeout is how long a node must be unreachable before its
+	// replicas are re-created elsewhere.
+	deadNodeTimeout = 30 * time.Second
 )
 
 // placementLoop runs the node's periodic range work: size checks for the
@@ -127,32 +130,60 @@ func (n *Node) placeOnce(ctx context.Context) error {
 
 	var moves []move
 	busy := map[uint64]bool{}
+	// A replica on a node that is down is kept: the node may come back,
+	// and removing it would leave the range one failure from losing
+	// quorum. Only once the node has been down for deadNodeTimeout, and
+	// another live node can take its place, is a replacement added; the
+	// dead replica is removed after that, as surplus.
+	now := time.Now()
+	active := 0
+	for _, node := range t.Nodes {
+		if node.State == NodeActive {
+			active++
+			if live[node.Id] {
+				delete(n.deadSince, node.Id)
+			} else if _, ok := n.deadSince[node.Id]; !ok {
+				n.deadSince[node.Id] = now
+			}
+		}
+	}
+	longDead := func(id string) bool {
+		since, ok := n.deadSince[id]
+		return ok && now.Sub(since) >= deadNodeTimeout
+	}
 	for _, d := range t.Ranges {
 		want := n.cfg.Replicas
 		if d.Id == raftstore.MetaRangeID {
 			want = max(want, 3)
 		}
-		want = min(want, len(candidates))
-		var good, bad []string
+		want = min(want, active)
+		var good, dead, bad []string
 		for _, r := range d.Replicas {
-			if state[r] == NodeActive && (live[r] || !anyLive(live)) {
+			switch {
+			case state[r] != NodeActive:
+				bad = append(bad, r) // decommissioning, removed or unknown
+			case live[r]:
 				good = append(good, r)
-			} else {
-				bad = append(bad, r)
+			default:
+				dead = append(dead, r)
 			}
 		}
+		replaceDead := len(dead) > 0 && slices.ContainsFunc(dead, longDead)
 		switch {
-		case len(good) < want:
+		case len(good)+len(dead) < want || ((len(bad) > 0 || replaceDead) && len(good) < want):
 			target := leastLoaded(candidates, d.Replicas, load)
 			if target == "" {
 				continue
 			}
 			load[target]++
 			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}, d.Leader})
-		case len(bad) > 0 && len(good) >= want:
+		case len(bad) > 0 && len(good)+len(dead) >= want:
 			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: bad[0]}, d.Leader})
-		case len(d.Replicas) > want:
-			victim := mostLoaded(d.Replicas, load)
+		case len(d.Replicas) > want && len(good) >= want:
+			victim := mostLoaded(good, load)
+			if len(dead) > 0 {
+				victim = dead[0]
+			}
 			load[victim]--
 			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: victim}, d.Leader})
 		default:
@@ -225,8 +256,6 @@ func (n *Node) placeOnce(ctx context.Context) error {
 	}
 	return nil
 }
-
-func anyLive(live map[string]bool) bool { return len(live) > 0 }
 
 // rebalanceMove picks one replica to add so that replica counts per node
 // even out: from a node holding more than one above the least loaded.
