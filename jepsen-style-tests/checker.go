@@ -118,11 +118,11 @@ const (
 	// KnownUninitializedReplica: a replica just created on a node (the
 	// placement driver re-adding it) serves a stale read before it has
 	// any state: the key absent at applied index 0, after the same node
-	// served it. See TestRepro_RecreatedReplicaServesEmptyState.
+	// served it. Fixed in 3c40bb0; see testdata/uninitialized-replica-read.*.
 	KnownUninitializedReplica = "uninitialized-replica-reads"
 	// KnownRaftWALTruncation: a node whose Raft log had a suffix
 	// truncated panics on restart with "sealed segment has no index
-	// block" (raft-wal v0.4.0). See
+	// block" (raft-wal v0.4.0). Fixed in 3c40bb0; see
 	// TestRepro_RestartAfterLogSuffixTruncation.
 	KnownRaftWALTruncation = "raft-wal-tail-truncation"
 )

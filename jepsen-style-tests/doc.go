@@ -45,7 +45,8 @@
 // off by SIGSTOP and measures read throughput per level; checker_test.go
 // feeds the checkers hand-made bad histories; proxy_test.go checks the
 // proxy; suite_test.go is the short suite run of `make test`;
-// repro_test.go reproduces server bugs the suite found (DIALKV_REPRO=1).
+// repro_test.go reproduces server bugs the suite found (testdata/ keeps
+// their histories and logs).
 // DIALKV_KVD_BIN and DIALKV_KVCTL_BIN test prebuilt binaries.
 //
 // Node indices are 0-based everywhere in this package: index i is node id

@@ -3,7 +3,6 @@ package jepsen
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 )
@@ -48,22 +47,11 @@ func TestSuite_Short(t *testing.T) {
 		Duration: 75 * time.Second,
 		Nemeses:  []string{NemPartition, NemKill, NemPause},
 		Seed:     20261122,
-		// Two server bugs this suite found are tolerated here, by their
-		// exact signature only, so that `make test` stays useful until
-		// they are fixed; `make jepsen` tolerates nothing. Remove them
-		// with the fixes (repro_test.go reproduces both).
-		KnownIssues: []string{KnownUninitializedReplica, KnownRaftWALTruncation},
-		Schedule:    Schedule{HealthyMin: 3 * time.Second, HealthyMax: 6 * time.Second, FaultMin: 4 * time.Second, FaultMax: 8 * time.Second},
+		Schedule: Schedule{HealthyMin: 3 * time.Second, HealthyMax: 6 * time.Second, FaultMin: 4 * time.Second, FaultMax: 8 * time.Second},
 	})
 	for _, r := range rep.Results {
 		if r.Failing() {
 			t.Errorf("checker %s: %s, %d violations; first ones: %+v; notes %v", r.Checker, r.Verdict, r.ViolationCount, r.Violations[:min(3, len(r.Violations))], r.Notes)
-		}
-		for _, v := range r.Violations {
-			if strings.Contains(v.Msg, "sealed segment has no index block") {
-				t.Errorf("a node could not restart: the raft-wal tail-truncation bug, see TestRepro_RestartAfterLogSuffixTruncation")
-				break
-			}
 		}
 	}
 	// The run must have exercised what it claims to.
