@@ -243,13 +243,7 @@ func TestConsistency_MinorityFollower(t *testing.T) {
 				if !firstRefusal.IsZero() {
 					t.Errorf("bounded read served again after a refusal: %v", g)
 				}
-			case g.err == nil && g.code == http.StatusServiceUnavailable &&
-				(g.reason == string(rpctypes.ReasonStaleReplica) || g.reason == string(rpctypes.ReasonNoLeader)):
-				// STALE_REPLICA is the documented reason. A replica that
-				// knows no leader says NO_LEADER (Unavailable): the API's
-				// error table matches replication.ErrNoLeader, which the
-				// freshness error wraps, before ErrStaleReplica. Still a
-				// clear, retryable refusal; reported to the lead.
+			case g.err == nil && g.code == http.StatusServiceUnavailable && g.reason == string(rpctypes.ReasonStaleReplica):
 				refused++
 				reasons[g.reason]++
 				if firstRefusal.IsZero() {
@@ -273,11 +267,7 @@ func TestConsistency_MinorityFollower(t *testing.T) {
 		}
 		_, err := kvpb.NewKVClient(conns[f]).Get(ctx, &kvpb.GetRequest{Key: []byte(key), Read: &kvpb.ReadOptions{
 			Consistency: kvpb.Consistency_CONSISTENCY_BOUNDED, MaxStaleness: durationpb.New(maxStaleness)}})
-		switch code, reason := status.Code(err), rpctypes.ReasonOf(err); {
-		case code == codes.FailedPrecondition && reason == rpctypes.ReasonStaleReplica:
-		case code == codes.Unavailable && reason == rpctypes.ReasonNoLeader:
-			t.Logf("gRPC bounded read after the bound ran out: Unavailable/NO_LEADER, not the documented FailedPrecondition/STALE_REPLICA: %v", err)
-		default:
+		if status.Code(err) != codes.FailedPrecondition || rpctypes.ReasonOf(err) != rpctypes.ReasonStaleReplica {
 			t.Errorf("gRPC bounded read after the bound ran out: %v, want FailedPrecondition %s", err, rpctypes.ReasonStaleReplica)
 		}
 	})
