@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -315,5 +314,3 @@ func (n *Node) Ranges(ctx context.Context, _ *kvpb.RangesRequest) (*kvpb.RangesR
 	}
 	return &kvpb.RangesResponse{Ranges: userRanges(t), Nodes: t.Nodes}, nil
 }
-
-var errNoRoute = errors.New("replication: no route")

@@ -156,22 +156,41 @@ func (s *Shard) watchLeader(observations <-chan raft.Observation) {
 // WaitLeader returns the leader's id and address, waiting for an election
 // to finish if none is known, until ctx ends.
 func (s *Shard) WaitLeader(ctx context.Context) (id, addr string, err error) {
+	err = s.waitLeaderWhile(ctx, func(i, a string) bool {
+		id, addr = i, a
+		return a == ""
+	})
+	if err == nil && addr == "" {
+		err = fmt.Errorf("shard: range %d: no leader known", s.id)
+	}
+	return id, addr, err
+}
+
+// WaitLeaderChange waits until the known leader is no longer id, or ctx
+// ends.
+func (s *Shard) WaitLeaderChange(ctx context.Context, id string) {
+	s.waitLeaderWhile(ctx, func(cur, _ string) bool { return cur == id })
+}
+
+// waitLeaderWhile waits, on leader observations, while cond holds for the
+// known leader.
+func (s *Shard) waitLeaderWhile(ctx context.Context, cond func(id, addr string) bool) error {
 	for range 1000 {
 		s.leaderMu.Lock()
 		ch := s.leaderCh
 		s.leaderMu.Unlock()
-		if id, addr = s.Leader(); addr != "" {
-			return id, addr, nil
+		if !cond(s.Leader()) {
+			return nil
 		}
 		select {
 		case <-ch:
 		case <-s.stop:
-			return "", "", ErrShutdown
+			return ErrShutdown
 		case <-ctx.Done():
-			return "", "", ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return "", "", ctx.Err()
+	return ctx.Err()
 }
 
 // recoverFromSnapshot restores the newest snapshot into the FSM when the
@@ -427,20 +446,15 @@ func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.
 	return nil
 }
 
-// Configuration returns the range's current Raft membership.
+// Configuration returns the range's current Raft membership. (Its
+// future's Index() is always 0 in hashicorp/raft v1.8.0, so no index is
+// offered.)
 func (s *Shard) Configuration() ([]raft.Server, error) {
-	servers, _, err := s.ConfigurationWithIndex()
-	return servers, err
-}
-
-// ConfigurationWithIndex also returns the log index of the configuration,
-// which increases with every membership change.
-func (s *Shard) ConfigurationWithIndex() ([]raft.Server, uint64, error) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return nil, 0, fmt.Errorf("shard: range %d configuration: %w", s.id, err)
+		return nil, fmt.Errorf("shard: range %d configuration: %w", s.id, err)
 	}
-	return f.Configuration().Servers, f.Index(), nil
+	return f.Configuration().Servers, nil
 }
 
 // TransferLeadership hands leadership to the replica on node id.
@@ -543,29 +557,4 @@ func (s *Shard) CompactLog() error {
 		return fmt.Errorf("shard: range %d: compact log: %w", s.id, err)
 	}
 	return nil
-}
-
-// FirstLogIndex is the first index still in the log (0 when empty).
-func (s *Shard) FirstLogIndex() (uint64, error) {
-	return s.storage.Log().FirstIndex()
-}
-
-// WaitLeaderChange waits until the known leader is no longer id, or ctx
-// ends.
-func (s *Shard) WaitLeaderChange(ctx context.Context, id string) {
-	for range 1000 {
-		s.leaderMu.Lock()
-		ch := s.leaderCh
-		s.leaderMu.Unlock()
-		if cur, _ := s.Leader(); cur != id {
-			return
-		}
-		select {
-		case <-ch:
-		case <-s.stop:
-			return
-		case <-ctx.Done():
-			return
-		}
-	}
 }
