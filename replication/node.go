@@ -273,7 +273,9 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 	transport := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  n.mux.RangeLayer(desc.ID),
 		MaxPool: 4,
-		Timeout: 10 * time.Second,
+		// I/O deadline of one RPC. Raft waits for in-flight RPCs when it
+		// shuts down, so a long one (to a paused peer) holds up SIGTERM.
+		Timeout: 2 * time.Second,
 		Logger:  hl.Named("transport"),
 	})
 	s, err := shard.New(shard.Config{
