@@ -284,16 +284,8 @@ func (s *Service) ReadIndex(ctx context.Context, req *kvpb.ReadIndexRequest) (*k
 	}, s.b.ReadIndex)
 }
 
-var levelNames = map[kvpb.Consistency]string{
-	kvpb.Consistency_CONSISTENCY_UNSPECIFIED:  "linearizable",
-	kvpb.Consistency_CONSISTENCY_LINEARIZABLE: "linearizable",
-	kvpb.Consistency_CONSISTENCY_BOUNDED:      "bounded",
-	kvpb.Consistency_CONSISTENCY_SESSION:      "session",
-	kvpb.Consistency_CONSISTENCY_STALE:        "stale",
-}
-
 func levelName(c kvpb.Consistency) string {
-	if n, ok := levelNames[c]; ok {
+	if n, ok := rpctypes.ConsistencyName(c); ok {
 		return n
 	}
 	return fmt.Sprintf("unknown(%d)", c)
@@ -301,15 +293,8 @@ func levelName(c kvpb.Consistency) string {
 
 // parseLevel accepts the level names used by HTTP and kvctl.
 func parseLevel(s string) (kvpb.Consistency, error) {
-	switch strings.ToLower(s) {
-	case "", "linearizable":
-		return kvpb.Consistency_CONSISTENCY_LINEARIZABLE, nil
-	case "bounded":
-		return kvpb.Consistency_CONSISTENCY_BOUNDED, nil
-	case "session":
-		return kvpb.Consistency_CONSISTENCY_SESSION, nil
-	case "stale":
-		return kvpb.Consistency_CONSISTENCY_STALE, nil
+	if c, ok := rpctypes.LookupConsistency(s); ok {
+		return c, nil
 	}
 	return 0, invalid("unknown consistency level %q; use linearizable, bounded, session or stale", s)
 }

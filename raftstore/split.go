@@ -33,7 +33,7 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 	// moves with the transaction below. No apply runs meanwhile: this is
 	// the FSM goroutine.
 	if err := f.store.Flush(); err != nil {
-		return f.splitFailed(res, index, err)
+		return f.splitFailed(index, err)
 	}
 	child := Descriptor{ID: spec.ChildID, Start: bytes.Clone(cmd.Key), End: parent.End, Generation: parent.Generation + 1}
 	for _, srv := range spec.Replicas {
@@ -94,7 +94,7 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 	f.mu.Unlock()
 	s.commitMu.Unlock()
 	if err != nil {
-		return f.splitFailed(res, index, err)
+		return f.splitFailed(index, err)
 	}
 	f.notifyApplied()
 	res.Parent, res.Child = &parent, &child
@@ -133,7 +133,7 @@ func (s *Store) ClearBootstrap(id uint64) error {
 // committed in the log, so every replica will try it; a replica whose disk
 // refuses it cannot stay consistent with the others, and must stop rather
 // than serve diverging state.
-func (f *RangeFSM) splitFailed(res *Result, index uint64, err error) *Result {
+func (f *RangeFSM) splitFailed(index uint64, err error) *Result {
 	f.store.log.Error("split failed; this replica cannot apply the log further", "range", f.id, "index", index, "err", err)
 	panic(fmt.Sprintf("raftstore: range %d: split at index %d failed: %v", f.id, index, err))
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 // Defaults applied by New to a zero Config field.
@@ -100,24 +101,11 @@ func (s *readSettings) header(h *kvpb.ReadHeader) {
 	}
 }
 
-var consistencyNames = map[kvpb.Consistency]string{
-	kvpb.Consistency_CONSISTENCY_LINEARIZABLE: "linearizable",
-	kvpb.Consistency_CONSISTENCY_BOUNDED:      "bounded",
-	kvpb.Consistency_CONSISTENCY_SESSION:      "session",
-	kvpb.Consistency_CONSISTENCY_STALE:        "stale",
-}
-
 // ParseConsistency parses a level as users type it: linearizable, bounded,
 // session or stale, in any case. The empty string means linearizable.
 func ParseConsistency(s string) (kvpb.Consistency, error) {
-	name := strings.ToLower(strings.TrimSpace(s))
-	if name == "" {
-		return kvpb.Consistency_CONSISTENCY_LINEARIZABLE, nil
-	}
-	for c, n := range consistencyNames {
-		if n == name {
-			return c, nil
-		}
+	if c, ok := rpctypes.LookupConsistency(strings.TrimSpace(s)); ok {
+		return c, nil
 	}
 	return kvpb.Consistency_CONSISTENCY_UNSPECIFIED,
 		fmt.Errorf("unknown consistency level %q (want linearizable, bounded, session or stale)", s)
@@ -126,10 +114,7 @@ func ParseConsistency(s string) (kvpb.Consistency, error) {
 // ConsistencyName returns the lower-case name ParseConsistency accepts.
 // UNSPECIFIED is served as linearizable and is named so.
 func ConsistencyName(c kvpb.Consistency) string {
-	if c == kvpb.Consistency_CONSISTENCY_UNSPECIFIED {
-		return "linearizable"
-	}
-	if n, ok := consistencyNames[c]; ok {
+	if n, ok := rpctypes.ConsistencyName(c); ok {
 		return n
 	}
 	return fmt.Sprintf("consistency(%d)", int32(c))
