@@ -357,6 +357,15 @@ func (pc *pconn) pump(src, dst net.Conn, link func() Link) {
 			switch {
 			case l.Reject:
 				return
+			case pc.lost.Load() && l.Up():
+				// The link healed, but this stream already lost bytes:
+				// forwarding the rest would splice two parts of the
+				// stream together, which no real network does (TCP
+				// delivers a stream whole or not at all) and which a
+				// receiver may decode as a different, valid message.
+				// Close it instead, as reconsider would, and let the node
+				// redial.
+				return
 			case l.Drop:
 				pc.lost.Store(true)
 				pc.p.mu.Lock()

@@ -159,3 +159,47 @@ func TestProxy_Faults(t *testing.T) {
 		t.Fatalf("after heal: %q %v", s, err)
 	}
 }
+
+// A stream that lost bytes is never spliced back together: bytes written
+// on it after the link heals must not reach the server, even in the moment
+// before the heal's clean-up closes the connection. (A spliced stream is a
+// fault no real network makes: the receiver may decode the tail of one
+// message and the start of the next as a different, valid message.)
+func TestProxy_NoSpliceAfterDrop(t *testing.T) {
+	addr, got := echoServer(t)
+	nt := NewNet(2, t.Logf)
+	t.Cleanup(func() { nt.Close() })
+	paddr, err := nt.PeerAddr(0, 1, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2b := [2]int{0, 1}
+	c := dialLine(t, paddr)
+	if s, err := c.roundTrip("hello", time.Second); err != nil || s != "hello\n" {
+		t.Fatalf("through a healthy link: %q %v", s, err)
+	}
+	<-got
+
+	nt.Set(Link{Drop: true}, a2b)
+	if _, err := c.c.Write([]byte("first-half-")); err != nil {
+		t.Fatal(err)
+	}
+	// Wait (bounded) until the proxy has read and dropped those bytes.
+	for i := 0; nt.Stats()["n1->n2"][1] == 0; i++ {
+		if i == 200 {
+			t.Fatal("the proxy never dropped the bytes")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Heal the link's state only, as Set does before it closes broken
+	// connections: the window in which a pump could forward again.
+	nt.mu.Lock()
+	delete(nt.links, a2b)
+	nt.mu.Unlock()
+	if _, err := c.c.Write([]byte("second-half\n")); err != nil {
+		t.Fatal(err)
+	}
+	if s := recv(got, 300*time.Millisecond); s != "" {
+		t.Fatalf("the server got %q from a stream that had lost bytes", s)
+	}
+}
