@@ -136,6 +136,19 @@ func requestContext(r *http.Request) (context.Context, context.CancelFunc, error
 	return ctx, cancel, nil
 }
 
+// boolParam reads an optional boolean query parameter (absent: false).
+func boolParam(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, invalid("%s %q: want true or false", name, v)
+	}
+	return b, nil
+}
+
 func readOptions(r *http.Request) (*kvpb.ReadOptions, error) {
 	q := r.URL.Query()
 	level, err := parseLevel(q.Get("consistency"))
@@ -387,7 +400,12 @@ func (h *httpAPI) scan(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *httpAPI) status(w http.ResponseWriter, r *http.Request) {
-	resp, err := h.svc.Status(r.Context(), &kvpb.StatusRequest{})
+	digest, err := boolParam(r, "digest")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	resp, err := h.svc.Status(r.Context(), &kvpb.StatusRequest{Digest: digest})
 	if err != nil {
 		writeError(w, err)
 		return

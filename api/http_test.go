@@ -396,6 +396,7 @@ func TestHTTPBadInput(t *testing.T) {
 		{"bad timeout on scan", "GET", "/v1/scan?timeout=x", "", 400, rpctypes.ReasonInvalid},
 		{"scan unknown consistency", "GET", "/v1/scan?consistency=nonsense", "", 400, rpctypes.ReasonInvalid},
 		{"scan bad max_staleness", "GET", "/v1/scan?consistency=bounded&max_staleness=x", "", 400, rpctypes.ReasonInvalid},
+		{"status bad digest flag", "GET", "/v1/cluster/status?digest=maybe", "", 400, rpctypes.ReasonInvalid},
 		{"scan bad limit", "GET", "/v1/scan?limit=ten", "", 400, rpctypes.ReasonInvalid},
 		{"scan negative limit", "GET", "/v1/scan?limit=-1", "", 400, rpctypes.ReasonInvalid},
 		{"scan limit over uint32", "GET", "/v1/scan?limit=4294967296", "", 400, rpctypes.ReasonInvalid},

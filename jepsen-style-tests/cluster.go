@@ -760,7 +760,16 @@ func (c *Cluster) get(ctx context.Context, i int, path string) (int, []byte, err
 
 // Status asks node i for GET /v1/cluster/status.
 func (c *Cluster) Status(ctx context.Context, i int) (*kvpb.StatusResponse, error) {
-	code, body, err := c.get(ctx, i, "/v1/cluster/status")
+	return c.status(ctx, i, false)
+}
+
+// status is Status, with every range's state digest when digest is set.
+func (c *Cluster) status(ctx context.Context, i int, digest bool) (*kvpb.StatusResponse, error) {
+	path := "/v1/cluster/status"
+	if digest {
+		path += "?digest=true"
+	}
+	code, body, err := c.get(ctx, i, path)
 	if err != nil {
 		return nil, fmt.Errorf("jepsen: status of %s: %w", c.ID(i), err)
 	}

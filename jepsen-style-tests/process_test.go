@@ -3,6 +3,7 @@ package jepsen
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // Binaries built once by TestMain; buildErr fails every test that needs
@@ -832,5 +835,54 @@ func TestProcess_FullRestartKeepsEveryKey(t *testing.T) {
 				break
 			}
 		}
+	}
+
+	// The replicas checker finds the replicas identical, and then finds a
+	// replica whose state was changed behind Raft's back.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if r := replicaResult(ctx, c, t.Logf); r.Failing() || r.Checked < 2 {
+		t.Fatalf("replicas after the restarts: %s, %d ranges compared, %+v %v", r.Verdict, r.Checked, r.Violations, r.Notes)
+	}
+	if err := c.Stop(2); err != nil {
+		t.Fatal(err)
+	}
+	tamperFirstValue(t, filepath.Join(c.DataDir(2), "state.db"), 2)
+	if err := c.Restart(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := replicaResult(ctx, c, t.Logf)
+	if !r.Failing() || len(r.Violations) == 0 || !strings.Contains(r.Violations[0].Msg, "range 2:") {
+		t.Fatalf("a tampered replica of range 2 went unnoticed: %s %+v %v", r.Verdict, r.Violations, r.Notes)
+	}
+	t.Logf("replicas checker: %s", r.Violations[0].Msg)
+}
+
+// tamperFirstValue changes the value of the first key of range id's
+// bucket in a stopped node's state.db (bucket "r" + big-endian id; values
+// are an 8-byte revision then the value).
+func tamperFirstValue(t *testing.T, path string, id uint64) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(binary.BigEndian.AppendUint64([]byte("r"), id))
+		if b == nil {
+			return fmt.Errorf("no bucket for range %d", id)
+		}
+		k, v := b.Cursor().First()
+		if k == nil {
+			return fmt.Errorf("range %d is empty", id)
+		}
+		return b.Put(bytes.Clone(k), append(bytes.Clone(v), "-tampered"...))
+	})
+	if err != nil {
+		t.Fatalf("tamper with %s: %v", path, err)
 	}
 }

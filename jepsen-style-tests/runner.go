@@ -275,6 +275,7 @@ wait:
 	hcancel()
 	time.Sleep(time.Second)
 	finalReads(ctx, cs, rec, c.N(), cfg.Workload.OpTimeout, logf)
+	replicas := replicaResult(ctx, c, logf)
 	if err := rec.Close(); err != nil {
 		logf("jepsen: writing the history: %v", err)
 	}
@@ -284,7 +285,7 @@ wait:
 	logf("jepsen: checking %d ops", len(h.Ops))
 	copts := CheckOptions{LinearizableTimeout: cfg.LinearizableTimeout, KnownIssues: cfg.KnownIssues}
 	results := Check(h, copts)
-	results = append(results, crashResult(c, copts))
+	results = append(results, replicas, crashResult(c, copts))
 	rep := &Report{Results: results, History: h, Out: out, Valid: true}
 	for _, r := range results {
 		if r.Failing() {

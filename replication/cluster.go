@@ -17,7 +17,7 @@ import (
 var Version = "dev"
 
 // Status reports this node and the replicas it hosts.
-func (n *Node) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
+func (n *Node) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
 	ns := &kvpb.NodeStatus{
 		Id:       n.cfg.NodeID,
 		RaftAddr: n.cfg.RaftAddr,
@@ -29,7 +29,7 @@ func (n *Node) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb.StatusR
 	for _, s := range n.Shards() {
 		st := s.Status()
 		keys, size, _ := s.FSM().Size()
-		ns.Ranges = append(ns.Ranges, &kvpb.RangeStatus{
+		rs := &kvpb.RangeStatus{
 			Id:           st.Descriptor.ID,
 			Start:        st.Descriptor.Start,
 			End:          st.Descriptor.End,
@@ -43,7 +43,15 @@ func (n *Node) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb.StatusR
 			LastLogIndex: st.LastLogIndex,
 			Keys:         keys,
 			SizeBytes:    size,
-		})
+		}
+		if req.GetDigest() {
+			d, err := s.FSM().Digest()
+			if err != nil {
+				return nil, fmt.Errorf("range %d: %w", rs.Id, err)
+			}
+			rs.Digest, rs.DigestAppliedIndex, rs.DigestKeys = d.Sum, d.Applied, d.Keys
+		}
+		ns.Ranges = append(ns.Ranges, rs)
 	}
 	return &kvpb.StatusResponse{Node: ns}, nil
 }

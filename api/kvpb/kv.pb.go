@@ -1017,22 +1017,28 @@ func (x *Member) GetReachable() bool {
 
 // RangeStatus describes one range as seen by one replica.
 type RangeStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Start         []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
-	End           []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"` // empty: to the end of the key space
-	Generation    uint64                 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
-	Leader        string                 `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"` // node id, empty when unknown
-	Replicas      []string               `protobuf:"bytes,6,rep,name=replicas,proto3" json:"replicas,omitempty"`
-	State         string                 `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"` // Leader, Follower, Candidate, Shutdown
-	Term          uint64                 `protobuf:"varint,8,opt,name=term,proto3" json:"term,omitempty"`
-	CommitIndex   uint64                 `protobuf:"varint,9,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,10,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	LastLogIndex  uint64                 `protobuf:"varint,11,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
-	Keys          uint64                 `protobuf:"varint,12,opt,name=keys,proto3" json:"keys,omitempty"`
-	SizeBytes     uint64                 `protobuf:"varint,13,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Start        []byte                 `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End          []byte                 `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"` // empty: to the end of the key space
+	Generation   uint64                 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	Leader       string                 `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"` // node id, empty when unknown
+	Replicas     []string               `protobuf:"bytes,6,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	State        string                 `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"` // Leader, Follower, Candidate, Shutdown
+	Term         uint64                 `protobuf:"varint,8,opt,name=term,proto3" json:"term,omitempty"`
+	CommitIndex  uint64                 `protobuf:"varint,9,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,10,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastLogIndex uint64                 `protobuf:"varint,11,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	Keys         uint64                 `protobuf:"varint,12,opt,name=keys,proto3" json:"keys,omitempty"`
+	SizeBytes    uint64                 `protobuf:"varint,13,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// With StatusRequest.digest: a SHA-256 (hex) of the range's live keys,
+	// values and revisions in key order, taken atomically at
+	// digest_applied_index. Two replicas at the same index must agree.
+	Digest             string `protobuf:"bytes,14,opt,name=digest,proto3" json:"digest,omitempty"`
+	DigestAppliedIndex uint64 `protobuf:"varint,15,opt,name=digest_applied_index,json=digestAppliedIndex,proto3" json:"digest_applied_index,omitempty"`
+	DigestKeys         uint64 `protobuf:"varint,16,opt,name=digest_keys,json=digestKeys,proto3" json:"digest_keys,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *RangeStatus) Reset() {
@@ -1152,6 +1158,27 @@ func (x *RangeStatus) GetKeys() uint64 {
 func (x *RangeStatus) GetSizeBytes() uint64 {
 	if x != nil {
 		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *RangeStatus) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RangeStatus) GetDigestAppliedIndex() uint64 {
+	if x != nil {
+		return x.DigestAppliedIndex
+	}
+	return 0
+}
+
+func (x *RangeStatus) GetDigestKeys() uint64 {
+	if x != nil {
+		return x.DigestKeys
 	}
 	return 0
 }
@@ -1595,7 +1622,10 @@ func (x *SplitRangeResponse) GetRight() *RangeDescriptor {
 }
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest asks for a checksum of every range's state (see RangeStatus):
+	// it reads the whole range, so it is for consistency checks, not polling.
+	Digest        bool `protobuf:"varint,1,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1628,6 +1658,13 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *StatusRequest) GetDigest() bool {
+	if x != nil {
+		return x.Digest
+	}
+	return false
 }
 
 type StatusResponse struct {
@@ -2708,7 +2745,7 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x06 \x01(\bR\x06leader\x12\x1c\n" +
-	"\treachable\x18\a \x01(\bR\treachable\"\xe4\x02\n" +
+	"\treachable\x18\a \x01(\bR\treachable\"\xcf\x03\n" +
 	"\vRangeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
@@ -2726,7 +2763,11 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x0elast_log_index\x18\v \x01(\x04R\flastLogIndex\x12\x12\n" +
 	"\x04keys\x18\f \x01(\x04R\x04keys\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\r \x01(\x04R\tsizeBytes\"\xd6\x01\n" +
+	"size_bytes\x18\r \x01(\x04R\tsizeBytes\x12\x16\n" +
+	"\x06digest\x18\x0e \x01(\tR\x06digest\x120\n" +
+	"\x14digest_applied_index\x18\x0f \x01(\x04R\x12digestAppliedIndex\x12\x1f\n" +
+	"\vdigest_keys\x18\x10 \x01(\x04R\n" +
+	"digestKeys\"\xd6\x01\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
@@ -2759,8 +2800,9 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"n\n" +
 	"\x12SplitRangeResponse\x12*\n" +
 	"\x04left\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x04left\x12,\n" +
-	"\x05right\x18\x02 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05right\"\x0f\n" +
-	"\rStatusRequest\"7\n" +
+	"\x05right\x18\x02 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05right\"'\n" +
+	"\rStatusRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\bR\x06digest\"7\n" +
 	"\x0eStatusResponse\x12%\n" +
 	"\x04node\x18\x01 \x01(\v2\x11.kv.v1.NodeStatusR\x04node\"\x10\n" +
 	"\x0eMembersRequest\":\n" +
