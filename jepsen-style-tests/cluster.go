@@ -565,8 +565,13 @@ func (c *Cluster) stopProcess(n *node, p *process) error {
 		}
 		return nil
 	}
-	c.opts.Logf("jepsen: %s pid %d ignored SIGTERM for %v; SIGKILL", n.id, p.pid, c.opts.StopTimeout)
-	p.cmd.Process.Signal(syscall.SIGKILL)
+	// SIGQUIT first: the Go runtime writes every goroutine's stack to the
+	// node's log and exits, which shows where the shutdown hung.
+	c.opts.Logf("jepsen: %s pid %d ignored SIGTERM for %v; SIGQUIT (goroutine dump in its log), then SIGKILL", n.id, p.pid, c.opts.StopTimeout)
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	if !p.waitFor(2 * time.Second) {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+	}
 	if !p.waitFor(killWait) {
 		return fmt.Errorf("jepsen: %s (pid %d) still running %v after SIGKILL", n.id, p.pid, killWait)
 	}

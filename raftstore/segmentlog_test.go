@@ -1,0 +1,304 @@
+package raftstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+func logEntry(index, term uint64, data string) *raft.Log {
+	return &raft.Log{Index: index, Term: term, Type: raft.LogCommand, Data: []byte(data), AppendedAt: time.Unix(0, int64(index)*1000)}
+}
+
+func entries(from, to, term uint64) []*raft.Log {
+	var out []*raft.Log
+	for i := from; i <= to; i++ {
+		out = append(out, logEntry(i, term, fmt.Sprintf("t%d-e%d", term, i)))
+	}
+	return out
+}
+
+func openLog(t *testing.T, dir string, maxSegment int64) *SegmentLog {
+	t.Helper()
+	l, err := OpenSegmentLog(dir)
+	if err != nil {
+		t.Fatalf("open log: %v", err)
+	}
+	if maxSegment > 0 {
+		l.maxSegment = maxSegment
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// checkLog asserts that l holds exactly want (nil: empty), entry by entry.
+func checkLog(t *testing.T, l raft.LogStore, want []*raft.Log) {
+	t.Helper()
+	first, _ := l.FirstIndex()
+	last, _ := l.LastIndex()
+	if len(want) == 0 {
+		if first != 0 || last != 0 {
+			t.Fatalf("log [%d, %d], want empty", first, last)
+		}
+		return
+	}
+	if first != want[0].Index || last != want[len(want)-1].Index {
+		t.Fatalf("log [%d, %d], want [%d, %d]", first, last, want[0].Index, want[len(want)-1].Index)
+	}
+	for _, w := range want {
+		var got raft.Log
+		if err := l.GetLog(w.Index, &got); err != nil {
+			t.Fatalf("entry %d: %v", w.Index, err)
+		}
+		if got.Index != w.Index || got.Term != w.Term || got.Type != w.Type || !bytes.Equal(got.Data, w.Data) || !got.AppendedAt.Equal(w.AppendedAt) {
+			t.Fatalf("entry %d = %+v, want %+v", w.Index, got, *w)
+		}
+	}
+	var l0 raft.Log
+	if err := l.GetLog(first-1, &l0); !errors.Is(err, raft.ErrLogNotFound) && first > 1 {
+		t.Fatalf("entry before the first: %v", err)
+	}
+	if err := l.GetLog(last+1, &l0); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("entry after the last: %v", err)
+	}
+}
+
+func TestSegmentLog_Operations(t *testing.T) {
+	cat := func(parts ...[]*raft.Log) []*raft.Log {
+		var out []*raft.Log
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	type step struct {
+		store          []*raft.Log
+		delMin, delMax uint64 // a DeleteRange when delMax > 0
+	}
+	tests := []struct {
+		name  string
+		steps []step
+		want  []*raft.Log
+	}{
+		{"append", []step{{store: entries(1, 10, 1)}, {store: entries(11, 40, 2)}}, cat(entries(1, 10, 1), entries(11, 40, 2))},
+		{"suffix overwritten by a new leader", []step{{store: entries(1, 30, 1)}, {delMin: 21, delMax: 30}, {store: entries(21, 25, 2)}},
+			cat(entries(1, 20, 1), entries(21, 25, 2))},
+		{"half the log cut", []step{{store: entries(1, 60, 1)}, {delMin: 1 + 60/2, delMax: 60}}, entries(1, 30, 1)},
+		{"prefix compacted", []step{{store: entries(1, 60, 1)}, {delMin: 1, delMax: 45}}, entries(46, 60, 1)},
+		{"prefix compacted, then more", []step{{store: entries(1, 60, 1)}, {delMin: 1, delMax: 45}, {store: entries(61, 70, 2)}},
+			cat(entries(46, 60, 1), entries(61, 70, 2))},
+		{"everything deleted, restarts higher (snapshot installed)", []step{{store: entries(1, 60, 1)}, {delMin: 1, delMax: 60}, {store: entries(101, 110, 3)}},
+			entries(101, 110, 3)},
+		{"everything deleted, restarts lower", []step{{store: entries(50, 60, 1)}, {delMin: 50, delMax: 60}, {store: entries(20, 25, 3)}},
+			entries(20, 25, 3)},
+		{"first entry not at 1", []step{{store: entries(1000, 1010, 4)}}, entries(1000, 1010, 4)},
+		{"out-of-range delete is a no-op", []step{{store: entries(1, 5, 1)}, {delMin: 10, delMax: 20}}, entries(1, 5, 1)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			// Small segments (a few records each) so that every case
+			// crosses segment boundaries.
+			l := openLog(t, dir, 256)
+			for i, s := range tc.steps {
+				if s.store != nil {
+					if err := l.StoreLogs(s.store); err != nil {
+						t.Fatalf("step %d: store: %v", i, err)
+					}
+				}
+				if s.delMax > 0 {
+					if err := l.DeleteRange(s.delMin, s.delMax); err != nil {
+						t.Fatalf("step %d: delete: %v", i, err)
+					}
+				}
+			}
+			checkLog(t, l, tc.want)
+			l.Close()
+			checkLog(t, openLog(t, dir, 256), tc.want)
+		})
+	}
+}
+
+func TestSegmentLog_RefusesGapsAndMiddleDeletes(t *testing.T) {
+	l := openLog(t, t.TempDir(), 0)
+	if err := l.StoreLogs(entries(1, 10, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StoreLogs(entries(12, 13, 1)); err == nil {
+		t.Error("a gap was accepted")
+	}
+	if err := l.StoreLogs(entries(5, 6, 1)); err == nil {
+		t.Error("an overwrite without a delete was accepted")
+	}
+	if err := l.DeleteRange(3, 5); err == nil {
+		t.Error("a delete from the middle was accepted")
+	}
+	checkLog(t, l, entries(1, 10, 1))
+}
+
+// A crash mid-write leaves a torn record at the end of the last segment:
+// reopening cuts it off and keeps every whole entry before it.
+func TestSegmentLog_TornTailIsCut(t *testing.T) {
+	for _, torn := range []struct {
+		name string
+		junk func(rec []byte) []byte
+	}{
+		{"half a record", func(rec []byte) []byte { return rec[:len(rec)/2] }},
+		{"bad checksum", func(rec []byte) []byte { rec[len(rec)-1] ^= 0xff; return rec }},
+		{"zeros", func(rec []byte) []byte { return make([]byte, 64) }},
+	} {
+		t.Run(torn.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openLog(t, dir, 0)
+			if err := l.StoreLogs(entries(1, 5, 1)); err != nil {
+				t.Fatal(err)
+			}
+			tail := l.segs[len(l.segs)-1]
+			end := tail.size()
+			l.Close()
+			// The torn write lands right after the last whole record,
+			// inside the segment's preallocated space.
+			f, err := os.OpenFile(tail.f.Name(), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(torn.junk(appendRecord(nil, logEntry(6, 1, "lost"))), end); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			l = openLog(t, dir, 0)
+			checkLog(t, l, entries(1, 5, 1))
+			// And appends continue after the cut.
+			if err := l.StoreLogs(entries(6, 7, 2)); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			checkLog(t, openLog(t, dir, 0), append(entries(1, 5, 1), entries(6, 7, 2)...))
+		})
+	}
+}
+
+// Damage anywhere but the tail cannot come from a crash: opening fails
+// rather than serve a log with a hole.
+func TestSegmentLog_CorruptionBeforeTheTailFails(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, 200)
+	for i := uint64(0); i < 6; i++ {
+		if err := l.StoreLogs(entries(1+5*i, 5+5*i, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) < 2 {
+		t.Fatalf("want several segments, got %d", len(segs))
+	}
+	b, _ := os.ReadFile(segs[0])
+	b[len(b)-1] ^= 0xff
+	os.WriteFile(segs[0], b, 0o644)
+	if _, err := OpenSegmentLog(dir); !errors.Is(err, ErrLogCorrupt) {
+		t.Fatalf("open with a corrupt first segment: %v, want ErrLogCorrupt", err)
+	}
+}
+
+// Random operations against hashicorp/raft's in-memory store as the
+// model, reopening the log now and then.
+func TestSegmentLog_MatchesModel(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, 512)
+	model := raft.NewInmemStore()
+	rng := rand.New(rand.NewPCG(1, 2))
+	term := uint64(1)
+	for step := 0; step < 1000; step++ {
+		first, _ := model.FirstIndex()
+		last, _ := model.LastIndex()
+		switch op := rng.IntN(10); {
+		case op < 6:
+			n := uint64(1 + rng.IntN(20))
+			from := last + 1
+			if last == 0 {
+				from = uint64(1 + rng.IntN(50))
+			}
+			batch := entries(from, from+n-1, term)
+			if err := l.StoreLogs(batch); err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			model.StoreLogs(batch)
+		case op == 6 && last > first:
+			cut := first + 1 + uint64(rng.IntN(int(last-first)))
+			term++
+			l.DeleteRange(cut, last)
+			model.DeleteRange(cut, last)
+		case op == 7 && last > first:
+			upTo := first + uint64(rng.IntN(int(last-first)))
+			l.DeleteRange(first, upTo)
+			model.DeleteRange(first, upTo)
+		case op == 8 && rng.IntN(10) == 0 && last > 0:
+			l.DeleteRange(first, last)
+			model.DeleteRange(first, last)
+		case op == 9:
+			l.Close()
+			l = openLog(t, dir, 512)
+		}
+		first, _ = model.FirstIndex()
+		last, _ = model.LastIndex()
+		var want []*raft.Log
+		for i := first; i <= last && last > 0; i++ {
+			var e raft.Log
+			model.GetLog(i, &e)
+			want = append(want, &e)
+		}
+		checkLog(t, l, want)
+	}
+}
+
+// A range whose log lived in raft.db (before the segment log) finds it in
+// the segment log after an upgrade, and raft.db keeps only term and vote.
+func TestOpenRaftStorage_MovesALogFromRaftDB(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	defer s.Close()
+	if err := os.MkdirAll(s.RangeDir(7), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(s.RangeDir(7), "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := entries(3, 1200, 2)
+	if err := old.StoreLogs(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.SetUint64([]byte("CurrentTerm"), 2); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	rs, err := s.OpenRaftStorage(7, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLog(t, rs.Log(), want)
+	if term, err := rs.Stable().GetUint64([]byte("CurrentTerm")); err != nil || term != 2 {
+		t.Errorf("term after the move: %d %v", term, err)
+	}
+	if last, _ := rs.stable.LastIndex(); last != 0 {
+		t.Errorf("raft.db still holds entries up to %d", last)
+	}
+	rs.Close()
+	rs, err = s.OpenRaftStorage(7, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	checkLog(t, rs.Log(), want)
+}
