@@ -82,6 +82,16 @@ bench-compare: build bench-build
 bench-memory: build bench-build
 	$(BIN)/benchcompare -memory -memory-keys $(MEMORY_KEYS) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE)
 
+# Idle CPU, memory and write throughput of 3 nodes hosting each of RANGES
+# range counts (a fresh cluster per count; 1000 ranges take minutes).
+RANGES ?= 10,100,1000
+
+.PHONY: bench-ranges
+
+bench-ranges: build bench-build
+	cd bench && $(GO) build -o ../$(BIN)/rangebench ./cmd/rangebench
+	$(BIN)/rangebench -ranges $(RANGES) -duration $(call bench_var,DURATION,5s) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE) $(if $(JSON),-json $(JSON))
+
 # Seconds: kvbench against a real 3-node kvd, no etcd, no timing thresholds.
 bench-smoke:
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...

@@ -184,6 +184,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	closed := false
+	keepData := false // set when replicas diverged: their data is the evidence
 	closeCluster := func() {
 		if closed {
 			return
@@ -198,7 +199,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := c.Close(); err != nil {
 			logf("jepsen: closing the cluster: %v", err)
 		}
-		// Node logs stay; data does not.
+		// Node logs stay; data does not, unless it shows a divergence.
+		if keepData {
+			logf("jepsen: replicas diverged; node data kept under %s for inspection", out)
+			return
+		}
 		for i := range c.N() {
 			os.RemoveAll(c.DataDir(i))
 		}
@@ -276,6 +281,7 @@ wait:
 	time.Sleep(time.Second)
 	finalReads(ctx, cs, rec, c.N(), cfg.Workload.OpTimeout, logf)
 	replicas := replicaResult(ctx, c, logf)
+	keepData = replicas.Failing()
 	if err := rec.Close(); err != nil {
 		logf("jepsen: writing the history: %v", err)
 	}
