@@ -5,7 +5,8 @@
 // # Layout
 //
 //	DATA/state.db              bbolt: one bucket per range, plus descriptors and applied indexes
-//	DATA/ranges/ID/raft.db     the range's Raft log + stable store (raft-boltdb, bbolt)
+//	DATA/ranges/ID/log/        the range's Raft log (SegmentLog: NNN.seg files + "first")
+//	DATA/ranges/ID/raft.db     the range's Raft stable store: term and vote (raft-boltdb)
 //	DATA/ranges/ID/snapshots/  the range's Raft snapshots (file store)
 //
 // # Where the fsyncs go
@@ -30,19 +31,22 @@
 // committing every batch pays. Timer commits cost two fsyncs per interval for the whole node,
 // however many ranges it hosts.
 //
-// # Why raft-boltdb for the log, not raft-wal
+// # Why a log of our own
 //
-// github.com/hashicorp/raft-wal appends to segment files with one fsync per
-// batch and measured faster here, but v0.4.0 (the only version the module
-// proxy serves) cannot reopen a log whose tail was truncated: truncateTail
-// marks the old tail segment sealed without writing its index block, and
-// the next start fails with "sealed segment has no index block". Raft
-// truncates a tail whenever a deposed leader's uncommitted entries are
-// overwritten, so the Jepsen-style suite hit it after a partition and a
-// kill (jepsen-style-tests/repro_test.go). raft-boltdb pays bbolt's two
-// fsyncs per append batch instead of one, but survives every restart;
-// correctness first. The state machine still avoids fsyncs on the write
-// path, so a write costs one log commit per Raft batch.
+// The log append is the one sync on the write path, so it decides write
+// latency. raft-boltdb pays bbolt's two fsyncs and a B-tree page rewrite per
+// batch. github.com/hashicorp/raft-wal pays one, but v0.4.0 (the only
+// version the module proxy serves) cannot reopen a log whose tail was
+// truncated ("sealed segment has no index block", hashicorp/raft-wal#31),
+// and Raft truncates a tail whenever a deposed leader's uncommitted entries
+// are overwritten; the Jepsen-style suite hit it (repro_test.go). SegmentLog
+// is the small subset Raft needs: append a batch with one write and one
+// fdatasync into preallocated segment files, read by index through an
+// in-memory offset table, cut a prefix (after a snapshot) or a suffix
+// (overwritten entries), and on open cut a torn tail and refuse any other
+// damage. A suffix cut is durable before the next append, so a crash can
+// never bring back entries Raft deleted. Term and vote stay in raft.db,
+// written only on elections.
 //
 // # Concurrency
 //
