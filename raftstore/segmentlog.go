@@ -53,6 +53,7 @@ type SegmentLog struct {
 type segment struct {
 	first uint64
 	f     *os.File
+	alloc int64 // bytes preallocated (the file's size); guarded by wmu
 	// offs[i] is where the record of index first+i starts; offs[len-1] is
 	// the end of the last record, so the segment holds len(offs)-1.
 	offs []int64
@@ -60,6 +61,15 @@ type segment struct {
 
 func (s *segment) count() uint64 { return uint64(len(s.offs) - 1) }
 func (s *segment) size() int64   { return s.offs[len(s.offs)-1] }
+
+// Segments are preallocated a little at a time, from allocMin and at most
+// allocMax more each time they fill, so that an idle range costs tens of
+// kilobytes of disk while a busy one grows its file (a metadata change
+// the sync must journal) about once per megabyte written.
+const (
+	allocMin = 64 << 10
+	allocMax = 4 << 20
+)
 
 const (
 	segHeader     = 8
@@ -166,6 +176,7 @@ func (l *SegmentLog) scan(seg *segment, isLast bool) error {
 	if err != nil {
 		return fmt.Errorf("raftstore: read %s: %w", seg.f.Name(), err)
 	}
+	seg.alloc = int64(len(data))
 	seg.offs = []int64{0}
 	var off int64
 	var prevTerm uint64
@@ -212,7 +223,7 @@ func (l *SegmentLog) cut(seg *segment, off int64) error {
 	if err := seg.f.Truncate(off); err != nil {
 		return fmt.Errorf("raftstore: truncate %s: %w", seg.f.Name(), err)
 	}
-	preallocate(seg.f, l.maxSegment)
+	seg.alloc = off
 	if err := seg.f.Sync(); err != nil {
 		return fmt.Errorf("raftstore: truncate %s: %w", seg.f.Name(), err)
 	}
@@ -360,6 +371,11 @@ func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 		l.buf = appendRecord(l.buf, e)
 		offs = append(offs, base+int64(len(l.buf)))
 	}
+	if end := base + int64(len(l.buf)); end > seg.alloc {
+		grow := min(max(seg.alloc, allocMin), allocMax)
+		preallocate(seg.f, end+grow)
+		seg.alloc = end + grow
+	}
 	if _, err := seg.f.WriteAt(l.buf, base); err != nil {
 		return fmt.Errorf("raftstore: append to log: %w", err)
 	}
@@ -392,11 +408,6 @@ func (l *SegmentLog) tailFor(next uint64) (*segment, error) {
 	path := filepath.Join(l.dir, fmt.Sprintf("%020d%s", next, segSuffix))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("raftstore: new log segment: %w", err)
-	}
-	preallocate(f, l.maxSegment)
-	if err := f.Sync(); err != nil {
-		f.Close()
 		return nil, fmt.Errorf("raftstore: new log segment: %w", err)
 	}
 	if err := syncDir(l.dir); err != nil {
