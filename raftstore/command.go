@@ -29,6 +29,11 @@ const (
 	// with the commit index (hashicorp/raft never hands no-op entries to
 	// the FSM).
 	OpMarker
+	// OpHibernate changes no data either. A leader whose range has been
+	// idle appends it; every replica that applies it, with nothing after
+	// it in its log, shuts its Raft instance down a moment later, and the
+	// next request or Raft message wakes it (see shard's hibernation).
+	OpHibernate
 )
 
 // Command is one state-machine command, encoded into a Raft log entry.
@@ -89,7 +94,7 @@ func DecodeCommand(b []byte) (Command, error) {
 	switch c.Op {
 	case OpPut, OpPutIfNewer, OpSplit:
 		c.Value, _, err = readBytes(b)
-	case OpDelete, OpMarker, OpIncrement:
+	case OpDelete, OpMarker, OpIncrement, OpHibernate:
 	case OpCompareAndSwap:
 		if c.Value, b, err = readBytes(b); err != nil {
 			return c, err

@@ -39,6 +39,10 @@ type RangeFSM struct {
 	// term equals it has committed an entry of its own term.
 	markerTerm atomic.Uint64
 
+	// onHibernate is called on the FSM goroutine with the index of each
+	// OpHibernate applied (set before Raft starts).
+	onHibernate func(index uint64)
+
 	applied atomic.Uint64 // last log index applied
 	durable atomic.Uint64 // last applied index committed to bbolt
 
@@ -79,6 +83,11 @@ func (f *RangeFSM) SetSplitHandler(lock sync.Locker, fn func(parent, child Descr
 func (f *RangeFSM) ownsLocked(key []byte) bool {
 	return f.desc.IsMeta() || f.desc.Contains(key)
 }
+
+// SetHibernateHandler registers fn to run, on the FSM goroutine, after
+// each hibernation entry is applied. Call it before the range's Raft
+// starts.
+func (f *RangeFSM) SetHibernateHandler(fn func(index uint64)) { f.onHibernate = fn }
 
 // ID returns the range id.
 func (f *RangeFSM) ID() uint64 { return f.id }
@@ -157,6 +166,9 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if cmd.Op == OpMarker {
 			f.markerTerm.Store(l.Term)
 		}
+		if cmd.Op == OpHibernate && f.onHibernate != nil {
+			defer f.onHibernate(l.Index) // after the applied index covers it
+		}
 		if cmd.Op == OpSplit {
 			// A split commits synchronously and takes the locks itself.
 			f.applied.Store(l.Index - 1)
@@ -181,7 +193,7 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 
 func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 	res := &Result{Revision: index}
-	if cmd.Op != OpMarker && !f.ownsLocked(cmd.Key) {
+	if cmd.Op != OpMarker && cmd.Op != OpHibernate && !f.ownsLocked(cmd.Key) {
 		res.Err = ErrWrongRange
 		return res
 	}
@@ -228,7 +240,7 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 		})
 		res.Value = binary.BigEndian.AppendUint64(nil, n+1)
 		f.pending.set(newEntry(cmd.Key, res.Value, index, false))
-	case OpMarker:
+	case OpMarker, OpHibernate:
 	}
 	return res
 }

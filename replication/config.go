@@ -35,6 +35,9 @@ type Config struct {
 
 	Timing         shard.Timing
 	CommitInterval time.Duration
+	// HibernateAfter puts a range's Raft instances to sleep once it has
+	// been idle this long (0: never); see shard's hibernation.
+	HibernateAfter time.Duration
 
 	// DialAddr maps a peer's advertised Raft address to the address to dial
 	// (tests route links through fault-injecting proxies). Nil: identity.
@@ -50,6 +53,7 @@ func DefaultConfig() Config {
 		RangeMaxBytes:  64 << 20,
 		Timing:         shard.DefaultTiming(),
 		CommitInterval: 100 * time.Millisecond,
+		HibernateAfter: 30 * time.Second,
 		Logger:         slog.Default(),
 	}
 }

@@ -202,6 +202,11 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 		// which is never below what was served before.)
 		return plan, false, fmt.Errorf("%w: range %d on %s is re-applying its log after a restart (applied %d)", ErrStaleReplica, s.ID(), n.cfg.NodeID, s.FSM().AppliedIndex())
 	}
+	if plan.level != kvpb.Consistency_CONSISTENCY_STALE && s.Asleep() {
+		// Only stale reads may be served by a hibernating replica: it
+		// cannot know whether the range woke elsewhere and moved on.
+		s.Wake()
+	}
 	switch plan.level {
 	case kvpb.Consistency_CONSISTENCY_LINEARIZABLE:
 		if !s.IsLeader() {

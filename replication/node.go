@@ -286,6 +286,8 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 		Transport:  transport,
 		Logger:     n.log,
 		Timing:     n.cfg.Timing,
+
+		HibernateAfter: n.cfg.HibernateAfter,
 	})
 	if err != nil {
 		storage.Close()
@@ -422,7 +424,7 @@ func (n *Node) Close() error {
 // else why not; /readyz serves it.
 func (n *Node) Ready(context.Context) error {
 	for _, s := range n.Shards() {
-		if id, _ := s.Leader(); id == "" {
+		if id, _ := s.Leader(); id == "" && !s.Asleep() {
 			return fmt.Errorf("range %d has no leader", s.ID())
 		}
 	}

@@ -60,6 +60,9 @@ func (n *Node) placementLoop() {
 			}
 		}
 		n.dropOrphans(ctx, orphans)
+		for _, s := range n.Shards() {
+			s.MaybeHibernate()
+		}
 		cancel()
 	}
 }
@@ -313,6 +316,13 @@ func (n *Node) requestChange(ctx context.Context, leaderAddr string, req *kvpb.C
 // ChangeReplicas applies one placement move on the range leader.
 func (n *Node) ChangeReplicas(ctx context.Context, req *kvpb.ChangeReplicasRequest) (*kvpb.ChangeReplicasResponse, error) {
 	s := n.shardByID(req.RangeId)
+	if s != nil && s.Asleep() {
+		// A hibernating range still needs its moves (a dead replica
+		// replaced): wake it and let the election say who leads.
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s.WaitLeader(wctx)
+		cancel()
+	}
 	if s == nil || !s.IsLeader() {
 		return nil, fmt.Errorf("%w for range %d on %s", shard.ErrNotLeader, req.RangeId, n.cfg.NodeID)
 	}

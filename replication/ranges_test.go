@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/replication"
 )
 
 func (c *testCluster) split(i int, key string) *kvpb.SplitRangeResponse {
@@ -199,4 +200,52 @@ func (c *testCluster) dumpStatus() {
 			c.t.Logf("n%d range %d [%q,%q) %s term %d leader %q replicas %v commit %d applied %d", i+1, r.Id, r.Start, r.End, r.State, r.Term, r.Leader, r.Replicas, r.CommitIndex, r.AppliedIndex)
 		}
 	}
+}
+
+// An idle range's replicas all hibernate; a stale read is served without
+// waking them, while a linearizable read, a write or a scan wakes the range
+// and finds every key; the range then sleeps again. The meta range never
+// sleeps.
+func TestRanges_IdleRangesHibernateAndWake(t *testing.T) {
+	c := newTestClusterWith(t, 3, func(cfg *replication.Config) { cfg.HibernateAfter = time.Second })
+	l := c.leader()
+	keys := writeKeys(t, c, l, 50)
+	c.split(l, "k0025")
+
+	asleep := func(id uint64) (n int) {
+		for _, node := range c.nodes {
+			for _, s := range node.Shards() {
+				if s.ID() == id && s.Asleep() {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	allAsleep := func() bool { return asleep(2) == 3 && asleep(3) == 3 }
+	c.eventually("every replica of ranges 2 and 3 hibernating", 20*time.Second, allAsleep)
+	if n := asleep(1); n != 0 {
+		t.Fatalf("%d replicas of the meta range hibernate", n)
+	}
+
+	// Stale reads come from the sleeping replicas.
+	for i := range c.nodes {
+		c.mustGet(i, "k0001", keys["k0001"], &kvpb.ReadOptions{Consistency: kvpb.Consistency_CONSISTENCY_STALE})
+	}
+	if !allAsleep() {
+		t.Fatal("a stale read woke a range")
+	}
+
+	start := time.Now()
+	c.mustGet(0, "k0030", keys["k0030"], linearizable)
+	t.Logf("first linearizable read of a hibernating range took %v", time.Since(start).Round(time.Millisecond))
+	if asleep(3) == 3 {
+		t.Fatal("a linearizable read left range 3 asleep")
+	}
+	c.mustPut(1, "k0002", "after-waking")
+	keys["k0002"] = "after-waking"
+	checkKeys(t, c, keys)
+
+	c.eventually("ranges 2 and 3 hibernating again", 20*time.Second, allAsleep)
+	checkKeys(t, c, keys)
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dialkv/dialkv/internal/logadapt"
@@ -23,6 +25,9 @@ type Config struct {
 	Transport  raft.Transport
 	Logger     *slog.Logger
 	Timing     Timing
+	// HibernateAfter is how long the range must be idle before its Raft
+	// instance sleeps (see hibernate.go); 0 never.
+	HibernateAfter time.Duration
 }
 
 // Timing holds the Raft timeouts. Loopback clusters can afford short ones;
@@ -44,11 +49,23 @@ func DefaultTiming() Timing {
 type Shard struct {
 	id      uint64
 	nodeID  string
-	raft    *raft.Raft
 	fsm     *raftstore.RangeFSM
 	storage *raftstore.RaftStorage
-	trans   raft.Transport
+	trans   *wakeTransport
 	log     *slog.Logger
+
+	// rc is the configuration every Raft instance starts from; inst is
+	// the current instance (a stopped one while the replica hibernates).
+	rc   raft.Config
+	inst atomic.Pointer[instance]
+	// rmu serialises starting, hibernating and stopping instances.
+	rmu         sync.Mutex
+	closed      bool          // guarded by rmu
+	sleepConfig []raft.Server // membership when it went to sleep; guarded by rmu
+	asleep      atomic.Bool
+
+	hibernateAfter time.Duration
+	lastActive     atomic.Int64 // unix nanos of the last request that needed Raft
 
 	// recoverIndex is the last log index when the replica started: its
 	// state machine may have served reads up to there before a crash, so
@@ -61,13 +78,10 @@ type Shard struct {
 	leaderMu sync.Mutex
 	leaderCh chan struct{} // closed and replaced whenever the leader changes
 
-	observer *raft.Observer
-
 	compactMu sync.Mutex
 
 	stop     chan struct{}
 	stopOnce sync.Once
-	wg       sync.WaitGroup
 }
 
 // New starts the Raft group of one range replica. The group is idle until
@@ -85,7 +99,6 @@ func New(cfg Config) (*Shard, error) {
 		nodeID:   cfg.NodeID,
 		fsm:      cfg.FSM,
 		storage:  cfg.Storage,
-		trans:    cfg.Transport,
 		log:      log,
 		leaderCh: make(chan struct{}),
 		stop:     make(chan struct{}),
@@ -95,7 +108,6 @@ func New(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 
-	notify := make(chan bool, 8)
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.HeartbeatTimeout = cfg.Timing.Heartbeat
@@ -110,45 +122,81 @@ func New(cfg Config) (*Shard, error) {
 	// The FSM is durable and resumes from its own applied index; restoring
 	// the snapshot on every start would throw that away and copy the range.
 	rc.NoSnapshotRestoreOnStart = true
-	rc.NotifyCh = notify
 	rc.Logger = logadapt.HCLog(log.With("component", "raft"))
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("shard: range %d: %w", cfg.Descriptor.ID, err)
 	}
-	// No raft.LogCache in front of the log for now: profiles showed log
-	// reads at 7-16% of CPU, but a cache sits exactly on the path of the
-	// open replica-divergence bug (jepsen-style-tests/testdata), so it
-	// waits until that is understood.
-	r, err := raft.NewRaft(rc, cfg.FSM, cfg.Storage.Log(), cfg.Storage.Stable(), cfg.Storage.Snapshots, cfg.Transport)
+	s.rc = *rc
+	s.hibernateAfter = cfg.HibernateAfter
+	s.touch()
+	trans, err := newWakeTransport(cfg.Transport, s)
 	if err != nil {
-		return nil, fmt.Errorf("shard: start raft for range %d: %w", cfg.Descriptor.ID, err)
+		return nil, err
 	}
-	s.raft = r
+	s.trans = trans
+	cfg.FSM.SetHibernateHandler(s.hibernateApplied)
+	if err := s.startInstance(); err != nil {
+		trans.shutdown()
+		return nil, err
+	}
 	s.recoverIndex, _ = cfg.Storage.Log().LastIndex()
-	observations := make(chan raft.Observation, 16)
-	s.observer = raft.NewObserver(observations, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
-	})
-	r.RegisterObserver(s.observer)
-	s.wg.Add(2)
-	go s.watchLeadership(notify)
-	go s.watchLeader(observations)
 	return s, nil
 }
 
+// startInstance starts a Raft instance on the range's log, stores and
+// transport. Callers hold rmu, or own the shard exclusively (New).
+func (s *Shard) startInstance() error {
+	notify := make(chan bool, 8)
+	rc := s.rc
+	rc.NotifyCh = notify
+	r, err := raft.NewRaft(&rc, s.fsm, s.storage.Log(), s.storage.Stable(), s.storage.Snapshots, s.trans)
+	if err != nil {
+		return fmt.Errorf("shard: start raft for range %d: %w", s.id, err)
+	}
+	inst := &instance{raft: r, stop: make(chan struct{})}
+	observations := make(chan raft.Observation, 16)
+	inst.observer = raft.NewObserver(observations, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(inst.observer)
+	s.inst.Store(inst)
+	inst.wg.Add(2)
+	go s.watchLeadership(inst, notify)
+	go s.watchLeader(inst, observations)
+	return nil
+}
+
+// stopInstance shuts inst down and waits for its goroutines.
+func (s *Shard) stopInstance(inst *instance) error {
+	close(inst.stop)
+	inst.raft.DeregisterObserver(inst.observer)
+	err := inst.raft.Shutdown().Error()
+	inst.wg.Wait()
+	return err
+}
+
+// r is the current Raft instance, asleep or not: for looking, not for
+// work that needs Raft running (see active).
+func (s *Shard) r() *raft.Raft { return s.inst.Load().raft }
+
+// leaderChanged wakes the goroutines waiting for a leader change.
+func (s *Shard) leaderChanged() {
+	s.leaderMu.Lock()
+	close(s.leaderCh)
+	s.leaderCh = make(chan struct{})
+	s.leaderMu.Unlock()
+}
+
 // watchLeader wakes WaitLeader callers whenever the known leader changes.
-func (s *Shard) watchLeader(observations <-chan raft.Observation) {
-	defer s.wg.Done()
+func (s *Shard) watchLeader(inst *instance, observations <-chan raft.Observation) {
+	defer inst.wg.Done()
 	for {
 		select {
-		case <-s.stop:
+		case <-inst.stop:
 			return
 		case <-observations:
-			s.leaderMu.Lock()
-			close(s.leaderCh)
-			s.leaderCh = make(chan struct{})
-			s.leaderMu.Unlock()
+			s.leaderChanged()
 		}
 	}
 }
@@ -156,6 +204,7 @@ func (s *Shard) watchLeader(observations <-chan raft.Observation) {
 // WaitLeader returns the leader's id and address, waiting for an election
 // to finish if none is known, until ctx ends.
 func (s *Shard) WaitLeader(ctx context.Context) (id, addr string, err error) {
+	s.active()
 	err = s.waitLeaderWhile(ctx, func(i, a string) bool {
 		id, addr = i, a
 		return a == ""
@@ -227,14 +276,15 @@ func (s *Shard) ID() uint64 { return s.id }
 // FSM returns the range's state machine, for local reads.
 func (s *Shard) FSM() *raftstore.RangeFSM { return s.fsm }
 
-// Raft exposes the underlying Raft instance for status and tests.
-func (s *Shard) Raft() *raft.Raft { return s.raft }
+// Raft exposes the current Raft instance for status and tests; while the
+// replica hibernates it is a stopped one.
+func (s *Shard) Raft() *raft.Raft { return s.r() }
 
 // Bootstrap makes servers the range's first configuration. It is a no-op
 // when the replica already has Raft state, so a restart with the same flags
 // is safe.
 func (s *Shard) Bootstrap(servers []raft.Server) error {
-	f := s.raft.BootstrapCluster(raft.Configuration{Servers: servers})
+	f := s.active().BootstrapCluster(raft.Configuration{Servers: servers})
 	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		return fmt.Errorf("shard: bootstrap range %d: %w", s.id, err)
 	}
@@ -242,11 +292,11 @@ func (s *Shard) Bootstrap(servers []raft.Server) error {
 }
 
 // IsLeader reports whether this replica is the range's leader.
-func (s *Shard) IsLeader() bool { return s.raft.State() == raft.Leader }
+func (s *Shard) IsLeader() bool { return s.r().State() == raft.Leader }
 
 // Leader returns the leader's node id and Raft address, empty when unknown.
 func (s *Shard) Leader() (id, addr string) {
-	a, i := s.raft.LeaderWithID()
+	a, i := s.r().LeaderWithID()
 	return string(i), string(a)
 }
 
@@ -255,7 +305,8 @@ func (s *Shard) Leader() (id, addr string) {
 // (not applied), ErrIndeterminate (may have been applied),
 // ErrCompareFailed (applied as a no-op).
 func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore.Result, error) {
-	if s.raft.State() != raft.Leader {
+	r := s.active()
+	if r.State() != raft.Leader {
 		return nil, ErrNotLeader
 	}
 	timeout := time.Duration(0)
@@ -265,7 +316,7 @@ func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore
 			return nil, context.DeadlineExceeded
 		}
 	}
-	f := s.raft.Apply(cmd.Encode(make([]byte, 0, 16+len(cmd.Key)+len(cmd.Value)+len(cmd.Expected))), timeout)
+	f := r.Apply(cmd.Encode(make([]byte, 0, 16+len(cmd.Key)+len(cmd.Value)+len(cmd.Expected))), timeout)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -304,18 +355,18 @@ func (s *Shard) applyError(err error) error {
 
 // watchLeadership commits a term-start marker each time this replica
 // becomes leader; read-index waits for it (waitLeaderReady).
-func (s *Shard) watchLeadership(notify <-chan bool) {
-	defer s.wg.Done()
+func (s *Shard) watchLeadership(inst *instance, notify <-chan bool) {
+	defer inst.wg.Done()
 	for {
 		select {
-		case <-s.stop:
+		case <-inst.stop:
 			return
 		case isLeader := <-notify:
 			if isLeader {
-				term := s.raft.CurrentTerm()
+				term := inst.raft.CurrentTerm()
 				s.log.Info("became leader", "term", term)
-				s.wg.Add(1)
-				go s.commitMarker(term)
+				inst.wg.Add(1)
+				go s.commitMarker(inst, term)
 			}
 		}
 	}
@@ -323,19 +374,19 @@ func (s *Shard) watchLeadership(notify <-chan bool) {
 
 // commitMarker applies the marker for term, retrying while this replica
 // still leads in that term.
-func (s *Shard) commitMarker(term uint64) {
-	defer s.wg.Done()
+func (s *Shard) commitMarker(inst *instance, term uint64) {
+	defer inst.wg.Done()
 	backoff := 20 * time.Millisecond
 	for attempt := 0; attempt < 1<<16; attempt++ {
-		if s.raft.State() != raft.Leader || s.raft.CurrentTerm() != term || s.fsm.MarkerTerm() >= term {
+		if inst.raft.State() != raft.Leader || inst.raft.CurrentTerm() != term || s.fsm.MarkerTerm() >= term {
 			return
 		}
-		err := s.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), time.Second).Error()
+		err := inst.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), time.Second).Error()
 		if err == nil || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
 			return
 		}
 		select {
-		case <-s.stop:
+		case <-inst.stop:
 			return
 		case <-time.After(backoff):
 		}
@@ -349,10 +400,11 @@ func (s *Shard) commitMarker(term uint64) {
 func (s *Shard) waitLeaderReady(ctx context.Context) (uint64, error) {
 	for range 1 << 16 {
 		changed := s.fsm.Changed()
-		if s.raft.State() != raft.Leader {
+		r := s.r()
+		if r.State() != raft.Leader {
 			return 0, ErrNotLeader
 		}
-		term := s.raft.CurrentTerm()
+		term := r.CurrentTerm()
 		if s.fsm.MarkerTerm() == term {
 			return term, nil
 		}
@@ -385,6 +437,7 @@ func (s *Shard) Recovered() bool {
 // already waited for that. Only the leader can serve it (ErrNotLeader).
 // Concurrent calls share one leadership confirmation.
 func (s *Shard) ReadIndex(ctx context.Context) (uint64, error) {
+	s.active()
 	idx, err := s.reads.wait(ctx)
 	if err != nil {
 		return 0, err
@@ -401,11 +454,12 @@ func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	idx := s.raft.CommitIndex()
-	if err := s.raft.VerifyLeader().Error(); err != nil {
+	r := s.r()
+	idx := r.CommitIndex()
+	if err := r.VerifyLeader().Error(); err != nil {
 		return 0, ErrNotLeader
 	}
-	if s.raft.CurrentTerm() != term {
+	if r.CurrentTerm() != term {
 		return 0, ErrNotLeader
 	}
 	return idx, nil
@@ -414,26 +468,26 @@ func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
 // AddVoter adds (or promotes) a voting member.
 func (s *Shard) AddVoter(ctx context.Context, id, addr string) error {
 	return s.membership(ctx, func(t time.Duration) raft.IndexFuture {
-		return s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
+		return s.r().AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
 	})
 }
 
 // AddNonvoter adds a member that receives the log but does not vote.
 func (s *Shard) AddNonvoter(ctx context.Context, id, addr string) error {
 	return s.membership(ctx, func(t time.Duration) raft.IndexFuture {
-		return s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
+		return s.r().AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, t)
 	})
 }
 
 // RemoveServer removes a member.
 func (s *Shard) RemoveServer(ctx context.Context, id string) error {
 	return s.membership(ctx, func(t time.Duration) raft.IndexFuture {
-		return s.raft.RemoveServer(raft.ServerID(id), 0, t)
+		return s.r().RemoveServer(raft.ServerID(id), 0, t)
 	})
 }
 
 func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.IndexFuture) error {
-	if s.raft.State() != raft.Leader {
+	if s.active().State() != raft.Leader {
 		return ErrNotLeader
 	}
 	timeout := 10 * time.Second
@@ -450,7 +504,14 @@ func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.
 // future's Index() is always 0 in hashicorp/raft v1.8.0, so no index is
 // offered.)
 func (s *Shard) Configuration() ([]raft.Server, error) {
-	f := s.raft.GetConfiguration()
+	if s.asleep.Load() {
+		s.rmu.Lock()
+		defer s.rmu.Unlock()
+		if s.asleep.Load() {
+			return slices.Clone(s.sleepConfig), nil
+		}
+	}
+	f := s.r().GetConfiguration()
 	if err := f.Error(); err != nil {
 		return nil, fmt.Errorf("shard: range %d configuration: %w", s.id, err)
 	}
@@ -459,7 +520,7 @@ func (s *Shard) Configuration() ([]raft.Server, error) {
 
 // TransferLeadership hands leadership to the replica on node id.
 func (s *Shard) TransferLeadership(id, addr string) error {
-	if err := s.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error(); err != nil {
+	if err := s.active().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error(); err != nil {
 		return fmt.Errorf("shard: range %d: transfer leadership to %s: %w", s.id, id, err)
 	}
 	return nil
@@ -492,13 +553,17 @@ type Status struct {
 
 // Status reports the replica's Raft and state-machine progress.
 func (s *Shard) Status() Status {
+	r := s.r()
 	st := Status{
 		Descriptor:   s.Descriptor(),
-		State:        s.raft.State().String(),
-		Term:         s.raft.CurrentTerm(),
-		CommitIndex:  s.raft.CommitIndex(),
+		State:        r.State().String(),
+		Term:         r.CurrentTerm(),
+		CommitIndex:  r.CommitIndex(),
 		AppliedIndex: s.fsm.AppliedIndex(),
-		LastLogIndex: s.raft.LastIndex(),
+		LastLogIndex: r.LastIndex(),
+	}
+	if s.asleep.Load() {
+		st.State = "Hibernating"
 	}
 	st.LeaderID, _ = s.Leader()
 	if servers, err := s.Configuration(); err == nil {
@@ -515,14 +580,14 @@ func (s *Shard) Shutdown() error {
 	var err error
 	s.stopOnce.Do(func() {
 		close(s.stop)
-		s.raft.DeregisterObserver(s.observer)
-		err = s.raft.Shutdown().Error()
-		s.wg.Wait()
-		// raft.Shutdown leaves the transport open; it owns our stream layer.
-		if c, ok := s.trans.(raft.WithClose); ok {
-			if cerr := c.Close(); err == nil {
-				err = cerr
-			}
+		s.rmu.Lock()
+		s.closed = true
+		if !s.asleep.Load() {
+			err = s.stopInstance(s.inst.Load())
+		}
+		s.rmu.Unlock()
+		if cerr := s.trans.shutdown(); err == nil {
+			err = cerr
 		}
 		if cerr := s.storage.Close(); err == nil {
 			err = cerr
@@ -538,19 +603,20 @@ func (s *Shard) Shutdown() error {
 func (s *Shard) CompactLog() error {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
+	r := s.active()
 	// Something new to snapshot, so that Raft does not skip it.
-	if err := s.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), 5*time.Second).Error(); err != nil {
+	if err := r.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), 5*time.Second).Error(); err != nil {
 		return fmt.Errorf("shard: range %d: compact log: %w", s.id, err)
 	}
-	rc := s.raft.ReloadableConfig()
+	rc := r.ReloadableConfig()
 	trailing := rc.TrailingLogs
 	rc.TrailingLogs = 0
-	if err := s.raft.ReloadConfig(rc); err != nil {
+	if err := r.ReloadConfig(rc); err != nil {
 		return fmt.Errorf("shard: range %d: %w", s.id, err)
 	}
-	err := s.raft.Snapshot().Error()
+	err := r.Snapshot().Error()
 	rc.TrailingLogs = trailing
-	if rerr := s.raft.ReloadConfig(rc); err == nil && rerr != nil {
+	if rerr := r.ReloadConfig(rc); err == nil && rerr != nil {
 		err = rerr
 	}
 	if err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {

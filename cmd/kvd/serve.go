@@ -29,7 +29,7 @@ type serveFlags struct {
 	replicas                                  int
 	maxKeyBytes, maxValueBytes                int
 	logLevel, logFormat                       string
-	heartbeat, election                       time.Duration
+	heartbeat, election, hibernateAfter       time.Duration
 	peerProxies                               []string
 	pprofAddr                                 string
 }
@@ -64,6 +64,7 @@ SIGTERM or SIGINT shuts the node down cleanly.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout (follower waits this long before an election)")
 	fl.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
+	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
 	cmd.MarkFlagRequired("id")
@@ -113,6 +114,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	cfg.RangeMaxBytes, cfg.Replicas = f.rangeMaxBytes, f.replicas
 	cfg.Timing.Heartbeat, cfg.Timing.Election = f.heartbeat, f.election
 	cfg.Timing.LeaderLease = min(f.heartbeat, f.election) / 2
+	if f.hibernateAfter < 0 {
+		return fmt.Errorf("--hibernate-after %v: must not be negative", f.hibernateAfter)
+	}
+	cfg.HibernateAfter = f.hibernateAfter
 	cfg.Logger = log
 	if len(proxies) > 0 {
 		cfg.DialAddr = func(a string) string {
