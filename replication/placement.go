@@ -97,9 +97,10 @@ func (n *Node) liveNodes(ctx context.Context, nodes []*kvpb.NodeInfo) map[string
 }
 
 type move struct {
-	rangeID uint64
-	req     *kvpb.ChangeReplicasRequest
-	leader  string
+	rangeID  uint64
+	req      *kvpb.ChangeReplicasRequest
+	leader   string
+	replicas []string
 }
 
 // placeOnce computes and starts one round of replica and leader moves.
@@ -179,16 +180,16 @@ func (n *Node) placeOnce(ctx context.Context) error {
 				continue
 			}
 			load[target]++
-			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}, d.Leader})
+			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}, d.Leader, d.Replicas})
 		case len(bad) > 0 && len(good)+len(dead) >= want:
-			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: bad[0]}, d.Leader})
+			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: bad[0]}, d.Leader, d.Replicas})
 		case len(d.Replicas) > want && len(good) >= want:
 			victim := mostLoaded(good, load)
 			if len(dead) > 0 {
 				victim = dead[0]
 			}
 			load[victim]--
-			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: victim}, d.Leader})
+			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: victim}, d.Leader, d.Replicas})
 		default:
 			continue
 		}
@@ -223,7 +224,7 @@ func (n *Node) placeOnce(ctx context.Context) error {
 			if to != "" {
 				leads[d.Leader]--
 				leads[to]++
-				moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, TransferLeaderTo: to}, d.Leader})
+				moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, TransferLeaderTo: to}, d.Leader, d.Replicas})
 				n.lastLeaderMove = time.Now()
 				break
 			}
@@ -239,14 +240,28 @@ func (n *Node) placeOnce(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for _, m := range moves {
-		leaderAddr := addr[m.leader]
-		if leaderAddr == "" {
-			continue
+		// The leader first. Its hint may name a replica that is gone, of
+		// a range that hibernates, which no election will replace on its
+		// own: asking the other replicas wakes them (ChangeReplicas wakes
+		// a sleeping replica), and whichever then leads makes the move.
+		targets := []string{m.leader}
+		for _, r := range m.replicas {
+			if r != m.leader {
+				targets = append(targets, r)
+			}
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := n.requestChange(ctx, leaderAddr, m.req); err != nil {
+			err := fmt.Errorf("no address for any replica of range %d", m.rangeID)
+			for _, r := range targets {
+				if a := addr[r]; a != "" {
+					if err = n.requestChange(ctx, a, m.req); err == nil {
+						break
+					}
+				}
+			}
+			if err != nil {
 				n.log.Info("placement move not done", "range", m.rangeID, "move", m.req.String(), "err", err)
 			} else {
 				n.log.Info("placement move done", "range", m.rangeID, "move", m.req.String())
@@ -270,7 +285,7 @@ func rebalanceMove(ranges []*kvpb.RangeDescriptor, candidates []string, load map
 		}
 		for _, r := range d.Replicas {
 			if slices.Contains(candidates, r) && load[r] > load[least]+1 {
-				return move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: least}, d.Leader}, true
+				return move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: least}, d.Leader, d.Replicas}, true
 			}
 		}
 	}
