@@ -398,12 +398,22 @@ func (n *Node) Close() error {
 	}
 	close(n.stop)
 	n.cancel()
-	var errs []error
-	for _, s := range n.Shards() {
-		if err := s.Shutdown(); err != nil {
-			errs = append(errs, err)
-		}
+	// Shards stop in parallel (16 at a time): each waits for its Raft
+	// goroutines and in-flight RPCs, and a node with a thousand ranges
+	// took longer than SIGTERM's grace period one after another.
+	shards := n.Shards()
+	errc := make([]error, len(shards))
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, s := range shards {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errc[i] = s.Shutdown()
+		})
 	}
+	wg.Wait()
+	errs := slices.DeleteFunc(errc, func(err error) bool { return err == nil })
 	n.wg.Wait()
 	if err := n.mux.Close(); err != nil {
 		errs = append(errs, err)

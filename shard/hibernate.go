@@ -176,10 +176,14 @@ func newWakeTransport(t raft.Transport, s *Shard) (*wakeTransport, error) {
 	if !ok {
 		return nil, fmt.Errorf("shard: transport %T cannot be closed or does not support pre-vote", t)
 	}
-	w := &wakeTransport{baseTransport: base, s: s, consumer: make(chan raft.RPC), done: make(chan struct{})}
-	base.SetHeartbeatHandler(w.heartbeat)
+	return &wakeTransport{baseTransport: base, s: s, consumer: make(chan raft.RPC), done: make(chan struct{})}, nil
+}
+
+// start begins handing messages over; call it once the first instance
+// runs (messages that arrive before wait in the base transport).
+func (w *wakeTransport) start() {
+	w.baseTransport.SetHeartbeatHandler(w.heartbeat)
 	go w.run()
-	return w, nil
 }
 
 func (w *wakeTransport) Consumer() <-chan raft.RPC { return w.consumer }

@@ -139,6 +139,7 @@ func New(cfg Config) (*Shard, error) {
 		trans.shutdown()
 		return nil, err
 	}
+	trans.start()
 	s.recoverIndex, _ = cfg.Storage.Log().LastIndex()
 	return s, nil
 }
