@@ -86,7 +86,7 @@ bench-memory: build bench-build
 # range counts (a fresh cluster per count; 1000 ranges take minutes).
 RANGES ?= 10,100,1000
 
-.PHONY: bench-ranges
+.PHONY: bench-ranges bench-micro
 
 bench-ranges: build bench-build
 	cd bench && $(GO) build -o ../$(BIN)/rangebench ./cmd/rangebench
@@ -95,6 +95,12 @@ bench-ranges: build bench-build
 # Seconds: kvbench against a real 3-node kvd, no etcd, no timing thresholds.
 bench-smoke:
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
+	$(GO) test -run XXX -bench . -benchtime 1x ./raftstore ./shard
+
+# Go benchmarks of the hot paths: FSM batch apply and commit, log append
+# and read, read-index, command encoding.
+bench-micro:
+	$(GO) test -run XXX -bench . -benchmem ./raftstore ./shard
 
 # --- Jepsen-style suite (jepsen-style-tests/ is the library, cmd/jepsen the CLI) ---
 # make jepsen [DURATION=10m] [NODES=5] [NEMESIS=all] [SEED=n] [OUT=dir]
