@@ -23,6 +23,8 @@ type clusterFlags struct {
 	portBase int
 	host     string
 	logLevel string
+	// hibernateAfter is passed to every node's --hibernate-after.
+	hibernateAfter time.Duration
 }
 
 // nodePorts is the port plan of `kvd cluster`: node i (1-based) listens on
@@ -49,6 +51,7 @@ same flags restarts the same cluster from its data.`,
 	fl.IntVar(&f.portBase, "port-base", 7000, "port plan base P")
 	fl.StringVar(&f.host, "host", "127.0.0.1", "loopback address to bind")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level of the nodes")
+	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "the nodes' --hibernate-after: idle ranges sleep after this long (0: never)")
 	return cmd
 }
 
@@ -99,7 +102,8 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 			"--http-addr", fmt.Sprintf("%s:%d", f.host, h),
 			"--raft-addr", fmt.Sprintf("%s:%d", f.host, r),
 			"--initial-cluster", strings.Join(initial, ","),
-			"--log-level", f.logLevel)
+			"--log-level", f.logLevel,
+			"--hibernate-after", f.hibernateAfter.String())
 		c.Stdout, c.Stderr = logFile, logFile
 		// A process group of its own: Ctrl-C reaches only this process,
 		// which then stops each node by PID with SIGTERM.
