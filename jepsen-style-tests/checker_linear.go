@@ -196,7 +196,7 @@ func checkLinearizable(ix *index, r *CheckResult, timeout time.Duration) {
 	}
 	wg.Wait()
 	r.lin = map[string]*linResult{}
-	unknown := 0
+	var unknown []string
 	for i, key := range keys {
 		lr := results[i]
 		switch lr.result {
@@ -230,11 +230,11 @@ func checkLinearizable(ix *index, r *CheckResult, timeout time.Duration) {
 			r.fail(key, msg, firstUnplaced(lr, placed, involved)...)
 		case porcupine.Unknown:
 			r.lin[key] = lr
-			unknown++
+			unknown = append(unknown, fmt.Sprintf("%s (%d ops)", key, len(lr.ops)))
 		}
 	}
-	if unknown > 0 {
-		r.note("porcupine timed out (%v) on %d keys", timeout, unknown)
+	if len(unknown) > 0 {
+		r.note("porcupine timed out (%v) on %d keys: %s; `jepsen --recheck HISTORY --linearizable-timeout D` checks again with more time", timeout, len(unknown), strings.Join(unknown, ", "))
 		if r.Verdict == Pass {
 			r.Verdict = Unknown
 		}
