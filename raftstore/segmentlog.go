@@ -75,7 +75,9 @@ const (
 	segHeader     = 8
 	segFirstFile  = "first"
 	segSuffix     = ".seg"
-	defaultMaxSeg = 64 << 20
+	// Small enough that a compacted log (10,240 trailing entries) keeps
+	// few dead bytes: the head is freed a whole segment at a time.
+	defaultMaxSeg = 8 << 20
 	// maxRecord bounds one record, so a corrupt length cannot make the
 	// scan allocate gigabytes.
 	maxRecord = 256 << 20
