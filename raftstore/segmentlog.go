@@ -72,9 +72,9 @@ const (
 )
 
 const (
-	segHeader     = 8
-	segFirstFile  = "first"
-	segSuffix     = ".seg"
+	segHeader    = 8
+	segFirstFile = "first"
+	segSuffix    = ".seg"
 	// Small enough that a compacted log (10,240 trailing entries) keeps
 	// few dead bytes: the head is freed a whole segment at a time.
 	defaultMaxSeg = 8 << 20
