@@ -76,13 +76,7 @@ func recv(got chan string, d time.Duration) string {
 }
 
 func TestProxy_Faults(t *testing.T) {
-	addr, got := echoServer(t)
-	nt := NewNet(2, t.Logf)
-	t.Cleanup(func() { nt.Close() })
-	paddr, err := nt.PeerAddr(0, 1, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nt, paddr, got := proxiedEcho(t)
 	if _, err := nt.PeerAddr(0, 1, "10.0.0.1:80"); err == nil {
 		t.Fatal("a proxy to an address outside 127.0.0.0/8 was accepted")
 	}
@@ -166,13 +160,7 @@ func TestProxy_Faults(t *testing.T) {
 // fault no real network makes: the receiver may decode the tail of one
 // message and the start of the next as a different, valid message.)
 func TestProxy_NoSpliceAfterDrop(t *testing.T) {
-	addr, got := echoServer(t)
-	nt := NewNet(2, t.Logf)
-	t.Cleanup(func() { nt.Close() })
-	paddr, err := nt.PeerAddr(0, 1, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nt, paddr, got := proxiedEcho(t)
 	a2b := [2]int{0, 1}
 	c := dialLine(t, paddr)
 	if s, err := c.roundTrip("hello", time.Second); err != nil || s != "hello\n" {
@@ -202,4 +190,17 @@ func TestProxy_NoSpliceAfterDrop(t *testing.T) {
 	if s := recv(got, 300*time.Millisecond); s != "" {
 		t.Fatalf("the server got %q from a stream that had lost bytes", s)
 	}
+}
+
+// proxiedEcho starts an echo server behind the proxy of link n1->n2.
+func proxiedEcho(t *testing.T) (nt *Net, paddr string, got chan string) {
+	t.Helper()
+	addr, got := echoServer(t)
+	nt = NewNet(2, t.Logf)
+	t.Cleanup(func() { nt.Close() })
+	paddr, err := nt.PeerAddr(0, 1, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nt, paddr, got
 }

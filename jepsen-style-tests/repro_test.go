@@ -36,21 +36,8 @@ import (
 // heals and L, now a follower, logs "clearing log suffix"; then L is
 // killed with SIGKILL and restarted.
 func TestRepro_RestartAfterLogSuffixTruncation(t *testing.T) {
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	nt := NewNet(3, t.Logf)
-	t.Cleanup(func() { nt.Close() })
-	c, err := Start(context.Background(), Options{KvdPath: kvdBin, Dir: t.TempDir(), Nodes: 3, PeerAddr: nt.PeerAddr, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.DumpLogs(t, 30)
-		}
-		c.Close()
-	})
+	c, nt := startProxiedCluster(t)
+	var err error
 	put := func(i int, key string, timeout time.Duration) int {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Second)
 		defer cancel()
@@ -147,21 +134,7 @@ func TestRepro_ReplicasAgreeAfterPausedLeader(t *testing.T) {
 	if os.Getenv("DIALKV_REPRO") != "1" {
 		t.Skip("not reproduced yet; DIALKV_REPRO=1 runs it (about 3 minutes)")
 	}
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	nt := NewNet(3, t.Logf)
-	t.Cleanup(func() { nt.Close() })
-	c, err := Start(context.Background(), Options{KvdPath: kvdBin, Dir: t.TempDir(), Nodes: 3, PeerAddr: nt.PeerAddr, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.DumpLogs(t, 40)
-		}
-		c.Close()
-	})
+	c, nt := startProxiedCluster(t)
 
 	var stop, hold atomic.Bool
 	var inflight, acked atomic.Int64 // appends under way; acknowledged
@@ -255,4 +228,26 @@ func TestRepro_ReplicasAgreeAfterPausedLeader(t *testing.T) {
 		t.Logf("round %d: %d acknowledged appends so far; %v", round, acked.Load(), r.Notes)
 		hold.Store(false)
 	}
+}
+
+// startProxiedCluster starts 3 nodes whose links go through fault
+// proxies, stopped (their logs dumped on failure) when the test ends.
+func startProxiedCluster(t *testing.T) (*Cluster, *Net) {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	nt := NewNet(3, t.Logf)
+	t.Cleanup(func() { nt.Close() })
+	c, err := Start(context.Background(), Options{KvdPath: kvdBin, Dir: t.TempDir(), Nodes: 3, PeerAddr: nt.PeerAddr, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.DumpLogs(t, 40)
+		}
+		c.Close()
+	})
+	return c, nt
 }

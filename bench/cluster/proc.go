@@ -152,3 +152,13 @@ func (p *Proc) LogTail(n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// WorkDir returns dir, created if missing, or a new temporary directory
+// named after prefix when dir is empty: where a benchmark keeps its
+// servers' data and logs.
+func WorkDir(dir, prefix string) (string, error) {
+	if dir == "" {
+		return os.MkdirTemp("", prefix+"-")
+	}
+	return dir, os.MkdirAll(dir, 0o755)
+}

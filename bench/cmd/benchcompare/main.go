@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dialkv/dialkv/bench/cluster"
 )
 
 type options struct {
@@ -61,13 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	dir := o.workDir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "benchcompare-"); err != nil {
-			fmt.Fprintln(stderr, "benchcompare:", err)
-			return 1
-		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := cluster.WorkDir(o.workDir, "benchcompare")
+	if err != nil {
 		fmt.Fprintln(stderr, "benchcompare:", err)
 		return 1
 	}

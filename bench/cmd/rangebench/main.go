@@ -37,6 +37,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dialkv/dialkv/bench/cluster"
 )
 
 // maxRanges bounds -ranges: the key space must give every range keys.
@@ -84,13 +86,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	dir := o.workDir
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "rangebench-"); err != nil {
-			fmt.Fprintln(stderr, "rangebench:", err)
-			return 1
-		}
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := cluster.WorkDir(o.workDir, "rangebench")
+	if err != nil {
 		fmt.Fprintln(stderr, "rangebench:", err)
 		return 1
 	}
