@@ -17,11 +17,13 @@ import (
 // that says what it carries, so that all of the node's Raft groups and its
 // internal gRPC service share the port:
 //
-//	'R' + range id (8 bytes, big endian)   a Raft transport stream of that range
+//	'F' + range id (8 bytes, big endian)   a Raft transport stream of that range, in checked frames (framing.go)
+//	'R' + range id                         the same, unframed: accepted from nodes older than framing, never dialled
 //	'G'                                    internal gRPC (forwarding, status)
 const (
-	connRaft byte = 'R'
-	connGRPC byte = 'G'
+	connFramedRaft byte = 'F'
+	connRaft       byte = 'R'
+	connGRPC       byte = 'G'
 
 	headerTimeout = 5 * time.Second
 )
@@ -150,7 +152,7 @@ func (m *Mux) route(c net.Conn) {
 		if !m.grpc.deliver(c) {
 			c.Close()
 		}
-	case connRaft:
+	case connRaft, connFramedRaft:
 		var id [8]byte
 		if _, err := io.ReadFull(c, id[:]); err != nil {
 			c.Close()
@@ -161,6 +163,9 @@ func (m *Mux) route(c net.Conn) {
 		m.mu.Lock()
 		l := m.ranges[rangeID]
 		m.mu.Unlock()
+		if kind[0] == connFramedRaft {
+			c = newFramedConn(c)
+		}
 		if l == nil || !l.deliver(c) {
 			c.Close()
 		}
@@ -219,12 +224,12 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 	if err != nil {
 		return nil, err
 	}
-	hdr := binary.BigEndian.AppendUint64([]byte{connRaft}, s.id)
+	hdr := binary.BigEndian.AppendUint64([]byte{connFramedRaft}, s.id)
 	if _, err := c.Write(hdr); err != nil {
 		c.Close()
 		return nil, err
 	}
-	return c, nil
+	return newFramedConn(c), nil
 }
 
 func (s *streamLayer) Close() error {
