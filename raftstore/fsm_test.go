@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -384,5 +386,38 @@ func TestStore_CommitterCommitsOnTimer(t *testing.T) {
 	}
 	if commits, _, _, _ := s.Stats(); commits == 0 {
 		t.Fatal("no commit counted")
+	}
+}
+
+// Keys written in order (a bulk load) must not leave bbolt's pages half
+// empty: that doubled state.db and the pages a node keeps mapped.
+func TestStore_InOrderWritesPackPages(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	f := mustRange(t, s, 1)
+	value := strings.Repeat("v", 256)
+	index := uint64(0)
+	for batch := range 20 {
+		logs := make([]*raft.Log, 0, 1000)
+		for i := range 1000 {
+			index++
+			logs = append(logs, put(index, fmt.Sprintf("key/%08d", batch*1000+i), value))
+		}
+		f.ApplyBatch(logs)
+		if err := s.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var st bolt.BucketStats
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		st = tx.Bucket(f.bucket).Stats()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fill := float64(st.LeafInuse) / float64(st.LeafAlloc)
+	t.Logf("%d keys in %d leaf pages, %.0f%% full", st.KeyN, st.LeafPageN, 100*fill)
+	if fill < 0.8 {
+		t.Fatalf("leaf pages are %.0f%% full after in-order writes, want at least 80%%", 100*fill)
 	}
 }

@@ -116,6 +116,7 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 		if err != nil {
 			return err
 		}
+		b.FillPercent = dataFillPercent
 		applied, desc, err = readSnapshot(rc, func(k, stored []byte) error { return b.Put(k, stored) })
 		if err != nil {
 			return err

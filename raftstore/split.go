@@ -62,6 +62,7 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 		if err != nil {
 			return err
 		}
+		to.FillPercent = dataFillPercent
 		var moved [][]byte
 		c := from.Cursor()
 		for k, v := c.Seek(child.Start); k != nil && (len(child.End) == 0 || bytes.Compare(k, child.End) < 0); k, v = c.Next() {
