@@ -30,14 +30,22 @@ type RangeFSM struct {
 
 	desc Descriptor // guarded by mu; changes with splits and restores
 
-	// approxBytes grows with every write (overwrites and deletes are not
-	// subtracted), so it over-estimates; ApproxSize recomputes it when it
-	// crosses a threshold. Split decisions need no more than that.
-	approxBytes atomic.Int64
+	// sizeKeys and sizeBytes count the keys and the key and value bytes
+	// committed to the range's bucket, kept exact by every commit, split
+	// and restore and stored beside the applied index: sizing a range
+	// must not walk its pages (that kept a whole state.db mapped in on
+	// every split check and every metrics scrape).
+	sizeKeys, sizeBytes atomic.Int64
 
 	// markerTerm is the term of the last OpMarker applied: a leader whose
 	// term equals it has committed an entry of its own term.
 	markerTerm atomic.Uint64
+
+	// logSynced, when set, waits until the range's log holds an index
+	// durably: a leader appends before its fsync returns (see
+	// SegmentLog.SetSyncBehind), and nothing may take effect before it
+	// is on a majority's disks, the leader's included.
+	logSynced func(index uint64) error
 
 	// onHibernate is called on the FSM goroutine with the index of each
 	// OpHibernate applied (set before Raft starts).
@@ -88,6 +96,11 @@ func (f *RangeFSM) ownsLocked(key []byte) bool {
 // each hibernation entry is applied. Call it before the range's Raft
 // starts.
 func (f *RangeFSM) SetHibernateHandler(fn func(index uint64)) { f.onHibernate = fn }
+
+// SetLogSync registers the wait for the range's log to hold an index
+// durably; ApplyBatch calls it before it applies anything. Call it before
+// the range's Raft starts.
+func (f *RangeFSM) SetLogSync(wait func(index uint64) error) { f.logSynced = wait }
 
 // ID returns the range id.
 func (f *RangeFSM) ID() uint64 { return f.id }
@@ -146,6 +159,16 @@ func (f *RangeFSM) Apply(l *raft.Log) interface{} {
 // returns a *Result per command entry.
 func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
+	if f.logSynced != nil && len(logs) > 0 {
+		if err := f.logSynced(logs[len(logs)-1].Index); err != nil {
+			// Committed entries whose durability is unknown: applying
+			// them could acknowledge a write a power cut takes back, and
+			// not applying them stalls the range. Stop, as for any
+			// failed fsync; a restart re-reads what the disk holds.
+			f.store.log.Error("raft log sync failed; stopping", "range", f.id, "err", err)
+			panic(fmt.Sprintf("raftstore: range %d: log sync: %v", f.id, err))
+		}
+	}
 	f.mu.Lock()
 	applied := f.applied.Load()
 	last := applied
@@ -200,7 +223,6 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 	switch cmd.Op {
 	case OpPut:
 		f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
-		f.approxBytes.Add(int64(len(cmd.Key) + len(cmd.Value)))
 	case OpDelete:
 		f.mustLookupLocked(cmd.Key, func(_ []byte, _ uint64, found bool) { res.Existed = found })
 		f.pending.set(newEntry(cmd.Key, nil, index, true))
@@ -426,77 +448,44 @@ func (f *RangeFSM) overlayRangeLocked(start, end []byte) []*entry {
 	return out
 }
 
-// Size returns the number of keys and bytes committed to bbolt for this
-// range (the overlay's few writes are not counted). It walks the bucket's
-// pages, so call it for status and split decisions, not per request.
-func (f *RangeFSM) Size() (keys, bytes uint64, err error) {
-	err = f.store.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(f.bucket)
-		if b == nil {
-			return nil
-		}
-		st := b.Stats()
-		keys = uint64(st.KeyN)
-		bytes = uint64(st.LeafInuse + st.BranchInuse)
-		return nil
-	})
-	return keys, bytes, err
+// Size returns the number of keys, and of key and value bytes, committed
+// to bbolt for this range (the overlay's writes are not counted yet).
+func (f *RangeFSM) Size() (keys, bytes uint64) {
+	return uint64(f.sizeKeys.Load()), uint64(f.sizeBytes.Load())
 }
 
-// ApproxSize returns an estimate of the range's bytes (keys + values) that
-// never under-estimates by more than the writes since the last exact
-// count; it recounts exactly when the estimate passes threshold.
-func (f *RangeFSM) ApproxSize(threshold int64) (int64, error) {
-	if v := f.approxBytes.Load(); v < threshold {
-		return v, nil
+// ApproxSize returns the range's key and value bytes: the committed count
+// plus the overlays' writes (overwrites and deletes there are not netted
+// out, so it may over-estimate until the next commit).
+func (f *RangeFSM) ApproxSize() int64 {
+	f.mu.RLock()
+	pending := f.pending.bytes
+	for _, o := range f.frozen {
+		pending += o.bytes
 	}
-	if err := f.store.Flush(); err != nil {
-		return 0, err
-	}
-	var total int64
-	err := f.store.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(f.bucket)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			total += int64(len(k) + len(v) - 8)
-			return nil
-		})
-	})
-	if err != nil {
-		return 0, err
-	}
-	f.approxBytes.Store(total)
-	return total, nil
+	f.mu.RUnlock()
+	return f.sizeBytes.Load() + int64(pending)
 }
 
 // SplitKey returns the committed key at which the range's bytes divide
-// in half, or nil when the range has fewer than two keys.
+// in half, or nil when the range has fewer than two keys. It reads the
+// first half of the range.
 func (f *RangeFSM) SplitKey() ([]byte, error) {
 	if err := f.store.Flush(); err != nil {
 		return nil, err
 	}
 	var key []byte
 	err := f.store.db.View(func(tx *bolt.Tx) error {
+		keys, total := f.Size()
 		b := tx.Bucket(f.bucket)
-		if b == nil {
+		if b == nil || keys < 2 {
 			return nil
 		}
-		var total, n int64
-		b.ForEach(func(k, v []byte) error {
-			total += int64(len(k) + len(v))
-			n++
-			return nil
-		})
-		if n < 2 {
-			return nil
-		}
-		var acc int64
+		var acc uint64
 		c := b.Cursor()
 		first, _ := c.First()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			acc += int64(len(k) + len(v))
+			acc += uint64(storedSize(k, v))
 			if acc >= total/2 && !bytes.Equal(k, first) {
 				key = bytes.Clone(k)
 				return nil

@@ -27,6 +27,10 @@ type RaftStorage struct {
 // Log returns the Raft log store.
 func (r *RaftStorage) Log() raft.LogStore { return r.log }
 
+// SegmentLog returns the log itself, for what raft.LogStore doesn't say:
+// syncing behind and waiting for durability.
+func (r *RaftStorage) SegmentLog() *SegmentLog { return r.log }
+
 // Stable returns the Raft stable store (term, vote).
 func (r *RaftStorage) Stable() raft.StableStore { return r.stable }
 

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -56,6 +57,25 @@ type SegmentLog struct {
 	// here that is a copy, not a pread system call per entry, which was
 	// 40% of a follower's CPU under 64 writers.
 	recent [recentSlots]recentRecord
+
+	// Syncing behind (see SetSyncBehind). written is the last index
+	// written, dirty the segments written since their last fdatasync;
+	// both guarded by wmu. smu guards the rest; sc signals changes.
+	behind  atomic.Pointer[func() bool]
+	written uint64
+	dirty   []*segment
+	smu     sync.Mutex
+	sc      *sync.Cond
+	syncing bool   // the syncer is in an fdatasync
+	synced  uint64 // every entry up to here that is in the log is durable
+	syncErr error  // sticky: an fdatasync failed, or the log closed
+	kick    chan struct{}
+	quit    chan struct{}
+	stopped chan struct{}
+	fsync   func(*os.File) error // datasync; tests replace it
+	// Lock-free mirrors of written and synced, for WaitWrittenSynced's
+	// fast path (every incoming AppendEntries asks it).
+	writtenA, syncedA atomic.Uint64
 }
 
 const (
@@ -116,12 +136,171 @@ func OpenSegmentLog(dir string) (*SegmentLog, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftstore: log dir: %w", err)
 	}
-	l := &SegmentLog{dir: dir, maxSegment: defaultMaxSeg}
+	l := &SegmentLog{dir: dir, maxSegment: defaultMaxSeg, kick: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}), fsync: datasync}
+	l.sc = sync.NewCond(&l.smu)
 	if err := l.load(); err != nil {
+		close(l.stopped)
 		l.Close()
 		return nil, err
 	}
+	// What a crash left in the page cache is durable from here on, so
+	// that "synced" means what it says from the start.
+	for _, seg := range l.segs {
+		if err := datasync(seg.f); err != nil {
+			close(l.stopped)
+			l.Close()
+			return nil, fmt.Errorf("raftstore: sync log on open: %w", err)
+		}
+	}
+	l.written, l.synced = l.last, l.last
+	l.writtenA.Store(l.last)
+	l.syncedA.Store(l.last)
+	go l.runSyncer()
 	return l, nil
+}
+
+// SetSyncBehind lets appends return before their fdatasync while behind
+// reports true; a background fdatasync follows at once. hashicorp/raft
+// appends to the leader's log before it sends the entries to followers,
+// so the leader's fsync and the followers' ran one after the other; with
+// this they overlap (the Raft thesis, section 10.2.1). It is only safe
+// with the guards the shard puts around it: the state machine applies an
+// entry only once WaitSynced says the leader's copy is durable, the
+// commit index sent to followers never passes SyncedIndex, and a node
+// answers a new leader only after its own appends are durable. Pass nil
+// to sync every append before it returns (the default). Appends of
+// anything but commands (configuration changes, no-ops, barriers) are
+// always synced first.
+func (l *SegmentLog) SetSyncBehind(behind func() bool) {
+	if behind == nil {
+		l.behind.Store(nil)
+		return
+	}
+	l.behind.Store(&behind)
+}
+
+// SetSyncFunc replaces the log's fdatasync (nil restores it). Fault
+// injection tests use it to hold or fail a sync.
+func (l *SegmentLog) SetSyncFunc(fn func(*os.File) error) {
+	if fn == nil {
+		fn = datasync
+	}
+	l.wmu.Lock()
+	l.smu.Lock()
+	l.fsync = fn
+	l.smu.Unlock()
+	l.wmu.Unlock()
+}
+
+// SyncedIndex is the index up to which every entry in the log is durable.
+func (l *SegmentLog) SyncedIndex() uint64 { return l.syncedA.Load() }
+
+// WaitSynced returns once every entry up to index that is in the log is
+// durable, or with the error that makes that impossible.
+func (l *SegmentLog) WaitSynced(index uint64) error {
+	if l.syncedA.Load() >= index {
+		return nil
+	}
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	for l.synced < index && l.syncErr == nil {
+		l.sc.Wait()
+	}
+	if l.synced >= index {
+		return nil
+	}
+	return l.syncErr
+}
+
+// WaitWrittenSynced waits until everything written so far is durable.
+func (l *SegmentLog) WaitWrittenSynced() error {
+	w := l.writtenA.Load()
+	if l.syncedA.Load() >= w {
+		return nil
+	}
+	return l.WaitSynced(w)
+}
+
+func (l *SegmentLog) runSyncer() {
+	defer close(l.stopped)
+	for {
+		select {
+		case <-l.kick:
+		case <-l.quit:
+			return
+		}
+		l.wmu.Lock()
+		target, segs := l.written, l.dirty
+		l.dirty = nil
+		if len(segs) == 0 {
+			l.wmu.Unlock()
+			continue
+		}
+		l.smu.Lock()
+		l.syncing = true
+		l.smu.Unlock()
+		l.wmu.Unlock()
+		var err error
+		for _, seg := range segs {
+			if err = l.fsync(seg.f); err != nil {
+				break
+			}
+		}
+		l.smu.Lock()
+		l.syncing = false
+		if err != nil {
+			l.syncErr = fmt.Errorf("raftstore: sync log: %w", err)
+		} else if target > l.synced {
+			l.synced = target
+			l.syncedA.Store(target)
+		}
+		l.sc.Broadcast()
+		l.smu.Unlock()
+	}
+}
+
+// syncAllLocked makes everything written durable: it waits out the
+// syncer's fdatasync in flight, then syncs every dirty segment and extra.
+// Caller holds wmu (the syncer never needs it to finish).
+func (l *SegmentLog) syncAllLocked(extra *segment) error {
+	l.smu.Lock()
+	for l.syncing {
+		l.sc.Wait()
+	}
+	err := l.syncErr
+	l.smu.Unlock()
+	if err != nil {
+		return err
+	}
+	segs := l.dirty
+	if extra != nil && !slices.Contains(segs, extra) {
+		segs = append(segs, extra)
+	}
+	for _, seg := range segs {
+		if err := l.fsync(seg.f); err != nil {
+			err = fmt.Errorf("raftstore: sync log: %w", err)
+			l.smu.Lock()
+			l.syncErr = err
+			l.sc.Broadcast()
+			l.smu.Unlock()
+			return err
+		}
+	}
+	l.dirty = nil
+	l.setSynced(l.written, false)
+	return nil
+}
+
+// setSynced publishes a new synced index; lower moves it down too (after
+// a truncation, indexes above it may be written again). Caller holds wmu.
+func (l *SegmentLog) setSynced(v uint64, lower bool) {
+	l.smu.Lock()
+	if v > l.synced || lower {
+		l.synced = v
+		l.syncedA.Store(v)
+	}
+	l.sc.Broadcast()
+	l.smu.Unlock()
 }
 
 func (l *SegmentLog) load() error {
@@ -367,6 +546,13 @@ func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 	}
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	l.smu.Lock()
+	failed := l.syncErr
+	l.smu.Unlock()
+	if failed != nil {
+		// Once a sync has failed, what the page cache holds is unknown.
+		return failed
+	}
 	l.mu.RLock()
 	last, empty := l.last, l.first == 0
 	l.mu.RUnlock()
@@ -405,8 +591,18 @@ func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 	if _, err := seg.f.WriteAt(l.buf, base); err != nil {
 		return fmt.Errorf("raftstore: append to log: %w", err)
 	}
-	if err := datasync(seg.f); err != nil {
-		return fmt.Errorf("raftstore: sync log: %w", err)
+	l.written = logs[len(logs)-1].Index
+	l.writtenA.Store(l.written)
+	if l.syncBehind(logs) {
+		if !slices.Contains(l.dirty, seg) {
+			l.dirty = append(l.dirty, seg)
+		}
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	} else if err := l.syncAllLocked(seg); err != nil {
+		return err
 	}
 	l.mu.Lock()
 	start := base
@@ -426,6 +622,20 @@ func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 	l.last = logs[len(logs)-1].Index
 	l.mu.Unlock()
 	return nil
+}
+
+// syncBehind reports whether this append may return before its sync.
+func (l *SegmentLog) syncBehind(logs []*raft.Log) bool {
+	fn := l.behind.Load()
+	if fn == nil || !(*fn)() {
+		return false
+	}
+	for _, e := range logs {
+		if e.Type != raft.LogCommand {
+			return false
+		}
+	}
+	return true
 }
 
 // forgetLocked drops cached records in [min, max]. Caller holds mu.
@@ -450,6 +660,10 @@ func (l *SegmentLog) tailFor(next uint64) (*segment, error) {
 	if tail != nil && tail.size() < l.maxSegment {
 		return tail, nil
 	}
+	// Opening scans assume every segment but the last was synced whole.
+	if err := l.syncAllLocked(nil); err != nil {
+		return nil, err
+	}
 	path := filepath.Join(l.dir, fmt.Sprintf("%020d%s", next, segSuffix))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -472,6 +686,11 @@ func (l *SegmentLog) tailFor(next uint64) (*segment, error) {
 func (l *SegmentLog) DeleteRange(min, max uint64) error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	// Settle writes still syncing behind first: the files may be cut or
+	// removed below.
+	if err := l.syncAllLocked(nil); err != nil {
+		return err
+	}
 	l.mu.RLock()
 	first, last := l.first, l.last
 	l.mu.RUnlock()
@@ -503,6 +722,9 @@ func (l *SegmentLog) deleteAll(max uint64) error {
 	l.segs, l.first, l.last = nil, 0, 0
 	l.recent = [recentSlots]recentRecord{}
 	l.mu.Unlock()
+	l.written = 0
+	l.writtenA.Store(0)
+	l.setSynced(0, true)
 	return l.removeSegments(segs)
 }
 
@@ -532,6 +754,9 @@ func (l *SegmentLog) deleteTail(min uint64) error {
 	l.last = min - 1
 	l.forgetLocked(min, ^uint64(0))
 	l.mu.Unlock()
+	l.written = min - 1
+	l.writtenA.Store(min - 1)
+	l.setSynced(min-1, true)
 	// The cut must be durable before anything is appended after it, or a
 	// crash could bring back entries from the old tail.
 	if err := l.cut(seg, seg.size()); err != nil {
@@ -607,13 +832,31 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// Close closes the segment files.
+// Close syncs what is written and closes the segment files.
 func (l *SegmentLog) Close() error {
+	// Stop the syncer before taking wmu: it takes wmu itself.
+	l.smu.Lock()
+	select {
+	case <-l.quit:
+	default:
+		close(l.quit)
+	}
+	l.smu.Unlock()
+	<-l.stopped
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
+	var first error
+	if len(l.segs) > 0 {
+		first = l.syncAllLocked(nil)
+	}
+	l.smu.Lock()
+	if l.syncErr == nil {
+		l.syncErr = errors.New("raftstore: log closed")
+	}
+	l.sc.Broadcast()
+	l.smu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var first error
 	for _, s := range l.segs {
 		if err := s.f.Close(); err != nil && first == nil {
 			first = err

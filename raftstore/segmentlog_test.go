@@ -218,7 +218,11 @@ func TestSegmentLog_MatchesModel(t *testing.T) {
 	model := raft.NewInmemStore()
 	rng := rand.New(rand.NewPCG(1, 2))
 	term := uint64(1)
+	behind := false
 	for step := 0; step < 1000; step++ {
+		// Half the time appends return before their sync, as a leader's do.
+		behind = rng.IntN(2) == 0
+		l.SetSyncBehind(func() bool { return behind })
 		first, _ := model.FirstIndex()
 		last, _ := model.LastIndex()
 		switch op := rng.IntN(10); {
@@ -248,6 +252,9 @@ func TestSegmentLog_MatchesModel(t *testing.T) {
 		case op == 9:
 			l.Close()
 			l = openLog(t, dir, 512)
+		}
+		if last, _ := l.LastIndex(); l.WaitSynced(last) != nil || l.SyncedIndex() < last {
+			t.Fatalf("step %d: entries up to %d never became durable (synced %d)", step, last, l.SyncedIndex())
 		}
 		first, _ = model.FirstIndex()
 		last, _ = model.LastIndex()
@@ -301,4 +308,117 @@ func TestOpenRaftStorage_MovesALogFromRaftDB(t *testing.T) {
 	}
 	defer rs.Close()
 	checkLog(t, rs.Log(), want)
+}
+
+// gatedSync replaces a log's fdatasync with one the test releases.
+type gatedSync struct {
+	entered chan struct{}
+	release chan error
+}
+
+func gateSync(l *SegmentLog) *gatedSync {
+	g := &gatedSync{entered: make(chan struct{}, 16), release: make(chan error)}
+	l.fsync = func(*os.File) error {
+		g.entered <- struct{}{}
+		return <-g.release
+	}
+	return g
+}
+
+func TestSegmentLog_SyncBehind(t *testing.T) {
+	l := openLog(t, t.TempDir(), 0)
+	l.StoreLogs(entries(1, 3, 1)) // synced before the gate goes in
+	g := gateSync(l)
+	l.SetSyncBehind(func() bool { return true })
+
+	// A leader's append returns once written; its sync follows.
+	if err := l.StoreLogs(entries(4, 6, 1)); err != nil {
+		t.Fatal(err)
+	}
+	<-g.entered
+	if got := l.SyncedIndex(); got != 3 {
+		t.Fatalf("synced %d while the sync of 4-6 is held, want 3", got)
+	}
+	checkLog(t, l, entries(1, 6, 1)) // readable before durable
+	waited := make(chan error, 1)
+	go func() { waited <- l.WaitSynced(6) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitSynced(6) returned %v before the sync finished", err)
+	default:
+	}
+	g.release <- nil
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	if got := l.SyncedIndex(); got != 6 {
+		t.Fatalf("synced %d, want 6", got)
+	}
+
+	// Anything but commands is synced before the append returns.
+	cfg := &raft.Log{Index: 7, Term: 1, Type: raft.LogConfiguration, Data: []byte("cfg")}
+	stored := make(chan error, 1)
+	go func() { stored <- l.StoreLogs([]*raft.Log{cfg}) }()
+	<-g.entered
+	select {
+	case err := <-stored:
+		t.Fatalf("a configuration entry's append returned (%v) before its sync", err)
+	default:
+	}
+	g.release <- nil
+	if err := <-stored; err != nil || l.SyncedIndex() != 7 {
+		t.Fatalf("append: %v, synced %d, want 7", err, l.SyncedIndex())
+	}
+}
+
+// A truncation waits for the sync in flight, and entries written again at
+// the cut indexes are not taken for durable.
+func TestSegmentLog_SyncBehindThenTruncate(t *testing.T) {
+	l := openLog(t, t.TempDir(), 0)
+	l.StoreLogs(entries(1, 3, 1))
+	g := gateSync(l)
+	l.SetSyncBehind(func() bool { return true })
+	l.StoreLogs(entries(4, 8, 1))
+	<-g.entered
+	cut := make(chan error, 1)
+	go func() { cut <- l.DeleteRange(6, 8) }()
+	select {
+	case err := <-cut:
+		t.Fatalf("truncation returned (%v) while a sync was in flight", err)
+	default:
+	}
+	g.release <- nil // the syncer's sync of 4-8; then the cut goes ahead
+	if err := <-cut; err != nil {
+		t.Fatal(err)
+	}
+	if got := l.SyncedIndex(); got != 5 {
+		t.Fatalf("synced %d after cutting 6-8, want 5", got)
+	}
+	l.StoreLogs(entries(6, 7, 2))
+	<-g.entered
+	if got := l.SyncedIndex(); got != 5 {
+		t.Fatalf("synced %d with 6-7 rewritten but not synced, want 5", got)
+	}
+	g.release <- nil
+	if err := l.WaitSynced(7); err != nil {
+		t.Fatal(err)
+	}
+	checkLog(t, l, append(entries(1, 5, 1), entries(6, 7, 2)...))
+}
+
+// A failed sync behind is never reported as durable.
+func TestSegmentLog_SyncBehindFailureIsSticky(t *testing.T) {
+	l := openLog(t, t.TempDir(), 0)
+	g := gateSync(l)
+	l.SetSyncBehind(func() bool { return true })
+	l.StoreLogs(entries(1, 2, 1))
+	<-g.entered
+	g.release <- errors.New("disk on fire")
+	if err := l.WaitSynced(2); err == nil {
+		t.Fatal("WaitSynced succeeded after the sync failed")
+	}
+	l.fsync = datasync
+	if err := l.StoreLogs(entries(3, 3, 1)); err == nil {
+		t.Fatal("an append after a failed sync succeeded")
+	}
 }

@@ -106,6 +106,7 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 
 	var applied uint64
 	var desc Descriptor
+	var nkeys, nbytes int64
 	err := f.store.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(f.bucket) != nil {
 			if err := tx.DeleteBucket(f.bucket); err != nil {
@@ -117,8 +118,15 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 			return err
 		}
 		b.FillPercent = dataFillPercent
-		applied, desc, err = readSnapshot(rc, func(k, stored []byte) error { return b.Put(k, stored) })
+		applied, desc, err = readSnapshot(rc, func(k, stored []byte) error {
+			nkeys++
+			nbytes += storedSize(k, stored)
+			return b.Put(k, stored)
+		})
 		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(metaBucket).Put(sizeKey(f.id), encodeSize(nkeys, nbytes)); err != nil {
 			return err
 		}
 		if desc.ID != f.id {
@@ -136,6 +144,8 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 	f.pending = newOverlay()
 	f.frozen = nil
 	f.desc = desc
+	f.sizeKeys.Store(nkeys)
+	f.sizeBytes.Store(nbytes)
 	f.applied.Store(applied)
 	f.durable.Store(applied)
 	f.notifyApplied()

@@ -50,6 +50,7 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 	s := f.store
 	s.commitMu.Lock()
 	f.mu.Lock()
+	var movedKeys, movedBytes int64
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		from := tx.Bucket(f.bucket)
 		if tx.Bucket(dataBucket(child.ID)) != nil {
@@ -63,15 +64,21 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 			return err
 		}
 		to.FillPercent = dataFillPercent
+		// Keys and values are not copied: they point into the mapped
+		// file, which stays valid for the whole transaction (bbolt is
+		// copy-on-write, and before it remaps it copies out whatever its
+		// dirty nodes still reference). Copying them held half of a
+		// 64 MiB range on the heap during every split.
 		var moved [][]byte
 		c := from.Cursor()
 		for k, v := c.Seek(child.Start); k != nil && (len(child.End) == 0 || bytes.Compare(k, child.End) < 0); k, v = c.Next() {
-			k := bytes.Clone(k)
-			if err := to.Put(k, bytes.Clone(v)); err != nil {
+			if err := to.Put(k, v); err != nil {
 				return err
 			}
 			moved = append(moved, k)
+			movedBytes += storedSize(k, v)
 		}
+		movedKeys = int64(len(moved))
 		// Delete from the last key back: deleting from the front and
 		// seeking again walks every leaf emptied so far (bbolt rebalances
 		// only at commit), which made splitting a 250,000-key range take
@@ -88,6 +95,8 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 			{appliedKey(parent.ID), binary.BigEndian.AppendUint64(nil, index)},
 			{appliedKey(child.ID), binary.BigEndian.AppendUint64(nil, 0)},
 			{bootKey(child.ID), bootServers},
+			{sizeKey(parent.ID), encodeSize(f.sizeKeys.Load()-movedKeys, f.sizeBytes.Load()-movedBytes)},
+			{sizeKey(child.ID), encodeSize(movedKeys, movedBytes)},
 		} {
 			if err := meta.Put(kv[0], kv[1]); err != nil {
 				return err
@@ -96,7 +105,8 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 		return nil
 	})
 	if err == nil {
-		f.approxBytes.Store(1 << 62) // recount
+		f.sizeKeys.Add(-movedKeys)
+		f.sizeBytes.Add(-movedBytes)
 		f.desc = parent
 		f.applied.Store(index)
 		f.durable.Store(index)

@@ -1,12 +1,15 @@
 package raftstore
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 
 	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
 )
 
 func splitLog(index uint64, key string, child uint64) *raft.Log {
@@ -101,4 +104,81 @@ func TestRangeFSM_SplitOutsideTheRangeChangesNothing(t *testing.T) {
 		t.Fatalf("applied %d, want 3", f.AppliedIndex())
 	}
 	mustGet(t, f, "a", "1")
+}
+
+// walkSize counts a range's committed keys and bytes the slow way.
+func walkSize(t *testing.T, f *RangeFSM) (keys, size uint64) {
+	t.Helper()
+	if err := f.store.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(f.bucket).ForEach(func(k, v []byte) error {
+			keys++
+			size += uint64(len(k) + len(v) - 8)
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return keys, size
+}
+
+// A range's size is kept exact by commits, splits and restores (and
+// survives a restart) without walking its pages.
+func TestRangeFSM_SizeIsExact(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	f := openUserRange(t, s, 2)
+	check := func(step string, f *RangeFSM) {
+		t.Helper()
+		if err := f.store.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		keys, size := f.Size()
+		wantKeys, wantSize := walkSize(t, f)
+		if keys != wantKeys || size != wantSize {
+			t.Fatalf("%s: range %d size says %d keys, %d bytes; the bucket holds %d keys, %d bytes", step, f.ID(), keys, size, wantKeys, wantSize)
+		}
+		if got := f.ApproxSize(); got != int64(wantSize) {
+			t.Fatalf("%s: ApproxSize %d after a commit, want %d", step, got, wantSize)
+		}
+	}
+	steps := []struct {
+		name string
+		logs []*raft.Log
+	}{
+		{"new keys", []*raft.Log{put(1, "a", "1"), put(2, "b", "22"), put(3, "m", "333"), put(4, "x", "4444")}},
+		{"overwrite with a longer value", []*raft.Log{put(5, "a", "1111111")}},
+		{"overwrite with a shorter value", []*raft.Log{put(6, "b", "2")}},
+		{"delete", []*raft.Log{del(7, "a")}},
+		{"delete a missing key", []*raft.Log{del(8, "zz")}},
+		{"put and delete in one commit", []*raft.Log{put(9, "c", "3"), del(10, "c")}},
+	}
+	for _, st := range steps {
+		f.ApplyBatch(st.logs)
+		check(st.name, f)
+	}
+	s.Close()
+	s = openStore(t, dir)
+	f = openUserRange(t, s, 2)
+	check("after a restart", f)
+
+	f.ApplyBatch([]*raft.Log{put(11, "y", "55555"), splitLog(12, "m", 3)})
+	check("split parent", f)
+	child := openUserRange(t, s, 3)
+	check("split child", child)
+
+	snap, err := child.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	child.ApplyBatch([]*raft.Log{put(20, "z", "after the snapshot")})
+	if err := child.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	check("restored", child)
+	s.Close()
 }

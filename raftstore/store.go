@@ -147,6 +147,38 @@ func appliedKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte("applied/"), id)
 }
 
+func sizeKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("size/"), id)
+}
+
+// storedSize is what one bbolt entry adds to a range's size: its key and
+// value, without the stored revision.
+func storedSize(k, stored []byte) int64 { return int64(len(k) + len(stored) - 8) }
+
+func encodeSize(keys, size int64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(keys)), uint64(size))
+}
+
+// loadSize reads range id's size, counting it (once, for data written
+// before sizes were kept) when it was never stored.
+func loadSize(tx *bolt.Tx, id uint64, bucket []byte) (keys, size int64, err error) {
+	meta := tx.Bucket(metaBucket)
+	if v := meta.Get(sizeKey(id)); len(v) == 16 {
+		return int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:])), nil
+	}
+	if b := tx.Bucket(bucket); b != nil {
+		err = b.ForEach(func(k, v []byte) error {
+			keys++
+			size += storedSize(k, v)
+			return nil
+		})
+	}
+	if err == nil && tx.Writable() {
+		err = meta.Put(sizeKey(id), encodeSize(keys, size))
+	}
+	return keys, size, err
+}
+
 func descKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte("desc/"), id)
 }
@@ -173,6 +205,12 @@ func (s *Store) OpenRange(desc Descriptor) (*RangeFSM, error) {
 		if v := meta.Get(appliedKey(desc.ID)); len(v) == 8 {
 			f.applied.Store(binary.BigEndian.Uint64(v))
 		}
+		keys, size, err := loadSize(tx, desc.ID, f.bucket)
+		if err != nil {
+			return err
+		}
+		f.sizeKeys.Store(keys)
+		f.sizeBytes.Store(size)
 		if v := meta.Get(descKey(desc.ID)); v != nil {
 			stored, err := UnmarshalDescriptor(v)
 			if err != nil {
@@ -187,7 +225,6 @@ func (s *Store) OpenRange(desc Descriptor) (*RangeFSM, error) {
 		return nil, fmt.Errorf("raftstore: open range %d: %w", desc.ID, err)
 	}
 	f.durable.Store(f.applied.Load())
-	f.approxBytes.Store(1 << 62) // unknown until the first exact count
 	s.ranges[desc.ID] = f
 	return f, nil
 }
@@ -230,6 +267,9 @@ func (s *Store) DropRange(id uint64) error {
 			return err
 		}
 		if err := meta.Delete(bootKey(id)); err != nil {
+			return err
+		}
+		if err := meta.Delete(sizeKey(id)); err != nil {
 			return err
 		}
 		return meta.Delete(appliedKey(id))
@@ -302,6 +342,8 @@ type commitJob struct {
 	f       *RangeFSM
 	layers  []*overlay
 	applied uint64
+	// the range's size once the commit is durable
+	keys, bytes int64
 }
 
 // commit freezes every range's pending overlay and writes all frozen
@@ -340,20 +382,30 @@ func (s *Store) commit() error {
 	var keys uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(metaBucket)
-		for _, j := range jobs {
+		for i := range jobs {
+			j := &jobs[i]
 			b := tx.Bucket(j.f.bucket)
 			if b == nil {
 				return fmt.Errorf("range %d: bucket missing", j.f.id)
 			}
 			b.FillPercent = dataFillPercent
+			j.keys, j.bytes = j.f.sizeKeys.Load(), j.f.sizeBytes.Load()
 			for _, layer := range j.layers {
 				var werr error
 				layer.tree.Ascend(func(e *entry) bool {
 					keys++
+					// The lookup reads the leaf the write changes anyway.
+					if old := b.Get(e.key); old != nil {
+						j.keys--
+						j.bytes -= storedSize(e.key, old)
+					}
 					if e.deleted {
 						werr = b.Delete(e.key)
 					} else {
-						werr = b.Put(e.key, encodeStored(e.rev, e.value))
+						stored := encodeStored(e.rev, e.value)
+						j.keys++
+						j.bytes += storedSize(e.key, stored)
+						werr = b.Put(e.key, stored)
 					}
 					return werr == nil
 				})
@@ -362,6 +414,9 @@ func (s *Store) commit() error {
 				}
 			}
 			if err := meta.Put(appliedKey(j.f.id), binary.BigEndian.AppendUint64(nil, j.applied)); err != nil {
+				return err
+			}
+			if err := meta.Put(sizeKey(j.f.id), encodeSize(j.keys, j.bytes)); err != nil {
 				return err
 			}
 		}
@@ -383,6 +438,8 @@ func (s *Store) commit() error {
 		j.f.mu.Lock()
 		j.f.frozen = j.f.frozen[len(j.layers):]
 		j.f.durable.Store(j.applied)
+		j.f.sizeKeys.Store(j.keys)
+		j.f.sizeBytes.Store(j.bytes)
 		j.f.mu.Unlock()
 	}
 	return nil

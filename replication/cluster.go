@@ -28,7 +28,7 @@ func (n *Node) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 	}
 	for _, s := range n.Shards() {
 		st := s.Status()
-		keys, size, _ := s.FSM().Size()
+		keys, size := s.FSM().Size()
 		rs := &kvpb.RangeStatus{
 			Id:           st.Descriptor.ID,
 			Start:        st.Descriptor.Start,

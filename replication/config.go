@@ -38,6 +38,9 @@ type Config struct {
 	// HibernateAfter puts a range's Raft instances to sleep once it has
 	// been idle this long (0: never); see shard's hibernation.
 	HibernateAfter time.Duration
+	// ParallelLeaderAppend overlaps a leader's log fsync with the
+	// replication of the same entries (shard.Config.ParallelLeaderAppend).
+	ParallelLeaderAppend bool
 
 	// DialAddr maps a peer's advertised Raft address to the address to dial
 	// (tests route links through fault-injecting proxies). Nil: identity.
@@ -55,6 +58,8 @@ func DefaultConfig() Config {
 		CommitInterval: 100 * time.Millisecond,
 		HibernateAfter: 30 * time.Second,
 		Logger:         slog.Default(),
+
+		ParallelLeaderAppend: true,
 	}
 }
 

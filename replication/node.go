@@ -287,7 +287,8 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 		Logger:     n.log,
 		Timing:     n.cfg.Timing,
 
-		HibernateAfter: n.cfg.HibernateAfter,
+		HibernateAfter:       n.cfg.HibernateAfter,
+		ParallelLeaderAppend: n.cfg.ParallelLeaderAppend,
 	})
 	if err != nil {
 		storage.Close()

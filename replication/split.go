@@ -61,8 +61,8 @@ func (n *Node) maybeSplit(ctx context.Context, s *shard.Shard) {
 	if d := s.Descriptor(); d.IsMeta() || !s.IsLeader() {
 		return
 	}
-	size, err := s.FSM().ApproxSize(n.cfg.RangeMaxBytes)
-	if err != nil || size < n.cfg.RangeMaxBytes {
+	size := s.FSM().ApproxSize()
+	if size < n.cfg.RangeMaxBytes {
 		return
 	}
 	key, err := s.FSM().SplitKey()

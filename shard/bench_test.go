@@ -43,6 +43,20 @@ type benchNode struct {
 // b.Cleanup.
 func benchGroup(b *testing.B, n int) (leader *Shard) {
 	b.Helper()
+	return waitReadyLeader(b, startGroup(b, n, groupOptions{})).shard
+}
+
+type groupOptions struct {
+	parallelAppend bool
+	// wrap, if set, stands between a replica's shard and its transport.
+	wrap func(node int, t *raft.InmemTransport) raft.Transport
+}
+
+// startGroup starts and bootstraps an n-replica group of range 2 over
+// in-memory transports, one Store per replica; everything is stopped in
+// tb.Cleanup.
+func startGroup(tb testing.TB, n int, opts groupOptions) []*benchNode {
+	tb.Helper()
 	desc := Descriptor{ID: 2, Generation: 1}
 	nodes := make([]*benchNode, n)
 	var servers []raft.Server
@@ -59,7 +73,7 @@ func benchGroup(b *testing.B, n int) (leader *Shard) {
 			}
 		}
 	}
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		// Cut every route first, so that no replica's shutdown waits for
 		// RPCs to peers already gone; then stop the groups, then the stores.
 		for _, nd := range nodes {
@@ -68,44 +82,55 @@ func benchGroup(b *testing.B, n int) (leader *Shard) {
 		for _, nd := range nodes {
 			if nd.shard != nil {
 				if err := nd.shard.Shutdown(); err != nil {
-					b.Errorf("shutdown %s: %v", nd.id, err)
+					tb.Errorf("shutdown %s: %v", nd.id, err)
 				}
 			}
 		}
 		for _, nd := range nodes {
 			if nd.store != nil {
 				if err := nd.store.Close(); err != nil {
-					b.Errorf("close store %s: %v", nd.id, err)
+					tb.Errorf("close store %s: %v", nd.id, err)
 				}
 			}
 		}
 	})
-	for _, nd := range nodes {
-		cfg := raftstore.DefaultConfig(b.TempDir())
+	for i, nd := range nodes {
+		cfg := raftstore.DefaultConfig(tb.TempDir())
 		cfg.Logger = benchDiscard
 		store, err := raftstore.Open(cfg)
 		if err != nil {
-			b.Fatalf("open store %s: %v", nd.id, err)
+			tb.Fatalf("open store %s: %v", nd.id, err)
 		}
 		nd.store = store
 		fsm, err := store.OpenRange(desc)
 		if err != nil {
-			b.Fatalf("open range on %s: %v", nd.id, err)
+			tb.Fatalf("open range on %s: %v", nd.id, err)
 		}
 		storage, err := store.OpenRaftStorage(desc.ID, logadapt.HCLog(benchDiscard))
 		if err != nil {
-			b.Fatalf("open raft storage on %s: %v", nd.id, err)
+			tb.Fatalf("open raft storage on %s: %v", nd.id, err)
 		}
-		s, err := New(Config{NodeID: nd.id, Descriptor: desc, FSM: fsm, Storage: storage, Transport: nd.trans, Logger: benchDiscard, Timing: benchTiming})
+		var trans raft.Transport = nd.trans
+		if opts.wrap != nil {
+			trans = opts.wrap(i, nd.trans)
+		}
+		s, err := New(Config{NodeID: nd.id, Descriptor: desc, FSM: fsm, Storage: storage, Transport: trans, Logger: benchDiscard, Timing: benchTiming, ParallelLeaderAppend: opts.parallelAppend})
 		if err != nil {
 			storage.Close()
-			b.Fatalf("start shard %s: %v", nd.id, err)
+			tb.Fatalf("start shard %s: %v", nd.id, err)
 		}
 		nd.shard = s
 		if err := s.Bootstrap(servers); err != nil {
-			b.Fatalf("bootstrap %s: %v", nd.id, err)
+			tb.Fatalf("bootstrap %s: %v", nd.id, err)
 		}
 	}
+	return nodes
+}
+
+// waitReadyLeader returns the replica that leads and serves read-index
+// reads, waiting up to 10 s.
+func waitReadyLeader(tb testing.TB, nodes []*benchNode) *benchNode {
+	tb.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, nd := range nodes {
@@ -116,12 +141,12 @@ func benchGroup(b *testing.B, n int) (leader *Shard) {
 			_, err := nd.shard.ReadIndex(ctx)
 			cancel()
 			if err == nil {
-				return nd.shard
+				return nd
 			}
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	b.Fatalf("no replica of the %d-node group served a read index within 10 s", n)
+	tb.Fatalf("no replica of the %d-node group served a read index within 10 s", len(nodes))
 	return nil
 }
 

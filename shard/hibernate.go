@@ -214,6 +214,16 @@ func (w *wakeTransport) run() {
 	for {
 		select {
 		case rpc := <-w.baseTransport.Consumer():
+			if ae, ok := rpc.Command.(*raft.AppendEntriesRequest); ok && len(ae.Entries) > 0 {
+				// Raft acknowledges entries it already holds without
+				// storing them again; a former leader may still be
+				// syncing those (parallel leader append), so they must be
+				// durable before it answers.
+				if err := w.s.storage.SegmentLog().WaitWrittenSynced(); err != nil {
+					rpc.Respond(nil, err)
+					continue
+				}
+			}
 			w.deliver(rpc)
 		case <-w.done:
 			return
@@ -239,6 +249,39 @@ func (w *wakeTransport) deliver(rpc raft.RPC) {
 		}
 	}
 	rpc.Respond(nil, fmt.Errorf("shard: range %d: no Raft instance took the message", w.s.id))
+}
+
+// AppendEntries and AppendEntriesPipeline never send a commit index past
+// this node's durable log. With parallel leader appends the leader counts
+// its own copy before its fsync returns; followers must not apply an entry
+// the leader could still lose in a power cut.
+func (w *wakeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	w.clampCommit(args)
+	return w.baseTransport.AppendEntries(id, target, args, resp)
+}
+
+func (w *wakeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
+	p, err := w.baseTransport.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	return &clampPipeline{AppendPipeline: p, w: w}, nil
+}
+
+func (w *wakeTransport) clampCommit(args *raft.AppendEntriesRequest) {
+	if synced := w.s.storage.SegmentLog().SyncedIndex(); args.LeaderCommitIndex > synced {
+		args.LeaderCommitIndex = synced
+	}
+}
+
+type clampPipeline struct {
+	raft.AppendPipeline
+	w *wakeTransport
+}
+
+func (p *clampPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	p.w.clampCommit(args)
+	return p.AppendPipeline.AppendEntries(args, resp)
 }
 
 // Close does nothing: a stopped Raft instance closes its transport

@@ -28,6 +28,9 @@ type Config struct {
 	// HibernateAfter is how long the range must be idle before its Raft
 	// instance sleeps (see hibernate.go); 0 never.
 	HibernateAfter time.Duration
+	// ParallelLeaderAppend lets the leader's log fsync overlap the
+	// replication of the same entries (see SegmentLog.SetSyncBehind).
+	ParallelLeaderAppend bool
 }
 
 // Timing holds the Raft timeouts. Loopback clusters can afford short ones;
@@ -65,6 +68,7 @@ type Shard struct {
 	asleep      atomic.Bool
 
 	hibernateAfter time.Duration
+	parallelAppend bool
 	lastActive     atomic.Int64 // unix nanos of the last request that needed Raft
 
 	// recoverIndex is the last log index when the replica started: its
@@ -128,6 +132,8 @@ func New(cfg Config) (*Shard, error) {
 	}
 	s.rc = *rc
 	s.hibernateAfter = cfg.HibernateAfter
+	s.parallelAppend = cfg.ParallelLeaderAppend
+	cfg.FSM.SetLogSync(cfg.Storage.SegmentLog().WaitSynced)
 	s.touch()
 	trans, err := newWakeTransport(cfg.Transport, s)
 	if err != nil {
@@ -153,6 +159,12 @@ func (s *Shard) startInstance() error {
 	r, err := raft.NewRaft(&rc, s.fsm, s.storage.Log(), s.storage.Stable(), s.storage.Snapshots, s.trans)
 	if err != nil {
 		return fmt.Errorf("shard: start raft for range %d: %w", s.id, err)
+	}
+	if s.parallelAppend {
+		// The state is read on Raft's own goroutine, the one that appends:
+		// it is exact there (a leader appends only from its leader loop; a
+		// node appending a leader's entries has become a follower first).
+		s.storage.SegmentLog().SetSyncBehind(func() bool { return r.State() == raft.Leader })
 	}
 	inst := &instance{raft: r, stop: make(chan struct{})}
 	observations := make(chan raft.Observation, 16)

@@ -32,7 +32,7 @@ func newRangeCollector(src statusSource) *rangeCollector {
 		lastLog: d("last_log_index", "Last index in the replica's Raft log."),
 		leader:  d("is_leader", "1 when this replica leads the range."),
 		keys:    d("keys", "Keys committed to the replica's bbolt bucket."),
-		size:    d("size_bytes", "Bytes in use by the replica's bbolt bucket."),
+		size:    d("size_bytes", "Bytes of keys and values committed to the replica's bbolt bucket."),
 	}
 }
 

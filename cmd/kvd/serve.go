@@ -34,7 +34,7 @@ type serveFlags struct {
 	heartbeat, election, hibernateAfter       time.Duration
 	peerProxies                               []string
 	pprofAddr                                 string
-	raftMetrics                               bool
+	raftMetrics, parallelAppend               bool
 }
 
 func serveCmd() *cobra.Command {
@@ -69,6 +69,7 @@ SIGTERM or SIGINT shuts the node down cleanly.`,
 	fl.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
+	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
 	fl.BoolVar(&f.raftMetrics, "raft-metrics", false, "export hashicorp/raft's internal timings (commit time, log dispatch, follower log store, per-peer AppendEntries) on /metrics as dialkv_raft_*; costs some CPU per write")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
 	cmd.MarkFlagRequired("id")
@@ -122,6 +123,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		return fmt.Errorf("--hibernate-after %v: must not be negative", f.hibernateAfter)
 	}
 	cfg.HibernateAfter = f.hibernateAfter
+	cfg.ParallelLeaderAppend = f.parallelAppend
 	cfg.Logger = log
 	if len(proxies) > 0 {
 		cfg.DialAddr = func(a string) string {
