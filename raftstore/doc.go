@@ -4,7 +4,7 @@
 //
 // # Layout
 //
-//	DATA/state.db              bbolt: one bucket per range, plus descriptors and applied indexes
+//	DATA/state.db              bbolt: one bucket per range, plus descriptors, applied indexes and sizes
 //	DATA/ranges/ID/log/        the range's Raft log (SegmentLog: NNN.seg files + "first")
 //	DATA/ranges/ID/raft.db     the range's Raft stable store: term and vote (raft-boltdb)
 //	DATA/ranges/ID/snapshots/  the range's Raft snapshots (file store)
@@ -46,7 +46,32 @@
 // (overwritten entries), and on open cut a torn tail and refuse any other
 // damage. A suffix cut is durable before the next append, so a crash can
 // never bring back entries Raft deleted. Term and vote stay in raft.db,
-// written only on elections.
+// written only on elections. Raft reads every entry back right after
+// storing it (a follower to apply it, a leader to send it), so the newest
+// small records also stay in memory: a copy instead of a pread each.
+//
+// # The leader's sync, in parallel
+//
+// hashicorp/raft stores a batch in the leader's log before it tells the
+// replicators, so the leader's fsync and the followers' ran one after the
+// other. With SetSyncBehind the leader's append returns once written and
+// its fdatasync runs in the background while the entries travel (the Raft
+// thesis, section 10.2.1). The leader then counts its own copy before it
+// is durable, so three guards keep "committed" meaning "on a majority's
+// disks" wherever it matters: RangeFSM.ApplyBatch waits for the log to be
+// durable up to what it applies (SetLogSync), so no write is acknowledged
+// or read early; the shard's transport never sends followers a commit
+// index past the leader's durable one; and a node that appended as leader
+// makes those appends durable before it answers a new leader, which would
+// otherwise take them as stored. Configuration changes, no-ops and
+// barriers are synced before the append returns.
+//
+// # Sizes
+//
+// Each range's key count and key-plus-value bytes are kept exact by every
+// commit, split and restore, in the same transaction as the data, so split
+// checks and status never walk a range's pages. Data pages are packed to
+// 90% (keys often arrive in order: bulk loads, splits, snapshots).
 //
 // # Concurrency
 //

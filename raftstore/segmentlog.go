@@ -73,6 +73,11 @@ type SegmentLog struct {
 	quit    chan struct{}
 	stopped chan struct{}
 	fsync   func(*os.File) error // datasync; tests replace it
+	// failed is called once when a sync fails. What the page cache held
+	// is then unknown, and the log can take no more appends, so by
+	// default it stops the process (as etcd and PostgreSQL do); tests
+	// replace it.
+	failed func(error)
 	// Lock-free mirrors of written and synced, for WaitWrittenSynced's
 	// fast path (every incoming AppendEntries asks it).
 	writtenA, syncedA atomic.Uint64
@@ -136,7 +141,7 @@ func OpenSegmentLog(dir string) (*SegmentLog, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftstore: log dir: %w", err)
 	}
-	l := &SegmentLog{dir: dir, maxSegment: defaultMaxSeg, kick: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}), fsync: datasync}
+	l := &SegmentLog{dir: dir, maxSegment: defaultMaxSeg, kick: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}), fsync: datasync, failed: stopOnSyncFailure}
 	l.sc = sync.NewCond(&l.smu)
 	if err := l.load(); err != nil {
 		close(l.stopped)
@@ -218,7 +223,17 @@ func (l *SegmentLog) WaitWrittenSynced() error {
 	if l.syncedA.Load() >= w {
 		return nil
 	}
-	return l.WaitSynced(w)
+	l.smu.Lock()
+	defer l.smu.Unlock()
+	// A truncation may lower written below w meanwhile; wait only for
+	// what is still there, or this could wait for entries never to come.
+	for l.syncErr == nil && l.synced < min(w, l.writtenA.Load()) {
+		l.sc.Wait()
+	}
+	if l.synced >= min(w, l.writtenA.Load()) {
+		return nil
+	}
+	return l.syncErr
 }
 
 func (l *SegmentLog) runSyncer() {
@@ -230,7 +245,7 @@ func (l *SegmentLog) runSyncer() {
 			return
 		}
 		l.wmu.Lock()
-		target, segs := l.written, l.dirty
+		target, segs, fsync := l.written, l.dirty, l.fsync
 		l.dirty = nil
 		if len(segs) == 0 {
 			l.wmu.Unlock()
@@ -242,14 +257,14 @@ func (l *SegmentLog) runSyncer() {
 		l.wmu.Unlock()
 		var err error
 		for _, seg := range segs {
-			if err = l.fsync(seg.f); err != nil {
+			if err = fsync(seg.f); err != nil {
 				break
 			}
 		}
 		l.smu.Lock()
 		l.syncing = false
 		if err != nil {
-			l.syncErr = fmt.Errorf("raftstore: sync log: %w", err)
+			l.failLocked(fmt.Errorf("raftstore: sync log: %w", err))
 		} else if target > l.synced {
 			l.synced = target
 			l.syncedA.Store(target)
@@ -257,6 +272,18 @@ func (l *SegmentLog) runSyncer() {
 		l.sc.Broadcast()
 		l.smu.Unlock()
 	}
+}
+
+// failLocked records a failed sync; caller holds smu.
+func (l *SegmentLog) failLocked(err error) {
+	if l.syncErr == nil {
+		l.syncErr = err
+		l.failed(err)
+	}
+}
+
+func stopOnSyncFailure(err error) {
+	panic(fmt.Sprintf("%v: the log's state on disk is unknown; stopping", err))
 }
 
 // syncAllLocked makes everything written durable: it waits out the
@@ -280,7 +307,7 @@ func (l *SegmentLog) syncAllLocked(extra *segment) error {
 		if err := l.fsync(seg.f); err != nil {
 			err = fmt.Errorf("raftstore: sync log: %w", err)
 			l.smu.Lock()
-			l.syncErr = err
+			l.failLocked(err)
 			l.sc.Broadcast()
 			l.smu.Unlock()
 			return err
@@ -594,6 +621,11 @@ func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 	l.written = logs[len(logs)-1].Index
 	l.writtenA.Store(l.written)
 	if l.syncBehind(logs) {
+		if first := logs[0].Index; l.syncedA.Load() >= first {
+			// Indexes the log held before (a log emptied and begun again
+			// lower) are not durable in their new form yet.
+			l.setSynced(first-1, true)
+		}
 		if !slices.Contains(l.dirty, seg) {
 			l.dirty = append(l.dirty, seg)
 		}
@@ -722,9 +754,15 @@ func (l *SegmentLog) deleteAll(max uint64) error {
 	l.segs, l.first, l.last = nil, 0, 0
 	l.recent = [recentSlots]recentRecord{}
 	l.mu.Unlock()
+	// Everything up to max was compacted away after it was applied, and
+	// the next append follows it: max stays "synced", so that the commit
+	// index sent to followers does not drop to zero meanwhile.
 	l.written = 0
 	l.writtenA.Store(0)
-	l.setSynced(0, true)
+	if max == ^uint64(0) {
+		max = 0
+	}
+	l.setSynced(max, true)
 	return l.removeSegments(segs)
 }
 

@@ -409,6 +409,8 @@ func TestSegmentLog_SyncBehindThenTruncate(t *testing.T) {
 // A failed sync behind is never reported as durable.
 func TestSegmentLog_SyncBehindFailureIsSticky(t *testing.T) {
 	l := openLog(t, t.TempDir(), 0)
+	var failures []error
+	l.failed = func(err error) { failures = append(failures, err) }
 	g := gateSync(l)
 	l.SetSyncBehind(func() bool { return true })
 	l.StoreLogs(entries(1, 2, 1))
@@ -420,5 +422,8 @@ func TestSegmentLog_SyncBehindFailureIsSticky(t *testing.T) {
 	l.fsync = datasync
 	if err := l.StoreLogs(entries(3, 3, 1)); err == nil {
 		t.Fatal("an append after a failed sync succeeded")
+	}
+	if len(failures) != 1 {
+		t.Fatalf("the failure hook ran %d times, want once", len(failures))
 	}
 }

@@ -374,7 +374,7 @@ func (n *Node) publish(ctx context.Context, s *shard.Shard, published map[uint64
 // has committed an entry of its own term, and a configuration read after
 // a change committed comes with a higher one.
 func (n *Node) liveDescriptor(s *shard.Shard) (*kvpb.RangeDescriptor, []byte, error) {
-	commit := s.Raft().CommitIndex()
+	commit := s.DurableCommitIndex()
 	servers, err := s.Configuration()
 	if err != nil {
 		return nil, nil, err

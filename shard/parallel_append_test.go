@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialkv/dialkv/internal/logadapt"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/hashicorp/raft"
 )
@@ -145,5 +146,77 @@ func TestParallelAppend_NothingTakesEffectBeforeTheLeadersSync(t *testing.T) {
 		if err := nd.shard.FSM().WaitApplied(ctx, index); err != nil {
 			t.Fatalf("%s did not apply index %d after the release: %v", nd.id, index, err)
 		}
+	}
+}
+
+// A node that appended as leader answers a new leader's AppendEntries only
+// once those appends are durable: Raft acknowledges entries it already
+// holds without storing them again, so an answer before the sync would
+// count a copy a power cut could take back.
+func TestParallelAppend_FormerLeaderAnswersOnlyWhenDurable(t *testing.T) {
+	cfg := raftstore.DefaultConfig(t.TempDir())
+	cfg.Logger = benchDiscard
+	store, err := raftstore.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	storage, err := store.OpenRaftStorage(2, logadapt.HCLog(benchDiscard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer storage.Close()
+	log := storage.SegmentLog()
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var releaseOnce sync.Once
+	releaseSync := func() { releaseOnce.Do(func() { close(release) }) }
+	defer releaseSync() // before the log closes, which waits for the sync
+	log.SetSyncFunc(func(f *os.File) error {
+		entered <- struct{}{}
+		<-release
+		return f.Sync()
+	})
+	log.SetSyncBehind(func() bool { return true })
+	held := &raft.Log{Index: 1, Term: 1, Type: raft.LogCommand, Data: []byte("written as leader")}
+	if err := log.StoreLogs([]*raft.Log{held}); err != nil {
+		t.Fatal(err)
+	}
+	<-entered // its sync is now held
+
+	_, peer := raft.NewInmemTransport("")
+	addr, base := raft.NewInmemTransport("")
+	peer.Connect(addr, base)
+	s := &Shard{id: 2, storage: storage}
+	s.inst.Store(&instance{stop: make(chan struct{})})
+	w, err := newWakeTransport(base, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	defer w.shutdown()
+
+	// The new leader sends the entry this node already holds.
+	sent := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		sent <- peer.AppendEntries("n1", addr, &raft.AppendEntriesRequest{Term: 2, Entries: []*raft.Log{held}}, &resp)
+	}()
+	select {
+	case rpc := <-w.Consumer():
+		rpc.Respond(&raft.AppendEntriesResponse{}, nil)
+		t.Fatal("the AppendEntries reached Raft while this node's own copy was still syncing")
+	case <-time.After(200 * time.Millisecond):
+		// Nothing arrived while the sync was held (a wrong build hands
+		// it over within microseconds).
+	}
+	releaseSync()
+	select {
+	case rpc := <-w.Consumer():
+		rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the AppendEntries never reached Raft after the sync")
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
 	}
 }

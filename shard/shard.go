@@ -304,6 +304,13 @@ func (s *Shard) Bootstrap(servers []raft.Server) error {
 	return nil
 }
 
+// DurableCommitIndex is the commit index as far as the leader's own log
+// is durable: with parallel leader appends Raft's commit index may count
+// a copy still in the page cache. Publish this one, never Raft's.
+func (s *Shard) DurableCommitIndex() uint64 {
+	return min(s.r().CommitIndex(), s.storage.SegmentLog().SyncedIndex())
+}
+
 // IsLeader reports whether this replica is the range's leader.
 func (s *Shard) IsLeader() bool { return s.r().State() == raft.Leader }
 
