@@ -1,13 +1,16 @@
 package replication
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -125,6 +128,38 @@ func (n *Node) setNodeState(ctx context.Context, id, state string) error {
 	})
 	n.routes.invalidate()
 	return err
+}
+
+// finishDecommission marks a decommissioned node removed, unless it has
+// come back meanwhile. The removal is written just above the version of
+// the decommissioning record it replaces, not at the time of writing: a
+// node wiped and rejoined under the same id writes "active" at its own
+// (later) time, and must win whichever write lands last. Otherwise the
+// new member was taken for the old one, marked removed, and never given a
+// replica; the cluster shrank by one node for good.
+func (n *Node) finishDecommission(ctx context.Context, id string) (bool, error) {
+	key := []byte(metaNodeStatePrefix + id)
+	resp, err := n.MetaScan(ctx, &kvpb.MetaScanRequest{Prefix: key})
+	if err != nil {
+		return false, err
+	}
+	for _, kv := range resp.Kvs {
+		if !bytes.Equal(kv.Key, key) || len(kv.Value) < raftstore.VersionLen {
+			continue
+		}
+		if string(kv.Value[raftstore.VersionLen:]) != NodeDecommissioning {
+			return false, nil
+		}
+		at := binary.BigEndian.Uint64(kv.Value[:8])
+		seq := binary.BigEndian.Uint64(kv.Value[8:raftstore.VersionLen])
+		put, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: key, Value: append(version(at, seq+1), NodeRemoved...)})
+		n.routes.invalidate()
+		if err != nil {
+			return false, err
+		}
+		return put.GetWritten(), nil
+	}
+	return false, nil
 }
 
 // AddMember registers a node by id and Raft address, so the cluster knows

@@ -233,8 +233,14 @@ func (n *Node) placeOnce(ctx context.Context) error {
 	// Decommissioned nodes that hold nothing any more are removed.
 	for _, node := range t.Nodes {
 		if node.State == NodeDecommissioning && load[node.Id] == 0 {
-			n.setNodeState(ctx, node.Id, NodeRemoved)
-			n.log.Info("member removed after decommissioning", "member", node.Id)
+			switch removed, err := n.finishDecommission(ctx, node.Id); {
+			case err != nil:
+				n.log.Info("decommissioned member not marked removed yet", "member", node.Id, "err", err)
+			case removed:
+				n.log.Info("member removed after decommissioning", "member", node.Id)
+			default:
+				n.log.Info("decommissioned member came back before its removal", "member", node.Id)
+			}
 		}
 	}
 

@@ -249,3 +249,52 @@ func TestRanges_IdleRangesHibernateAndWake(t *testing.T) {
 	c.eventually("ranges 2 and 3 hibernating again", 20*time.Second, allAsleep)
 	checkKeys(t, c, keys)
 }
+
+// A node wiped and rejoined under the same id while its decommissioning
+// finishes must stay a member: the removal of the old incarnation landing
+// after the rejoin once marked the new one removed, and placement never
+// gave it a replica again (found by make jepsen).
+func TestMembers_RejoinDuringDecommissionIsNotRemoved(t *testing.T) {
+	c := newTestCluster(t, 3)
+	defer c.closeAll()
+	node := c.nodes[c.leader()]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	state := func(id string) string {
+		t.Helper()
+		st, err := node.NodeStateForTest(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	tests := []struct {
+		name        string
+		rejoin      bool
+		wantRemoved bool
+		wantState   string
+	}{
+		{"decommission completes", false, true, replication.NodeRemoved},
+		{"rejoined before the removal", true, false, replication.NodeActive},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("n%d", i+2)
+			if err := node.SetNodeStateForTest(ctx, id, replication.NodeDecommissioning); err != nil {
+				t.Fatal(err)
+			}
+			if tt.rejoin {
+				if err := node.SetNodeStateForTest(ctx, id, replication.NodeActive); err != nil {
+					t.Fatal(err)
+				}
+			}
+			removed, err := node.FinishDecommissionForTest(ctx, id)
+			if err != nil || removed != tt.wantRemoved {
+				t.Fatalf("finishDecommission = %v, %v; want %v", removed, err, tt.wantRemoved)
+			}
+			if got := state(id); got != tt.wantState {
+				t.Fatalf("%s is %q, want %q", id, got, tt.wantState)
+			}
+		})
+	}
+}
