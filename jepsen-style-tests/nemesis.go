@@ -290,10 +290,25 @@ func (e *nemesisEnv) start(kind string, busy map[int]bool) (*activeFault, error)
 			return nil, err
 		}
 		busy[x] = true
-		e.removed[x] = true
+		// Removal is graceful: the node's replicas move away first. Only
+		// a drained node is wiped; wiping one that still holds replicas
+		// is a disk loss, and two of those inside the re-replication
+		// window take a range's quorum with them, which no 3-replica
+		// system survives (an early schedule did exactly that).
+		drained := e.waitDrained(x, 45*time.Second)
 		if err := e.c.Kill(x); err != nil {
 			e.logf("jepsen: membership: kill removed %s: %v", e.c.ID(x), err)
 		}
+		if !drained {
+			e.logf("jepsen: membership: %s still held replicas after 45s; killed, not wiped", e.c.ID(x))
+			f.desc = fmt.Sprintf("remove %s (not drained: kill, restart)", e.c.ID(x))
+			f.stop = func() error {
+				defer delete(busy, x)
+				return e.c.Restart(x)
+			}
+			break
+		}
+		e.removed[x] = true
 		f.desc = fmt.Sprintf("remove %s, wipe it, rejoin", e.c.ID(x))
 		f.stop = func() error {
 			defer delete(busy, x)
@@ -444,6 +459,21 @@ func (e *nemesisEnv) removeMember(x int) error {
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("remove %s: %w", e.c.ID(x), last)
+}
+
+// waitDrained waits, up to limit, until node x hosts no replica.
+func (e *nemesisEnv) waitDrained(x int, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := e.c.Status(ctx, x)
+		cancel()
+		if err == nil && len(st.GetNode().GetRanges()) == 0 {
+			return true
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return false
 }
 
 // rejoin brings a removed node back with an empty data directory and waits
