@@ -14,4 +14,10 @@
 // but never hands no-ops to the FSM, so the Shard applies a marker command
 // of its own as soon as it becomes leader and serves linearizable reads only
 // after that marker has been applied.
+//
+// The Shard also owns two guards of the parallel leader append (see
+// raftstore's SegmentLog.SetSyncBehind): its transport never sends followers
+// a commit index past the leader's durable log, and a node hands a new
+// leader's entries to Raft only once its own earlier appends are durable.
+// The third, in the FSM, is wired here too (SetLogSync).
 package shard
