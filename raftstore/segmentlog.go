@@ -59,16 +59,19 @@ type SegmentLog struct {
 	recent [recentSlots]recentRecord
 
 	// Syncing behind (see SetSyncBehind). written is the last index
-	// written, dirty the segments written since their last fdatasync;
-	// both guarded by wmu. smu guards the rest; sc signals changes.
+	// written and dirty the segments written since their last fdatasync,
+	// both changed under wmu; synced, every entry up to which that is in
+	// the log is durable, changes under smu, and sc signals its changes.
+	// written and synced are atomic so that the fast paths (every apply,
+	// every AppendEntries sent or received) take no lock.
 	behind  atomic.Pointer[func() bool]
-	written uint64
+	written atomic.Uint64
 	dirty   []*segment
 	smu     sync.Mutex
 	sc      *sync.Cond
-	syncing bool   // the syncer is in an fdatasync
-	synced  uint64 // every entry up to here that is in the log is durable
-	syncErr error  // sticky: an fdatasync failed, or the log closed
+	syncing bool // the syncer is in an fdatasync
+	synced  atomic.Uint64
+	syncErr error // sticky: an fdatasync failed, or the log closed
 	kick    chan struct{}
 	quit    chan struct{}
 	stopped chan struct{}
@@ -78,9 +81,6 @@ type SegmentLog struct {
 	// default it stops the process (as etcd and PostgreSQL do); tests
 	// replace it.
 	failed func(error)
-	// Lock-free mirrors of written and synced, for WaitWrittenSynced's
-	// fast path (every incoming AppendEntries asks it).
-	writtenA, syncedA atomic.Uint64
 }
 
 const (
@@ -143,23 +143,23 @@ func OpenSegmentLog(dir string) (*SegmentLog, error) {
 	}
 	l := &SegmentLog{dir: dir, maxSegment: defaultMaxSeg, kick: make(chan struct{}, 1), quit: make(chan struct{}), stopped: make(chan struct{}), fsync: datasync, failed: stopOnSyncFailure}
 	l.sc = sync.NewCond(&l.smu)
-	if err := l.load(); err != nil {
-		close(l.stopped)
+	err := l.load()
+	if n := len(l.segs); err == nil && n > 0 {
+		// What a crash left in the page cache is durable from here on, so
+		// that "synced" means what it says from the start. Only the last
+		// segment can hold such writes: each one before it was synced
+		// whole before the next began (tailFor).
+		if err = datasync(l.segs[n-1].f); err != nil {
+			err = fmt.Errorf("raftstore: sync log on open: %w", err)
+		}
+	}
+	if err != nil {
+		close(l.stopped) // no syncer to stop
 		l.Close()
 		return nil, err
 	}
-	// What a crash left in the page cache is durable from here on, so
-	// that "synced" means what it says from the start.
-	for _, seg := range l.segs {
-		if err := datasync(seg.f); err != nil {
-			close(l.stopped)
-			l.Close()
-			return nil, fmt.Errorf("raftstore: sync log on open: %w", err)
-		}
-	}
-	l.written, l.synced = l.last, l.last
-	l.writtenA.Store(l.last)
-	l.syncedA.Store(l.last)
+	l.written.Store(l.last)
+	l.synced.Store(l.last)
 	go l.runSyncer()
 	return l, nil
 }
@@ -198,39 +198,32 @@ func (l *SegmentLog) SetSyncFunc(fn func(*os.File) error) {
 }
 
 // SyncedIndex is the index up to which every entry in the log is durable.
-func (l *SegmentLog) SyncedIndex() uint64 { return l.syncedA.Load() }
+func (l *SegmentLog) SyncedIndex() uint64 { return l.synced.Load() }
 
 // WaitSynced returns once every entry up to index that is in the log is
 // durable, or with the error that makes that impossible.
 func (l *SegmentLog) WaitSynced(index uint64) error {
-	if l.syncedA.Load() >= index {
-		return nil
-	}
-	l.smu.Lock()
-	defer l.smu.Unlock()
-	for l.synced < index && l.syncErr == nil {
-		l.sc.Wait()
-	}
-	if l.synced >= index {
-		return nil
-	}
-	return l.syncErr
+	return l.waitSynced(func() uint64 { return index })
 }
 
 // WaitWrittenSynced waits until everything written so far is durable.
 func (l *SegmentLog) WaitWrittenSynced() error {
-	w := l.writtenA.Load()
-	if l.syncedA.Load() >= w {
+	w := l.written.Load()
+	// A truncation may lower written below w meanwhile; wait only for
+	// what is still there, or this could wait for entries never to come.
+	return l.waitSynced(func() uint64 { return min(w, l.written.Load()) })
+}
+
+func (l *SegmentLog) waitSynced(target func() uint64) error {
+	if l.synced.Load() >= target() {
 		return nil
 	}
 	l.smu.Lock()
 	defer l.smu.Unlock()
-	// A truncation may lower written below w meanwhile; wait only for
-	// what is still there, or this could wait for entries never to come.
-	for l.syncErr == nil && l.synced < min(w, l.writtenA.Load()) {
+	for l.syncErr == nil && l.synced.Load() < target() {
 		l.sc.Wait()
 	}
-	if l.synced >= min(w, l.writtenA.Load()) {
+	if l.synced.Load() >= target() {
 		return nil
 	}
 	return l.syncErr
@@ -245,7 +238,7 @@ func (l *SegmentLog) runSyncer() {
 			return
 		}
 		l.wmu.Lock()
-		target, segs, fsync := l.written, l.dirty, l.fsync
+		target, segs, fsync := l.written.Load(), l.dirty, l.fsync
 		l.dirty = nil
 		if len(segs) == 0 {
 			l.wmu.Unlock()
@@ -265,9 +258,8 @@ func (l *SegmentLog) runSyncer() {
 		l.syncing = false
 		if err != nil {
 			l.failLocked(fmt.Errorf("raftstore: sync log: %w", err))
-		} else if target > l.synced {
-			l.synced = target
-			l.syncedA.Store(target)
+		} else if target > l.synced.Load() {
+			l.synced.Store(target)
 		}
 		l.sc.Broadcast()
 		l.smu.Unlock()
@@ -314,7 +306,7 @@ func (l *SegmentLog) syncAllLocked(extra *segment) error {
 		}
 	}
 	l.dirty = nil
-	l.setSynced(l.written, false)
+	l.setSynced(l.written.Load(), false)
 	return nil
 }
 
@@ -322,9 +314,8 @@ func (l *SegmentLog) syncAllLocked(extra *segment) error {
 // a truncation, indexes above it may be written again). Caller holds wmu.
 func (l *SegmentLog) setSynced(v uint64, lower bool) {
 	l.smu.Lock()
-	if v > l.synced || lower {
-		l.synced = v
-		l.syncedA.Store(v)
+	if v > l.synced.Load() || lower {
+		l.synced.Store(v)
 	}
 	l.sc.Broadcast()
 	l.smu.Unlock()
@@ -618,10 +609,9 @@ func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 	if _, err := seg.f.WriteAt(l.buf, base); err != nil {
 		return fmt.Errorf("raftstore: append to log: %w", err)
 	}
-	l.written = logs[len(logs)-1].Index
-	l.writtenA.Store(l.written)
+	l.written.Store(logs[len(logs)-1].Index)
 	if l.syncBehind(logs) {
-		if first := logs[0].Index; l.syncedA.Load() >= first {
+		if first := logs[0].Index; l.synced.Load() >= first {
 			// Indexes the log held before (a log emptied and begun again
 			// lower) are not durable in their new form yet.
 			l.setSynced(first-1, true)
@@ -757,8 +747,7 @@ func (l *SegmentLog) deleteAll(max uint64) error {
 	// Everything up to max was compacted away after it was applied, and
 	// the next append follows it: max stays "synced", so that the commit
 	// index sent to followers does not drop to zero meanwhile.
-	l.written = 0
-	l.writtenA.Store(0)
+	l.written.Store(0)
 	if max == ^uint64(0) {
 		max = 0
 	}
@@ -792,8 +781,7 @@ func (l *SegmentLog) deleteTail(min uint64) error {
 	l.last = min - 1
 	l.forgetLocked(min, ^uint64(0))
 	l.mu.Unlock()
-	l.written = min - 1
-	l.writtenA.Store(min - 1)
+	l.written.Store(min - 1)
 	l.setSynced(min-1, true)
 	// The cut must be durable before anything is appended after it, or a
 	// crash could bring back entries from the old tail.

@@ -3,14 +3,12 @@ package replication
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
-	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -144,14 +142,13 @@ func (n *Node) finishDecommission(ctx context.Context, id string) (bool, error) 
 		return false, err
 	}
 	for _, kv := range resp.Kvs {
-		if !bytes.Equal(kv.Key, key) || len(kv.Value) < raftstore.VersionLen {
+		at, seq, state, ok := parseVersion(kv.Value)
+		if !ok || !bytes.Equal(kv.Key, key) {
 			continue
 		}
-		if string(kv.Value[raftstore.VersionLen:]) != NodeDecommissioning {
+		if string(state) != NodeDecommissioning {
 			return false, nil
 		}
-		at := binary.BigEndian.Uint64(kv.Value[:8])
-		seq := binary.BigEndian.Uint64(kv.Value[8:raftstore.VersionLen])
 		put, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: key, Value: append(version(at, seq+1), NodeRemoved...)})
 		n.routes.invalidate()
 		if err != nil {

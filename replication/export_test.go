@@ -13,14 +13,9 @@ func (n *Node) FinishDecommissionForTest(ctx context.Context, id string) (bool, 
 }
 
 func (n *Node) NodeStateForTest(ctx context.Context, id string) (string, error) {
-	t, err := n.fetchRoutes(ctx)
+	info, err := n.nodeInfo(ctx, id)
 	if err != nil {
 		return "", err
 	}
-	for _, node := range t.Nodes {
-		if node.Id == id {
-			return node.State, nil
-		}
-	}
-	return "", nil
+	return info.State, nil
 }

@@ -42,12 +42,17 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 type framedConn struct {
 	net.Conn
 
-	wmu  sync.Mutex
-	wseq uint32
-	whdr [frameHeaderLen]byte
+	// Write side. The header and the vector the write hands to writev
+	// live here, so a frame costs no allocation.
+	wmu   sync.Mutex
+	wseq  uint32
+	whdr  [frameHeaderLen]byte
+	wvec  [2][]byte
+	wbufs net.Buffers
 
 	// Read side, used by one reader at a time (the transport's).
 	br   *bufio.Reader
+	rhdr [frameHeaderLen]byte
 	rseq uint32
 	buf  []byte // the current frame's payload
 	off  int    // how much of buf has been read
@@ -58,10 +63,10 @@ func newFramedConn(c net.Conn) *framedConn {
 	return &framedConn{Conn: c, br: bufio.NewReaderSize(c, 64<<10)}
 }
 
-func frameSum(seq uint32, payload []byte) uint32 {
-	var s [4]byte
-	binary.BigEndian.PutUint32(s[:], seq)
-	return crc32.Update(crc32.Checksum(s[:], castagnoli), castagnoli, payload)
+// frameSum is a frame's checksum, over the sequence number as the header
+// carries it (hdr[4:8]) and the payload.
+func frameSum(hdr *[frameHeaderLen]byte, payload []byte) uint32 {
+	return crc32.Update(crc32.Checksum(hdr[4:8], castagnoli), castagnoli, payload)
 }
 
 // Write sends p as one frame (or several, if p is larger than a frame),
@@ -74,9 +79,10 @@ func (f *framedConn) Write(p []byte) (int, error) {
 		chunk := p[:min(len(p), maxFramePayload)]
 		binary.BigEndian.PutUint32(f.whdr[0:], uint32(len(chunk)))
 		binary.BigEndian.PutUint32(f.whdr[4:], f.wseq)
-		binary.BigEndian.PutUint32(f.whdr[8:], frameSum(f.wseq, chunk))
-		bufs := net.Buffers{f.whdr[:], chunk}
-		if _, err := bufs.WriteTo(f.Conn); err != nil {
+		binary.BigEndian.PutUint32(f.whdr[8:], frameSum(&f.whdr, chunk))
+		f.wvec = [2][]byte{f.whdr[:], chunk}
+		f.wbufs = f.wvec[:] // WriteTo consumes it
+		if _, err := f.wbufs.WriteTo(f.Conn); err != nil {
 			return written, err
 		}
 		f.wseq++
@@ -110,7 +116,7 @@ func (f *framedConn) Read(p []byte) (int, error) {
 }
 
 func (f *framedConn) readFrame() error {
-	var hdr [frameHeaderLen]byte
+	hdr := &f.rhdr
 	if _, err := io.ReadFull(f.br, hdr[:]); err != nil {
 		return err // io.EOF between frames is a clean end of stream
 	}
@@ -131,7 +137,7 @@ func (f *framedConn) readFrame() error {
 		}
 		return err
 	}
-	if got := frameSum(seq, f.buf); got != sum || seq != f.rseq {
+	if got := frameSum(hdr, f.buf); got != sum || seq != f.rseq {
 		f.buf = f.buf[:0]
 		return fmt.Errorf("%w: frame %d: sequence %d, checksum %08x, want %08x", ErrStreamCorrupt, f.rseq, seq, got, sum)
 	}

@@ -53,6 +53,15 @@ func version(a, b uint64) []byte {
 	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(make([]byte, 0, raftstore.VersionLen), a), b)
 }
 
+// parseVersion splits a versioned meta value into its version and body;
+// ok is false for a value too short to hold a version.
+func parseVersion(v []byte) (a, b uint64, body []byte, ok bool) {
+	if len(v) < raftstore.VersionLen {
+		return 0, 0, nil, false
+	}
+	return binary.BigEndian.Uint64(v), binary.BigEndian.Uint64(v[8:]), v[raftstore.VersionLen:], true
+}
+
 func metaKeyID(prefix string, id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(prefix), id)
 }

@@ -261,11 +261,7 @@ func (w *wakeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 }
 
 func (w *wakeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
-	p, err := w.baseTransport.AppendEntriesPipeline(id, target)
-	if err != nil {
-		return nil, err
-	}
-	return &clampPipeline{AppendPipeline: p, w: w}, nil
+	return hookPipeline(w.baseTransport, id, target, w.clampCommit)
 }
 
 func (w *wakeTransport) clampCommit(args *raft.AppendEntriesRequest) {
@@ -274,13 +270,23 @@ func (w *wakeTransport) clampCommit(args *raft.AppendEntriesRequest) {
 	}
 }
 
-type clampPipeline struct {
-	raft.AppendPipeline
-	w *wakeTransport
+// hookPipeline opens t's pipeline to target with before called on every
+// request just before it is sent.
+func hookPipeline(t raft.Transport, id raft.ServerID, target raft.ServerAddress, before func(*raft.AppendEntriesRequest)) (raft.AppendPipeline, error) {
+	p, err := t.AppendEntriesPipeline(id, target)
+	if err != nil {
+		return nil, err
+	}
+	return &hookedPipeline{AppendPipeline: p, before: before}, nil
 }
 
-func (p *clampPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
-	p.w.clampCommit(args)
+type hookedPipeline struct {
+	raft.AppendPipeline
+	before func(*raft.AppendEntriesRequest)
+}
+
+func (p *hookedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	p.before(args)
 	return p.AppendPipeline.AppendEntries(args, resp)
 }
 

@@ -33,21 +33,7 @@ func (c *commitRecorder) AppendEntries(id raft.ServerID, target raft.ServerAddre
 }
 
 func (c *commitRecorder) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
-	p, err := c.InmemTransport.AppendEntriesPipeline(id, target)
-	if err != nil {
-		return nil, err
-	}
-	return &recordingPipeline{AppendPipeline: p, c: c}, nil
-}
-
-type recordingPipeline struct {
-	raft.AppendPipeline
-	c *commitRecorder
-}
-
-func (p *recordingPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
-	p.c.note(args)
-	return p.AppendPipeline.AppendEntries(args, resp)
+	return hookPipeline(c.InmemTransport, id, target, c.note)
 }
 
 // With parallel leader appends the leader counts its own copy of an entry

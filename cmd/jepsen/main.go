@@ -48,7 +48,7 @@ func run() int {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() > 0 || *nodes < 1 || *duration <= 0 {
+	if flag.NArg() > 0 || *nodes < 1 || *duration <= 0 || *linTime <= 0 {
 		flag.Usage()
 		return 2
 	}
