@@ -32,7 +32,11 @@ test-unit:
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v jepsen-style-tests)
 
 test-process:
-	$(GO) test -count=1 -timeout 10m -v $(PROCESS_PKGS) 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test\.go)' ; exit $${PIPESTATUS[0]}
+	@log=$$(mktemp -t dialkv-test-process.XXXXXX); \
+	$(GO) test -count=1 -timeout 10m -v $(PROCESS_PKGS) 2>&1 | tee $$log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test\.go)'; \
+	rc=$${PIPESTATUS[0]}; \
+	if [ $$rc -ne 0 ]; then echo "---- full output of the failing tests ----"; awk -f .ci/failed-tests.awk $$log; fi; \
+	rm -f $$log; exit $$rc
 
 vet:
 	$(GO) vet ./...

@@ -575,6 +575,9 @@ func (c *Cluster) stopProcess(n *node, p *process) error {
 	if !p.waitFor(killWait) {
 		return fmt.Errorf("jepsen: %s (pid %d) still running %v after SIGKILL", n.id, p.pid, killWait)
 	}
+	if dump := goroutineDump(n.logPath); dump != "" {
+		c.opts.Logf("jepsen: %s pid %d goroutines when it hung:\n%s", n.id, p.pid, dump)
+	}
 	return fmt.Errorf("jepsen: %s (pid %d) did not exit within %v of SIGTERM; killed", n.id, p.pid, c.opts.StopTimeout)
 }
 
@@ -897,6 +900,31 @@ func (c *Cluster) LogTail(i, n int) (string, error) {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n"), nil
+}
+
+// goroutineDump returns the goroutine stacks the Go runtime wrote to a
+// node's log on SIGQUIT (at most the last 256 KiB of the log), or "".
+func goroutineDump(logPath string) string {
+	f, err := os.Open(logPath)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	const window = 256 << 10
+	off := max(fi.Size()-window, 0)
+	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndex(buf, []byte("SIGQUIT: quit"))
+	if i < 0 {
+		return ""
+	}
+	return string(buf[i:])
 }
 
 // TB is the part of testing.TB that DumpLogs needs.

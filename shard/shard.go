@@ -337,15 +337,8 @@ func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore
 		}
 	}
 	f := r.Apply(cmd.Encode(make([]byte, 0, 16+len(cmd.Key)+len(cmd.Value)+len(cmd.Expected))), timeout)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return nil, s.applyError(err)
-		}
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %w", ErrIndeterminate, ctx.Err())
+	if err := awaitFuture(ctx, s.stop, f); err != nil {
+		return nil, s.applyError(err) // a ctx error too: the entry may still commit
 	}
 	res, ok := f.Response().(*raftstore.Result)
 	if !ok || res == nil {
@@ -360,6 +353,32 @@ func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore
 	return res, nil
 }
 
+// awaitFuture waits for f, for ctx, or for stop to close. hashicorp/raft
+// v1.8.0 can leave a future unanswered for good: when it shuts down, the
+// FSM goroutine returns without answering the committed batches still
+// queued for it, and an Apply future does not watch for the shutdown
+// itself. Every wait on a future that can end up there goes through this,
+// or a shard's shutdown hangs on it. The goroutine left waiting on such a
+// future is the price: one per entry Raft dropped.
+func awaitFuture(ctx context.Context, stop <-chan struct{}, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-stop:
+		// Raft may have answered just as stop closed.
+		select {
+		case err := <-done:
+			return err
+		default:
+			return ErrShutdown
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (s *Shard) applyError(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
@@ -367,7 +386,7 @@ func (s *Shard) applyError(err error) error {
 		return ErrNotLeader
 	case errors.Is(err, raft.ErrLeadershipLost):
 		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
-	case errors.Is(err, raft.ErrRaftShutdown):
+	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrShutdown):
 		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
 	}
 	return fmt.Errorf("%w: %w", ErrIndeterminate, err)
@@ -401,8 +420,9 @@ func (s *Shard) commitMarker(inst *instance, term uint64) {
 		if inst.raft.State() != raft.Leader || inst.raft.CurrentTerm() != term || s.fsm.MarkerTerm() >= term {
 			return
 		}
-		err := inst.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), time.Second).Error()
-		if err == nil || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+		f := inst.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), time.Second)
+		err := awaitFuture(context.Background(), inst.stop, f)
+		if err == nil || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, ErrShutdown) {
 			return
 		}
 		select {
@@ -514,7 +534,7 @@ func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	if err := change(timeout).Error(); err != nil {
+	if err := awaitFuture(ctx, s.stop, change(timeout)); err != nil {
 		return s.applyError(err)
 	}
 	return nil
@@ -540,8 +560,16 @@ func (s *Shard) Configuration() ([]raft.Server, error) {
 
 // TransferLeadership hands leadership to the replica on node id.
 func (s *Shard) TransferLeadership(id, addr string) error {
-	if err := s.active().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error(); err != nil {
+	if err := awaitFuture(context.Background(), s.stop, s.active().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))); err != nil {
 		return fmt.Errorf("shard: range %d: transfer leadership to %s: %w", s.id, id, err)
+	}
+	return nil
+}
+
+// StepDown hands leadership to whichever replica Raft picks.
+func (s *Shard) StepDown() error {
+	if err := awaitFuture(context.Background(), s.stop, s.active().LeadershipTransfer()); err != nil {
+		return fmt.Errorf("shard: range %d: step down: %w", s.id, err)
 	}
 	return nil
 }
@@ -625,7 +653,7 @@ func (s *Shard) CompactLog() error {
 	defer s.compactMu.Unlock()
 	r := s.active()
 	// Something new to snapshot, so that Raft does not skip it.
-	if err := r.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), 5*time.Second).Error(); err != nil {
+	if err := awaitFuture(context.Background(), s.stop, r.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), 5*time.Second)); err != nil {
 		return fmt.Errorf("shard: range %d: compact log: %w", s.id, err)
 	}
 	rc := r.ReloadableConfig()

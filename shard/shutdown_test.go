@@ -1,0 +1,98 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dialkv/dialkv/raftstore"
+	"github.com/hashicorp/raft"
+)
+
+// hashicorp/raft v1.8.0 never answers the futures of committed entries
+// still queued for the FSM when it shuts down. Found by a kvd that hung on
+// SIGTERM: its new leader's term marker was such an entry. Here the
+// leader's FSM is held on its first entry while later ones commit one by
+// one and queue behind it; the shard then shuts down. Shutdown must return,
+// and so must every Propose, those Raft dropped included.
+func TestShutdown_DoesNotWaitForFuturesRaftDrops(t *testing.T) {
+	nodes := startGroup(t, 3, groupOptions{parallelAppend: true})
+	leader := waitReadyLeader(t, nodes)
+	r := leader.shard.Raft()
+
+	// With parallel appends the FSM waits for the leader's fsync, so
+	// holding that fsync holds the FSM while entries still commit.
+	var once sync.Once
+	entered, release := make(chan struct{}), make(chan struct{})
+	leader.shard.storage.SegmentLog().SetSyncFunc(func(f *os.File) error {
+		once.Do(func() { close(entered); <-release })
+		return f.Sync()
+	})
+	var releaseOnce sync.Once
+	releaseFn := func() { releaseOnce.Do(func() { close(release) }) }
+	defer releaseFn()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const proposals = 12
+	results := make(chan error, proposals)
+	for i := range proposals {
+		last := r.LastIndex()
+		go func() {
+			cmd := &raftstore.Command{Op: raftstore.OpPut, Key: fmt.Appendf(nil, "k%02d", i), Value: []byte("v")}
+			_, err := leader.shard.Propose(ctx, cmd)
+			results <- err
+		}()
+		// One commit at a time, so that each reaches the FSM's queue as a
+		// batch of its own.
+		for attempt := 0; r.LastIndex() <= last || r.CommitIndex() < r.LastIndex(); attempt++ {
+			if attempt == 2000 {
+				t.Fatalf("proposal %d did not commit: last index %d, commit index %d", i, r.LastIndex(), r.CommitIndex())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the leader never synced")
+	}
+
+	shut := make(chan error, 1)
+	go func() { shut <- leader.shard.Shutdown() }()
+	// Release the FSM only once Raft is shutting down, so that it returns
+	// to a queue of batches and a closed shutdown channel at once.
+	for attempt := 0; r.State() != raft.Shutdown; attempt++ {
+		if attempt == 2000 {
+			t.Fatal("Raft did not begin to shut down")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	releaseFn()
+	select {
+	case <-shut:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return within 10s")
+	}
+	var applied, dropped int
+	for range proposals {
+		select {
+		case err := <-results:
+			switch {
+			case err == nil:
+				applied++
+			case errors.Is(err, ErrIndeterminate):
+				dropped++
+			default:
+				t.Errorf("a proposal pending at shutdown failed with %v, want success or %v", err, ErrIndeterminate)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("a proposal pending at shutdown had not returned 5s after it (%d applied, %d indeterminate so far)", applied, dropped)
+		}
+	}
+	t.Logf("%d proposals applied, %d answered indeterminate at shutdown", applied, dropped)
+}
