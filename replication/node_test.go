@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -45,14 +47,37 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// freeAddr returns a 127.0.0.1 address that was free a moment ago. Its
+// port lies below the kernel's ephemeral range: a port from 127.0.0.1:0
+// is in that range, and another node's outgoing connection could be
+// given it before the node it was chosen for binds it (CI saw "bind:
+// address already in use").
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	const lowest = 10000
+	for range 200 {
+		port := 0 // the kernel's pick, when its range leaves no room below
+		if low > lowest+1000 {
+			port = lowest + rand.IntN(low-lowest)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // taken
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr
+	}
+	t.Fatal("no free port below the ephemeral range after 200 tries")
+	return ""
 }
 
 type replicationConfig = replication.Config
