@@ -24,19 +24,29 @@ const sessionWait = time.Second
 
 // route runs local on this node's replica of the range holding key, or
 // sends the request with remote to a node that has one. A key that a split
-// moved away while the request was on its way is routed once more.
+// moved away while the request was on its way is routed once more, and so
+// is a request whose forwarding found this replica had become the leader.
+// Each such retry follows a split or a change of leader, so a few suffice;
+// a range just woken from hibernation can change leader more than once
+// while its replicas wake.
 func route[T any](ctx context.Context, n *Node, key []byte, local func(*shard.Shard) (T, error), remote func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
 	var zero T
-	for attempt := 0; attempt < 3; attempt++ {
+	var last error
+	for attempt := 0; attempt < 8; attempt++ {
 		s, err := n.localShard(key)
 		if err != nil {
 			return forwardRemote(ctx, n, key, remote)
 		}
 		resp, err := local(s)
 		if errors.Is(err, raftstore.ErrWrongRange) || errors.Is(err, errLeaderIsSelf) {
+			last = err
 			continue
 		}
 		return resp, err
+	}
+	if errors.Is(last, errLeaderIsSelf) {
+		// Leadership changed under every attempt: an election is on.
+		return zero, fmt.Errorf("%w: leadership of the range holding key %q changed during the request", shard.ErrNotLeader, key)
 	}
 	return zero, fmt.Errorf("%w: key %q moved between ranges repeatedly", ErrKeyOutOfRange, key)
 }

@@ -218,9 +218,13 @@ func (s *Shard) watchLeader(inst *instance, observations <-chan raft.Observation
 // to finish if none is known, until ctx ends.
 func (s *Shard) WaitLeader(ctx context.Context) (id, addr string, err error) {
 	s.active()
+	self := string(s.rc.LocalID)
 	err = s.waitLeaderWhile(ctx, func(i, a string) bool {
 		id, addr = i, a
-		return a == ""
+		// A replica that steps down changes its state first and clears
+		// its own name as leader after: wait for the name to follow, or a
+		// caller forwarding to the leader would be sent back to itself.
+		return a == "" || (i == self && s.r().State() != raft.Leader)
 	})
 	if err == nil && addr == "" {
 		err = fmt.Errorf("shard: range %d: no leader known", s.id)
