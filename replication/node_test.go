@@ -33,6 +33,7 @@ type testCluster struct {
 	cfgs  []replication.Config
 	nodes []*replication.Node
 	srvs  []*grpc.Server
+	addrs map[string]bool // every address handed to a node, so none twice
 }
 
 type logWriter struct {
@@ -52,8 +53,8 @@ func (w *logWriter) Write(p []byte) (int, error) {
 // is in that range, and another node's outgoing connection could be
 // given it before the node it was chosen for binds it (CI saw "bind:
 // address already in use").
-func freeAddr(t *testing.T) string {
-	t.Helper()
+func (c *testCluster) freeAddr() string {
+	c.t.Helper()
 	low := 32768
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
@@ -74,9 +75,13 @@ func freeAddr(t *testing.T) string {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
+		if c.addrs[addr] {
+			continue // free again, but already another node's
+		}
+		c.addrs[addr] = true
 		return addr
 	}
-	t.Fatal("no free port below the ephemeral range after 200 tries")
+	c.t.Fatal("no free port below the ephemeral range after 200 tries")
 	return ""
 }
 
@@ -94,13 +99,13 @@ func newTestClusterWith(t *testing.T, n int, tweak func(*replication.Config)) *t
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: level}))
-	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n)}
+	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n), addrs: map[string]bool{}}
 	var peers []replication.Peer
 	for i := range n {
 		cfg := replication.DefaultConfig()
 		cfg.NodeID = fmt.Sprintf("n%d", i+1)
 		cfg.DataDir = t.TempDir()
-		cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = freeAddr(t), freeAddr(t), freeAddr(t)
+		cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = c.freeAddr(), c.freeAddr(), c.freeAddr()
 		cfg.Timing = shard.Timing{Heartbeat: 500 * time.Millisecond, Election: 500 * time.Millisecond, LeaderLease: 250 * time.Millisecond, Commit: 10 * time.Millisecond}
 		cfg.CommitInterval = 5 * time.Millisecond
 		cfg.Logger = logger
@@ -141,7 +146,7 @@ func (c *testCluster) join() int {
 	cfg := c.cfgs[0]
 	cfg.NodeID = fmt.Sprintf("n%d", len(c.cfgs)+1)
 	cfg.DataDir = c.t.TempDir()
-	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = freeAddr(c.t), freeAddr(c.t), freeAddr(c.t)
+	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = c.freeAddr(), c.freeAddr(), c.freeAddr()
 	cfg.InitialCluster, cfg.Join = nil, c.cfgs[0].GRPCAddr
 	c.cfgs = append(c.cfgs, cfg)
 	c.nodes = append(c.nodes, nil)

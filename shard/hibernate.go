@@ -56,12 +56,16 @@ func (s *Shard) Asleep() bool { return s.asleep.Load() }
 func (s *Shard) touch() { s.lastActive.Store(time.Now().UnixNano()) }
 
 // active wakes the replica if it sleeps and returns its Raft instance.
-func (s *Shard) active() *raft.Raft {
+func (s *Shard) active() *raft.Raft { return s.activeInst().raft }
+
+// activeInst is active's instance, for waits that must end when it stops
+// (hibernation, removal or shutdown).
+func (s *Shard) activeInst() *instance {
 	s.touch()
 	if s.asleep.Load() {
 		s.Wake()
 	}
-	return s.r()
+	return s.inst.Load()
 }
 
 // Wake starts the replica's Raft instance again if it is hibernating. It

@@ -221,9 +221,10 @@ func (s *Shard) WaitLeader(ctx context.Context) (id, addr string, err error) {
 	self := string(s.rc.LocalID)
 	err = s.waitLeaderWhile(ctx, func(i, a string) bool {
 		id, addr = i, a
-		// A replica that steps down changes its state first and clears
-		// its own name as leader after: wait for the name to follow, or a
-		// caller forwarding to the leader would be sent back to itself.
+		// The name and the state are read apart, so a replica stepping
+		// down between the two reads looks like a leader in name only;
+		// the name's change wakes this wait. Without it, a request being
+		// forwarded would be sent back to this replica.
 		return a == "" || (i == self && s.r().State() != raft.Leader)
 	})
 	if err == nil && addr == "" {
@@ -325,11 +326,12 @@ func (s *Shard) Leader() (id, addr string) {
 }
 
 // Propose commits cmd through Raft and returns its result once applied on
-// this (leader) replica. Errors: ErrNotLeader (not applied), ErrShutdown
-// (not applied), ErrIndeterminate (may have been applied),
-// ErrCompareFailed (applied as a no-op).
+// this (leader) replica. Errors: ErrNotLeader (not applied),
+// ErrIndeterminate (may have been applied, also when the replica stops
+// meanwhile), ErrCompareFailed (applied as a no-op).
 func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore.Result, error) {
-	r := s.active()
+	inst := s.activeInst()
+	r := inst.raft
 	if r.State() != raft.Leader {
 		return nil, ErrNotLeader
 	}
@@ -341,7 +343,7 @@ func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore
 		}
 	}
 	f := r.Apply(cmd.Encode(make([]byte, 0, 16+len(cmd.Key)+len(cmd.Value)+len(cmd.Expected))), timeout)
-	if err := awaitFuture(ctx, s.stop, f); err != nil {
+	if err := awaitFuture(ctx, inst.stop, f); err != nil {
 		return nil, s.applyError(err) // a ctx error too: the entry may still commit
 	}
 	res, ok := f.Response().(*raftstore.Result)
@@ -357,7 +359,11 @@ func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore
 	return res, nil
 }
 
-// awaitFuture waits for f, for ctx, or for stop to close. hashicorp/raft
+// errAbandoned: the Raft instance stopped before answering a future; what
+// it was for may or may not have taken effect.
+var errAbandoned = errors.New("shard: raft stopped without answering")
+
+// awaitFuture waits for f, for ctx, or for stop (the instance's) to close. hashicorp/raft
 // v1.8.0 can leave a future unanswered for good: when it shuts down, the
 // FSM goroutine returns without answering the committed batches still
 // queued for it, and an Apply future does not watch for the shutdown
@@ -376,7 +382,7 @@ func awaitFuture(ctx context.Context, stop <-chan struct{}, f raft.Future) error
 		case err := <-done:
 			return err
 		default:
-			return ErrShutdown
+			return errAbandoned
 		}
 	case <-ctx.Done():
 		return ctx.Err()
@@ -388,11 +394,9 @@ func (s *Shard) applyError(err error) error {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		// Raft refused the entry before appending it.
 		return ErrNotLeader
-	case errors.Is(err, raft.ErrLeadershipLost):
-		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
-	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, ErrShutdown):
-		return fmt.Errorf("%w: %w", ErrIndeterminate, err)
 	}
+	// Leadership lost, Raft shut down, the future abandoned or the
+	// caller's deadline: the entry may still commit.
 	return fmt.Errorf("%w: %w", ErrIndeterminate, err)
 }
 
@@ -426,7 +430,7 @@ func (s *Shard) commitMarker(inst *instance, term uint64) {
 		}
 		f := inst.raft.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), time.Second)
 		err := awaitFuture(context.Background(), inst.stop, f)
-		if err == nil || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, ErrShutdown) {
+		if err == nil || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, errAbandoned) {
 			return
 		}
 		select {
@@ -498,9 +502,10 @@ func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	r := s.r()
+	inst := s.inst.Load()
+	r := inst.raft
 	idx := r.CommitIndex()
-	if err := r.VerifyLeader().Error(); err != nil {
+	if err := awaitFuture(ctx, inst.stop, r.VerifyLeader()); err != nil {
 		return 0, ErrNotLeader
 	}
 	if r.CurrentTerm() != term {
@@ -538,7 +543,7 @@ func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	if err := awaitFuture(ctx, s.stop, change(timeout)); err != nil {
+	if err := awaitFuture(ctx, s.activeInst().stop, change(timeout)); err != nil {
 		return s.applyError(err)
 	}
 	return nil
@@ -564,7 +569,8 @@ func (s *Shard) Configuration() ([]raft.Server, error) {
 
 // TransferLeadership hands leadership to the replica on node id.
 func (s *Shard) TransferLeadership(id, addr string) error {
-	if err := awaitFuture(context.Background(), s.stop, s.active().LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))); err != nil {
+	inst := s.activeInst()
+	if err := awaitFuture(context.Background(), inst.stop, inst.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr))); err != nil {
 		return fmt.Errorf("shard: range %d: transfer leadership to %s: %w", s.id, id, err)
 	}
 	return nil
@@ -572,7 +578,8 @@ func (s *Shard) TransferLeadership(id, addr string) error {
 
 // StepDown hands leadership to whichever replica Raft picks.
 func (s *Shard) StepDown() error {
-	if err := awaitFuture(context.Background(), s.stop, s.active().LeadershipTransfer()); err != nil {
+	inst := s.activeInst()
+	if err := awaitFuture(context.Background(), inst.stop, inst.raft.LeadershipTransfer()); err != nil {
 		return fmt.Errorf("shard: range %d: step down: %w", s.id, err)
 	}
 	return nil
@@ -655,9 +662,10 @@ func (s *Shard) Shutdown() error {
 func (s *Shard) CompactLog() error {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
-	r := s.active()
+	inst := s.activeInst()
+	r := inst.raft
 	// Something new to snapshot, so that Raft does not skip it.
-	if err := awaitFuture(context.Background(), s.stop, r.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), 5*time.Second)); err != nil {
+	if err := awaitFuture(context.Background(), inst.stop, r.Apply((&raftstore.Command{Op: raftstore.OpMarker}).Encode(nil), 5*time.Second)); err != nil {
 		return fmt.Errorf("shard: range %d: compact log: %w", s.id, err)
 	}
 	rc := r.ReloadableConfig()

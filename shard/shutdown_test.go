@@ -96,3 +96,42 @@ func TestShutdown_DoesNotWaitForFuturesRaftDrops(t *testing.T) {
 	}
 	t.Logf("%d proposals applied, %d answered indeterminate at shutdown", applied, dropped)
 }
+
+// blockedFuture is a raft.Future answered only when answer is sent to.
+type blockedFuture struct{ answer chan error }
+
+func (f blockedFuture) Error() error { return <-f.answer }
+
+func TestAwaitFuture(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name string
+		// act answers the future, closes stop or cancels ctx (or several).
+		act  func(answer chan error, stop chan struct{}, cancel context.CancelFunc)
+		want error
+	}{
+		{"answered", func(a chan error, _ chan struct{}, _ context.CancelFunc) { a <- nil }, nil},
+		{"answered with an error", func(a chan error, _ chan struct{}, _ context.CancelFunc) { a <- boom }, boom},
+		{"never answered, instance stops", func(_ chan error, s chan struct{}, _ context.CancelFunc) { close(s) }, errAbandoned},
+		{"never answered, caller gives up", func(_ chan error, _ chan struct{}, c context.CancelFunc) { c() }, context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := blockedFuture{answer: make(chan error, 1)}
+			stop := make(chan struct{})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			tt.act(f.answer, stop, cancel)
+			done := make(chan error, 1)
+			go func() { done <- awaitFuture(ctx, stop, f) }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+					t.Fatalf("awaitFuture = %v, want %v", err, tt.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("awaitFuture did not return")
+			}
+		})
+	}
+}
