@@ -29,7 +29,10 @@ import (
 //     a new instance before handing the message over. A woken replica
 //     starts as a follower; its first election wakes the others.
 //
-// Waking costs one election (1-2 s with the default timing). A replica
+// Waking costs one election. The replica that led when the range went to
+// sleep stands at once when a request wakes it (see campaign); woken any
+// other way, a replica waits out its heartbeat timeout first (1-2 s with
+// the default timing). A replica
 // that missed the OpHibernate (it was lagging or down) stays awake, and
 // its election wakes the rest: the range then stays awake until the next
 // idle period. None of this touches Raft's safety: a sleeping replica is a
@@ -68,9 +71,15 @@ func (s *Shard) activeInst() *instance {
 	return s.inst.Load()
 }
 
-// Wake starts the replica's Raft instance again if it is hibernating. It
-// returns once the instance runs (as a follower, until an election).
-func (s *Shard) Wake() {
+// Wake starts the replica's Raft instance again if it is hibernating, for
+// a request that needs Raft. It returns once the instance runs. A replica
+// that was the leader when the range went to sleep stands for election at
+// once; any other starts as a follower.
+func (s *Shard) Wake() { s.wake(true) }
+
+// wake is Wake; campaign false is for a Raft message, which means another
+// replica is awake already: standing at once would only disrupt it.
+func (s *Shard) wake(campaign bool) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	if s.closed || !s.asleep.Load() {
@@ -82,7 +91,37 @@ func (s *Shard) Wake() {
 		return
 	}
 	s.asleep.Store(false)
-	s.log.Info("woke up")
+	campaign = campaign && s.sleptAsLeader
+	s.sleptAsLeader = false
+	s.log.Info("woke up", "campaign", campaign)
+	if campaign {
+		go s.campaign(s.inst.Load())
+	}
+}
+
+// campaign makes a freshly woken instance stand for election now instead
+// of after its first heartbeat timeout (1-2 s with the default timing),
+// the wait that made up most of a wake. hashicorp/raft has no call for
+// it, so the instance is handed the TimeoutNow message a leader sends in a
+// leadership transfer, as if its old self had sent it. Every replica slept
+// at the same index, so this one's log is as long as any, and the others,
+// woken by its vote request, elect it. Elections are always safe; the cost
+// of a wrong guess (another replica woke and leads already) is one more
+// election.
+func (s *Shard) campaign(inst *instance) {
+	rpc := raft.RPC{
+		Command: &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+			ProtocolVersion: raft.ProtocolVersionMax,
+			ID:              []byte(s.rc.LocalID),
+			Addr:            []byte(s.trans.LocalAddr()),
+		}},
+		RespChan: make(chan raft.RPCResponse, 1),
+	}
+	select {
+	case s.trans.consumer <- rpc:
+	case <-inst.stop:
+	case <-s.trans.done:
+	}
 }
 
 // MaybeHibernate proposes hibernation when this replica leads a range that
@@ -145,6 +184,7 @@ func (s *Shard) sleep(index uint64, at time.Time) {
 	if f := inst.raft.GetConfiguration(); f.Error() == nil {
 		s.sleepConfig = f.Configuration().Servers
 	}
+	s.sleptAsLeader = inst.raft.State() == raft.Leader
 	// Heartbeats go through the consumer from now on: a handler of a
 	// stopped instance would never answer them.
 	s.trans.setHeartbeatHandler(nil)
@@ -202,7 +242,7 @@ func (w *wakeTransport) setHeartbeatHandler(cb func(raft.RPC)) {
 
 func (w *wakeTransport) heartbeat(rpc raft.RPC) {
 	if w.s.asleep.Load() {
-		w.s.Wake()
+		w.s.wake(false)
 	}
 	w.hbMu.Lock()
 	fn := w.hb
@@ -240,7 +280,7 @@ func (w *wakeTransport) run() {
 func (w *wakeTransport) deliver(rpc raft.RPC) {
 	for range 100 {
 		if w.s.asleep.Load() {
-			w.s.Wake()
+			w.s.wake(false)
 		}
 		stop := w.s.inst.Load().stop
 		select {

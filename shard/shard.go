@@ -65,7 +65,10 @@ type Shard struct {
 	rmu         sync.Mutex
 	closed      bool          // guarded by rmu
 	sleepConfig []raft.Server // membership when it went to sleep; guarded by rmu
-	asleep      atomic.Bool
+	// sleptAsLeader: this replica led when the range went to sleep, so a
+	// request that wakes it stands for election at once; guarded by rmu
+	sleptAsLeader bool
+	asleep        atomic.Bool
 
 	hibernateAfter time.Duration
 	parallelAppend bool
