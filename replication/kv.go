@@ -68,7 +68,7 @@ func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, ca
 		return zero, shard.ErrNotLeader
 	}
 	for attempt := 0; attempt < 50; attempt++ {
-		id, addr, err := s.WaitLeader(ctx)
+		id, addr, err := s.ForwardTarget(ctx)
 		if err != nil {
 			return zero, fmt.Errorf("%w for range %d: %w", ErrNoLeader, s.ID(), err)
 		}

@@ -74,7 +74,8 @@ func (s *Shard) activeInst() *instance {
 // Wake starts the replica's Raft instance again if it is hibernating, for
 // a request that needs Raft. It returns once the instance runs. A replica
 // that was the leader when the range went to sleep stands for election at
-// once; any other starts as a follower.
+// once; any other starts as a follower, and its next ForwardTarget names
+// the old leader, so that forwarding wakes that one the same way.
 func (s *Shard) Wake() { s.wake(true) }
 
 // wake is Wake; campaign false is for a Raft message, which means another
@@ -91,13 +92,19 @@ func (s *Shard) wake(campaign bool) {
 		return
 	}
 	s.asleep.Store(false)
+	if campaign && !s.sleptAsLeader && s.sleepLeader.addr != "" {
+		s.wakeHint.Store(&leaderHint{id: s.sleepLeader.id, addr: s.sleepLeader.addr})
+	}
 	campaign = campaign && s.sleptAsLeader
-	s.sleptAsLeader = false
+	s.sleptAsLeader, s.sleepLeader = false, leaderHint{}
 	s.log.Info("woke up", "campaign", campaign)
 	if campaign {
 		go s.campaign(s.inst.Load())
 	}
 }
+
+// leaderHint names a replica believed to lead (or to have led) the range.
+type leaderHint struct{ id, addr string }
 
 // campaign makes a freshly woken instance stand for election now instead
 // of after its first heartbeat timeout (1-2 s with the default timing),
@@ -185,6 +192,8 @@ func (s *Shard) sleep(index uint64, at time.Time) {
 		s.sleepConfig = f.Configuration().Servers
 	}
 	s.sleptAsLeader = inst.raft.State() == raft.Leader
+	a, id := inst.raft.LeaderWithID()
+	s.sleepLeader = leaderHint{id: string(id), addr: string(a)}
 	// Heartbeats go through the consumer from now on: a handler of a
 	// stopped instance would never answer them.
 	s.trans.setHeartbeatHandler(nil)

@@ -68,7 +68,11 @@ type Shard struct {
 	// sleptAsLeader: this replica led when the range went to sleep, so a
 	// request that wakes it stands for election at once; guarded by rmu
 	sleptAsLeader bool
-	asleep        atomic.Bool
+	sleepLeader   leaderHint // who led when it went to sleep; guarded by rmu
+	// wakeHint is sleepLeader, offered once by ForwardTarget after a
+	// request woke this (follower) replica, before any leader is known.
+	wakeHint atomic.Pointer[leaderHint]
+	asleep   atomic.Bool
 
 	hibernateAfter time.Duration
 	parallelAppend bool
@@ -234,6 +238,22 @@ func (s *Shard) WaitLeader(ctx context.Context) (id, addr string, err error) {
 		err = fmt.Errorf("shard: range %d: no leader known", s.id)
 	}
 	return id, addr, err
+}
+
+// ForwardTarget is WaitLeader for a request about to be forwarded to the
+// leader. Right after a request woke this replica, before any election,
+// it names the replica that led when the range went to sleep: that is
+// where the request should go, and the request wakes that replica into
+// standing at once (Wake), where waiting here would take this replica's
+// heartbeat timeout. It does so once per wake.
+func (s *Shard) ForwardTarget(ctx context.Context) (id, addr string, err error) {
+	s.active()
+	if h := s.wakeHint.Swap(nil); h != nil && h.id != string(s.rc.LocalID) {
+		if _, a := s.Leader(); a == "" {
+			return h.id, h.addr, nil
+		}
+	}
+	return s.WaitLeader(ctx)
 }
 
 // WaitLeaderChange waits until the known leader is no longer id, or ctx
