@@ -880,18 +880,7 @@ func (c *Cluster) LeaderOf(ctx context.Context, key string) (int, error) {
 // LogTail returns the last n lines of node i's log (at most its last
 // 256 KiB).
 func (c *Cluster) LogTail(i, n int) (string, error) {
-	f, err := os.Open(c.nodes[i].logPath)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	const window = 256 << 10
-	fi, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	off := max(fi.Size()-window, 0)
-	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	buf, err := readTail(c.nodes[i].logPath)
 	if err != nil {
 		return "", err
 	}
@@ -903,20 +892,9 @@ func (c *Cluster) LogTail(i, n int) (string, error) {
 }
 
 // goroutineDump returns the goroutine stacks the Go runtime wrote to a
-// node's log on SIGQUIT (at most the last 256 KiB of the log), or "".
+// node's log on SIGQUIT (within the log's last 256 KiB), or "".
 func goroutineDump(logPath string) string {
-	f, err := os.Open(logPath)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	const window = 256 << 10
-	off := max(fi.Size()-window, 0)
-	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	buf, err := readTail(logPath)
 	if err != nil {
 		return ""
 	}
@@ -925,6 +903,22 @@ func goroutineDump(logPath string) string {
 		return ""
 	}
 	return string(buf[i:])
+}
+
+// readTail returns the last 256 KiB of the file at path.
+func readTail(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	const window = 256 << 10
+	off := max(fi.Size()-window, 0)
+	return io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
 }
 
 // TB is the part of testing.TB that DumpLogs needs.

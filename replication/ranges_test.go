@@ -202,6 +202,21 @@ func (c *testCluster) dumpStatus() {
 	}
 }
 
+// asleepReplicas counts the hibernating replicas of range id.
+func (c *testCluster) asleepReplicas(id uint64) (n int) {
+	for _, node := range c.nodes {
+		if node == nil {
+			continue
+		}
+		for _, s := range node.Shards() {
+			if s.ID() == id && s.Asleep() {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // An idle range's replicas all hibernate; a stale read is served without
 // waking them, while a linearizable read, a write or a scan wakes the range
 // and finds every key; the range then sleeps again. The meta range never
@@ -212,16 +227,7 @@ func TestRanges_IdleRangesHibernateAndWake(t *testing.T) {
 	keys := writeKeys(t, c, l, 50)
 	c.split(l, "k0025")
 
-	asleep := func(id uint64) (n int) {
-		for _, node := range c.nodes {
-			for _, s := range node.Shards() {
-				if s.ID() == id && s.Asleep() {
-					n++
-				}
-			}
-		}
-		return n
-	}
+	asleep := c.asleepReplicas
 	allAsleep := func() bool { return asleep(2) == 3 && asleep(3) == 3 }
 	c.eventually("every replica of ranges 2 and 3 hibernating", 20*time.Second, allAsleep)
 	if n := asleep(1); n != 0 {
@@ -264,16 +270,7 @@ func TestRanges_WakeByRequestElectsTheSleepingLeaderAtOnce(t *testing.T) {
 	})
 	l := c.leader()
 	c.mustPut(l, "k0001", "v1")
-	asleep := func() bool {
-		for _, node := range c.nodes {
-			for _, s := range node.Shards() {
-				if s.ID() == 2 && !s.Asleep() {
-					return false
-				}
-			}
-		}
-		return true
-	}
+	asleep := func() bool { return c.asleepReplicas(2) == 3 }
 	c.eventually("every replica of range 2 hibernating", 30*time.Second, asleep)
 
 	// Rounds 0-2 write through the old leader; 3-5 through a follower,

@@ -92,11 +92,14 @@ func (s *Shard) wake(campaign bool) {
 		return
 	}
 	s.asleep.Store(false)
-	if campaign && !s.sleptAsLeader && s.sleepLeader.addr != "" {
-		s.wakeHint.Store(&leaderHint{id: s.sleepLeader.id, addr: s.sleepLeader.addr})
+	led := s.sleepLeader
+	s.sleepLeader = leaderHint{}
+	if self := string(s.rc.LocalID); led.id != self {
+		if campaign && led.addr != "" {
+			s.wakeHint.Store(&led)
+		}
+		campaign = false
 	}
-	campaign = campaign && s.sleptAsLeader
-	s.sleptAsLeader, s.sleepLeader = false, leaderHint{}
 	s.log.Info("woke up", "campaign", campaign)
 	if campaign {
 		go s.campaign(s.inst.Load())
@@ -191,7 +194,6 @@ func (s *Shard) sleep(index uint64, at time.Time) {
 	if f := inst.raft.GetConfiguration(); f.Error() == nil {
 		s.sleepConfig = f.Configuration().Servers
 	}
-	s.sleptAsLeader = inst.raft.State() == raft.Leader
 	a, id := inst.raft.LeaderWithID()
 	s.sleepLeader = leaderHint{id: string(id), addr: string(a)}
 	// Heartbeats go through the consumer from now on: a handler of a

@@ -65,10 +65,10 @@ type Shard struct {
 	rmu         sync.Mutex
 	closed      bool          // guarded by rmu
 	sleepConfig []raft.Server // membership when it went to sleep; guarded by rmu
-	// sleptAsLeader: this replica led when the range went to sleep, so a
-	// request that wakes it stands for election at once; guarded by rmu
-	sleptAsLeader bool
-	sleepLeader   leaderHint // who led when it went to sleep; guarded by rmu
+	// sleepLeader led the range when it went to sleep: if it is this
+	// replica, a request that wakes it stands for election at once;
+	// guarded by rmu.
+	sleepLeader leaderHint
 	// wakeHint is sleepLeader, offered once by ForwardTarget after a
 	// request woke this (follower) replica, before any leader is known.
 	wakeHint atomic.Pointer[leaderHint]
@@ -386,11 +386,11 @@ func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore
 // it was for may or may not have taken effect.
 var errAbandoned = errors.New("shard: raft stopped without answering")
 
-// awaitFuture waits for f, for ctx, or for stop (the instance's) to close. hashicorp/raft
-// v1.8.0 can leave a future unanswered for good: when it shuts down, the
-// FSM goroutine returns without answering the committed batches still
-// queued for it, and an Apply future does not watch for the shutdown
-// itself. Every wait on a future that can end up there goes through this,
+// awaitFuture waits for f, for ctx, or for stop (the instance's) to close.
+// hashicorp/raft v1.8.0 can leave a future unanswered for good: when it
+// shuts down, the FSM goroutine returns without answering the committed
+// batches still queued for it, and an Apply future does not watch for the
+// shutdown itself. Every wait on a future that can end up there goes through this,
 // or a shard's shutdown hangs on it. The goroutine left waiting on such a
 // future is the price: one per entry Raft dropped.
 func awaitFuture(ctx context.Context, stop <-chan struct{}, f raft.Future) error {

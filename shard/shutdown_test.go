@@ -126,7 +126,7 @@ func TestAwaitFuture(t *testing.T) {
 			go func() { done <- awaitFuture(ctx, stop, f) }()
 			select {
 			case err := <-done:
-				if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+				if !errors.Is(err, tt.want) {
 					t.Fatalf("awaitFuture = %v, want %v", err, tt.want)
 				}
 			case <-time.After(5 * time.Second):
