@@ -207,7 +207,7 @@ func BenchmarkRangeFSM_ApplyBatchCommit(b *testing.B) {
 }
 
 // benchOpenLog opens a range's Raft log exactly as kvd does
-// (Store.OpenRaftStorage: raft-boltdb v2 with the project's bbolt options).
+// (Store.OpenRaftStorage: a SegmentLog, syncing every append).
 func benchOpenLog(b *testing.B) raft.LogStore {
 	b.Helper()
 	s := benchOpenStore(b)
@@ -249,9 +249,8 @@ func benchStoreBatch(b *testing.B, ls raft.LogStore, logs []raft.Log, ptrs []*ra
 	}
 }
 
-// BenchmarkLogStore_StoreLogs measures a Raft log append: one bbolt
-// transaction (two fsyncs) per batch, as Raft's leader and followers pay
-// per replicated batch.
+// BenchmarkLogStore_StoreLogs measures a Raft log append: one write and
+// one fdatasync per batch, as a follower pays per replicated batch.
 func BenchmarkLogStore_StoreLogs(b *testing.B) {
 	for _, size := range []int{1, 64} {
 		b.Run(fmt.Sprintf("batch=%d", size), func(b *testing.B) {
