@@ -34,6 +34,9 @@ type testCluster struct {
 	nodes []*replication.Node
 	srvs  []*grpc.Server
 	addrs map[string]bool // every address handed to a node, so none twice
+	// ephemeralLow is where the kernel's ephemeral ports begin; freeAddr
+	// picks below it.
+	ephemeralLow int
 }
 
 type logWriter struct {
@@ -55,19 +58,11 @@ func (w *logWriter) Write(p []byte) (int, error) {
 // address already in use").
 func (c *testCluster) freeAddr() string {
 	c.t.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				low = v
-			}
-		}
-	}
 	const lowest = 10000
 	for range 200 {
 		port := 0 // the kernel's pick, when its range leaves no room below
-		if low > lowest+1000 {
-			port = lowest + rand.IntN(low-lowest)
+		if c.ephemeralLow > lowest+1000 {
+			port = lowest + rand.IntN(c.ephemeralLow-lowest)
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
@@ -85,6 +80,23 @@ func (c *testCluster) freeAddr() string {
 	return ""
 }
 
+// ephemeralPortLow is the first port of the kernel's ephemeral range.
+func ephemeralPortLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768 // Linux's default
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 32768
+	}
+	low, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return low
+}
+
 type replicationConfig = replication.Config
 
 func newTestCluster(t *testing.T, n int) *testCluster {
@@ -99,7 +111,7 @@ func newTestClusterWith(t *testing.T, n int, tweak func(*replication.Config)) *t
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: level}))
-	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n), addrs: map[string]bool{}}
+	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n), addrs: map[string]bool{}, ephemeralLow: ephemeralPortLow()}
 	var peers []replication.Peer
 	for i := range n {
 		cfg := replication.DefaultConfig()
