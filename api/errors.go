@@ -58,6 +58,8 @@ var errorTable = []errorRule{
 	{replication.ErrUnknownNode, codes.NotFound, rpctypes.ReasonUnknownNode},
 	{replication.ErrMemberConflict, codes.FailedPrecondition, rpctypes.ReasonMemberConflict},
 	{replication.ErrBadSessionToken, codes.InvalidArgument, rpctypes.ReasonInvalid},
+	{replication.ErrUnknownRange, codes.NotFound, rpctypes.ReasonUnknownRange},
+	{replication.ErrStillAReplica, codes.FailedPrecondition, rpctypes.ReasonInvalid},
 }
 
 // opKind tells toStatus whether a timeout can have left a write behind.

@@ -167,6 +167,10 @@ func (f *fakeBackend) Ranges(ctx context.Context, r *kvpb.RangesRequest) (*kvpb.
 	return fakeDo(f, ctx, "Ranges", r, func() *kvpb.RangesResponse { return &kvpb.RangesResponse{} })
 }
 
+func (f *fakeBackend) TransferLeader(ctx context.Context, r *kvpb.TransferLeaderRequest) (*kvpb.TransferLeaderResponse, error) {
+	return fakeDo(f, ctx, "TransferLeader", r, func() *kvpb.TransferLeaderResponse { return &kvpb.TransferLeaderResponse{} })
+}
+
 func (f *fakeBackend) SplitRange(ctx context.Context, r *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error) {
 	return fakeDo(f, ctx, "SplitRange", r, func() *kvpb.SplitRangeResponse { return &kvpb.SplitRangeResponse{} })
 }

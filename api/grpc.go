@@ -1,28 +1,100 @@
 package api
 
 import (
+	"context"
+
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 )
 
-// NewGRPCServer returns a gRPC server with the KV and Cluster services,
-// the standard health service and server reflection (so grpcurl works).
-// The same server also serves the node's internal listener, which carries
-// requests forwarded between nodes.
-func NewGRPCServer(svc *Service) (*grpc.Server, *health.Server) {
-	srv := grpc.NewServer(
-		// A compare-and-swap carries two values and a key.
-		grpc.MaxRecvMsgSize(2*svc.limits.MaxValueBytes+2*svc.limits.MaxKeyBytes+64<<10),
-		grpc.MaxSendMsgSize(64<<20),
-	)
+// A node serves gRPC on two ports, and what each serves is the boundary of
+// what a client can do:
+//
+//   - the client port (NewGRPCServer): KV, Cluster, health and reflection.
+//     Metadata that only a peer may set (rpctypes.PeerHeaders) is dropped
+//     from every request, so a client cannot pass itself off as a node
+//     forwarding a request.
+//   - the peer port (NewPeerGRPCServer, reached through the Raft port's
+//     mux): the same KV and Cluster services for requests forwarded between
+//     nodes, plus Internal (replica creation and removal, the meta range,
+//     read index), which is never on the client port.
+
+// grpcMaxRecv bounds one request: a compare-and-swap carries two values and
+// a key.
+func (s *Service) grpcMaxRecv() int {
+	return 2*s.limits.MaxValueBytes + 2*s.limits.MaxKeyBytes + 64<<10
+}
+
+// NewGRPCServer returns the client port's gRPC server: the KV and Cluster
+// services, the standard health service and server reflection (so grpcurl
+// works). extra options (connection limits, keepalive) are appended.
+func NewGRPCServer(svc *Service, extra ...grpc.ServerOption) (*grpc.Server, *health.Server) {
+	opts := append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(svc.grpcMaxRecv()),
+		grpc.MaxSendMsgSize(64 << 20),
+		grpc.ChainUnaryInterceptor(dropPeerHeadersUnary),
+		grpc.ChainStreamInterceptor(dropPeerHeadersStream),
+	}, extra...)
+	srv := grpc.NewServer(opts...)
 	kvpb.RegisterKVServer(srv, svc)
 	kvpb.RegisterClusterServer(srv, svc)
-	kvpb.RegisterInternalServer(srv, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
 	return srv, hs
 }
+
+// NewPeerGRPCServer returns the peer port's gRPC server: KV and Cluster for
+// forwarded requests, and Internal.
+func NewPeerGRPCServer(svc *Service) *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.MaxRecvMsgSize(svc.grpcMaxRecv()),
+		grpc.MaxSendMsgSize(64<<20),
+	)
+	kvpb.RegisterKVServer(srv, svc)
+	kvpb.RegisterClusterServer(srv, svc)
+	kvpb.RegisterInternalServer(srv, svc)
+	return srv
+}
+
+// withoutPeerHeaders returns ctx with the peer-only metadata removed.
+func withoutPeerHeaders(ctx context.Context) context.Context {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ctx
+	}
+	var clean metadata.MD
+	for _, k := range rpctypes.PeerHeaders {
+		if _, set := md[k]; set {
+			if clean == nil {
+				clean = md.Copy()
+			}
+			delete(clean, k)
+		}
+	}
+	if clean == nil {
+		return ctx
+	}
+	return metadata.NewIncomingContext(ctx, clean)
+}
+
+func dropPeerHeadersUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(withoutPeerHeaders(ctx), req)
+}
+
+func dropPeerHeadersStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, &cleanStream{ServerStream: ss, ctx: withoutPeerHeaders(ss.Context())})
+}
+
+// cleanStream is a server stream whose context has no peer-only metadata.
+type cleanStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *cleanStream) Context() context.Context { return c.ctx }

@@ -27,6 +27,7 @@ type Backend interface {
 	RemoveMember(context.Context, *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error)
 	Ranges(context.Context, *kvpb.RangesRequest) (*kvpb.RangesResponse, error)
 	SplitRange(context.Context, *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error)
+	TransferLeader(context.Context, *kvpb.TransferLeaderRequest) (*kvpb.TransferLeaderResponse, error)
 	ReadIndex(context.Context, *kvpb.ReadIndexRequest) (*kvpb.ReadIndexResponse, error)
 	MetaPut(context.Context, *kvpb.MetaPutRequest) (*kvpb.MetaPutResponse, error)
 	MetaScan(context.Context, *kvpb.MetaScanRequest) (*kvpb.MetaScanResponse, error)
@@ -237,6 +238,15 @@ func (s *Service) Ranges(ctx context.Context, req *kvpb.RangesRequest) (*kvpb.Ra
 
 func (s *Service) SplitRange(ctx context.Context, req *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error) {
 	return run(s, ctx, "SplitRange", opWrite, req, func(r *kvpb.SplitRangeRequest) error { return s.checkKey(r.Key) }, s.b.SplitRange)
+}
+
+func (s *Service) TransferLeader(ctx context.Context, req *kvpb.TransferLeaderRequest) (*kvpb.TransferLeaderResponse, error) {
+	return run(s, ctx, "TransferLeader", opWrite, req, func(r *kvpb.TransferLeaderRequest) error {
+		if r.RangeId == 0 {
+			return invalid("transfer leader needs a range id")
+		}
+		return checkNodeID(r.ToNode)
+	}, s.b.TransferLeader)
 }
 
 func (s *Service) MetaPut(ctx context.Context, req *kvpb.MetaPutRequest) (*kvpb.MetaPutResponse, error) {

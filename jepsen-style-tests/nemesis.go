@@ -38,7 +38,7 @@ const (
 var partitionShapes = []string{NemIsolate, NemLeader, NemHalves, NemBridge, NemOneWay, NemReject}
 
 // Skipped nemeses and why (none today: leader transfer goes through the
-// Internal.ChangeReplicas RPC, splits through Cluster.SplitRange).
+// Cluster.TransferLeader RPC, splits through Cluster.SplitRange).
 var skippedNemeses = map[string]string{}
 
 // ExpandNemeses turns a NEMESIS list into the nemeses to schedule and
@@ -365,7 +365,7 @@ func (e *nemesisEnv) liveNodes() []int {
 }
 
 // transferLeader asks the leader of a random user range to hand its
-// leadership to another replica (Internal.ChangeReplicas).
+// leadership to another replica (Cluster.TransferLeader).
 func (e *nemesisEnv) transferLeader() (string, error) {
 	type lead struct {
 		node  int
@@ -402,7 +402,7 @@ func (e *nemesisEnv) transferLeader() (string, error) {
 	to := l.other[e.rng.IntN(len(l.other))]
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := kvpb.NewInternalClient(e.conn(l.node)).ChangeReplicas(ctx, &kvpb.ChangeReplicasRequest{RangeId: l.rng.GetId(), TransferLeaderTo: to})
+	_, err := kvpb.NewClusterClient(e.conn(l.node)).TransferLeader(ctx, &kvpb.TransferLeaderRequest{RangeId: l.rng.GetId(), ToNode: to})
 	if err != nil {
 		return "", fmt.Errorf("range %d %s -> %s: %w", l.rng.GetId(), e.c.ID(l.node), to, err)
 	}

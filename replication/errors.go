@@ -26,6 +26,14 @@ var (
 	// this replica within its max_staleness.
 	ErrStaleReplica = errors.New("replication: replica is staler than max_staleness")
 
+	// ErrUnknownRange is returned for a request naming a range id the
+	// cluster does not have.
+	ErrUnknownRange = errors.New("replication: unknown range")
+
+	// ErrStillAReplica is returned by DropReplica when the range's
+	// descriptor still lists this node: only a removed replica is deleted.
+	ErrStillAReplica = errors.New("replication: the range still lists this node as a replica")
+
 	// ErrBadSessionToken is returned for a session token that does not parse.
 	ErrBadSessionToken = errors.New("replication: malformed session token")
 )

@@ -6,8 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -83,17 +83,12 @@ func hops(ctx context.Context) int {
 	return n
 }
 
-// metaHopsHeader counts the hops of a meta-range request separately from
-// the request that caused it: a forwarded ChangeReplicas may need to read
-// the meta range afresh.
-const metaHopsHeader = "x-dialkv-meta-hops"
-
 func metaHops(ctx context.Context) int {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok {
 		return 0
 	}
-	v := md.Get(metaHopsHeader)
+	v := md.Get(rpctypes.MetaHopsHeader)
 	if len(v) == 0 {
 		return 0
 	}
@@ -104,7 +99,7 @@ func metaHops(ctx context.Context) int {
 func metaForwardContext(ctx context.Context) context.Context {
 	md, _ := metadata.FromOutgoingContext(ctx)
 	md = md.Copy()
-	md.Set(metaHopsHeader, strconv.Itoa(metaHops(ctx)+1))
+	md.Set(rpctypes.MetaHopsHeader, strconv.Itoa(metaHops(ctx)+1))
 	return metadata.NewOutgoingContext(ctx, md)
 }
 
@@ -166,23 +161,30 @@ func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, er
 		}
 	}
 	var lastErr error = fmt.Errorf("%w for the meta range: no node to ask", ErrNoLeader)
-	for _, addr := range n.routes.metaCandidates(n.cfg.RaftAddr) {
-		var conn *grpc.ClientConn
-		var err error
-		fctx := metaForwardContext(ctx)
-		if strings.HasPrefix(addr, "grpc://") {
-			// The --join address is asked as a client would ask it, so
-			// that it may forward on our behalf as far as it must.
-			fctx = ctx
-			conn, err = n.routes.seedConn(n)
-		} else {
-			conn, err = n.peer(addr)
+	candidates := n.routes.metaCandidates(n.cfg.RaftAddr)
+	for i := 0; i < len(candidates) && i < 64; i++ {
+		addr := candidates[i]
+		if addr == joinCandidate {
+			// The --join address is a client port, which serves no
+			// Internal: learn the members' peer addresses from it and ask
+			// them instead.
+			peers, err := n.routes.peersFromSeed(ctx, n)
+			if err != nil {
+				lastErr = err
+			}
+			for _, p := range peers {
+				if !slices.Contains(candidates, p) && p != n.cfg.RaftAddr {
+					candidates = append(candidates, p)
+				}
+			}
+			continue
 		}
+		conn, err := n.peer(addr)
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		resp, err := remote(fctx, kvpb.NewInternalClient(conn))
+		resp, err := remote(metaForwardContext(ctx), kvpb.NewInternalClient(conn))
 		if err == nil || !metaRetryable(err) {
 			return resp, err
 		}
@@ -307,12 +309,18 @@ func (n *Node) registerLoop() {
 	}
 }
 
+// published remembers what this node last wrote to the meta range for
+// each range it leads, so that unchanged descriptors are not written again.
+type published struct {
+	mu      sync.Mutex
+	content map[uint64][]byte // range id -> descriptor content last written
+	term    map[uint64]uint64 // range id -> term whose leadership was last written
+}
+
 // publishLoop keeps the descriptor and leader of every range this node
 // leads current in the meta range.
 func (n *Node) publishLoop() {
 	defer n.wg.Done()
-	published := map[uint64][]byte{} // range id -> last version written
-	leaders := map[uint64]uint64{}   // range id -> term published
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -324,7 +332,6 @@ func (n *Node) publishLoop() {
 		// Publish concurrently: one slow meta write must not hold back
 		// every other range's routing update.
 		var wg sync.WaitGroup
-		var mu sync.Mutex
 		sem := make(chan struct{}, 8)
 		for _, s := range n.Shards() {
 			if !s.IsLeader() {
@@ -335,7 +342,7 @@ func (n *Node) publishLoop() {
 			go func() {
 				defer func() { <-sem; wg.Done() }()
 				ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
-				n.publish(ctx, s, published, leaders, &mu)
+				n.publish(ctx, s)
 				cancel()
 			}()
 		}
@@ -343,37 +350,46 @@ func (n *Node) publishLoop() {
 	}
 }
 
-func (n *Node) publish(ctx context.Context, s *shard.Shard, published map[uint64][]byte, leaders map[uint64]uint64, mu *sync.Mutex) {
+// publish writes the range's live descriptor and leadership to the meta
+// range if they changed since this node last wrote them.
+func (n *Node) publish(ctx context.Context, s *shard.Shard) error {
 	d, ver, err := n.liveDescriptor(s)
 	if err != nil {
-		return
+		return err
 	}
 	content := []byte(fmt.Sprint(d.Generation, d.Replicas, string(d.Start), string(d.End)))
-	mu.Lock()
-	same := bytes.Equal(published[d.Id], content)
-	publishedTerm := leaders[d.Id]
-	mu.Unlock()
+	p := &n.pub
+	p.mu.Lock()
+	if p.content == nil {
+		p.content, p.term = map[uint64][]byte{}, map[uint64]uint64{}
+	}
+	same := bytes.Equal(p.content[d.Id], content)
+	publishedTerm := p.term[d.Id]
+	p.mu.Unlock()
 	if !same {
 		body, _ := proto.Marshal(d)
 		resp, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: metaKeyID(metaRangePrefix, d.Id), Value: append(ver, body...)})
 		n.log.Debug("published range descriptor", "range", d.Id, "replicas", d.Replicas, "generation", d.Generation, "written", resp.GetWritten(), "err", err)
 		if err != nil {
 			n.log.Info("could not publish a range descriptor; will retry", "range", d.Id, "err", err)
-		} else if resp.Written {
-			mu.Lock()
-			published[d.Id] = content
-			mu.Unlock()
+			return err
+		}
+		if resp.Written {
+			p.mu.Lock()
+			p.content[d.Id] = content
+			p.mu.Unlock()
 			n.routes.invalidate()
 		}
 	}
 	term := s.Raft().CurrentTerm()
 	if publishedTerm != term {
 		if _, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: metaKeyID(metaLeaderPrefix, d.Id), Value: append(version(term, 0), n.cfg.NodeID...)}); err == nil {
-			mu.Lock()
-			leaders[d.Id] = term
-			mu.Unlock()
+			p.mu.Lock()
+			p.term[d.Id] = term
+			p.mu.Unlock()
 		}
 	}
+	return nil
 }
 
 // liveDescriptor is the range's descriptor with its replicas taken from the

@@ -46,6 +46,7 @@ type Node struct {
 
 	fresh  freshnessDemand
 	routes routeCache
+	pub    published
 
 	peersMu sync.Mutex
 	peers   map[string]*grpc.ClientConn // internal gRPC, by Raft address

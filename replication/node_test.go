@@ -32,7 +32,8 @@ type testCluster struct {
 	t     *testing.T
 	cfgs  []replication.Config
 	nodes []*replication.Node
-	srvs  []*grpc.Server
+	srvs  []*grpc.Server  // client port
+	peers []*grpc.Server  // peer port (internal listener)
 	addrs map[string]bool // every address handed to a node, so none twice
 	// ephemeralLow is where the kernel's ephemeral ports begin; freeAddr
 	// picks below it.
@@ -111,7 +112,7 @@ func newTestClusterWith(t *testing.T, n int, tweak func(*replication.Config)) *t
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: level}))
-	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n), addrs: map[string]bool{}, ephemeralLow: ephemeralPortLow()}
+	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n), peers: make([]*grpc.Server, n), addrs: map[string]bool{}, ephemeralLow: ephemeralPortLow()}
 	var peers []replication.Peer
 	for i := range n {
 		cfg := replication.DefaultConfig()
@@ -143,13 +144,14 @@ func (c *testCluster) start(i int) {
 	}
 	svc := api.NewService(node, api.DefaultLimits(), api.NewMetrics(prometheus.NewRegistry()), nil)
 	srv, _ := api.NewGRPCServer(svc)
-	go srv.Serve(node.InternalListener())
+	peer := api.NewPeerGRPCServer(svc)
+	go peer.Serve(node.InternalListener())
 	ln, err := net.Listen("tcp", c.cfgs[i].GRPCAddr)
 	if err != nil {
 		c.t.Fatalf("listen n%d: %v", i+1, err)
 	}
 	go srv.Serve(ln)
-	c.nodes[i], c.srvs[i] = node, srv
+	c.nodes[i], c.srvs[i], c.peers[i] = node, srv, peer
 }
 
 // join adds a node that joins through n1's gRPC address.
@@ -163,6 +165,7 @@ func (c *testCluster) join() int {
 	c.cfgs = append(c.cfgs, cfg)
 	c.nodes = append(c.nodes, nil)
 	c.srvs = append(c.srvs, nil)
+	c.peers = append(c.peers, nil)
 	c.start(len(c.cfgs) - 1)
 	return len(c.cfgs) - 1
 }
@@ -172,6 +175,7 @@ func (c *testCluster) stop(i int) {
 		return
 	}
 	c.srvs[i].Stop()
+	c.peers[i].Stop()
 	if err := c.nodes[i].Close(); err != nil {
 		c.t.Errorf("close n%d: %v", i+1, err)
 	}

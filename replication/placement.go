@@ -13,6 +13,7 @@ import (
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 )
 
 // Placement keeps every range at its replication factor on live, active
@@ -376,6 +377,13 @@ func (n *Node) ChangeReplicas(ctx context.Context, req *kvpb.ChangeReplicasReque
 		if err := s.RemoveServer(ctx, req.RemoveNode); err != nil {
 			return nil, err
 		}
+		// The removed node deletes its replica only once the meta range's
+		// descriptor no longer lists it (DropReplica checks), so publish
+		// the new membership first. If this fails, the removed node drops
+		// the replica later as an orphan.
+		if err := n.publish(ctx, s); err != nil {
+			n.log.Info("publishing a range after removing a replica", "range", s.ID(), "err", err)
+		}
 		if a := addrOf(req.RemoveNode); a != "" {
 			if conn, err := n.peer(a); err == nil {
 				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -468,17 +476,20 @@ func (n *Node) CreateReplica(ctx context.Context, req *kvpb.CreateReplicaRequest
 }
 
 // DropReplica stops and deletes this node's replica of a range that no
-// longer lists it.
+// longer lists it. It refuses (ErrStillAReplica) unless the range's
+// descriptor, read afresh from the meta range, omits this node: the
+// replica's own configuration cannot tell, since a removed replica is no
+// longer sent the log that removed it.
 func (n *Node) DropReplica(ctx context.Context, req *kvpb.DropReplicaRequest) (*kvpb.DropReplicaResponse, error) {
 	s := n.shardByID(req.RangeId)
 	if s == nil {
 		return &kvpb.DropReplicaResponse{}, nil
 	}
-	// The leader asks only after the removal committed; this replica may
-	// not have heard of it (it is no longer sent the log), so its own
-	// configuration can still list itself. A leader is never dropped.
 	if s.IsLeader() {
-		return nil, fmt.Errorf("replication: range %d: will not drop the leader's replica", req.RangeId)
+		return nil, fmt.Errorf("%w: range %d: will not drop the leader's replica", ErrStillAReplica, req.RangeId)
+	}
+	if err := n.checkRemoved(ctx, req.RangeId); err != nil {
+		return nil, err
 	}
 	n.mu.Lock()
 	delete(n.shards, req.RangeId)
@@ -532,4 +543,77 @@ func (n *Node) dropOrphans(ctx context.Context, since map[uint64]time.Time) {
 			}
 		}
 	}
+}
+
+// checkRemoved confirms, with a linearizable read of the meta range, that
+// the range's published descriptor no longer lists this node.
+func (n *Node) checkRemoved(ctx context.Context, rangeID uint64) error {
+	t, err := n.fetchRoutes(ctx)
+	if err != nil {
+		return fmt.Errorf("replication: range %d: cannot confirm the replica was removed: %w", rangeID, err)
+	}
+	for _, d := range t.Ranges {
+		if d.Id != rangeID {
+			continue
+		}
+		if slices.Contains(d.Replicas, n.cfg.NodeID) {
+			return fmt.Errorf("%w: range %d lists %v", ErrStillAReplica, rangeID, d.Replicas)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: range %d is not in the routing table", ErrStillAReplica, rangeID)
+}
+
+// TransferLeader hands a range's leadership to another of its voters. It
+// runs on the range's leader: a replica forwards it there, and a node
+// without a replica sends it to the leader the routing table names.
+func (n *Node) TransferLeader(ctx context.Context, req *kvpb.TransferLeaderRequest) (*kvpb.TransferLeaderResponse, error) {
+	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.TransferLeaderResponse, error) {
+		return kvpb.NewClusterClient(conn).TransferLeader(ctx, req)
+	}
+	for range 3 {
+		s := n.shardByID(req.RangeId)
+		if s == nil {
+			return n.transferLeaderRemote(ctx, req, remote)
+		}
+		if !s.IsLeader() {
+			resp, err := forward(ctx, n, s, true, remote)
+			if errors.Is(err, errLeaderIsSelf) {
+				continue
+			}
+			return resp, err
+		}
+		resp, err := n.ChangeReplicas(ctx, &kvpb.ChangeReplicasRequest{RangeId: req.RangeId, TransferLeaderTo: req.ToNode})
+		if err != nil {
+			return nil, err
+		}
+		return &kvpb.TransferLeaderResponse{Range: resp.Range}, nil
+	}
+	return nil, fmt.Errorf("%w: leadership of range %d changed during the request", shard.ErrNotLeader, req.RangeId)
+}
+
+func (n *Node) transferLeaderRemote(ctx context.Context, req *kvpb.TransferLeaderRequest, remote func(context.Context, *grpc.ClientConn) (*kvpb.TransferLeaderResponse, error)) (*kvpb.TransferLeaderResponse, error) {
+	if hops(ctx) >= maxHops {
+		return nil, fmt.Errorf("%w for range %d on %s", shard.ErrNotLeader, req.RangeId, n.cfg.NodeID)
+	}
+	t, err := n.fetchRoutes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range t.Ranges {
+		if d.Id != req.RangeId {
+			continue
+		}
+		for _, node := range t.Nodes {
+			if node.Id == d.Leader && node.Id != n.cfg.NodeID {
+				conn, err := n.peer(node.RaftAddr)
+				if err != nil {
+					return nil, err
+				}
+				return remote(forwardContext(ctx), conn)
+			}
+		}
+		return nil, fmt.Errorf("%w for range %d", ErrNoLeader, req.RangeId)
+	}
+	return nil, fmt.Errorf("%w: %d", ErrUnknownRange, req.RangeId)
 }

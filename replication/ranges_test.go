@@ -3,6 +3,7 @@ package replication_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -342,4 +343,62 @@ func TestMembers_RejoinDuringDecommissionIsNotRemoved(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A replica is deleted only once its range's descriptor no longer lists its
+// node: a DropReplica that arrives while it is still a member (a stale or
+// misdirected request) changes nothing.
+func TestPlacement_DropReplicaRefusesWhileTheRangeListsTheNode(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	c.mustPut(l, "k", "v")
+	f := (l + 1) % 3
+	rangeID := c.userRange(f)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := c.nodes[f].DropReplica(ctx, &kvpb.DropReplicaRequest{RangeId: rangeID})
+	if !errors.Is(err, replication.ErrStillAReplica) {
+		t.Fatalf("DropReplica of a listed replica on n%d: %v; want ErrStillAReplica", f+1, err)
+	}
+	found := false
+	for _, s := range c.nodes[f].Shards() {
+		found = found || s.ID() == rangeID
+	}
+	if !found {
+		t.Fatalf("n%d lost its replica of range %d", f+1, rangeID)
+	}
+	c.mustGet(f, "k", "v", &kvpb.ReadOptions{Consistency: kvpb.Consistency_CONSISTENCY_STALE})
+}
+
+// TransferLeader moves a range's leadership from any node, forwarding to
+// the leader, and names an unknown range precisely.
+func TestCluster_TransferLeaderFromAnyNode(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	rangeID := c.userRange(l)
+	to := fmt.Sprintf("n%d", (l+2)%3+1)
+	via := (l + 1) % 3
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.nodes[via].TransferLeader(ctx, &kvpb.TransferLeaderRequest{RangeId: rangeID, ToNode: to}); err != nil {
+		t.Fatalf("transfer range %d to %s via n%d: %v", rangeID, to, via+1, err)
+	}
+	c.eventually(to+" leads the range", 10*time.Second, func() bool { return c.leader() == (l+2)%3 })
+	if _, err := c.nodes[via].TransferLeader(ctx, &kvpb.TransferLeaderRequest{RangeId: 999, ToNode: to}); !errors.Is(err, replication.ErrUnknownRange) {
+		t.Fatalf("transfer of range 999: %v; want ErrUnknownRange", err)
+	}
+}
+
+// userRange waits until node i's routing table lists the one user range
+// with all three replicas, and returns its id.
+func (c *testCluster) userRange(i int) (id uint64) {
+	c.t.Helper()
+	c.eventually("the routing table lists the user range", 10*time.Second, func() bool {
+		r := c.ranges(i).Ranges
+		if len(r) == 1 && len(r[0].Replicas) == 3 {
+			id = r[0].Id
+		}
+		return id != 0
+	})
+	return id
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -50,6 +51,35 @@ func (r *routeCache) invalidate() {
 	r.mu.Lock()
 	r.fetched = time.Time{}
 	r.mu.Unlock()
+}
+
+// joinCandidate stands for the --join address among metaCandidates.
+const joinCandidate = "grpc://"
+
+// peersFromSeed asks the --join address (a member's client port) for the
+// members' peer addresses, and remembers them as seeds.
+func (r *routeCache) peersFromSeed(ctx context.Context, n *Node) ([]string, error) {
+	conn, err := r.seedConn(n)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := kvpb.NewClusterClient(conn).Members(ctx, &kvpb.MembersRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("replication: members from the --join address: %w", err)
+	}
+	var out []string
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range resp.Members {
+		if m.RaftAddr == "" {
+			continue
+		}
+		out = append(out, m.RaftAddr)
+		if !slices.Contains(r.seeds, m.RaftAddr) {
+			r.seeds = append(r.seeds, m.RaftAddr)
+		}
+	}
+	return out, nil
 }
 
 // seedConn returns a connection to the --join address.
@@ -155,7 +185,7 @@ func (r *routeCache) metaCandidates(self string) []string {
 		add(s)
 	}
 	if len(r.seedClients) > 0 {
-		add("grpc://")
+		add(joinCandidate)
 	}
 	return out
 }

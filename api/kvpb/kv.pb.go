@@ -1983,6 +1983,102 @@ func (x *RemoveMemberResponse) GetMembers() []*Member {
 	return nil
 }
 
+type TransferLeaderRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	ToNode        string                 `protobuf:"bytes,2,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"` // node id of a voting replica of the range
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderRequest) Reset() {
+	*x = TransferLeaderRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderRequest) ProtoMessage() {}
+
+func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *TransferLeaderRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *TransferLeaderRequest) GetToNode() string {
+	if x != nil {
+		return x.ToNode
+	}
+	return ""
+}
+
+type TransferLeaderResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Range         *RangeDescriptor       `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"` // the range as its old leader saw it after the handover
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderResponse) Reset() {
+	*x = TransferLeaderResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderResponse) ProtoMessage() {}
+
+func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
+func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *TransferLeaderResponse) GetRange() *RangeDescriptor {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
 // ReadIndexRequest names ranges whose leader is asked for a read index.
 type ReadIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1993,7 +2089,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2005,7 +2101,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2018,7 +2114,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadIndexRequest) GetRangeIds() []uint64 {
@@ -2039,7 +2135,7 @@ type RangeReadIndex struct {
 
 func (x *RangeReadIndex) Reset() {
 	*x = RangeReadIndex{}
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2051,7 +2147,7 @@ func (x *RangeReadIndex) String() string {
 func (*RangeReadIndex) ProtoMessage() {}
 
 func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2064,7 +2160,7 @@ func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeReadIndex.ProtoReflect.Descriptor instead.
 func (*RangeReadIndex) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RangeReadIndex) GetRangeId() uint64 {
@@ -2097,7 +2193,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[33]
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2205,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[33]
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2218,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadIndexResponse) GetRanges() []*RangeReadIndex {
@@ -2142,7 +2238,7 @@ type MetaPutRequest struct {
 
 func (x *MetaPutRequest) Reset() {
 	*x = MetaPutRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2250,7 @@ func (x *MetaPutRequest) String() string {
 func (*MetaPutRequest) ProtoMessage() {}
 
 func (x *MetaPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2263,7 @@ func (x *MetaPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaPutRequest.ProtoReflect.Descriptor instead.
 func (*MetaPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *MetaPutRequest) GetKey() []byte {
@@ -2193,7 +2289,7 @@ type MetaPutResponse struct {
 
 func (x *MetaPutResponse) Reset() {
 	*x = MetaPutResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[35]
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2205,7 +2301,7 @@ func (x *MetaPutResponse) String() string {
 func (*MetaPutResponse) ProtoMessage() {}
 
 func (x *MetaPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[35]
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2218,7 +2314,7 @@ func (x *MetaPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaPutResponse.ProtoReflect.Descriptor instead.
 func (*MetaPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{35}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MetaPutResponse) GetWritten() bool {
@@ -2237,7 +2333,7 @@ type MetaScanRequest struct {
 
 func (x *MetaScanRequest) Reset() {
 	*x = MetaScanRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[36]
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2345,7 @@ func (x *MetaScanRequest) String() string {
 func (*MetaScanRequest) ProtoMessage() {}
 
 func (x *MetaScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[36]
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2358,7 @@ func (x *MetaScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaScanRequest.ProtoReflect.Descriptor instead.
 func (*MetaScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{36}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MetaScanRequest) GetPrefix() []byte {
@@ -2281,7 +2377,7 @@ type MetaScanResponse struct {
 
 func (x *MetaScanResponse) Reset() {
 	*x = MetaScanResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[37]
+	mi := &file_kv_v1_kv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2389,7 @@ func (x *MetaScanResponse) String() string {
 func (*MetaScanResponse) ProtoMessage() {}
 
 func (x *MetaScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[37]
+	mi := &file_kv_v1_kv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2402,7 @@ func (x *MetaScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaScanResponse.ProtoReflect.Descriptor instead.
 func (*MetaScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{37}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MetaScanResponse) GetKvs() []*KeyValue {
@@ -2325,7 +2421,7 @@ type MetaIncrementRequest struct {
 
 func (x *MetaIncrementRequest) Reset() {
 	*x = MetaIncrementRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[38]
+	mi := &file_kv_v1_kv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2337,7 +2433,7 @@ func (x *MetaIncrementRequest) String() string {
 func (*MetaIncrementRequest) ProtoMessage() {}
 
 func (x *MetaIncrementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[38]
+	mi := &file_kv_v1_kv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2350,7 +2446,7 @@ func (x *MetaIncrementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaIncrementRequest.ProtoReflect.Descriptor instead.
 func (*MetaIncrementRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{38}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *MetaIncrementRequest) GetKey() []byte {
@@ -2369,7 +2465,7 @@ type MetaIncrementResponse struct {
 
 func (x *MetaIncrementResponse) Reset() {
 	*x = MetaIncrementResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[39]
+	mi := &file_kv_v1_kv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2477,7 @@ func (x *MetaIncrementResponse) String() string {
 func (*MetaIncrementResponse) ProtoMessage() {}
 
 func (x *MetaIncrementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[39]
+	mi := &file_kv_v1_kv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +2490,7 @@ func (x *MetaIncrementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaIncrementResponse.ProtoReflect.Descriptor instead.
 func (*MetaIncrementResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{39}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MetaIncrementResponse) GetValue() uint64 {
@@ -2413,7 +2509,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[40]
+	mi := &file_kv_v1_kv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2521,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[40]
+	mi := &file_kv_v1_kv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2534,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{40}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateReplicaRequest) GetRange() *RangeDescriptor {
@@ -2456,7 +2552,7 @@ type CreateReplicaResponse struct {
 
 func (x *CreateReplicaResponse) Reset() {
 	*x = CreateReplicaResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[41]
+	mi := &file_kv_v1_kv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2564,7 @@ func (x *CreateReplicaResponse) String() string {
 func (*CreateReplicaResponse) ProtoMessage() {}
 
 func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[41]
+	mi := &file_kv_v1_kv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2577,7 @@ func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaResponse.ProtoReflect.Descriptor instead.
 func (*CreateReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{41}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{43}
 }
 
 type DropReplicaRequest struct {
@@ -2493,7 +2589,7 @@ type DropReplicaRequest struct {
 
 func (x *DropReplicaRequest) Reset() {
 	*x = DropReplicaRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[42]
+	mi := &file_kv_v1_kv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2505,7 +2601,7 @@ func (x *DropReplicaRequest) String() string {
 func (*DropReplicaRequest) ProtoMessage() {}
 
 func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[42]
+	mi := &file_kv_v1_kv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2518,7 +2614,7 @@ func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DropReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{42}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *DropReplicaRequest) GetRangeId() uint64 {
@@ -2536,7 +2632,7 @@ type DropReplicaResponse struct {
 
 func (x *DropReplicaResponse) Reset() {
 	*x = DropReplicaResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[43]
+	mi := &file_kv_v1_kv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2548,7 +2644,7 @@ func (x *DropReplicaResponse) String() string {
 func (*DropReplicaResponse) ProtoMessage() {}
 
 func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[43]
+	mi := &file_kv_v1_kv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2561,7 +2657,7 @@ func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReplicaResponse.ProtoReflect.Descriptor instead.
 func (*DropReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{43}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{45}
 }
 
 type ChangeReplicasRequest struct {
@@ -2576,7 +2672,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[44]
+	mi := &file_kv_v1_kv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2588,7 +2684,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[44]
+	mi := &file_kv_v1_kv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2601,7 +2697,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{44}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ChangeReplicasRequest) GetRangeId() uint64 {
@@ -2641,7 +2737,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[45]
+	mi := &file_kv_v1_kv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2749,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[45]
+	mi := &file_kv_v1_kv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2762,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{45}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ChangeReplicasResponse) GetRange() *RangeDescriptor {
@@ -2817,7 +2913,12 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x14RemoveMemberResponse\x12'\n" +
-	"\amembers\x18\x01 \x03(\v2\r.kv.v1.MemberR\amembers\"/\n" +
+	"\amembers\x18\x01 \x03(\v2\r.kv.v1.MemberR\amembers\"K\n" +
+	"\x15TransferLeaderRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x17\n" +
+	"\ato_node\x18\x02 \x01(\tR\x06toNode\"F\n" +
+	"\x16TransferLeaderResponse\x12,\n" +
+	"\x05range\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\"/\n" +
 	"\x10ReadIndexRequest\x12\x1b\n" +
 	"\trange_ids\x18\x01 \x03(\x04R\brangeIds\"W\n" +
 	"\x0eRangeReadIndex\x12\x19\n" +
@@ -2864,7 +2965,7 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x03Get\x12\x11.kv.v1.GetRequest\x1a\x12.kv.v1.GetResponse\x125\n" +
 	"\x06Delete\x12\x14.kv.v1.DeleteRequest\x1a\x15.kv.v1.DeleteResponse\x12/\n" +
 	"\x04Scan\x12\x12.kv.v1.ScanRequest\x1a\x13.kv.v1.ScanResponse\x12M\n" +
-	"\x0eCompareAndSwap\x12\x1c.kv.v1.CompareAndSwapRequest\x1a\x1d.kv.v1.CompareAndSwapResponse2\xfd\x02\n" +
+	"\x0eCompareAndSwap\x12\x1c.kv.v1.CompareAndSwapRequest\x1a\x1d.kv.v1.CompareAndSwapResponse2\xcc\x03\n" +
 	"\aCluster\x125\n" +
 	"\x06Status\x12\x14.kv.v1.StatusRequest\x1a\x15.kv.v1.StatusResponse\x128\n" +
 	"\aMembers\x12\x15.kv.v1.MembersRequest\x1a\x16.kv.v1.MembersResponse\x12>\n" +
@@ -2872,7 +2973,8 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\fRemoveMember\x12\x1a.kv.v1.RemoveMemberRequest\x1a\x1b.kv.v1.RemoveMemberResponse\x125\n" +
 	"\x06Ranges\x12\x14.kv.v1.RangesRequest\x1a\x15.kv.v1.RangesResponse\x12A\n" +
 	"\n" +
-	"SplitRange\x12\x18.kv.v1.SplitRangeRequest\x1a\x19.kv.v1.SplitRangeResponse2\xee\x03\n" +
+	"SplitRange\x12\x18.kv.v1.SplitRangeRequest\x1a\x19.kv.v1.SplitRangeResponse\x12M\n" +
+	"\x0eTransferLeader\x12\x1c.kv.v1.TransferLeaderRequest\x1a\x1d.kv.v1.TransferLeaderResponse2\xee\x03\n" +
 	"\bInternal\x128\n" +
 	"\aMetaPut\x12\x15.kv.v1.MetaPutRequest\x1a\x16.kv.v1.MetaPutResponse\x12;\n" +
 	"\bMetaScan\x12\x16.kv.v1.MetaScanRequest\x1a\x17.kv.v1.MetaScanResponse\x12J\n" +
@@ -2895,7 +2997,7 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),               // 0: kv.v1.Consistency
 	(*ReadOptions)(nil),            // 1: kv.v1.ReadOptions
@@ -2929,26 +3031,28 @@ var file_kv_v1_kv_proto_goTypes = []any{
 	(*AddMemberResponse)(nil),      // 29: kv.v1.AddMemberResponse
 	(*RemoveMemberRequest)(nil),    // 30: kv.v1.RemoveMemberRequest
 	(*RemoveMemberResponse)(nil),   // 31: kv.v1.RemoveMemberResponse
-	(*ReadIndexRequest)(nil),       // 32: kv.v1.ReadIndexRequest
-	(*RangeReadIndex)(nil),         // 33: kv.v1.RangeReadIndex
-	(*ReadIndexResponse)(nil),      // 34: kv.v1.ReadIndexResponse
-	(*MetaPutRequest)(nil),         // 35: kv.v1.MetaPutRequest
-	(*MetaPutResponse)(nil),        // 36: kv.v1.MetaPutResponse
-	(*MetaScanRequest)(nil),        // 37: kv.v1.MetaScanRequest
-	(*MetaScanResponse)(nil),       // 38: kv.v1.MetaScanResponse
-	(*MetaIncrementRequest)(nil),   // 39: kv.v1.MetaIncrementRequest
-	(*MetaIncrementResponse)(nil),  // 40: kv.v1.MetaIncrementResponse
-	(*CreateReplicaRequest)(nil),   // 41: kv.v1.CreateReplicaRequest
-	(*CreateReplicaResponse)(nil),  // 42: kv.v1.CreateReplicaResponse
-	(*DropReplicaRequest)(nil),     // 43: kv.v1.DropReplicaRequest
-	(*DropReplicaResponse)(nil),    // 44: kv.v1.DropReplicaResponse
-	(*ChangeReplicasRequest)(nil),  // 45: kv.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil), // 46: kv.v1.ChangeReplicasResponse
-	(*durationpb.Duration)(nil),    // 47: google.protobuf.Duration
+	(*TransferLeaderRequest)(nil),  // 32: kv.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil), // 33: kv.v1.TransferLeaderResponse
+	(*ReadIndexRequest)(nil),       // 34: kv.v1.ReadIndexRequest
+	(*RangeReadIndex)(nil),         // 35: kv.v1.RangeReadIndex
+	(*ReadIndexResponse)(nil),      // 36: kv.v1.ReadIndexResponse
+	(*MetaPutRequest)(nil),         // 37: kv.v1.MetaPutRequest
+	(*MetaPutResponse)(nil),        // 38: kv.v1.MetaPutResponse
+	(*MetaScanRequest)(nil),        // 39: kv.v1.MetaScanRequest
+	(*MetaScanResponse)(nil),       // 40: kv.v1.MetaScanResponse
+	(*MetaIncrementRequest)(nil),   // 41: kv.v1.MetaIncrementRequest
+	(*MetaIncrementResponse)(nil),  // 42: kv.v1.MetaIncrementResponse
+	(*CreateReplicaRequest)(nil),   // 43: kv.v1.CreateReplicaRequest
+	(*CreateReplicaResponse)(nil),  // 44: kv.v1.CreateReplicaResponse
+	(*DropReplicaRequest)(nil),     // 45: kv.v1.DropReplicaRequest
+	(*DropReplicaResponse)(nil),    // 46: kv.v1.DropReplicaResponse
+	(*ChangeReplicasRequest)(nil),  // 47: kv.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil), // 48: kv.v1.ChangeReplicasResponse
+	(*durationpb.Duration)(nil),    // 49: google.protobuf.Duration
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: kv.v1.ReadOptions.consistency:type_name -> kv.v1.Consistency
-	47, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	49, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
 	0,  // 2: kv.v1.ReadHeader.consistency:type_name -> kv.v1.Consistency
 	3,  // 3: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
 	1,  // 4: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
@@ -2968,51 +3072,54 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	15, // 18: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
 	15, // 19: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
 	15, // 20: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
-	33, // 21: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
-	4,  // 22: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
-	18, // 23: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
-	18, // 24: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
-	5,  // 25: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	7,  // 26: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	9,  // 27: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	13, // 28: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
-	11, // 29: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
-	24, // 30: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
-	26, // 31: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
-	28, // 32: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
-	30, // 33: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
-	20, // 34: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
-	22, // 35: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
-	35, // 36: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
-	37, // 37: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
-	39, // 38: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
-	41, // 39: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
-	43, // 40: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
-	45, // 41: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
-	32, // 42: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
-	6,  // 43: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	8,  // 44: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	10, // 45: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	14, // 46: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	12, // 47: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	25, // 48: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	27, // 49: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	29, // 50: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	31, // 51: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	21, // 52: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
-	23, // 53: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
-	36, // 54: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
-	38, // 55: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
-	40, // 56: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
-	42, // 57: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
-	44, // 58: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
-	46, // 59: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
-	34, // 60: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
-	43, // [43:61] is the sub-list for method output_type
-	25, // [25:43] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	18, // 21: kv.v1.TransferLeaderResponse.range:type_name -> kv.v1.RangeDescriptor
+	35, // 22: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
+	4,  // 23: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
+	18, // 24: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
+	18, // 25: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
+	5,  // 26: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	7,  // 27: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	9,  // 28: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	13, // 29: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
+	11, // 30: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
+	24, // 31: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
+	26, // 32: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
+	28, // 33: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
+	30, // 34: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
+	20, // 35: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
+	22, // 36: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
+	32, // 37: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
+	37, // 38: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
+	39, // 39: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
+	41, // 40: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
+	43, // 41: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
+	45, // 42: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
+	47, // 43: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
+	34, // 44: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	6,  // 45: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	8,  // 46: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	10, // 47: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	14, // 48: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	12, // 49: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	25, // 50: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	27, // 51: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	29, // 52: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	31, // 53: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	21, // 54: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
+	23, // 55: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
+	33, // 56: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
+	38, // 57: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
+	40, // 58: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
+	42, // 59: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
+	44, // 60: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
+	46, // 61: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
+	48, // 62: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
+	36, // 63: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	45, // [45:64] is the sub-list for method output_type
+	26, // [26:45] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -3026,7 +3133,7 @@ func file_kv_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   46,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

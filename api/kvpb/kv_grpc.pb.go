@@ -277,12 +277,13 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Cluster_Status_FullMethodName       = "/kv.v1.Cluster/Status"
-	Cluster_Members_FullMethodName      = "/kv.v1.Cluster/Members"
-	Cluster_AddMember_FullMethodName    = "/kv.v1.Cluster/AddMember"
-	Cluster_RemoveMember_FullMethodName = "/kv.v1.Cluster/RemoveMember"
-	Cluster_Ranges_FullMethodName       = "/kv.v1.Cluster/Ranges"
-	Cluster_SplitRange_FullMethodName   = "/kv.v1.Cluster/SplitRange"
+	Cluster_Status_FullMethodName         = "/kv.v1.Cluster/Status"
+	Cluster_Members_FullMethodName        = "/kv.v1.Cluster/Members"
+	Cluster_AddMember_FullMethodName      = "/kv.v1.Cluster/AddMember"
+	Cluster_RemoveMember_FullMethodName   = "/kv.v1.Cluster/RemoveMember"
+	Cluster_Ranges_FullMethodName         = "/kv.v1.Cluster/Ranges"
+	Cluster_SplitRange_FullMethodName     = "/kv.v1.Cluster/SplitRange"
+	Cluster_TransferLeader_FullMethodName = "/kv.v1.Cluster/TransferLeader"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -300,6 +301,8 @@ type ClusterClient interface {
 	Ranges(ctx context.Context, in *RangesRequest, opts ...grpc.CallOption) (*RangesResponse, error)
 	// SplitRange splits the range holding key at key.
 	SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error)
+	// TransferLeader hands a range's leadership to another of its replicas.
+	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
 }
 
 type clusterClient struct {
@@ -370,6 +373,16 @@ func (c *clusterClient) SplitRange(ctx context.Context, in *SplitRangeRequest, o
 	return out, nil
 }
 
+func (c *clusterClient) TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferLeaderResponse)
+	err := c.cc.Invoke(ctx, Cluster_TransferLeader_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -385,6 +398,8 @@ type ClusterServer interface {
 	Ranges(context.Context, *RangesRequest) (*RangesResponse, error)
 	// SplitRange splits the range holding key at key.
 	SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error)
+	// TransferLeader hands a range's leadership to another of its replicas.
+	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -412,6 +427,9 @@ func (UnimplementedClusterServer) Ranges(context.Context, *RangesRequest) (*Rang
 }
 func (UnimplementedClusterServer) SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SplitRange not implemented")
+}
+func (UnimplementedClusterServer) TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferLeader not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -542,6 +560,24 @@ func _Cluster_SplitRange_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_TransferLeader_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeaderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ClusterServer).TransferLeader(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Cluster_TransferLeader_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ClusterServer).TransferLeader(ctx, req.(*TransferLeaderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -572,6 +608,10 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SplitRange",
 			Handler:    _Cluster_SplitRange_Handler,
+		},
+		{
+			MethodName: "TransferLeader",
+			Handler:    _Cluster_TransferLeader_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -30,6 +30,9 @@ const (
 	ReasonStaleReplica Reason = "STALE_REPLICA" // replica cannot prove the freshness a read asked for
 	ReasonWrongRange   Reason = "WRONG_RANGE"   // key is outside the ranges this node serves
 	ReasonUnknownRange Reason = "UNKNOWN_RANGE" // no such range on this node
+	// The node's client port holds as many connections as it may; the
+	// request was never read (HTTP 503 on a refused connection).
+	ReasonTooManyConnections Reason = "TOO_MANY_CONNECTIONS"
 
 	// The write may or may not have been applied (a timeout, or leadership
 	// lost after the entry was appended). Never retry blindly.
@@ -56,6 +59,17 @@ const (
 // ForwardedHeader is the gRPC metadata key a node sets when it forwards a
 // request to another node, so that the receiver never forwards it again.
 const ForwardedHeader = "x-dialkv-forwarded"
+
+// MetaHopsHeader counts the hops of a meta-range request apart from the
+// request that caused it (a forwarded ChangeReplicas may need to read the
+// meta range afresh).
+const MetaHopsHeader = "x-dialkv-meta-hops"
+
+// PeerHeaders are the metadata keys only a peer may set: a node trusts them
+// on its peer port alone and drops them from requests on its client port,
+// where anyone could forge them (a forged hop count would make the node
+// refuse to forward, or answer for a range it does not lead).
+var PeerHeaders = []string{ForwardedHeader, MetaHopsHeader}
 
 // Error builds a status error with the given code, reason and message.
 func Error(code codes.Code, reason Reason, msg string, meta map[string]string) error {

@@ -182,7 +182,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	errc := make(chan error, 3)
 	go func() { errc <- grpcSrv.Serve(grpcLn) }()
-	go func() { errc <- grpcSrv.Serve(node.InternalListener()) }()
+	// Node-to-node RPCs (Internal, and forwarded requests) are served
+	// only on the peer port's listener, never on the client port.
+	peerSrv := api.NewPeerGRPCServer(svc)
+	go func() { errc <- peerSrv.Serve(node.InternalListener()) }()
 	go func() { errc <- httpSrv.Serve(httpLn) }()
 	log.Info("kvd serving", "grpc", f.grpcAddr, "http", f.httpAddr, "raft", f.raftAddr, "data_dir", f.dataDir)
 
@@ -204,11 +207,12 @@ func serve(ctx context.Context, f serveFlags) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	stopped := make(chan struct{})
-	go func() { grpcSrv.GracefulStop(); close(stopped) }()
+	go func() { grpcSrv.GracefulStop(); peerSrv.GracefulStop(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-sctx.Done():
 		grpcSrv.Stop()
+		peerSrv.Stop()
 	}
 	if err := node.Close(); err != nil {
 		log.Error("closing node", "err", err)
