@@ -105,9 +105,7 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 			"--log-level", f.logLevel,
 			"--hibernate-after", f.hibernateAfter.String())
 		c.Stdout, c.Stderr = logFile, logFile
-		// A process group of its own: Ctrl-C reaches only this process,
-		// which then stops each node by PID with SIGTERM.
-		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		c.SysProcAttr = nodeSysProcAttr()
 		if err := c.Start(); err != nil {
 			logFile.Close()
 			return fmt.Errorf("start %s: %w", id, err)
