@@ -9,14 +9,6 @@ import (
 // Checkers of the weaker read levels (bounded, session, stale). They rely
 // on written values being unique, so a value read names its write.
 
-// readState is what a read of a register or list key observed, reduced to
-// what the checkers compare.
-type readState struct {
-	op     *Op
-	writer *Op      // register: the write of the value read; nil when absent or unknown
-	elems  []string // list: the elements read
-}
-
 // writesByKey returns the register and list writes of each key.
 func writesByKey(ix *index) map[string][]*Op {
 	out := map[string][]*Op{}

@@ -83,28 +83,25 @@ func (r *routeCache) peersFromSeed(ctx context.Context, n *Node) ([]string, erro
 }
 
 // seedConn returns a connection to the --join address.
-func (r *routeCache) seedConn(n *Node) (*grpc.ClientConn, error) {
+func (r *routeCache) seedConn(_ *Node) (*grpc.ClientConn, error) {
 	r.mu.Lock()
-	clients := append([]string{}, r.seedClients...)
-	r.mu.Unlock()
-	for _, c := range clients {
-		r.mu.Lock()
-		if r.seedConns == nil {
-			r.seedConns = map[string]*grpc.ClientConn{}
-		}
-		conn, ok := r.seedConns[c]
-		if !ok {
-			var err error
-			if conn, err = dialPublic(c); err != nil {
-				r.mu.Unlock()
-				return nil, err
-			}
-			r.seedConns[c] = conn
-		}
-		r.mu.Unlock()
+	defer r.mu.Unlock()
+	if len(r.seedClients) == 0 {
+		return nil, fmt.Errorf("%w: no meta replica or seed known", ErrNoLeader)
+	}
+	addr := r.seedClients[0]
+	if conn, ok := r.seedConns[addr]; ok {
 		return conn, nil
 	}
-	return nil, fmt.Errorf("%w: no meta replica or seed known", ErrNoLeader)
+	conn, err := dialPublic(addr)
+	if err != nil {
+		return nil, err
+	}
+	if r.seedConns == nil {
+		r.seedConns = map[string]*grpc.ClientConn{}
+	}
+	r.seedConns[addr] = conn
+	return conn, nil
 }
 
 func (r *routeCache) close() {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/dialkv/dialkv/internal/version"
 	"io"
 	"strings"
 	"time"
@@ -94,7 +95,9 @@ func (a *app) rootCmd() *cobra.Command {
 		Long:          rootLong,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("kvctl {{.Version}}\n")
 	root.SetIn(a.env.stdin)
 	root.SetOut(a.env.stdout)
 	root.SetErr(a.env.stderr)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/dialkv/dialkv/internal/version"
 	"github.com/spf13/cobra"
 )
 
@@ -15,7 +16,9 @@ func main() {
 		Short:         "dialkv server: a replicated, range-sharded key-value database",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("kvd {{.Version}}\n")
 	root.AddCommand(serveCmd(), clusterCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kvd:", err)
