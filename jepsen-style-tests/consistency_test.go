@@ -22,7 +22,7 @@ import (
 	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
-// The promises of the four read levels (see /work/shared/consistency.md),
+// The promises of the four read levels (see docs/consistency.md),
 // proved against real processes: a follower cut off from the rest of the
 // cluster by SIGSTOP-ing the other two nodes must answer `stale` at once,
 // refuse `linearizable` within the deadline, serve `bounded` only while its

@@ -1,6 +1,6 @@
 // Package jepsen holds dialkv's Jepsen-style tests: real kvd processes,
 // injected faults, recorded histories and checkers for every consistency
-// promise (see /work/shared/consistency.md and the README).
+// promise (see docs/consistency.md and the README).
 //
 // # The pieces, by file
 //
