@@ -111,137 +111,47 @@ func (n *Node) placeOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	live := n.liveNodes(ctx, t.Nodes)
-	state := map[string]string{}
-	addr := map[string]string{}
-	for _, node := range t.Nodes {
-		state[node.Id], addr[node.Id] = node.State, node.RaftAddr
+	v := placementView{
+		ranges:            t.Ranges,
+		nodes:             t.Nodes,
+		live:              n.liveNodes(ctx, t.Nodes),
+		longDead:          map[string]bool{},
+		replicas:          n.cfg.Replicas,
+		leaderMoveAllowed: time.Since(n.lastLeaderMove) >= leaderMoveInterval,
 	}
-	usable := func(id string) bool { return live[id] && state[id] == NodeActive }
-	var candidates []string
-	for id := range live {
-		if usable(id) {
-			candidates = append(candidates, id)
-		}
-	}
-	sort.Strings(candidates)
-	load, leads := map[string]int{}, map[string]int{}
-	for _, d := range t.Ranges {
-		for _, r := range d.Replicas {
-			load[r]++
-		}
-		leads[d.Leader]++
-	}
-
-	var moves []move
-	busy := map[uint64]bool{}
 	// A replica on a node that is down is kept: the node may come back,
 	// and removing it would leave the range one failure from losing
-	// quorum. Only once the node has been down for deadNodeTimeout, and
-	// another live node can take its place, is a replacement added; the
-	// dead replica is removed after that, as surplus.
+	// quorum. Only once the node has been down for deadNodeTimeout is it
+	// replaced.
 	now := time.Now()
-	active := 0
+	addr := map[string]string{}
 	for _, node := range t.Nodes {
-		if node.State == NodeActive {
-			active++
-			if live[node.Id] {
-				delete(n.deadSince, node.Id)
-			} else if _, ok := n.deadSince[node.Id]; !ok {
-				n.deadSince[node.Id] = now
-			}
-		}
-	}
-	longDead := func(id string) bool {
-		since, ok := n.deadSince[id]
-		return ok && now.Sub(since) >= deadNodeTimeout
-	}
-	for _, d := range t.Ranges {
-		want := n.cfg.Replicas
-		if d.Id == raftstore.MetaRangeID {
-			want = max(want, 3)
-		}
-		want = min(want, active)
-		var good, dead, bad []string
-		for _, r := range d.Replicas {
-			switch {
-			case state[r] != NodeActive:
-				bad = append(bad, r) // decommissioning, removed or unknown
-			case live[r]:
-				good = append(good, r)
-			default:
-				dead = append(dead, r)
-			}
-		}
-		replaceDead := len(dead) > 0 && slices.ContainsFunc(dead, longDead)
-		switch {
-		case len(good)+len(dead) < want || ((len(bad) > 0 || replaceDead) && len(good) < want):
-			target := leastLoaded(candidates, d.Replicas, load)
-			if target == "" {
-				continue
-			}
-			load[target]++
-			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}, d.Leader, d.Replicas})
-		case len(bad) > 0 && len(good)+len(dead) >= want:
-			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: bad[0]}, d.Leader, d.Replicas})
-		case len(d.Replicas) > want && len(good) >= want:
-			victim := mostLoaded(good, load)
-			if len(dead) > 0 {
-				victim = dead[0]
-			}
-			load[victim]--
-			moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: victim}, d.Leader, d.Replicas})
-		default:
+		addr[node.Id] = node.RaftAddr
+		if node.State != NodeActive {
 			continue
 		}
-		busy[d.Id] = true
-		if len(moves) >= maxMovesPerRound {
-			break
+		if v.live[node.Id] {
+			delete(n.deadSince, node.Id)
+		} else if since, ok := n.deadSince[node.Id]; !ok {
+			n.deadSince[node.Id] = now
+		} else if now.Sub(since) >= deadNodeTimeout {
+			v.longDead[node.Id] = true
 		}
 	}
-	// Replica balance: when nothing is under- or over-replicated, add a
-	// replica of a range on the busiest node to the least busy node; the
-	// next round removes the surplus from the busiest (the case above).
-	if len(moves) == 0 && len(candidates) > 1 {
-		if m, ok := rebalanceMove(t.Ranges, candidates, load); ok {
-			moves = append(moves, m)
-		}
+	plan := planPlacement(v)
+	if plan.leaderMoved {
+		n.lastLeaderMove = now
 	}
-	// Leader balance: move one leadership from the busiest leader to the
-	// least busy replica of one of its ranges. Writes in flight when a
-	// leader hands over may end indeterminate, so at most one transfer per
-	// leaderMoveInterval.
-	if len(moves) < maxMovesPerRound && len(candidates) > 1 && time.Since(n.lastLeaderMove) >= leaderMoveInterval {
-		for _, d := range t.Ranges {
-			if busy[d.Id] || !usable(d.Leader) {
-				continue
-			}
-			to := ""
-			for _, r := range d.Replicas {
-				if usable(r) && leads[r]+1 < leads[d.Leader] && (to == "" || leads[r] < leads[to]) {
-					to = r
-				}
-			}
-			if to != "" {
-				leads[d.Leader]--
-				leads[to]++
-				moves = append(moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, TransferLeaderTo: to}, d.Leader, d.Replicas})
-				n.lastLeaderMove = time.Now()
-				break
-			}
-		}
-	}
+	moves := plan.moves
 	// Decommissioned nodes that hold nothing any more are removed.
-	for _, node := range t.Nodes {
-		if node.State == NodeDecommissioning && load[node.Id] == 0 {
-			switch removed, err := n.finishDecommission(ctx, node.Id); {
-			case err != nil:
-				n.log.Info("decommissioned member not marked removed yet", "member", node.Id, "err", err)
-			case removed:
-				n.log.Info("member removed after decommissioning", "member", node.Id)
-			default:
-				n.log.Info("decommissioned member came back before its removal", "member", node.Id)
-			}
+	for _, id := range plan.drained {
+		switch removed, err := n.finishDecommission(ctx, id); {
+		case err != nil:
+			n.log.Info("decommissioned member not marked removed yet", "member", id, "err", err)
+		case removed:
+			n.log.Info("member removed after decommissioning", "member", id)
+		default:
+			n.log.Info("decommissioned member came back before its removal", "member", id)
 		}
 	}
 
@@ -280,6 +190,145 @@ func (n *Node) placeOnce(ctx context.Context) error {
 		n.routes.invalidate()
 	}
 	return nil
+}
+
+// placementView is everything a placement round decides from: the routing
+// table and what the driver observed of the nodes.
+type placementView struct {
+	ranges []*kvpb.RangeDescriptor
+	nodes  []*kvpb.NodeInfo
+	live   map[string]bool // nodes that answered a probe this round
+	// longDead are active nodes unreachable for at least deadNodeTimeout:
+	// their replicas are replaced.
+	longDead map[string]bool
+	replicas int // the configured replication factor
+	// leaderMoveAllowed: writes in flight when a leader hands over may end
+	// indeterminate, so leaderships move at most once per
+	// leaderMoveInterval.
+	leaderMoveAllowed bool
+}
+
+// placementPlan is what one round does.
+type placementPlan struct {
+	moves       []move
+	leaderMoved bool     // one of moves hands a leadership over
+	drained     []string // decommissioning nodes left with no replica: mark them removed
+}
+
+// planPlacement decides one round of placement, with no I/O:
+//   - a range short of its replication factor on usable (live, active)
+//     nodes gets a replica on the least loaded usable node, first;
+//   - a replica on a decommissioning, removed or unknown node is removed
+//     once the range has enough replicas elsewhere;
+//   - a surplus replica is removed, a dead one first, else the one on the
+//     most loaded node;
+//   - with nothing to repair, one replica moves toward the least loaded
+//     node (added now, the surplus removed next round);
+//   - at most one leadership moves from the node leading most to a
+//     replica leading at least two fewer.
+//
+// At most maxMovesPerRound moves are planned, and a range gets at most one.
+func planPlacement(v placementView) placementPlan {
+	state := map[string]string{}
+	active := 0
+	for _, node := range v.nodes {
+		state[node.Id] = node.State
+		if node.State == NodeActive {
+			active++
+		}
+	}
+	usable := func(id string) bool { return v.live[id] && state[id] == NodeActive }
+	var candidates []string
+	for id := range v.live {
+		if usable(id) {
+			candidates = append(candidates, id)
+		}
+	}
+	sort.Strings(candidates)
+	load, leads := map[string]int{}, map[string]int{}
+	for _, d := range v.ranges {
+		for _, r := range d.Replicas {
+			load[r]++
+		}
+		leads[d.Leader]++
+	}
+
+	var plan placementPlan
+	busy := map[uint64]bool{}
+	for _, d := range v.ranges {
+		want := v.replicas
+		if d.Id == raftstore.MetaRangeID {
+			want = max(want, 3)
+		}
+		want = min(want, active)
+		var good, dead, bad []string
+		for _, r := range d.Replicas {
+			switch {
+			case state[r] != NodeActive:
+				bad = append(bad, r) // decommissioning, removed or unknown
+			case v.live[r]:
+				good = append(good, r)
+			default:
+				dead = append(dead, r)
+			}
+		}
+		replaceDead := slices.ContainsFunc(dead, func(id string) bool { return v.longDead[id] })
+		var req *kvpb.ChangeReplicasRequest
+		switch {
+		case len(good)+len(dead) < want || ((len(bad) > 0 || replaceDead) && len(good) < want):
+			target := leastLoaded(candidates, d.Replicas, load)
+			if target == "" {
+				continue
+			}
+			load[target]++
+			req = &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}
+		case len(bad) > 0 && len(good)+len(dead) >= want:
+			req = &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: bad[0]}
+		case len(d.Replicas) > want && len(good) >= want:
+			victim := mostLoaded(good, load)
+			if len(dead) > 0 {
+				victim = dead[0]
+			}
+			load[victim]--
+			req = &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: victim}
+		default:
+			continue
+		}
+		plan.moves = append(plan.moves, move{d.Id, req, d.Leader, d.Replicas})
+		busy[d.Id] = true
+		if len(plan.moves) >= maxMovesPerRound {
+			break
+		}
+	}
+	if len(plan.moves) == 0 && len(candidates) > 1 {
+		if m, ok := rebalanceMove(v.ranges, candidates, load); ok {
+			plan.moves = append(plan.moves, m)
+		}
+	}
+	if len(plan.moves) < maxMovesPerRound && len(candidates) > 1 && v.leaderMoveAllowed {
+		for _, d := range v.ranges {
+			if busy[d.Id] || !usable(d.Leader) {
+				continue
+			}
+			to := ""
+			for _, r := range d.Replicas {
+				if usable(r) && leads[r]+1 < leads[d.Leader] && (to == "" || leads[r] < leads[to]) {
+					to = r
+				}
+			}
+			if to != "" {
+				plan.moves = append(plan.moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, TransferLeaderTo: to}, d.Leader, d.Replicas})
+				plan.leaderMoved = true
+				break
+			}
+		}
+	}
+	for _, node := range v.nodes {
+		if node.State == NodeDecommissioning && load[node.Id] == 0 {
+			plan.drained = append(plan.drained, node.Id)
+		}
+	}
+	return plan
 }
 
 // rebalanceMove picks one replica to add so that replica counts per node
