@@ -3,7 +3,10 @@ package jepsen
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
@@ -14,28 +17,78 @@ import (
 // values and revisions. The history-based checkers see a diverged replica
 // only when a read happens to land on it; this compares every range
 // directly, at the end of the run.
+//
+// Every range must be compared with all its replicas at one index. A
+// range whose replicas never get there fails the check: a replica stuck
+// behind its leader is a fault of its own (issue 12: a follower that
+// could not append after a snapshot install served stale reads for good,
+// and this check, which then only wrote a note, passed).
 const CheckReplicas = "replicas"
 
+// replicaSource is what the replicas checker asks of the cluster.
+type replicaSource interface {
+	N() int
+	ID(i int) string
+	Running(i int) bool
+	status(ctx context.Context, i int, digest bool) (*kvpb.StatusResponse, error)
+}
+
+// replicaWait bounds how long the checker waits for each range's replicas
+// to be seen at one applied index.
+type replicaWait struct {
+	Timeout  time.Duration // in all
+	Interval time.Duration // between rounds of status requests
+}
+
+// defaultReplicaWait: a replica that was down or cut off for most of a
+// run catches up within seconds of the heal, by log or by snapshot.
+var defaultReplicaWait = replicaWait{Timeout: 90 * time.Second, Interval: 500 * time.Millisecond}
+
+// replicaSeen is one replica's latest report of a range.
+type replicaSeen struct {
+	applied     uint64 // DigestAppliedIndex
+	appendError string
+}
+
+// replicaDigest is a state digest taken at one applied index.
+type replicaDigest struct {
+	sum  string
+	keys uint64
+}
+
 // replicaResult asks every running node for its ranges' state digests
-// (GET /v1/cluster/status?digest=true) until each range has been compared
-// with all its replicas at one applied index, or attempts run out (writes
-// to the meta range go on in the background, so replicas may need a few
-// rounds to be seen at the same index).
-func replicaResult(ctx context.Context, c *Cluster, logf func(string, ...any)) *CheckResult {
+// (GET /v1/cluster/status?digest=true), round after round, until each
+// range has a digest from every one of its replicas at one applied index,
+// or w.Timeout passes. A digest is of the state at the index it names,
+// whenever it was taken, so digests from different rounds are compared
+// too: replicas that catch up one by one, or a range that keeps taking
+// writes (the meta range), need not be caught at one index in one round.
+func replicaResult(ctx context.Context, c replicaSource, w replicaWait, logf func(string, ...any)) *CheckResult {
 	r := newResult(CheckReplicas)
 	start := time.Now()
-	done := map[uint64]bool{}   // every replica compared at one index
-	failed := map[uint64]bool{} // a mismatch is reported once per range
-	seen := map[uint64]bool{}
-	type replica struct {
-		node string
-		st   *kvpb.RangeStatus
-	}
-	for attempt := 0; attempt < 20 && ctx.Err() == nil; attempt++ {
-		if attempt > 0 {
-			time.Sleep(500 * time.Millisecond) // nothing to await: replicas catch up on their own
+	deadline := start.Add(w.Timeout)
+	digests := map[uint64]map[uint64]map[string]replicaDigest{} // range -> index -> node -> digest
+	members := map[uint64][]string{}                            // range -> its replicas, as the freshest report has them
+	latest := map[uint64]map[string]replicaSeen{}               // range -> node -> its latest report
+	done := map[uint64]bool{}                                   // compared whole at one index
+	failed := map[uint64]bool{}                                 // a mismatch is reported once per range
+	single := map[uint64]bool{}                                 // one replica: nothing to compare
+	rounds := 0
+	for maxRounds := int(w.Timeout/max(w.Interval, time.Millisecond)) + 1; rounds < maxRounds && ctx.Err() == nil; rounds++ {
+		if rounds > 0 {
+			if !time.Now().Add(w.Interval).Before(deadline) {
+				break
+			}
+			select {
+			case <-time.After(w.Interval): // nothing to await: replicas catch up on their own
+			case <-ctx.Done():
+			}
 		}
-		byRange := map[uint64][]replica{}
+		type report struct {
+			node string
+			st   *kvpb.RangeStatus
+		}
+		byRange := map[uint64][]report{}
 		for i := range c.N() {
 			if !c.Running(i) {
 				continue
@@ -46,49 +99,155 @@ func replicaResult(ctx context.Context, c *Cluster, logf func(string, ...any)) *
 				continue
 			}
 			for _, rs := range st.GetNode().GetRanges() {
-				byRange[rs.GetId()] = append(byRange[rs.GetId()], replica{c.ID(i), rs})
-				seen[rs.GetId()] = true
+				byRange[rs.GetId()] = append(byRange[rs.GetId()], report{c.ID(i), rs})
 			}
 		}
 		for id, reps := range byRange {
-			if done[id] || failed[id] {
-				continue
+			sts := make([]*kvpb.RangeStatus, len(reps))
+			for i, rep := range reps {
+				sts[i] = rep.st
 			}
-			byIndex := map[uint64][]replica{}
+			members[id] = rangeMembers(sts)
+			if latest[id] == nil {
+				latest[id] = map[string]replicaSeen{}
+				digests[id] = map[uint64]map[string]replicaDigest{}
+			}
 			for _, rep := range reps {
-				byIndex[rep.st.GetDigestAppliedIndex()] = append(byIndex[rep.st.GetDigestAppliedIndex()], rep)
-			}
-			for index, group := range byIndex {
-				for _, other := range group[1:] {
-					a, b := group[0], other
-					if a.st.GetDigest() != b.st.GetDigest() {
-						failed[id] = true
-						r.fail("", fmt.Sprintf("range %d: replicas %s and %s differ at applied index %d (%d vs %d keys; digests %.12s vs %.12s)",
-							id, a.node, b.node, index, a.st.GetDigestKeys(), b.st.GetDigestKeys(), a.st.GetDigest(), b.st.GetDigest()))
-						break
-					}
+				latest[id][rep.node] = replicaSeen{applied: rep.st.GetDigestAppliedIndex(), appendError: rep.st.GetAppendError()}
+				if rep.st.GetDigest() == "" {
+					continue
 				}
-			}
-			if len(byIndex) == 1 && len(reps) > 1 {
-				done[id] = true
-				r.Checked++
+				at := digests[id][rep.st.GetDigestAppliedIndex()]
+				if at == nil {
+					at = map[string]replicaDigest{}
+					digests[id][rep.st.GetDigestAppliedIndex()] = at
+				}
+				at[rep.node] = replicaDigest{sum: rep.st.GetDigest(), keys: rep.st.GetDigestKeys()}
 			}
 		}
-		if len(done)+len(failed) == len(seen) && len(seen) > 0 {
+		for id := range latest {
+			if done[id] || failed[id] || single[id] {
+				continue
+			}
+			if msg := digestMismatch(id, digests[id]); msg != "" {
+				failed[id] = true
+				r.fail("", msg)
+				continue
+			}
+			if len(members[id]) < 2 {
+				single[id] = true // nothing to compare it with
+				continue
+			}
+			for _, at := range digests[id] {
+				if everyOne(members[id], at) {
+					done[id] = true
+					r.Checked++
+					break
+				}
+			}
+		}
+		if len(latest) > 0 && len(done)+len(failed)+len(single) == len(latest) {
 			break
 		}
 	}
 	var open []uint64
-	for id := range seen {
-		if !done[id] && !failed[id] {
+	for id := range latest {
+		if !done[id] && !failed[id] && !single[id] {
 			open = append(open, id)
 		}
 	}
-	sort.Slice(open, func(i, j int) bool { return open[i] < open[j] })
-	r.note("%d ranges compared across their replicas at one applied index", r.Checked)
-	if len(open) > 0 {
-		r.note("ranges never seen with every replica at one index (not compared whole): %v", open)
+	slices.Sort(open)
+	for _, id := range open {
+		r.fail("", fmt.Sprintf("range %d: its replicas %v were never all seen at one applied index (%d rounds over %v): %s",
+			id, members[id], rounds, time.Since(start).Round(time.Second), describeReplicas(members[id], latest[id])))
+	}
+	if len(latest) == 0 {
+		r.fail("", "no node reported any range")
+	}
+	r.note("%d of %d ranges compared across all their replicas at one applied index (%d rounds)", r.Checked, len(latest), rounds)
+	if len(single) > 0 {
+		ids := slices.Sorted(maps.Keys(single))
+		r.note("ranges with a single replica, nothing to compare: %v", ids)
 	}
 	r.Took = time.Since(start).Round(time.Millisecond).String()
 	return r
+}
+
+// rangeMembers is the range's replica set as the freshest of its reports
+// has it: the leader's of the highest term, else (a hibernating range,
+// or no leader) the one that has applied the most. A replica the range
+// has since dropped may still report it, with the membership it last saw.
+func rangeMembers(reports []*kvpb.RangeStatus) []string {
+	best := reports[0]
+	better := func(a, b *kvpb.RangeStatus) bool {
+		aLeads, bLeads := a.GetState() == "Leader", b.GetState() == "Leader"
+		if aLeads != bLeads {
+			return aLeads
+		}
+		if aLeads && a.GetTerm() != b.GetTerm() {
+			return a.GetTerm() > b.GetTerm()
+		}
+		return a.GetDigestAppliedIndex() > b.GetDigestAppliedIndex()
+	}
+	for _, st := range reports[1:] {
+		if better(st, best) {
+			best = st
+		}
+	}
+	out := slices.Clone(best.GetReplicas())
+	slices.Sort(out)
+	return out
+}
+
+// digestMismatch describes two replicas of range id that hold different
+// state at the same applied index, or is empty.
+func digestMismatch(id uint64, byIndex map[uint64]map[string]replicaDigest) string {
+	indexes := make([]uint64, 0, len(byIndex))
+	for index := range byIndex {
+		indexes = append(indexes, index)
+	}
+	slices.Sort(indexes)
+	for _, index := range indexes {
+		nodes := make([]string, 0, len(byIndex[index]))
+		for node := range byIndex[index] {
+			nodes = append(nodes, node)
+		}
+		sort.Strings(nodes)
+		a := byIndex[index][nodes[0]]
+		for _, other := range nodes[1:] {
+			if b := byIndex[index][other]; b.sum != a.sum {
+				return fmt.Sprintf("range %d: replicas %s and %s differ at applied index %d (%d vs %d keys; digests %.12s vs %.12s)",
+					id, nodes[0], other, index, a.keys, b.keys, a.sum, b.sum)
+			}
+		}
+	}
+	return ""
+}
+
+// everyOne reports whether at holds a digest from every member.
+func everyOne(members []string, at map[string]replicaDigest) bool {
+	for _, m := range members {
+		if _, ok := at[m]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// describeReplicas says where each member was last seen, and why its log
+// refused appends if it did.
+func describeReplicas(members []string, latest map[string]replicaSeen) string {
+	var parts []string
+	for _, m := range members {
+		seen, ok := latest[m]
+		switch {
+		case !ok:
+			parts = append(parts, m+" never reported it")
+		case seen.appendError != "":
+			parts = append(parts, fmt.Sprintf("%s at %d (%s)", m, seen.applied, seen.appendError))
+		default:
+			parts = append(parts, fmt.Sprintf("%s at %d", m, seen.applied))
+		}
+	}
+	return strings.Join(parts, ", ")
 }

@@ -841,7 +841,7 @@ func TestProcess_FullRestartKeepsEveryKey(t *testing.T) {
 	// replica whose state was changed behind Raft's back.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if r := replicaResult(ctx, c, t.Logf); r.Failing() || r.Checked < 2 {
+	if r := replicaResult(ctx, c, replicaWait{Timeout: 25 * time.Second, Interval: 500 * time.Millisecond}, t.Logf); r.Failing() || r.Checked < 2 {
 		t.Fatalf("replicas after the restarts: %s, %d ranges compared, %+v %v", r.Verdict, r.Checked, r.Violations, r.Notes)
 	}
 	if err := c.Stop(2); err != nil {
@@ -854,7 +854,7 @@ func TestProcess_FullRestartKeepsEveryKey(t *testing.T) {
 	if err := c.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r := replicaResult(ctx, c, t.Logf)
+	r := replicaResult(ctx, c, replicaWait{Timeout: 25 * time.Second, Interval: 500 * time.Millisecond}, t.Logf)
 	if !r.Failing() || len(r.Violations) == 0 || !strings.Contains(r.Violations[0].Msg, "range 2:") {
 		t.Fatalf("a tampered replica of range 2 went unnoticed: %s %+v %v", r.Verdict, r.Violations, r.Notes)
 	}

@@ -220,7 +220,7 @@ func TestRepro_ReplicasAgreeAfterPausedLeader(t *testing.T) {
 			time.Sleep(20 * time.Millisecond) // appends end within their 3 s deadline
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		r := replicaResult(rctx, c, t.Logf)
+		r := replicaResult(rctx, c, replicaWait{Timeout: 25 * time.Second, Interval: 500 * time.Millisecond}, t.Logf)
 		cancel()
 		if r.Failing() {
 			t.Fatalf("round %d: replicas differ: %+v", round, r.Violations)

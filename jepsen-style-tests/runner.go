@@ -280,7 +280,7 @@ wait:
 	hcancel()
 	time.Sleep(time.Second)
 	finalReads(ctx, cs, rec, c.N(), cfg.Workload.OpTimeout, logf)
-	replicas := replicaResult(ctx, c, logf)
+	replicas := replicaResult(ctx, c, defaultReplicaWait, logf)
 	keepData = replicas.Failing()
 	if err := rec.Close(); err != nil {
 		logf("jepsen: writing the history: %v", err)

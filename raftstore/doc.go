@@ -42,8 +42,10 @@
 // are overwritten; the Jepsen-style suite hit it (repro_test.go). SegmentLog
 // is the small subset Raft needs: append a batch with one write and one
 // fdatasync into preallocated segment files, read by index through an
-// in-memory offset table, cut a prefix (after a snapshot) or a suffix
-// (overwritten entries), and on open cut a torn tail and refuse any other
+// in-memory offset table, cut a prefix (after a snapshot), a suffix
+// (overwritten entries) or everything (after installing a leader's
+// snapshot: the log is monotonic, so Raft empties it and begins again
+// after the snapshot), and on open cut a torn tail and refuse any other
 // damage. A suffix cut is durable before the next append, so a crash can
 // never bring back entries Raft deleted. Term and vote stay in raft.db,
 // written only on elections. Raft reads every entry back right after

@@ -34,6 +34,26 @@ import (
 // data. Opening scans every segment; a torn record at the end of the last
 // segment (a crash mid-write) is cut off, anything else that does not
 // check out is an error.
+//
+// What Raft may rely on (any log that replaces this one must keep it):
+//
+//   - Monotonic. Entries follow the last one without a gap; into an empty
+//     log the first append may be at any index. IsMonotonic says so, and
+//     that changes what hashicorp/raft does after installing a snapshot
+//     from its leader: it deletes the whole log and appends the leader's
+//     entries from the snapshot index + 1. Without it Raft keeps the old
+//     entries whenever the log is shorter than TrailingLogs and appends
+//     after a gap, which this log refuses: the follower then installed the
+//     same snapshot every 20 s and never applied another entry (issue 12).
+//   - Deletes cut a prefix (after a snapshot), a suffix (entries a new
+//     leader overwrites) or everything; never the middle.
+//   - The floor (file "first") is durable before the entries below it go:
+//     a crash between a delete and the next append reopens into the same
+//     log or an empty one, never one that claims deleted entries or starts
+//     at a wrong index. A log emptied at a higher index and begun again
+//     lower moves the floor down only after every file of the old log is
+//     gone (see startAgain), so that no old entry reappears above it.
+//   - A suffix cut is durable before the next append.
 type SegmentLog struct {
 	dir        string
 	maxSegment int64
@@ -134,7 +154,15 @@ var (
 	ErrLogCorrupt = errors.New("raftstore: log corrupt")
 )
 
-var _ raft.LogStore = (*SegmentLog)(nil)
+var (
+	_ raft.LogStore          = (*SegmentLog)(nil)
+	_ raft.MonotonicLogStore = (*SegmentLog)(nil)
+)
+
+// IsMonotonic implements raft.MonotonicLogStore: the log refuses gaps, so
+// Raft must empty it after installing a snapshot rather than append past
+// a gap (see the type's comment).
+func (l *SegmentLog) IsMonotonic() bool { return true }
 
 // OpenSegmentLog opens (creating) the log in dir.
 func OpenSegmentLog(dir string) (*SegmentLog, error) {
@@ -355,35 +383,30 @@ func (l *SegmentLog) load() error {
 		if err := l.scan(seg, isLast); err != nil {
 			return err
 		}
-		if i > 0 {
-			prev := l.segs[i-1]
-			if prev.first+prev.count() != seg.first {
-				return fmt.Errorf("%w: segment %s does not follow the one before it (which ends at %d)", ErrLogCorrupt, nf.path, prev.first+prev.count()-1)
-			}
-		}
 	}
-	// Drop empty segments (a crash right after a rotation), then apply
-	// the compacted head.
+	// Drop empty segments (a crash right after a rotation) and whole
+	// segments below the floor: compacted away, but their removal had not
+	// reached the disk (a crash, or a failed remove) when the log went on.
+	var dead []*segment
 	l.segs = slices.DeleteFunc(l.segs, func(s *segment) bool {
-		if s.count() == 0 {
-			s.f.Close()
-			os.Remove(s.f.Name())
+		if s.count() == 0 || s.first+s.count()-1 < floor {
+			dead = append(dead, s)
 			return true
 		}
 		return false
 	})
+	if err := l.removeSegments(dead); err != nil {
+		return err
+	}
+	for i := 1; i < len(l.segs); i++ {
+		if prev, seg := l.segs[i-1], l.segs[i]; prev.first+prev.count() != seg.first {
+			return fmt.Errorf("%w: segment %s does not follow the one before it (which ends at %d)", ErrLogCorrupt, seg.f.Name(), prev.first+prev.count()-1)
+		}
+	}
 	if len(l.segs) == 0 {
 		return nil
 	}
-	l.first, l.last = l.segs[0].first, l.segs[len(l.segs)-1].first+l.segs[len(l.segs)-1].count()-1
-	if floor > l.first {
-		l.first = floor
-	}
-	if l.first > l.last {
-		// Everything was compacted away.
-		l.first, l.last = 0, 0
-		return l.removeSegments(l.segs)
-	}
+	l.first, l.last = max(l.segs[0].first, floor), l.segs[len(l.segs)-1].first+l.segs[len(l.segs)-1].count()-1
 	return nil
 }
 
@@ -583,10 +606,8 @@ func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 			return fmt.Errorf("raftstore: log entry %d stored out of order (want %d)", e.Index, want)
 		}
 	}
-	if empty && logs[0].Index < l.floor {
-		// A log emptied at a higher index starts again lower: move the
-		// floor down first, or reopening would hide these entries.
-		if err := l.writeFirst(logs[0].Index); err != nil {
+	if empty {
+		if err := l.startAgain(logs[0].Index); err != nil {
 			return err
 		}
 	}
@@ -643,6 +664,38 @@ func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 	}
 	l.last = logs[len(logs)-1].Index
 	l.mu.Unlock()
+	return nil
+}
+
+// startAgain prepares an empty log for its first entry, at index next:
+// after a snapshot install Raft empties the log and appends from the
+// snapshot's index + 1, which may be above or below where the old log
+// ended. Caller holds wmu.
+func (l *SegmentLog) startAgain(next uint64) error {
+	// Segment files left by a delete whose removal failed (deleteAll
+	// returns the error, but Raft only logs it and goes on) must go
+	// first: once the floor moves down or a new segment follows them,
+	// reopening would count their entries as live again, or find a log
+	// with a hole and refuse to open.
+	names, err := filepath.Glob(filepath.Join(l.dir, "*"+segSuffix))
+	if err != nil {
+		return fmt.Errorf("raftstore: list log segments: %w", err)
+	}
+	if len(names) > 0 {
+		for _, p := range names {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("raftstore: remove old log segment: %w", err)
+			}
+		}
+		if err := syncDir(l.dir); err != nil {
+			return err
+		}
+	}
+	if next < l.floor {
+		// Begun again lower than it was emptied: move the floor down
+		// first, or reopening would hide these entries.
+		return l.writeFirst(next)
+	}
 	return nil
 }
 
@@ -744,9 +797,12 @@ func (l *SegmentLog) deleteAll(max uint64) error {
 	l.segs, l.first, l.last = nil, 0, 0
 	l.recent = [recentSlots]recentRecord{}
 	l.mu.Unlock()
-	// Everything up to max was compacted away after it was applied, and
-	// the next append follows it: max stays "synced", so that the commit
-	// index sent to followers does not drop to zero meanwhile.
+	// Everything up to max was compacted away after it was applied (or
+	// superseded by an installed snapshot), so every entry up to max that
+	// the log holds is durable, trivially: max stays "synced", so that the
+	// commit index sent to followers does not drop to zero meanwhile. The
+	// next append follows max or, after a snapshot install, the snapshot,
+	// which may be lower; StoreLogs then lowers synced to match.
 	l.written.Store(0)
 	if max == ^uint64(0) {
 		max = 0

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -207,6 +208,126 @@ func TestSegmentLog_CorruptionBeforeTheTailFails(t *testing.T) {
 	os.WriteFile(segs[0], b, 0o644)
 	if _, err := OpenSegmentLog(dir); !errors.Is(err, ErrLogCorrupt) {
 		t.Fatalf("open with a corrupt first segment: %v, want ErrLogCorrupt", err)
+	}
+}
+
+// After installing a snapshot, Raft empties a monotonic log and appends
+// from the snapshot's index + 1. The log must say it is monotonic (or Raft
+// keeps the old entries and appends after a gap, which the log refuses),
+// and a crash at any point of that must reopen into the old log's
+// emptiness or the new log, never old entries or a wrong first index.
+func TestSegmentLog_EmptiedAndBegunAgain(t *testing.T) {
+	if !(&SegmentLog{}).IsMonotonic() {
+		t.Fatal("the log refuses gaps but does not say it is monotonic")
+	}
+	// The old log's segment files may still be there when the new log
+	// begins: their removal never reached the disk (a crash), or failed
+	// (Raft only logs that, and goes on appending).
+	const (
+		removed = iota
+		leftAtCrash
+		leftRunning
+	)
+	type testCase struct {
+		name     string
+		old, new []*raft.Log
+		leftover int
+	}
+	var tests []testCase
+	for _, where := range []struct {
+		name     string
+		old, new []*raft.Log
+	}{
+		{"above", entries(1, 55, 1), entries(40056, 40060, 3)},
+		{"below", entries(50, 60, 1), entries(20, 25, 3)},
+		{"inside the old log", entries(1, 60, 1), entries(30, 35, 3)},
+	} {
+		for leftover, how := range []string{"", ", its segments left at a crash", ", its segments left while running"} {
+			tests = append(tests, testCase{"begun again " + where.name + how, where.old, where.new, leftover})
+		}
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := openLog(t, dir, 256)
+			if err := l.StoreLogs(tc.old); err != nil {
+				t.Fatal(err)
+			}
+			saved := map[string][]byte{}
+			names, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+			for _, p := range names {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				saved[p] = b
+			}
+			first, last := tc.old[0].Index, tc.old[len(tc.old)-1].Index
+			if err := l.DeleteRange(first, last); err != nil { // raft's removeOldLogs
+				t.Fatal(err)
+			}
+			if tc.leftover != removed {
+				for p, b := range saved {
+					if err := os.WriteFile(p, b, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if tc.leftover != leftRunning {
+				// A crash between the delete and the next append.
+				l.Close()
+				l = openLog(t, dir, 256)
+			}
+			checkLog(t, l, nil)
+			if err := l.StoreLogs(tc.new); err != nil {
+				t.Fatalf("first append after the delete: %v", err)
+			}
+			checkLog(t, l, tc.new)
+			// A crash after it.
+			l.Close()
+			l = openLog(t, dir, 256)
+			checkLog(t, l, tc.new)
+			more := entries(tc.new[len(tc.new)-1].Index+1, tc.new[len(tc.new)-1].Index+40, 3)
+			if err := l.StoreLogs(more); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			checkLog(t, openLog(t, dir, 256), append(slices.Clone(tc.new), more...))
+		})
+	}
+}
+
+// Segments wholly below the floor are what a compaction left when its
+// removal did not reach the disk: reopening drops them, even where they
+// do not join up with the live log.
+func TestSegmentLog_DeadSegmentsBelowTheFloorAreDropped(t *testing.T) {
+	dir := t.TempDir()
+	l := openLog(t, dir, 256)
+	if err := l.StoreLogs(entries(1, 10, 1)); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	names, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	stale := map[string][]byte{}
+	for _, p := range names {
+		b, _ := os.ReadFile(p)
+		stale[p] = b
+	}
+	l = openLog(t, dir, 256)
+	if err := l.DeleteRange(1, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StoreLogs(entries(500, 520, 2)); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	for p, b := range stale {
+		os.WriteFile(p, b, 0o644)
+	}
+	l = openLog(t, dir, 256)
+	checkLog(t, l, entries(500, 520, 2))
+	if left, _ := filepath.Glob(filepath.Join(dir, "0000000000000000000[0-9].seg")); len(left) != 0 {
+		t.Errorf("dead segments still on disk after reopening: %v", left)
 	}
 }
 

@@ -44,6 +44,9 @@ func (n *Node) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 			LastLogIndex: st.LastLogIndex,
 			Keys:         keys,
 			SizeBytes:    size,
+
+			AppendFailures: st.AppendFailures,
+			AppendError:    st.AppendError,
 		}
 		if req.GetDigest() {
 			d, err := s.FSM().Digest()

@@ -432,12 +432,17 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
-// Ready reports nil when every range this node hosts has a known leader,
-// else why not; /readyz serves it.
+// Ready reports nil when every range this node hosts has a known leader
+// and a log that takes its entries, else why not; /readyz serves it.
 func (n *Node) Ready(context.Context) error {
 	for _, s := range n.Shards() {
 		if id, _ := s.Leader(); id == "" && !s.Asleep() {
-			return fmt.Errorf("range %d has no leader", s.ID())
+			return fmt.Errorf("%w for range %d", ErrNoLeader, s.ID())
+		}
+		// A replica whose appends keep failing has a leader but takes
+		// nothing from it: the range runs on one replica fewer.
+		if err := s.AppendHealth(); err != nil {
+			return err
 		}
 	}
 	return nil

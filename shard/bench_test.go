@@ -31,6 +31,7 @@ var benchDiscard = slog.New(slog.DiscardHandler)
 
 type benchNode struct {
 	id    string
+	dir   string // the store's data directory
 	addr  raft.ServerAddress
 	trans *raft.InmemTransport
 	store *raftstore.Store
@@ -61,7 +62,9 @@ func startGroup(tb testing.TB, n int, opts groupOptions) []*benchNode {
 	nodes := make([]*benchNode, n)
 	var servers []raft.Server
 	for i := range nodes {
-		nd := &benchNode{id: fmt.Sprintf("n%d", i+1)}
+		// The directory is made before the cleanup below is registered,
+		// so that it is removed only after the replicas have stopped.
+		nd := &benchNode{id: fmt.Sprintf("n%d", i+1), dir: tb.TempDir()}
 		nd.addr, nd.trans = raft.NewInmemTransport("")
 		nodes[i] = nd
 		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(nd.id), Address: nd.addr})
@@ -95,7 +98,7 @@ func startGroup(tb testing.TB, n int, opts groupOptions) []*benchNode {
 		}
 	})
 	for i, nd := range nodes {
-		cfg := raftstore.DefaultConfig(tb.TempDir())
+		cfg := raftstore.DefaultConfig(nd.dir)
 		cfg.Logger = benchDiscard
 		store, err := raftstore.Open(cfg)
 		if err != nil {

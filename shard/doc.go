@@ -20,4 +20,11 @@
 // a commit index past the leader's durable log, and a node hands a new
 // leader's entries to Raft only once its own earlier appends are durable.
 // The third, in the FSM, is wired here too (SetLogSync).
+//
+// Raft is given the range's log through a wrapper that counts the appends
+// the log refuses (AppendFailures, AppendHealth): Raft only logs those, so
+// a replica that stopped taking its leader's entries looked healthy
+// everywhere else. And after Raft installs a leader's snapshot, the Shard
+// restarts the Raft instance if it still counts log entries past the
+// snapshot that its emptied log no longer holds (watchInstall).
 package shard

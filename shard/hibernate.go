@@ -279,6 +279,9 @@ func (w *wakeTransport) run() {
 					continue
 				}
 			}
+			if req, ok := rpc.Command.(*raft.InstallSnapshotRequest); ok {
+				rpc = w.s.watchInstall(rpc, req.LastLogIndex)
+			}
 			w.deliver(rpc)
 		case <-w.done:
 			return

@@ -54,6 +54,7 @@ type Shard struct {
 	nodeID  string
 	fsm     *raftstore.RangeFSM
 	storage *raftstore.RaftStorage
+	logs    *watchedLog // storage's log, as every Raft instance is given it
 	trans   *wakeTransport
 	log     *slog.Logger
 
@@ -110,6 +111,7 @@ func New(cfg Config) (*Shard, error) {
 		nodeID:   cfg.NodeID,
 		fsm:      cfg.FSM,
 		storage:  cfg.Storage,
+		logs:     &watchedLog{LogStore: cfg.Storage.Log()},
 		log:      log,
 		leaderCh: make(chan struct{}),
 		stop:     make(chan struct{}),
@@ -163,7 +165,7 @@ func (s *Shard) startInstance() error {
 	notify := make(chan bool, 8)
 	rc := s.rc
 	rc.NotifyCh = notify
-	r, err := raft.NewRaft(&rc, s.fsm, s.storage.Log(), s.storage.Stable(), s.storage.Snapshots, s.trans)
+	r, err := raft.NewRaft(&rc, s.fsm, s.logs, s.storage.Stable(), s.storage.Snapshots, s.trans)
 	if err != nil {
 		return fmt.Errorf("shard: start raft for range %d: %w", s.id, err)
 	}
@@ -631,6 +633,10 @@ type Status struct {
 	LastLogIndex uint64
 	LeaderID     string
 	Replicas     []string
+	// AppendFailures counts the appends the replica's log refused since
+	// it started; AppendError, when set, says why the newest one failed.
+	AppendFailures uint64
+	AppendError    string
 }
 
 // Status reports the replica's Raft and state-machine progress.
@@ -643,6 +649,10 @@ func (s *Shard) Status() Status {
 		CommitIndex:  r.CommitIndex(),
 		AppliedIndex: s.fsm.AppliedIndex(),
 		LastLogIndex: r.LastIndex(),
+	}
+	st.AppendFailures = s.AppendFailures()
+	if err := s.logs.health(); err != nil {
+		st.AppendError = err.Error()
 	}
 	if s.asleep.Load() {
 		st.State = "Hibernating"

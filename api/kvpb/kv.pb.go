@@ -1037,8 +1037,15 @@ type RangeStatus struct {
 	Digest             string `protobuf:"bytes,14,opt,name=digest,proto3" json:"digest,omitempty"`
 	DigestAppliedIndex uint64 `protobuf:"varint,15,opt,name=digest_applied_index,json=digestAppliedIndex,proto3" json:"digest_applied_index,omitempty"`
 	DigestKeys         uint64 `protobuf:"varint,16,opt,name=digest_keys,json=digestKeys,proto3" json:"digest_keys,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Appends the replica's Raft log refused since its node started. Raft
+	// only logs such a failure and retries, so a replica that keeps failing
+	// has stopped taking its leader's entries.
+	AppendFailures uint64 `protobuf:"varint,17,opt,name=append_failures,json=appendFailures,proto3" json:"append_failures,omitempty"`
+	// Set while the replica's newest append failed: how many in a row,
+	// for how long, and why.
+	AppendError   string `protobuf:"bytes,18,opt,name=append_error,json=appendError,proto3" json:"append_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RangeStatus) Reset() {
@@ -1181,6 +1188,20 @@ func (x *RangeStatus) GetDigestKeys() uint64 {
 		return x.DigestKeys
 	}
 	return 0
+}
+
+func (x *RangeStatus) GetAppendFailures() uint64 {
+	if x != nil {
+		return x.AppendFailures
+	}
+	return 0
+}
+
+func (x *RangeStatus) GetAppendError() string {
+	if x != nil {
+		return x.AppendError
+	}
+	return ""
 }
 
 type NodeStatus struct {
@@ -2841,7 +2862,7 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
 	"\x05voter\x18\x05 \x01(\bR\x05voter\x12\x16\n" +
 	"\x06leader\x18\x06 \x01(\bR\x06leader\x12\x1c\n" +
-	"\treachable\x18\a \x01(\bR\treachable\"\xcf\x03\n" +
+	"\treachable\x18\a \x01(\bR\treachable\"\x9b\x04\n" +
 	"\vRangeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\fR\x05start\x12\x10\n" +
@@ -2863,7 +2884,9 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x06digest\x18\x0e \x01(\tR\x06digest\x120\n" +
 	"\x14digest_applied_index\x18\x0f \x01(\x04R\x12digestAppliedIndex\x12\x1f\n" +
 	"\vdigest_keys\x18\x10 \x01(\x04R\n" +
-	"digestKeys\"\xd6\x01\n" +
+	"digestKeys\x12'\n" +
+	"\x0fappend_failures\x18\x11 \x01(\x04R\x0eappendFailures\x12!\n" +
+	"\fappend_error\x18\x12 \x01(\tR\vappendError\"\xd6\x01\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +

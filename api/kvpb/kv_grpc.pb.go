@@ -632,7 +632,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Internal is what nodes ask each other; clients have no use for it.
+// Internal is what nodes ask each other. It is served only on the peer
+// (Raft) port, never on the client port.
 type InternalClient interface {
 	// Meta* read and write the meta range (served by its leader).
 	MetaPut(ctx context.Context, in *MetaPutRequest, opts ...grpc.CallOption) (*MetaPutResponse, error)
@@ -733,7 +734,8 @@ func (c *internalClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, op
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
 //
-// Internal is what nodes ask each other; clients have no use for it.
+// Internal is what nodes ask each other. It is served only on the peer
+// (Raft) port, never on the client port.
 type InternalServer interface {
 	// Meta* read and write the meta range (served by its leader).
 	MetaPut(context.Context, *MetaPutRequest) (*MetaPutResponse, error)

@@ -69,6 +69,13 @@ func (a *app) clusterStatus(ctx context.Context, c *client.Client) error {
 		if r.err != nil {
 			fmt.Fprintf(a.env.stderr, "warning: %s unreachable: %v\n", r.endpoint, r.err)
 		}
+		for _, rg := range r.resp.GetNode().GetRanges() {
+			if e := rg.GetAppendError(); e != "" && a.out() != formatJSON {
+				// The row looks healthy: say that this replica is not
+				// taking its leader's entries.
+				fmt.Fprintf(a.env.stderr, "warning: range %d on %s is not taking its leader's entries: %s\n", rg.GetId(), r.resp.GetNode().GetId(), e)
+			}
+		}
 	}
 	if a.out() == formatJSON {
 		return nil
@@ -97,6 +104,9 @@ type rangeJSON struct {
 	Replicas     []string  `json:"replicas"`
 	Keys         uint64    `json:"keys"`
 	SizeBytes    uint64    `json:"size_bytes"`
+	// AppendFailures and AppendError: see kvpb.RangeStatus.
+	AppendFailures uint64 `json:"append_failures"`
+	AppendError    string `json:"append_error,omitempty"`
 }
 
 type statusJSON struct {
@@ -136,6 +146,7 @@ func (a *app) printStatus(results []endpointStatus) error {
 					Term: rg.GetTerm(), CommitIndex: rg.GetCommitIndex(), AppliedIndex: rg.GetAppliedIndex(),
 					Lag: lag(rg), Leader: rg.GetLeader(), Replicas: rg.GetReplicas(),
 					Keys: rg.GetKeys(), SizeBytes: rg.GetSizeBytes(),
+					AppendFailures: rg.GetAppendFailures(), AppendError: rg.GetAppendError(),
 				})
 			}
 			if err := writeJSONLine(w, s); err != nil {

@@ -18,6 +18,7 @@ type rangeCollector struct {
 	src                                    statusSource
 	term, commit, applied, lastLog, leader *prometheus.Desc
 	keys, size                             *prometheus.Desc
+	appendFailures                         *prometheus.Desc
 }
 
 func newRangeCollector(src statusSource) *rangeCollector {
@@ -33,11 +34,14 @@ func newRangeCollector(src statusSource) *rangeCollector {
 		leader:  d("is_leader", "1 when this replica leads the range."),
 		keys:    d("keys", "Keys committed to the replica's bbolt bucket."),
 		size:    d("size_bytes", "Bytes of keys and values committed to the replica's bbolt bucket."),
+		appendFailures: prometheus.NewDesc("dialkv_raft_append_failures_total",
+			"Appends the range replica's Raft log refused since the node started; one that keeps rising has stopped taking its leader's entries.",
+			[]string{"range"}, nil),
 	}
 }
 
 func (c *rangeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.term, c.commit, c.applied, c.lastLog, c.leader, c.keys, c.size} {
+	for _, d := range []*prometheus.Desc{c.term, c.commit, c.applied, c.lastLog, c.leader, c.keys, c.size, c.appendFailures} {
 		ch <- d
 	}
 }
@@ -63,5 +67,6 @@ func (c *rangeCollector) Collect(ch chan<- prometheus.Metric) {
 		g(c.leader, leader)
 		g(c.keys, float64(r.Keys))
 		g(c.size, float64(r.SizeBytes))
+		ch <- prometheus.MustNewConstMetric(c.appendFailures, prometheus.CounterValue, float64(r.AppendFailures), id)
 	}
 }

@@ -1,0 +1,148 @@
+package shard
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// watchedLog is the range's log as Raft sees it: the log itself, plus a
+// count of the appends it refused. hashicorp/raft only logs a failed
+// append and answers the leader "no"; a replica whose every append fails
+// (issue 12: a log that refused the entries after an installed snapshot)
+// looked healthy everywhere else while the range ran on one replica
+// fewer. The count feeds the replica's status, its metric and /readyz.
+type watchedLog struct {
+	raft.LogStore
+	failures atomic.Uint64 // appends refused since the replica started
+
+	mu      sync.Mutex
+	failing int       // appends refused since the last one stored
+	since   time.Time // when the first of those was refused
+	lastErr error
+}
+
+var _ raft.MonotonicLogStore = (*watchedLog)(nil)
+
+// IsMonotonic passes the log's own answer on: Raft asks its log store,
+// which is this wrapper, and the answer decides what it does with the old
+// entries after installing a snapshot.
+func (w *watchedLog) IsMonotonic() bool {
+	m, ok := w.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
+// StoreLog implements raft.LogStore.
+func (w *watchedLog) StoreLog(log *raft.Log) error {
+	return w.note(w.LogStore.StoreLog(log))
+}
+
+// StoreLogs implements raft.LogStore.
+func (w *watchedLog) StoreLogs(logs []*raft.Log) error {
+	return w.note(w.LogStore.StoreLogs(logs))
+}
+
+func (w *watchedLog) note(err error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err == nil {
+		w.failing, w.lastErr = 0, nil
+		return nil
+	}
+	w.failures.Add(1)
+	if w.failing == 0 {
+		w.since = time.Now()
+	}
+	w.failing++
+	w.lastErr = err
+	return err
+}
+
+// health is nil while the newest append was stored, else why not.
+func (w *watchedLog) health() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failing == 0 {
+		return nil
+	}
+	return fmt.Errorf("its log has refused %d appends in a row over %v: %w", w.failing, time.Since(w.since).Round(time.Second), w.lastErr)
+}
+
+// AppendFailures is how many appends to the replica's log failed since it
+// started.
+func (s *Shard) AppendFailures() uint64 { return s.logs.failures.Load() }
+
+// AppendHealth is nil unless the replica's newest append to its log
+// failed; then it says how many in a row and why. Raft retries, so a
+// replica that stays this way has stopped taking its leader's entries.
+func (s *Shard) AppendHealth() error {
+	if err := s.logs.health(); err != nil {
+		return fmt.Errorf("range %d: %w", s.id, err)
+	}
+	return nil
+}
+
+// watchInstall returns rpc, an InstallSnapshot of a snapshot up to index,
+// with its answer passed through afterInstall on its way back.
+//
+// hashicorp/raft v1.8.0 does not reset what it believes is its last log
+// entry when it installs a snapshot. A replica whose log ran past the
+// snapshot (a deposed leader's entries that never committed) has its log
+// emptied (the log is monotonic) but goes on believing in the old tail:
+// the next AppendEntries, which follows the snapshot, finds neither that
+// tail nor the snapshot's index as its last entry and is refused, and the
+// leader sends the snapshot again, forever. A Raft instance started on
+// the same stores reads its last entry from the log, so afterInstall
+// restarts the instance when that is the case.
+func (s *Shard) watchInstall(rpc raft.RPC, index uint64) raft.RPC {
+	answer := rpc.RespChan
+	ch := make(chan raft.RPCResponse, 1)
+	rpc.RespChan = ch
+	go func() {
+		// Every RPC handed over is answered: by Raft, or by deliver when
+		// no instance takes it.
+		resp := <-ch
+		answer <- resp
+		if r, ok := resp.Response.(*raft.InstallSnapshotResponse); ok && resp.Error == nil && r.Success {
+			s.afterInstall(index)
+		}
+	}()
+	return rpc
+}
+
+// afterInstall restarts the Raft instance if, after installing a snapshot
+// up to index, it believes in log entries past it that its log no longer
+// holds (see watchInstall).
+func (s *Shard) afterInstall(index uint64) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if s.closed || s.asleep.Load() {
+		return
+	}
+	inst := s.inst.Load()
+	logLast, err := s.logs.LastIndex()
+	if err != nil {
+		return
+	}
+	believed := inst.raft.LastIndex()
+	if believed <= max(index, logLast) {
+		return
+	}
+	s.log.Warn("restarting Raft after a snapshot install: it counts log entries its log no longer holds",
+		"snapshot", index, "believed_last", believed, "log_last", logLast)
+	// As when it hibernates: heartbeats wait in the consumer meanwhile.
+	s.trans.setHeartbeatHandler(nil)
+	if err := s.stopInstance(inst); err != nil {
+		s.log.Warn("stopping Raft for the restart", "err", err)
+	}
+	if err := s.startInstance(); err != nil {
+		// Nothing runs now: sleep, so that the next request or message
+		// tries to start an instance again (wake).
+		s.log.Error("could not restart Raft after a snapshot install", "err", err)
+		s.asleep.Store(true)
+		s.leaderChanged()
+	}
+}

@@ -1,0 +1,312 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dialkv/dialkv/internal/logadapt"
+	"github.com/dialkv/dialkv/raftstore"
+	"github.com/hashicorp/raft"
+)
+
+// A follower that was down while its leader compacted the log past it is
+// sent a snapshot. Its own log still holds the entries it had before, far
+// fewer than TrailingLogs. hashicorp/raft keeps those entries after the
+// install unless the log store says it is monotonic, and then appends the
+// leader's next entry after a gap, which SegmentLog refuses: the follower
+// installed the same snapshot every 20 s and never applied another entry
+// (issue 12). Here the follower must install it, take new writes with a
+// log that continues from the snapshot, and restart onto that log.
+func TestSnapshotInstall_FollowerWithEntriesOfItsOwnContinuesFromTheSnapshot(t *testing.T) {
+	tests := []struct {
+		name    string
+		compact func(t *testing.T, leader *benchNode)
+	}{
+		{"the leader's own snapshot, trailing entries kept", func(t *testing.T, leader *benchNode) {
+			r := leader.shard.Raft()
+			rc := r.ReloadableConfig()
+			rc.TrailingLogs = 64
+			if err := r.ReloadConfig(rc); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Snapshot().Error(); err != nil {
+				t.Fatalf("snapshot: %v", err)
+			}
+		}},
+		{"CompactLog, as before adding a replica", func(t *testing.T, leader *benchNode) {
+			if err := leader.shard.CompactLog(); err != nil {
+				t.Fatalf("compact log: %v", err)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := startGroup(t, 3, groupOptions{})
+			leader := writeKeys(t, nodes, 0, 50)
+			var f *benchNode
+			for _, nd := range nodes {
+				if nd != leader {
+					f = nd
+					break
+				}
+			}
+			waitCaughtUp(t, nodes, f)
+			oldLast, _ := f.shard.storage.Log().LastIndex()
+
+			stopNode(t, nodes, f)
+			leader = writeKeys(t, nodes, 50, 300)
+			tc.compact(t, leader)
+			// (An empty log, after CompactLog, holds none of them either.)
+			if first, _ := leader.shard.storage.Log().FirstIndex(); first != 0 && first <= oldLast+1 {
+				t.Fatalf("the leader's log still starts at %d: %s (last index %d) needs no snapshot", first, f.id, oldLast)
+			}
+
+			// It installs the snapshot, then takes new writes.
+			restartNode(t, nodes, f)
+			writeKeys(t, nodes, 300, 320)
+			waitCaughtUp(t, nodes, f)
+			snaps, err := f.shard.storage.Snapshots.List()
+			if err != nil || len(snaps) == 0 {
+				t.Fatalf("%s holds no snapshot (%v): it was never sent one", f.id, err)
+			}
+			snap := snaps[0].Index
+			first, _ := f.shard.storage.Log().FirstIndex()
+			last, _ := f.shard.storage.Log().LastIndex()
+			if first <= oldLast || first > snap+1 || last <= snap {
+				t.Fatalf("%s's log is [%d, %d] after installing the snapshot at %d: want it to continue from the snapshot, without its old entries (up to %d)", f.id, first, last, snap, oldLast)
+			}
+			checkReadable(t, f, first, last)
+
+			// Then it restarts onto that log and goes on.
+			stopNode(t, nodes, f)
+			restartNode(t, nodes, f)
+			writeKeys(t, nodes, 320, 340)
+			waitCaughtUp(t, nodes, f)
+			first, _ = f.shard.storage.Log().FirstIndex()
+			last, _ = f.shard.storage.Log().LastIndex()
+			if first <= oldLast || last <= snap {
+				t.Fatalf("%s's log is [%d, %d] after the restart: want it past the snapshot at %d", f.id, first, last, snap)
+			}
+			checkReadable(t, f, first, last)
+			checkSameState(t, nodes)
+		})
+	}
+}
+
+// writeKeys puts keys k<from>..k<to-1> through whichever replica leads,
+// eight at a time, and returns the leader that took the last of them.
+func writeKeys(t *testing.T, nodes []*benchNode, from, to int) *benchNode {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var leader *benchNode
+	next := from
+	for next < to {
+		leader = waitReadyLeader(t, running(nodes))
+		batch := min(8, to-next)
+		errs := make(chan error, batch)
+		var wg sync.WaitGroup
+		for i := next; i < next+batch; i++ {
+			wg.Go(func() {
+				cmd := &raftstore.Command{Op: raftstore.OpPut, Key: fmt.Appendf(nil, "k%05d", i), Value: fmt.Appendf(nil, "v%d", i)}
+				_, err := leader.shard.Propose(ctx, cmd)
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		failed := false
+		for err := range errs {
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrNotLeader), errors.Is(err, ErrIndeterminate):
+				failed = true // a put is idempotent: write the batch again
+			default:
+				t.Fatalf("put: %v", err)
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("writing keys %d..%d: %v", from, to, ctx.Err())
+		}
+		if !failed {
+			next += batch
+		}
+	}
+	return leader
+}
+
+// running is the nodes whose shard runs.
+func running(nodes []*benchNode) []*benchNode {
+	var out []*benchNode
+	for _, nd := range nodes {
+		if nd.shard != nil {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// waitCaughtUp waits up to 30 s until nd has applied as far as every other
+// running replica.
+func waitCaughtUp(t *testing.T, nodes []*benchNode, nd *benchNode) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var goal uint64
+		for _, o := range running(nodes) {
+			goal = max(goal, o.shard.FSM().AppliedIndex())
+		}
+		got := nd.shard.FSM().AppliedIndex()
+		if got >= goal {
+			return
+		}
+		if time.Now().After(deadline) {
+			first, _ := nd.shard.storage.Log().FirstIndex()
+			last, _ := nd.shard.storage.Log().LastIndex()
+			t.Fatalf("%s applied only up to %d within 30 s, the others %d (its log [%d, %d], %d failed appends)", nd.id, got, goal, first, last, nd.shard.AppendFailures())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkReadable reads every entry of nd's log in [first, last].
+func checkReadable(t *testing.T, nd *benchNode, first, last uint64) {
+	t.Helper()
+	for i := first; i <= last; i++ {
+		var e raft.Log
+		if err := nd.shard.storage.Log().GetLog(i, &e); err != nil || e.Index != i {
+			t.Fatalf("%s's log entry %d: %v (index %d)", nd.id, i, err, e.Index)
+		}
+	}
+}
+
+// checkSameState compares the state digests of every running replica,
+// once all have applied the same index.
+func checkSameState(t *testing.T, nodes []*benchNode) {
+	t.Helper()
+	for _, nd := range running(nodes) {
+		waitCaughtUp(t, nodes, nd)
+	}
+	var want raftstore.Digest
+	for i, nd := range running(nodes) {
+		d, err := nd.shard.FSM().Digest()
+		if err != nil {
+			t.Fatalf("digest of %s: %v", nd.id, err)
+		}
+		if i == 0 {
+			want = d
+			continue
+		}
+		if d.Applied != want.Applied || d.Sum != want.Sum || d.Keys != want.Keys {
+			t.Fatalf("%s's state (index %d, %d keys, %.12s) differs from %s's (index %d, %d keys, %.12s)",
+				nd.id, d.Applied, d.Keys, d.Sum, running(nodes)[0].id, want.Applied, want.Keys, want.Sum)
+		}
+	}
+}
+
+// stopNode stops nd's replica and closes its store, as a crash would
+// (everything nd acknowledged is durable either way), and cuts the routes
+// to it.
+func stopNode(t *testing.T, nodes []*benchNode, nd *benchNode) {
+	t.Helper()
+	for _, o := range nodes {
+		if o != nd {
+			o.trans.Disconnect(nd.addr)
+		}
+	}
+	if err := nd.shard.Shutdown(); err != nil {
+		t.Fatalf("shutdown %s: %v", nd.id, err)
+	}
+	nd.shard = nil
+	if err := nd.store.Close(); err != nil {
+		t.Fatalf("close store %s: %v", nd.id, err)
+	}
+	nd.store = nil
+}
+
+// restartNode starts nd's replica again from its data directory, on a
+// new transport at the same address.
+func restartNode(t *testing.T, nodes []*benchNode, nd *benchNode) {
+	t.Helper()
+	cfg := raftstore.DefaultConfig(nd.dir)
+	cfg.Logger = benchDiscard
+	store, err := raftstore.Open(cfg)
+	if err != nil {
+		t.Fatalf("reopen store %s: %v", nd.id, err)
+	}
+	nd.store = store
+	desc := Descriptor{ID: 2, Generation: 1}
+	fsm, err := store.OpenRange(desc)
+	if err != nil {
+		t.Fatalf("reopen range on %s: %v", nd.id, err)
+	}
+	storage, err := store.OpenRaftStorage(desc.ID, logadapt.HCLog(benchDiscard))
+	if err != nil {
+		t.Fatalf("reopen raft storage on %s: %v", nd.id, err)
+	}
+	nd.addr, nd.trans = raft.NewInmemTransport(nd.addr)
+	for _, o := range nodes {
+		if o != nd {
+			o.trans.Connect(nd.addr, nd.trans)
+			nd.trans.Connect(o.addr, o.trans)
+		}
+	}
+	s, err := New(Config{NodeID: nd.id, Descriptor: desc, FSM: fsm, Storage: storage, Transport: nd.trans, Logger: benchDiscard, Timing: benchTiming})
+	if err != nil {
+		storage.Close()
+		t.Fatalf("restart shard %s: %v", nd.id, err)
+	}
+	nd.shard = s
+}
+
+// A deposed leader's log can run past the snapshot it is later sent:
+// entries it appended alone, in a term that never committed them. Raft
+// empties the (monotonic) log after the install but goes on believing
+// that its last entry is the old tail's, so it refused every append after
+// the snapshot and the leader sent the snapshot again, forever. The shard
+// restarts the Raft instance when an install leaves it so.
+func TestSnapshotInstall_DeposedLeaderWithALongerLogContinuesFromTheSnapshot(t *testing.T) {
+	nodes := startGroup(t, 3, groupOptions{})
+	x := writeKeys(t, nodes, 0, 20)
+	for _, nd := range nodes {
+		waitCaughtUp(t, nodes, nd)
+	}
+	// Cut x off, and have it append entries nobody else will take before
+	// it notices it no longer leads.
+	for _, o := range nodes {
+		if o != x {
+			o.trans.Disconnect(x.addr)
+		}
+	}
+	x.trans.DisconnectAll()
+	r := x.shard.Raft()
+	for i := range 300 {
+		r.Apply((&raftstore.Command{Op: raftstore.OpPut, Key: fmt.Appendf(nil, "lost%03d", i), Value: []byte("x")}).Encode(nil), 0)
+	}
+	var others []*benchNode
+	for _, nd := range nodes {
+		if nd != x {
+			others = append(others, nd)
+		}
+	}
+	leader := writeKeys(t, others, 20, 30)
+	xLast, _ := x.shard.storage.Log().LastIndex()
+	snap := leader.shard.Raft().LastIndex()
+	if err := leader.shard.CompactLog(); err != nil {
+		t.Fatalf("compact log: %v", err)
+	}
+	if xLast <= snap {
+		t.Fatalf("%s's log ends at %d, not past the new leader's snapshot at about %d: nothing to test", x.id, xLast, snap)
+	}
+	for _, o := range others {
+		o.trans.Connect(x.addr, x.trans)
+		x.trans.Connect(o.addr, o.trans)
+	}
+	writeKeys(t, others, 30, 40)
+	waitCaughtUp(t, nodes, x)
+	checkSameState(t, nodes)
+}
