@@ -72,7 +72,14 @@ const (
 
 // toStatus converts a backend error into the gRPC status the client sees.
 // Statuses from a forwarded call pass through untouched.
-func toStatus(err error, kind opKind) error {
+func toStatus(err error, kind opKind) error { return classify(err, kind, false) }
+
+// classify is toStatus for a request whose deadline has passed (expired)
+// or not. A context deadline inside the backend whose request still had
+// time was one of the backend's own bounds (a read-index round that found
+// no quorum): the range was unavailable. Once the request's own deadline
+// has passed, the deadline is what the client hears.
+func classify(err error, kind opKind, expired bool) error {
 	if err == nil {
 		return nil
 	}
@@ -98,10 +105,15 @@ func toStatus(err error, kind opKind) error {
 		return err
 	}
 	switch {
-	case errors.Is(err, context.DeadlineExceeded) && kind == opRead:
+	case errors.Is(err, context.DeadlineExceeded) && kind == opRead && expired:
 		// A read that could not be served in time never returns an old
-		// value instead: it reports the range unavailable.
-		return rpctypes.Error(codes.Unavailable, rpctypes.ReasonNoLeader, "dialkv: no replica could serve the read at this consistency before the deadline", nil)
+		// value instead. It reports the deadline as such: NO_LEADER would
+		// blame the range, and clients retry that. (A read that waited the
+		// whole deadline for a leader that never came is ErrNoLeader,
+		// matched in the table above.)
+		return rpctypes.Error(codes.DeadlineExceeded, rpctypes.ReasonDeadline, "dialkv: deadline passed before the read was served: "+err.Error(), nil)
+	case errors.Is(err, context.DeadlineExceeded) && kind == opRead:
+		return rpctypes.Error(codes.Unavailable, rpctypes.ReasonNoLeader, "dialkv: no replica could serve the read at this consistency in time: "+err.Error(), nil)
 	case errors.Is(err, context.DeadlineExceeded):
 		return rpctypes.Error(codes.DeadlineExceeded, rpctypes.ReasonIndeterminate, "dialkv: deadline exceeded; the write may or may not have been applied", nil)
 	case errors.Is(err, context.Canceled):
@@ -120,6 +132,10 @@ func httpStatus(err error) int {
 		return http.StatusServiceUnavailable
 	case rpctypes.ReasonMemberConflict:
 		return http.StatusConflict
+	case rpctypes.ReasonUnknownPath:
+		return http.StatusNotFound
+	case rpctypes.ReasonMethodNotAllowed:
+		return http.StatusMethodNotAllowed
 	}
 	switch status.Code(err) {
 	case codes.InvalidArgument:

@@ -161,9 +161,10 @@ func TestErrorTablePassesStatusThrough(t *testing.T) {
 	}
 }
 
-// TestServiceDeadlineOutcome: the backend runs out of time. A read is
-// reported UNAVAILABLE and never returns the (old) value the backend
-// still had; a write is DEADLINE_EXCEEDED with INDETERMINATE.
+// TestServiceDeadlineOutcome: the backend runs out of the request's time.
+// A read is reported DEADLINE_EXCEEDED (not NO_LEADER, which clients
+// retry) and never returns the (old) value the backend still had; a write
+// is DEADLINE_EXCEEDED with INDETERMINATE.
 func TestServiceDeadlineOutcome(t *testing.T) {
 	old := &kvpb.GetResponse{Header: &kvpb.ReadHeader{ServedBy: "n2"}, Kv: &kvpb.KeyValue{Key: []byte("k"), Value: []byte("old")}}
 	tests := []struct {
@@ -173,8 +174,10 @@ func TestServiceDeadlineOutcome(t *testing.T) {
 		code   codes.Code
 		reason rpctypes.Reason
 	}{
-		{"read, backend returns ctx error", blockHook(nil, nil), false, codes.Unavailable, rpctypes.ReasonNoLeader},
-		{"read, backend returns an old value and ctx error", blockHook(old, nil), false, codes.Unavailable, rpctypes.ReasonNoLeader},
+		{"read, backend returns ctx error", blockHook(nil, nil), false, codes.DeadlineExceeded, rpctypes.ReasonDeadline},
+		{"read, backend returns an old value and ctx error", blockHook(old, nil), false, codes.DeadlineExceeded, rpctypes.ReasonDeadline},
+		{"read, backend waited for a leader until the deadline", blockHook(nil, func(err error) error { return fmt.Errorf("%w for range 3: %w", replication.ErrNoLeader, err) }),
+			false, codes.Unavailable, rpctypes.ReasonNoLeader},
 		{"write, backend returns ctx error", blockHook(nil, nil), true, codes.DeadlineExceeded, rpctypes.ReasonIndeterminate},
 		{"write, backend wraps indeterminate", blockHook(nil, func(err error) error { return fmt.Errorf("%w: %w", shard.ErrIndeterminate, err) }),
 			true, codes.DeadlineExceeded, rpctypes.ReasonIndeterminate},
@@ -193,6 +196,42 @@ func TestServiceDeadlineOutcome(t *testing.T) {
 			}
 			wantStatus(t, err, tc.code, tc.reason)
 		})
+	}
+}
+
+// TestClassify_DeadlineOfTheRequestIsReportedAsADeadline: once the
+// request's own deadline has passed, a context deadline from the backend is
+// DEADLINE_EXCEEDED for a read and INDETERMINATE for a write; before it,
+// the same error came from one of the backend's own bounds and means the
+// range was unavailable. A leader that never came within the deadline, and
+// the refusals of weaker reads, keep their reasons either way.
+func TestClassify_DeadlineOfTheRequestIsReportedAsADeadline(t *testing.T) {
+	dl := context.DeadlineExceeded
+	tests := []struct {
+		name    string
+		err     error
+		kind    opKind
+		expired bool
+		code    codes.Code
+		reason  rpctypes.Reason
+	}{
+		{"read, deadline passed", dl, opRead, true, codes.DeadlineExceeded, rpctypes.ReasonDeadline},
+		{"read, forwarding cut off by the deadline", fmt.Errorf("forwarding to the leader of range 2: %w", dl), opRead, true, codes.DeadlineExceeded, rpctypes.ReasonDeadline},
+		{"read, the backend's own bound", dl, opRead, false, codes.Unavailable, rpctypes.ReasonNoLeader},
+		{"read, no leader for the whole wait", fmt.Errorf("%w for range 2: %w", replication.ErrNoLeader, dl), opRead, true, codes.Unavailable, rpctypes.ReasonNoLeader},
+		{"read, stale replica", fmt.Errorf("%w: refresh: %w", replication.ErrStaleReplica, dl), opRead, true, codes.FailedPrecondition, rpctypes.ReasonStaleReplica},
+		{"write, deadline passed", dl, opWrite, true, codes.DeadlineExceeded, rpctypes.ReasonIndeterminate},
+		{"write, forwarding cut off by the deadline", fmt.Errorf("%w: forwarding to the leader of range 2: %w", shard.ErrIndeterminate, dl), opWrite, true, codes.DeadlineExceeded, rpctypes.ReasonIndeterminate},
+		{"write, no leader for the whole wait (never sent)", fmt.Errorf("%w for range 2: %w", replication.ErrNoLeader, dl), opWrite, true, codes.Unavailable, rpctypes.ReasonNoLeader},
+		{"read, canceled", context.Canceled, opRead, false, codes.Canceled, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			wantStatus(t, classify(tc.err, tc.kind, tc.expired), tc.code, tc.reason)
+		})
+	}
+	if got := httpStatus(classify(dl, opRead, true)); got != http.StatusGatewayTimeout {
+		t.Errorf("HTTP status of an expired read: %d; want 504", got)
 	}
 }
 
@@ -228,6 +267,10 @@ func TestHTTPStatusMapping(t *testing.T) {
 		{rpctypes.Error(codes.FailedPrecondition, rpctypes.ReasonWrongRange, "x", nil), http.StatusServiceUnavailable},
 		{rpctypes.Error(codes.FailedPrecondition, rpctypes.ReasonMemberConflict, "x", nil), http.StatusConflict},
 		{rpctypes.Error(codes.DeadlineExceeded, rpctypes.ReasonIndeterminate, "x", nil), http.StatusGatewayTimeout},
+		{rpctypes.Error(codes.DeadlineExceeded, rpctypes.ReasonDeadline, "x", nil), http.StatusGatewayTimeout},
+		{rpctypes.Error(codes.Unimplemented, rpctypes.ReasonUnknownPath, "x", nil), http.StatusNotFound},
+		{rpctypes.Error(codes.Unimplemented, rpctypes.ReasonMethodNotAllowed, "x", nil), http.StatusMethodNotAllowed},
+		{rpctypes.Error(codes.Unavailable, rpctypes.ReasonDiskFull, "x", nil), http.StatusServiceUnavailable},
 		{status.Error(codes.Canceled, "x"), 499},
 		{rpctypes.Error(codes.Internal, rpctypes.ReasonInternal, "x", nil), http.StatusInternalServerError},
 		{status.Error(codes.Unavailable, "transport"), http.StatusServiceUnavailable},

@@ -11,13 +11,16 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/replication"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -39,7 +42,9 @@ const (
 type ReadyFunc func(context.Context) error
 
 // NewHTTPHandler serves the HTTP/JSON API over svc, plus /healthz,
-// /readyz and /metrics from gatherer.
+// /readyz and /metrics from gatherer. Every error it answers, down to an
+// unknown path, a wrong method or a malformed query string, is the JSON
+// error body with X-Dialkv-Reason (writeError).
 func NewHTTPHandler(svc *Service, gatherer prometheus.Gatherer, ready ReadyFunc) http.Handler {
 	h := &httpAPI{svc: svc}
 	mux := http.NewServeMux()
@@ -53,7 +58,7 @@ func NewHTTPHandler(svc *Service, gatherer prometheus.Gatherer, ready ReadyFunc)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ready(r.Context()); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			writeError(w, notReady(err))
 			return
 		}
 		io.WriteString(w, "ok\n")
@@ -62,12 +67,35 @@ func NewHTTPHandler(svc *Service, gatherer prometheus.Gatherer, ready ReadyFunc)
 	return keyPaths(mux)
 }
 
+// notReady is /readyz's answer for a node that cannot serve: 503 with
+// DISK_FULL when its data filesystem is (nearly) full, NO_LEADER when a
+// range has no leader, NOT_READY otherwise.
+func notReady(err error) error {
+	reason := rpctypes.ReasonNotReady
+	switch {
+	case errors.Is(err, replication.ErrDiskFull) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+		reason = rpctypes.ReasonDiskFull
+	case errors.Is(err, replication.ErrNoLeader):
+		reason = rpctypes.ReasonNoLeader
+	}
+	return rpctypes.Error(codes.Unavailable, reason, "dialkv: not ready: "+err.Error(), nil)
+}
+
 // keyPaths serves /v1/kv/{key} and /v1/cas/{key} before ServeMux sees
 // them: the mux cleans paths and redirects "a//b" or "a/../b" to another
 // path, which for a key-value API would mean another key. The key is the
 // raw, percent-decoded rest of the path, whatever its slashes and dots.
+//
+// It also refuses, as JSON errors, what the mux would answer in plain
+// text (an unknown path, a wrong method) and a query string that does not
+// parse, which url.Values would otherwise drop a piece of in silence: a
+// scan's ?prefix=%zz would have scanned everything.
 func keyPaths(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+			writeError(w, invalid("query string %q: %v", r.URL.RawQuery, err))
+			return
+		}
 		for _, prefix := range []string{"/v1/kv/", "/v1/cas/"} {
 			raw, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix)
 			if !ok {
@@ -78,13 +106,59 @@ func keyPaths(mux *http.ServeMux) http.Handler {
 				writeError(w, invalid("key in the path is not valid percent-encoding: %v", err))
 				return
 			}
-			h, _ := mux.Handler(&http.Request{Method: r.Method, URL: &url.URL{Path: prefix + "k"}})
+			h, pattern := mux.Handler(&http.Request{Method: r.Method, URL: &url.URL{Path: prefix + "k"}})
+			if pattern == "" {
+				refuseUnrouted(w, r, h)
+				return
+			}
 			r.SetPathValue("key", key)
 			h.ServeHTTP(w, r)
 			return
 		}
+		if h, pattern := mux.Handler(r); pattern == "" {
+			refuseUnrouted(w, r, h)
+			return
+		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// refuseUnrouted answers a request no pattern matched. h is the mux's own
+// answer to it: 405 with the Allow header when another method would
+// match, else 404. It is run against a recorder, so that its verdict and
+// Allow header are kept and its plain-text body is replaced by the JSON
+// error body.
+func refuseUnrouted(w http.ResponseWriter, r *http.Request, h http.Handler) {
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r)
+	if rec.code == http.StatusMethodNotAllowed {
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, rpctypes.Error(codes.Unimplemented, rpctypes.ReasonMethodNotAllowed,
+			fmt.Sprintf("dialkv: %s does not take %s; it takes %s", r.URL.Path, r.Method, allow), nil))
+		return
+	}
+	writeError(w, rpctypes.Error(codes.Unimplemented, rpctypes.ReasonUnknownPath,
+		fmt.Sprintf("dialkv: no such path %q (the API is under /v1/; see the README)", r.URL.Path), nil))
+}
+
+// statusRecorder keeps a handler's status and headers, and drops its body.
+type statusRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (s *statusRecorder) Header() http.Header { return s.header }
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 type httpAPI struct {
@@ -179,9 +253,14 @@ func writeError(w http.ResponseWriter, err error) {
 	reason := rpctypes.ReasonOf(err)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set(HeaderReason, string(reason))
-	code := httpStatus(err)
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"error": st.Message(), "reason": reason, "code": st.Code().String()})
+	w.WriteHeader(httpStatus(err))
+	w.Write(errorJSON(st.Message(), reason, st.Code()))
+}
+
+// errorJSON is the body of every HTTP error answer.
+func errorJSON(msg string, reason rpctypes.Reason, code codes.Code) []byte {
+	b, _ := json.Marshal(map[string]any{"error": msg, "reason": reason, "code": code.String()})
+	return append(b, '\n')
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -291,6 +370,35 @@ func (h *httpAPI) del(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, res)
 }
 
+// decodeJSONBody decodes a request body of at most limit bytes that must
+// be exactly one JSON value, with no field v lacks; want describes that
+// value for the error message. Anything after the value is refused, not
+// ignored: a body with trailing garbage, or two requests' bodies run
+// together, is not what its sender meant.
+func decodeJSONBody(w http.ResponseWriter, r *http.Request, limit int64, v any, want string) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	bodyErr := func(what string, err error) error {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge("request body is over %d bytes", limit)
+		}
+		return invalid("%s: %v (want %s)", what, err, want)
+	}
+	if err := dec.Decode(v); err != nil {
+		return bodyErr("malformed JSON body", err)
+	}
+	// One more token: io.EOF when only white space follows the value.
+	switch tok, err := dec.Token(); {
+	case err == io.EOF:
+		return nil
+	case err != nil:
+		return bodyErr(fmt.Sprintf("JSON body goes on after its value (at byte %d)", dec.InputOffset()), err)
+	default:
+		return invalid("JSON body goes on after its value: %v at byte %d (want exactly one JSON value, %s)", tok, dec.InputOffset(), want)
+	}
+}
+
 // casBody is the JSON body of POST /v1/cas/{key}.
 type casBody struct {
 	Expected      *Bytes `json:"expected"`
@@ -308,15 +416,8 @@ func (h *httpAPI) cas(w http.ResponseWriter, r *http.Request) {
 	var body casBody
 	// Two values, each up to 6x larger once JSON-escaped, plus slack.
 	limit := int64(12*h.svc.limits.MaxValueBytes + 2*h.svc.limits.MaxKeyBytes + 64<<10)
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, tooLarge("request body is over %d bytes", limit))
-			return
-		}
-		writeError(w, invalid(`malformed JSON body: %v (want {"expected": "...", "value": "..."} or {"expect_missing": true, "value": "..."})`, err))
+	if err := decodeJSONBody(w, r, limit, &body, `{"expected": "...", "value": "..."} or {"expect_missing": true, "value": "..."}`); err != nil {
+		writeError(w, err)
 		return
 	}
 	if body.Value == nil {
@@ -338,6 +439,15 @@ func (h *httpAPI) cas(w http.ResponseWriter, r *http.Request) {
 	}
 	setWriteHeaders(w, resp.Header)
 	writeJSON(w, newWriteResult(resp.Header))
+}
+
+// queryBytes is a query parameter as bytes, nil when absent or empty: an
+// empty scan bound means none, as it does over gRPC.
+func queryBytes(q url.Values, name string) []byte {
+	if v := q.Get(name); v != "" {
+		return []byte(v)
+	}
+	return nil
 }
 
 // scanResult is the JSON body of GET /v1/scan.
@@ -372,7 +482,7 @@ func (h *httpAPI) scan(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	req := &kvpb.ScanRequest{Start: []byte(q.Get("start")), End: []byte(q.Get("end")), Prefix: []byte(q.Get("prefix")), Read: opts}
+	req := &kvpb.ScanRequest{Start: queryBytes(q, "start"), End: queryBytes(q, "end"), Prefix: queryBytes(q, "prefix"), Read: opts}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.ParseUint(l, 10, 32)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -421,6 +422,21 @@ func TestHTTPBadInput(t *testing.T) {
 		{"cas value not a string", "POST", "/v1/cas/k", `{"expect_missing": true, "value": 5}`, 400, rpctypes.ReasonInvalid},
 		{"cas bad base64", "POST", "/v1/cas/k", `{"expect_missing": true, "value": {"base64": "!!"}}`, 400, rpctypes.ReasonInvalid},
 		{"cas key over limit", "POST", "/v1/cas/123456789", `{"expect_missing": true, "value": "v"}`, 413, rpctypes.ReasonTooLarge},
+		// The body is exactly one JSON value: what follows it is refused,
+		// and the swap is not made.
+		{"cas trailing garbage", "POST", "/v1/cas/k", `{"expect_missing": true, "value": "v"}garbage`, 400, rpctypes.ReasonInvalid},
+		{"cas trailing garbage after a space", "POST", "/v1/cas/k", `{"expect_missing": true, "value": "v"} x`, 400, rpctypes.ReasonInvalid},
+		{"cas second object", "POST", "/v1/cas/k", `{"expect_missing": true, "value": "v"}{"expect_missing": true, "value": "w"}`, 400, rpctypes.ReasonInvalid},
+		{"cas trailing number", "POST", "/v1/cas/k", `{"expect_missing": true, "value": "v"} 1`, 400, rpctypes.ReasonInvalid},
+		{"cas trailing close brace", "POST", "/v1/cas/k", `{"expect_missing": true, "value": "v"}}`, 400, rpctypes.ReasonInvalid},
+		{"cas trailing NUL", "POST", "/v1/cas/k", "{\"expect_missing\": true, \"value\": \"v\"}\x00", 400, rpctypes.ReasonInvalid},
+		// A query string that does not parse is refused, not read in part
+		// (url.Values drops the pair: ?prefix=%zz scanned everything).
+		{"scan prefix with a bad escape", "GET", "/v1/scan?prefix=%zz", "", 400, rpctypes.ReasonInvalid},
+		{"get timeout with a bad escape", "GET", "/v1/kv/k?timeout=1%", "", 400, rpctypes.ReasonInvalid},
+		{"put with a bad escape in the query", "PUT", "/v1/kv/k?x=%g0", "v", 400, rpctypes.ReasonInvalid},
+		{"cas with a semicolon in the query", "POST", "/v1/cas/k?timeout=1s;x=1", `{"expect_missing": true, "value": "v"}`, 400, rpctypes.ReasonInvalid},
+		{"status with a bad escape in the query", "GET", "/v1/cluster/status?digest=%", "", 400, rpctypes.ReasonInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -610,15 +626,15 @@ func TestHTTPBackendErrors(t *testing.T) {
 }
 
 // TestHTTPDeadline: ?timeout= bounds the request. A read that cannot be
-// served in time is 503 and never shows the old value the backend had; a
-// write is 504 INDETERMINATE.
+// served in time is 504 DEADLINE_EXCEEDED and never shows the old value
+// the backend had; a write is 504 INDETERMINATE.
 func TestHTTPDeadline(t *testing.T) {
 	env := newHTTPEnv(t, testLimits())
 	old := &kvpb.GetResponse{Header: &kvpb.ReadHeader{ServedBy: "n2"}, Kv: &kvpb.KeyValue{Key: []byte("k"), Value: []byte("OLD-VALUE")}}
 	env.fb.setHook(blockHook(old, nil))
 	start := time.Now()
 	r := env.do("GET", "/v1/kv/k?timeout=100ms", nil)
-	wantHTTPError(t, r, http.StatusServiceUnavailable, rpctypes.ReasonNoLeader)
+	wantHTTPError(t, r, http.StatusGatewayTimeout, rpctypes.ReasonDeadline)
 	if bytes.Contains(r.body, []byte("OLD-VALUE")) {
 		t.Errorf("timed-out read returned the old value: %s", r.body)
 	}
@@ -628,7 +644,7 @@ func TestHTTPDeadline(t *testing.T) {
 
 	env.fb.setHook(blockHook(nil, nil))
 	r = env.do("GET", "/v1/scan?timeout=50ms", nil)
-	wantHTTPError(t, r, http.StatusServiceUnavailable, rpctypes.ReasonNoLeader)
+	wantHTTPError(t, r, http.StatusGatewayTimeout, rpctypes.ReasonDeadline)
 
 	env.fb.setHook(blockHook(nil, func(err error) error { return fmt.Errorf("%w: %w", shard.ErrIndeterminate, err) }))
 	r = env.do("PUT", "/v1/kv/k?timeout=100ms", []byte("v"))
@@ -784,6 +800,13 @@ func TestHTTPScan(t *testing.T) {
 	if req := env.fb.lastCall(t).req.(*kvpb.ScanRequest); string(req.Prefix) != "p/" || req.Limit != 0 {
 		t.Errorf("backend request %v", req)
 	}
+	// Absent or empty bounds reach the backend as none (nil), as they do
+	// over gRPC: an empty, non-nil end matched no key on the replica that
+	// served the scan itself.
+	env.do("GET", "/v1/scan?start=&end=", nil)
+	if req := env.fb.lastCall(t).req.(*kvpb.ScanRequest); req.Start != nil || req.End != nil || req.Prefix != nil {
+		t.Errorf("scan without bounds reached the backend as start %#v end %#v prefix %#v", req.Start, req.End, req.Prefix)
+	}
 }
 
 // TestHTTPHealthReadyMetrics: /healthz, /readyz and /metrics.
@@ -795,12 +818,25 @@ func TestHTTPHealthReadyMetrics(t *testing.T) {
 	if r := env.do("GET", "/readyz", nil); r.code != 200 {
 		t.Errorf("/readyz ready: %v", r)
 	}
-	env.setReady(func(context.Context) error { return errors.New("range 3 has no leader") })
-	r := env.do("GET", "/readyz", nil)
-	if r.code != http.StatusServiceUnavailable || !strings.Contains(string(r.body), "range 3 has no leader") {
-		t.Errorf("/readyz not ready: %v", r)
+	// Not ready: 503 with the JSON error body, its reason saying why.
+	for _, tc := range []struct {
+		err    error
+		reason rpctypes.Reason
+	}{
+		{fmt.Errorf("%w for range 3", replication.ErrNoLeader), rpctypes.ReasonNoLeader},
+		{fmt.Errorf("%w: 4096 bytes left", replication.ErrDiskFull), rpctypes.ReasonDiskFull},
+		{fmt.Errorf("range 3: its log has refused 2 appends: write: %w", syscall.ENOSPC), rpctypes.ReasonDiskFull},
+		{errors.New("range 3: its log has refused 2 appends: input/output error"), rpctypes.ReasonNotReady},
+	} {
+		env.setReady(func(context.Context) error { return tc.err })
+		r := env.do("GET", "/readyz", nil)
+		eb := wantHTTPError(t, r, http.StatusServiceUnavailable, tc.reason)
+		if !strings.Contains(eb.Error, tc.err.Error()) {
+			t.Errorf("/readyz for %q says %q", tc.err, eb.Error)
+		}
 	}
 	env.setReady(nil)
+	var r httpResult
 
 	env.do("PUT", "/v1/kv/k", []byte("v"))
 	env.do("GET", "/v1/kv/k?consistency=nonsense", nil)
@@ -837,18 +873,20 @@ func TestHTTPMethods(t *testing.T) {
 	}
 	for _, tc := range tests {
 		r := env.do(tc.method, tc.path, nil)
-		if r.code != http.StatusMethodNotAllowed {
-			t.Errorf("%s %s: %v; want 405", tc.method, tc.path, r)
-		}
+		wantHTTPError(t, r, http.StatusMethodNotAllowed, rpctypes.ReasonMethodNotAllowed)
 		if r.header.Get("Allow") == "" {
 			t.Errorf("%s %s: 405 without Allow", tc.method, tc.path)
 		}
 	}
+	if r := env.do("PATCH", "/v1/kv/x", nil); r.header.Get("Allow") != "DELETE, GET, HEAD, PUT" {
+		t.Errorf("PATCH /v1/kv/x: Allow %q", r.header.Get("Allow"))
+	}
+	for _, path := range []string{"/v1/nothing", "/", "/v1", "/v1/kvx/a", "/readyz/x", "/v1/cluster/status/x"} {
+		r := env.do("GET", path, nil)
+		wantHTTPError(t, r, http.StatusNotFound, rpctypes.ReasonUnknownPath)
+	}
 	if n := env.fb.numCalls(); n != 0 {
 		t.Errorf("backend called %d times", n)
-	}
-	if r := env.do("GET", "/v1/nothing", nil); r.code != http.StatusNotFound {
-		t.Errorf("GET /v1/nothing: %v; want 404", r)
 	}
 	if r := env.do("HEAD", "/v1/kv/x", nil); r.code != http.StatusOK {
 		t.Errorf("HEAD /v1/kv/x: %v; want 200", r)

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -121,13 +122,15 @@ func run[Req, Resp any](s *Service, ctx context.Context, method string, kind opK
 	start := time.Now()
 	var resp Resp
 	err := check(req)
+	expired := false
 	if err == nil {
 		var cancel context.CancelFunc
 		ctx, cancel = s.deadline(ctx)
 		resp, err = call(ctx, req)
+		expired = err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)
 		cancel()
 	}
-	err = toStatus(err, kind)
+	err = classify(err, kind, expired)
 	s.metrics.observe(method, start, err)
 	return resp, err
 }

@@ -252,8 +252,8 @@ func TestServiceDeadline(t *testing.T) {
 }
 
 // TestServiceReadAnswersBeforeCallerDeadline: thanks to the margin, a read
-// the backend cannot finish is reported UNAVAILABLE while the caller is
-// still waiting, and carries no value.
+// the backend cannot finish is reported DEADLINE_EXCEEDED while the caller
+// is still waiting, and carries no value.
 func TestServiceReadAnswersBeforeCallerDeadline(t *testing.T) {
 	svc, fb, _ := newTestService(t, testLimits())
 	old := &kvpb.GetResponse{Kv: &kvpb.KeyValue{Key: []byte("k"), Value: []byte("old")}}
@@ -261,7 +261,7 @@ func TestServiceReadAnswersBeforeCallerDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, err := svc.Get(ctx, &kvpb.GetRequest{Key: []byte("k")})
-	wantStatus(t, err, codes.Unavailable, rpctypes.ReasonNoLeader)
+	wantStatus(t, err, codes.DeadlineExceeded, rpctypes.ReasonDeadline)
 	if ctx.Err() != nil {
 		t.Errorf("service answered only after the caller's deadline")
 	}

@@ -82,6 +82,10 @@ type Options struct {
 	// NodeArgs, when set, returns more arguments for node i (0-based),
 	// appended after ExtraArgs.
 	NodeArgs func(i int) []string
+	// MaxOpenFiles, when set, lowers every node's RLIMIT_NOFILE (soft and
+	// hard) to this many descriptors: the node is started through
+	// `sh -c 'ulimit -n N && exec kvd ...'`, so its PID is still kvd's.
+	MaxOpenFiles int
 	// PeerAddr, when set, is asked for every ordered pair of distinct
 	// nodes which address node from should dial to reach node to, whose
 	// Raft address is raftAddr; an answer other than raftAddr becomes
@@ -315,8 +319,9 @@ func startOnce(ctx context.Context, opts Options) (c *Cluster, clash bool, err e
 }
 
 // freePorts returns n distinct TCP ports that were free on 127.0.0.1 a
-// moment ago: it listens on 127.0.0.1:0 n times, notes the ports and closes
-// the listeners. This is racy by nature: another process may bind a port
+// moment ago, below the kernel's ephemeral range (see listenLocal): it
+// listens n times, notes the ports and closes the listeners. This is racy
+// by nature: another process may bind a port
 // between the close and kvd's own bind. kvd then exits with "address
 // already in use", which Start detects and retries. Holding every listener
 // until all n are chosen at least keeps the n ports distinct.
@@ -329,7 +334,7 @@ func freePorts(n int) ([]int, error) {
 	}()
 	ports := make([]int, 0, n)
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := listenLocal()
 		if err != nil {
 			return nil, fmt.Errorf("jepsen: find a free port: %w", err)
 		}
@@ -356,6 +361,10 @@ func (c *Cluster) startLocked(n *node) error {
 	fmt.Fprintf(f, "=== jepsen harness %s: starting %s: %s %s\n",
 		time.Now().Format(time.RFC3339Nano), n.id, c.opts.KvdPath, strings.Join(n.args, " "))
 	cmd := exec.Command(c.opts.KvdPath, n.args...)
+	if c.opts.MaxOpenFiles > 0 {
+		script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, c.opts.MaxOpenFiles)
+		cmd = exec.Command("/bin/sh", append([]string{"-c", script, c.opts.KvdPath}, n.args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {

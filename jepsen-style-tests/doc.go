@@ -46,7 +46,9 @@
 // feeds the checkers hand-made bad histories; proxy_test.go checks the
 // proxy; suite_test.go is the short suite run of `make test`;
 // repro_test.go reproduces server bugs the suite found (testdata/ keeps
-// their histories and logs).
+// their histories and logs); limits_process_test.go floods a leader's
+// client ports with idle and half-sent connections and checks that Raft
+// and other clients never notice.
 // DIALKV_KVD_BIN and DIALKV_KVCTL_BIN test prebuilt binaries.
 //
 // Node indices are 0-based everywhere in this package: index i is node id

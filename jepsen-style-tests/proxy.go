@@ -205,7 +205,7 @@ type proxy struct {
 }
 
 func newProxy(nt *Net, from, to int, target string) (*proxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := listenLocal()
 	if err != nil {
 		return nil, fmt.Errorf("jepsen: proxy %s->%s: %w", nodeID(from), nodeID(to), err)
 	}

@@ -34,8 +34,10 @@ var (
 	// descriptor still lists this node: only a removed replica is deleted.
 	ErrStillAReplica = errors.New("replication: the range still lists this node as a replica")
 
-	// ErrBadSessionToken is returned for a session token that does not parse.
-	ErrBadSessionToken = errors.New("replication: malformed session token")
+	// ErrBadSessionToken is returned for a session token that does not
+	// parse, names more ranges than exist, or names an index its range
+	// has not committed (see session.go).
+	ErrBadSessionToken = errors.New("replication: invalid session token")
 )
 
 // ErrBadSplitKey is returned for a split key outside the range or at its

@@ -61,7 +61,10 @@ var errLeaderIsSelf = errors.New("replication: this replica became the leader")
 // connection was refused) waits for the next leader and tries again;
 // any other transport failure is, for a write, of unknown outcome
 // (ErrIndeterminate) and, for a read, the range being unreachable
-// (ErrNoLeader).
+// (ErrNoLeader). A call cut off by the request's deadline returns the
+// context's error (wrapped in ErrIndeterminate for a write): the deadline
+// passed, which says nothing about the range's leader. Only when no
+// leader was known for the whole wait is it ErrNoLeader.
 func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, call func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
 	var zero T
 	if hops(ctx) >= maxHops {
@@ -83,6 +86,21 @@ func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, ca
 		resp, err := call(forwardContext(ctx), conn)
 		if err == nil || rpctypes.InfoOf(err) != nil {
 			return resp, err
+		}
+		if ctx.Err() != nil {
+			// The request's own deadline ended the call: that is what the
+			// client must hear, not that the range has no leader (which it
+			// would retry). A write may have reached the leader.
+			if write {
+				return zero, fmt.Errorf("%w: forwarding to the leader of range %d: %w", shard.ErrIndeterminate, s.ID(), ctx.Err())
+			}
+			// Unless the replica has meanwhile lost its leader: then the
+			// range is unavailable from here (a cut-off minority), which
+			// docs/consistency.md promises as UNAVAILABLE.
+			if leader, _ := s.Leader(); leader == "" {
+				return zero, fmt.Errorf("%w for range %d: %w", ErrNoLeader, s.ID(), ctx.Err())
+			}
+			return zero, fmt.Errorf("forwarding to the leader of range %d: %w", s.ID(), ctx.Err())
 		}
 		if !notSent(err) {
 			if write {
@@ -197,12 +215,14 @@ type readPlan struct {
 // prepareRead decides whether this replica may serve a read at the asked
 // level and waits for whatever that requires. forward is true when only
 // the leader may serve it and this replica is not the leader.
-func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadOptions) (plan readPlan, forward bool, err error) {
+// span is the keys the read covers, which a session read checks against
+// the ranges its token names (see sessionReady).
+func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadOptions, span readSpan) (plan readPlan, forward bool, err error) {
 	plan.level = opts.GetConsistency()
 	if plan.level == kvpb.Consistency_CONSISTENCY_UNSPECIFIED {
 		plan.level = kvpb.Consistency_CONSISTENCY_LINEARIZABLE
 	}
-	if plan.token, err = parseSessionToken(opts.GetSessionToken()); err != nil {
+	if plan.token, err = parseSessionToken(opts.GetSessionToken(), n.sessionLimit); err != nil {
 		return plan, false, err
 	}
 	if plan.level == kvpb.Consistency_CONSISTENCY_STALE && !s.Recovered() {
@@ -235,17 +255,8 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 		}
 		plan.stalenessMS = stalenessMS(age, true)
 	case kvpb.Consistency_CONSISTENCY_SESSION:
-		need := plan.token[s.ID()]
-		if s.FSM().AppliedIndex() < need {
-			wctx, cancel := context.WithTimeout(ctx, sessionWait)
-			err := s.FSM().WaitApplied(wctx, need)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					return plan, false, ctx.Err()
-				}
-				return plan, false, fmt.Errorf("%w: range %d applied %d, session needs %d", ErrSessionNotMet, s.ID(), s.FSM().AppliedIndex(), need)
-			}
+		if err := n.sessionReady(ctx, s, plan.token, span); err != nil {
+			return plan, false, err
 		}
 		n.fresh.touch(s.ID(), time.Now())
 		plan.stalenessMS = stalenessMS(s.Staleness(time.Now()))
@@ -278,7 +289,7 @@ func (n *Node) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse
 		return kvpb.NewKVClient(conn).Get(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.GetResponse, error) {
-		plan, fwd, err := n.prepareRead(ctx, s, req.Read)
+		plan, fwd, err := n.prepareRead(ctx, s, req.Read, readSpan{start: req.Key, point: true})
 		if fwd {
 			return forward(ctx, n, s, false, remote)
 		}
@@ -315,6 +326,13 @@ const DefaultScanLimit = 1000
 // as next_key, so a client resumes in the next range.
 func (n *Node) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanResponse, error) {
 	start, end := req.Start, req.End
+	if len(end) == 0 {
+		// No end is nil to the state machine: an empty, non-nil end (what
+		// an HTTP scan without ?end= passed) matched no key at all on the
+		// replica that served the scan itself, while a forwarded request
+		// (where protobuf makes it nil) matched every key.
+		end = nil
+	}
 	if len(req.Prefix) > 0 {
 		start, end = req.Prefix, PrefixEnd(req.Prefix)
 	}
@@ -322,7 +340,7 @@ func (n *Node) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanRespo
 		return kvpb.NewKVClient(conn).Scan(ctx, req)
 	}
 	return route(ctx, n, start, func(s *shard.Shard) (*kvpb.ScanResponse, error) {
-		plan, fwd, err := n.prepareRead(ctx, s, req.Read)
+		plan, fwd, err := n.prepareRead(ctx, s, req.Read, readSpan{start: start, end: end})
 		if fwd {
 			return forward(ctx, n, s, false, remote)
 		}

@@ -46,6 +46,7 @@ type Node struct {
 
 	fresh  freshnessDemand
 	routes routeCache
+	disk   diskWatch
 	pub    published
 
 	peersMu sync.Mutex
@@ -432,9 +433,13 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
-// Ready reports nil when every range this node hosts has a known leader
-// and a log that takes its entries, else why not; /readyz serves it.
+// Ready reports nil when the data filesystem has room for writes
+// (diskReady) and every range this node hosts has a known leader and a
+// log that takes its entries, else why not; /readyz serves it.
 func (n *Node) Ready(context.Context) error {
+	if err := n.diskReady(); err != nil {
+		return err
+	}
 	for _, s := range n.Shards() {
 		if id, _ := s.Leader(); id == "" && !s.Asleep() {
 			return fmt.Errorf("%w for range %d", ErrNoLeader, s.ID())

@@ -47,6 +47,15 @@ const (
 	ReasonInternal       Reason = "INTERNAL"
 	ReasonDeadline       Reason = "DEADLINE_EXCEEDED"
 	ReasonMemberConflict Reason = "MEMBER_CONFLICT"
+
+	// HTTP only: a path the API does not have (404), a method the path
+	// does not take (405, with Allow); /readyz on a node whose data
+	// filesystem is (nearly) full, or that is not ready for another
+	// reason than a range without a leader (NO_LEADER).
+	ReasonUnknownPath      Reason = "UNKNOWN_PATH"
+	ReasonMethodNotAllowed Reason = "METHOD_NOT_ALLOWED"
+	ReasonDiskFull         Reason = "DISK_FULL"
+	ReasonNotReady         Reason = "NOT_READY"
 )
 
 // Metadata keys an ErrorInfo may carry.

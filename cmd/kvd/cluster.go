@@ -23,6 +23,8 @@ type clusterFlags struct {
 	portBase int
 	host     string
 	logLevel string
+	// logDir holds the nodes' logs (nI.log); empty: each node's data dir.
+	logDir string
 	// hibernateAfter is passed to every node's --hibernate-after.
 	hibernateAfter time.Duration
 }
@@ -40,8 +42,11 @@ func clusterCmd() *cobra.Command {
 		Short: "Run a local cluster of kvd serve processes in the foreground",
 		Long: `Run a local cluster: --nodes real 'kvd serve' processes on 127.0.0.1, node i
 (1-based) with gRPC on port P+10i, HTTP on P+10i+1 and Raft on P+10i+2, data
-and logs under --data-dir/nI. Ctrl-C stops them all. Running it again with the
-same flags restarts the same cluster from its data.`,
+under --data-dir/nI. Each node's log (its stderr) goes to --data-dir/nI/kvd.log,
+or to --log-dir/nI.log: a log on the data filesystem stops when that fills up,
+just when it is needed, so give --log-dir another filesystem for long runs.
+Ctrl-C stops them all. Running it again with the same flags restarts the same
+cluster from its data.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runCluster(cmd.Context(), f) },
 	}
@@ -51,6 +56,7 @@ same flags restarts the same cluster from its data.`,
 	fl.IntVar(&f.portBase, "port-base", 7000, "port plan base P")
 	fl.StringVar(&f.host, "host", "127.0.0.1", "loopback address to bind")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level of the nodes")
+	fl.StringVar(&f.logDir, "log-dir", "", "directory for the nodes' logs (nI.log); default: kvd.log in each node's data directory")
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "the nodes' --hibernate-after: idle ranges sleep after this long (0: never)")
 	return cmd
 }
@@ -92,6 +98,12 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 			return err
 		}
 		logPath := filepath.Join(dir, "kvd.log")
+		if f.logDir != "" {
+			if err := os.MkdirAll(f.logDir, 0o755); err != nil {
+				return err
+			}
+			logPath = filepath.Join(f.logDir, id+".log")
+		}
 		logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return err
@@ -124,7 +136,7 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 	}
 	eps := strings.Join(grpcEndpoints, ",")
 	fmt.Printf(`
-dialkv cluster of %d nodes is ready. Data under %s. Press Ctrl-C to stop it.
+dialkv cluster of %d nodes is ready. Data under %s, logs %s. Press Ctrl-C to stop it.
 
 Talk to it with kvctl (its default endpoints are this cluster's when --port-base is 7000):
   bin/kvctl --endpoints %s put greeting hello
@@ -139,7 +151,7 @@ or with curl:
   curl '%s/v1/kv/greeting?consistency=stale' -i
   curl '%s/v1/scan?prefix=gr'
   curl %s/metrics
-`, f.nodes, f.dataDir, eps, httpEndpoints[0], httpEndpoints[0], httpEndpoints[len(httpEndpoints)-1], httpEndpoints[0], httpEndpoints[0])
+`, f.nodes, f.dataDir, logsWhere(f), eps, httpEndpoints[0], httpEndpoints[0], httpEndpoints[len(httpEndpoints)-1], httpEndpoints[0], httpEndpoints[0])
 
 	// Stay in the foreground until interrupted; report nodes that exit.
 	exited := make(chan *child, len(children))
@@ -162,6 +174,14 @@ or with curl:
 		}
 	}
 	return errors.New("every node has exited")
+}
+
+// logsWhere says where the nodes' logs are, for the start-up message.
+func logsWhere(f clusterFlags) string {
+	if f.logDir != "" {
+		return "in " + filepath.Join(f.logDir, "nI.log")
+	}
+	return "in " + filepath.Join(f.dataDir, "nI", "kvd.log") + " (on the data filesystem; --log-dir puts them elsewhere)"
 }
 
 // waitReady polls each node's /readyz until all answer 200 or a node dies.

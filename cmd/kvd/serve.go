@@ -35,6 +35,7 @@ type serveFlags struct {
 	peerProxies                               []string
 	pprofAddr                                 string
 	raftMetrics, parallelAppend               bool
+	conns                                     clientConnFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -72,6 +73,7 @@ SIGTERM or SIGINT shuts the node down cleanly.`,
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
 	fl.BoolVar(&f.raftMetrics, "raft-metrics", false, "export hashicorp/raft's internal timings (commit time, log dispatch, follower log store, per-peer AppendEntries) on /metrics as dialkv_raft_*; costs some CPU per write")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
+	f.conns.register(cmd)
 	cmd.MarkFlagRequired("id")
 	cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -138,6 +140,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	if limits.MaxKeyBytes < 1 || limits.MaxValueBytes < 0 {
 		return errors.New("--max-key-bytes must be positive and --max-value-bytes not negative")
 	}
+	connBudget, err := f.conns.plan()
+	if err != nil {
+		return err
+	}
 
 	// Claim the client ports before starting Raft, so a port clash fails
 	// fast instead of leaving a half-started member.
@@ -169,13 +175,12 @@ func serve(ctx context.Context, f serveFlags) error {
 			log.Warn("raft metrics not exported", "err", err)
 		}
 	}
+	grpcLn, httpLn = limitClientConns(grpcLn, httpLn, connBudget, reg, log)
 	svc := api.NewService(node, limits, api.NewMetrics(reg), log)
-	grpcSrv, health := api.NewGRPCServer(svc)
+	grpcSrv, health := api.NewGRPCServer(svc, f.conns.grpcOptions()...)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	httpSrv := &http.Server{
-		Handler:           api.NewHTTPHandler(svc, reg, node.Ready),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	httpSrv := &http.Server{Handler: api.NewHTTPHandler(svc, reg, node.Ready)}
+	f.conns.httpTimeouts(httpSrv)
 
 	if f.pprofAddr != "" {
 		go servePprof(f.pprofAddr, log)
@@ -186,7 +191,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	// only on the peer port's listener, never on the client port.
 	peerSrv := api.NewPeerGRPCServer(svc)
 	go func() { errc <- peerSrv.Serve(node.InternalListener()) }()
-	go func() { errc <- httpSrv.Serve(httpLn) }()
+	go func() { errc <- httpSrv.Serve(api.JSONRequestErrors(httpLn)) }()
 	log.Info("kvd serving", "grpc", f.grpcAddr, "http", f.httpAddr, "raft", f.raftAddr, "data_dir", f.dataDir)
 
 	var serveErr error
