@@ -35,8 +35,14 @@
 //     folder: summary.json, summary.txt, history.jsonl, harness.log, node
 //     logs, and porcupine's HTML timeline (fault periods marked) for the
 //     keys of any violation.
+//   - crashloop.go: CrashLoop, kill -9 and restart cycles on a cluster of
+//     many ranges under writes, then the same checkers, the replicas
+//     compared by digest and the loop's own verdict.
+//   - localports.go: the harness's ports, below the kernel's ephemeral
+//     range.
 //
-// cmd/jepsen is the CLI behind `make jepsen` and `make jepsen-canary`.
+// cmd/jepsen is the CLI behind `make jepsen` and `make jepsen-canary`,
+// cmd/crashloop the one behind `make crash-loop`.
 //
 // # Tests
 //
@@ -44,7 +50,8 @@
 // consistency_test.go proves each read level's promise on a follower cut
 // off by SIGSTOP and measures read throughput per level; checker_test.go
 // feeds the checkers hand-made bad histories; proxy_test.go checks the
-// proxy; suite_test.go is the short suite run of `make test`;
+// proxy; suite_test.go is the short suite run of `make test`, and
+// crashloop_process_test.go the short crash loop;
 // repro_test.go reproduces server bugs the suite found (testdata/ keeps
 // their histories and logs); limits_process_test.go floods a leader's
 // client ports with idle and half-sent connections and checks that Raft
