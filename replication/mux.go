@@ -20,10 +20,16 @@ import (
 //	'F' + range id (8 bytes, big endian)   a Raft transport stream of that range, in checked frames (framing.go)
 //	'R' + range id                         the same, unframed: accepted from nodes older than framing, never dialled
 //	'G'                                    internal gRPC (forwarding, status)
+//	'L'                                    the node's shared Raft link (package link): every range's
+//	                                       messages to this node, versioned, in checked frames; a
+//	                                       mux nobody took LinkListener from closes it at once, as a
+//	                                       node from before the link does, so the dialler falls back
+//	                                       to 'F' streams
 const (
 	connFramedRaft byte = 'F'
 	connRaft       byte = 'R'
 	connGRPC       byte = 'G'
+	connLink       byte = 'L'
 
 	headerTimeout = 5 * time.Second
 )
@@ -40,6 +46,7 @@ type Mux struct {
 	mu     sync.Mutex
 	ranges map[uint64]*streamLayer
 	grpc   *chanListener
+	link   *chanListener // nil until LinkListener is called
 	closed bool
 }
 
@@ -82,6 +89,34 @@ func (m *Mux) DialGRPC(addr string, timeout time.Duration) (net.Conn, error) {
 	return c, nil
 }
 
+// LinkListener yields the connections that carry the shared Raft link
+// (kind byte read). Until it is first called, such connections are closed
+// at once.
+func (m *Mux) LinkListener() net.Listener {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.link == nil {
+		m.link = newChanListener(m.ln.Addr())
+		if m.closed {
+			m.link.Close()
+		}
+	}
+	return m.link
+}
+
+// DialLink opens a connection to a peer's shared Raft link.
+func (m *Mux) DialLink(addr string, timeout time.Duration) (net.Conn, error) {
+	c, err := m.dial(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Write([]byte{connLink}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // RangeLayer returns the raft.StreamLayer of one range, registering it.
 func (m *Mux) RangeLayer(id uint64) raft.StreamLayer {
 	m.mu.Lock()
@@ -110,12 +145,16 @@ func (m *Mux) Close() error {
 	m.closed = true
 	layers := m.ranges
 	m.ranges = map[uint64]*streamLayer{}
+	link := m.link
 	m.mu.Unlock()
 	err := m.ln.Close()
 	for _, l := range layers {
 		l.chanListener.Close()
 	}
 	m.grpc.Close()
+	if link != nil {
+		link.Close()
+	}
 	return err
 }
 
@@ -166,6 +205,14 @@ func (m *Mux) route(c net.Conn) {
 		if kind[0] == connFramedRaft {
 			c = newFramedConn(c)
 		}
+		if l == nil || !l.deliver(c) {
+			c.Close()
+		}
+	case connLink:
+		c.SetReadDeadline(time.Time{})
+		m.mu.Lock()
+		l := m.link
+		m.mu.Unlock()
 		if l == nil || !l.deliver(c) {
 			c.Close()
 		}

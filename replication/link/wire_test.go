@@ -1,0 +1,232 @@
+package link
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
+)
+
+// frames writes msgs through a frameWriter, one writeVec each, and
+// returns the wire bytes and where each frame starts.
+func frames(t *testing.T, msgs [][]byte) (wire []byte, starts []int) {
+	t.Helper()
+	var out bytes.Buffer
+	w := newFrameWriter(&out)
+	for _, m := range msgs {
+		starts = append(starts, out.Len())
+		// Two parts per frame: the vector must be checked as one payload.
+		if _, err := w.writeVec([][]byte{m[:len(m)/2], m[len(m)/2:]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out.Bytes(), starts
+}
+
+func TestFrameReader_DeliversOnlyCheckedFrames(t *testing.T) {
+	msgs := [][]byte{
+		bytes.Repeat([]byte("a"), 100),
+		bytes.Repeat([]byte("b"), 5000),
+		bytes.Repeat([]byte("c"), 70),
+		bytes.Repeat([]byte("d"), 300),
+	}
+	var sent []byte
+	for _, m := range msgs {
+		sent = append(sent, m...)
+	}
+	wire, starts := frames(t, msgs)
+	cut := func(b []byte, from, to int) []byte { return append(append([]byte{}, b[:from]...), b[to:]...) }
+	flip := func(at int) []byte {
+		b := bytes.Clone(wire)
+		b[at] ^= 1
+		return b
+	}
+	tests := []struct {
+		name    string
+		wire    []byte
+		wantErr error // nil: the whole stream, then io.EOF
+	}{
+		{"whole stream", wire, nil},
+		{"bit flipped in a payload", flip(starts[1] + frameHeaderLen + 10), ErrStreamCorrupt},
+		{"bit flipped in a sequence number", flip(starts[2] + 5), ErrStreamCorrupt},
+		{"bit flipped in a checksum", flip(starts[3] + 9), ErrStreamCorrupt},
+		{"frame lost", cut(wire, starts[1], starts[2]), ErrStreamCorrupt},
+		{"frame repeated", append(bytes.Clone(wire[:starts[2]]), wire[starts[1]:]...), ErrStreamCorrupt},
+		{"bytes lost across frames", cut(wire, starts[0]+frameHeaderLen+40, starts[2]+frameHeaderLen+40), ErrStreamCorrupt},
+		{"absurd length", flip(starts[1]), ErrStreamCorrupt},
+		{"cut in the middle of a frame", wire[:starts[2]+frameHeaderLen+3], io.ErrUnexpectedEOF},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newFrameReader(bytes.NewReader(tt.wire))
+			got, err := io.ReadAll(r)
+			if tt.wantErr == nil {
+				if err != nil || !bytes.Equal(got, sent) {
+					t.Fatalf("got %d bytes, err %v; want all %d", len(got), err, len(sent))
+				}
+				return
+			}
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			var want []byte
+			prefix := bytes.Equal(got, want)
+			for _, m := range msgs {
+				want = append(want, m...)
+				prefix = prefix || bytes.Equal(got, want)
+			}
+			if !prefix {
+				t.Fatalf("delivered %d bytes that are not whole frames from the start", len(got))
+			}
+			if _, again := r.Read(make([]byte, 1)); !errors.Is(again, tt.wantErr) {
+				t.Fatalf("a broken stream must stay broken, got %v", again)
+			}
+		})
+	}
+}
+
+func TestFrameWriter_SplitsLargeBatches(t *testing.T) {
+	big := make([]byte, 2*maxFramePayload+123)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	var out bytes.Buffer
+	w := newFrameWriter(&out)
+	parts := [][]byte{big[:10], big[10 : maxFramePayload+5], big[maxFramePayload+5:]}
+	n, err := w.writeVec(parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len(big) + 3*frameHeaderLen); n != want || int64(out.Len()) != want {
+		t.Fatalf("wrote %d (reported %d) bytes, want %d: three frames", out.Len(), n, want)
+	}
+	got, err := io.ReadAll(newFrameReader(&out))
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("round trip of %d bytes: got %d, err %v", len(big), len(got), err)
+	}
+}
+
+// The message reader reuses its buffer; what a request decodes into must
+// not change when the next message is read.
+func TestMsgReader_DecodedRequestsDoNotAliasTheBuffer(t *testing.T) {
+	mp := newMsgPool(newHandle())
+	var wire bytes.Buffer
+	fw := newFrameWriter(&wire)
+	for i := range 2 {
+		m, err := mp.newRequest(rpcAppendEntries, uint64(i), 1, &raft.AppendEntriesRequest{Entries: []*raft.Log{{Index: 1, Data: bytes.Repeat([]byte{byte('a' + i)}, 64)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fw.writeVec([][]byte{m.head[:m.headN], m.body}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mr := msgReader{r: newFrameReader(&wire)}
+	var got []*raft.AppendEntriesRequest
+	dec := codec.NewDecoderBytes(nil, newHandle())
+	for range 2 {
+		typ, body, err := mr.next()
+		if err != nil || typ != msgRequest {
+			t.Fatalf("type %d, err %v", typ, err)
+		}
+		req, err := parseRequest(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, err := decodeCommand(dec, req.rpc, req.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, cmd.(*raft.AppendEntriesRequest))
+	}
+	if d := got[0].Entries[0].Data; !bytes.Equal(d, bytes.Repeat([]byte{'a'}, 64)) {
+		t.Fatalf("the first request's entry changed to %q when the second was read", d)
+	}
+}
+
+// rawHello dials n's link and sends a hello by hand.
+func rawHello(t *testing.T, n *testNode, h hello) (helloAck, error) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", n.addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte{'L'}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newFrameWriter(c).writeVec([][]byte{h.encode()}); err != nil {
+		t.Fatal(err)
+	}
+	mr := msgReader{r: newFrameReader(c)}
+	typ, body, err := mr.next()
+	if err != nil {
+		return helloAck{}, err
+	}
+	return decodeHelloAck(typ, body)
+}
+
+func TestHandshake_ChoosesTheHighestCommonVersionOrRefuses(t *testing.T) {
+	n := newTestNode(t, nodeOpts{})
+	defer n.close()
+	tests := []struct {
+		name        string
+		h           hello
+		wantVersion uint16
+	}{
+		{"this release", hello{min: 1, max: 1, mode: modeRPC}, 1},
+		{"a later release that still speaks 1", hello{min: 1, max: 5, mode: modeRPC}, 1},
+		{"a release that dropped 1", hello{min: 2, max: 3, mode: modeRPC}, 0},
+		{"an unknown connection mode", hello{min: 1, max: 1, mode: 9}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ack, err := rawHello(t, n, tt.h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ack.version != tt.wantVersion {
+				t.Fatalf("version %d (%q), want %d", ack.version, ack.reason, tt.wantVersion)
+			}
+			if ack.version == 0 && ack.reason == "" {
+				t.Fatal("a refusal must say why")
+			}
+		})
+	}
+}
+
+// A peer that answers the hello with "no common version" is reached
+// through per-range streams, like a node from before the link.
+func TestHandshake_RefusalFallsBackToPerRangeStreams(t *testing.T) {
+	a := newTestNode(t, nodeOpts{})
+	defer a.close()
+	ln := listenLow(t)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		var kind [1]byte
+		io.ReadFull(c, kind[:])
+		mr := msgReader{r: newFrameReader(c)}
+		mr.next()
+		newFrameWriter(c).writeVec([][]byte{helloAck{reason: "speaks 7 to 9"}.encode()})
+	}()
+	defer func() { ln.Close(); <-served }()
+	ta, _ := a.link.Open(1, nil)
+	defer ta.Close()
+	err := ta.RequestVote("x", raft.ServerAddress(ln.Addr().String()), &raft.RequestVoteRequest{Term: 1}, &raft.RequestVoteResponse{})
+	if !errors.Is(err, ErrLegacyPeer) {
+		t.Fatalf("err = %v, want ErrLegacyPeer", err)
+	}
+}
