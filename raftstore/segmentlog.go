@@ -580,7 +580,11 @@ func (l *SegmentLog) GetLog(index uint64, log *raft.Log) error {
 func (l *SegmentLog) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
 
 // StoreLogs implements raft.LogStore: the entries must follow the last
-// one (any index when the log is empty). They are durable when it returns.
+// one (any index when the log is empty). They are durable when it returns,
+// unless SetSyncBehind's function reports true and every entry is a
+// command: then they are only written, the background syncer makes them
+// durable, and SyncedIndex and WaitSynced say when (the shard's guards
+// keep anything from taking effect before that).
 func (l *SegmentLog) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil

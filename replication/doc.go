@@ -5,10 +5,14 @@
 // A client may send any request to any node. Node serves it locally when it
 // can (a write or linearizable read on the range leader, a stale read on any
 // replica, a session read on a replica that has applied the session's
-// index) and otherwise forwards it to the leader over the internal gRPC
-// service that shares the Raft port (see Mux). A forwarded request carries
-// rpctypes.ForwardedHeader and is never forwarded again, so a request makes
-// at most one extra hop and a stale leader hint cannot loop it.
+// index) and otherwise forwards it over the internal gRPC service that
+// shares the Raft port (see Mux): a node without a replica of the key's
+// range sends it to one that has (hop 1), and that replica sends it on to
+// the leader if it must (hop 2). A forwarded request carries
+// rpctypes.ForwardedHeader with its hop count, and a node refuses to
+// forward one that has made maxHops (2) hops already (NOT_LEADER or
+// WRONG_RANGE, both of which clients retry), so a request makes at most
+// two extra hops and a stale leader hint cannot loop it.
 //
 // Node speaks kvpb request and response types but returns plain errors
 // (the sentinels below, shard's, or a peer's gRPC status); package api
