@@ -87,7 +87,10 @@ bench-build:
 	cd bench && $(GO) build -o ../$(BIN)/etcdnode ./cmd/etcdnode
 	cd bench && $(GO) build -o ../$(BIN)/benchcompare ./cmd/benchcompare
 
-# dialkv against etcd, 3 members each on 127.0.0.1, fsync on for both.
+# dialkv against etcd, 3 members each on 127.0.0.1, fsync on for both. The
+# -r16 workloads (put-c64-r16, get-linearizable-c64-r16) run last, on
+# dialkv's key space split into 16 ranges with leaders balanced over the 3
+# nodes; SCALE lines compare them with dialkv's own single-range runs.
 bench-compare: build bench-build
 	$(BIN)/benchcompare -duration $(BENCH_DURATION) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE) -keys $(BENCH_KEYS)
 
@@ -99,13 +102,23 @@ bench-memory: build bench-build
 # range counts (a fresh cluster per count; 1000 ranges take minutes).
 RANGES ?= 10,100,1000
 
-.PHONY: bench-ranges bench-micro
+.PHONY: bench-ranges bench-rebalance bench-micro
 
 bench-ranges: build bench-build
 	cd bench && $(GO) build -o ../$(BIN)/rangebench ./cmd/rangebench
 	$(BIN)/rangebench -ranges $(RANGES) -duration $(call bench_var,DURATION,5s) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE) $(if $(JSON),-json $(JSON))
 
-# Seconds: kvbench against a real 3-node kvd, no etcd, no timing thresholds.
+# A 4th node joins 3 nodes holding SIZE (default 1GiB) in ranges of at most
+# RANGE_MAX_BYTES (default 64MiB, kvd's): time until it holds its share of
+# replicas and until leaders are balanced, replicas and leaders per node,
+# and a light put probe's p99 before vs during. Its last line starts with
+# REBALANCE. Minutes at 1GiB; SIZE=64MiB RANGE_MAX_BYTES=4MiB for a quick run.
+bench-rebalance: build
+	cd bench && $(GO) build -o ../$(BIN)/rebalancebench ./cmd/rebalancebench
+	$(BIN)/rebalancebench -size $(call bench_var,SIZE,1GiB) -range-max-bytes $(call bench_var,RANGE_MAX_BYTES,64MiB) $(if $(JSON),-json $(JSON))
+
+# Under a minute: kvbench against a real 3-node kvd, the -r16 set-up (split
+# and leader balance) and a tiny bench-rebalance; no etcd, no timing thresholds.
 bench-smoke:
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 	$(GO) test -run XXX -bench . -benchtime 1x ./raftstore ./shard

@@ -16,12 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialkv/dialkv/api/client"
+
 	"github.com/dialkv/dialkv/bench/cluster"
+	"github.com/dialkv/dialkv/bench/layout"
 	"github.com/dialkv/dialkv/bench/workload"
 )
 
 // startAttempts bounds retries of a cluster start that lost a race for a
-// kernel-chosen port.
+// port picked by cluster.FreePortBase.
 const startAttempts = 3
 
 // buildBinaries returns kvd (DIALKV_KVD, or built from the main module)
@@ -121,4 +124,72 @@ func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 			t.Errorf("%s exited during the run (%v):\n%s", p.Name, err, p.LogTail(20))
 		}
 	}
+}
+
+// TestSmoke_SixteenRangesWithBalancedLeaders is the set-up of bench-compare's
+// -r16 workloads on a real cluster: split the workload key space into 16
+// ranges, balance their leaders over the 3 nodes, and write through all
+// of them.
+func TestSmoke_SixteenRangesWithBalancedLeaders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real kvd processes")
+	}
+	kvd, bin := buildBinaries(t)
+	c := startDialkv(t, kvd)
+	cli, err := client.New(client.Config{Endpoints: c.Endpoints})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	keys, err := layout.SplitKeys(workload.DefaultKeyPrefix, 500, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := layout.Split(ctx, cli, keys, nil); err != nil || n != 15 {
+		t.Fatalf("split: %d splits, %v; want 15", n, err)
+	}
+	// Splitting again changes nothing: every key already starts a range.
+	if n, err := layout.Split(ctx, cli, keys, nil); err != nil || n != 0 {
+		t.Fatalf("second split: %d splits, %v; want none", n, err)
+	}
+	bal, err := layout.BalanceLeaders(ctx, cli, tlog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("balanced in %v, %d rounds, %d transfers: %s", bal.Elapsed, bal.Rounds, bal.Moves, bal.Layout)
+	l, err := layout.Read(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Ranges) != 16 || len(l.Nodes) != 3 {
+		t.Fatalf("layout %s: want 16 ranges on 3 nodes", l)
+	}
+	for i, r := range l.Ranges {
+		if i > 0 && !bytes.Equal(r.Start, keys[i-1]) {
+			t.Errorf("range %d (id %d) starts at %q, want %q", i, r.ID, r.Start, keys[i-1])
+		}
+	}
+	// The placement driver may move a leadership on its own meanwhile,
+	// but only from a node leading two more than another.
+	for _, n := range l.Nodes {
+		if n.Replicas != 16 || n.Leaders < 5 || n.Leaders > 6 {
+			t.Errorf("%s holds %d replicas and leads %d ranges; want 16 and 5 or 6 (%s)", n.ID, n.Replicas, n.Leaders, l)
+		}
+	}
+
+	res := kvbench(t, bin, c, "-workload", "put", "-clients", "16", "-duration", "1s")
+	if res.Total.Ops == 0 || res.Total.Errors != 0 {
+		t.Errorf("puts over 16 ranges: ops=%d errors=%d %v; want ops > 0 and no errors", res.Total.Ops, res.Total.Errors, res.ErrorSamples)
+	}
+}
+
+// tlog writes progress lines to the test log.
+type tlog struct{ t *testing.T }
+
+func (w tlog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -14,6 +14,10 @@ import (
 	"time"
 )
 
+// MaxNodes bounds Options.Nodes plus the members JoinDialkv adds: the
+// members a port plan holds.
+const MaxNodes = 9
+
 // Defaults of Options.
 const (
 	DefaultNodes        = 3
@@ -35,7 +39,10 @@ type Options struct {
 	Nodes int
 	// PortBase lays out the ports as `kvd cluster` does: member i
 	// (1-based) uses PortBase+10i and the next ports (dialkv: gRPC, HTTP,
-	// Raft; etcd: client, peer). Zero picks free ports from the kernel.
+	// Raft; etcd: client, peer). Zero picks a base below the kernel's
+	// ephemeral range whose ports for MaxNodes members are all free now
+	// (see FreePortBase), so that members started later by JoinDialkv
+	// have theirs too.
 	PortBase int
 	// ExtraArgs are appended to every member's command line.
 	ExtraArgs []string
@@ -50,8 +57,8 @@ func (o *Options) setDefaults() error {
 	if o.Nodes == 0 {
 		o.Nodes = DefaultNodes
 	}
-	if o.Nodes < 1 || o.Nodes > 9 {
-		return fmt.Errorf("cluster: %d nodes: want 1 to 9", o.Nodes)
+	if o.Nodes < 1 || o.Nodes > MaxNodes {
+		return fmt.Errorf("cluster: %d nodes: want 1 to %d", o.Nodes, MaxNodes)
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = DefaultReadyTimeout
@@ -72,35 +79,86 @@ type Cluster struct {
 	// healthURLs answer 200 when the member can serve.
 	healthURLs []string
 	http       *http.Client
+	// opts are the options the cluster was started with, PortBase
+	// resolved: JoinDialkv starts more members with them.
+	opts Options
 }
 
 const host = "127.0.0.1"
 
-// ports returns count ports per member for n members: from the plan when
-// base > 0 (checked free), else from the kernel.
+// Automatic port plans (Options.PortBase zero) take a base from
+// [autoPortLow, autoPortHigh), below the ephemeral range (32768 and up on
+// Linux), in steps of autoPortStep.
+const (
+	autoPortLow  = 20000
+	autoPortHigh = 32000
+	autoPortStep = 100
+)
+
+// FreePortBase returns a port base P in [20000, 32000) such that the
+// ports of every member slot 1..MaxNodes (P+10i .. P+10i+count-1 on
+// 127.0.0.1) could all be bound a moment ago. The search starts at an
+// offset taken from this process's id, so that concurrent benchmarks and
+// tests tend to pick different bases. It is racy by nature: another
+// process may bind a port before the members do; a member then exits with
+// "address already in use" and the caller may retry.
+func FreePortBase(count int) (int, error) {
+	slots := (autoPortHigh - autoPortLow) / autoPortStep
+	first := os.Getpid() % slots
+	for k := range slots {
+		base := autoPortLow + (first+k)%slots*autoPortStep
+		if _, err := ports(base, MaxNodes, count); err == nil {
+			return base, nil
+		}
+	}
+	return 0, fmt.Errorf("cluster: no port base in [%d, %d) with %d free ports for each of %d members", autoPortLow, autoPortHigh, count, MaxNodes)
+}
+
+// ports returns the count ports of each of members 0..n-1 of base's plan,
+// checked free (all held at once, then released).
 func ports(base, n, count int) ([][]int, error) {
-	out := make([][]int, n)
+	return slotPorts(base, 0, n, count)
+}
+
+// slotPorts returns the count ports of each of members from..to-1
+// (0-based) of base's plan, checked free (all held at once, then
+// released); out[k] belongs to member from+k.
+func slotPorts(base, from, to, count int) ([][]int, error) {
+	out := make([][]int, to-from)
 	var lns []net.Listener
 	defer func() {
 		for _, ln := range lns {
 			ln.Close()
 		}
 	}()
-	for i := range n {
+	for i := from; i < to; i++ {
 		for j := range count {
-			addr := host + ":0"
-			if base > 0 {
-				addr = fmt.Sprintf("%s:%d", host, base+10*(i+1)+j)
+			port := base + 10*(i+1) + j
+			if port <= 0 || port > 65535 {
+				return nil, fmt.Errorf("cluster: port %d of base %d is out of range", port, base)
 			}
-			ln, err := net.Listen("tcp", addr)
+			ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", host, port))
 			if err != nil {
-				return nil, fmt.Errorf("cluster: port %s is not free: %w", addr, err)
+				return nil, fmt.Errorf("cluster: port %d is not free: %w", port, err)
 			}
 			lns = append(lns, ln)
-			out[i] = append(out[i], ln.Addr().(*net.TCPAddr).Port)
+			out[i-from] = append(out[i-from], port)
 		}
 	}
 	return out, nil
+}
+
+// planPorts resolves o.PortBase (zero: FreePortBase) and checks the ports
+// of o.Nodes members.
+func planPorts(o *Options, count int) ([][]int, error) {
+	if o.PortBase == 0 {
+		base, err := FreePortBase(count)
+		if err != nil {
+			return nil, err
+		}
+		o.PortBase = base
+	}
+	return ports(o.PortBase, o.Nodes, count)
 }
 
 // StartDialkv starts o.Nodes `kvd serve` processes (ids n1..nN) that
@@ -109,7 +167,7 @@ func StartDialkv(ctx context.Context, o Options) (*Cluster, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
-	pp, err := ports(o.PortBase, o.Nodes, 3)
+	pp, err := planPorts(&o, 3)
 	if err != nil {
 		return nil, err
 	}
@@ -117,33 +175,74 @@ func StartDialkv(ctx context.Context, o Options) (*Cluster, error) {
 	for i := range o.Nodes {
 		initial = append(initial, fmt.Sprintf("n%d=%s:%d", i+1, host, pp[i][2]))
 	}
-	c := newCluster("dialkv")
+	c := newCluster("dialkv", o)
 	for i := range o.Nodes {
-		name := fmt.Sprintf("n%d", i+1)
-		grpcAddr := fmt.Sprintf("%s:%d", host, pp[i][0])
-		httpAddr := fmt.Sprintf("%s:%d", host, pp[i][1])
-		dataDir, logPath, err := memberDirs(o.Dir, name)
-		if err != nil {
+		if err := c.startDialkvMember(i, pp[i], "--initial-cluster", strings.Join(initial, ",")); err != nil {
 			c.Stop()
 			return nil, err
 		}
-		args := append([]string{"serve",
-			"--id", name, "--data-dir", dataDir,
-			"--grpc-addr", grpcAddr, "--http-addr", httpAddr,
-			"--raft-addr", fmt.Sprintf("%s:%d", host, pp[i][2]),
-			"--initial-cluster", strings.Join(initial, ","),
-		}, o.ExtraArgs...)
-		p, err := startProc(name, logPath, o.Binary, args...)
-		if err != nil {
-			c.Stop()
-			return nil, err
-		}
-		c.Procs = append(c.Procs, p)
-		c.Endpoints = append(c.Endpoints, grpcAddr)
-		c.HTTPAddrs = append(c.HTTPAddrs, httpAddr)
-		c.healthURLs = append(c.healthURLs, "http://"+httpAddr+"/readyz")
 	}
 	return c, c.start(ctx, o.ReadyTimeout)
+}
+
+// startDialkvMember starts member i (0-based, id n<i+1>) on ports pp
+// (gRPC, HTTP, Raft) with how it finds its cluster (--initial-cluster or
+// --join) and the cluster's extra arguments.
+func (c *Cluster) startDialkvMember(i int, pp []int, how ...string) error {
+	name := fmt.Sprintf("n%d", i+1)
+	grpcAddr := fmt.Sprintf("%s:%d", host, pp[0])
+	httpAddr := fmt.Sprintf("%s:%d", host, pp[1])
+	dataDir, logPath, err := memberDirs(c.opts.Dir, name)
+	if err != nil {
+		return err
+	}
+	args := append([]string{"serve",
+		"--id", name, "--data-dir", dataDir,
+		"--grpc-addr", grpcAddr, "--http-addr", httpAddr,
+		"--raft-addr", fmt.Sprintf("%s:%d", host, pp[2]),
+	}, how...)
+	p, err := startProc(name, logPath, c.opts.Binary, append(args, c.opts.ExtraArgs...)...)
+	if err != nil {
+		return err
+	}
+	c.Procs = append(c.Procs, p)
+	c.Endpoints = append(c.Endpoints, grpcAddr)
+	c.HTTPAddrs = append(c.HTTPAddrs, httpAddr)
+	c.healthURLs = append(c.healthURLs, "http://"+httpAddr+"/readyz")
+	return nil
+}
+
+// JoinDialkv starts one more `kvd serve` member (id n<N+1>, its ports
+// from the cluster's port plan) that joins through member via's client
+// address, and waits until its /readyz answers 200, at most the cluster's
+// ReadyTimeout. Stop stops it with the others. The new member's Proc is
+// returned; on an error it has been stopped. Not safe to call while
+// another goroutine uses c.
+func (c *Cluster) JoinDialkv(ctx context.Context, via int) (*Proc, error) {
+	i := len(c.Procs)
+	switch {
+	case c.System != "dialkv":
+		return nil, fmt.Errorf("cluster: JoinDialkv on a %s cluster", c.System)
+	case i >= MaxNodes:
+		return nil, fmt.Errorf("cluster: already %d members, the most a port plan holds", i)
+	case via < 0 || via >= i:
+		return nil, fmt.Errorf("cluster: no member %d to join through", via)
+	}
+	pp, err := slotPorts(c.opts.PortBase, i, i+1, 3)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.startDialkvMember(i, pp[0], "--join", c.Endpoints[via]); err != nil {
+		return nil, err
+	}
+	p := c.Procs[i]
+	ctx, cancel := context.WithTimeout(ctx, c.opts.ReadyTimeout)
+	defer cancel()
+	if err := c.waitMember(ctx, i); err != nil {
+		p.Stop(DefaultStopTimeout)
+		return nil, err
+	}
+	return p, nil
 }
 
 // StartEtcd starts o.Nodes etcdnode processes (names e1..eN) that form one
@@ -152,7 +251,7 @@ func StartEtcd(ctx context.Context, o Options) (*Cluster, error) {
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
-	pp, err := ports(o.PortBase, o.Nodes, 2)
+	pp, err := planPorts(&o, 2)
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +259,7 @@ func StartEtcd(ctx context.Context, o Options) (*Cluster, error) {
 	for i := range o.Nodes {
 		initial = append(initial, fmt.Sprintf("e%d=http://%s:%d", i+1, host, pp[i][1]))
 	}
-	c := newCluster("etcd")
+	c := newCluster("etcd", o)
 	for i := range o.Nodes {
 		name := fmt.Sprintf("e%d", i+1)
 		clientAddr := fmt.Sprintf("%s:%d", host, pp[i][0])
@@ -187,8 +286,8 @@ func StartEtcd(ctx context.Context, o Options) (*Cluster, error) {
 	return c, c.start(ctx, o.ReadyTimeout)
 }
 
-func newCluster(system string) *Cluster {
-	return &Cluster{System: system, http: &http.Client{Timeout: requestTimeout}}
+func newCluster(system string, o Options) *Cluster {
+	return &Cluster{System: system, http: &http.Client{Timeout: requestTimeout}, opts: o}
 }
 
 func memberDirs(parent, name string) (dataDir, logPath string, err error) {
@@ -213,23 +312,31 @@ func (c *Cluster) start(ctx context.Context, timeout time.Duration) error {
 // WaitHealthy polls every member's health endpoint until all answer 200,
 // a member exits, or ctx ends.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
-	for i, u := range c.healthURLs {
-		p := c.Procs[i]
-		for {
-			if done, err := p.Exited(); done {
-				return fmt.Errorf("%s %s exited during start-up (%v); log tail:\n%s", c.System, p.Name, err, p.LogTail(20))
-			}
-			if c.healthy(ctx, u) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%s %s not healthy at %s: %w; log tail:\n%s", c.System, p.Name, u, ctx.Err(), p.LogTail(20))
-			case <-time.After(pollInterval):
-			}
+	for i := range c.healthURLs {
+		if err := c.waitMember(ctx, i); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// waitMember polls member i's health endpoint until it answers 200, the
+// member exits, or ctx ends.
+func (c *Cluster) waitMember(ctx context.Context, i int) error {
+	u, p := c.healthURLs[i], c.Procs[i]
+	for {
+		if done, err := p.Exited(); done {
+			return fmt.Errorf("%s %s exited during start-up (%v); log tail:\n%s", c.System, p.Name, err, p.LogTail(20))
+		}
+		if c.healthy(ctx, u) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s %s not healthy at %s: %w; log tail:\n%s", c.System, p.Name, u, ctx.Err(), p.LogTail(20))
+		case <-time.After(pollInterval):
+		}
+	}
 }
 
 func (c *Cluster) healthy(ctx context.Context, url string) bool {

@@ -49,9 +49,18 @@ func (b *bench) compare(ctx context.Context) error {
 	fmt.Fprintln(b.log, before)
 
 	var runs []runRecord
+	var setup *rangeSetup
 	total := len(b.o.workloads) * b.o.rounds * len(systems)
 	for _, name := range b.o.workloads {
 		spec, _ := findWorkload(name)
+		if spec.ranges > 1 && setup == nil {
+			if setup, err = b.splitDialkv(ctx, clusters["dialkv"], spec.ranges); err != nil {
+				if ctx.Err() != nil {
+					return errInterrupted
+				}
+				return err
+			}
+		}
 		for round := 1; round <= b.o.rounds; round++ {
 			for _, s := range systems {
 				if ctx.Err() != nil {
@@ -82,14 +91,24 @@ func (b *bench) compare(ctx context.Context) error {
 		return err
 	}
 	after := b.leaders(ctx, clusters)
+	if setup != nil {
+		setup.LayoutAfter = b.dialkvLayout(ctx, clusters["dialkv"])
+	}
 	b.printRuns(runs)
 	fmt.Fprintf(b.out, "Leaders before the runs: %s\n", before)
 	if after != before {
 		fmt.Fprintf(b.out, "Leaders after the runs:  %s\n", after)
 	}
+	if setup != nil {
+		setup.print(b.out)
+	}
 	b.printSummary(rows)
 	if b.o.jsonOut != "" {
-		if err := writeJSON(b.o.jsonOut, map[string]any{"runs": runs, "summary": rows}); err != nil {
+		out := map[string]any{"runs": runs, "summary": rows, "scale": scaleRows(rows)}
+		if setup != nil {
+			out["ranges_setup"] = setup
+		}
+		if err := writeJSON(b.o.jsonOut, out); err != nil {
 			return err
 		}
 	}
@@ -166,6 +185,41 @@ func (b *bench) printSummary(rows []summaryRow) {
 		fmt.Fprintf(b.out, "RATIO %s %.3f p99 %.3f vs %.3f\n",
 			r.Workload, r.Ratio, r.Systems["dialkv"].P99Ms, r.Systems["etcd"].P99Ms)
 	}
+	for _, s := range scaleRows(rows) {
+		fmt.Fprintf(b.out, "SCALE %s/%s %.3f p99 %.3f vs %.3f\n", s.Workload, s.Base, s.Ratio, s.P99Ms, s.BaseP99Ms)
+	}
+}
+
+// scaleRow compares dialkv on many ranges with dialkv on one, for the
+// same workload in the same run.
+type scaleRow struct {
+	Workload  string  `json:"workload"`
+	Base      string  `json:"base"`
+	Ratio     float64 `json:"ratio"` // ops/s of Workload over ops/s of Base
+	P99Ms     float64 `json:"p99_ms"`
+	BaseP99Ms float64 `json:"base_p99_ms"`
+}
+
+// scaleRows returns a row for every multi-range workload whose
+// single-range base ran too and did some work.
+func scaleRows(rows []summaryRow) []scaleRow {
+	var out []scaleRow
+	for _, r := range rows {
+		spec, _ := findWorkload(r.Workload)
+		if spec.base == "" {
+			continue
+		}
+		for _, b := range rows {
+			base := b.Systems["dialkv"]
+			if b.Workload != spec.base || base.OpsPerSec <= 0 {
+				continue
+			}
+			d := r.Systems["dialkv"]
+			out = append(out, scaleRow{Workload: r.Workload, Base: b.Workload,
+				Ratio: d.OpsPerSec / base.OpsPerSec, P99Ms: d.P99Ms, BaseP99Ms: base.P99Ms})
+		}
+	}
+	return out
 }
 
 func writeJSON(path string, v any) error {

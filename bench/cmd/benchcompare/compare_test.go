@@ -1,7 +1,12 @@
 package main
 
 import (
+	"io"
 	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,5 +50,63 @@ func TestSummarize_MergesRoundsAndTakesTheRatio(t *testing.T) {
 	}
 	if !math.IsNaN(rows[1].Ratio) || rows[1].RatioJSON != nil {
 		t.Fatalf("ratio without etcd runs: %v, want NaN and none in JSON", rows[1].Ratio)
+	}
+}
+
+func TestScaleRows_ComparesEachMultiRangeWorkloadWithItsSingleRangeBase(t *testing.T) {
+	runs := []runRecord{
+		{Workload: "put-c64", Round: 1, System: "dialkv", Result: result(t, 100, 4*time.Millisecond, time.Second)},
+		{Workload: "put-c64-r16", Round: 1, System: "dialkv", Result: result(t, 250, 2*time.Millisecond, time.Second)},
+		{Workload: "get-linearizable-c64-r16", Round: 1, System: "dialkv", Result: result(t, 50, time.Millisecond, time.Second)},
+	}
+	rows, err := summarize([]string{"put-c64", "put-c64-r16", "get-linearizable-c64-r16"}, runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := scaleRows(rows)
+	// get-linearizable-c64 did not run: no line for its -r16 form.
+	if len(got) != 1 {
+		t.Fatalf("scale rows %+v, want one for put-c64-r16", got)
+	}
+	s := got[0]
+	if s.Workload != "put-c64-r16" || s.Base != "put-c64" || s.Ratio != 2.5 ||
+		math.Abs(s.P99Ms-2) > 0.01 || math.Abs(s.BaseP99Ms-4) > 0.01 {
+		t.Fatalf("got %+v, want put-c64-r16/put-c64 ratio 2.5, p99 2 vs 4 ms", s)
+	}
+}
+
+// fakeBinaries makes empty kvd, kvbench and etcdnode files for parseFlags.
+func fakeBinaries(t *testing.T) []string {
+	t.Helper()
+	dir := t.TempDir()
+	var args []string
+	for _, name := range []string{"kvd", "kvbench", "etcdnode"} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-"+name, p)
+	}
+	return args
+}
+
+func TestParseFlags_RunsTheSingleRangeWorkloadsFirst(t *testing.T) {
+	o, err := parseFlags(append(fakeBinaries(t), "-workloads", "put-c64-r16,put-c1,get-linearizable-c64-r16,put-c64"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"put-c1", "put-c64", "put-c64-r16", "get-linearizable-c64-r16"}
+	if !slices.Equal(o.workloads, want) {
+		t.Fatalf("workloads run in the order %v, want %v", o.workloads, want)
+	}
+}
+
+func TestParseFlags_RefusesFewerKeysThanRanges(t *testing.T) {
+	_, err := parseFlags(append(fakeBinaries(t), "-workloads", "put-c64-r16", "-keys", "15"), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-keys 15") {
+		t.Fatalf("err = %v, want -keys 15 refused for 16 ranges", err)
+	}
+	if _, err := parseFlags(append(fakeBinaries(t), "-workloads", "put-c64", "-keys", "15"), io.Discard); err != nil {
+		t.Fatalf("15 keys for a single-range workload: %v", err)
 	}
 }

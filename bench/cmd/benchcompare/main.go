@@ -8,6 +8,14 @@
 //
 //	RATIO <workload> <dialkv ops/s / etcd ops/s> p99 <dialkv ms> vs <etcd ms>
 //
+// The -r16 workloads run on dialkv after its key space has been split into
+// 16 ranges at evenly spaced keys of the workload's key space, with the
+// ranges' leaders balanced over the nodes (at most one apart); etcd runs
+// them unchanged. They run after every single-range workload, and for each
+// the summary adds a line comparing dialkv with itself on one range:
+//
+//	SCALE <workload>/<single-range workload> <ops/s ratio> p99 <ms> vs <ms>
+//
 // With -memory it instead loads -memory-keys keys into each system in turn
 // and reports each server process's peak RSS (VmHWM).
 //
@@ -17,6 +25,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -25,6 +34,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -130,14 +140,27 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			return nil, fmt.Errorf("%s binary: %w (run `make build bench-build`)", b.name, err)
 		}
 	}
+	maxRanges := 1
 	for _, w := range strings.Split(workloads, ",") {
 		if w = strings.TrimSpace(w); w == "" {
 			continue
 		}
-		if _, ok := findWorkload(w); !ok {
+		spec, ok := findWorkload(w)
+		if !ok {
 			return nil, fmt.Errorf("-workloads: unknown %q (want some of %s)", w, strings.Join(workloadNames(), ", "))
 		}
 		o.workloads = append(o.workloads, w)
+		maxRanges = max(maxRanges, spec.ranges)
+	}
+	// Splitting dialkv's key space cannot be undone: the workloads on
+	// fewer ranges run first, whatever order they were given in.
+	slices.SortStableFunc(o.workloads, func(a, b string) int {
+		sa, _ := findWorkload(a)
+		sb, _ := findWorkload(b)
+		return cmp.Compare(sa.ranges, sb.ranges)
+	})
+	if o.keys < maxRanges {
+		return nil, fmt.Errorf("-keys %d: the -r%d workloads need at least one key per range", o.keys, maxRanges)
 	}
 	switch {
 	case len(o.workloads) == 0 && !o.memory:

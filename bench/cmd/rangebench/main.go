@@ -143,7 +143,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&ranges, "ranges", "10,100,1000", "comma-separated range counts, one fresh cluster each")
 	fs.StringVar(&o.workDir, "work-dir", "", "parent of the nodes' data and logs (default: a new temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep data and logs (they are always kept for a range count that failed)")
-	fs.IntVar(&o.portBase, "port-base", 0, "node i uses port-base+10i..+2 on 127.0.0.1; 0 takes free ports from the kernel")
+	fs.IntVar(&o.portBase, "port-base", 0, "node i uses port-base+10i..+2 on 127.0.0.1; 0 picks a free base below 32768 (cluster.FreePortBase)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "kvd --log-level")
 	var kvdArgs string
 	fs.StringVar(&kvdArgs, "kvd-args", "", "more kvd serve flags, space-separated, e.g. \"--hibernate-after 5s\"")

@@ -24,7 +24,7 @@ import (
 
 // Bounds of the waits and polls of one run.
 const (
-	startAttempts   = 3 // a start that lost a race for a kernel-chosen port is retried
+	startAttempts   = 3 // a start that lost a race for an automatically chosen port is retried
 	pollInterval    = 250 * time.Millisecond
 	requestTimeout  = 10 * time.Second
 	leaderNoteEvery = 5 * time.Second
@@ -227,7 +227,7 @@ func (b *bench) removeData(dir string) {
 	fmt.Fprintf(b.log, "removed the nodes' data under %s (logs kept)\n", dir)
 }
 
-// start starts a fresh 3-node cluster under dir. With kernel-chosen ports
+// start starts a fresh 3-node cluster under dir. With automatic ports
 // a start can lose its port to another process; it is retried in a new
 // directory.
 func (b *bench) start(ctx context.Context, dir string) (*cluster.Cluster, error) {

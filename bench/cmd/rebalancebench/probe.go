@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/dialkv/dialkv/bench/workload"
+)
+
+// probeOpTimeout bounds one probe put.
+const probeOpTimeout = 10 * time.Second
+
+// sample is one probe put: when it started, how long it took, and whether
+// it failed.
+type sample struct {
+	at     time.Time
+	took   time.Duration
+	failed bool
+}
+
+// probe is the light foreground load: one client putting a value on a
+// random loaded key at a fixed rate. A put that outlasts the interval
+// delays the next one (the ticker drops the missed ticks), so a stall
+// shows as one long latency, not as many queued ones. Every sample is
+// kept, so that windows can be cut afterwards by time.
+type probe struct {
+	put      func(ctx context.Context, key, val []byte) error
+	keys     int
+	value    []byte
+	interval time.Duration
+
+	mu      sync.Mutex
+	samples []sample
+}
+
+func newProbe(put func(ctx context.Context, key, val []byte) error, keys, valueSize int, rate float64) *probe {
+	p := &probe{put: put, keys: keys, value: make([]byte, valueSize), interval: time.Duration(float64(time.Second) / rate)}
+	for i := range p.value {
+		p.value[i] = 'p'
+	}
+	return p
+}
+
+// run puts until ctx ends.
+func (p *probe) run(ctx context.Context) {
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	var key []byte
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		key = workload.AppendKey(key[:0], workload.DefaultKeyPrefix, rng.IntN(p.keys))
+		opCtx, cancel := context.WithTimeout(ctx, probeOpTimeout)
+		began := time.Now()
+		err := p.put(opCtx, key, p.value)
+		took := time.Since(began)
+		cancel()
+		if ctx.Err() != nil {
+			return // cut short by the end of the run, not failed
+		}
+		p.mu.Lock()
+		p.samples = append(p.samples, sample{at: began, took: took, failed: err != nil})
+		p.mu.Unlock()
+	}
+}
+
+// probeStats is the probe over one window.
+type probeStats struct {
+	From   float64 `json:"from_s"` // window, in seconds from the 4th node's start
+	To     float64 `json:"to_s"`
+	Ops    int64   `json:"ops"`
+	Errors int64   `json:"errors"`
+	P50Ms  float64 `json:"p50_ms"`
+	P99Ms  float64 `json:"p99_ms"`
+	MaxMs  float64 `json:"max_ms"`
+}
+
+// window summarises the puts that started in [from, to); zero is the
+// reference the report's times count from.
+func (p *probe) window(zero, from, to time.Time) probeStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := workload.NewHistogram()
+	st := probeStats{From: from.Sub(zero).Seconds(), To: to.Sub(zero).Seconds()}
+	for _, s := range p.samples {
+		if s.at.Before(from) || !s.at.Before(to) {
+			continue
+		}
+		if s.failed {
+			st.Errors++
+			continue
+		}
+		// RecordValue fails only beyond the histogram's minute; a put is
+		// bounded by probeOpTimeout.
+		_ = h.RecordValue(max(s.took.Microseconds(), 1))
+	}
+	sum := workload.Summarize(h, st.Errors, 0, to.Sub(from))
+	st.Ops, st.P50Ms, st.P99Ms, st.MaxMs = sum.Ops, sum.P50Ms, sum.P99Ms, sum.MaxMs
+	return st
+}
