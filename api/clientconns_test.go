@@ -4,41 +4,26 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/internal/connlimit"
 )
 
 // listenLocal listens on a free 127.0.0.1 port below the kernel's
-// ephemeral range.
+// ephemeral range until the test ends.
 func listenLocal(t *testing.T) net.Listener {
 	t.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				low = min(n, low)
-			}
-		}
+	ln, err := harness.ListenLocal()
+	if err != nil {
+		t.Fatal(err)
 	}
-	const lowest = 10000
-	for range 200 {
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(lowest+rand.IntN(low-lowest))))
-		if err == nil {
-			t.Cleanup(func() { ln.Close() })
-			return ln
-		}
-	}
-	t.Fatal("no free port below the ephemeral range after 200 tries")
-	return nil
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
 
 // TestRefuseHTTP_AnswersPastTheCapWith503 fills an HTTP port capped at one
@@ -96,13 +81,7 @@ func TestRefuseHTTP_AnswersPastTheCapWith503(t *testing.T) {
 	}
 
 	holder.CloseIdleConnections()
-	deadline := time.Now().Add(5 * time.Second)
-	for lim.Open() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the holder's connection still counted 5s after it closed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	harness.Eventually(t, "the holder's closed connection to leave the count", 5*time.Second, func() bool { return lim.Open() == 0 })
 	c := &http.Client{Timeout: 5 * time.Second}
 	if resp, _, err := do(c, []byte("v")); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("after the slot was freed: %v %v", resp, err)

@@ -6,20 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/raftstore"
 )
 
@@ -33,15 +32,17 @@ const (
 	DefaultLeaderTimeout    = 15 * time.Second
 
 	// startAttempts bounds Start's retries after a port clash (see
-	// freePorts).
+	// harness.FreePorts).
 	startAttempts = 3
-	// pollInterval is how often /readyz and /v1/cluster/status are polled.
+	// pollInterval is the longest pause between polls of /readyz and
+	// /v1/cluster/status (see harness.Poll).
 	pollInterval = 50 * time.Millisecond
 	// requestTimeout bounds one harness HTTP request, so a paused or
 	// wedged node cannot stall a poll loop.
 	requestTimeout = time.Second
-	// killWait bounds the wait for a process to exit after SIGKILL.
-	killWait = 10 * time.Second
+	// quitWait is how long Stop waits after SIGQUIT (the Go runtime's
+	// goroutine dump) before SIGKILL.
+	quitWait = 2 * time.Second
 )
 
 // Errors returned by Cluster methods.
@@ -157,21 +158,19 @@ type node struct {
 	grpcAddr, httpAddr, raftAddr string
 	dataDir, logPath             string
 	args                         []string // `kvd serve ...`, the same on every (re)start
+	// kvdPath is the binary of the node's next start, when SetKvdPath
+	// changed it from Options.KvdPath (an upgrade test).
+	kvdPath string
 
 	proc   *process // nil until first started
 	paused bool
 }
 
-// process is one started kvd. done is closed once Wait has returned and
-// err holds its result.
+// process is one started kvd. An exit that Stop or Kill did not ask for
+// (harness.Process.Told) is a crash.
 type process struct {
-	cmd  *exec.Cmd
-	pid  int
-	done chan struct{}
-	err  error
-	// signalled is set before the harness sends SIGKILL or SIGTERM: an
-	// exit without it is a crash.
-	signalled atomic.Bool
+	*harness.Process
+	pid int
 }
 
 // Crash is a node process that exited without being told to.
@@ -183,24 +182,8 @@ type Crash struct {
 }
 
 func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// waitFor waits up to d for the process to exit and reports whether it did.
-func (p *process) waitFor(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-p.done:
-		return true
-	case <-t.C:
-		return false
-	}
+	done, _ := p.Exited()
+	return done
 }
 
 // Start launches opts.Nodes kvd processes bootstrapping one cluster with
@@ -238,9 +221,9 @@ func nodeID(i int) string { return fmt.Sprintf("n%d", i+1) }
 // startOnce is one attempt of Start. clash reports that a node could not
 // bind one of its ports.
 func startOnce(ctx context.Context, opts Options) (c *Cluster, clash bool, err error) {
-	ports, err := freePorts(3 * opts.Nodes)
+	ports, err := harness.FreePorts(3 * opts.Nodes)
 	if err != nil {
-		return nil, false, err
+		return nil, false, fmt.Errorf("jepsen: %w", err)
 	}
 	c = &Cluster{
 		opts:   opts,
@@ -318,32 +301,6 @@ func startOnce(ctx context.Context, opts Options) (c *Cluster, clash bool, err e
 	return c, false, nil
 }
 
-// freePorts returns n distinct TCP ports that were free on 127.0.0.1 a
-// moment ago, below the kernel's ephemeral range (see listenLocal): it
-// listens n times, notes the ports and closes the listeners. This is racy
-// by nature: another process may bind a port
-// between the close and kvd's own bind. kvd then exits with "address
-// already in use", which Start detects and retries. Holding every listener
-// until all n are chosen at least keeps the n ports distinct.
-func freePorts(n int) ([]int, error) {
-	lns := make([]net.Listener, 0, n)
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		ln, err := listenLocal()
-		if err != nil {
-			return nil, fmt.Errorf("jepsen: find a free port: %w", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // startLocked starts n's process with its fixed flags. Its output is
 // appended to n.logPath after a marker line.
 func (c *Cluster) startLocked(n *node) error {
@@ -358,32 +315,40 @@ func (c *Cluster) startLocked(n *node) error {
 		return fmt.Errorf("jepsen: open log of %s: %w", n.id, err)
 	}
 	defer f.Close() // the child holds its own descriptor
+	bin := c.opts.KvdPath
+	if n.kvdPath != "" {
+		bin = n.kvdPath
+	}
 	fmt.Fprintf(f, "=== jepsen harness %s: starting %s: %s %s\n",
-		time.Now().Format(time.RFC3339Nano), n.id, c.opts.KvdPath, strings.Join(n.args, " "))
-	cmd := exec.Command(c.opts.KvdPath, n.args...)
+		time.Now().Format(time.RFC3339Nano), n.id, bin, strings.Join(n.args, " "))
+	cmd := exec.Command(bin, n.args...)
 	if c.opts.MaxOpenFiles > 0 {
 		script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, c.opts.MaxOpenFiles)
-		cmd = exec.Command("/bin/sh", append([]string{"-c", script, c.opts.KvdPath}, n.args...)...)
+		cmd = exec.Command("/bin/sh", append([]string{"-c", script, bin}, n.args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	// A process group of its own (a Ctrl-C on the terminal reaches only
+	// the harness, which then stops nodes by PID), and SIGKILL from the
+	// kernel if the harness dies without calling Close, so a crashed or
+	// timed-out test leaves no orphan kvd behind.
+	hp, err := harness.Start(cmd, harness.ProcOptions{DeathSignal: syscall.SIGKILL, QuitWait: quitWait})
+	if err != nil {
 		return fmt.Errorf("jepsen: start %s: %w", n.id, err)
 	}
 	// The PID goes in the log too, so a crash can be matched to its
 	// section (see PanicLine); the child takes milliseconds to write its
 	// first line.
-	fmt.Fprintf(f, "=== jepsen harness: %s is pid %d\n", n.id, cmd.Process.Pid)
-	p := &process{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{})}
+	fmt.Fprintf(f, "=== jepsen harness: %s is pid %d\n", n.id, hp.PID())
+	p := &process{Process: hp, pid: hp.PID()}
 	go func() {
-		p.err = cmd.Wait()
-		if !p.signalled.Load() {
+		<-p.Done()
+		if !p.Told() {
+			_, exitErr := p.Exited()
 			c.mu.Lock()
-			c.crashes = append(c.crashes, Crash{Node: n.id, PID: p.pid, At: time.Now(), Err: fmt.Sprint(p.err)})
+			c.crashes = append(c.crashes, Crash{Node: n.id, PID: p.pid, At: time.Now(), Err: fmt.Sprint(exitErr)})
 			c.mu.Unlock()
-			c.opts.Logf("jepsen: %s pid %d exited on its own: %v", n.id, p.pid, p.err)
+			c.opts.Logf("jepsen: %s pid %d exited on its own: %v", n.id, p.pid, exitErr)
 		}
-		close(p.done)
 	}()
 	n.proc, n.paused = p, false
 	c.pids = append(c.pids, p.pid)
@@ -538,12 +503,8 @@ func (c *Cluster) Kill(i int) error {
 		return err
 	}
 	c.opts.Logf("jepsen: SIGKILL %s pid %d", n.id, p.pid)
-	p.signalled.Store(true)
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !p.exited() {
+	if err := p.Kill(); err != nil {
 		return fmt.Errorf("jepsen: kill %s (pid %d): %w", n.id, p.pid, err)
-	}
-	if !p.waitFor(killWait) {
-		return fmt.Errorf("jepsen: %s (pid %d) still running %v after SIGKILL", n.id, p.pid, killWait)
 	}
 	return nil
 }
@@ -564,26 +525,22 @@ func (c *Cluster) stopProcess(n *node, p *process) error {
 	c.client.CloseIdleConnections()
 	c.opts.Logf("jepsen: SIGTERM %s pid %d", n.id, p.pid)
 	start := time.Now()
-	p.signalled.Store(true)
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.cmd.Process.Signal(syscall.SIGCONT)
-	if p.waitFor(c.opts.StopTimeout) {
-		c.opts.Logf("jepsen: %s pid %d exited %v after SIGTERM (%v)", n.id, p.pid, time.Since(start).Round(time.Millisecond), p.cmd.ProcessState)
-		if p.err != nil {
-			return fmt.Errorf("jepsen: %s (pid %d) exited uncleanly after SIGTERM: %w", n.id, p.pid, p.err)
+	// SIGTERM (and SIGCONT, in case it is paused); after StopTimeout
+	// SIGQUIT, so that the Go runtime writes every goroutine's stack to
+	// the node's log, which shows where the shutdown hung; then SIGKILL.
+	err := p.Stop(c.opts.StopTimeout)
+	if err == nil {
+		_, exitErr := p.Exited()
+		c.opts.Logf("jepsen: %s pid %d exited %v after SIGTERM (%v)", n.id, p.pid, time.Since(start).Round(time.Millisecond), p.State())
+		if exitErr != nil {
+			return fmt.Errorf("jepsen: %s (pid %d) exited uncleanly after SIGTERM: %w", n.id, p.pid, exitErr)
 		}
 		return nil
 	}
-	// SIGQUIT first: the Go runtime writes every goroutine's stack to the
-	// node's log and exits, which shows where the shutdown hung.
-	c.opts.Logf("jepsen: %s pid %d ignored SIGTERM for %v; SIGQUIT (goroutine dump in its log), then SIGKILL", n.id, p.pid, c.opts.StopTimeout)
-	p.cmd.Process.Signal(syscall.SIGQUIT)
-	if !p.waitFor(2 * time.Second) {
-		p.cmd.Process.Signal(syscall.SIGKILL)
+	if !errors.Is(err, harness.ErrKilled) {
+		return fmt.Errorf("jepsen: %s (pid %d): %w", n.id, p.pid, err)
 	}
-	if !p.waitFor(killWait) {
-		return fmt.Errorf("jepsen: %s (pid %d) still running %v after SIGKILL", n.id, p.pid, killWait)
-	}
+	c.opts.Logf("jepsen: %s pid %d ignored SIGTERM for %v; sent SIGQUIT (goroutine dump in its log), then SIGKILL", n.id, p.pid, c.opts.StopTimeout)
 	if dump := goroutineDump(n.logPath); dump != "" {
 		c.opts.Logf("jepsen: %s pid %d goroutines when it hung:\n%s", n.id, p.pid, dump)
 	}
@@ -609,6 +566,20 @@ func (c *Cluster) Restart(i int) error {
 	if err := c.startLocked(n); err != nil {
 		return errors.Join(err, stopErr)
 	}
+	return nil
+}
+
+// SetKvdPath makes node i run the kvd binary at path from its next start
+// (Restart) on, with the same flags and data directory: the harness's
+// way to upgrade or roll back one node of a running cluster.
+func (c *Cluster) SetKvdPath(i int, path string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n, err := c.node(i)
+	if err != nil {
+		return err
+	}
+	n.kvdPath = path
 	return nil
 }
 
@@ -674,7 +645,7 @@ func (c *Cluster) signalPause(i int, sig syscall.Signal, paused bool) error {
 		return fmt.Errorf("%w: %s", ErrNotRunning, n.id)
 	}
 	c.opts.Logf("jepsen: %v %s pid %d", sig, n.id, n.proc.pid)
-	if err := n.proc.cmd.Process.Signal(sig); err != nil {
+	if err := n.proc.Signal(sig); err != nil {
 		return fmt.Errorf("jepsen: signal %s (pid %d): %w", n.id, n.proc.pid, err)
 	}
 	n.paused = paused
@@ -710,52 +681,63 @@ func (c *Cluster) Close() error {
 }
 
 // WaitReady polls /readyz of the given nodes (all when none are given)
-// every 50ms until each answers 200. It fails early when a node's process
-// exits, and at ctx's deadline (Options.ReadyTimeout when ctx has none).
+// until each answers 200 (see harness.Poll; at most 50ms apart). It fails
+// early when a node's process exits, and at ctx's deadline
+// (Options.ReadyTimeout when ctx has none).
 func (c *Cluster) WaitReady(ctx context.Context, nodes ...int) error {
 	if len(nodes) == 0 {
 		for i := range c.nodes {
 			nodes = append(nodes, i)
 		}
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.opts.ReadyTimeout)
-		defer cancel()
-	}
-	dl, _ := ctx.Deadline()
-	maxPolls := int(time.Until(dl)/pollInterval) + 1
+	ctx, cancel := withDefaultDeadline(ctx, c.opts.ReadyTimeout)
+	defer cancel()
 	for _, i := range nodes {
 		n, p, err := c.running(i)
 		if err != nil {
 			return err
 		}
 		var last string
-		for poll := 0; ; poll++ {
-			if p.exited() {
+		err = harness.Poll(ctx, timeLeft(ctx), pollInterval, func(ctx context.Context) (bool, error) {
+			if done, exitErr := p.Exited(); done {
 				tail, _ := c.LogTail(i, 20)
-				return fmt.Errorf("jepsen: %s (pid %d) exited while waiting for readiness (%v); log tail:\n%s", n.id, p.pid, p.err, tail)
+				return false, fmt.Errorf("jepsen: %s (pid %d) exited while waiting for readiness (%v); log tail:\n%s", n.id, p.pid, exitErr, tail)
 			}
 			code, body, err := c.get(ctx, i, "/readyz")
-			if err == nil && code == http.StatusOK {
-				break
-			}
-			if err != nil {
+			switch {
+			case err != nil:
 				last = err.Error()
-			} else {
+			case code == http.StatusOK:
+				return true, nil
+			default:
 				last = fmt.Sprintf("%d %s", code, strings.TrimSpace(string(body)))
 			}
-			if poll >= maxPolls {
-				return fmt.Errorf("jepsen: %s not ready after %d polls: %s", n.id, poll, last)
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("jepsen: %s not ready: %w (last answer: %s)", n.id, ctx.Err(), last)
-			case <-time.After(pollInterval):
-			}
+			return false, nil
+		})
+		if errors.Is(err, harness.ErrNotYet) {
+			return fmt.Errorf("jepsen: %s not ready: %w (last answer: %s)", n.id, err, last)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// withDefaultDeadline is ctx, bounded by d from now when it has no
+// deadline.
+func withDefaultDeadline(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// timeLeft is the time until ctx's deadline, at least a millisecond (one
+// poll, then Poll returns ctx's error).
+func timeLeft(ctx context.Context) time.Duration {
+	dl, _ := ctx.Deadline()
+	return max(time.Until(dl), time.Millisecond)
 }
 
 // get does one bounded GET against node i's HTTP API.
@@ -820,20 +802,16 @@ func rangeFor(st *kvpb.StatusResponse, key string) *kvpb.RangeStatus {
 func (c *Cluster) Leader(ctx context.Context) (int, error) { return c.LeaderOf(ctx, "") }
 
 // LeaderOf returns the index of the node leading the user range that
-// holds key, polling every 50ms until a running, unpaused node reports
-// state "Leader" for it, or ctx's deadline (15s when ctx has none). When
-// several nodes claim leadership (a deposed leader that has not noticed
-// yet), the one with the highest term wins.
+// holds key, polling (see harness.Poll; at most 50ms apart) until a
+// running, unpaused node reports state "Leader" for it, or ctx's deadline
+// (15s when ctx has none). When several nodes claim leadership (a deposed
+// leader that has not noticed yet), the one with the highest term wins.
 func (c *Cluster) LeaderOf(ctx context.Context, key string) (int, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, DefaultLeaderTimeout)
-		defer cancel()
-	}
-	dl, _ := ctx.Deadline()
-	maxPolls := int(time.Until(dl)/pollInterval) + 1
+	ctx, cancel := withDefaultDeadline(ctx, DefaultLeaderTimeout)
+	defer cancel()
 	var last []string
-	for poll := 0; ; poll++ {
+	leader := -1
+	err := harness.Poll(ctx, timeLeft(ctx), pollInterval, func(ctx context.Context) (bool, error) {
 		type claim struct {
 			idx  int
 			term uint64
@@ -871,19 +849,16 @@ func (c *Cluster) LeaderOf(ctx context.Context, key string) (int, error) {
 			}
 		}
 		if best != nil {
-			return best.idx, nil
+			leader = best.idx
+			return true, nil
 		}
 		last = errs
-		if poll >= maxPolls {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return -1, fmt.Errorf("%w: %v (%s)", ErrNoLeader, ctx.Err(), strings.Join(last, "; "))
-		case <-time.After(pollInterval):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return -1, fmt.Errorf("%w: %w (%s)", ErrNoLeader, err, strings.Join(last, "; "))
 	}
-	return -1, fmt.Errorf("%w after %d polls (%s)", ErrNoLeader, maxPolls, strings.Join(last, "; "))
+	return leader, nil
 }
 
 // LogTail returns the last n lines of node i's log (at most its last

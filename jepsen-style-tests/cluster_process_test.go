@@ -4,9 +4,7 @@ package jepsen
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -15,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialkv/dialkv/harness"
 )
 
 // `kvd cluster` (what `make run` starts) must take its nodes with it when
@@ -24,25 +24,31 @@ func TestProcess_KvdClusterNodesDieWithIt(t *testing.T) {
 	if buildErr != nil {
 		t.Fatalf("building the binaries: %v", buildErr)
 	}
-	base, err := freePortBase(3)
+	base, err := harness.FreePortBase(3, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(kvdBin, "cluster", "--nodes", "3", "--data-dir", t.TempDir(), "--port-base", strconv.Itoa(base))
-	cmd.SysProcAttr = sysProcAttr()
-	out, err := cmd.StdoutPipe()
+	out, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	p, err := harness.Start(cmd, harness.ProcOptions{})
+	w.Close() // kvd cluster has its own copy
+	if err != nil {
+		out.Close()
 		t.Fatal(err)
 	}
 	var pids []int
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		p.Kill()
+		out.Close()
+		// Only when the test failed: nodes that outlived kvd cluster.
 		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
+			if !processGone(pid) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	})
 
@@ -79,57 +85,23 @@ func TestProcess_KvdClusterNodesDieWithIt(t *testing.T) {
 		}
 	}()
 
-	if err := cmd.Process.Kill(); err != nil {
+	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
 	for _, pid := range pids {
-		if err := waitGone(pid, 20*time.Second); err != nil {
-			t.Errorf("node pid %d after kvd cluster was killed: %v", pid, err)
-		}
+		harness.Eventually(t, fmt.Sprintf("node pid %d to exit after kvd cluster was killed", pid), 20*time.Second,
+			func() bool { return processGone(pid) })
 	}
 }
 
-// freePortBase finds a port base P below the ephemeral range whose `kvd
-// cluster` ports (P+10i .. P+10i+2 for i = 1..nodes) can all be bound now.
-func freePortBase(nodes int) (int, error) {
-	for base := 20000 + os.Getpid()%1000*10; base < 30000; base += 100 {
-		ok := true
-		var held []net.Listener
-		for i := 1; i <= nodes && ok; i++ {
-			for p := base + 10*i; p <= base+10*i+2; p++ {
-				ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-				if err != nil {
-					ok = false
-					break
-				}
-				held = append(held, ln)
-			}
-		}
-		for _, ln := range held {
-			ln.Close()
-		}
-		if ok {
-			return base, nil
-		}
+// processGone reports whether pid has exited: no such process, or a zombie
+// waiting to be reaped by whoever adopted it.
+func processGone(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
 	}
-	return 0, errors.New("no free port base between 20000 and 30000")
-}
-
-// waitGone waits until pid has exited (no such process, or a zombie
-// waiting to be reaped by whoever adopted it).
-func waitGone(pid int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return nil
-		}
-		// The state follows the command name in parentheses.
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 && i+2 < len(stat) && stat[i+2] == 'Z' {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("still running %v later", timeout)
+	// The state follows the command name in parentheses.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i > 0 && i+2 < len(stat) && stat[i+2] == 'Z'
 }

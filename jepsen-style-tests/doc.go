@@ -7,7 +7,9 @@
 //   - cluster.go: N real `kvd serve` processes on 127.0.0.1 with free ports;
 //     start, kill -9, SIGTERM, SIGSTOP/SIGCONT, restart, rejoin with an empty
 //     data directory; leader lookup; crash detection (a process that exits
-//     without being told to).
+//     without being told to). Ports, processes and polling come from
+//     package harness (ports below the kernel's ephemeral range, a process
+//     group and Pdeathsig per node, stop by PID).
 //   - proxy.go: a userspace TCP proxy on every directed node-to-node link
 //     (kvd --peer-proxy), so links can be dropped, rejected or slowed, one
 //     way or both: partitions of any shape without network namespaces.
@@ -38,8 +40,6 @@
 //   - crashloop.go: CrashLoop, kill -9 and restart cycles on a cluster of
 //     many ranges under writes, then the same checkers, the replicas
 //     compared by digest and the loop's own verdict.
-//   - localports.go: the harness's ports, below the kernel's ephemeral
-//     range.
 //
 // cmd/jepsen is the CLI behind `make jepsen` and `make jepsen-canary`,
 // cmd/crashloop the one behind `make crash-loop`.
@@ -55,7 +55,9 @@
 // repro_test.go reproduces server bugs the suite found (testdata/ keeps
 // their histories and logs); limits_process_test.go floods a leader's
 // client ports with idle and half-sent connections and checks that Raft
-// and other clients never notice.
+// and other clients never notice; upgrade_process_test.go builds the
+// previous release from git, upgrades a cluster of it node by node under
+// writes (mixed links both ways), and rolls a node back.
 // DIALKV_KVD_BIN and DIALKV_KVCTL_BIN test prebuilt binaries.
 //
 // Node indices are 0-based everywhere in this package: index i is node id

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dialkv/dialkv/harness"
 )
 
 // Network faults are injected by userspace TCP proxies on 127.0.0.1: every
@@ -205,7 +207,7 @@ type proxy struct {
 }
 
 func newProxy(nt *Net, from, to int, target string) (*proxy, error) {
-	ln, err := listenLocal()
+	ln, err := harness.ListenLocal()
 	if err != nil {
 		return nil, fmt.Errorf("jepsen: proxy %s->%s: %w", nodeID(from), nodeID(to), err)
 	}

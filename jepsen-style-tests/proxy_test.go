@@ -5,13 +5,15 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/dialkv/dialkv/harness"
 )
 
 // echoServer answers every line with the same line; it counts the lines
 // it received.
 func echoServer(t *testing.T) (addr string, got chan string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := harness.ListenLocal()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,12 +175,7 @@ func TestProxy_NoSpliceAfterDrop(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait (bounded) until the proxy has read and dropped those bytes.
-	for i := 0; nt.Stats()["n1->n2"][1] == 0; i++ {
-		if i == 200 {
-			t.Fatal("the proxy never dropped the bytes")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	harness.Eventually(t, "the proxy to drop the bytes", 5*time.Second, func() bool { return nt.Stats()["n1->n2"][1] != 0 })
 	// Heal the link's state only, as Set does before it closes broken
 	// connections: the window in which a pump could forward again.
 	nt.mu.Lock()

@@ -9,9 +9,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialkv/dialkv/harness"
 )
 
 // rangeList is `kvctl range list -w json`.
@@ -35,21 +36,6 @@ func listRanges(t *testing.T, c *Cluster) rangeList {
 	return rl
 }
 
-// eventually polls cond (placement and splits run on timers; there is no
-// single event to await) until it holds or timeout passes.
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	start := time.Now()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Logf("%s after %v", what, time.Since(start).Round(100*time.Millisecond))
-}
-
 // hostedRanges is how many range replicas node i reports, -1 if it cannot
 // be asked.
 func hostedRanges(c *Cluster, i int) int {
@@ -66,7 +52,7 @@ func hostedRanges(c *Cluster, i int) int {
 // it by PID when the test ends.
 func startJoiner(t *testing.T, c *Cluster, id string, via int) (grpcAddr string, pid int) {
 	t.Helper()
-	ports, err := freePorts(3)
+	ports, err := harness.FreePorts(3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,18 +69,14 @@ func startJoiner(t *testing.T, c *Cluster, id string, via int) (grpcAddr string,
 		"--join", c.GRPCAddrs()[via],
 		"--raft-heartbeat-timeout", "500ms", "--raft-election-timeout", "500ms")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	p, err := harness.Start(cmd, harness.ProcOptions{})
+	logf.Close() // the child has its own descriptor
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); logf.Close(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
+		if err := p.Stop(DefaultStopTimeout); err != nil {
+			t.Logf("stop %s (pid %d): %v", id, p.PID(), err)
 		}
 		if t.Failed() {
 			b, _ := os.ReadFile(dir + ".log")
@@ -102,7 +84,7 @@ func startJoiner(t *testing.T, c *Cluster, id string, via int) (grpcAddr string,
 			t.Logf("--- %s log tail:\n%s", id, strings.Join(lines[max(0, len(lines)-40):], "\n"))
 		}
 	})
-	return grpcAddr, cmd.Process.Pid
+	return grpcAddr, p.PID()
 }
 
 // TestProcess_RangesSurviveSplitsJoinRemoveAndKill is the range-shard
@@ -152,7 +134,7 @@ func TestProcess_RangesSurviveSplitsJoinRemoveAndKill(t *testing.T) {
 	for _, k := range []string{"user/02000", "user/04000", "user/06000", "user/08000"} {
 		mustKvctl(t, c, "range", "split", k)
 	}
-	eventually(t, "at least 8 ranges", 90*time.Second, func() bool { return len(listRanges(t, c).Ranges) >= 8 })
+	harness.Eventually(t, "at least 8 ranges", 90*time.Second, func() bool { return len(listRanges(t, c).Ranges) >= 8 })
 
 	scanAll := func() {
 		t.Helper()
@@ -176,7 +158,7 @@ func TestProcess_RangesSurviveSplitsJoinRemoveAndKill(t *testing.T) {
 
 	// A 6th node joins and receives replicas.
 	_, _ = startJoiner(t, c, "n6", 0)
-	eventually(t, "n6 holds replicas", 90*time.Second, func() bool {
+	harness.Eventually(t, "n6 holds replicas", 90*time.Second, func() bool {
 		for _, r := range listRanges(t, c).Ranges {
 			if slices.Contains(r.Replicas, "n6") {
 				return true
@@ -187,7 +169,7 @@ func TestProcess_RangesSurviveSplitsJoinRemoveAndKill(t *testing.T) {
 
 	// n2 is decommissioned: its replicas move off; no range loses one.
 	mustKvctl(t, c, "node", "remove", "n2")
-	eventually(t, "n2 holds no replica and every range has 3", 120*time.Second, func() bool {
+	harness.Eventually(t, "n2 holds no replica and every range has 3", 120*time.Second, func() bool {
 		for _, r := range listRanges(t, c).Ranges {
 			if len(r.Replicas) != 3 || slices.Contains(r.Replicas, "n2") {
 				return false

@@ -10,8 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialkv/dialkv/harness"
 	"github.com/hashicorp/raft"
 )
+
+// freeLocalAddr is a 127.0.0.1 address below the kernel's ephemeral range
+// that was free a moment ago (see harness.FreePorts).
+func freeLocalAddr(t *testing.T) string {
+	t.Helper()
+	ports, err := harness.FreePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return harness.Addr(ports[0])
+}
 
 // tapeConn is a net.Conn that records writes and replays a fixed input.
 type tapeConn struct {
@@ -138,7 +150,7 @@ func TestFramedConn_LargeWritesSplit(t *testing.T) {
 // Over a real loopback connection through the mux: what a range's layer
 // dials is framed, and the peer's layer accepts it as the same stream.
 func TestMux_RaftStreamsAreFramed(t *testing.T) {
-	m, err := NewMux("127.0.0.1:0", nil, slog.New(slog.DiscardHandler))
+	m, err := NewMux(freeLocalAddr(t), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

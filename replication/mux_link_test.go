@@ -4,28 +4,32 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/replication"
 )
 
-// newLowMux starts a Mux on 127.0.0.1 at a port below the ephemeral range.
+// newLowMux starts a Mux on 127.0.0.1 at a port below the ephemeral range
+// (harness.FreePorts), trying again when another process took the port
+// between its pick and the Mux's bind.
 func newLowMux(t *testing.T) *replication.Mux {
 	t.Helper()
-	low := ephemeralPortLow()
-	for range 200 {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(10000+rand.IntN(low-10000)))
-		m, err := replication.NewMux(addr, nil, slog.New(slog.DiscardHandler))
+	var last error
+	for range 10 {
+		ports, err := harness.FreePorts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := replication.NewMux(harness.Addr(ports[0]), nil, slog.New(slog.DiscardHandler))
 		if err == nil {
 			t.Cleanup(func() { m.Close() })
 			return m
 		}
+		last = err
 	}
-	t.Fatal("no free port below the ephemeral range after 200 tries")
+	t.Fatalf("no Mux on a free port after 10 tries: %v", last)
 	return nil
 }
 

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"github.com/dialkv/dialkv/api"
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/replication"
 	"github.com/dialkv/dialkv/shard"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,9 +34,6 @@ type testCluster struct {
 	srvs  []*grpc.Server  // client port
 	peers []*grpc.Server  // peer port (internal listener)
 	addrs map[string]bool // every address handed to a node, so none twice
-	// ephemeralLow is where the kernel's ephemeral ports begin; freeAddr
-	// picks below it.
-	ephemeralLow int
 }
 
 type logWriter struct {
@@ -52,50 +48,26 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// freeAddr returns a 127.0.0.1 address that was free a moment ago. Its
-// port lies below the kernel's ephemeral range: a port from 127.0.0.1:0
-// is in that range, and another node's outgoing connection could be
-// given it before the node it was chosen for binds it (CI saw "bind:
-// address already in use").
+// freeAddr returns a 127.0.0.1 address that was free a moment ago, below
+// the kernel's ephemeral range (see harness.ListenLocal: CI saw "bind:
+// address already in use" when ports came from 127.0.0.1:0), and never
+// one already handed to a node of this cluster.
 func (c *testCluster) freeAddr() string {
 	c.t.Helper()
-	const lowest = 10000
 	for range 200 {
-		port := 0 // the kernel's pick, when its range leaves no room below
-		if c.ephemeralLow > lowest+1000 {
-			port = lowest + rand.IntN(c.ephemeralLow-lowest)
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		ports, err := harness.FreePorts(1)
 		if err != nil {
-			continue // taken
+			c.t.Fatal(err)
 		}
-		addr := ln.Addr().String()
-		ln.Close()
+		addr := harness.Addr(ports[0])
 		if c.addrs[addr] {
 			continue // free again, but already another node's
 		}
 		c.addrs[addr] = true
 		return addr
 	}
-	c.t.Fatal("no free port below the ephemeral range after 200 tries")
+	c.t.Fatal("200 free ports in a row were already this cluster's")
 	return ""
-}
-
-// ephemeralPortLow is the first port of the kernel's ephemeral range.
-func ephemeralPortLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768 // Linux's default
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 32768
-	}
-	low, err := strconv.Atoi(f[0])
-	if err != nil {
-		return 32768
-	}
-	return low
 }
 
 type replicationConfig = replication.Config
@@ -112,7 +84,7 @@ func newTestClusterWith(t *testing.T, n int, tweak func(*replication.Config)) *t
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: level}))
-	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n), peers: make([]*grpc.Server, n), addrs: map[string]bool{}, ephemeralLow: ephemeralPortLow()}
+	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n), peers: make([]*grpc.Server, n), addrs: map[string]bool{}}
 	var peers []replication.Peer
 	for i := range n {
 		cfg := replication.DefaultConfig()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/replication"
 )
 
@@ -66,18 +67,25 @@ func (c *testCluster) ranges(i int) *kvpb.RangesResponse {
 	return resp
 }
 
-// eventually polls cond until it holds or the deadline passes. Placement
-// and publication run on timers, so there is no single event to await.
+// eventually is harness.Eventually, with every node's status dumped when
+// the wait fails. Placement and publication run on timers, so there is no
+// single event to await.
 func (c *testCluster) eventually(what string, timeout time.Duration, cond func() bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			c.dumpStatus()
-			c.t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	harness.Eventually(statusOnFatal{c.t, c}, what, timeout, cond)
+}
+
+// statusOnFatal is the test, with every node's status logged before a
+// fatal failure: what a failed wait needs to be understood.
+type statusOnFatal struct {
+	*testing.T
+	c *testCluster
+}
+
+func (s statusOnFatal) Fatalf(format string, args ...any) {
+	s.T.Helper()
+	s.c.dumpStatus()
+	s.T.Fatalf(format, args...)
 }
 
 func writeKeys(t *testing.T, c *testCluster, via, n int) map[string]string {

@@ -44,7 +44,7 @@ import (
 // check. The four pairs left over make the next read fail with an unknown rpc
 // type, but only after the corrupt request has been acknowledged.
 func TestSplicedStream_DecodesAsDifferentEntry(t *testing.T) {
-	trans, err := raft.NewTCPTransport("127.0.0.1:0", nil, 2, time.Second, io.Discard)
+	trans, err := raft.NewTCPTransport(freeLocalAddr(t), nil, 2, time.Second, io.Discard)
 	if err != nil {
 		t.Fatalf("NewTCPTransport: %v", err)
 	}
@@ -238,7 +238,7 @@ func spliceKeyOffset(t *testing.T, msg []byte, e *raft.Log, key string) int {
 // refused: the transport gets no request at all, and the connection is
 // closed, so the leader redials and resends from what the follower has.
 func TestSplicedStream_FramedIsRefused(t *testing.T) {
-	m, err := NewMux("127.0.0.1:0", nil, slog.New(slog.DiscardHandler))
+	m, err := NewMux(freeLocalAddr(t), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

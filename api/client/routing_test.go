@@ -12,6 +12,7 @@ import (
 	"github.com/dialkv/dialkv/api/client/clienttest"
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/harness"
 )
 
 // twoRanges starts fakes n1 and n2 over one store split at "m": n1 leads
@@ -271,26 +272,13 @@ func TestRouting_TableExpiresAndRefreshesInTheBackground(t *testing.T) {
 	if got := b.Calls(clienttest.MethodPut); got != 2 {
 		t.Fatalf("n2 got %d puts, want 2", got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for a.Calls(clienttest.MethodRanges) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no refresh after the TTL")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	harness.Eventually(t, "a refresh after the TTL", 5*time.Second, func() bool { return a.Calls(clienttest.MethodRanges) >= 2 })
 	// Wait until the refreshed table is in place, then it routes.
-	for {
+	harness.Eventually(t, "the refreshed table to be stored", 5*time.Second, func() bool {
 		c.router.mu.Lock()
-		v := c.router.mu.version
-		c.router.mu.Unlock()
-		if v >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("refreshed table never stored")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer c.router.mu.Unlock()
+		return c.router.mu.version >= 2
+	})
 	mustPut(t, c, "x", "v")
 	if got := a.Calls(clienttest.MethodPut); got != 1 {
 		t.Fatalf("n1 got %d puts after the refresh, want 1", got)

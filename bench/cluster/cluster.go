@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dialkv/dialkv/harness"
 )
 
 // MaxNodes bounds Options.Nodes plus the members JoinDialkv adds: the
@@ -22,7 +23,8 @@ const MaxNodes = 9
 const (
 	DefaultNodes        = 3
 	DefaultReadyTimeout = 60 * time.Second
-	// pollInterval is how often health endpoints are polled.
+	// pollInterval is the longest pause between polls of a health
+	// endpoint (see harness.Poll).
 	pollInterval = 100 * time.Millisecond
 	// requestTimeout bounds one health request.
 	requestTimeout = time.Second
@@ -84,34 +86,20 @@ type Cluster struct {
 	opts Options
 }
 
-const host = "127.0.0.1"
+const host = harness.Host
 
-// Automatic port plans (Options.PortBase zero) take a base from
-// [autoPortLow, autoPortHigh), below the ephemeral range (32768 and up on
-// Linux), in steps of autoPortStep.
-const (
-	autoPortLow  = 20000
-	autoPortHigh = 32000
-	autoPortStep = 100
-)
-
-// FreePortBase returns a port base P in [20000, 32000) such that the
-// ports of every member slot 1..MaxNodes (P+10i .. P+10i+count-1 on
-// 127.0.0.1) could all be bound a moment ago. The search starts at an
-// offset taken from this process's id, so that concurrent benchmarks and
-// tests tend to pick different bases. It is racy by nature: another
-// process may bind a port before the members do; a member then exits with
-// "address already in use" and the caller may retry.
+// FreePortBase returns a port base P below the kernel's ephemeral range
+// such that the count ports of every member slot 1..MaxNodes (P+10i ..
+// P+10i+count-1 on 127.0.0.1) could all be bound a moment ago (see
+// harness.FreePortBase). It is racy by nature: another process may bind a
+// port before the members do; a member then exits with "address already
+// in use" and the caller may retry.
 func FreePortBase(count int) (int, error) {
-	slots := (autoPortHigh - autoPortLow) / autoPortStep
-	first := os.Getpid() % slots
-	for k := range slots {
-		base := autoPortLow + (first+k)%slots*autoPortStep
-		if _, err := ports(base, MaxNodes, count); err == nil {
-			return base, nil
-		}
+	base, err := harness.FreePortBase(MaxNodes, count)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: %w", err)
 	}
-	return 0, fmt.Errorf("cluster: no port base in [%d, %d) with %d free ports for each of %d members", autoPortLow, autoPortHigh, count, MaxNodes)
+	return base, nil
 }
 
 // ports returns the count ports of each of members 0..n-1 of base's plan,
@@ -124,28 +112,11 @@ func ports(base, n, count int) ([][]int, error) {
 // (0-based) of base's plan, checked free (all held at once, then
 // released); out[k] belongs to member from+k.
 func slotPorts(base, from, to, count int) ([][]int, error) {
-	out := make([][]int, to-from)
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for i := from; i < to; i++ {
-		for j := range count {
-			port := base + 10*(i+1) + j
-			if port <= 0 || port > 65535 {
-				return nil, fmt.Errorf("cluster: port %d of base %d is out of range", port, base)
-			}
-			ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", host, port))
-			if err != nil {
-				return nil, fmt.Errorf("cluster: port %d is not free: %w", port, err)
-			}
-			lns = append(lns, ln)
-			out[i-from] = append(out[i-from], port)
-		}
+	pp, err := harness.PlanPorts(base, from+1, to, count)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	return out, nil
+	return pp, nil
 }
 
 // planPorts resolves o.PortBase (zero: FreePortBase) and checks the ports
@@ -310,7 +281,8 @@ func (c *Cluster) start(ctx context.Context, timeout time.Duration) error {
 }
 
 // WaitHealthy polls every member's health endpoint until all answer 200,
-// a member exits, or ctx ends.
+// a member exits, or ctx ends (ReadyTimeout per member when ctx has no
+// deadline).
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
 	for i := range c.healthURLs {
 		if err := c.waitMember(ctx, i); err != nil {
@@ -321,22 +293,24 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error {
 }
 
 // waitMember polls member i's health endpoint until it answers 200, the
-// member exits, or ctx ends.
+// member exits, or ctx ends (the cluster's ReadyTimeout from now when ctx
+// has no deadline).
 func (c *Cluster) waitMember(ctx context.Context, i int) error {
 	u, p := c.healthURLs[i], c.Procs[i]
-	for {
-		if done, err := p.Exited(); done {
-			return fmt.Errorf("%s %s exited during start-up (%v); log tail:\n%s", c.System, p.Name, err, p.LogTail(20))
-		}
-		if c.healthy(ctx, u) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s %s not healthy at %s: %w; log tail:\n%s", c.System, p.Name, u, ctx.Err(), p.LogTail(20))
-		case <-time.After(pollInterval):
-		}
+	timeout := c.opts.ReadyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(dl), time.Millisecond)
 	}
+	err := harness.Poll(ctx, timeout, pollInterval, func(ctx context.Context) (bool, error) {
+		if done, err := p.Exited(); done {
+			return false, fmt.Errorf("%s %s exited during start-up (%v); log tail:\n%s", c.System, p.Name, err, p.LogTail(20))
+		}
+		return c.healthy(ctx, u), nil
+	})
+	if errors.Is(err, harness.ErrNotYet) {
+		return fmt.Errorf("%s %s not healthy at %s: %w; log tail:\n%s", c.System, p.Name, u, err, p.LogTail(20))
+	}
+	return err
 }
 
 func (c *Cluster) healthy(ctx context.Context, url string) bool {

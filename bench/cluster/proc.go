@@ -10,21 +10,18 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dialkv/dialkv/harness"
 )
 
 // DefaultStopTimeout is how long Stop waits after SIGTERM before SIGKILL.
 const DefaultStopTimeout = 10 * time.Second
 
-// killWait bounds the wait for a process to disappear after SIGKILL.
-const killWait = 5 * time.Second
-
 // Proc is one server process started by this package.
 type Proc struct {
 	Name    string
 	LogPath string
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when the process has been reaped
-	err     error         // Wait's result, valid after done
+	proc    *harness.Process
 }
 
 // startProc runs path with args, stdout and stderr appended to logPath.
@@ -37,57 +34,29 @@ func startProc(name, logPath, path string, args ...string) (*Proc, error) {
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// A group of its own, so a Ctrl-C meant for the benchmark does not
-	// reach the servers before the benchmark stops them; Pdeathsig so they
-	// do not outlive a benchmark that was killed outright.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// reach the servers before the benchmark stops them; SIGKILL from the
+	// kernel so they do not outlive a benchmark that was killed outright.
+	hp, err := harness.Start(cmd, harness.ProcOptions{DeathSignal: syscall.SIGKILL})
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Proc{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	return &Proc{Name: name, LogPath: logPath, proc: hp}, nil
 }
 
 // PID returns the process id.
-func (p *Proc) PID() int { return p.cmd.Process.Pid }
+func (p *Proc) PID() int { return p.proc.PID() }
 
 // Exited reports whether the process has ended, and how.
-func (p *Proc) Exited() (bool, error) {
-	select {
-	case <-p.done:
-		return true, p.err
-	default:
-		return false, nil
-	}
-}
+func (p *Proc) Exited() (bool, error) { return p.proc.Exited() }
 
 // Stop sends SIGTERM to the process (by PID), waits up to timeout, then
-// sends SIGKILL. It is a no-op on a process that has already ended.
+// sends SIGKILL (an error: harness.ErrKilled). It is a no-op on a process
+// that has already ended.
 func (p *Proc) Stop(timeout time.Duration) error {
-	if ok, _ := p.Exited(); ok {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		if ok, _ := p.Exited(); ok {
-			return nil
-		}
+	if err := p.proc.Stop(timeout); err != nil {
 		return fmt.Errorf("stop %s (pid %d): %w", p.Name, p.PID(), err)
 	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(timeout):
-	}
-	p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-		return fmt.Errorf("%s (pid %d) ignored SIGTERM for %v and was killed", p.Name, p.PID(), timeout)
-	case <-time.After(killWait):
-		return fmt.Errorf("%s (pid %d) survived SIGKILL for %v", p.Name, p.PID(), killWait)
-	}
+	return nil
 }
 
 // Memory is a process's resident set, from /proc/PID/status.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/dialkv/dialkv/harness"
 )
 
 type clusterFlags struct {
@@ -29,10 +32,12 @@ type clusterFlags struct {
 	hibernateAfter time.Duration
 }
 
-// nodePorts is the port plan of `kvd cluster`: node i (1-based) listens on
-// base+10i (gRPC), base+10i+1 (HTTP) and base+10i+2 (Raft).
+// nodePorts is the port plan of `kvd cluster` (harness.MemberPorts): node
+// i (1-based) listens on base+10i (gRPC), base+10i+1 (HTTP) and base+10i+2
+// (Raft).
 func nodePorts(base, i int) (grpc, http, raft int) {
-	return base + 10*i, base + 10*i + 1, base + 10*i + 2
+	p := harness.MemberPorts(base, i, 3)
+	return p[0], p[1], p[2]
 }
 
 func clusterCmd() *cobra.Command {
@@ -61,11 +66,14 @@ cluster from its data.`,
 	return cmd
 }
 
+// stopGrace is how long a node may take to shut down after SIGTERM before
+// it is killed.
+const stopGrace = 10 * time.Second
+
 type child struct {
 	id      string
-	cmd     *exec.Cmd
+	proc    *harness.Process
 	logPath string
-	done    chan error
 }
 
 func runCluster(ctx context.Context, f clusterFlags) error {
@@ -117,18 +125,20 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 			"--log-level", f.logLevel,
 			"--hibernate-after", f.hibernateAfter.String())
 		c.Stdout, c.Stderr = logFile, logFile
-		c.SysProcAttr = nodeSysProcAttr()
-		if err := c.Start(); err != nil {
-			logFile.Close()
+		// A process group of its own: a Ctrl-C on the terminal reaches only
+		// this parent, which then stops each node by PID. SIGTERM from the
+		// kernel if the parent dies without stopping it (kill -9, a crash;
+		// Linux only): no node outlives the cluster that started it, and
+		// each still shuts down cleanly.
+		p, err := harness.Start(c, harness.ProcOptions{DeathSignal: syscall.SIGTERM})
+		logFile.Close()
+		if err != nil {
 			return fmt.Errorf("start %s: %w", id, err)
 		}
-		logFile.Close()
-		ch := &child{id: id, cmd: c, logPath: logPath, done: make(chan error, 1)}
-		go func() { ch.done <- c.Wait() }()
-		children = append(children, ch)
+		children = append(children, &child{id: id, proc: p, logPath: logPath})
 		grpcEndpoints = append(grpcEndpoints, fmt.Sprintf("%s:%d", f.host, g))
 		httpEndpoints = append(httpEndpoints, fmt.Sprintf("http://%s:%d", f.host, h))
-		fmt.Printf("started %s (pid %d): grpc %s:%d  http %s:%d  raft %s:%d  log %s\n", id, c.Process.Pid, f.host, g, f.host, h, f.host, r, logPath)
+		fmt.Printf("started %s (pid %d): grpc %s:%d  http %s:%d  raft %s:%d  log %s\n", id, p.PID(), f.host, g, f.host, h, f.host, r, logPath)
 	}
 
 	if err := waitReady(ctx, httpEndpoints, children); err != nil {
@@ -157,8 +167,7 @@ or with curl:
 	exited := make(chan *child, len(children))
 	for _, c := range children {
 		go func() {
-			err := <-c.done
-			c.done <- err // keep it for stopChildren
+			<-c.proc.Done()
 			exited <- c
 		}()
 	}
@@ -170,7 +179,7 @@ or with curl:
 			return nil
 		case c := <-exited:
 			alive--
-			fmt.Printf("%s exited unexpectedly (%v); see %s\n", c.id, c.cmd.ProcessState, c.logPath)
+			fmt.Printf("%s exited unexpectedly (%v); see %s\n", c.id, c.proc.State(), c.logPath)
 		}
 	}
 	return errors.New("every node has exited")
@@ -186,30 +195,32 @@ func logsWhere(f clusterFlags) string {
 
 // waitReady polls each node's /readyz until all answer 200 or a node dies.
 func waitReady(ctx context.Context, endpoints []string, children []*child) error {
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	const timeout = 60 * time.Second
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
 	for i, ep := range endpoints {
-		for attempt := 0; ; attempt++ {
-			select {
-			case err := <-children[i].done:
-				children[i].done <- err
-				return fmt.Errorf("%s exited during start-up (%v); see %s", children[i].id, err, children[i].logPath)
-			default:
+		c := children[i]
+		err := harness.Poll(ctx, timeout, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
+			if done, err := c.proc.Exited(); done {
+				return false, fmt.Errorf("%s exited during start-up (%v); see %s", c.id, err, c.logPath)
 			}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ep+"/readyz", nil)
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep+"/readyz", nil)
+			if err != nil {
+				return false, err
+			}
 			resp, err := client.Do(req)
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					break
-				}
+			if err != nil {
+				return false, nil
 			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%s not ready: %w", children[i].id, ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK, nil
+		})
+		if errors.Is(err, harness.ErrNotYet) {
+			return fmt.Errorf("%s not ready: %w", c.id, cmp.Or(ctx.Err(), context.DeadlineExceeded))
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -220,24 +231,16 @@ func waitReady(ctx context.Context, endpoints []string, children []*child) error
 func stopChildren(children []*child) {
 	var wg sync.WaitGroup
 	for _, c := range children {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case err := <-c.done:
-				c.done <- err
-				return // already exited
-			default:
-			}
-			c.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-c.done:
-			case <-time.After(10 * time.Second):
-				c.cmd.Process.Kill()
-				<-c.done
+		if done, _ := c.proc.Exited(); done {
+			continue
+		}
+		wg.Go(func() {
+			if err := c.proc.Stop(stopGrace); err != nil && !errors.Is(err, harness.ErrKilled) {
+				fmt.Printf("%s (pid %d) did not stop: %v\n", c.id, c.proc.PID(), err)
+				return
 			}
 			fmt.Printf("stopped %s\n", c.id)
-		}()
+		})
 	}
 	wg.Wait()
 }

@@ -4,16 +4,15 @@ import (
 	"encoding/binary"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/internal/logadapt"
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
@@ -46,36 +45,15 @@ func (w *logWriter) Write(p []byte) (int, error) {
 }
 
 // listenLow listens on 127.0.0.1 at a port below the kernel's ephemeral
-// range, so that no outgoing connection can have been given it.
+// range (harness.ListenLocal), so that no outgoing connection can have
+// been given it.
 func listenLow(t testing.TB) net.Listener {
 	t.Helper()
-	const lowest = 10000
-	high := ephemeralPortLow()
-	for range 200 {
-		port := lowest + rand.IntN(high-lowest)
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err == nil {
-			return ln
-		}
-	}
-	t.Fatal("no free port below the ephemeral range after 200 tries")
-	return nil
-}
-
-func ephemeralPortLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	ln, err := harness.ListenLocal()
 	if err != nil {
-		return 32768
+		t.Fatal(err)
 	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 32768
-	}
-	low, err := strconv.Atoi(f[0])
-	if err != nil || low > 32768 {
-		return 32768
-	}
-	return low
+	return ln
 }
 
 // testNode is one node's Raft port in a test: a small mux like
@@ -408,16 +386,4 @@ func responder(t testing.TB, tr raft.Transport, answer func(raft.RPC) (any, erro
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
-}
-
-// eventually polls cond every 10 ms until it holds, for at most d.
-func eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

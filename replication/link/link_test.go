@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialkv/dialkv/harness"
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 )
@@ -343,7 +344,7 @@ func TestPipeline_BrokenConnectionDeliversNoFutureAndFailsNextSend(t *testing.T)
 	}
 	second := <-taken
 	a.dropLinks()
-	eventually(t, 5*time.Second, "the pipeline to break", func() bool {
+	harness.Eventually(t, "the pipeline to break", 5*time.Second, func() bool {
 		_, err := p.AppendEntries(&raft.AppendEntriesRequest{RPCHeader: header(a.addr), Term: 1, PrevLogEntry: 9}, &raft.AppendEntriesResponse{})
 		return errors.Is(err, ErrConnClosed)
 	})
@@ -573,7 +574,7 @@ func TestLink_FallsBackToPerRangeStreamsForAnOldPeerAndBack(t *testing.T) {
 	up := newTestNode(t, nodeOpts{listen: restartListener(t, old.addr)})
 	tUp := up.open(1).(*RangeTransport)
 	stopUp := responder(t, tUp, answerFor(1))
-	eventually(t, 5*time.Second, "the upgraded peer to be reached over the link", func() bool {
+	harness.Eventually(t, "the upgraded peer to be reached over the link", 5*time.Second, func() bool {
 		if err := vote(tNew, up.addr); err != nil {
 			t.Logf("vote while the peer restarts: %v", err)
 		}
@@ -594,7 +595,7 @@ func TestLink_FallsBackToPerRangeStreamsForAnOldPeerAndBack(t *testing.T) {
 	down := newTestNode(t, nodeOpts{old: true, listen: restartListener(t, old.addr)})
 	tDown := down.open(1)
 	stopDown := responder(t, tDown, answerFor(1))
-	eventually(t, 5*time.Second, "the downgraded peer to be reached through per-range streams", func() bool {
+	harness.Eventually(t, "the downgraded peer to be reached through per-range streams", 5*time.Second, func() bool {
 		return vote(tNew, down.addr) == nil && newNode.link.PeerMode(raft.ServerAddress(down.addr)) == PeerLegacy
 	})
 	stopDown()
@@ -654,7 +655,7 @@ func TestLink_UnansweredHeartbeatDoesNotStickTheLane(t *testing.T) {
 	drop.Store(false)
 	// The lane answers the dropped heartbeat with an error once its time
 	// is up; after that, heartbeats flow again.
-	eventually(t, 5*time.Second, "heartbeats to be answered again", func() bool {
+	harness.Eventually(t, "heartbeats to be answered again", 5*time.Second, func() bool {
 		resp, err := hb()
 		return err == nil && resp.Success
 	})
@@ -715,7 +716,7 @@ func TestLink_SilentPeerIsDroppedAndRedialled(t *testing.T) {
 	if err := vote(); !errors.Is(err, ErrTimeout) && !errors.Is(err, ErrConnClosed) {
 		t.Fatalf("err = %v, want ErrTimeout or ErrConnClosed", err)
 	}
-	eventually(t, 5*time.Second, "the silent connection to be replaced", func() bool {
+	harness.Eventually(t, "the silent connection to be replaced", 5*time.Second, func() bool {
 		if err := vote(); err == nil {
 			t.Fatal("a call to a silent peer succeeded")
 		}
@@ -793,7 +794,7 @@ func TestLink_CloseFailsCallsInFlightAndLeavesNoGoroutines(t *testing.T) {
 	go func() {
 		errc <- ta.AppendEntries("b", raft.ServerAddress(b.addr), &raft.AppendEntriesRequest{RPCHeader: header(a.addr), Term: 1}, &raft.AppendEntriesResponse{})
 	}()
-	eventually(t, 5*time.Second, "b to hold the calls in its lanes", func() bool {
+	harness.Eventually(t, "b to hold the calls in its lanes", 5*time.Second, func() bool {
 		return b.link.Stats().MessagesReceived >= 5
 	})
 	start := time.Now()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/internal/logadapt"
 	"github.com/hashicorp/raft"
 )
@@ -153,7 +154,7 @@ func (c *raftCluster) leader(g int) *raft.Raft {
 func (c *raftCluster) leadGroup(i, g int) {
 	c.t.Helper()
 	id := raft.ServerID(fmt.Sprintf("n%d", i+1))
-	eventually(c.t, 15*time.Second, fmt.Sprintf("node %d to lead group %d", i+1, g+1), func() bool {
+	harness.Eventually(c.t, fmt.Sprintf("node %d to lead group %d", i+1, g+1), 15*time.Second, func() bool {
 		if c.nodes[i].rafts[g].State() == raft.Leader {
 			return true
 		}
@@ -199,7 +200,7 @@ func (c *raftCluster) applyAll(cmd string) {
 // everywhere alike, so only the suffix that holds want is compared).
 func (c *raftCluster) caughtUp(want []string) {
 	c.t.Helper()
-	eventually(c.t, 15*time.Second, fmt.Sprintf("every replica to apply %v", want), func() bool {
+	harness.Eventually(c.t, fmt.Sprintf("every replica to apply %v", want), 15*time.Second, func() bool {
 		for _, n := range c.nodes {
 			if n.tn == nil {
 				continue

@@ -16,7 +16,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"sort"
 	"sync"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/harness"
 )
 
 // Method names accepted by Server.Fail and Server.Calls.
@@ -277,7 +277,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	if s.Store == nil {
 		s.Store = NewStore()
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := harness.ListenLocal()
 	if err != nil {
 		t.Fatalf("clienttest: listen: %v", err)
 	}
@@ -301,15 +301,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 // it is refused.
 func ClosedAddr(t testing.TB) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := harness.FreePorts(1)
 	if err != nil {
-		t.Fatalf("clienttest: listen: %v", err)
+		t.Fatalf("clienttest: %v", err)
 	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatalf("clienttest: close: %v", err)
-	}
-	return addr
+	return harness.Addr(ports[0])
 }
 
 // Node returns the NodeInfo of this fake, active, for Store.SetNodes.

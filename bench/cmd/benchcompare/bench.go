@@ -16,6 +16,7 @@ import (
 
 	"github.com/dialkv/dialkv/bench/cluster"
 	"github.com/dialkv/dialkv/bench/workload"
+	"github.com/dialkv/dialkv/harness"
 )
 
 // The two systems, in the order each round runs them.
@@ -27,6 +28,10 @@ const runSlack = 2 * time.Minute
 
 // loadTimeout bounds loading the key space (or -memory-keys keys).
 const loadTimeout = time.Hour
+
+// kvbenchStopGrace is how long a kvbench stopped early (timeout, Ctrl-C)
+// has to report what it measured before it is killed.
+const kvbenchStopGrace = 10 * time.Second
 
 type bench struct {
 	o        *options
@@ -86,15 +91,23 @@ func (b *bench) kvbench(ctx context.Context, c *cluster.Cluster, timeout time.Du
 		"-conns", strconv.Itoa(b.o.conns),
 		"-json",
 	}, args...)
-	cmd := exec.CommandContext(ctx, b.o.kvbench, full...)
+	cmd := exec.Command(b.o.kvbench, full...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	p, err := harness.Start(cmd, harness.ProcOptions{DeathSignal: syscall.SIGKILL})
+	if err != nil {
+		return nil, fmt.Errorf("kvbench: %w", err)
+	}
 	// On timeout or Ctrl-C: SIGTERM by PID (kvbench then reports what it
 	// has), SIGKILL 10 s later.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Run(); err != nil {
+	select {
+	case <-p.Done():
+	case <-ctx.Done():
+		if err := p.Stop(kvbenchStopGrace); err != nil {
+			fmt.Fprintf(b.log, "stopping kvbench: %v\n", err)
+		}
+	}
+	if _, err := p.Exited(); err != nil {
 		return nil, fmt.Errorf("kvbench %s: %w: %s", strings.Join(full, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	var res workload.Result
