@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,8 +17,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -190,21 +189,22 @@ func (cs *Conns) doGRPC(req Request) (r reply) {
 		ro.MaxStaleness = durationpb.New(req.MaxStaleness)
 	}
 	var err error
+	var p peer.Peer // whether the call reached a transport (rpctypes.NeverSent)
 	switch req.F {
 	case OpPut, OpAdd:
 		var resp *kvpb.PutResponse
-		if resp, err = kv.Put(ctx, &kvpb.PutRequest{Key: []byte(req.Key), Value: []byte(req.Value)}); err == nil {
+		if resp, err = kv.Put(ctx, &kvpb.PutRequest{Key: []byte(req.Key), Value: []byte(req.Value)}, grpc.Peer(&p)); err == nil {
 			r.writeHeader(resp.GetHeader())
 		}
 	case OpCAS:
 		var resp *kvpb.CompareAndSwapResponse
 		creq := &kvpb.CompareAndSwapRequest{Key: []byte(req.Key), NewValue: []byte(req.Value), ExpectedValue: []byte(req.Expected), ExpectMissing: req.Expected == ""}
-		if resp, err = kv.CompareAndSwap(ctx, creq); err == nil {
+		if resp, err = kv.CompareAndSwap(ctx, creq, grpc.Peer(&p)); err == nil {
 			r.writeHeader(resp.GetHeader())
 		}
 	case OpGet:
 		var resp *kvpb.GetResponse
-		if resp, err = kv.Get(ctx, &kvpb.GetRequest{Key: []byte(req.Key), Read: ro}); err == nil {
+		if resp, err = kv.Get(ctx, &kvpb.GetRequest{Key: []byte(req.Key), Read: ro}, grpc.Peer(&p)); err == nil {
 			r.readHeader(resp.GetHeader())
 			r.value, r.revision = string(resp.GetKv().GetValue()), resp.GetKv().GetRevision()
 		} else if rpctypes.ReasonOf(err) == rpctypes.ReasonKeyNotFound {
@@ -222,7 +222,7 @@ func (cs *Conns) doGRPC(req Request) (r reply) {
 		sreq := &kvpb.ScanRequest{Start: []byte(req.Key), End: prefixEnd(req.Key), Limit: maxScanPage, Read: ro}
 		for {
 			var resp *kvpb.ScanResponse
-			if resp, err = kv.Scan(ctx, sreq); err != nil {
+			if resp, err = kv.Scan(ctx, sreq, grpc.Peer(&p)); err != nil {
 				break
 			}
 			r.readHeader(resp.GetHeader())
@@ -246,9 +246,7 @@ func (cs *Conns) doGRPC(req Request) (r reply) {
 	reason := rpctypes.ReasonOf(err)
 	st, _ := status.FromError(err)
 	// A call that never reached a server (dial failed) was not applied.
-	notSent := st.Code() == codes.Unavailable && rpctypes.InfoOf(err) == nil &&
-		(strings.Contains(st.Message(), "connection refused") || strings.Contains(st.Message(), "Error while dialing"))
-	r.typ = classify(isWriteF(req.F), reason, notSent)
+	r.typ = classify(isWriteF(req.F), reason, rpctypes.NeverSent(err, &p))
 	r.err = fmt.Sprintf("%v %s: %s", st.Code(), reason, truncate(st.Message(), 160))
 	return r
 }
@@ -374,38 +372,16 @@ func (cs *Conns) doHTTP(req Request) (r reply) {
 
 // ---- sessions ----
 
-// mergeTokens returns the per-range maximum of two session tokens
-// ("1:1042,7:88").
-func mergeTokens(a, b string) string {
-	m := map[string]uint64{}
-	for _, t := range []string{a, b} {
-		if t == "" {
-			continue
-		}
-		for part := range strings.SplitSeq(t, ",") {
-			r, idx, ok := strings.Cut(part, ":")
-			if !ok {
-				continue
-			}
-			v, err := strconv.ParseUint(idx, 10, 64)
-			if err == nil && v > m[r] {
-				m[r] = v
-			}
-		}
+// mergeTokens carries a session forward: the per-range maximum of two
+// session tokens ("1:1042,7:88"), rpctypes.MergeSessionTokens. A token
+// that does not parse leaves the session as it was; the history keeps the
+// token as the op's SessionOut.
+func mergeTokens(session, answer string) string {
+	merged, err := rpctypes.MergeSessionTokens(session, answer)
+	if err != nil {
+		return session
 	}
-	ranges := make([]string, 0, len(m))
-	for r := range m {
-		ranges = append(ranges, r)
-	}
-	sort.Strings(ranges)
-	var b2 strings.Builder
-	for i, r := range ranges {
-		if i > 0 {
-			b2.WriteByte(',')
-		}
-		fmt.Fprintf(&b2, "%s:%d", r, m[r])
-	}
-	return b2.String()
+	return merged
 }
 
 // ---- the generator ----

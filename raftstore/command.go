@@ -156,6 +156,11 @@ var (
 	ErrWrongRange = errors.New("raftstore: key outside the range")
 	// ErrBadSplit: the split key is not strictly inside the range.
 	ErrBadSplit = errors.New("raftstore: bad split")
+	// ErrCorrupt: a range's stored state cannot be decoded, bytes
+	// dialkv does not write (damage on disk, or a bug). A read of it fails
+	// (readStored names the range and key); applying a command that reads
+	// it stops the node (mustLookupLocked).
+	ErrCorrupt = errors.New("raftstore: stored state corrupt")
 )
 
 // ErrCompareFailed is the Result.Err of a CompareAndSwap whose comparison

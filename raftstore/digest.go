@@ -60,7 +60,10 @@ func (f *RangeFSM) Digest() (Digest, error) {
 				i++
 				continue
 			}
-			rev, val, _ := decodeStored(v)
+			rev, val, err := readStored(f.id, k, v)
+			if err != nil {
+				return err
+			}
 			add(k, val, rev)
 			k, v = c.Next()
 		}

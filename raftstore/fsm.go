@@ -294,10 +294,32 @@ func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found 
 		if b == nil {
 			return fmt.Errorf("raftstore: range %d: bucket missing", f.id)
 		}
-		rev, v, ok := decodeStored(b.Get(key))
-		fn(v, rev, ok)
+		stored := b.Get(key)
+		if stored == nil {
+			fn(nil, 0, false)
+			return nil
+		}
+		rev, v, err := readStored(f.id, key, stored)
+		if err != nil {
+			return err
+		}
+		fn(v, rev, true)
 		return nil
 	})
+}
+
+// readStored decodes the bbolt value stored under key in range id. Every
+// read of a range's bucket decodes through it (Get and the apply path via
+// lookupLocked, Scan, Digest), so that a value too short to hold its
+// revision is the same ErrCorrupt to all of them: never "not found" to one
+// and skipped by another, which would answer, and apply a compare-and-swap,
+// differently from the range's other replicas.
+func readStored(id uint64, key, stored []byte) (rev uint64, value []byte, err error) {
+	rev, value, ok := decodeStored(stored)
+	if !ok {
+		return 0, nil, fmt.Errorf("%w: range %d, key %q: stored value of %d bytes, shorter than its 8-byte revision", ErrCorrupt, id, key, len(stored))
+	}
+	return rev, value, nil
 }
 
 // mustLookupLocked is lookupLocked on the apply path. A read error there
@@ -397,7 +419,10 @@ func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next
 				}
 				continue
 			}
-			rev, val, _ := decodeStored(v)
+			rev, val, err := readStored(f.id, k, v)
+			if err != nil {
+				return err
+			}
 			kvs = append(kvs, KV{Key: append([]byte{}, k...), Value: append([]byte{}, val...), Revision: rev})
 			budget(len(k) + len(val))
 			k, v = c.Next()

@@ -221,7 +221,7 @@ func (n *Node) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) 
 
 // SplitRange splits the range holding key at key, on its leader.
 func (n *Node) SplitRange(ctx context.Context, req *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error) {
-	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.SplitRangeResponse, error) {
+	remote := func(ctx context.Context, conn grpc.ClientConnInterface) (*kvpb.SplitRangeResponse, error) {
 		return kvpb.NewClusterClient(conn).SplitRange(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.SplitRangeResponse, error) {

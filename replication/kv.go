@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
@@ -13,8 +12,7 @@ import (
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/peer"
 )
 
 // sessionWait bounds how long a session read waits for this replica to
@@ -29,7 +27,7 @@ const sessionWait = time.Second
 // Each such retry follows a split or a change of leader, so a few suffice;
 // a range just woken from hibernation can change leader more than once
 // while its replicas wake.
-func route[T any](ctx context.Context, n *Node, key []byte, local func(*shard.Shard) (T, error), remote func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
+func route[T any](ctx context.Context, n *Node, key []byte, local func(*shard.Shard) (T, error), remote func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
 	var zero T
 	var last error
 	for attempt := 0; attempt < 8; attempt++ {
@@ -57,15 +55,16 @@ var errLeaderIsSelf = errors.New("replication: this replica became the leader")
 
 // forward sends a request to the range leader's internal gRPC service.
 // Errors from the leader come back as its gRPC status and pass through.
-// A transport failure that proves the request never left (the leader's
-// connection was refused) waits for the next leader and tries again;
+// A transport failure that proves the request never left
+// (rpctypes.NeverSent: the leader's connection was refused) waits for the
+// next leader and tries again;
 // any other transport failure is, for a write, of unknown outcome
 // (ErrIndeterminate) and, for a read, the range being unreachable
 // (ErrNoLeader). A call cut off by the request's deadline returns the
 // context's error (wrapped in ErrIndeterminate for a write): the deadline
 // passed, which says nothing about the range's leader. Only when no
 // leader was known for the whole wait is it ErrNoLeader.
-func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, call func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
+func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, call func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
 	var zero T
 	if hops(ctx) >= maxHops {
 		return zero, shard.ErrNotLeader
@@ -83,7 +82,8 @@ func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, ca
 		if err != nil {
 			return zero, err
 		}
-		resp, err := call(forwardContext(ctx), conn)
+		rc := &recordingConn{cc: conn}
+		resp, err := call(forwardContext(ctx), rc)
 		if err == nil || rpctypes.InfoOf(err) != nil {
 			return resp, err
 		}
@@ -102,7 +102,7 @@ func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, ca
 			}
 			return zero, fmt.Errorf("forwarding to the leader of range %d: %w", s.ID(), ctx.Err())
 		}
-		if !notSent(err) {
+		if !rc.neverSent(err) {
 			if write {
 				return zero, fmt.Errorf("%w: forwarding to the leader of range %d failed: %w", shard.ErrIndeterminate, s.ID(), err)
 			}
@@ -120,16 +120,27 @@ func forward[T any](ctx context.Context, n *Node, s *shard.Shard, write bool, ca
 	return zero, fmt.Errorf("%w for range %d: leader unreachable", ErrNoLeader, s.ID())
 }
 
-// notSent reports whether a gRPC error proves the request was never sent:
-// the connection could not be established.
-func notSent(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
-		return false
-	}
-	msg := st.Message()
-	return strings.Contains(msg, "Error while dialing") || strings.Contains(msg, "connection refused")
+// recordingConn records, with grpc.Peer, whether its last call was handed
+// to a transport, so that rpctypes.NeverSent can tell a request that never
+// left from one that may have reached the peer. One call at a time.
+type recordingConn struct {
+	cc   grpc.ClientConnInterface
+	peer peer.Peer
 }
+
+func (c *recordingConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	c.peer = peer.Peer{}
+	return c.cc.Invoke(ctx, method, args, reply, append(opts[:len(opts):len(opts)], grpc.Peer(&c.peer))...)
+}
+
+func (c *recordingConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	c.peer = peer.Peer{}
+	return c.cc.NewStream(ctx, desc, method, append(opts[:len(opts):len(opts)], grpc.Peer(&c.peer))...)
+}
+
+// neverSent reports whether err, from the last call, proves the request
+// never left this node.
+func (c *recordingConn) neverSent(err error) bool { return rpctypes.NeverSent(err, &c.peer) }
 
 // propose commits cmd on the local leader, or forwards via fwd when this
 // replica is not the leader.
@@ -155,7 +166,7 @@ func (n *Node) writeHeader(s *shard.Shard, rev uint64) *kvpb.WriteHeader {
 
 // Put writes a key through the range's Raft log.
 func (n *Node) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse, error) {
-	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.PutResponse, error) {
+	remote := func(ctx context.Context, conn grpc.ClientConnInterface) (*kvpb.PutResponse, error) {
 		return kvpb.NewKVClient(conn).Put(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.PutResponse, error) {
@@ -172,7 +183,7 @@ func (n *Node) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse
 
 // Delete removes a key through the range's Raft log.
 func (n *Node) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error) {
-	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.DeleteResponse, error) {
+	remote := func(ctx context.Context, conn grpc.ClientConnInterface) (*kvpb.DeleteResponse, error) {
 		return kvpb.NewKVClient(conn).Delete(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.DeleteResponse, error) {
@@ -189,7 +200,7 @@ func (n *Node) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.Delet
 
 // CompareAndSwap writes new_value if the key's value matches.
 func (n *Node) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapRequest) (*kvpb.CompareAndSwapResponse, error) {
-	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.CompareAndSwapResponse, error) {
+	remote := func(ctx context.Context, conn grpc.ClientConnInterface) (*kvpb.CompareAndSwapResponse, error) {
 		return kvpb.NewKVClient(conn).CompareAndSwap(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.CompareAndSwapResponse, error) {
@@ -276,7 +287,7 @@ func (n *Node) readHeader(s *shard.Shard, plan readPlan, applied uint64) *kvpb.R
 		AppliedIndex: applied,
 		Consistency:  plan.level,
 		StalenessMs:  plan.stalenessMS,
-		SessionToken: plan.token.with(s.ID(), applied).String(),
+		SessionToken: plan.token.With(s.ID(), applied).String(),
 	}
 }
 
@@ -285,7 +296,7 @@ var ErrKeyNotFound = errors.New("replication: key not found")
 
 // Get reads one key at the requested consistency level.
 func (n *Node) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse, error) {
-	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.GetResponse, error) {
+	remote := func(ctx context.Context, conn grpc.ClientConnInterface) (*kvpb.GetResponse, error) {
 		return kvpb.NewKVClient(conn).Get(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.GetResponse, error) {
@@ -336,7 +347,7 @@ func (n *Node) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanRespo
 	if len(req.Prefix) > 0 {
 		start, end = req.Prefix, PrefixEnd(req.Prefix)
 	}
-	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.ScanResponse, error) {
+	remote := func(ctx context.Context, conn grpc.ClientConnInterface) (*kvpb.ScanResponse, error) {
 		return kvpb.NewKVClient(conn).Scan(ctx, req)
 	}
 	return route(ctx, n, start, func(s *shard.Shard) (*kvpb.ScanResponse, error) {

@@ -153,8 +153,9 @@ func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, er
 			if err != nil {
 				return zero, err
 			}
-			resp, err := remote(metaForwardContext(ctx), kvpb.NewInternalClient(conn))
-			if err == nil || !metaRetryable(err) {
+			rc := &recordingConn{cc: conn}
+			resp, err := remote(metaForwardContext(ctx), kvpb.NewInternalClient(rc))
+			if err == nil || !metaRetryable(err, rc) {
 				return resp, err
 			}
 			break
@@ -184,8 +185,9 @@ func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, er
 			lastErr = err
 			continue
 		}
-		resp, err := remote(metaForwardContext(ctx), kvpb.NewInternalClient(conn))
-		if err == nil || !metaRetryable(err) {
+		rc := &recordingConn{cc: conn}
+		resp, err := remote(metaForwardContext(ctx), kvpb.NewInternalClient(rc))
+		if err == nil || !metaRetryable(err, rc) {
 			return resp, err
 		}
 		lastErr = err
@@ -197,13 +199,13 @@ func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, er
 }
 
 // metaRetryable reports whether another node may take a meta request that
-// this one refused or could not be reached for.
-func metaRetryable(err error) bool {
+// this one refused or could not be reached for (rc made the call).
+func metaRetryable(err error, rc *recordingConn) bool {
 	switch rpctypes.ReasonOf(err) {
 	case rpctypes.ReasonNotLeader, rpctypes.ReasonNoLeader, rpctypes.ReasonShuttingDown:
 		return true
 	}
-	return notSent(err)
+	return rc.neverSent(err)
 }
 
 // MetaPut writes a versioned value into the meta range.

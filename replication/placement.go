@@ -617,7 +617,7 @@ func (n *Node) checkRemoved(ctx context.Context, rangeID uint64) error {
 // runs on the range's leader: a replica forwards it there, and a node
 // without a replica sends it to the leader the routing table names.
 func (n *Node) TransferLeader(ctx context.Context, req *kvpb.TransferLeaderRequest) (*kvpb.TransferLeaderResponse, error) {
-	remote := func(ctx context.Context, conn *grpc.ClientConn) (*kvpb.TransferLeaderResponse, error) {
+	remote := func(ctx context.Context, conn grpc.ClientConnInterface) (*kvpb.TransferLeaderResponse, error) {
 		return kvpb.NewClusterClient(conn).TransferLeader(ctx, req)
 	}
 	for range 3 {
@@ -641,7 +641,7 @@ func (n *Node) TransferLeader(ctx context.Context, req *kvpb.TransferLeaderReque
 	return nil, fmt.Errorf("%w: leadership of range %d changed during the request", shard.ErrNotLeader, req.RangeId)
 }
 
-func (n *Node) transferLeaderRemote(ctx context.Context, req *kvpb.TransferLeaderRequest, remote func(context.Context, *grpc.ClientConn) (*kvpb.TransferLeaderResponse, error)) (*kvpb.TransferLeaderResponse, error) {
+func (n *Node) transferLeaderRemote(ctx context.Context, req *kvpb.TransferLeaderRequest, remote func(context.Context, grpc.ClientConnInterface) (*kvpb.TransferLeaderResponse, error)) (*kvpb.TransferLeaderResponse, error) {
 	if hops(ctx) >= maxHops {
 		return nil, fmt.Errorf("%w for range %d on %s", shard.ErrNotLeader, req.RangeId, n.cfg.NodeID)
 	}

@@ -302,7 +302,7 @@ func (n *Node) remoteTarget(ctx context.Context, key []byte) (raftAddr string, e
 }
 
 // forwardRemote sends a request for key to a node that holds its range.
-func forwardRemote[T any](ctx context.Context, n *Node, key []byte, call func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
+func forwardRemote[T any](ctx context.Context, n *Node, key []byte, call func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
 	var zero T
 	if hops(ctx) >= maxHops {
 		return zero, fmt.Errorf("%w: key %q (forwarded %d times)", ErrKeyOutOfRange, key, hops(ctx))

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/dialkv/dialkv/api/kvpb"
@@ -60,7 +58,10 @@ import (
 // index, which covers every split committed before the token was handed
 // out; the keys that moved are then refused as WRONG_RANGE and the read is
 // routed to the new range (sessionReady).
-type sessionToken map[uint64]uint64
+//
+// The token's format (parsing, merging, its text) is rpctypes.SessionToken,
+// which clients share; what a node accepts of one is checked here.
+type sessionToken = rpctypes.SessionToken
 
 const (
 	// sessionSlack is how many entries beyond the ranges a node knows of a
@@ -74,9 +75,8 @@ const (
 // name; it is asked only of a token with more than sessionSlack entries,
 // so that the common short token costs no look at the node's ranges.
 func parseSessionToken(s string, limit func() int) (sessionToken, error) {
-	t := sessionToken{}
 	if s == "" {
-		return t, nil
+		return sessionToken{}, nil
 	}
 	maxEntries := sessionSlack
 	if len(s) > sessionSlack*maxEntryLen || strings.Count(s, ",") >= sessionSlack {
@@ -85,25 +85,14 @@ func parseSessionToken(s string, limit func() int) (sessionToken, error) {
 	if len(s) > maxEntries*maxEntryLen {
 		return nil, fmt.Errorf("%w: %d bytes, longer than a token of %d ranges (the ranges this node knows of and %d more) can be", ErrBadSessionToken, len(s), maxEntries, sessionSlack)
 	}
-	n := 0
-	for part := range strings.SplitSeq(s, ",") {
-		if n++; n > maxEntries {
-			return nil, fmt.Errorf("%w: more than %d entries; a token names each range once, and may name the ranges this node knows of and %d more", ErrBadSessionToken, maxEntries, sessionSlack)
-		}
-		r, idx, ok := strings.Cut(part, ":")
-		if !ok {
-			return nil, fmt.Errorf("%w: %q (want RANGE:INDEX[,RANGE:INDEX...])", ErrBadSessionToken, part)
-		}
-		rid, err1 := strconv.ParseUint(r, 10, 64)
-		i, err2 := strconv.ParseUint(idx, 10, 64)
-		if err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("%w: %q", ErrBadSessionToken, part)
-		}
-		if rid == raftstore.MetaRangeID || i == 0 {
-			continue
-		}
-		t[rid] = max(t[rid], i)
+	if n := strings.Count(s, ",") + 1; n > maxEntries {
+		return nil, fmt.Errorf("%w: %d entries, more than %d; a token names each range once, and may name the ranges this node knows of and %d more", ErrBadSessionToken, n, maxEntries, sessionSlack)
 	}
+	t, err := rpctypes.ParseSessionToken(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadSessionToken, err)
+	}
+	delete(t, raftstore.MetaRangeID) // no session read consults it
 	return t, nil
 }
 
@@ -118,39 +107,6 @@ func (n *Node) sessionLimit() int {
 	}
 	n.routes.mu.Unlock()
 	return known + sessionSlack
-}
-
-// with returns the token advanced to index on range id.
-func (t sessionToken) with(id, index uint64) sessionToken {
-	out := make(sessionToken, len(t)+1)
-	for k, v := range t {
-		out[k] = v
-	}
-	out[id] = max(out[id], index)
-	return out
-}
-
-func (t sessionToken) String() string {
-	if len(t) == 1 { // the common case: no sorting, one allocation
-		for id, idx := range t {
-			return strconv.FormatUint(id, 10) + ":" + strconv.FormatUint(idx, 10)
-		}
-	}
-	ids := make([]uint64, 0, len(t))
-	for id := range t {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	var b strings.Builder
-	for i, id := range ids {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.FormatUint(id, 10))
-		b.WriteByte(':')
-		b.WriteString(strconv.FormatUint(t[id], 10))
-	}
-	return b.String()
 }
 
 // readSpan is the keys a read covers: the key of a Get (point), or a

@@ -87,7 +87,7 @@ func TestSessionToken_WithAdvancesOneRange(t *testing.T) {
 		{2, 4, "2:10,5:3"},
 		{9, 1, "2:10,5:3,9:1"},
 	} {
-		if got := tok.with(tc.id, tc.index).String(); got != tc.want {
+		if got := tok.With(tc.id, tc.index).String(); got != tc.want {
 			t.Errorf("with(%d, %d) = %q; want %q", tc.id, tc.index, got, tc.want)
 		}
 	}

@@ -154,7 +154,7 @@ func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint 
 		if err == nil {
 			return nil
 		}
-		last, lastEP = attemptResult{err: err, reached: p.Addr != nil}, ep
+		last, lastEP = attemptResult{err: err, peer: p}, ep
 		if class.isWrite() && !last.fateKnown() {
 			unknown = true
 		}

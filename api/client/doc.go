@@ -56,12 +56,12 @@
 //     happen: the server answered NOT_LEADER, NO_LEADER, SHUTTING_DOWN,
 //     WRONG_RANGE or UNKNOWN_RANGE (refused before anything was proposed,
 //     or rejected by the range's state machine without effect), or the
-//     connection could not be established at all. The latter is recognised
-//     conservatively: codes.Unavailable with no ErrorInfo detail, no peer
-//     recorded for the RPC (gRPC never handed it to a transport), and a
-//     message containing gRPC's "Error while dialing" or "connection
-//     refused". Anything else, including a connection that broke while the
-//     request was in flight, is not retried.
+//     connection could not be established at all. The latter is
+//     rpctypes.NeverSent, dialkv's one conservative rule: codes.Unavailable
+//     with no detail, no peer recorded for the RPC (gRPC never handed it
+//     to a transport), and gRPC's text for a dial that failed. Anything
+//     else, including a connection that broke while the request was in
+//     flight, is not retried.
 //
 // A write that failed without proof that it was not applied (INDETERMINATE,
 // a deadline, a broken connection, an internal error) returns an error for

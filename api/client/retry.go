@@ -3,10 +3,10 @@ package client
 import (
 	"context"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/dialkv/dialkv/api/rpctypes"
@@ -26,9 +26,9 @@ func (k opClass) isWrite() bool { return k != classRead }
 // attemptResult is what one RPC attempt tells the retry loop.
 type attemptResult struct {
 	err error
-	// reached is true when gRPC handed the RPC to a transport, i.e. the
-	// request may have left this process.
-	reached bool
+	// peer is what grpc.Peer recorded for the attempt: an address once
+	// gRPC handed the RPC to a transport (rpctypes.NeverSent).
+	peer peer.Peer
 }
 
 func (a attemptResult) shouldRetry(k opClass) bool {
@@ -53,21 +53,9 @@ func (a attemptResult) shouldRetry(k opClass) bool {
 }
 
 // neverSent recognises an RPC that failed because no connection could be
-// established, so the server cannot have seen it. All three signs are
-// required: a bare Unavailable status, no transport (no peer recorded), and
-// gRPC's dial failure text. Failing any of them, the request is assumed to
-// have been sent.
-func (a attemptResult) neverSent() bool {
-	if a.reached {
-		return false
-	}
-	st, ok := status.FromError(a.err)
-	if !ok || st.Code() != codes.Unavailable || len(st.Details()) != 0 {
-		return false
-	}
-	msg := st.Message()
-	return strings.Contains(msg, "Error while dialing") || strings.Contains(msg, "connection refused")
-}
+// established, so the server cannot have seen it; otherwise the request
+// is assumed to have been sent.
+func (a attemptResult) neverSent() bool { return rpctypes.NeverSent(a.err, &a.peer) }
 
 // fateKnown reports whether a failed write attempt certainly left no trace,
 // or was answered by a server that checked it (and refused it) before

@@ -4,6 +4,10 @@
 // another replica" from "the write may have happened" without parsing text.
 // The HTTP API sends the same reason in the X-Dialkv-Reason header and in
 // its JSON error body.
+//
+// The rest of what both sides must read alike lives here too: the names
+// of the consistency levels, the session token's format (SessionToken),
+// and the one rule for whether a failed call ever left (NeverSent).
 package rpctypes
 
 import (
