@@ -207,7 +207,7 @@ func BenchmarkRangeFSM_ApplyBatchCommit(b *testing.B) {
 }
 
 // benchOpenLog opens a range's Raft log exactly as kvd does
-// (Store.OpenRaftStorage: a SegmentLog, syncing every append).
+// (Store.OpenRaftStorage: a view of the node's WAL, syncing every append).
 func benchOpenLog(b *testing.B) raft.LogStore {
 	b.Helper()
 	s := benchOpenStore(b)

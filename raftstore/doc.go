@@ -1,13 +1,31 @@
 // Package raftstore owns everything a node keeps on disk for the ranges it
-// hosts: each range's Raft log and stable store, its snapshots, and the
-// durable state machine that all of the node's ranges share.
+// hosts: the write-ahead log that holds every range's Raft log and stable
+// store, each range's snapshots, and the durable state machine that all
+// of the node's ranges share.
 //
 // # Layout
 //
-//	DATA/state.db              bbolt: one bucket per range, plus descriptors, applied indexes and sizes
-//	DATA/ranges/ID/log/        the range's Raft log (SegmentLog: NNN.seg files + "first")
-//	DATA/ranges/ID/raft.db     the range's Raft stable store: term and vote (raft-boltdb)
+//	DATA/state.db              bbolt: one bucket per range, plus descriptors, applied indexes, sizes and the storage layout
+//	DATA/wal/                  the node's write-ahead log (package wal): every range's Raft log, term and vote
 //	DATA/ranges/ID/snapshots/  the range's Raft snapshots (file store)
+//
+// Each range sees its own view of the log (wal.RangeLog, handed out by
+// OpenRaftStorage); Store opens the log with state.db and closes it last.
+// DropRange removes a range's descriptor first, then drops it from the log
+// (durably) and removes its directory; Open finishes a drop a crash
+// interrupted.
+//
+// # Upgrading in place
+//
+// state.db records the directory's storage layout (layout* in migrate.go):
+// none means the layout before the WAL, where each range had its own log
+// (DATA/ranges/ID/log/, a SegmentLog) and stable store
+// (DATA/ranges/ID/raft.db). Open moves every such range into the log once
+// (MigrateRangeToWAL: the old files go only after the log's copy is
+// durable, so a crash anywhere repeats or completes the move), then
+// records the layout; a layout newer than the build is refused. The next
+// change to the layout bumps the version and migrates from the one it
+// finds.
 //
 // # Where the fsyncs go
 //
@@ -28,13 +46,19 @@
 // That leaves the log commit as the only disk sync on the write path
 // (shared by every entry in a Raft batch), instead of the log commit plus
 // bbolt's two fsyncs (data pages, then meta page) that a state machine
-// committing every batch pays. Timer commits cost two fsyncs per interval for the whole node,
-// however many ranges it hosts.
+// committing every batch pays. Timer commits cost two fsyncs per interval
+// for the whole node, however many ranges it hosts. The log's fsyncs are
+// the node's too: every range appends to one log, whose syncer makes
+// everything written before each round durable with one fdatasync (group
+// commit), so N ranges writing at once pay one fsync, not N.
 //
 // # Why a log of our own
 //
 // The log append is the one sync on the write path, so it decides write
-// latency. raft-boltdb pays bbolt's two fsyncs and a B-tree page rewrite per
+// latency. Package wal is the node's log now; SegmentLog, the per-range
+// log before it, stays for reading an old data directory's ranges during
+// the upgrade. The reasons for a log of our own hold for both.
+// raft-boltdb pays bbolt's two fsyncs and a B-tree page rewrite per
 // batch. github.com/hashicorp/raft-wal pays one, but v0.4.0 (the only
 // version the module proxy serves) cannot reopen a log whose tail was
 // truncated ("sealed segment has no index block", hashicorp/raft-wal#31),
@@ -47,10 +71,11 @@
 // snapshot: the log is monotonic, so Raft empties it and begins again
 // after the snapshot), and on open cut a torn tail and refuse any other
 // damage. A suffix cut is durable before the next append, so a crash can
-// never bring back entries Raft deleted. Term and vote stay in raft.db,
-// written only on elections. Raft reads every entry back right after
-// storing it (a follower to apply it, a leader to send it), so the newest
-// small records also stay in memory: a copy instead of a pread each.
+// never bring back entries Raft deleted. Raft reads every entry back right
+// after storing it (a follower to apply it, a leader to send it), so the
+// newest small records also stay in memory: a copy instead of a pread each.
+// The WAL keeps all of that (docs/design/wal.md) and adds what one log per
+// range could not: one fsync for every range appending at once.
 //
 // # The leader's sync, in parallel
 //
@@ -60,13 +85,14 @@
 // its fdatasync runs in the background while the entries travel (the Raft
 // thesis, section 10.2.1). The leader then counts its own copy before it
 // is durable, so three guards keep "committed" meaning "on a majority's
-// disks" wherever it matters: RangeFSM.ApplyBatch waits for the log to be
-// durable up to what it applies (SetLogSync), so no write is acknowledged
-// or read early; the shard's transport never sends followers a commit
-// index past the leader's durable one; and a node that appended as leader
-// makes those appends durable before it answers a new leader, which would
-// otherwise take them as stored. Configuration changes, no-ops and
-// barriers are synced before the append returns.
+// disks" wherever it matters (each range's view of the log keeps its own
+// synced index): RangeFSM.ApplyBatch waits for the log to be durable up to
+// what it applies (SetLogSync), so no write is acknowledged or read early;
+// the shard's transport never sends followers a commit index past the
+// leader's durable one; and a node that appended as leader makes those
+// appends durable before it answers a new leader, which would otherwise
+// take them as stored. Configuration changes, no-ops and barriers are
+// synced before the append returns.
 //
 // # Sizes
 //

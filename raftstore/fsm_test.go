@@ -195,7 +195,9 @@ func TestStore_RestartResumesWithoutReplay(t *testing.T) {
 }
 
 // crash closes the database without the final commit Close would make, as
-// a kill -9 would leave it.
+// a kill -9 would leave it, so that the writes applied since the last
+// commit exist only in the Raft logs. (The WAL closes too: the next Open
+// of the directory must be its only user.)
 func crash(s *Store) {
 	s.mu.Lock()
 	s.closed = true
@@ -203,6 +205,7 @@ func crash(s *Store) {
 	close(s.stop)
 	<-s.done
 	s.db.Close()
+	s.wal.Close()
 }
 
 func TestStore_CloseCommitsEverything(t *testing.T) {

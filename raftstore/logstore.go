@@ -1,119 +1,66 @@
 package raftstore
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 
+	"github.com/dialkv/dialkv/raftstore/wal"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	bolt "go.etcd.io/bbolt"
 )
 
 // RaftStorage is what one range's Raft group keeps on disk besides the
-// state machine: its log (a SegmentLog), its stable store (term and vote,
-// in a small bbolt file) and its snapshots.
+// state machine: its view of the node's write-ahead log, which holds its
+// Raft log and its stable store (term and vote), and its own snapshots.
 type RaftStorage struct {
-	log       *SegmentLog
-	stable    *raftboltdb.BoltStore
+	log       *wal.RangeLog
 	Snapshots raft.SnapshotStore
-	dir       string
 }
 
-// Log returns the Raft log store.
-func (r *RaftStorage) Log() raft.LogStore { return r.log }
+// Log returns the range's view of the node's log: its raft.LogStore, with
+// the durability controls of the parallel leader append (SetSyncBehind,
+// SyncedIndex, WaitSynced, WaitWrittenSynced).
+func (r *RaftStorage) Log() *wal.RangeLog { return r.log }
 
-// SegmentLog returns the log itself, for what raft.LogStore doesn't say:
-// syncing behind and waiting for durability.
-func (r *RaftStorage) SegmentLog() *SegmentLog { return r.log }
+// Stable returns the Raft stable store (term, vote): the same view.
+func (r *RaftStorage) Stable() raft.StableStore { return r.log }
 
-// Stable returns the Raft stable store (term, vote).
-func (r *RaftStorage) Stable() raft.StableStore { return r.stable }
-
-// Close closes the log and the stable store.
+// Close detaches the range's Raft instance from the log. The log itself
+// is the node's and closes with the Store; a replica that leaves the node
+// leaves the log through Store.DropRange.
 func (r *RaftStorage) Close() error {
-	return errors.Join(r.log.Close(), r.stable.Close())
+	r.log.SetSyncBehind(nil)
+	return nil
 }
 
-// RangeDir is where range id keeps its log and snapshots.
+// RangeDir is where range id keeps its snapshots.
 func (s *Store) RangeDir(id uint64) string {
 	return filepath.Join(s.cfg.Dir, "ranges", strconv.FormatUint(id, 10))
 }
 
-// OpenRaftStorage opens (creating) range id's log, stable store and
-// snapshot store.
+// OpenRaftStorage opens range id's Raft storage: its view of the node's
+// log and its snapshot store (creating its directory).
 func (s *Store) OpenRaftStorage(id uint64, logger hclog.Logger) (*RaftStorage, error) {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
 	dir := s.RangeDir(id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftstore: range %d: %w", id, err)
 	}
-	stable, err := raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(dir, "raft.db"),
-		BoltOptions: &bolt.Options{
-			Timeout:        2 * time.Second,
-			NoFreelistSync: true,
-			FreelistType:   bolt.FreelistMapType,
-		},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("raftstore: open stable store of range %d: %w", id, err)
-	}
-	log, err := OpenSegmentLog(filepath.Join(dir, "log"))
-	if err == nil {
-		err = moveBoltLog(stable, log)
-	}
-	if err != nil {
-		if log != nil {
-			log.Close()
-		}
-		stable.Close()
-		return nil, fmt.Errorf("raftstore: open log of range %d: %w", id, err)
+	// Before Raft writes anything for the range: an older kvd must
+	// refuse this directory rather than open the range empty.
+	if err := writeFence(dir); err != nil {
+		return nil, fmt.Errorf("raftstore: range %d: %w", id, err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, logger.Named("snapshots"))
 	if err != nil {
-		log.Close()
-		stable.Close()
 		return nil, fmt.Errorf("raftstore: open snapshots of range %d: %w", id, err)
 	}
-	return &RaftStorage{log: log, stable: stable, Snapshots: snaps, dir: dir}, nil
-}
-
-// moveBoltLog moves the entries of a log kept in raft.db (before the
-// segment log, every range's log lived there) into the segment log, so
-// that a node upgraded in place keeps its log. The entries are durable in
-// the segment log before they leave raft.db, so a crash midway repeats
-// the move.
-func moveBoltLog(from *raftboltdb.BoltStore, to *SegmentLog) error {
-	first, err := from.FirstIndex()
-	if err != nil {
-		return err
-	}
-	last, err := from.LastIndex()
-	if err != nil || last == 0 {
-		return err
-	}
-	// raft.db stays the source of truth until the move completes: entries
-	// already in the segment log are from a move a crash interrupted.
-	if err := to.DeleteRange(0, ^uint64(0)); err != nil {
-		return err
-	}
-	const batch = 512
-	for lo := first; lo <= last; lo += batch {
-		var logs []*raft.Log
-		for i := lo; i <= min(lo+batch-1, last); i++ {
-			e := new(raft.Log)
-			if err := from.GetLog(i, e); err != nil {
-				return fmt.Errorf("read raft.db entry %d: %w", i, err)
-			}
-			logs = append(logs, e)
-		}
-		if err := to.StoreLogs(logs); err != nil {
-			return err
-		}
-	}
-	return from.DeleteRange(first, last)
+	return &RaftStorage{log: s.wal.Range(id), Snapshots: snaps}, nil
 }

@@ -11,9 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 func logEntry(index, term uint64, data string) *raft.Log {
@@ -387,48 +385,6 @@ func TestSegmentLog_MatchesModel(t *testing.T) {
 		}
 		checkLog(t, l, want)
 	}
-}
-
-// A range whose log lived in raft.db (before the segment log) finds it in
-// the segment log after an upgrade, and raft.db keeps only term and vote.
-func TestOpenRaftStorage_MovesALogFromRaftDB(t *testing.T) {
-	dir := t.TempDir()
-	s := openStore(t, dir)
-	defer s.Close()
-	if err := os.MkdirAll(s.RangeDir(7), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	old, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(s.RangeDir(7), "raft.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := entries(3, 1200, 2)
-	if err := old.StoreLogs(want); err != nil {
-		t.Fatal(err)
-	}
-	if err := old.SetUint64([]byte("CurrentTerm"), 2); err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
-
-	rs, err := s.OpenRaftStorage(7, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkLog(t, rs.Log(), want)
-	if term, err := rs.Stable().GetUint64([]byte("CurrentTerm")); err != nil || term != 2 {
-		t.Errorf("term after the move: %d %v", term, err)
-	}
-	if last, _ := rs.stable.LastIndex(); last != 0 {
-		t.Errorf("raft.db still holds entries up to %d", last)
-	}
-	rs.Close()
-	rs, err = s.OpenRaftStorage(7, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
-	checkLog(t, rs.Log(), want)
 }
 
 // gatedSync replaces a log's fdatasync with one the test releases.

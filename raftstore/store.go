@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dialkv/dialkv/raftstore/wal"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -26,6 +27,10 @@ type Config struct {
 	// CommitBytes commits early once a range's overlay holds this much.
 	CommitBytes int
 	Logger      *slog.Logger
+
+	// crashAt, when set, is called at each step of Open's upgrade pass
+	// (settle); an error stops it there, as a crash would. Tests only.
+	crashAt func(migrateStep) error
 }
 
 // DefaultConfig returns the configuration kvd runs with.
@@ -55,10 +60,12 @@ var (
 
 // Store is the node-wide state-machine database shared by every range the
 // node hosts, plus the committer that makes their applied writes durable
-// together.
+// together, and the node's write-ahead log, which holds every range's
+// Raft log and stable store.
 type Store struct {
 	cfg Config
 	db  *bolt.DB
+	wal *wal.WAL
 	log *slog.Logger
 
 	mu     sync.Mutex
@@ -84,7 +91,9 @@ type CommitStats struct {
 	Duration time.Duration
 }
 
-// Open opens (creating if needed) the store under cfg.Dir and starts its
+// Open opens (creating if needed) the store under cfg.Dir: state.db and
+// the node's write-ahead log (DATA/wal). A data directory of an older
+// layout is upgraded in place first (see settle). Then it starts the
 // committer.
 func Open(cfg Config) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
@@ -115,14 +124,31 @@ func Open(cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("raftstore: init state.db: %w", err)
 	}
+	layout, err := readLayout(db)
+	if err == nil && layout > layoutCurrent {
+		err = fmt.Errorf("raftstore: %s has storage layout %d, written by a newer build; this one knows up to %d", cfg.Dir, layout, layoutCurrent)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	w, err := wal.Open(filepath.Join(cfg.Dir, "wal"), wal.Options{Logger: cfg.Logger.With("component", "wal")})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("raftstore: open the write-ahead log: %w", err)
+	}
 	s := &Store{
 		cfg:    cfg,
 		db:     db,
+		wal:    w,
 		log:    cfg.Logger,
 		ranges: make(map[uint64]*RangeFSM),
 		kick:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+	}
+	if err := s.settle(layout); err != nil {
+		return nil, errors.Join(err, w.Close(), db.Close())
 	}
 	go s.run()
 	return s, nil
@@ -248,8 +274,10 @@ func (s *Store) Descriptors() ([]Descriptor, error) {
 }
 
 // DropRange deletes everything the node holds for range id: its data,
-// descriptor and applied index, and its log and snapshots. The range's
-// Raft group must be shut down first.
+// descriptor and applied index, then its log and stable store (durably
+// dropped from the WAL) and snapshots. The range's Raft group must be
+// shut down first. The descriptor goes first: should a crash interrupt
+// the rest, the next Open finishes it (settle).
 func (s *Store) DropRange(id uint64) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
@@ -277,6 +305,9 @@ func (s *Store) DropRange(id uint64) error {
 	if err != nil {
 		return fmt.Errorf("raftstore: drop range %d: %w", id, err)
 	}
+	if err := s.wal.DropRange(id); err != nil {
+		return fmt.Errorf("raftstore: drop range %d: %w", id, err)
+	}
 	if err := os.RemoveAll(s.RangeDir(id)); err != nil {
 		return fmt.Errorf("raftstore: drop range %d: %w", id, err)
 	}
@@ -295,8 +326,12 @@ func (s *Store) Stats() (commits, failures, keys uint64, total time.Duration) {
 	return s.stats.Commits, s.stats.Failures, s.stats.Keys, s.stats.Duration
 }
 
+// WALStats returns the node's write-ahead log's counters.
+func (s *Store) WALStats() wal.Stats { return s.wal.Stats() }
+
 // Close stops the committer, commits what is pending and closes the
-// database. Callers must have shut down the Raft groups first.
+// database, then the write-ahead log. Callers must have shut down the
+// Raft groups first.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -309,6 +344,11 @@ func (s *Store) Close() error {
 	<-s.done
 	err := s.commit()
 	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	// The log goes last, so that anything still holding a range's view
+	// while the store shuts down finds it open.
+	if cerr := s.wal.Close(); err == nil {
 		err = cerr
 	}
 	return err

@@ -41,6 +41,10 @@ type Config struct {
 	// ParallelLeaderAppend overlaps a leader's log fsync with the
 	// replication of the same entries (shard.Config.ParallelLeaderAppend).
 	ParallelLeaderAppend bool
+	// PerRangeStreams turns the shared link off: every range talks to its
+	// peers over streams of its own, as releases before the link did. For
+	// comparisons; peers on either setting understand each other.
+	PerRangeStreams bool
 
 	// DialAddr maps a peer's advertised Raft address to the address to dial
 	// (tests route links through fault-injecting proxies). Nil: identity.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+
+	"github.com/dialkv/dialkv/raftstore/wal"
 )
 
 // ErrDiskFull is why a node is not ready while its data filesystem has
@@ -12,8 +14,8 @@ var ErrDiskFull = errors.New("replication: disk full")
 
 // diskReserve is the free space below which a node reports not ready.
 // Writes need room before the disk is quite full: bbolt grows state.db
-// 16 MiB at a time, and each range's log preallocates up to 8 MiB for a
-// new segment. Reporting it early lets a load balancer drain the node
+// 16 MiB at a time, and the node's log preallocates its segments up to
+// 4 MiB at a time. Reporting it early lets a load balancer drain the node
 // before its writes start to fail, and the node reports ready again once
 // space is freed.
 const diskReserve = 64 << 20
@@ -43,3 +45,7 @@ func (n *Node) diskReady() error {
 	}
 	return nil
 }
+
+// WALStats returns the counters of the node's write-ahead log, which
+// holds every hosted range's Raft log (for metrics).
+func (n *Node) WALStats() wal.Stats { return n.store.WALStats() }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dialkv/dialkv/internal/logadapt"
 	"github.com/dialkv/dialkv/raftstore"
+	"github.com/dialkv/dialkv/replication/link"
 	"github.com/dialkv/dialkv/shard"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
@@ -34,6 +35,9 @@ type Node struct {
 	log   *slog.Logger
 	store *raftstore.Store
 	mux   *Mux
+	// link carries every range's Raft traffic to each peer over one
+	// connection; nil with Config.PerRangeStreams.
+	link *link.Link
 
 	mu     sync.RWMutex
 	shards map[uint64]*shard.Shard
@@ -104,11 +108,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		store.Close()
 		return nil, err
 	}
+	var lk *link.Link
+	if !cfg.PerRangeStreams {
+		lcfg := link.DefaultConfig()
+		lcfg.LocalAddr = raft.ServerAddress(cfg.RaftAddr)
+		lcfg.Listener, lcfg.Dial = mux.LinkListener(), mux.DialLink
+		lcfg.Logger = log.With("component", "link")
+		if lk, err = link.New(lcfg); err != nil {
+			mux.Close()
+			store.Close()
+			return nil, err
+		}
+	}
 	n := &Node{
 		cfg:     cfg,
 		log:     log,
 		store:   store,
 		mux:     mux,
+		link:    lk,
 		shards:  make(map[uint64]*shard.Shard),
 		peers:   make(map[string]*grpc.ClientConn),
 		started: time.Now(),
@@ -272,7 +289,10 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 	if err != nil {
 		return nil, err
 	}
-	transport := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	// The range's own streams: its only transport with PerRangeStreams,
+	// otherwise the link's way to peers that do not speak the link yet
+	// (a rolling upgrade).
+	var transport raft.Transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  n.mux.RangeLayer(desc.ID),
 		MaxPool: 4,
 		// I/O deadline of one RPC. Raft waits for in-flight RPCs when it
@@ -280,6 +300,15 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 		Timeout: 2 * time.Second,
 		Logger:  hl.Named("transport"),
 	})
+	if n.link != nil {
+		rt, err := n.link.Open(desc.ID, transport)
+		if err != nil {
+			transport.(raft.WithClose).Close()
+			storage.Close()
+			return nil, err
+		}
+		transport = rt
+	}
 	s, err := shard.New(shard.Config{
 		NodeID:     n.cfg.NodeID,
 		Descriptor: desc,
@@ -418,6 +447,13 @@ func (n *Node) Close() error {
 	wg.Wait()
 	errs := slices.DeleteFunc(errc, func(err error) bool { return err == nil })
 	n.wg.Wait()
+	// The link after the shards (each closed its range's transport), and
+	// before the mux that feeds it.
+	if n.link != nil {
+		if err := n.link.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := n.mux.Close(); err != nil {
 		errs = append(errs, err)
 	}

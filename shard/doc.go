@@ -15,11 +15,16 @@
 // of its own as soon as it becomes leader and serves linearizable reads only
 // after that marker has been applied.
 //
-// The Shard also owns two guards of the parallel leader append (see
-// raftstore's SegmentLog.SetSyncBehind): its transport never sends followers
-// a commit index past the leader's durable log, and a node hands a new
+// The range's log is its view of the node's write-ahead log
+// (raftstore.RaftStorage, package raftstore/wal): every range of the node
+// appends to the same log and shares its fsyncs. The Shard reaches it
+// through a small interface (raftLog) with what the parallel leader append
+// needs, and owns two of its guards: its transport never sends followers a
+// commit index past the leader's durable log, and a node hands a new
 // leader's entries to Raft only once its own earlier appends are durable.
-// The third, in the FSM, is wired here too (SetLogSync).
+// The third, in the FSM, is wired here too (SetLogSync). The durable index
+// is the range's own: a range waits only for the sync round that covers
+// its own writes.
 //
 // Raft is given the range's log through a wrapper that counts the appends
 // the log refuses (AppendFailures, AppendHealth): Raft only logs those, so

@@ -217,6 +217,11 @@ type wakeTransport struct {
 
 	hbMu sync.Mutex
 	hb   func(raft.RPC)
+
+	// pipes are the AppendEntries pipelines the current instance has
+	// open; closePipelines ends them when it stops.
+	pipesMu sync.Mutex
+	pipes   map[*hookedPipeline]struct{}
 }
 
 // baseTransport is what a shard needs of the transport it is given.
@@ -274,7 +279,7 @@ func (w *wakeTransport) run() {
 				// storing them again; a former leader may still be
 				// syncing those (parallel leader append), so they must be
 				// durable before it answers.
-				if err := w.s.storage.SegmentLog().WaitWrittenSynced(); err != nil {
+				if err := w.s.rlog.WaitWrittenSynced(); err != nil {
 					rpc.Respond(nil, err)
 					continue
 				}
@@ -319,11 +324,48 @@ func (w *wakeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 }
 
 func (w *wakeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
-	return hookPipeline(w.baseTransport, id, target, w.clampCommit)
+	p, err := hookPipeline(w.baseTransport, id, target, w.clampCommit)
+	if err != nil {
+		return nil, err
+	}
+	hp := p.(*hookedPipeline)
+	// onClose is set before the pipeline is shared: closePipelines may
+	// close it from another goroutine as soon as it is in pipes.
+	hp.onClose = func() {
+		w.pipesMu.Lock()
+		delete(w.pipes, hp)
+		w.pipesMu.Unlock()
+	}
+	w.pipesMu.Lock()
+	if w.pipes == nil {
+		w.pipes = map[*hookedPipeline]struct{}{}
+	}
+	w.pipes[hp] = struct{}{}
+	w.pipesMu.Unlock()
+	return hp, nil
+}
+
+// closePipelines closes every pipeline still open. A stopping instance
+// needs it: hashicorp/raft v1.8.0's replication goroutine can block inside
+// a pipeline's AppendEntries (NetworkTransport's, handing the request to a
+// decoder that waits to pass on a result nobody reads any more, once the
+// follower stopped answering), and only the pipeline's Close frees it;
+// Raft closes the pipeline only after that call returns, so its Shutdown
+// waited forever (CI: a node stopped while a follower was cut off).
+func (w *wakeTransport) closePipelines() {
+	w.pipesMu.Lock()
+	open := make([]*hookedPipeline, 0, len(w.pipes))
+	for p := range w.pipes {
+		open = append(open, p)
+	}
+	w.pipesMu.Unlock()
+	for _, p := range open {
+		p.Close()
+	}
 }
 
 func (w *wakeTransport) clampCommit(args *raft.AppendEntriesRequest) {
-	if synced := w.s.storage.SegmentLog().SyncedIndex(); args.LeaderCommitIndex > synced {
+	if synced := w.s.rlog.SyncedIndex(); args.LeaderCommitIndex > synced {
 		args.LeaderCommitIndex = synced
 	}
 }
@@ -340,7 +382,22 @@ func hookPipeline(t raft.Transport, id raft.ServerID, target raft.ServerAddress,
 
 type hookedPipeline struct {
 	raft.AppendPipeline
-	before func(*raft.AppendEntriesRequest)
+	before  func(*raft.AppendEntriesRequest)
+	onClose func() // set by the transport that tracks it; may be nil
+	once    sync.Once
+	err     error
+}
+
+// Close closes the pipeline once, whoever asks first (Raft, or a stopping
+// instance's closePipelines).
+func (p *hookedPipeline) Close() error {
+	p.once.Do(func() {
+		if p.onClose != nil {
+			p.onClose()
+		}
+		p.err = p.AppendPipeline.Close()
+	})
+	return p.err
 }
 
 func (p *hookedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {

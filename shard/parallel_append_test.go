@@ -2,14 +2,20 @@ package shard
 
 import (
 	"context"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dialkv/dialkv/internal/logadapt"
 	"github.com/dialkv/dialkv/raftstore"
+	"github.com/dialkv/dialkv/raftstore/wal"
 	"github.com/hashicorp/raft"
+)
+
+// Both logs a range has had give the shard what it needs.
+var (
+	_ raftLog = (*wal.RangeLog)(nil)
+	_ raftLog = (*raftstore.SegmentLog)(nil)
 )
 
 // commitRecorder stands between a replica's shard and its transport and
@@ -66,10 +72,10 @@ func TestParallelAppend_NothingTakesEffectBeforeTheLeadersSync(t *testing.T) {
 	// Hold the leader's next fsync.
 	var once sync.Once
 	entered, release := make(chan struct{}), make(chan struct{})
-	log := leader.shard.storage.SegmentLog()
-	log.SetSyncFunc(func(f *os.File) error {
+	log := leader.shard.storage.Log()
+	log.SetSyncFunc(func(sync func() error) error {
 		once.Do(func() { close(entered); <-release })
-		return f.Sync()
+		return sync()
 	})
 	released := false
 	defer func() {
@@ -152,15 +158,15 @@ func TestParallelAppend_FormerLeaderAnswersOnlyWhenDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer storage.Close()
-	log := storage.SegmentLog()
+	log := storage.Log()
 	entered, release := make(chan struct{}, 1), make(chan struct{})
 	var releaseOnce sync.Once
 	releaseSync := func() { releaseOnce.Do(func() { close(release) }) }
 	defer releaseSync() // before the log closes, which waits for the sync
-	log.SetSyncFunc(func(f *os.File) error {
+	log.SetSyncFunc(func(sync func() error) error {
 		entered <- struct{}{}
 		<-release
-		return f.Sync()
+		return sync()
 	})
 	log.SetSyncBehind(func() bool { return true })
 	held := &raft.Log{Index: 1, Term: 1, Type: raft.LogCommand, Data: []byte("written as leader")}
@@ -172,7 +178,7 @@ func TestParallelAppend_FormerLeaderAnswersOnlyWhenDurable(t *testing.T) {
 	_, peer := raft.NewInmemTransport("")
 	addr, base := raft.NewInmemTransport("")
 	peer.Connect(addr, base)
-	s := &Shard{id: 2, storage: storage}
+	s := &Shard{id: 2, storage: storage, rlog: log}
 	s.inst.Store(&instance{stop: make(chan struct{})})
 	w, err := newWakeTransport(base, s)
 	if err != nil {

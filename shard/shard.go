@@ -29,7 +29,7 @@ type Config struct {
 	// instance sleeps (see hibernate.go); 0 never.
 	HibernateAfter time.Duration
 	// ParallelLeaderAppend lets the leader's log fsync overlap the
-	// replication of the same entries (see SegmentLog.SetSyncBehind).
+	// replication of the same entries (see raftLog).
 	ParallelLeaderAppend bool
 }
 
@@ -48,13 +48,28 @@ func DefaultTiming() Timing {
 	return Timing{Heartbeat: time.Second, Election: time.Second, LeaderLease: 500 * time.Millisecond, Commit: 20 * time.Millisecond}
 }
 
+// raftLog is a range's Raft log as the shard uses it: appends of commands
+// may return before they are durable while the replica leads
+// (SetSyncBehind: the leader's fsync overlaps the followers'), and the
+// shard's guards ask how far the log is durable, or wait until it is.
+// The range's view of the node's write-ahead log (wal.RangeLog, from
+// raftstore.RaftStorage) is one, and so is raftstore.SegmentLog.
+type raftLog interface {
+	raft.LogStore
+	SetSyncBehind(behind func() bool)
+	SyncedIndex() uint64
+	WaitSynced(index uint64) error
+	WaitWrittenSynced() error
+}
+
 // Shard is one replica of one range.
 type Shard struct {
 	id      uint64
 	nodeID  string
 	fsm     *raftstore.RangeFSM
 	storage *raftstore.RaftStorage
-	logs    *watchedLog // storage's log, as every Raft instance is given it
+	rlog    raftLog     // storage's log
+	logs    *watchedLog // rlog, as every Raft instance is given it
 	trans   *wakeTransport
 	log     *slog.Logger
 
@@ -111,6 +126,7 @@ func New(cfg Config) (*Shard, error) {
 		nodeID:   cfg.NodeID,
 		fsm:      cfg.FSM,
 		storage:  cfg.Storage,
+		rlog:     cfg.Storage.Log(),
 		logs:     &watchedLog{LogStore: cfg.Storage.Log()},
 		log:      log,
 		leaderCh: make(chan struct{}),
@@ -142,7 +158,7 @@ func New(cfg Config) (*Shard, error) {
 	s.rc = *rc
 	s.hibernateAfter = cfg.HibernateAfter
 	s.parallelAppend = cfg.ParallelLeaderAppend
-	cfg.FSM.SetLogSync(cfg.Storage.SegmentLog().WaitSynced)
+	cfg.FSM.SetLogSync(s.rlog.WaitSynced)
 	s.touch()
 	trans, err := newWakeTransport(cfg.Transport, s)
 	if err != nil {
@@ -155,7 +171,7 @@ func New(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	trans.start()
-	s.recoverIndex, _ = cfg.Storage.Log().LastIndex()
+	s.recoverIndex, _ = s.rlog.LastIndex()
 	return s, nil
 }
 
@@ -173,7 +189,7 @@ func (s *Shard) startInstance() error {
 		// The state is read on Raft's own goroutine, the one that appends:
 		// it is exact there (a leader appends only from its leader loop; a
 		// node appending a leader's entries has become a follower first).
-		s.storage.SegmentLog().SetSyncBehind(func() bool { return r.State() == raft.Leader })
+		s.rlog.SetSyncBehind(func() bool { return r.State() == raft.Leader })
 	}
 	inst := &instance{raft: r, stop: make(chan struct{})}
 	observations := make(chan raft.Observation, 16)
@@ -193,7 +209,11 @@ func (s *Shard) startInstance() error {
 func (s *Shard) stopInstance(inst *instance) error {
 	close(inst.stop)
 	inst.raft.DeregisterObserver(inst.observer)
-	err := inst.raft.Shutdown().Error()
+	f := inst.raft.Shutdown()
+	// Raft has been told to stop: free a replication goroutine stuck in
+	// a pipeline, or the wait below never ends (see closePipelines).
+	s.trans.closePipelines()
+	err := f.Error()
 	inst.wg.Wait()
 	return err
 }
@@ -338,7 +358,7 @@ func (s *Shard) Bootstrap(servers []raft.Server) error {
 // is durable: with parallel leader appends Raft's commit index may count
 // a copy still in the page cache. Publish this one, never Raft's.
 func (s *Shard) DurableCommitIndex() uint64 {
-	return min(s.r().CommitIndex(), s.storage.SegmentLog().SyncedIndex())
+	return min(s.r().CommitIndex(), s.rlog.SyncedIndex())
 }
 
 // IsLeader reports whether this replica is the range's leader.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -28,9 +27,9 @@ func TestShutdown_DoesNotWaitForFuturesRaftDrops(t *testing.T) {
 	// holding that fsync holds the FSM while entries still commit.
 	var once sync.Once
 	entered, release := make(chan struct{}), make(chan struct{})
-	leader.shard.storage.SegmentLog().SetSyncFunc(func(f *os.File) error {
+	leader.shard.storage.Log().SetSyncFunc(func(sync func() error) error {
 		once.Do(func() { close(entered); <-release })
-		return f.Sync()
+		return sync()
 	})
 	var releaseOnce sync.Once
 	releaseFn := func() { releaseOnce.Do(func() { close(release) }) }

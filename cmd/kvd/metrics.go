@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/raftstore/wal"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -69,4 +70,59 @@ func (c *rangeCollector) Collect(ch chan<- prometheus.Metric) {
 		g(c.size, float64(r.SizeBytes))
 		ch <- prometheus.MustNewConstMetric(c.appendFailures, prometheus.CounterValue, float64(r.AppendFailures), id)
 	}
+}
+
+// walSource is the part of a node the WAL collector reads.
+type walSource interface {
+	WALStats() wal.Stats
+}
+
+// walCollector exports the node's write-ahead log counters at scrape
+// time: the log every range appends to, so its fsyncs per append show
+// how well ranges share them.
+type walCollector struct {
+	src                                    walSource
+	fsyncs, appends, written, rewritten    *prometheus.Desc
+	collections, segments, bytes, lastSync *prometheus.Desc
+}
+
+func newWALCollector(src walSource) *walCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("dialkv_wal_"+name, help, nil, nil)
+	}
+	return &walCollector{
+		src:         src,
+		fsyncs:      d("fsyncs_total", "File syncs of the node's write-ahead log: group commits, sealed and new segments, the floor file."),
+		appends:     d("appends_total", "Records appended to the write-ahead log, one write each: a range's batch of entries, a cut, a stable value, a collector's copy."),
+		written:     d("written_bytes_total", "Bytes appended to the write-ahead log, the collector's copies included."),
+		rewritten:   d("collector_copied_bytes_total", "Live bytes the collector copied out of old segments so that they could be freed."),
+		collections: d("collector_freed_segments_total", "Segments the collector freed."),
+		segments:    d("segments", "Segment files of the write-ahead log, the active one included."),
+		bytes:       d("segment_bytes", "Bytes written into the write-ahead log's segment files now on disk."),
+		lastSync:    d("last_sync_seconds", "How long the write-ahead log's last group commit fsync took."),
+	}
+}
+
+func (c *walCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.fsyncs, c.appends, c.written, c.rewritten, c.collections, c.segments, c.bytes, c.lastSync} {
+		ch <- d
+	}
+}
+
+func (c *walCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.src.WALStats()
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	counter(c.fsyncs, st.Syncs)
+	counter(c.appends, st.Writes)
+	counter(c.written, st.WrittenBytes)
+	counter(c.rewritten, st.RewrittenBytes)
+	counter(c.collections, st.Collections)
+	gauge(c.segments, float64(st.Segments))
+	gauge(c.bytes, float64(st.Bytes))
+	gauge(c.lastSync, st.LastSync.Seconds())
 }

@@ -35,6 +35,7 @@ type serveFlags struct {
 	peerProxies                               []string
 	pprofAddr                                 string
 	raftMetrics, parallelAppend               bool
+	perRangeStreams                           bool
 	conns                                     clientConnFlags
 }
 
@@ -71,6 +72,7 @@ SIGTERM or SIGINT shuts the node down cleanly.`,
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
+	fl.BoolVar(&f.perRangeStreams, "per-range-streams", false, "give each range its own connections to peers instead of sharing one link per peer (how releases before the link worked; for comparisons)")
 	fl.BoolVar(&f.raftMetrics, "raft-metrics", false, "export hashicorp/raft's internal timings (commit time, log dispatch, follower log store, per-peer AppendEntries) on /metrics as dialkv_raft_*; costs some CPU per write")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
 	f.conns.register(cmd)
@@ -126,6 +128,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	cfg.HibernateAfter = f.hibernateAfter
 	cfg.ParallelLeaderAppend = f.parallelAppend
+	cfg.PerRangeStreams = f.perRangeStreams
 	cfg.Logger = log
 	if len(proxies) > 0 {
 		cfg.DialAddr = func(a string) string {
@@ -169,7 +172,7 @@ func serve(ctx context.Context, f serveFlags) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(newRangeCollector(node))
+	reg.MustRegister(newRangeCollector(node), newWALCollector(node))
 	if f.raftMetrics {
 		if err := exportRaftMetrics(reg); err != nil {
 			log.Warn("raft metrics not exported", "err", err)

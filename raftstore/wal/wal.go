@@ -137,7 +137,8 @@ type WAL struct {
 	gcWG    sync.WaitGroup
 	closed  atomic.Bool
 	counter struct {
-		writes, syncs, rewritten, collections atomic.Uint64
+		writes, bytes, syncs, rewritten, collections atomic.Uint64
+		lastSync                                     atomic.Int64 // ns
 	}
 }
 
@@ -549,6 +550,7 @@ func (w *WAL) write(buf []byte, item syncItem, wait bool) (seg *segment, off int
 	seg.size += int64(len(buf))
 	w.wseq++
 	w.counter.writes.Add(1)
+	w.counter.bytes.Add(uint64(len(buf)))
 	item.seq = w.wseq
 	if wait {
 		item.done = make(chan struct{})
@@ -686,6 +688,7 @@ func (w *WAL) runSyncer() {
 		start := time.Now()
 		err := w.syncRound(seg, hooked)
 		w.syncTook = time.Since(start)
+		w.counter.lastSync.Store(int64(w.syncTook))
 		w.smu.Lock()
 		w.syncing = false
 		if err != nil {
@@ -856,14 +859,17 @@ func (w *WAL) viewList() []*RangeLog {
 
 // Stats are counters for metrics and benchmarks.
 type Stats struct {
-	Writes         uint64 // records written in one write each (a batch of entries, a cut, a stable value)
-	Syncs          uint64 // file syncs (group commits, seals, new segments, floor)
-	Segments       int    // files, the active one included
-	Bytes          int64  // bytes in them
-	RewrittenBytes uint64 // live bytes the collector copied forward
-	Collections    uint64 // segments the collector freed
+	Writes         uint64        // records written in one write each (a batch of entries, a cut, a stable value)
+	WrittenBytes   uint64        // bytes of those records, the collector's copies included
+	Syncs          uint64        // file syncs (group commits, seals, new segments, floor)
+	LastSync       time.Duration // how long the last group commit's sync took
+	Segments       int           // files, the active one included
+	Bytes          int64         // bytes in them
+	RewrittenBytes uint64        // live bytes the collector copied forward
+	Collections    uint64        // segments the collector freed
 }
 
+// Stats returns the log's counters since it was opened, and its size now.
 func (w *WAL) Stats() Stats {
 	w.wmu.Lock()
 	s := Stats{Segments: len(w.segs)}
@@ -872,7 +878,9 @@ func (w *WAL) Stats() Stats {
 	}
 	w.wmu.Unlock()
 	s.Writes = w.counter.writes.Load()
+	s.WrittenBytes = w.counter.bytes.Load()
 	s.Syncs = w.counter.syncs.Load()
+	s.LastSync = time.Duration(w.counter.lastSync.Load())
 	s.RewrittenBytes = w.counter.rewritten.Load()
 	s.Collections = w.counter.collections.Load()
 	return s

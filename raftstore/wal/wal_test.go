@@ -523,6 +523,14 @@ func TestWAL_ConcurrentAppendsShareSyncs(t *testing.T) {
 	if syncs >= ranges*appends {
 		t.Fatalf("%d syncs for %d appends: no sync was shared", syncs, ranges*appends)
 	}
+	// Each record is at least its header and a one-entry payload, and
+	// every segment's bytes were written as records (or its header).
+	if wrote := st.WrittenBytes - before.WrittenBytes; wrote < ranges*appends*recordHeader || int64(st.WrittenBytes) > st.Bytes {
+		t.Fatalf("%d bytes written by the appends, %d in total, %d in the segments", wrote, st.WrittenBytes, st.Bytes)
+	}
+	if st.LastSync <= 0 {
+		t.Fatalf("last sync took %v after %d syncs", st.LastSync, syncs)
+	}
 	t.Logf("%d appends, %d syncs", ranges*appends, syncs)
 	for r := uint64(1); r <= ranges; r++ {
 		checkRange(t, w.Range(r), &modelRange{logs: entries(r, 1, appends, 1)})

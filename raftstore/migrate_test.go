@@ -104,10 +104,14 @@ func checkMigrated(t *testing.T, w *wal.WAL, id uint64, want []*raft.Log) {
 
 func checkOldFilesGone(t *testing.T, dir string) {
 	t.Helper()
-	for _, name := range []string{"log", "raft.db", walMigrated} {
+	for _, name := range []string{"raft.db", walMigrated} {
 		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("%s is still there (%v)", name, err)
 		}
+	}
+	// In the old log's place: the fence that makes an older kvd refuse.
+	if b, err := os.ReadFile(filepath.Join(dir, "log")); err != nil || string(b) != fenceText {
+		t.Fatalf("log is not the fence: %q, %v", b, err)
 	}
 }
 
@@ -219,7 +223,11 @@ func TestMigrateRangeToWAL_OnlyFinishesRemovalOnceMarked(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = append(want, walTestEntries(1501, 1510, 4)...)
-	// ...and a crash had kept the old log's removal from the disk.
+	// ...and a crash had kept the old log's removal (and so the fence
+	// that follows it) from the disk.
+	if err := os.Remove(filepath.Join(rangeDir, "log")); err != nil {
+		t.Fatal(err)
+	}
 	oldRange(t, filepath.Join(root, "scratch"))
 	if err := os.Rename(filepath.Join(root, "scratch", "log"), filepath.Join(rangeDir, "log")); err != nil {
 		t.Fatal(err)
@@ -234,16 +242,17 @@ func TestMigrateRangeToWAL_OnlyFinishesRemovalOnceMarked(t *testing.T) {
 	checkOldFilesGone(t, rangeDir)
 }
 
-// A Raft group runs on the WAL: it bootstraps, commits, snapshots and
-// compacts, and after a restart (the WAL reopened) finds its term, vote
-// and log again.
-func TestOpenWALStorage_RunsRaft(t *testing.T) {
-	root := t.TempDir()
-	s := openStore(t, filepath.Join(root, "data"))
-	defer s.Close()
-	walDir := filepath.Join(root, "data", "wal")
-	start := func(w *wal.WAL, bootstrap bool) (*raft.Raft, *raft.MockFSM, *raft.InmemTransport) {
-		st, err := s.OpenWALStorage(w, 2, hclog.NewNullLogger())
+// A Raft group runs on the node's WAL: it bootstraps, commits, snapshots
+// and compacts, and after a restart of the store (the WAL reopened) finds
+// its term, vote and log again.
+func TestOpenRaftStorage_RunsRaftOnTheWAL(t *testing.T) {
+	dir := t.TempDir()
+	start := func(s *Store, bootstrap bool) (*raft.Raft, *raft.MockFSM) {
+		// Without a descriptor the range would count as dropped.
+		if _, err := s.OpenRange(Descriptor{ID: 2, Generation: 1}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.OpenRaftStorage(2, hclog.NewNullLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -272,10 +281,10 @@ func TestOpenWALStorage_RunsRaft(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		return r, fsm, trans
+		return r, fsm
 	}
-	w := openTestWAL(t, walDir)
-	r, _, _ := start(w, true)
+	s := openStore(t, dir)
+	r, _ := start(s, true)
 	for i := 0; i < 120; i++ {
 		if err := r.Apply(fmt.Appendf(nil, "cmd %d", i), time.Second).Error(); err != nil {
 			t.Fatal(err)
@@ -285,23 +294,26 @@ func TestOpenWALStorage_RunsRaft(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := r.LastIndex()
-	term, _ := w.Range(2).GetUint64([]byte("CurrentTerm"))
-	first, _ := w.Range(2).FirstIndex()
+	term, _ := s.wal.Range(2).GetUint64([]byte("CurrentTerm"))
+	first, _ := s.wal.Range(2).FirstIndex()
 	if first <= 1 || term == 0 {
 		t.Fatalf("after the snapshot: first index %d, term %d; want compacted and a term", first, term)
 	}
 	if err := r.Shutdown().Error(); err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 
-	w = openTestWAL(t, walDir)
-	r, fsm, _ := start(w, false)
-	defer r.Shutdown()
+	s = openStore(t, dir)
+	defer s.Close()
+	r, fsm := start(s, false)
+	defer func() { r.Shutdown().Error() }() // before the store closes
 	if got := r.LastIndex(); got < last {
 		t.Fatalf("after the restart the last index is %d, want at least %d", got, last)
 	}
-	if got, _ := w.Range(2).GetUint64([]byte("CurrentTerm")); got < term {
+	if got, _ := s.wal.Range(2).GetUint64([]byte("CurrentTerm")); got < term {
 		t.Fatalf("term %d after the restart, want at least %d", got, term)
 	}
 	if err := r.Apply([]byte("after"), time.Second).Error(); err != nil {
@@ -310,4 +322,33 @@ func TestOpenWALStorage_RunsRaft(t *testing.T) {
 	if logs := fsm.Logs(); len(logs) == 0 || string(logs[len(logs)-1]) != "after" {
 		t.Fatalf("the FSM applied %d entries, the last %q", len(logs), logs[len(logs)-1])
 	}
+}
+
+// A raft.db that an older kvd created beside the fence, before it failed
+// on it, holds nothing: it is removed, never imported over the range's
+// real state.
+func TestMigrateRangeToWAL_IgnoresWhatAnOlderKvdLeftBesideTheFence(t *testing.T) {
+	root := t.TempDir()
+	rangeDir := filepath.Join(root, "ranges", "7")
+	want := oldRange(t, rangeDir)
+	w := openTestWAL(t, filepath.Join(root, "wal"))
+	if _, err := MigrateRangeToWAL(w, 7, rangeDir); err != nil {
+		t.Fatal(err)
+	}
+	// What the previous release's OpenRaftStorage does: create raft.db,
+	// then fail to make the log directory where the fence is.
+	db, err := raftboltdb.NewBoltStore(filepath.Join(rangeDir, "raft.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if err := os.MkdirAll(filepath.Join(rangeDir, "log"), 0o755); err == nil {
+		t.Fatal("an older kvd could make its log directory over the fence")
+	}
+	moved, err := MigrateRangeToWAL(w, 7, rangeDir)
+	if err != nil || moved {
+		t.Fatalf("migrate again: moved %v, %v; want nothing moved", moved, err)
+	}
+	checkMigrated(t, w, 7, want)
+	checkOldFilesGone(t, rangeDir)
 }
