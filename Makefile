@@ -29,9 +29,10 @@ build:
 run: build
 	$(BIN)/kvd cluster --nodes $(NODES) --data-dir $(DATA_DIR) --port-base $(PORT_BASE)
 
-# Everything that fits in CI: formatting, vet, unit and in-process cluster
-# tests with the race detector, then the real-process tests.
-test: verify-fmt vet test-unit test-process bench-smoke
+# Everything that fits in CI: formatting, vet and staticcheck (lint), unit
+# and in-process cluster tests with the race detector, then the
+# real-process tests.
+test: lint test-unit test-process bench-smoke
 
 test-unit:
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v jepsen-style-tests)

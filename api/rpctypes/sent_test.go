@@ -75,7 +75,7 @@ func withDetail(t *testing.T, st *status.Status) error {
 // returns, so that an upgrade that changes its texts fails here rather
 // than turning every refused write into an indeterminate one (or worse).
 func TestNeverSent_RealGRPCErrors(t *testing.T) {
-	call := func(t *testing.T, addr string) (error, *peer.Peer) {
+	call := func(t *testing.T, addr string) (*peer.Peer, error) {
 		t.Helper()
 		cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -90,14 +90,14 @@ func TestNeverSent_RealGRPCErrors(t *testing.T) {
 			t.Fatal("call succeeded")
 		}
 		t.Logf("err %v, peer %v", err, p.Addr)
-		return err, &p
+		return &p, err
 	}
 
 	t.Run("refused connection is never sent", func(t *testing.T) {
 		ln := listenLocal(t)
 		addr := ln.Addr().String()
 		ln.Close()
-		if err, p := call(t, addr); !NeverSent(err, p) {
+		if p, err := call(t, addr); !NeverSent(err, p) {
 			t.Errorf("NeverSent(%v, peer %v) = false for a refused connection", err, p.Addr)
 		}
 	})
@@ -106,7 +106,7 @@ func TestNeverSent_RealGRPCErrors(t *testing.T) {
 		addr, _ := serve(t, func(ctx context.Context) error {
 			return status.Error(codes.Unavailable, "dial tcp 127.0.0.1:7001: connect: connection refused")
 		})
-		if err, p := call(t, addr); NeverSent(err, p) {
+		if p, err := call(t, addr); NeverSent(err, p) {
 			t.Errorf("NeverSent(%v, peer %v) = true for a server's answer", err, p.Addr)
 		}
 	})
@@ -122,7 +122,7 @@ func TestNeverSent_RealGRPCErrors(t *testing.T) {
 			<-entered
 			srv.Stop() // closes the connection under the call
 		}()
-		err, p := call(t, addr)
+		p, err := call(t, addr)
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("err = %v, want Unavailable (the shape this case is about)", err)
 		}

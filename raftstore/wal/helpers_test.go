@@ -52,8 +52,6 @@ func (m *modelRange) clone() *modelRange {
 	return &modelRange{logs: slices.Clone(m.logs), stable: maps.Clone(m.stable)}
 }
 
-func (m *modelRange) empty() bool { return len(m.logs) == 0 && len(m.stable) == 0 }
-
 // apply does to the model what the operation does to the log.
 func (m *modelRange) store(logs []*raft.Log) { m.logs = append(m.logs, logs...) }
 

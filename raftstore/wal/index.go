@@ -64,12 +64,6 @@ func (c *chunk) each(fn func(block) bool) {
 	}
 }
 
-func (c *chunk) blocks() []block {
-	out := make([]block, 0, c.nblk)
-	c.each(func(b block) bool { out = append(out, b); return true })
-	return out
-}
-
 // find returns the block holding index i, which must be in [first, last].
 func (c *chunk) find(i uint64) block {
 	var found block

@@ -65,7 +65,6 @@ var (
 
 // knobs are what tests change besides Options.
 type knobs struct {
-	fs       fileSystem
 	noAutoGC bool        // collect only when the test says so
 	failed   func(error) // replaces stopOnSyncFailure
 }
