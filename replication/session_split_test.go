@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"testing"
 	"time"
-
 )
 
 // TestSession_ReadYourWritesAcrossASplitOnALaggingReplica: a client wrote
