@@ -18,7 +18,7 @@ import (
 const root = "../.."
 
 // namedTargets are the make targets users and tools depend on
-// (/work/shared/interfaces.md's "Build and run"): the README must keep
+// (the product interfaces list, "Build and run"): the README must keep
 // documenting them.
 var namedTargets = []string{"build", "run", "test", "jepsen", "jepsen-canary", "bench-compare", "lint", "crash-loop"}
 
