@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/dialkv/dialkv/replication/frame"
 	"io"
 	"log/slog"
 	"net"
@@ -74,7 +75,7 @@ func TestFramedConn(t *testing.T) {
 		{"whole stream", wire, nil},
 		{"bit flipped in a payload", func() []byte {
 			b := bytes.Clone(wire)
-			b[starts[1]+frameHeaderLen+10] ^= 1
+			b[starts[1]+frame.HeaderLen+10] ^= 1
 			return b
 		}(), ErrStreamCorrupt},
 		{"bit flipped in a header", func() []byte {
@@ -84,13 +85,13 @@ func TestFramedConn(t *testing.T) {
 		}(), ErrStreamCorrupt},
 		{"frame lost", cut(wire, starts[1], starts[2]), ErrStreamCorrupt},
 		{"frame repeated", append(bytes.Clone(wire[:starts[2]]), wire[starts[1]:]...), ErrStreamCorrupt},
-		{"bytes lost across frames (a splice)", cut(wire, starts[0]+frameHeaderLen+40, starts[2]+frameHeaderLen+40), ErrStreamCorrupt},
+		{"bytes lost across frames (a splice)", cut(wire, starts[0]+frame.HeaderLen+40, starts[2]+frame.HeaderLen+40), ErrStreamCorrupt},
 		{"absurd length", func() []byte {
 			b := bytes.Clone(wire)
 			b[starts[1]] = 0xff
 			return b
 		}(), ErrStreamCorrupt},
-		{"cut in the middle of a frame", wire[:starts[2]+frameHeaderLen+3], io.ErrUnexpectedEOF},
+		{"cut in the middle of a frame", wire[:starts[2]+frame.HeaderLen+3], io.ErrUnexpectedEOF},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,12 +134,12 @@ func isMessagePrefix(got []byte, msgs [][]byte) bool {
 }
 
 func TestFramedConn_LargeWritesSplit(t *testing.T) {
-	big := make([]byte, 2*maxFramePayload+123)
+	big := make([]byte, 2*frame.MaxPayload+123)
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
 	wire, _ := frames(t, [][]byte{big})
-	if want := len(big) + 3*frameHeaderLen; len(wire) != want {
+	if want := len(big) + 3*frame.HeaderLen; len(wire) != want {
 		t.Fatalf("wire has %d bytes, want %d (three frames)", len(wire), want)
 	}
 	got, err := io.ReadAll(newFramedConn(&tapeConn{in: bytes.NewReader(wire)}))

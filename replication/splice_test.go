@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/dialkv/dialkv/replication/frame"
 	"io"
 	"log/slog"
 	"net"
@@ -256,7 +257,7 @@ func TestSplicedStream_FramedIsRefused(t *testing.T) {
 	second := tape.out.Len()
 	w.Write(sc.enc2)
 	wire := tape.out.Bytes()
-	from, to := frameHeaderLen+sc.p1, second+frameHeaderLen+sc.p2
+	from, to := frame.HeaderLen+sc.p1, second+frame.HeaderLen+sc.p2
 	spliced := append(append([]byte{}, wire[:from]...), wire[to:]...)
 
 	conn, err := net.Dial("tcp", m.Addr().String())

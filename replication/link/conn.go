@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"github.com/dialkv/dialkv/replication/frame"
 	"net"
 	"runtime"
 	"sync"
@@ -31,8 +32,8 @@ type conn struct {
 	l      *Link
 	nc     net.Conn
 	remote string // the peer's address, for logs
-	fw     *frameWriter
-	fr     *frameReader
+	fw     *frame.Writer
+	fr     *frame.Reader
 	mr     msgReader
 
 	high, low chan *outMsg
@@ -48,7 +49,7 @@ type conn struct {
 	onClose func(error) // the side's own cleanup, run once by close
 }
 
-func newConn(l *Link, nc net.Conn, fr *frameReader, fw *frameWriter, remote string) *conn {
+func newConn(l *Link, nc net.Conn, fr *frame.Reader, fw *frame.Writer, remote string) *conn {
 	c := &conn{
 		l: l, nc: nc, remote: remote, fw: fw, fr: fr,
 		high: make(chan *outMsg, queueLen), low: make(chan *outMsg, queueLen),
@@ -157,7 +158,7 @@ func (c *conn) writeLoop() {
 			}
 		}
 		c.nc.SetWriteDeadline(time.Now().Add(c.l.cfg.Timeout))
-		n, err := c.fw.writeVec(parts)
+		n, err := c.fw.WriteVec(parts)
 		clear(parts)
 		for _, m := range batch {
 			c.l.msgs.put(m)
@@ -175,13 +176,13 @@ func (c *conn) writeLoop() {
 
 // next reads the next message.
 func (c *conn) next() (byte, []byte, error) {
-	before := c.fr.read
+	before := c.fr.WireBytes()
 	typ, body, err := c.mr.next()
 	if err != nil {
 		return 0, nil, err
 	}
 	c.waitingSince.Store(0)
 	c.l.st.msgsRecv.Add(1)
-	c.l.st.bytesRecv.Add(uint64(c.fr.read - before))
+	c.l.st.bytesRecv.Add(uint64(c.fr.WireBytes() - before))
 	return typ, body, nil
 }

@@ -2,6 +2,7 @@ package link
 
 import (
 	"encoding/binary"
+	"github.com/dialkv/dialkv/replication/frame"
 	"io"
 	"log/slog"
 	"net"
@@ -82,7 +83,7 @@ type counters struct{ writes, bytes *atomic.Uint64 }
 // frames: the same format as the link's), counting its writes for the
 // benchmarks.
 func (n *testNode) stream(c net.Conn) net.Conn {
-	return &framedConn{Conn: c, fw: newFrameWriter(c), fr: newFrameReader(c), count: n.count}
+	return &framedConn{Conn: c, fw: frame.NewWriter(c), fr: frame.NewReader(c), count: n.count}
 }
 
 // framedConn is replication's framedConn, for the per-range streams of
@@ -90,17 +91,17 @@ func (n *testNode) stream(c net.Conn) net.Conn {
 type framedConn struct {
 	net.Conn
 	wmu   sync.Mutex
-	fw    *frameWriter
-	fr    *frameReader
+	fw    *frame.Writer
+	fr    *frame.Reader
 	count *counters
 }
 
 // Write sends p as one frame in one writev (two frames past
-// maxFramePayload, which NetworkTransport's 256 KiB buffer never reaches).
+// frame.MaxPayload, which NetworkTransport's 256 KiB buffer never reaches).
 func (f *framedConn) Write(p []byte) (int, error) {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
-	n, err := f.fw.writeVec([][]byte{p})
+	n, err := f.fw.WriteVec([][]byte{p})
 	if f.count != nil && err == nil {
 		f.count.writes.Add(1)
 		f.count.bytes.Add(uint64(n))

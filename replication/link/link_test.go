@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/dialkv/dialkv/replication/frame"
 	"io"
 	"net"
 	"reflect"
@@ -687,11 +688,11 @@ func TestLink_SilentPeerIsDroppedAndRedialled(t *testing.T) {
 			wg.Go(func() {
 				var kind [1]byte
 				io.ReadFull(c, kind[:])
-				mr := msgReader{r: newFrameReader(c)}
+				mr := msgReader{r: frame.NewReader(c)}
 				if _, _, err := mr.next(); err != nil {
 					return
 				}
-				newFrameWriter(c).writeVec([][]byte{helloAck{version: 1}.encode()})
+				frame.NewWriter(c).WriteVec([][]byte{helloAck{version: 1}.encode()})
 				io.Copy(io.Discard, c) // and never answer
 			})
 		}

@@ -3,6 +3,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"github.com/dialkv/dialkv/replication/frame"
 	"io"
 	"net"
 	"sync"
@@ -192,13 +193,13 @@ func (l *Link) dialRPC(addr string) (*clientConn, bool, error) {
 // connection without answering is a node from before the link: its mux
 // closes a connection with a kind byte it does not know at once. legacy
 // is true then, and when the peer answers that it shares no version.
-func (l *Link) handshake(addr string, mode byte) (nc net.Conn, fr *frameReader, fw *frameWriter, legacy bool, err error) {
+func (l *Link) handshake(addr string, mode byte) (nc net.Conn, fr *frame.Reader, fw *frame.Writer, legacy bool, err error) {
 	nc, err = l.cfg.Dial(addr, l.cfg.Timeout)
 	if err != nil {
 		return nil, nil, nil, false, fmt.Errorf("link: dial %s: %w", addr, err)
 	}
 	l.st.dials.Add(1)
-	fail := func(err error) (net.Conn, *frameReader, *frameWriter, bool, error) {
+	fail := func(err error) (net.Conn, *frame.Reader, *frame.Writer, bool, error) {
 		nc.Close()
 		if closedAtOnce(err) {
 			return nil, nil, nil, true, nil
@@ -206,12 +207,12 @@ func (l *Link) handshake(addr string, mode byte) (nc net.Conn, fr *frameReader, 
 		return nil, nil, nil, false, fmt.Errorf("link: handshake with %s: %w", addr, err)
 	}
 	nc.SetDeadline(time.Now().Add(l.cfg.Timeout))
-	fw = newFrameWriter(nc)
+	fw = frame.NewWriter(nc)
 	h := hello{min: versionMin, max: versionMax, mode: mode, addr: string(l.cfg.LocalAddr)}
-	if _, err := fw.writeVec([][]byte{h.encode()}); err != nil {
+	if _, err := fw.WriteVec([][]byte{h.encode()}); err != nil {
 		return fail(err)
 	}
-	fr = newFrameReader(nc)
+	fr = frame.NewReader(nc)
 	mr := msgReader{r: fr}
 	typ, body, err := mr.next()
 	if err != nil {
@@ -257,7 +258,7 @@ type call struct {
 
 func newCall(resp any) *call { return &call{resp: resp, done: make(chan error, 1)} }
 
-func newClientConn(l *Link, nc net.Conn, fr *frameReader, fw *frameWriter, addr string) *clientConn {
+func newClientConn(l *Link, nc net.Conn, fr *frame.Reader, fw *frame.Writer, addr string) *clientConn {
 	cc := &clientConn{conn: newConn(l, nc, fr, fw, addr), dec: codec.NewDecoderBytes(nil, l.h)}
 	cc.mu.pending = map[uint64]*call{}
 	cc.onClose = cc.failAll

@@ -2,6 +2,7 @@ package link
 
 import (
 	"fmt"
+	"github.com/dialkv/dialkv/replication/frame"
 	"net"
 	"sync"
 	"time"
@@ -60,7 +61,7 @@ type serverConn struct {
 // serve runs an accepted connection: the handshake, then its mode.
 func (l *Link) serve(nc net.Conn) {
 	nc.SetDeadline(time.Now().Add(l.cfg.Timeout))
-	fr := newFrameReader(nc)
+	fr := frame.NewReader(nc)
 	mr := msgReader{r: fr}
 	typ, body, err := mr.next()
 	if err != nil {
@@ -81,8 +82,8 @@ func (l *Link) serve(nc net.Conn) {
 	case h.mode != modeRPC && h.mode != modeSnapshot:
 		ack.version, ack.reason = 0, fmt.Sprintf("unknown connection mode %d", h.mode)
 	}
-	fw := newFrameWriter(nc)
-	if _, err := fw.writeVec([][]byte{ack.encode()}); err != nil || ack.version == 0 {
+	fw := frame.NewWriter(nc)
+	if _, err := fw.WriteVec([][]byte{ack.encode()}); err != nil || ack.version == 0 {
 		if ack.version == 0 {
 			l.log.Warn("link: refused a connection", "peer", h.addr, "reason", ack.reason)
 		}

@@ -3,6 +3,7 @@ package link
 import (
 	"bufio"
 	"fmt"
+	"github.com/dialkv/dialkv/replication/frame"
 	"io"
 	"net"
 	"time"
@@ -89,7 +90,7 @@ func (t *RangeTransport) sendSnapshot(p *peer, args *raft.InstallSnapshotRequest
 // serveSnapshot runs an accepted snapshot stream: one request whose data
 // follows it, handed to the range's Raft with a reader of exactly that
 // data, and one answer.
-func (l *Link) serveSnapshot(nc net.Conn, fr *frameReader, fw *frameWriter, remote string) {
+func (l *Link) serveSnapshot(nc net.Conn, fr *frame.Reader, fw *frame.Writer, remote string) {
 	defer nc.Close()
 	if !l.addStream(nc) {
 		return
@@ -113,7 +114,7 @@ func (l *Link) serveSnapshot(nc net.Conn, fr *frameReader, fw *frameWriter, remo
 	answer := func(m *outMsg) {
 		defer l.msgs.put(m)
 		nc.SetWriteDeadline(time.Now().Add(l.cfg.Timeout))
-		if _, err := fw.writeVec([][]byte{m.head[:m.headN], m.body}); err != nil {
+		if _, err := fw.WriteVec([][]byte{m.head[:m.headN], m.body}); err != nil {
 			l.log.Warn("link: could not answer a snapshot", "peer", remote, "range", req.rangeID, "err", err)
 		}
 	}

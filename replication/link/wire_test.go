@@ -3,6 +3,7 @@ package link
 import (
 	"bytes"
 	"errors"
+	"github.com/dialkv/dialkv/replication/frame"
 	"io"
 	"net"
 	"testing"
@@ -17,11 +18,11 @@ import (
 func frames(t *testing.T, msgs [][]byte) (wire []byte, starts []int) {
 	t.Helper()
 	var out bytes.Buffer
-	w := newFrameWriter(&out)
+	w := frame.NewWriter(&out)
 	for _, m := range msgs {
 		starts = append(starts, out.Len())
 		// Two parts per frame: the vector must be checked as one payload.
-		if _, err := w.writeVec([][]byte{m[:len(m)/2], m[len(m)/2:]}); err != nil {
+		if _, err := w.WriteVec([][]byte{m[:len(m)/2], m[len(m)/2:]}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -52,18 +53,18 @@ func TestFrameReader_DeliversOnlyCheckedFrames(t *testing.T) {
 		wantErr error // nil: the whole stream, then io.EOF
 	}{
 		{"whole stream", wire, nil},
-		{"bit flipped in a payload", flip(starts[1] + frameHeaderLen + 10), ErrStreamCorrupt},
-		{"bit flipped in a sequence number", flip(starts[2] + 5), ErrStreamCorrupt},
-		{"bit flipped in a checksum", flip(starts[3] + 9), ErrStreamCorrupt},
-		{"frame lost", cut(wire, starts[1], starts[2]), ErrStreamCorrupt},
-		{"frame repeated", append(bytes.Clone(wire[:starts[2]]), wire[starts[1]:]...), ErrStreamCorrupt},
-		{"bytes lost across frames", cut(wire, starts[0]+frameHeaderLen+40, starts[2]+frameHeaderLen+40), ErrStreamCorrupt},
-		{"absurd length", flip(starts[1]), ErrStreamCorrupt},
-		{"cut in the middle of a frame", wire[:starts[2]+frameHeaderLen+3], io.ErrUnexpectedEOF},
+		{"bit flipped in a payload", flip(starts[1] + frame.HeaderLen + 10), frame.ErrCorrupt},
+		{"bit flipped in a sequence number", flip(starts[2] + 5), frame.ErrCorrupt},
+		{"bit flipped in a checksum", flip(starts[3] + 9), frame.ErrCorrupt},
+		{"frame lost", cut(wire, starts[1], starts[2]), frame.ErrCorrupt},
+		{"frame repeated", append(bytes.Clone(wire[:starts[2]]), wire[starts[1]:]...), frame.ErrCorrupt},
+		{"bytes lost across frames", cut(wire, starts[0]+frame.HeaderLen+40, starts[2]+frame.HeaderLen+40), frame.ErrCorrupt},
+		{"absurd length", flip(starts[1]), frame.ErrCorrupt},
+		{"cut in the middle of a frame", wire[:starts[2]+frame.HeaderLen+3], io.ErrUnexpectedEOF},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := newFrameReader(bytes.NewReader(tt.wire))
+			r := frame.NewReader(bytes.NewReader(tt.wire))
 			got, err := io.ReadAll(r)
 			if tt.wantErr == nil {
 				if err != nil || !bytes.Equal(got, sent) {
@@ -91,21 +92,21 @@ func TestFrameReader_DeliversOnlyCheckedFrames(t *testing.T) {
 }
 
 func TestFrameWriter_SplitsLargeBatches(t *testing.T) {
-	big := make([]byte, 2*maxFramePayload+123)
+	big := make([]byte, 2*frame.MaxPayload+123)
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
 	var out bytes.Buffer
-	w := newFrameWriter(&out)
-	parts := [][]byte{big[:10], big[10 : maxFramePayload+5], big[maxFramePayload+5:]}
-	n, err := w.writeVec(parts)
+	w := frame.NewWriter(&out)
+	parts := [][]byte{big[:10], big[10 : frame.MaxPayload+5], big[frame.MaxPayload+5:]}
+	n, err := w.WriteVec(parts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := int64(len(big) + 3*frameHeaderLen); n != want || int64(out.Len()) != want {
+	if want := int64(len(big) + 3*frame.HeaderLen); n != want || int64(out.Len()) != want {
 		t.Fatalf("wrote %d (reported %d) bytes, want %d: three frames", out.Len(), n, want)
 	}
-	got, err := io.ReadAll(newFrameReader(&out))
+	got, err := io.ReadAll(frame.NewReader(&out))
 	if err != nil || !bytes.Equal(got, big) {
 		t.Fatalf("round trip of %d bytes: got %d, err %v", len(big), len(got), err)
 	}
@@ -116,17 +117,17 @@ func TestFrameWriter_SplitsLargeBatches(t *testing.T) {
 func TestMsgReader_DecodedRequestsDoNotAliasTheBuffer(t *testing.T) {
 	mp := newMsgPool(newHandle())
 	var wire bytes.Buffer
-	fw := newFrameWriter(&wire)
+	fw := frame.NewWriter(&wire)
 	for i := range 2 {
 		m, err := mp.newRequest(rpcAppendEntries, uint64(i), 1, &raft.AppendEntriesRequest{Entries: []*raft.Log{{Index: 1, Data: bytes.Repeat([]byte{byte('a' + i)}, 64)}}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := fw.writeVec([][]byte{m.head[:m.headN], m.body}); err != nil {
+		if _, err := fw.WriteVec([][]byte{m.head[:m.headN], m.body}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mr := msgReader{r: newFrameReader(&wire)}
+	mr := msgReader{r: frame.NewReader(&wire)}
 	var got []*raft.AppendEntriesRequest
 	dec := codec.NewDecoderBytes(nil, newHandle())
 	for range 2 {
@@ -161,10 +162,10 @@ func rawHello(t *testing.T, n *testNode, h hello) (helloAck, error) {
 	if _, err := c.Write([]byte{'L'}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newFrameWriter(c).writeVec([][]byte{h.encode()}); err != nil {
+	if _, err := frame.NewWriter(c).WriteVec([][]byte{h.encode()}); err != nil {
 		t.Fatal(err)
 	}
-	mr := msgReader{r: newFrameReader(c)}
+	mr := msgReader{r: frame.NewReader(c)}
 	typ, body, err := mr.next()
 	if err != nil {
 		return helloAck{}, err
@@ -218,9 +219,9 @@ func TestHandshake_RefusalFallsBackToPerRangeStreams(t *testing.T) {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		var kind [1]byte
 		io.ReadFull(c, kind[:])
-		mr := msgReader{r: newFrameReader(c)}
+		mr := msgReader{r: frame.NewReader(c)}
 		mr.next()
-		newFrameWriter(c).writeVec([][]byte{helloAck{reason: "speaks 7 to 9"}.encode()})
+		frame.NewWriter(c).WriteVec([][]byte{helloAck{reason: "speaks 7 to 9"}.encode()})
 	}()
 	defer func() { ln.Close(); <-served }()
 	ta, _ := a.link.Open(1, nil)
