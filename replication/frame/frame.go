@@ -58,7 +58,9 @@ type Writer struct {
 	seq  uint32
 	hdrs []byte
 	vec  net.Buffers
-	cur  [][]byte // the parts of the frame being built
+	cur  [][]byte  // the parts of the frame being built
+	one  [1][]byte // Write's vector
+	bufs net.Buffers
 }
 
 func NewWriter(w io.Writer) *Writer { return &Writer{w: w} }
@@ -113,9 +115,13 @@ func (f *Writer) WriteVec(parts [][]byte) (int64, error) {
 	f.vec = vec[:0]
 	wire := int64(total + frames*HeaderLen)
 	// WriteTo consumes the vector it is given, so hand it a copy of the
-	// slice header and keep vec's backing array for the next call.
-	bufs := vec
-	if _, err := bufs.WriteTo(f.w); err != nil {
+	// slice header and keep vec's backing array for the next call. The
+	// copy is a field: WriteTo takes its address, and a local would move
+	// to the heap on every write.
+	f.bufs = vec
+	_, err := f.bufs.WriteTo(f.w)
+	f.bufs = nil
+	if err != nil {
 		clear(vec) // do not pin the callers' buffers
 		return 0, err
 	}
@@ -126,7 +132,10 @@ func (f *Writer) WriteVec(parts [][]byte) (int64, error) {
 
 // Write sends p as frames (one or more, in one write).
 func (f *Writer) Write(p []byte) (int, error) {
-	if _, err := f.WriteVec([][]byte{p}); err != nil {
+	f.one[0] = p // a field, not a literal: Write is on Raft's hot path and allocates nothing
+	_, err := f.WriteVec(f.one[:])
+	f.one[0] = nil
+	if err != nil {
 		return 0, err
 	}
 	return len(p), nil
