@@ -66,7 +66,7 @@ func metaKeyID(prefix string, id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(prefix), id)
 }
 
-// metaHops returns how many times the request has been forwarded.
+// hops returns how many times the request has been forwarded.
 func hops(ctx context.Context) int {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok {

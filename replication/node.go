@@ -322,6 +322,10 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 		ParallelLeaderAppend: n.cfg.ParallelLeaderAppend,
 	})
 	if err != nil {
+		// Unregister the range from the link too (closing is idempotent
+		// if the shard got as far as closing it), so that a later open of
+		// the same range is not refused as a duplicate.
+		transport.(raft.WithClose).Close()
 		storage.Close()
 		return nil, err
 	}
