@@ -29,8 +29,9 @@ import (
 //     Unavailable too, and so does a server, though every status a dialkv
 //     server sends carries an ErrorInfo.
 //   - The message is gRPC's own for a connection that was never made: a
-//     dial that failed ("Error while dialing", "connection refused"), or a
-//     target that resolved to no address.
+//     dial that failed ("Error while dialing", "connection refused"), a
+//     handshake that never completed ("error reading server preface"), or
+//     a target that resolved to no address.
 //
 // A wait-for-ready call that timed out, or a cancelled one, may also never
 // have left, but its code (DeadlineExceeded, Canceled) is the one a call
@@ -58,6 +59,11 @@ func NeverSent(err error, p *peer.Peer) bool {
 var neverSentSigns = []string{
 	"Error while dialing",
 	"connection refused",
+	// The TCP connection opened but the server's HTTP/2 preface never
+	// arrived (the peer closed it, or it was going down): a channel
+	// creates streams only on a transport that has read the preface, so
+	// nothing was written for the call.
+	"error reading server preface",
 	"name resolver error",
 	"produced zero addresses",
 }

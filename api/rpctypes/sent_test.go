@@ -32,6 +32,7 @@ func TestNeverSent_OnlyAConnectionNeverMade(t *testing.T) {
 		want bool
 	}{
 		{"dial refused, no transport", status.Error(codes.Unavailable, refused), none, true},
+		{"the server's preface never came", status.Error(codes.Unavailable, `connection error: desc = "error reading server preface: raw-read tcp 127.0.0.1:46084->127.0.0.1:17134: use of closed network connection"`), none, true},
 		{"dial failed in a custom dialer", status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: replication: dial 127.0.0.1:7001: i/o timeout"`), none, true},
 		{"name did not resolve", status.Error(codes.Unavailable, "name resolver error: produced zero addresses"), none, true},
 		{"dial refused, wrapped", fmt.Errorf("forwarding: %w", status.Error(codes.Unavailable, refused)), none, true},
