@@ -63,9 +63,14 @@ func (l Link) String() string {
 
 // Net is the set of proxies between the nodes of one cluster. Create it
 // before the cluster and pass its PeerAddr as Options.PeerAddr.
+//
+// Locking: acquire Net.mu before a proxy's mu (Stats), never the other way:
+// a proxy reads its links (Net.link, taking Net.mu) before it takes its own
+// mu, and Set releases Net.mu before it has the proxies reconsider.
 type Net struct {
 	logf func(string, ...any)
 
+	// mu guards the fields below.
 	mu      sync.Mutex
 	n       int
 	links   map[[2]int]Link
@@ -198,6 +203,7 @@ type proxy struct {
 	from, to int
 	ln       net.Listener
 
+	// mu guards the fields below; see Net for the lock order.
 	mu        sync.Mutex
 	target    string
 	conns     map[*pconn]struct{}

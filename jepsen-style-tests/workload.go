@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -312,8 +311,9 @@ func (cs *Conns) doHTTP(req Request) (r reply) {
 	}
 	resp, err := cs.httpc.Do(hreq)
 	if err != nil {
-		// Connection refused: the request never left.
-		r.typ = classify(isWriteF(req.F), "", errors.Is(err, syscall.ECONNREFUSED))
+		// A failed dial: the request never left. A reset after it was
+		// written leaves a write indeterminate.
+		r.typ = classify(isWriteF(req.F), "", rpctypes.NeverSentHTTP(hreq, err))
 		r.err = "http: " + truncate(err.Error(), 160)
 		return r
 	}

@@ -16,19 +16,25 @@ import (
 // RangeFSM is one range's state machine: a raft.BatchingFSM whose state is
 // the range's bbolt bucket plus the overlays of writes not yet committed to
 // it. See the package doc for the durability argument.
+//
+// Locking: splitLock (the node's, held for a split) before the store's
+// commitMu before mu before waitMu; waitMu is a leaf. The FSM goroutine
+// releases mu before it takes commitMu (a split, in ApplyBatch). Never
+// call onSplit or onHibernate with mu held: they call back into the node,
+// which may read this range's descriptor (mu, for reading).
 type RangeFSM struct {
 	id     uint64
 	store  *Store
 	bucket []byte
 
-	// mu guards the overlays. ApplyBatch holds it for writing while it
-	// mutates pending and advances applied, so a reader (or the committer)
-	// always sees overlays and applied index that belong together.
+	// mu guards the fields below until the blank line. ApplyBatch holds
+	// it for writing while it mutates pending and advances applied, so a
+	// reader (or the committer) always sees overlays and applied index
+	// that belong together.
 	mu      sync.RWMutex
 	pending *overlay
 	frozen  []*overlay // oldest first; committed or being committed
-
-	desc Descriptor // guarded by mu; changes with splits and restores
+	desc    Descriptor // changes with splits and restores
 
 	// sizeKeys and sizeBytes count the keys and the key and value bytes
 	// committed to the range's bucket, kept exact by every commit, split
@@ -59,6 +65,7 @@ type RangeFSM struct {
 	onSplit   func(parent, child Descriptor)
 	splitLock sync.Locker
 
+	// waitMu guards waitCh.
 	waitMu sync.Mutex
 	waitCh chan struct{} // closed and replaced whenever applied advances
 }

@@ -54,6 +54,12 @@ import (
 //     lower moves the floor down only after every file of the old log is
 //     gone (see startAgain), so that no old entry reappears above it.
 //   - A suffix cut is durable before the next append.
+//
+// Locking: acquire wmu before smu and before mu, and never hold smu and
+// mu together. Readers take mu alone; a writer holds wmu throughout and
+// mu only to publish, and waits for the syncer (sc, on smu) holding wmu
+// but not mu, so a read never waits on an fsync. No fsync runs under smu
+// or mu; failed is called with smu held.
 type SegmentLog struct {
 	dir        string
 	maxSegment int64

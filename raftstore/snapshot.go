@@ -28,6 +28,8 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // ErrBadSnapshot is returned by Restore for a stream that is truncated,
 // corrupt or of an unknown version; the range's state is left unchanged.
+// A stream whose checksum holds but which carries a value too short to
+// decode is ErrCorrupt as well.
 var ErrBadSnapshot = errors.New("raftstore: bad snapshot")
 
 // Snapshot makes the range's applied state durable, then pins it with a
@@ -71,6 +73,11 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 	var hdr []byte
 	if b := s.tx.Bucket(s.bucket); b != nil {
 		if err := b.ForEach(func(k, v []byte) error {
+			// A follower would refuse the value (readSnapshotBody); refusing
+			// it here names the replica whose disk holds the damage.
+			if _, _, err := readStored(s.desc.ID, k, v); err != nil {
+				return err
+			}
 			hdr = append(hdr[:0], 1)
 			hdr = binary.AppendUvarint(hdr, uint64(len(k)))
 			w.Write(hdr)
@@ -198,6 +205,12 @@ func readSnapshotBody(r io.Reader, put func(k, stored []byte) error, desc *Descr
 		}
 		if v, err = readField(bytesR, v); err != nil {
 			return 0, fmt.Errorf("%w: record %d value: %v", ErrBadSnapshot, n, err)
+		}
+		// The checksum proves the bytes are the sender's, not that the
+		// sender's state was sound: a value too short to decode is the
+		// same ErrCorrupt here as to every reader of a range.
+		if _, _, err := readStored(desc.ID, k, v); err != nil {
+			return 0, fmt.Errorf("%w: record %d: %w", ErrBadSnapshot, n, err)
 		}
 		if err := put(k, v); err != nil {
 			return 0, err

@@ -72,6 +72,13 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 		var moved [][]byte
 		c := from.Cursor()
 		for k, v := c.Seek(child.Start); k != nil && (len(child.End) == 0 || bytes.Compare(k, child.End) < 0); k, v = c.Next() {
+			// The child's size is counted from the stored values, and a
+			// value too short to decode would carry the damage, uncounted,
+			// into a range no reader has seen it in: the split fails, and
+			// the node stops, as an apply that reads corrupt state does.
+			if _, _, err := readStored(f.id, k, v); err != nil {
+				return err
+			}
 			if err := to.Put(k, v); err != nil {
 				return err
 			}
@@ -155,7 +162,7 @@ func (s *Store) ClearBootstrap(id uint64) error {
 // than serve diverging state.
 func (f *RangeFSM) splitFailed(index uint64, err error) *Result {
 	f.store.log.Error("split failed; this replica cannot apply the log further", "range", f.id, "index", index, "err", err)
-	panic(fmt.Sprintf("raftstore: range %d: split at index %d failed: %v", f.id, index, err))
+	panic(fmt.Errorf("raftstore: range %d: split at index %d failed: %w", f.id, index, err))
 }
 
 // advance records a no-op entry as applied.

@@ -62,27 +62,38 @@ var (
 // node hosts, plus the committer that makes their applied writes durable
 // together, and the node's write-ahead log, which holds every range's
 // Raft log and stable store.
+//
+// Locking: acquire commitMu before s.mu and before any range's
+// RangeFSM.mu; never hold s.mu while taking a range's mu (commit copies
+// the ranges out of s.mu first). A range's split takes the node's split
+// lock (RangeFSM.splitLock) before commitMu. stats.mu is a leaf. Nothing
+// waits on Raft while holding commitMu: Restore and a split hold it, on
+// the FSM goroutine, for one bbolt transaction.
 type Store struct {
 	cfg Config
 	db  *bolt.DB
 	wal *wal.WAL
 	log *slog.Logger
 
+	// mu guards the fields below until the blank line.
 	mu     sync.Mutex
 	ranges map[uint64]*RangeFSM
 	closed bool
 
-	// commitMu serialises commits with each other and with Restore, so a
-	// range's frozen overlays change only under it.
+	// commitMu serialises commits with each other, with Restore, with a
+	// split and with DropRange, so a range's frozen overlays and its
+	// bucket change only under it. It guards no field of its own.
 	commitMu sync.Mutex
-	kick     chan struct{}
-	stop     chan struct{}
-	done     chan struct{}
 
-	stats CommitStats
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+
+	stats CommitStats // its own mu
 }
 
-// CommitStats counts the committer's work, for metrics and tests.
+// CommitStats counts the committer's work, for metrics and tests. mu
+// guards every field; it is a leaf lock.
 type CommitStats struct {
 	mu       sync.Mutex
 	Commits  uint64

@@ -7,7 +7,7 @@ import (
 )
 
 // TestMain fails the package's tests when any goroutine outlives them,
-// except these:
+// except this one:
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		// awaitFuture's waiter on a Raft future that hashicorp/raft v1.8.0
@@ -15,9 +15,5 @@ func TestMain(m *testing.M) {
 		// answering the batches still queued for it): one goroutine per
 		// dropped entry, by design (see awaitFuture).
 		goleak.IgnoreTopFunction("github.com/hashicorp/raft.(*deferError).Error"),
-		// TestAwaitFuture's fake future, which the cases that close stop or
-		// cancel ctx never answer, so awaitFuture's waiter on it stays.
-		// The test should answer it when it ends; then this can go.
-		goleak.IgnoreTopFunction("github.com/dialkv/dialkv/shard.blockedFuture.Error"),
 	)
 }

@@ -96,10 +96,18 @@ func TestShutdown_DoesNotWaitForFuturesRaftDrops(t *testing.T) {
 	t.Logf("%d proposals applied, %d answered indeterminate at shutdown", applied, dropped)
 }
 
-// blockedFuture is a raft.Future answered only when answer is sent to.
-type blockedFuture struct{ answer chan error }
+// blockedFuture is a raft.Future answered only when answer is sent to or
+// closed. returned closes when Error has returned, so that a test can
+// wait for awaitFuture's waiter on it to end.
+type blockedFuture struct {
+	answer   chan error
+	returned chan struct{}
+}
 
-func (f blockedFuture) Error() error { return <-f.answer }
+func (f blockedFuture) Error() error {
+	defer close(f.returned)
+	return <-f.answer
+}
 
 func TestAwaitFuture(t *testing.T) {
 	boom := errors.New("boom")
@@ -116,7 +124,18 @@ func TestAwaitFuture(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := blockedFuture{answer: make(chan error, 1)}
+			f := blockedFuture{answer: make(chan error, 1), returned: make(chan struct{})}
+			// awaitFuture leaves its waiter on a future it gave up on (by
+			// design: Raft may never answer it). This one is the test's, so
+			// answer it at the end and see the waiter go.
+			t.Cleanup(func() {
+				close(f.answer)
+				select {
+				case <-f.returned:
+				case <-time.After(5 * time.Second):
+					t.Error("awaitFuture's waiter did not return once the future was answered")
+				}
+			})
 			stop := make(chan struct{})
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

@@ -7,7 +7,8 @@
 //
 // The rest of what both sides must read alike lives here too: the names
 // of the consistency levels, the session token's format (SessionToken),
-// and the one rule for whether a failed call ever left (NeverSent).
+// and the one rule for whether a failed call ever left (NeverSent, and
+// NeverSentHTTP for the HTTP API).
 package rpctypes
 
 import (
@@ -51,6 +52,13 @@ const (
 	ReasonInternal       Reason = "INTERNAL"
 	ReasonDeadline       Reason = "DEADLINE_EXCEEDED"
 	ReasonMemberConflict Reason = "MEMBER_CONFLICT"
+
+	// Auth: the user may not do this (403); no acceptable credentials
+	// (401); the node cannot vouch that its auth state is current within
+	// the revocation bound, so it decides nothing (503, retry elsewhere).
+	ReasonPermissionDenied Reason = "PERMISSION_DENIED"
+	ReasonUnauthenticated  Reason = "UNAUTHENTICATED"
+	ReasonAuthStale        Reason = "AUTH_STALE"
 
 	// HTTP only: a path the API does not have (404), a method the path
 	// does not take (405, with Allow); /readyz on a node whose data
@@ -124,7 +132,8 @@ func InfoOf(err error) *errdetails.ErrorInfo {
 func NotApplied(err error) bool {
 	switch ReasonOf(err) {
 	case ReasonNotLeader, ReasonNoLeader, ReasonShuttingDown, ReasonWrongRange, ReasonUnknownRange,
-		ReasonInvalid, ReasonTooLarge, ReasonCompareFailed:
+		ReasonInvalid, ReasonTooLarge, ReasonCompareFailed,
+		ReasonPermissionDenied, ReasonUnauthenticated, ReasonAuthStale:
 		return true
 	}
 	return false
@@ -134,7 +143,7 @@ func NotApplied(err error) bool {
 // replica or the cluster was unavailable, not the request wrong.
 func Retryable(err error) bool {
 	switch ReasonOf(err) {
-	case ReasonNotLeader, ReasonNoLeader, ReasonShuttingDown, ReasonStaleReplica, ReasonWrongRange, ReasonUnknownRange:
+	case ReasonNotLeader, ReasonNoLeader, ReasonShuttingDown, ReasonStaleReplica, ReasonWrongRange, ReasonUnknownRange, ReasonAuthStale:
 		return true
 	case "":
 		return status.Code(err) == codes.Unavailable

@@ -1,6 +1,9 @@
 package rpctypes
 
 import (
+	"errors"
+	"net"
+	"net/http"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -66,4 +69,44 @@ var neverSentSigns = []string{
 	"error reading server preface",
 	"name resolver error",
 	"produced zero addresses",
+}
+
+// NeverSentHTTP is NeverSent for the HTTP API: whether req, which failed
+// with err from an http.Client, provably never reached a server. Every
+// doubt answers false, as in NeverSent.
+//
+// The proof is a failed dial (a *net.OpError whose Op is "dial": refused,
+// timed out, unroutable, unresolvable): the transport dials before it
+// writes a byte, and a request that fails on its dial was written nowhere.
+// A connection reset, an EOF or a timeout on a connection that was made
+// may come after the request was written: false.
+//
+// That holds only because net/http retries a non-replayable request
+// (anything but GET, HEAD, OPTIONS and TRACE without an Idempotency-Key
+// header) on a fresh connection only when the attempt before wrote
+// nothing. A replayable request is also retried after its request was
+// written on a reused connection that broke, so a failed dial on that
+// retry proves nothing about the first attempt: false. (Reads are
+// replayable and never need the answer; writes are PUT and POST.)
+func NeverSentHTTP(req *http.Request, err error) bool {
+	if err == nil || req == nil || replayable(req) {
+		return false
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// replayable is net/http's Request.isReplayable without its body check (a
+// body that cannot be rewound makes a request not replayable there; here
+// it still counts, which only answers false more often): a request the
+// transport may send again after it was written once.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	// Present, even empty, is enough for net/http.
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
 }

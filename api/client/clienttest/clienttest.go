@@ -233,6 +233,9 @@ func cloneAll[T proto.Message](in []T) []T {
 }
 
 // Server is one fake node.
+//
+// Locking: mu and the shared Store's mu are never held together; a call
+// takes mu (enter) and releases it before it reads or writes the Store.
 type Server struct {
 	kvpb.UnimplementedKVServer
 	kvpb.UnimplementedClusterServer
@@ -244,10 +247,12 @@ type Server struct {
 	pageSize int
 	state    string
 
+	// mu guards the fields below until the blank line.
 	mu     sync.Mutex
 	script map[string][]error
 	calls  map[string]int
-	grpc   *grpc.Server
+
+	grpc *grpc.Server
 }
 
 // Option configures Start.
