@@ -265,6 +265,24 @@ func TestRanges_IdleRangesHibernateAndWake(t *testing.T) {
 	checkKeys(t, c, keys)
 }
 
+// With a commit timeout near its limit (a quarter of the heartbeat
+// timeout), followers hear that the hibernation entry committed up to two
+// commit timeouts after the leader applied it: the leader must stay up
+// that long, or its followers never apply the entry, stay awake and wake
+// the range again with an election (with the fixed 150 ms delay of old,
+// 120 ms here left replicas awake).
+func TestRanges_HibernationWithALongCommitTimeout(t *testing.T) {
+	c := newTestClusterWith(t, 3, func(cfg *replication.Config) {
+		cfg.HibernateAfter = time.Second
+		cfg.Timing.Commit = 120 * time.Millisecond // the test cluster's heartbeat is 500 ms
+	})
+	l := c.leader()
+	c.mustPut(l, "k0001", "v1")
+	c.eventually("every replica of range 2 hibernating", 20*time.Second, func() bool { return c.asleepReplicas(2) == 3 })
+	c.mustPut((l+1)%3, "k0001", "v2")
+	c.mustGet(l, "k0001", "v2", linearizable)
+}
+
 // A request that wakes the replica that led when its range went to sleep
 // makes that replica stand for election at once, and a follower woken by a
 // request forwards it there at once. Without that, a woken replica waits

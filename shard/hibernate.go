@@ -18,10 +18,12 @@ import (
 //  1. Its leader, with everything applied and no member being caught up,
 //     appends an OpHibernate entry.
 //  2. Each replica that applies it, with nothing after it in its log,
-//     shuts its Raft instance down: the leader 150 ms after applying it,
-//     a follower 450 ms after, so that the leader is silent before its
-//     followers sleep and a follower is asleep long before it would miss
-//     a heartbeat and start an election.
+//     shuts its Raft instance down: the leader once its followers have
+//     surely been told the entry committed (an append carries the commit
+//     index at most 2*CommitTimeout later), a follower 300 ms after that,
+//     so that the leader is silent before its followers sleep and a
+//     follower is asleep long before it would miss a heartbeat and start
+//     an election (Timing.Validate keeps CommitTimeout small enough).
 //  3. The state machine and the log stay open: stale reads are still
 //     served. Anything that needs Raft (a write, a read-index, a
 //     membership change, a bounded read) wakes the replica, and so does
@@ -38,10 +40,14 @@ import (
 // idle period. None of this touches Raft's safety: a sleeping replica is a
 // stopped one, and a restart is something Raft always allows.
 
-const (
-	leaderSleepDelay   = 150 * time.Millisecond
-	followerSleepDelay = 450 * time.Millisecond
-)
+// sleepDelays returns how long after applying the hibernation entry the
+// leader and a follower stop their instances: the leader after 2*commit
+// (the latest its followers hear of the commit) plus a margin, at least
+// 150 ms; a follower 300 ms after the leader.
+func sleepDelays(commit time.Duration) (leader, follower time.Duration) {
+	leader = max(150*time.Millisecond, 2*commit+50*time.Millisecond)
+	return leader, leader + 300*time.Millisecond
+}
 
 // instance is one run of the range's Raft: hibernation stops it and waking
 // starts another on the same log, stores and transport.
@@ -172,9 +178,9 @@ func (s *Shard) MaybeHibernate() {
 // applied: it schedules the sleep.
 func (s *Shard) hibernateApplied(index uint64) {
 	at := time.Now()
-	delay := followerSleepDelay
+	leaderDelay, delay := sleepDelays(s.rc.CommitTimeout)
 	if s.r().State() == raft.Leader {
-		delay = leaderSleepDelay
+		delay = leaderDelay
 	}
 	time.AfterFunc(delay, func() { s.sleep(index, at) })
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dialkv/dialkv/api"
 	"github.com/dialkv/dialkv/replication"
+	"github.com/dialkv/dialkv/shard"
 	"github.com/hashicorp/go-metrics"
 	gmprometheus "github.com/hashicorp/go-metrics/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,7 @@ type serveFlags struct {
 	maxKeyBytes, maxValueBytes                int
 	logLevel, logFormat                       string
 	heartbeat, election, hibernateAfter       time.Duration
+	commitTimeout                             time.Duration
 	peerProxies                               []string
 	pprofAddr                                 string
 	raftMetrics, parallelAppend               bool
@@ -51,7 +53,14 @@ On an empty --data-dir the node bootstraps a new cluster with --initial-cluster
 it with --join. Restarting with the same flags resumes from the data directory.
 SIGTERM or SIGINT shuts the node down cleanly.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return serve(cmd.Context(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("raft-commit-timeout") {
+				// The default follows a shorter heartbeat timeout down
+				// rather than refusing it.
+				f.commitTimeout = min(f.commitTimeout, f.heartbeat/4)
+			}
+			return serve(cmd.Context(), f)
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.id, "id", "", "node id, unique in the cluster (required)")
@@ -69,6 +78,7 @@ SIGTERM or SIGINT shuts the node down cleanly.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout (follower waits this long before an election)")
 	fl.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
+	fl.DurationVar(&f.commitTimeout, "raft-commit-timeout", shard.DefaultCommitTimeout, "how long a range leader with nothing new waits before telling its followers the commit index anyway (hashicorp/raft's CommitTimeout): the main idle cost of an awake range, and how long followers may lag after the last write; at most a quarter of --raft-heartbeat-timeout")
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
@@ -123,6 +133,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	cfg.RangeMaxBytes, cfg.Replicas = f.rangeMaxBytes, f.replicas
 	cfg.Timing.Heartbeat, cfg.Timing.Election = f.heartbeat, f.election
 	cfg.Timing.LeaderLease = min(f.heartbeat, f.election) / 2
+	cfg.Timing.Commit = f.commitTimeout
+	if err := cfg.Timing.Validate(); err != nil {
+		return fmt.Errorf("--raft-commit-timeout, --raft-heartbeat-timeout: %w", err)
+	}
 	if f.hibernateAfter < 0 {
 		return fmt.Errorf("--hibernate-after %v: must not be negative", f.hibernateAfter)
 	}
