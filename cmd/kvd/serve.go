@@ -51,7 +51,10 @@ func serveCmd() *cobra.Command {
 On an empty --data-dir the node bootstraps a new cluster with --initial-cluster
 (every founding member gets the same list) or asks an existing member to add
 it with --join. Restarting with the same flags resumes from the data directory.
-SIGTERM or SIGINT shuts the node down cleanly.`,
+SIGTERM or SIGINT shuts the node down cleanly: it first hands the
+leadership of every awake range it leads to another replica (at most 5 s),
+so a planned stop or a rolling upgrade leaves no range waiting for an
+election.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("raft-commit-timeout") {
@@ -90,6 +93,11 @@ SIGTERM or SIGINT shuts the node down cleanly.`,
 	cmd.MarkFlagRequired("data-dir")
 	return cmd
 }
+
+// drainTimeout bounds handing leaderships over on SIGTERM: within the
+// 10 s a service manager usually waits before SIGKILL, with room left for
+// the rest of the shutdown.
+const drainTimeout = 5 * time.Second
 
 func newLogger(level, format string) (*slog.Logger, error) {
 	var lv slog.Level
@@ -214,7 +222,13 @@ func serve(ctx context.Context, f serveFlags) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		log.Info("shutting down: handing leaderships over")
+		// While still serving, so that requests in flight finish and new
+		// ones reach the new leaders through this node's forwarding.
+		dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+		res := node.DrainLeadership(dctx)
+		dcancel()
+		log.Info("leaderships handed over", "led", res.Led, "transferred", res.Transferred, "took", res.Elapsed.Round(time.Millisecond))
 	case serveErr = <-errc:
 		log.Error("server stopped", "err", serveErr)
 	}
