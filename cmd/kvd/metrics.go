@@ -6,6 +6,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/raftstore/wal"
+	"github.com/dialkv/dialkv/replication/link"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -125,4 +126,58 @@ func (c *walCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.segments, float64(st.Segments))
 	gauge(c.bytes, float64(st.Bytes))
 	gauge(c.lastSync, st.LastSync.Seconds())
+}
+
+// linkSource is the part of a node the link collector reads.
+type linkSource interface {
+	LinkStats() (link.Stats, bool)
+}
+
+// linkCollector exports the counters of the node's shared Raft link at
+// scrape time: messages per write shows how well ranges share writes, and
+// the legacy counters show when the last node speaking only per-range
+// streams is gone. Nothing is exported with --per-range-streams.
+type linkCollector struct {
+	src  linkSource
+	desc map[string]*prometheus.Desc
+}
+
+// linkCounters names each exported counter and reads it from Stats.
+var linkCounters = []struct {
+	name, help string
+	value      func(link.Stats) uint64
+}{
+	{"messages_sent_total", "Raft requests, responses and pings the node's link wrote to its peers.", func(s link.Stats) uint64 { return s.MessagesSent }},
+	{"writes_total", "Vectored socket writes that carried them: messages per write is the batching.", func(s link.Stats) uint64 { return s.Writes }},
+	{"sent_bytes_total", "Bytes the link wrote, frame headers included.", func(s link.Stats) uint64 { return s.BytesSent }},
+	{"messages_received_total", "Raft messages the link read from its peers.", func(s link.Stats) uint64 { return s.MessagesReceived }},
+	{"received_bytes_total", "Bytes the link read.", func(s link.Stats) uint64 { return s.BytesReceived }},
+	{"dials_total", "Connections the link opened (link and snapshot streams).", func(s link.Stats) uint64 { return s.Dials }},
+	{"legacy_fallbacks_total", "Times a peer was found to speak only per-range streams (a node of an older release).", func(s link.Stats) uint64 { return s.LegacyFallbacks }},
+	{"legacy_calls_total", "Calls sent through a range's per-range stream to such a peer.", func(s link.Stats) uint64 { return s.LegacyCalls }},
+	{"legacy_received_total", "Raft RPCs that came in through per-range streams.", func(s link.Stats) uint64 { return s.LegacyReceived }},
+}
+
+func newLinkCollector(src linkSource) *linkCollector {
+	c := &linkCollector{src: src, desc: map[string]*prometheus.Desc{}}
+	for _, m := range linkCounters {
+		c.desc[m.name] = prometheus.NewDesc("dialkv_link_"+m.name, m.help, nil, nil)
+	}
+	return c
+}
+
+func (c *linkCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range linkCounters {
+		ch <- c.desc[m.name]
+	}
+}
+
+func (c *linkCollector) Collect(ch chan<- prometheus.Metric) {
+	st, ok := c.src.LinkStats()
+	if !ok {
+		return
+	}
+	for _, m := range linkCounters {
+		ch <- prometheus.MustNewConstMetric(c.desc[m.name], prometheus.CounterValue, float64(m.value(st)))
+	}
 }

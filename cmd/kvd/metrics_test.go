@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/raftstore/wal"
+	"github.com/dialkv/dialkv/replication/link"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -96,5 +98,51 @@ func TestWALCollector_ExportsTheLogsStats(t *testing.T) {
 		if g, ok := got[name]; !ok || g != w {
 			t.Errorf("%s = %+v (exported: %v), want %+v", name, g, ok, w)
 		}
+	}
+}
+
+type fixedLink struct {
+	st link.Stats
+	ok bool
+}
+
+func (f fixedLink) LinkStats() (link.Stats, bool) { return f.st, f.ok }
+
+// The shared link's counters are exported under dialkv_link_*, and
+// nothing is with per-range streams.
+func TestLinkCollector_ExportsTheLinksCounters(t *testing.T) {
+	tests := []struct {
+		name string
+		src  fixedLink
+		want map[string]float64
+	}{
+		{"link", fixedLink{ok: true, st: link.Stats{MessagesSent: 900, Writes: 300, BytesSent: 1 << 20, MessagesReceived: 880,
+			BytesReceived: 2 << 20, Dials: 4, LegacyFallbacks: 1, LegacyCalls: 7, LegacyReceived: 9}},
+			map[string]float64{
+				"dialkv_link_messages_sent_total": 900, "dialkv_link_writes_total": 300, "dialkv_link_sent_bytes_total": 1 << 20,
+				"dialkv_link_messages_received_total": 880, "dialkv_link_received_bytes_total": 2 << 20, "dialkv_link_dials_total": 4,
+				"dialkv_link_legacy_fallbacks_total": 1, "dialkv_link_legacy_calls_total": 7, "dialkv_link_legacy_received_total": 9,
+			}},
+		{"per-range streams", fixedLink{}, map[string]float64{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewPedanticRegistry()
+			reg.MustRegister(newLinkCollector(tt.src))
+			families, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]float64{}
+			for _, mf := range families {
+				if mf.GetType() != dto.MetricType_COUNTER {
+					t.Errorf("%s is a %v, want a counter", mf.GetName(), mf.GetType())
+				}
+				got[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
+			}
+			if !maps.Equal(got, tt.want) {
+				t.Fatalf("exported %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
