@@ -221,6 +221,8 @@ type wakeTransport struct {
 	done     chan struct{}
 	once     sync.Once
 
+	// hbMu guards hb and pipesMu pipes; both are leaves (taken under the
+	// shard's rmu when an instance stops, never the other way).
 	hbMu sync.Mutex
 	hb   func(raft.RPC)
 

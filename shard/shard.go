@@ -99,6 +99,12 @@ type Shard struct {
 	trans   *wakeTransport
 	log     *slog.Logger
 
+	// Lock order: compactMu, then rmu, then leaderMu or the transport's
+	// hbMu or pipesMu (sleeping stops the instance and tells the leader
+	// watchers, holding rmu). leaderMu, hbMu and pipesMu are leaves. None
+	// is held while waiting on Raft, except compactMu, which is held
+	// across CompactLog's Raft calls and only ever tried by hibernation.
+	//
 	// rc is the configuration every Raft instance starts from; inst is
 	// the current instance (a stopped one while the replica hibernates).
 	rc   raft.Config
@@ -131,6 +137,9 @@ type Shard struct {
 	leaderMu sync.Mutex
 	leaderCh chan struct{} // closed and replaced whenever the leader changes
 
+	// compactMu keeps a log compaction (CompactLog) and a hibernation
+	// proposal apart: a replica must not be told to sleep with its log
+	// half compacted. Hibernation only tries it.
 	compactMu sync.Mutex
 
 	stop     chan struct{}

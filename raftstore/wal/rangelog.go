@@ -23,6 +23,8 @@ type RangeLog struct {
 	w  *WAL
 	id uint64
 
+	// Lock order (see WAL's): wmu, then mu, then the WAL's wmu and smu.
+	//
 	// wmu serialises the range's writers (Raft's goroutines, the
 	// collector): each writes its record and publishes its effect
 	// before the next one writes, so the order of the range's records in

@@ -98,7 +98,7 @@ type Link struct {
 	done chan struct{} // closed by Close
 
 	// Lock order: a peer's mu, then this one. Nothing else is locked
-	// while this one is held.
+	// while this one is held. rangesMu is a leaf, never held with mu.
 	mu struct {
 		sync.Mutex
 		closed  bool

@@ -21,6 +21,7 @@ type RangeTransport struct {
 	once      sync.Once
 	wg        sync.WaitGroup // mergeLegacy
 
+	// hbMu guards hb; a leaf, never held while hb runs.
 	hbMu sync.Mutex
 	hb   func(raft.RPC)
 }
