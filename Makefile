@@ -17,7 +17,7 @@ STATICCHECK_VERSION        := v0.8.2
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/dialkv/dialkv/internal/version.Version=$(VERSION)
 
-.PHONY: all build run test test-unit test-process vet lint verify-fmt fix-fmt proto clean
+.PHONY: all build run run-tls test test-unit test-process vet lint verify-fmt fix-fmt proto clean
 
 all: build
 
@@ -28,6 +28,10 @@ build:
 # A local cluster in the foreground; Ctrl-C stops it. Data survives in $(DATA_DIR).
 run: build
 	$(BIN)/kvd cluster --nodes $(NODES) --data-dir $(DATA_DIR) --port-base $(PORT_BASE)
+
+# The same with TLS on every link; certificates in $(DATA_DIR)/certs.
+run-tls: build
+	$(BIN)/kvd cluster --tls --nodes $(NODES) --data-dir $(DATA_DIR) --port-base $(PORT_BASE)
 
 # Everything that fits in CI: formatting, vet and staticcheck (lint), unit
 # and in-process cluster tests with the race detector, then the

@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/auth"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/replication"
 	"github.com/dialkv/dialkv/shard"
@@ -41,6 +42,26 @@ type errorRule struct {
 // matters only where one error wraps another: ErrIndeterminate before
 // context errors, since a timed-out write wraps both.
 var errorTable = []errorRule{
+	// Auth decisions first: a denial wraps the reason (an unknown user),
+	// and the decision is what the client must see.
+	{auth.ErrPermissionDenied, codes.PermissionDenied, rpctypes.ReasonPermissionDenied},
+	{auth.ErrUnauthenticated, codes.Unauthenticated, rpctypes.ReasonUnauthenticated},
+	{auth.ErrAuthStale, codes.Unavailable, rpctypes.ReasonAuthStale},
+	{auth.ErrAuthDisabled, codes.InvalidArgument, rpctypes.ReasonInvalid},
+	// Refused auth changes: the state is as it was.
+	{auth.ErrUserExists, codes.AlreadyExists, rpctypes.ReasonInvalid},
+	{auth.ErrRoleExists, codes.AlreadyExists, rpctypes.ReasonInvalid},
+	{auth.ErrRoleAlreadyGranted, codes.AlreadyExists, rpctypes.ReasonInvalid},
+	{auth.ErrUserNotFound, codes.NotFound, rpctypes.ReasonInvalid},
+	{auth.ErrRoleNotFound, codes.NotFound, rpctypes.ReasonInvalid},
+	{auth.ErrRoleNotGranted, codes.NotFound, rpctypes.ReasonInvalid},
+	{auth.ErrPermissionNotFound, codes.NotFound, rpctypes.ReasonInvalid},
+	{auth.ErrInvalidName, codes.InvalidArgument, rpctypes.ReasonInvalid},
+	{auth.ErrInvalidPermission, codes.InvalidArgument, rpctypes.ReasonInvalid},
+	{auth.ErrInvalidPassword, codes.InvalidArgument, rpctypes.ReasonInvalid},
+	{auth.ErrRootRequired, codes.InvalidArgument, rpctypes.ReasonInvalid},
+	{auth.ErrRootProtected, codes.InvalidArgument, rpctypes.ReasonInvalid},
+	{replication.ErrAuthContention, codes.Aborted, rpctypes.ReasonCompareFailed},
 	{shard.ErrIndeterminate, codes.Unavailable, rpctypes.ReasonIndeterminate},
 	// A refusal to serve a weaker read may wrap the leader lookup that
 	// failed; the refusal is what the client must see.
@@ -136,12 +157,18 @@ func httpStatus(err error) int {
 		return http.StatusNotFound
 	case rpctypes.ReasonMethodNotAllowed:
 		return http.StatusMethodNotAllowed
+	case rpctypes.ReasonPermissionDenied:
+		return http.StatusForbidden
+	case rpctypes.ReasonUnauthenticated:
+		return http.StatusUnauthorized
 	}
 	switch status.Code(err) {
 	case codes.InvalidArgument:
 		return http.StatusBadRequest
 	case codes.NotFound:
 		return http.StatusNotFound
+	case codes.AlreadyExists:
+		return http.StatusConflict
 	case codes.Aborted:
 		return http.StatusPreconditionFailed
 	case codes.Unavailable, codes.FailedPrecondition:

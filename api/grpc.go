@@ -15,14 +15,16 @@ import (
 // A node serves gRPC on two ports, and what each serves is the boundary of
 // what a client can do:
 //
-//   - the client port (NewGRPCServer): KV, Cluster, health and reflection.
+//   - the client port (NewGRPCServer): KV, Cluster, Auth, health and
+//     reflection.
 //     Metadata that only a peer may set (rpctypes.PeerHeaders) is dropped
 //     from every request, so a client cannot pass itself off as a node
 //     forwarding a request.
 //   - the peer port (NewPeerGRPCServer, reached through the Raft port's
 //     mux): the same KV and Cluster services for requests forwarded between
 //     nodes, plus Internal (replica creation and removal, the meta range,
-//     read index), which is never on the client port.
+//     read index), which is never on the client port. Requests here are
+//     not authorised again: the node the client reached decided (auth.go).
 
 // grpcMaxRecv bounds one request: a compare-and-swap carries two values and
 // a key.
@@ -43,6 +45,7 @@ func NewGRPCServer(svc *Service, extra ...grpc.ServerOption) (*grpc.Server, *hea
 	srv := grpc.NewServer(opts...)
 	kvpb.RegisterKVServer(srv, svc)
 	kvpb.RegisterClusterServer(srv, svc)
+	kvpb.RegisterAuthServer(srv, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reflection.Register(srv)
@@ -55,6 +58,8 @@ func NewPeerGRPCServer(svc *Service) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(svc.grpcMaxRecv()),
 		grpc.MaxSendMsgSize(64<<20),
+		grpc.ChainUnaryInterceptor(markPeerUnary),
+		grpc.ChainStreamInterceptor(markPeerStream),
 	)
 	kvpb.RegisterKVServer(srv, svc)
 	kvpb.RegisterClusterServer(srv, svc)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/auth"
 )
 
 // Backend is what the API needs from a node: the kv.proto methods, with
@@ -57,11 +58,15 @@ type Service struct {
 	kvpb.UnimplementedKVServer
 	kvpb.UnimplementedClusterServer
 	kvpb.UnimplementedInternalServer
+	kvpb.UnimplementedAuthServer
 
 	b       Backend
 	limits  Limits
 	metrics *Metrics
 	log     *slog.Logger
+	// auth decides who may do what; nil serves everyone (see SetAuth).
+	auth   AuthBackend
+	issuer *auth.Issuer
 }
 
 // NewService wraps b. metrics may be shared with the HTTP server.
@@ -141,11 +146,14 @@ func (s *Service) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutRespo
 			return err
 		}
 		return s.checkValue(r.Value)
-	}, s.b.Put)
+	}, guarded(func(ctx context.Context, r *kvpb.PutRequest) error { return s.authorizeKey(ctx, auth.OpWrite, r.Key) }, s.b.Put))
 }
 
 func (s *Service) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error) {
-	return run(s, ctx, "Delete", opWrite, req, func(r *kvpb.DeleteRequest) error { return s.checkKey(r.Key) }, s.b.Delete)
+	return run(s, ctx, "Delete", opWrite, req, func(r *kvpb.DeleteRequest) error { return s.checkKey(r.Key) },
+		guarded(func(ctx context.Context, r *kvpb.DeleteRequest) error {
+			return s.authorizeKey(ctx, auth.OpWrite, r.Key)
+		}, s.b.Delete))
 }
 
 func (s *Service) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapRequest) (*kvpb.CompareAndSwapResponse, error) {
@@ -160,7 +168,9 @@ func (s *Service) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapRe
 			return err
 		}
 		return s.checkValue(r.NewValue)
-	}, s.b.CompareAndSwap)
+	}, guarded(func(ctx context.Context, r *kvpb.CompareAndSwapRequest) error {
+		return s.authorizeKey(ctx, auth.OpWrite, r.Key)
+	}, s.b.CompareAndSwap))
 }
 
 func (s *Service) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse, error) {
@@ -169,7 +179,7 @@ func (s *Service) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetRespo
 			return err
 		}
 		return checkRead(r.Read)
-	}, s.b.Get)
+	}, guarded(func(ctx context.Context, r *kvpb.GetRequest) error { return s.authorizeKey(ctx, auth.OpRead, r.Key) }, s.b.Get))
 	s.countRead(resp.GetHeader(), err)
 	return resp, err
 }
@@ -191,7 +201,10 @@ func (s *Service) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanRe
 			return invalid("scan limit %d is over the maximum page of %d; page with next_key", r.Limit, s.limits.MaxScanLimit)
 		}
 		return checkRead(r.Read)
-	}, s.b.Scan)
+	}, guarded(func(ctx context.Context, r *kvpb.ScanRequest) error {
+		start, end := scanBounds(r.Prefix, r.Start, r.End)
+		return s.authorizeRange(ctx, auth.OpRead, start, end)
+	}, s.b.Scan))
 	s.countRead(resp.GetHeader(), err)
 	return resp, err
 }
@@ -205,11 +218,11 @@ func (s *Service) countRead(h *kvpb.ReadHeader, err error) {
 }
 
 func (s *Service) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
-	return run(s, ctx, "Status", opRead, req, noCheck[*kvpb.StatusRequest], s.b.Status)
+	return run(s, ctx, "Status", opRead, req, noCheck[*kvpb.StatusRequest], admin[*kvpb.StatusRequest](s, auth.VerbStatus, s.b.Status))
 }
 
 func (s *Service) Members(ctx context.Context, req *kvpb.MembersRequest) (*kvpb.MembersResponse, error) {
-	return run(s, ctx, "Members", opRead, req, noCheck[*kvpb.MembersRequest], s.b.Members)
+	return run(s, ctx, "Members", opRead, req, noCheck[*kvpb.MembersRequest], admin[*kvpb.MembersRequest](s, auth.VerbStatus, s.b.Members))
 }
 
 func checkNodeID(id string) error {
@@ -228,19 +241,26 @@ func (s *Service) AddMember(ctx context.Context, req *kvpb.AddMemberRequest) (*k
 			return invalid("raft address %q: %v", r.RaftAddr, err)
 		}
 		return nil
-	}, s.b.AddMember)
+	}, admin[*kvpb.AddMemberRequest](s, auth.VerbMembership, s.b.AddMember))
 }
 
 func (s *Service) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
-	return run(s, ctx, "RemoveMember", opWrite, req, func(r *kvpb.RemoveMemberRequest) error { return checkNodeID(r.Id) }, s.b.RemoveMember)
+	return run(s, ctx, "RemoveMember", opWrite, req, func(r *kvpb.RemoveMemberRequest) error { return checkNodeID(r.Id) },
+		admin[*kvpb.RemoveMemberRequest](s, auth.VerbMembership, s.b.RemoveMember))
 }
 
 func (s *Service) Ranges(ctx context.Context, req *kvpb.RangesRequest) (*kvpb.RangesResponse, error) {
-	return run(s, ctx, "Ranges", opRead, req, noCheck[*kvpb.RangesRequest], s.b.Ranges)
+	return run(s, ctx, "Ranges", opRead, req, noCheck[*kvpb.RangesRequest],
+		// Clients route by this table, so any authenticated user may read
+		// it (it shows range boundaries, which are keys).
+		guarded(func(ctx context.Context, _ *kvpb.RangesRequest) error {
+			return s.authorize(ctx, func(*auth.State, string) error { return nil })
+		}, s.b.Ranges))
 }
 
 func (s *Service) SplitRange(ctx context.Context, req *kvpb.SplitRangeRequest) (*kvpb.SplitRangeResponse, error) {
-	return run(s, ctx, "SplitRange", opWrite, req, func(r *kvpb.SplitRangeRequest) error { return s.checkKey(r.Key) }, s.b.SplitRange)
+	return run(s, ctx, "SplitRange", opWrite, req, func(r *kvpb.SplitRangeRequest) error { return s.checkKey(r.Key) },
+		admin[*kvpb.SplitRangeRequest](s, auth.VerbSplit, s.b.SplitRange))
 }
 
 func (s *Service) TransferLeader(ctx context.Context, req *kvpb.TransferLeaderRequest) (*kvpb.TransferLeaderResponse, error) {
@@ -249,7 +269,7 @@ func (s *Service) TransferLeader(ctx context.Context, req *kvpb.TransferLeaderRe
 			return invalid("transfer leader needs a range id")
 		}
 		return checkNodeID(r.ToNode)
-	}, s.b.TransferLeader)
+	}, admin[*kvpb.TransferLeaderRequest](s, auth.VerbMembership, s.b.TransferLeader))
 }
 
 func (s *Service) MetaPut(ctx context.Context, req *kvpb.MetaPutRequest) (*kvpb.MetaPutResponse, error) {
@@ -287,6 +307,22 @@ func (s *Service) ChangeReplicas(ctx context.Context, req *kvpb.ChangeReplicasRe
 }
 
 func noCheck[T any](T) error { return nil }
+
+// guarded runs call once authz allows the request.
+func guarded[Req, Resp any](authz func(context.Context, Req) error, call func(context.Context, Req) (Resp, error)) func(context.Context, Req) (Resp, error) {
+	return func(ctx context.Context, r Req) (Resp, error) {
+		if err := authz(ctx, r); err != nil {
+			var zero Resp
+			return zero, err
+		}
+		return call(ctx, r)
+	}
+}
+
+// admin guards a Cluster method: it needs the root role.
+func admin[Req, Resp any](s *Service, verb auth.Verb, call func(context.Context, Req) (Resp, error)) func(context.Context, Req) (Resp, error) {
+	return guarded(func(ctx context.Context, _ Req) error { return s.authorizeAdmin(ctx, verb) }, call)
+}
 
 func (s *Service) ReadIndex(ctx context.Context, req *kvpb.ReadIndexRequest) (*kvpb.ReadIndexResponse, error) {
 	return run(s, ctx, "ReadIndex", opRead, req, func(r *kvpb.ReadIndexRequest) error {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dialkv/dialkv/internal/tlsconf"
 	"github.com/dialkv/dialkv/shard"
 )
 
@@ -45,6 +46,14 @@ type Config struct {
 	// peers over streams of its own, as releases before the link did. For
 	// comparisons; peers on either setting understand each other.
 	PerRangeStreams bool
+
+	// PeerTLS puts mutual TLS on the Raft port: both ends present a node
+	// certificate signed by its CA, and an accepted peer must name a
+	// member (peertls.go). Nil: plaintext.
+	PeerTLS *tlsconf.Source
+	// ClientTLS dials members' client ports (the --join address) over TLS,
+	// for a cluster whose client port has TLS on. Nil: plaintext.
+	ClientTLS *tlsconf.Source
 
 	// DialAddr maps a peer's advertised Raft address to the address to dial
 	// (tests route links through fault-injecting proxies). Nil: identity.

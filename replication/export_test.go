@@ -19,3 +19,9 @@ func (n *Node) NodeStateForTest(ctx context.Context, id string) (string, error) 
 	}
 	return info.State, nil
 }
+
+// NewAuthStoreForTest is an AuthStore that has not read the meta range
+// yet and never will: what a node holds right after a restart.
+func NewAuthStoreForTest(n *Node) *AuthStore {
+	return &AuthStore{n: n, log: n.log, held: emptyAuthState(), stop: make(chan struct{})}
+}

@@ -15,8 +15,6 @@ import (
 	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
@@ -280,10 +278,22 @@ func (n *Node) registerLoop() {
 	info := &kvpb.NodeInfo{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GrpcAddr: n.cfg.GRPCAddr, HttpAddr: n.cfg.HTTPAddr}
 	body, _ := proto.Marshal(info)
 	registered := false
+	// A node joining with peer TLS on is added through --join first
+	// (peertls.go); without TLS it registers itself over the Raft port.
+	announced := !n.joining || n.cfg.PeerTLS == nil
 	backoff := 100 * time.Millisecond
 	for attempt := 0; attempt < 1<<20; attempt++ {
 		wait := 30 * time.Second
-		if !registered {
+		if !announced {
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			if err := n.announceJoin(ctx); err != nil {
+				n.log.Info("joining: not added yet; will retry", "err", err)
+			} else {
+				announced = true
+			}
+			cancel()
+		}
+		if !registered && announced {
 			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 			_, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{
 				Key:   []byte(metaNodePrefix + n.cfg.NodeID),
@@ -412,11 +422,6 @@ func (n *Node) liveDescriptor(s *shard.Shard) (*kvpb.RangeDescriptor, []byte, er
 		d.Replicas = append(d.Replicas, string(srv.ID))
 	}
 	return d, version(desc.Generation, commit), nil
-}
-
-// dialPublic opens a client connection to a node's public gRPC address.
-func dialPublic(addr string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
 // localMetaLeader returns the meta shard when this node leads it.

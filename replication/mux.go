@@ -1,6 +1,8 @@
 package replication
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -30,6 +32,9 @@ const (
 	connRaft       byte = 'R'
 	connGRPC       byte = 'G'
 	connLink       byte = 'L'
+	// tlsHandshakeRecord starts a TLS ClientHello: a peer with TLS on
+	// dialling a node without.
+	tlsHandshakeRecord byte = 0x16
 
 	headerTimeout = 5 * time.Second
 )
@@ -38,10 +43,16 @@ var errMuxClosed = errors.New("replication: raft listener closed")
 
 // Mux accepts connections on the node's Raft address and hands each to the
 // range's stream layer or to the internal gRPC listener.
+//
+// With TLS, every connection, accepted or dialled, is a TLS connection from
+// its first byte: the handshake (which checks the peer's node certificate)
+// comes before the header, so nothing on the port is reachable without it.
 type Mux struct {
 	ln   net.Listener
 	log  *slog.Logger
 	dial func(addr string, timeout time.Duration) (net.Conn, error)
+	// tlsServer wraps accepted connections; nil: plaintext.
+	tlsServer *tls.Config
 
 	mu     sync.Mutex
 	ranges map[uint64]*streamLayer
@@ -54,16 +65,37 @@ type Mux struct {
 // the address actually dialled (the identity unless a test routes links
 // through proxies).
 func NewMux(addr string, dialAddr func(string) string, log *slog.Logger) (*Mux, error) {
+	return NewMuxTLS(addr, dialAddr, nil, nil, log)
+}
+
+// NewMuxTLS is NewMux with TLS on the port: server wraps every accepted
+// connection and client every dialled one (both nil: plaintext).
+func NewMuxTLS(addr string, dialAddr func(string) string, server, client *tls.Config, log *slog.Logger) (*Mux, error) {
+	if (server == nil) != (client == nil) {
+		return nil, errors.New("replication: peer TLS needs both a server and a client configuration")
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("replication: listen on raft address %s: %w", addr, err)
 	}
-	m := &Mux{ln: ln, log: log, ranges: make(map[uint64]*streamLayer)}
+	m := &Mux{ln: ln, log: log, ranges: make(map[uint64]*streamLayer), tlsServer: server}
 	m.dial = func(a string, timeout time.Duration) (net.Conn, error) {
 		if dialAddr != nil {
 			a = dialAddr(a)
 		}
-		return net.DialTimeout("tcp", a, timeout)
+		deadline := time.Now().Add(timeout)
+		c, err := net.DialTimeout("tcp", a, timeout)
+		if err != nil || client == nil {
+			return c, err
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		tc := tls.Client(c, client)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("replication: TLS handshake with peer %s: %w", a, err)
+		}
+		return tc, nil
 	}
 	m.grpc = newChanListener(ln.Addr())
 	go m.serve()
@@ -180,6 +212,24 @@ func (m *Mux) serve() {
 
 func (m *Mux) route(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(headerTimeout))
+	if m.tlsServer != nil {
+		tc := tls.Server(c, m.tlsServer)
+		// The whole handshake within the header's deadline: a peer that
+		// never finishes it holds nothing.
+		c.SetWriteDeadline(time.Now().Add(headerTimeout))
+		if err := tc.Handshake(); err != nil {
+			var plain tls.RecordHeaderError
+			if errors.As(err, &plain) {
+				m.log.Warn("refused a plaintext connection on the TLS raft port: is the peer started without --peer-cert-file?", "remote", c.RemoteAddr())
+			} else {
+				m.log.Warn("refused a connection on the raft port", "remote", c.RemoteAddr(), "err", err)
+			}
+			c.Close()
+			return
+		}
+		c.SetWriteDeadline(time.Time{})
+		c = tc
+	}
 	var kind [1]byte
 	if _, err := io.ReadFull(c, kind[:]); err != nil {
 		c.Close()
@@ -216,6 +266,9 @@ func (m *Mux) route(c net.Conn) {
 		if l == nil || !l.deliver(c) {
 			c.Close()
 		}
+	case tlsHandshakeRecord:
+		m.log.Warn("closing a TLS connection on the plaintext raft port: is the peer started with --peer-cert-file and this node without?", "remote", c.RemoteAddr())
+		c.Close()
 	default:
 		m.log.Warn("closing connection with unknown header", "remote", c.RemoteAddr(), "byte", kind[0])
 		c.Close()

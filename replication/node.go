@@ -30,6 +30,14 @@ import (
 const firstUserRangeID = 2
 
 // Node hosts the range replicas of one kvd process.
+//
+// Locking: acquire splitMu before mu. A range's FSM takes splitMu (for
+// writing, as its split lock) before the store's commitMu and its own
+// mu, and holds it through onSplit, so onSplit and what it calls (opening
+// the child's replica, invalidating routes) must never take splitMu, as
+// localShard does. Holding mu, the node reads shard descriptors (a range
+// FSM's mu, for reading) and nothing else. peersMu, routes.mu and pub.mu
+// are leaves: never take another lock while holding one.
 type Node struct {
 	cfg   Config
 	log   *slog.Logger
@@ -39,6 +47,7 @@ type Node struct {
 	// connection; nil with Config.PerRangeStreams.
 	link *link.Link
 
+	// mu guards shards.
 	mu     sync.RWMutex
 	shards map[uint64]*shard.Shard
 
@@ -49,10 +58,15 @@ type Node struct {
 	splitMu sync.RWMutex
 
 	fresh  freshnessDemand
-	routes routeCache
+	routes routeCache // its own mu
 	disk   diskWatch
-	pub    published
+	pub    published // its own mu
 
+	// joining is set when this start joins a cluster (--join on a data
+	// directory never initialised).
+	joining bool
+
+	// peersMu guards peers.
 	peersMu sync.Mutex
 	peers   map[string]*grpc.ClientConn // internal gRPC, by Raft address
 
@@ -103,7 +117,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	mux, err := NewMux(cfg.RaftAddr, cfg.DialAddr, log)
+	gate := newPeerGate(cfg)
+	tlsServer, tlsClient, err := peerTLS(cfg, gate)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	mux, err := NewMuxTLS(cfg.RaftAddr, cfg.DialAddr, tlsServer, tlsClient, log)
 	if err != nil {
 		store.Close()
 		return nil, err
@@ -134,6 +154,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.deadSince = map[string]time.Time{}
 	n.routes.n = n
+	// From here the Raft port's handshakes may consult the node.
+	gate.node.Store(n)
 	descs, err := store.Descriptors()
 	if err != nil {
 		n.Close()
@@ -161,6 +183,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	case cfg.Join == "":
 		n.Close()
 		return nil, fmt.Errorf("replication: %s holds no cluster state: give --initial-cluster to bootstrap or --join to join", cfg.DataDir)
+	default:
+		n.joining = true
 	}
 	if err := n.markInitialized(); err != nil {
 		n.Close()

@@ -93,7 +93,7 @@ func (r *routeCache) seedConn(_ *Node) (*grpc.ClientConn, error) {
 	if conn, ok := r.seedConns[addr]; ok {
 		return conn, nil
 	}
-	conn, err := dialPublic(addr)
+	conn, err := dialPublic(addr, r.n.cfg.ClientTLS)
 	if err != nil {
 		return nil, err
 	}

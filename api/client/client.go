@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
@@ -18,6 +19,10 @@ import (
 
 // Client talks to a dialkv cluster. It is safe for concurrent use; create
 // one per process and Close it when done.
+//
+// Locking: the pool's and the router's mu are leaves, never held together
+// and never across a call to a server: the router fetches the table
+// (through the pool) with its mu released.
 type Client struct {
 	pool        *pool
 	router      *router // nil when routing is disabled
@@ -59,9 +64,15 @@ func New(cfg Config) (*Client, error) {
 	if dialTimeout == 0 {
 		dialTimeout = DefaultDialTimeout
 	}
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
+	authn := newAuthenticator(cfg)
 	c.pool = newPool(endpoints, func(addr string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
+			grpc.WithChainUnaryInterceptor(authn.unary),
 			grpc.WithConnectParams(grpc.ConnectParams{
 				// gRPC's default reconnect backoff starts at 1s; a node
 				// that restarted should be usable again sooner.

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -44,6 +45,16 @@ type Config struct {
 	DisableRouting bool
 	// Logger receives retries at debug level. Nil discards.
 	Logger *slog.Logger
+	// TLS, when set, connects over TLS with this configuration (its
+	// RootCAs verify the nodes, its Certificates are the client
+	// certificate a node with --client-cert-auth asks for). Each
+	// connection's ServerName is the endpoint's host unless set here.
+	// Nil: plaintext.
+	TLS *tls.Config
+	// Username and Password authenticate (Auth.Authenticate) on first use
+	// and again when a node refuses the token (expired); Token is a token
+	// to send as is. Empty: no credentials (see auth.go).
+	Username, Password, Token string
 }
 
 // ReadOption adjusts the consistency of one read (Get, Scan, ScanAll).

@@ -83,6 +83,58 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_kv_v1_kv_proto_rawDescGZIP(), []int{0}
 }
 
+type Permission_Access int32
+
+const (
+	Permission_ACCESS_UNSPECIFIED Permission_Access = 0
+	Permission_READ               Permission_Access = 1
+	Permission_WRITE              Permission_Access = 2
+	Permission_READWRITE          Permission_Access = 3
+)
+
+// Enum value maps for Permission_Access.
+var (
+	Permission_Access_name = map[int32]string{
+		0: "ACCESS_UNSPECIFIED",
+		1: "READ",
+		2: "WRITE",
+		3: "READWRITE",
+	}
+	Permission_Access_value = map[string]int32{
+		"ACCESS_UNSPECIFIED": 0,
+		"READ":               1,
+		"WRITE":              2,
+		"READWRITE":          3,
+	}
+)
+
+func (x Permission_Access) Enum() *Permission_Access {
+	p := new(Permission_Access)
+	*p = x
+	return p
+}
+
+func (x Permission_Access) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Permission_Access) Descriptor() protoreflect.EnumDescriptor {
+	return file_kv_v1_kv_proto_enumTypes[1].Descriptor()
+}
+
+func (Permission_Access) Type() protoreflect.EnumType {
+	return &file_kv_v1_kv_proto_enumTypes[1]
+}
+
+func (x Permission_Access) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Permission_Access.Descriptor instead.
+func (Permission_Access) EnumDescriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77, 0}
+}
+
 // ReadOptions travel with every read.
 type ReadOptions struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -2793,6 +2845,1734 @@ func (x *ChangeReplicasResponse) GetRange() *RangeDescriptor {
 	return nil
 }
 
+type AuthResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Changed  bool                   `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	// Users whose tokens the change invalidated.
+	Invalidated            []string `protobuf:"bytes,3,rep,name=invalidated,proto3" json:"invalidated,omitempty"`
+	Revokes                bool     `protobuf:"varint,4,opt,name=revokes,proto3" json:"revokes,omitempty"`
+	RevocationBoundSeconds uint32   `protobuf:"varint,5,opt,name=revocation_bound_seconds,json=revocationBoundSeconds,proto3" json:"revocation_bound_seconds,omitempty"`
+	Message                string   `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *AuthResult) Reset() {
+	*x = AuthResult{}
+	mi := &file_kv_v1_kv_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthResult) ProtoMessage() {}
+
+func (x *AuthResult) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthResult.ProtoReflect.Descriptor instead.
+func (*AuthResult) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *AuthResult) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AuthResult) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *AuthResult) GetInvalidated() []string {
+	if x != nil {
+		return x.Invalidated
+	}
+	return nil
+}
+
+func (x *AuthResult) GetRevokes() bool {
+	if x != nil {
+		return x.Revokes
+	}
+	return false
+}
+
+func (x *AuthResult) GetRevocationBoundSeconds() uint32 {
+	if x != nil {
+		return x.RevocationBoundSeconds
+	}
+	return 0
+}
+
+func (x *AuthResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type AuthenticateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateRequest) Reset() {
+	*x = AuthenticateRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateRequest) ProtoMessage() {}
+
+func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
+func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *AuthenticateRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AuthenticateRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type AuthenticateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// Unix seconds when the token stops verifying.
+	ExpiresUnix   int64 `protobuf:"varint,2,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthenticateResponse) Reset() {
+	*x = AuthenticateResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthenticateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthenticateResponse) ProtoMessage() {}
+
+func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
+func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *AuthenticateResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *AuthenticateResponse) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+type AuthEnableRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthEnableRequest) Reset() {
+	*x = AuthEnableRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthEnableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthEnableRequest) ProtoMessage() {}
+
+func (x *AuthEnableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthEnableRequest.ProtoReflect.Descriptor instead.
+func (*AuthEnableRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{51}
+}
+
+type AuthEnableResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthEnableResponse) Reset() {
+	*x = AuthEnableResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthEnableResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthEnableResponse) ProtoMessage() {}
+
+func (x *AuthEnableResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthEnableResponse.ProtoReflect.Descriptor instead.
+func (*AuthEnableResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *AuthEnableResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type AuthDisableRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthDisableRequest) Reset() {
+	*x = AuthDisableRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthDisableRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthDisableRequest) ProtoMessage() {}
+
+func (x *AuthDisableRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthDisableRequest.ProtoReflect.Descriptor instead.
+func (*AuthDisableRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{53}
+}
+
+type AuthDisableResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthDisableResponse) Reset() {
+	*x = AuthDisableResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthDisableResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthDisableResponse) ProtoMessage() {}
+
+func (x *AuthDisableResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthDisableResponse.ProtoReflect.Descriptor instead.
+func (*AuthDisableResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *AuthDisableResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type AuthStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthStatusRequest) Reset() {
+	*x = AuthStatusRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthStatusRequest) ProtoMessage() {}
+
+func (x *AuthStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthStatusRequest.ProtoReflect.Descriptor instead.
+func (*AuthStatusRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{55}
+}
+
+type AuthStatusResponse struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	Enabled                bool                   `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	Revision               uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	RevocationBoundSeconds uint32                 `protobuf:"varint,3,opt,name=revocation_bound_seconds,json=revocationBoundSeconds,proto3" json:"revocation_bound_seconds,omitempty"`
+	// The user the request was made as ("" with auth disabled and no
+	// credentials).
+	User          string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuthStatusResponse) Reset() {
+	*x = AuthStatusResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthStatusResponse) ProtoMessage() {}
+
+func (x *AuthStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthStatusResponse.ProtoReflect.Descriptor instead.
+func (*AuthStatusResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *AuthStatusResponse) GetEnabled() bool {
+	if x != nil {
+		return x.Enabled
+	}
+	return false
+}
+
+func (x *AuthStatusResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AuthStatusResponse) GetRevocationBoundSeconds() uint32 {
+	if x != nil {
+		return x.RevocationBoundSeconds
+	}
+	return 0
+}
+
+func (x *AuthStatusResponse) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type UserAddRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Empty: a user identified only by a client certificate.
+	Password      string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserAddRequest) Reset() {
+	*x = UserAddRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserAddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserAddRequest) ProtoMessage() {}
+
+func (x *UserAddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserAddRequest.ProtoReflect.Descriptor instead.
+func (*UserAddRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *UserAddRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UserAddRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type UserAddResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserAddResponse) Reset() {
+	*x = UserAddResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserAddResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserAddResponse) ProtoMessage() {}
+
+func (x *UserAddResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserAddResponse.ProtoReflect.Descriptor instead.
+func (*UserAddResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *UserAddResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type UserDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserDeleteRequest) Reset() {
+	*x = UserDeleteRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserDeleteRequest) ProtoMessage() {}
+
+func (x *UserDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserDeleteRequest.ProtoReflect.Descriptor instead.
+func (*UserDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *UserDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UserDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserDeleteResponse) Reset() {
+	*x = UserDeleteResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserDeleteResponse) ProtoMessage() {}
+
+func (x *UserDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserDeleteResponse.ProtoReflect.Descriptor instead.
+func (*UserDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *UserDeleteResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type UserListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserListRequest) Reset() {
+	*x = UserListRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserListRequest) ProtoMessage() {}
+
+func (x *UserListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserListRequest.ProtoReflect.Descriptor instead.
+func (*UserListRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{61}
+}
+
+type UserListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Users         []string               `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserListResponse) Reset() {
+	*x = UserListResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserListResponse) ProtoMessage() {}
+
+func (x *UserListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserListResponse.ProtoReflect.Descriptor instead.
+func (*UserListResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *UserListResponse) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+type UserGetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserGetRequest) Reset() {
+	*x = UserGetRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserGetRequest) ProtoMessage() {}
+
+func (x *UserGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserGetRequest.ProtoReflect.Descriptor instead.
+func (*UserGetRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *UserGetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UserGetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Roles         []string               `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	HasPassword   bool                   `protobuf:"varint,3,opt,name=has_password,json=hasPassword,proto3" json:"has_password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserGetResponse) Reset() {
+	*x = UserGetResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserGetResponse) ProtoMessage() {}
+
+func (x *UserGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserGetResponse.ProtoReflect.Descriptor instead.
+func (*UserGetResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *UserGetResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UserGetResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *UserGetResponse) GetHasPassword() bool {
+	if x != nil {
+		return x.HasPassword
+	}
+	return false
+}
+
+type UserChangePasswordRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserChangePasswordRequest) Reset() {
+	*x = UserChangePasswordRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserChangePasswordRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserChangePasswordRequest) ProtoMessage() {}
+
+func (x *UserChangePasswordRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserChangePasswordRequest.ProtoReflect.Descriptor instead.
+func (*UserChangePasswordRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *UserChangePasswordRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UserChangePasswordRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type UserChangePasswordResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserChangePasswordResponse) Reset() {
+	*x = UserChangePasswordResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserChangePasswordResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserChangePasswordResponse) ProtoMessage() {}
+
+func (x *UserChangePasswordResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserChangePasswordResponse.ProtoReflect.Descriptor instead.
+func (*UserChangePasswordResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *UserChangePasswordResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type UserGrantRoleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserGrantRoleRequest) Reset() {
+	*x = UserGrantRoleRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserGrantRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserGrantRoleRequest) ProtoMessage() {}
+
+func (x *UserGrantRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserGrantRoleRequest.ProtoReflect.Descriptor instead.
+func (*UserGrantRoleRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *UserGrantRoleRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *UserGrantRoleRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type UserGrantRoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserGrantRoleResponse) Reset() {
+	*x = UserGrantRoleResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserGrantRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserGrantRoleResponse) ProtoMessage() {}
+
+func (x *UserGrantRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserGrantRoleResponse.ProtoReflect.Descriptor instead.
+func (*UserGrantRoleResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *UserGrantRoleResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type UserRevokeRoleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserRevokeRoleRequest) Reset() {
+	*x = UserRevokeRoleRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserRevokeRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserRevokeRoleRequest) ProtoMessage() {}
+
+func (x *UserRevokeRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserRevokeRoleRequest.ProtoReflect.Descriptor instead.
+func (*UserRevokeRoleRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *UserRevokeRoleRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *UserRevokeRoleRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type UserRevokeRoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserRevokeRoleResponse) Reset() {
+	*x = UserRevokeRoleResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserRevokeRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserRevokeRoleResponse) ProtoMessage() {}
+
+func (x *UserRevokeRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserRevokeRoleResponse.ProtoReflect.Descriptor instead.
+func (*UserRevokeRoleResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *UserRevokeRoleResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type RoleAddRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleAddRequest) Reset() {
+	*x = RoleAddRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleAddRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleAddRequest) ProtoMessage() {}
+
+func (x *RoleAddRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleAddRequest.ProtoReflect.Descriptor instead.
+func (*RoleAddRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *RoleAddRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RoleAddResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleAddResponse) Reset() {
+	*x = RoleAddResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleAddResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleAddResponse) ProtoMessage() {}
+
+func (x *RoleAddResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleAddResponse.ProtoReflect.Descriptor instead.
+func (*RoleAddResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *RoleAddResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type RoleDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleDeleteRequest) Reset() {
+	*x = RoleDeleteRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleDeleteRequest) ProtoMessage() {}
+
+func (x *RoleDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleDeleteRequest.ProtoReflect.Descriptor instead.
+func (*RoleDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *RoleDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RoleDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleDeleteResponse) Reset() {
+	*x = RoleDeleteResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleDeleteResponse) ProtoMessage() {}
+
+func (x *RoleDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleDeleteResponse.ProtoReflect.Descriptor instead.
+func (*RoleDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *RoleDeleteResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type RoleListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleListRequest) Reset() {
+	*x = RoleListRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleListRequest) ProtoMessage() {}
+
+func (x *RoleListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleListRequest.ProtoReflect.Descriptor instead.
+func (*RoleListRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{75}
+}
+
+type RoleListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Roles         []string               `protobuf:"bytes,1,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleListResponse) Reset() {
+	*x = RoleListResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleListResponse) ProtoMessage() {}
+
+func (x *RoleListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleListResponse.ProtoReflect.Descriptor instead.
+func (*RoleListResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *RoleListResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+// Permission grants access on one key (no end, prefix false), every key
+// with a prefix (prefix true), or the keys in [key, range_end).
+type Permission struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Access        Permission_Access      `protobuf:"varint,1,opt,name=access,proto3,enum=kv.v1.Permission_Access" json:"access,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	RangeEnd      []byte                 `protobuf:"bytes,3,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	Prefix        bool                   `protobuf:"varint,4,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Permission) Reset() {
+	*x = Permission{}
+	mi := &file_kv_v1_kv_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Permission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Permission) ProtoMessage() {}
+
+func (x *Permission) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Permission.ProtoReflect.Descriptor instead.
+func (*Permission) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *Permission) GetAccess() Permission_Access {
+	if x != nil {
+		return x.Access
+	}
+	return Permission_ACCESS_UNSPECIFIED
+}
+
+func (x *Permission) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Permission) GetRangeEnd() []byte {
+	if x != nil {
+		return x.RangeEnd
+	}
+	return nil
+}
+
+func (x *Permission) GetPrefix() bool {
+	if x != nil {
+		return x.Prefix
+	}
+	return false
+}
+
+type RoleGetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleGetRequest) Reset() {
+	*x = RoleGetRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleGetRequest) ProtoMessage() {}
+
+func (x *RoleGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleGetRequest.ProtoReflect.Descriptor instead.
+func (*RoleGetRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *RoleGetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RoleGetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Permissions   []*Permission          `protobuf:"bytes,2,rep,name=permissions,proto3" json:"permissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleGetResponse) Reset() {
+	*x = RoleGetResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleGetResponse) ProtoMessage() {}
+
+func (x *RoleGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleGetResponse.ProtoReflect.Descriptor instead.
+func (*RoleGetResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *RoleGetResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RoleGetResponse) GetPermissions() []*Permission {
+	if x != nil {
+		return x.Permissions
+	}
+	return nil
+}
+
+type RoleGrantPermissionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	Permission    *Permission            `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleGrantPermissionRequest) Reset() {
+	*x = RoleGrantPermissionRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleGrantPermissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleGrantPermissionRequest) ProtoMessage() {}
+
+func (x *RoleGrantPermissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleGrantPermissionRequest.ProtoReflect.Descriptor instead.
+func (*RoleGrantPermissionRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *RoleGrantPermissionRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RoleGrantPermissionRequest) GetPermission() *Permission {
+	if x != nil {
+		return x.Permission
+	}
+	return nil
+}
+
+type RoleGrantPermissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleGrantPermissionResponse) Reset() {
+	*x = RoleGrantPermissionResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleGrantPermissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleGrantPermissionResponse) ProtoMessage() {}
+
+func (x *RoleGrantPermissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleGrantPermissionResponse.ProtoReflect.Descriptor instead.
+func (*RoleGrantPermissionResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *RoleGrantPermissionResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type RoleRevokePermissionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Role  string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"`
+	// The access field is ignored: the permission on these keys is removed.
+	Permission    *Permission `protobuf:"bytes,2,opt,name=permission,proto3" json:"permission,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleRevokePermissionRequest) Reset() {
+	*x = RoleRevokePermissionRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleRevokePermissionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleRevokePermissionRequest) ProtoMessage() {}
+
+func (x *RoleRevokePermissionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleRevokePermissionRequest.ProtoReflect.Descriptor instead.
+func (*RoleRevokePermissionRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *RoleRevokePermissionRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *RoleRevokePermissionRequest) GetPermission() *Permission {
+	if x != nil {
+		return x.Permission
+	}
+	return nil
+}
+
+type RoleRevokePermissionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *AuthResult            `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleRevokePermissionResponse) Reset() {
+	*x = RoleRevokePermissionResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleRevokePermissionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleRevokePermissionResponse) ProtoMessage() {}
+
+func (x *RoleRevokePermissionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleRevokePermissionResponse.ProtoReflect.Descriptor instead.
+func (*RoleRevokePermissionResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *RoleRevokePermissionResponse) GetResult() *AuthResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 var File_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_kv_v1_kv_proto_rawDesc = "" +
@@ -2976,7 +4756,107 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"removeNode\x12,\n" +
 	"\x12transfer_leader_to\x18\x04 \x01(\tR\x10transferLeaderTo\"F\n" +
 	"\x16ChangeReplicasResponse\x12,\n" +
-	"\x05range\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range*\x91\x01\n" +
+	"\x05range\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\"\xd2\x01\n" +
+	"\n" +
+	"AuthResult\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\x12 \n" +
+	"\vinvalidated\x18\x03 \x03(\tR\vinvalidated\x12\x18\n" +
+	"\arevokes\x18\x04 \x01(\bR\arevokes\x128\n" +
+	"\x18revocation_bound_seconds\x18\x05 \x01(\rR\x16revocationBoundSeconds\x12\x18\n" +
+	"\amessage\x18\x06 \x01(\tR\amessage\"E\n" +
+	"\x13AuthenticateRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"O\n" +
+	"\x14AuthenticateResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12!\n" +
+	"\fexpires_unix\x18\x02 \x01(\x03R\vexpiresUnix\"\x13\n" +
+	"\x11AuthEnableRequest\"?\n" +
+	"\x12AuthEnableResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"\x14\n" +
+	"\x12AuthDisableRequest\"@\n" +
+	"\x13AuthDisableResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"\x13\n" +
+	"\x11AuthStatusRequest\"\x98\x01\n" +
+	"\x12AuthStatusResponse\x12\x18\n" +
+	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x128\n" +
+	"\x18revocation_bound_seconds\x18\x03 \x01(\rR\x16revocationBoundSeconds\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\"@\n" +
+	"\x0eUserAddRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"<\n" +
+	"\x0fUserAddResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"'\n" +
+	"\x11UserDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
+	"\x12UserDeleteResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"\x11\n" +
+	"\x0fUserListRequest\"(\n" +
+	"\x10UserListResponse\x12\x14\n" +
+	"\x05users\x18\x01 \x03(\tR\x05users\"$\n" +
+	"\x0eUserGetRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"^\n" +
+	"\x0fUserGetResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05roles\x18\x02 \x03(\tR\x05roles\x12!\n" +
+	"\fhas_password\x18\x03 \x01(\bR\vhasPassword\"K\n" +
+	"\x19UserChangePasswordRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"G\n" +
+	"\x1aUserChangePasswordResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\">\n" +
+	"\x14UserGrantRoleRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"B\n" +
+	"\x15UserGrantRoleResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"?\n" +
+	"\x15UserRevokeRoleRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"C\n" +
+	"\x16UserRevokeRoleResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"$\n" +
+	"\x0eRoleAddRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"<\n" +
+	"\x0fRoleAddResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"'\n" +
+	"\x11RoleDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"?\n" +
+	"\x12RoleDeleteResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"\x11\n" +
+	"\x0fRoleListRequest\"(\n" +
+	"\x10RoleListResponse\x12\x14\n" +
+	"\x05roles\x18\x01 \x03(\tR\x05roles\"\xcb\x01\n" +
+	"\n" +
+	"Permission\x120\n" +
+	"\x06access\x18\x01 \x01(\x0e2\x18.kv.v1.Permission.AccessR\x06access\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x1b\n" +
+	"\trange_end\x18\x03 \x01(\fR\brangeEnd\x12\x16\n" +
+	"\x06prefix\x18\x04 \x01(\bR\x06prefix\"D\n" +
+	"\x06Access\x12\x16\n" +
+	"\x12ACCESS_UNSPECIFIED\x10\x00\x12\b\n" +
+	"\x04READ\x10\x01\x12\t\n" +
+	"\x05WRITE\x10\x02\x12\r\n" +
+	"\tREADWRITE\x10\x03\"$\n" +
+	"\x0eRoleGetRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"Z\n" +
+	"\x0fRoleGetResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
+	"\vpermissions\x18\x02 \x03(\v2\x11.kv.v1.PermissionR\vpermissions\"c\n" +
+	"\x1aRoleGrantPermissionRequest\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x121\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\v2\x11.kv.v1.PermissionR\n" +
+	"permission\"H\n" +
+	"\x1bRoleGrantPermissionResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result\"d\n" +
+	"\x1bRoleRevokePermissionRequest\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x121\n" +
+	"\n" +
+	"permission\x18\x02 \x01(\v2\x11.kv.v1.PermissionR\n" +
+	"permission\"I\n" +
+	"\x1cRoleRevokePermissionResponse\x12)\n" +
+	"\x06result\x18\x01 \x01(\v2\x11.kv.v1.AuthResultR\x06result*\x91\x01\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x17\n" +
@@ -3005,7 +4885,29 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\rCreateReplica\x12\x1b.kv.v1.CreateReplicaRequest\x1a\x1c.kv.v1.CreateReplicaResponse\x12D\n" +
 	"\vDropReplica\x12\x19.kv.v1.DropReplicaRequest\x1a\x1a.kv.v1.DropReplicaResponse\x12M\n" +
 	"\x0eChangeReplicas\x12\x1c.kv.v1.ChangeReplicasRequest\x1a\x1d.kv.v1.ChangeReplicasResponse\x12>\n" +
-	"\tReadIndex\x12\x17.kv.v1.ReadIndexRequest\x1a\x18.kv.v1.ReadIndexResponseB(Z&github.com/dialkv/dialkv/api/kvpb;kvpbb\x06proto3"
+	"\tReadIndex\x12\x17.kv.v1.ReadIndexRequest\x1a\x18.kv.v1.ReadIndexResponse2\xb8\t\n" +
+	"\x04Auth\x12G\n" +
+	"\fAuthenticate\x12\x1a.kv.v1.AuthenticateRequest\x1a\x1b.kv.v1.AuthenticateResponse\x12A\n" +
+	"\n" +
+	"AuthEnable\x12\x18.kv.v1.AuthEnableRequest\x1a\x19.kv.v1.AuthEnableResponse\x12D\n" +
+	"\vAuthDisable\x12\x19.kv.v1.AuthDisableRequest\x1a\x1a.kv.v1.AuthDisableResponse\x12A\n" +
+	"\n" +
+	"AuthStatus\x12\x18.kv.v1.AuthStatusRequest\x1a\x19.kv.v1.AuthStatusResponse\x128\n" +
+	"\aUserAdd\x12\x15.kv.v1.UserAddRequest\x1a\x16.kv.v1.UserAddResponse\x12A\n" +
+	"\n" +
+	"UserDelete\x12\x18.kv.v1.UserDeleteRequest\x1a\x19.kv.v1.UserDeleteResponse\x12;\n" +
+	"\bUserList\x12\x16.kv.v1.UserListRequest\x1a\x17.kv.v1.UserListResponse\x128\n" +
+	"\aUserGet\x12\x15.kv.v1.UserGetRequest\x1a\x16.kv.v1.UserGetResponse\x12Y\n" +
+	"\x12UserChangePassword\x12 .kv.v1.UserChangePasswordRequest\x1a!.kv.v1.UserChangePasswordResponse\x12J\n" +
+	"\rUserGrantRole\x12\x1b.kv.v1.UserGrantRoleRequest\x1a\x1c.kv.v1.UserGrantRoleResponse\x12M\n" +
+	"\x0eUserRevokeRole\x12\x1c.kv.v1.UserRevokeRoleRequest\x1a\x1d.kv.v1.UserRevokeRoleResponse\x128\n" +
+	"\aRoleAdd\x12\x15.kv.v1.RoleAddRequest\x1a\x16.kv.v1.RoleAddResponse\x12A\n" +
+	"\n" +
+	"RoleDelete\x12\x18.kv.v1.RoleDeleteRequest\x1a\x19.kv.v1.RoleDeleteResponse\x12;\n" +
+	"\bRoleList\x12\x16.kv.v1.RoleListRequest\x1a\x17.kv.v1.RoleListResponse\x128\n" +
+	"\aRoleGet\x12\x15.kv.v1.RoleGetRequest\x1a\x16.kv.v1.RoleGetResponse\x12\\\n" +
+	"\x13RoleGrantPermission\x12!.kv.v1.RoleGrantPermissionRequest\x1a\".kv.v1.RoleGrantPermissionResponse\x12_\n" +
+	"\x14RoleRevokePermission\x12\".kv.v1.RoleRevokePermissionRequest\x1a#.kv.v1.RoleRevokePermissionResponseB(Z&github.com/dialkv/dialkv/api/kvpb;kvpbb\x06proto3"
 
 var (
 	file_kv_v1_kv_proto_rawDescOnce sync.Once
@@ -3019,130 +4921,216 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 	return file_kv_v1_kv_proto_rawDescData
 }
 
-var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_kv_v1_kv_proto_goTypes = []any{
-	(Consistency)(0),               // 0: kv.v1.Consistency
-	(*ReadOptions)(nil),            // 1: kv.v1.ReadOptions
-	(*ReadHeader)(nil),             // 2: kv.v1.ReadHeader
-	(*WriteHeader)(nil),            // 3: kv.v1.WriteHeader
-	(*KeyValue)(nil),               // 4: kv.v1.KeyValue
-	(*PutRequest)(nil),             // 5: kv.v1.PutRequest
-	(*PutResponse)(nil),            // 6: kv.v1.PutResponse
-	(*GetRequest)(nil),             // 7: kv.v1.GetRequest
-	(*GetResponse)(nil),            // 8: kv.v1.GetResponse
-	(*DeleteRequest)(nil),          // 9: kv.v1.DeleteRequest
-	(*DeleteResponse)(nil),         // 10: kv.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),  // 11: kv.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil), // 12: kv.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),            // 13: kv.v1.ScanRequest
-	(*ScanResponse)(nil),           // 14: kv.v1.ScanResponse
-	(*Member)(nil),                 // 15: kv.v1.Member
-	(*RangeStatus)(nil),            // 16: kv.v1.RangeStatus
-	(*NodeStatus)(nil),             // 17: kv.v1.NodeStatus
-	(*RangeDescriptor)(nil),        // 18: kv.v1.RangeDescriptor
-	(*NodeInfo)(nil),               // 19: kv.v1.NodeInfo
-	(*RangesRequest)(nil),          // 20: kv.v1.RangesRequest
-	(*RangesResponse)(nil),         // 21: kv.v1.RangesResponse
-	(*SplitRangeRequest)(nil),      // 22: kv.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),     // 23: kv.v1.SplitRangeResponse
-	(*StatusRequest)(nil),          // 24: kv.v1.StatusRequest
-	(*StatusResponse)(nil),         // 25: kv.v1.StatusResponse
-	(*MembersRequest)(nil),         // 26: kv.v1.MembersRequest
-	(*MembersResponse)(nil),        // 27: kv.v1.MembersResponse
-	(*AddMemberRequest)(nil),       // 28: kv.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),      // 29: kv.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),    // 30: kv.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),   // 31: kv.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),  // 32: kv.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil), // 33: kv.v1.TransferLeaderResponse
-	(*ReadIndexRequest)(nil),       // 34: kv.v1.ReadIndexRequest
-	(*RangeReadIndex)(nil),         // 35: kv.v1.RangeReadIndex
-	(*ReadIndexResponse)(nil),      // 36: kv.v1.ReadIndexResponse
-	(*MetaPutRequest)(nil),         // 37: kv.v1.MetaPutRequest
-	(*MetaPutResponse)(nil),        // 38: kv.v1.MetaPutResponse
-	(*MetaScanRequest)(nil),        // 39: kv.v1.MetaScanRequest
-	(*MetaScanResponse)(nil),       // 40: kv.v1.MetaScanResponse
-	(*MetaIncrementRequest)(nil),   // 41: kv.v1.MetaIncrementRequest
-	(*MetaIncrementResponse)(nil),  // 42: kv.v1.MetaIncrementResponse
-	(*CreateReplicaRequest)(nil),   // 43: kv.v1.CreateReplicaRequest
-	(*CreateReplicaResponse)(nil),  // 44: kv.v1.CreateReplicaResponse
-	(*DropReplicaRequest)(nil),     // 45: kv.v1.DropReplicaRequest
-	(*DropReplicaResponse)(nil),    // 46: kv.v1.DropReplicaResponse
-	(*ChangeReplicasRequest)(nil),  // 47: kv.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil), // 48: kv.v1.ChangeReplicasResponse
-	(*durationpb.Duration)(nil),    // 49: google.protobuf.Duration
+	(Consistency)(0),                     // 0: kv.v1.Consistency
+	(Permission_Access)(0),               // 1: kv.v1.Permission.Access
+	(*ReadOptions)(nil),                  // 2: kv.v1.ReadOptions
+	(*ReadHeader)(nil),                   // 3: kv.v1.ReadHeader
+	(*WriteHeader)(nil),                  // 4: kv.v1.WriteHeader
+	(*KeyValue)(nil),                     // 5: kv.v1.KeyValue
+	(*PutRequest)(nil),                   // 6: kv.v1.PutRequest
+	(*PutResponse)(nil),                  // 7: kv.v1.PutResponse
+	(*GetRequest)(nil),                   // 8: kv.v1.GetRequest
+	(*GetResponse)(nil),                  // 9: kv.v1.GetResponse
+	(*DeleteRequest)(nil),                // 10: kv.v1.DeleteRequest
+	(*DeleteResponse)(nil),               // 11: kv.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),        // 12: kv.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),       // 13: kv.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),                  // 14: kv.v1.ScanRequest
+	(*ScanResponse)(nil),                 // 15: kv.v1.ScanResponse
+	(*Member)(nil),                       // 16: kv.v1.Member
+	(*RangeStatus)(nil),                  // 17: kv.v1.RangeStatus
+	(*NodeStatus)(nil),                   // 18: kv.v1.NodeStatus
+	(*RangeDescriptor)(nil),              // 19: kv.v1.RangeDescriptor
+	(*NodeInfo)(nil),                     // 20: kv.v1.NodeInfo
+	(*RangesRequest)(nil),                // 21: kv.v1.RangesRequest
+	(*RangesResponse)(nil),               // 22: kv.v1.RangesResponse
+	(*SplitRangeRequest)(nil),            // 23: kv.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 24: kv.v1.SplitRangeResponse
+	(*StatusRequest)(nil),                // 25: kv.v1.StatusRequest
+	(*StatusResponse)(nil),               // 26: kv.v1.StatusResponse
+	(*MembersRequest)(nil),               // 27: kv.v1.MembersRequest
+	(*MembersResponse)(nil),              // 28: kv.v1.MembersResponse
+	(*AddMemberRequest)(nil),             // 29: kv.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),            // 30: kv.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),          // 31: kv.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 32: kv.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),        // 33: kv.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),       // 34: kv.v1.TransferLeaderResponse
+	(*ReadIndexRequest)(nil),             // 35: kv.v1.ReadIndexRequest
+	(*RangeReadIndex)(nil),               // 36: kv.v1.RangeReadIndex
+	(*ReadIndexResponse)(nil),            // 37: kv.v1.ReadIndexResponse
+	(*MetaPutRequest)(nil),               // 38: kv.v1.MetaPutRequest
+	(*MetaPutResponse)(nil),              // 39: kv.v1.MetaPutResponse
+	(*MetaScanRequest)(nil),              // 40: kv.v1.MetaScanRequest
+	(*MetaScanResponse)(nil),             // 41: kv.v1.MetaScanResponse
+	(*MetaIncrementRequest)(nil),         // 42: kv.v1.MetaIncrementRequest
+	(*MetaIncrementResponse)(nil),        // 43: kv.v1.MetaIncrementResponse
+	(*CreateReplicaRequest)(nil),         // 44: kv.v1.CreateReplicaRequest
+	(*CreateReplicaResponse)(nil),        // 45: kv.v1.CreateReplicaResponse
+	(*DropReplicaRequest)(nil),           // 46: kv.v1.DropReplicaRequest
+	(*DropReplicaResponse)(nil),          // 47: kv.v1.DropReplicaResponse
+	(*ChangeReplicasRequest)(nil),        // 48: kv.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 49: kv.v1.ChangeReplicasResponse
+	(*AuthResult)(nil),                   // 50: kv.v1.AuthResult
+	(*AuthenticateRequest)(nil),          // 51: kv.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),         // 52: kv.v1.AuthenticateResponse
+	(*AuthEnableRequest)(nil),            // 53: kv.v1.AuthEnableRequest
+	(*AuthEnableResponse)(nil),           // 54: kv.v1.AuthEnableResponse
+	(*AuthDisableRequest)(nil),           // 55: kv.v1.AuthDisableRequest
+	(*AuthDisableResponse)(nil),          // 56: kv.v1.AuthDisableResponse
+	(*AuthStatusRequest)(nil),            // 57: kv.v1.AuthStatusRequest
+	(*AuthStatusResponse)(nil),           // 58: kv.v1.AuthStatusResponse
+	(*UserAddRequest)(nil),               // 59: kv.v1.UserAddRequest
+	(*UserAddResponse)(nil),              // 60: kv.v1.UserAddResponse
+	(*UserDeleteRequest)(nil),            // 61: kv.v1.UserDeleteRequest
+	(*UserDeleteResponse)(nil),           // 62: kv.v1.UserDeleteResponse
+	(*UserListRequest)(nil),              // 63: kv.v1.UserListRequest
+	(*UserListResponse)(nil),             // 64: kv.v1.UserListResponse
+	(*UserGetRequest)(nil),               // 65: kv.v1.UserGetRequest
+	(*UserGetResponse)(nil),              // 66: kv.v1.UserGetResponse
+	(*UserChangePasswordRequest)(nil),    // 67: kv.v1.UserChangePasswordRequest
+	(*UserChangePasswordResponse)(nil),   // 68: kv.v1.UserChangePasswordResponse
+	(*UserGrantRoleRequest)(nil),         // 69: kv.v1.UserGrantRoleRequest
+	(*UserGrantRoleResponse)(nil),        // 70: kv.v1.UserGrantRoleResponse
+	(*UserRevokeRoleRequest)(nil),        // 71: kv.v1.UserRevokeRoleRequest
+	(*UserRevokeRoleResponse)(nil),       // 72: kv.v1.UserRevokeRoleResponse
+	(*RoleAddRequest)(nil),               // 73: kv.v1.RoleAddRequest
+	(*RoleAddResponse)(nil),              // 74: kv.v1.RoleAddResponse
+	(*RoleDeleteRequest)(nil),            // 75: kv.v1.RoleDeleteRequest
+	(*RoleDeleteResponse)(nil),           // 76: kv.v1.RoleDeleteResponse
+	(*RoleListRequest)(nil),              // 77: kv.v1.RoleListRequest
+	(*RoleListResponse)(nil),             // 78: kv.v1.RoleListResponse
+	(*Permission)(nil),                   // 79: kv.v1.Permission
+	(*RoleGetRequest)(nil),               // 80: kv.v1.RoleGetRequest
+	(*RoleGetResponse)(nil),              // 81: kv.v1.RoleGetResponse
+	(*RoleGrantPermissionRequest)(nil),   // 82: kv.v1.RoleGrantPermissionRequest
+	(*RoleGrantPermissionResponse)(nil),  // 83: kv.v1.RoleGrantPermissionResponse
+	(*RoleRevokePermissionRequest)(nil),  // 84: kv.v1.RoleRevokePermissionRequest
+	(*RoleRevokePermissionResponse)(nil), // 85: kv.v1.RoleRevokePermissionResponse
+	(*durationpb.Duration)(nil),          // 86: google.protobuf.Duration
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: kv.v1.ReadOptions.consistency:type_name -> kv.v1.Consistency
-	49, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	86, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
 	0,  // 2: kv.v1.ReadHeader.consistency:type_name -> kv.v1.Consistency
-	3,  // 3: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
-	1,  // 4: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
-	2,  // 5: kv.v1.GetResponse.header:type_name -> kv.v1.ReadHeader
-	4,  // 6: kv.v1.GetResponse.kv:type_name -> kv.v1.KeyValue
-	3,  // 7: kv.v1.DeleteResponse.header:type_name -> kv.v1.WriteHeader
-	3,  // 8: kv.v1.CompareAndSwapResponse.header:type_name -> kv.v1.WriteHeader
-	1,  // 9: kv.v1.ScanRequest.read:type_name -> kv.v1.ReadOptions
-	2,  // 10: kv.v1.ScanResponse.header:type_name -> kv.v1.ReadHeader
-	4,  // 11: kv.v1.ScanResponse.kvs:type_name -> kv.v1.KeyValue
-	16, // 12: kv.v1.NodeStatus.ranges:type_name -> kv.v1.RangeStatus
-	18, // 13: kv.v1.RangesResponse.ranges:type_name -> kv.v1.RangeDescriptor
-	19, // 14: kv.v1.RangesResponse.nodes:type_name -> kv.v1.NodeInfo
-	18, // 15: kv.v1.SplitRangeResponse.left:type_name -> kv.v1.RangeDescriptor
-	18, // 16: kv.v1.SplitRangeResponse.right:type_name -> kv.v1.RangeDescriptor
-	17, // 17: kv.v1.StatusResponse.node:type_name -> kv.v1.NodeStatus
-	15, // 18: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
-	15, // 19: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
-	15, // 20: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
-	18, // 21: kv.v1.TransferLeaderResponse.range:type_name -> kv.v1.RangeDescriptor
-	35, // 22: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
-	4,  // 23: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
-	18, // 24: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
-	18, // 25: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
-	5,  // 26: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	7,  // 27: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	9,  // 28: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	13, // 29: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
-	11, // 30: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
-	24, // 31: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
-	26, // 32: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
-	28, // 33: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
-	30, // 34: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
-	20, // 35: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
-	22, // 36: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
-	32, // 37: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
-	37, // 38: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
-	39, // 39: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
-	41, // 40: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
-	43, // 41: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
-	45, // 42: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
-	47, // 43: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
-	34, // 44: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
-	6,  // 45: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	8,  // 46: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	10, // 47: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	14, // 48: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	12, // 49: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	25, // 50: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	27, // 51: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	29, // 52: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	31, // 53: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	21, // 54: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
-	23, // 55: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
-	33, // 56: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
-	38, // 57: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
-	40, // 58: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
-	42, // 59: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
-	44, // 60: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
-	46, // 61: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
-	48, // 62: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
-	36, // 63: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
-	45, // [45:64] is the sub-list for method output_type
-	26, // [26:45] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	4,  // 3: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
+	2,  // 4: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
+	3,  // 5: kv.v1.GetResponse.header:type_name -> kv.v1.ReadHeader
+	5,  // 6: kv.v1.GetResponse.kv:type_name -> kv.v1.KeyValue
+	4,  // 7: kv.v1.DeleteResponse.header:type_name -> kv.v1.WriteHeader
+	4,  // 8: kv.v1.CompareAndSwapResponse.header:type_name -> kv.v1.WriteHeader
+	2,  // 9: kv.v1.ScanRequest.read:type_name -> kv.v1.ReadOptions
+	3,  // 10: kv.v1.ScanResponse.header:type_name -> kv.v1.ReadHeader
+	5,  // 11: kv.v1.ScanResponse.kvs:type_name -> kv.v1.KeyValue
+	17, // 12: kv.v1.NodeStatus.ranges:type_name -> kv.v1.RangeStatus
+	19, // 13: kv.v1.RangesResponse.ranges:type_name -> kv.v1.RangeDescriptor
+	20, // 14: kv.v1.RangesResponse.nodes:type_name -> kv.v1.NodeInfo
+	19, // 15: kv.v1.SplitRangeResponse.left:type_name -> kv.v1.RangeDescriptor
+	19, // 16: kv.v1.SplitRangeResponse.right:type_name -> kv.v1.RangeDescriptor
+	18, // 17: kv.v1.StatusResponse.node:type_name -> kv.v1.NodeStatus
+	16, // 18: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
+	16, // 19: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
+	16, // 20: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
+	19, // 21: kv.v1.TransferLeaderResponse.range:type_name -> kv.v1.RangeDescriptor
+	36, // 22: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
+	5,  // 23: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
+	19, // 24: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
+	19, // 25: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
+	50, // 26: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
+	50, // 27: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
+	50, // 28: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
+	50, // 29: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
+	50, // 30: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
+	50, // 31: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
+	50, // 32: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
+	50, // 33: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
+	50, // 34: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
+	1,  // 35: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
+	79, // 36: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
+	79, // 37: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
+	50, // 38: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
+	79, // 39: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
+	50, // 40: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
+	6,  // 41: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	8,  // 42: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	10, // 43: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	14, // 44: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
+	12, // 45: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
+	25, // 46: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
+	27, // 47: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
+	29, // 48: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
+	31, // 49: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
+	21, // 50: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
+	23, // 51: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
+	33, // 52: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
+	38, // 53: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
+	40, // 54: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
+	42, // 55: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
+	44, // 56: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
+	46, // 57: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
+	48, // 58: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
+	35, // 59: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	51, // 60: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
+	53, // 61: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
+	55, // 62: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
+	57, // 63: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
+	59, // 64: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
+	61, // 65: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
+	63, // 66: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
+	65, // 67: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
+	67, // 68: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
+	69, // 69: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
+	71, // 70: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
+	73, // 71: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
+	75, // 72: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
+	77, // 73: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
+	80, // 74: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
+	82, // 75: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
+	84, // 76: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
+	7,  // 77: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	9,  // 78: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	11, // 79: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	15, // 80: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	13, // 81: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	26, // 82: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	28, // 83: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	30, // 84: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	32, // 85: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	22, // 86: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
+	24, // 87: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
+	34, // 88: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
+	39, // 89: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
+	41, // 90: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
+	43, // 91: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
+	45, // 92: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
+	47, // 93: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
+	49, // 94: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
+	37, // 95: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	52, // 96: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
+	54, // 97: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
+	56, // 98: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
+	58, // 99: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
+	60, // 100: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
+	62, // 101: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
+	64, // 102: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
+	66, // 103: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
+	68, // 104: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
+	70, // 105: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
+	72, // 106: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
+	74, // 107: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
+	76, // 108: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
+	78, // 109: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
+	81, // 110: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
+	83, // 111: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
+	85, // 112: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
+	77, // [77:113] is the sub-list for method output_type
+	41, // [41:77] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -3155,10 +5143,10 @@ func file_kv_v1_kv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   48,
+			NumEnums:      2,
+			NumMessages:   84,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_kv_v1_kv_proto_goTypes,
 		DependencyIndexes: file_kv_v1_kv_proto_depIdxs,

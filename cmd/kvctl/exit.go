@@ -15,6 +15,7 @@ const (
 	exitUnavailable   = 3 // no leader, unreachable, timed out, or a write of unknown outcome
 	exitNotFound      = 4
 	exitCompareFailed = 5
+	exitAuth          = 6 // PERMISSION_DENIED or UNAUTHENTICATED
 )
 
 // usageError marks a mistake in how kvctl was invoked.
@@ -50,6 +51,8 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.As(err, &coded):
 		return coded.code
+	case client.IsAuthError(err):
+		return exitAuth
 	case client.IsInvalid(err):
 		// The server refused the input (empty or oversized key, bad level):
 		// the same class of mistake as a malformed argument.

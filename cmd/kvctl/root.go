@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
-	"github.com/dialkv/dialkv/internal/version"
 	"io"
+	"os"
 	"strings"
 	"time"
+
+	"github.com/dialkv/dialkv/internal/version"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +38,13 @@ type app struct {
 	endpoints []string
 	format    string
 	timeout   time.Duration
+
+	// TLS: on when cacert is set (flag or KVCTL_CACERT).
+	cacert, cert, key string
+
+	// Credentials: --user NAME[:PASSWORD], --password (KVCTL_USER,
+	// KVCTL_PASSWORD); see auth.go.
+	user, password string
 
 	// entered is set once a command's RunE starts: errors before that come
 	// from cobra's parsing and are usage errors.
@@ -70,6 +81,10 @@ node is down or not the leader. A write whose outcome is unknown is never
 retried blindly; it fails with exit code 3 and should be checked with a
 read.
 
+TLS is on when --cacert (env KVCTL_CACERT) names the CA bundle that
+verifies the nodes; --cert and --key (KVCTL_CERT, KVCTL_KEY) are the client
+certificate a node started with --client-cert-auth requires.
+
 Output (-w, --write-out):
   simple  get prints the raw value; scan prints KEY<TAB>VALUE lines with raw
           bytes (keys containing tabs or newlines, or values containing
@@ -86,7 +101,12 @@ Output (-w, --write-out):
 Exit codes:
   0 ok, 1 error, 2 usage (bad flags, arguments or input),
   3 unavailable (no leader, unreachable, timed out, or write outcome unknown),
-  4 not found, 5 compare failed.`
+  4 not found, 5 compare failed,
+  6 permission denied or unauthenticated (PERMISSION_DENIED, UNAUTHENTICATED).
+
+With auth enabled, --user NAME[:PASSWORD] and --password (env KVCTL_USER,
+KVCTL_PASSWORD) authenticate every command; a client certificate naming
+the user (--cert) does too.`
 
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
@@ -107,9 +127,14 @@ func (a *app) rootCmd() *cobra.Command {
 		"comma-separated gRPC endpoints (host:port); env KVCTL_ENDPOINTS")
 	pf.StringVarP(&a.format, "write-out", "w", "simple", "output format: simple, json or table")
 	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "timeout of the command (for import: of each put)")
+	pf.StringVar(&a.cacert, "cacert", "", "CA bundle to verify the nodes with; turns TLS on; env KVCTL_CACERT")
+	pf.StringVar(&a.cert, "cert", "", "client certificate for nodes that require one; env KVCTL_CERT")
+	pf.StringVar(&a.key, "key", "", "key of --cert; env KVCTL_KEY")
+	pf.StringVar(&a.user, "user", "", "authenticate as NAME, or NAME:PASSWORD; env KVCTL_USER")
+	pf.StringVar(&a.password, "password", "", "password of --user (prompted on a terminal when omitted); env KVCTL_PASSWORD")
 
 	root.AddCommand(a.putCmd(), a.getCmd(), a.delCmd(), a.casCmd(), a.scanCmd(), a.importCmd(),
-		a.clusterCmd(), a.memberCmd(), a.rangeCmd(), a.nodeCmd())
+		a.clusterCmd(), a.memberCmd(), a.rangeCmd(), a.nodeCmd(), a.authCmd(), a.userCmd(), a.roleCmd())
 	return root
 }
 
@@ -127,6 +152,16 @@ func (a *app) runE(body func(cmd *cobra.Command, args []string) error) func(*cob
 		if !cmd.Flags().Changed("endpoints") {
 			if v := strings.TrimSpace(a.env.getenv("KVCTL_ENDPOINTS")); v != "" {
 				a.endpoints = strings.Split(v, ",")
+			}
+		}
+		for _, e := range []struct {
+			flag string
+			to   *string
+		}{{"cacert", &a.cacert}, {"cert", &a.cert}, {"key", &a.key}, {"user", &a.user}, {"password", &a.password}} {
+			if !cmd.Flags().Changed(e.flag) {
+				if v := strings.TrimSpace(a.env.getenv("KVCTL_" + strings.ToUpper(e.flag))); v != "" {
+					*e.to = v
+				}
 			}
 		}
 		return body(cmd, args)
@@ -150,7 +185,15 @@ func (a *app) groupCmd(use, short string, subs ...*cobra.Command) *cobra.Command
 
 // client connects to the endpoints. Invalid endpoints are a usage error.
 func (a *app) client() (*client.Client, error) {
-	c, err := client.New(client.Config{Endpoints: a.endpoints})
+	tc, err := a.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg := client.Config{Endpoints: a.endpoints, TLS: tc}
+	if cfg.Username, cfg.Password, err = a.credentials(); err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--endpoints: %w", err)}
 	}
@@ -172,4 +215,35 @@ func (a *app) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *cli
 func (a *app) out() format {
 	f, _ := parseFormat(a.format) // validated in runE
 	return f
+}
+
+// tlsConfig is the TLS configuration of --cacert, --cert and --key, or nil
+// (plaintext) without --cacert. Bad flags or files are usage errors.
+func (a *app) tlsConfig() (*tls.Config, error) {
+	if (a.cert == "") != (a.key == "") {
+		return nil, usagef("--cert and --key go together")
+	}
+	if a.cacert == "" {
+		if a.cert != "" {
+			return nil, usagef("--cert needs --cacert (TLS is on when --cacert is given)")
+		}
+		return nil, nil
+	}
+	pem, err := os.ReadFile(a.cacert)
+	if err != nil {
+		return nil, usagef("--cacert: %v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, usagef("--cacert %s holds no PEM certificate", a.cacert)
+	}
+	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if a.cert != "" {
+		pair, err := tls.LoadX509KeyPair(a.cert, a.key)
+		if err != nil {
+			return nil, usagef("--cert/--key: %v", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dialkv/dialkv/harness"
+	"github.com/dialkv/dialkv/internal/tlsconf"
 )
 
 type clusterFlags struct {
@@ -30,6 +34,8 @@ type clusterFlags struct {
 	logDir string
 	// hibernateAfter is passed to every node's --hibernate-after.
 	hibernateAfter time.Duration
+	// tls puts TLS on every link, with certificates in dataDir/certs.
+	tls bool
 }
 
 // nodePorts is the port plan of `kvd cluster` (harness.MemberPorts): node
@@ -63,6 +69,7 @@ cluster from its data.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level of the nodes")
 	fl.StringVar(&f.logDir, "log-dir", "", "directory for the nodes' logs (nI.log); default: kvd.log in each node's data directory")
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "the nodes' --hibernate-after: idle ranges sleep after this long (0: never)")
+	fl.BoolVar(&f.tls, "tls", false, "TLS on every link: makes DATA/certs (ca.crt, a certificate per node, client certificate root) once, and starts the nodes with mutual TLS on the client and peer ports")
 	return cmd
 }
 
@@ -92,6 +99,20 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 		_, _, raft := nodePorts(f.portBase, i)
 		initial = append(initial, fmt.Sprintf("n%d=%s:%d", i, f.host, raft))
 	}
+	certDir := filepath.Join(f.dataDir, "certs")
+	var httpClient *http.Client
+	if f.tls {
+		var ids []string
+		for i := 1; i <= f.nodes; i++ {
+			ids = append(ids, fmt.Sprintf("n%d", i))
+		}
+		if err := ensureCerts(certDir, ids); err != nil {
+			return err
+		}
+		if httpClient, err = certHTTPClient(certDir); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -116,14 +137,18 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 		if err != nil {
 			return err
 		}
-		c := exec.Command(self, "serve",
+		args := []string{"serve",
 			"--id", id, "--data-dir", dir,
 			"--grpc-addr", fmt.Sprintf("%s:%d", f.host, g),
 			"--http-addr", fmt.Sprintf("%s:%d", f.host, h),
 			"--raft-addr", fmt.Sprintf("%s:%d", f.host, r),
 			"--initial-cluster", strings.Join(initial, ","),
 			"--log-level", f.logLevel,
-			"--hibernate-after", f.hibernateAfter.String())
+			"--hibernate-after", f.hibernateAfter.String()}
+		if f.tls {
+			args = append(args, nodeTLSArgs(certDir, id)...)
+		}
+		c := exec.Command(self, args...)
 		c.Stdout, c.Stderr = logFile, logFile
 		// A process group of its own: a Ctrl-C on the terminal reaches only
 		// this parent, which then stops each node by PID. SIGTERM from the
@@ -137,15 +162,22 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 		}
 		children = append(children, &child{id: id, proc: p, logPath: logPath})
 		grpcEndpoints = append(grpcEndpoints, fmt.Sprintf("%s:%d", f.host, g))
-		httpEndpoints = append(httpEndpoints, fmt.Sprintf("http://%s:%d", f.host, h))
+		scheme := "http"
+		if f.tls {
+			scheme = "https"
+		}
+		httpEndpoints = append(httpEndpoints, fmt.Sprintf("%s://%s:%d", scheme, f.host, h))
 		fmt.Printf("started %s (pid %d): grpc %s:%d  http %s:%d  raft %s:%d  log %s\n", id, p.PID(), f.host, g, f.host, h, f.host, r, logPath)
 	}
 
-	if err := waitReady(ctx, httpEndpoints, children); err != nil {
+	if err := waitReady(ctx, httpEndpoints, children, httpClient); err != nil {
 		return err
 	}
 	eps := strings.Join(grpcEndpoints, ",")
-	fmt.Printf(`
+	if f.tls {
+		printTLSUsage(f, certDir, grpcEndpoints, httpEndpoints)
+	} else {
+		fmt.Printf(`
 dialkv cluster of %d nodes is ready. Data under %s, logs %s. Press Ctrl-C to stop it.
 
 Talk to it with kvctl (its default endpoints are this cluster's when --port-base is 7000):
@@ -162,6 +194,7 @@ or with curl:
   curl '%s/v1/scan?prefix=gr'
   curl %s/metrics
 `, f.nodes, f.dataDir, logsWhere(f), eps, httpEndpoints[0], httpEndpoints[0], httpEndpoints[len(httpEndpoints)-1], httpEndpoints[0], httpEndpoints[0])
+	}
 
 	// Stay in the foreground until interrupted; report nodes that exit.
 	exited := make(chan *child, len(children))
@@ -194,11 +227,14 @@ func logsWhere(f clusterFlags) string {
 }
 
 // waitReady polls each node's /readyz until all answer 200 or a node dies.
-func waitReady(ctx context.Context, endpoints []string, children []*child) error {
+// client is nil for plaintext.
+func waitReady(ctx context.Context, endpoints []string, children []*child, client *http.Client) error {
 	const timeout = 60 * time.Second
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	client := &http.Client{Timeout: time.Second}
+	if client == nil {
+		client = &http.Client{Timeout: time.Second}
+	}
 	for i, ep := range endpoints {
 		c := children[i]
 		err := harness.Poll(ctx, timeout, 100*time.Millisecond, func(ctx context.Context) (bool, error) {
@@ -243,4 +279,84 @@ func stopChildren(children []*child) {
 		})
 	}
 	wg.Wait()
+}
+
+// ensureCerts makes dir's CA, a certificate per node id and the client
+// certificate root, keeping any that exist: a restarted cluster reuses
+// them.
+func ensureCerts(dir string, ids []string) error {
+	if _, err := os.Stat(filepath.Join(dir, tlsconf.CAKeyFile)); errors.Is(err, os.ErrNotExist) {
+		if err := createCA(dir); err != nil {
+			return err
+		}
+	}
+	ca, err := tlsconf.LoadCA(dir)
+	if err != nil {
+		return err
+	}
+	for _, name := range append(slices.Clone(ids), rootUser) {
+		if _, err := os.Stat(filepath.Join(dir, name+".crt")); err == nil {
+			continue
+		}
+		if err := writeLeaf(ca, dir, name, name != rootUser); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rootUser is the client certificate `kvd cluster --tls` makes.
+const rootUser = "root"
+
+// nodeTLSArgs are a node's TLS flags: its certificate on both ports,
+// client certificates required.
+func nodeTLSArgs(dir, id string) []string {
+	crt, key, ca := filepath.Join(dir, id+".crt"), filepath.Join(dir, id+".key"), filepath.Join(dir, tlsconf.CACertFile)
+	return []string{
+		"--cert-file", crt, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+		"--peer-cert-file", crt, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+	}
+}
+
+// certHTTPClient is an HTTPS client with dir's CA and root certificate.
+func certHTTPClient(dir string) (*http.Client, error) {
+	pem, err := os.ReadFile(filepath.Join(dir, tlsconf.CACertFile))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", filepath.Join(dir, tlsconf.CACertFile))
+	}
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, rootUser+".crt"), filepath.Join(dir, rootUser+".key"))
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}
+	return &http.Client{Timeout: time.Second, Transport: tr}, nil
+}
+
+func printTLSUsage(f clusterFlags, dir string, grpcEndpoints, httpEndpoints []string) {
+	ca, crt, key := filepath.Join(dir, tlsconf.CACertFile), filepath.Join(dir, rootUser+".crt"), filepath.Join(dir, rootUser+".key")
+	fmt.Printf(`
+dialkv cluster of %d nodes is ready, with TLS on every link (mutual on the
+client port too). Certificates in %s, data under %s, logs %s.
+Press Ctrl-C to stop it.
+
+kvctl (or export KVCTL_CACERT=%s KVCTL_CERT=%s KVCTL_KEY=%s):
+  bin/kvctl --cacert %s --cert %s --key %s --endpoints %s put greeting hello
+  bin/kvctl --cacert %s --cert %s --key %s --endpoints %s get greeting
+
+curl:
+  curl --cacert %s --cert %s --key %s -X PUT --data-binary hello %s/v1/kv/greeting
+  curl --cacert %s --cert %s --key %s %s/v1/kv/greeting
+
+grpcurl:
+  grpcurl -cacert %s -cert %s -key %s %s list
+`, f.nodes, dir, f.dataDir, logsWhere(f), ca, crt, key,
+		ca, crt, key, strings.Join(grpcEndpoints, ","),
+		ca, crt, key, strings.Join(grpcEndpoints, ","),
+		ca, crt, key, httpEndpoints[0],
+		ca, crt, key, httpEndpoints[0],
+		ca, crt, key, grpcEndpoints[0])
 }

@@ -19,7 +19,7 @@ func main() {
 		Version:       version.String(),
 	}
 	root.SetVersionTemplate("kvd {{.Version}}\n")
-	root.AddCommand(serveCmd(), clusterCmd())
+	root.AddCommand(serveCmd(), clusterCmd(), certCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kvd:", err)
 		os.Exit(1)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/api"
+	"github.com/dialkv/dialkv/auth"
+	"github.com/dialkv/dialkv/internal/tlsconf"
 	"github.com/dialkv/dialkv/replication"
 	"github.com/dialkv/dialkv/shard"
 	"github.com/hashicorp/go-metrics"
@@ -22,6 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -39,6 +44,8 @@ type serveFlags struct {
 	raftMetrics, parallelAppend               bool
 	perRangeStreams                           bool
 	conns                                     clientConnFlags
+	tls                                       tlsFlags
+	authTokenTTL                              time.Duration
 }
 
 func serveCmd() *cobra.Command {
@@ -89,6 +96,8 @@ election.`,
 	fl.BoolVar(&f.raftMetrics, "raft-metrics", false, "export hashicorp/raft's internal timings (commit time, log dispatch, follower log store, per-peer AppendEntries) on /metrics as dialkv_raft_*; costs some CPU per write")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
 	f.conns.register(cmd)
+	f.tls.register(cmd)
+	fl.DurationVar(&f.authTokenTTL, "auth-token-ttl", auth.DefaultTokenTTL, "how long a token from Authenticate (kvctl --user) stays valid")
 	cmd.MarkFlagRequired("id")
 	cmd.MarkFlagRequired("data-dir")
 	return cmd
@@ -169,6 +178,11 @@ func serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
+	tlsCfg, err := f.tls.load(f.join != "", log)
+	if err != nil {
+		return err
+	}
+	cfg.PeerTLS, cfg.ClientTLS = tlsCfg.peer, tlsCfg.dialClient
 
 	// Claim the client ports before starting Raft, so a port clash fails
 	// fast instead of leaving a half-started member.
@@ -202,9 +216,15 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	grpcLn, httpLn = limitClientConns(grpcLn, httpLn, connBudget, reg, log)
 	svc := api.NewService(node, limits, api.NewMetrics(reg), log)
-	grpcSrv, health := api.NewGRPCServer(svc, f.conns.grpcOptions()...)
+	authStore := replication.NewAuthStore(node)
+	svc.SetAuth(authStore, f.authTokenTTL)
+	grpcOpts := f.conns.grpcOptions()
+	if tlsCfg.grpc != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsCfg.grpc)))
+	}
+	grpcSrv, health := api.NewGRPCServer(svc, grpcOpts...)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	httpSrv := &http.Server{Handler: api.NewHTTPHandler(svc, reg, node.Ready)}
+	httpSrv := &http.Server{Handler: api.NewHTTPHandler(svc, reg, node.Ready), TLSConfig: tlsCfg.http}
 	f.conns.httpTimeouts(httpSrv)
 
 	if f.pprofAddr != "" {
@@ -216,8 +236,16 @@ func serve(ctx context.Context, f serveFlags) error {
 	// only on the peer port's listener, never on the client port.
 	peerSrv := api.NewPeerGRPCServer(svc)
 	go func() { errc <- peerSrv.Serve(node.InternalListener()) }()
-	go func() { errc <- httpSrv.Serve(api.JSONRequestErrors(httpLn)) }()
-	log.Info("kvd serving", "grpc", f.grpcAddr, "http", f.httpAddr, "raft", f.raftAddr, "data_dir", f.dataDir)
+	go func() {
+		if tlsCfg.http != nil {
+			// The certificate comes from TLSConfig.GetCertificate.
+			errc <- httpSrv.ServeTLS(api.JSONRequestErrors(httpLn), "", "")
+			return
+		}
+		errc <- httpSrv.Serve(api.JSONRequestErrors(httpLn))
+	}()
+	log.Info("kvd serving", "grpc", f.grpcAddr, "http", f.httpAddr, "raft", f.raftAddr, "data_dir", f.dataDir,
+		"client_tls", tlsCfg.grpc != nil, "client_cert_auth", f.tls.clientCertAuth, "peer_tls", tlsCfg.peer != nil)
 
 	var serveErr error
 	select {
@@ -250,6 +278,7 @@ func serve(ctx context.Context, f serveFlags) error {
 		grpcSrv.Stop()
 		peerSrv.Stop()
 	}
+	authStore.Close()
 	if err := node.Close(); err != nil {
 		log.Error("closing node", "err", err)
 		return err
@@ -293,4 +322,100 @@ func exportRaftMetrics(reg prometheus.Registerer) error {
 		return fmt.Errorf("raft metrics: %w", err)
 	}
 	return nil
+}
+
+// tlsFlags are kvd serve's TLS flags, named as etcd's.
+type tlsFlags struct {
+	certFile, keyFile, trustedCAFile             string
+	clientCertAuth                               bool
+	peerCertFile, peerKeyFile, peerTrustedCAFile string
+}
+
+func (t *tlsFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&t.certFile, "cert-file", "", "TLS certificate of the client port (gRPC and HTTP); turns TLS on there")
+	fl.StringVar(&t.keyFile, "key-file", "", "key of --cert-file")
+	fl.StringVar(&t.trustedCAFile, "trusted-ca-file", "", "CA bundle that client certificates must chain to")
+	fl.BoolVar(&t.clientCertAuth, "client-cert-auth", false, "require a client certificate signed by --trusted-ca-file on the client port")
+	fl.StringVar(&t.peerCertFile, "peer-cert-file", "", "node certificate (dialkv://node/ID) of the peer (Raft) port; turns mutual TLS on there")
+	fl.StringVar(&t.peerKeyFile, "peer-key-file", "", "key of --peer-cert-file")
+	fl.StringVar(&t.peerTrustedCAFile, "peer-trusted-ca-file", "", "CA bundle that peers' node certificates must chain to")
+}
+
+// serveTLS is what the flags turn on; nil fields are plaintext.
+type serveTLS struct {
+	grpc, http *tls.Config
+	peer       *tlsconf.Source
+	// dialClient dials a member's client port (--join) when it has TLS.
+	dialClient *tlsconf.Source
+}
+
+// load checks the flags go together and reads their files; every error
+// names the flag at fault. Files are re-read when they change.
+func (t *tlsFlags) load(joining bool, log *slog.Logger) (serveTLS, error) {
+	var out serveTLS
+	pairs := []struct{ a, aName, b, bName string }{
+		{t.certFile, "--cert-file", t.keyFile, "--key-file"},
+		{t.peerCertFile, "--peer-cert-file", t.peerKeyFile, "--peer-key-file"},
+	}
+	for _, p := range pairs {
+		if p.a != "" && p.b == "" {
+			return out, fmt.Errorf("%s needs %s", p.aName, p.bName)
+		}
+		if p.a == "" && p.b != "" {
+			return out, fmt.Errorf("%s needs %s", p.bName, p.aName)
+		}
+	}
+	if t.trustedCAFile != "" && t.certFile == "" {
+		return out, errors.New("--trusted-ca-file needs --cert-file and --key-file (TLS on the client port)")
+	}
+	if t.clientCertAuth && t.trustedCAFile == "" {
+		return out, errors.New("--client-cert-auth needs --trusted-ca-file")
+	}
+	if (t.peerCertFile == "") != (t.peerTrustedCAFile == "") {
+		if t.peerCertFile == "" {
+			return out, errors.New("--peer-trusted-ca-file needs --peer-cert-file and --peer-key-file: the peer port is always mutual TLS")
+		}
+		return out, errors.New("--peer-cert-file needs --peer-trusted-ca-file: the peer port is always mutual TLS")
+	}
+	if t.certFile != "" {
+		src, err := tlsconf.Load(tlsconf.Files{Cert: t.certFile, Key: t.keyFile, CA: t.trustedCAFile}, log)
+		if err != nil {
+			return out, fmt.Errorf("--cert-file/--key-file/--trusted-ca-file: %w", err)
+		}
+		if out.grpc, err = tlsconf.ServerConfig(src, t.clientCertAuth); err != nil {
+			return out, fmt.Errorf("--cert-file: %w", err)
+		}
+		if out.http, err = tlsconf.ServerConfig(src, t.clientCertAuth); err != nil {
+			return out, fmt.Errorf("--cert-file: %w", err)
+		}
+	}
+	if t.peerCertFile != "" {
+		src, err := tlsconf.Load(tlsconf.Files{Cert: t.peerCertFile, Key: t.peerKeyFile, CA: t.peerTrustedCAFile}, log)
+		if err != nil {
+			return out, fmt.Errorf("--peer-cert-file/--peer-key-file/--peer-trusted-ca-file: %w", err)
+		}
+		out.peer = src
+	}
+	if t.certFile != "" && joining {
+		// The --join address is a member's client port, TLS like ours:
+		// verify it with our client CA (else the peer CA) and present our
+		// node certificate in case it requires a client certificate.
+		files := tlsconf.Files{CA: t.trustedCAFile, Cert: t.peerCertFile, Key: t.peerKeyFile}
+		if files.CA == "" {
+			files.CA = t.peerTrustedCAFile
+		}
+		if files.Cert == "" {
+			files.Cert, files.Key = t.certFile, t.keyFile
+		}
+		if files.CA == "" {
+			return out, errors.New("--join with TLS on the client port needs --trusted-ca-file or --peer-trusted-ca-file to verify the member joined through")
+		}
+		src, err := tlsconf.Load(files, log)
+		if err != nil {
+			return out, fmt.Errorf("--join over TLS: %w", err)
+		}
+		out.dialClient = src
+	}
+	return out, nil
 }
