@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"golang.org/x/crypto/bcrypt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -108,6 +109,7 @@ func (c *authCluster) start(i int) {
 	svc := NewService(node, DefaultLimits(), NewMetrics(prometheus.NewRegistry()), nil)
 	store := replication.NewAuthStore(node)
 	svc.SetAuth(store, 0)
+	svc.SetPasswordCost(bcrypt.MinCost)
 	var opts []grpc.ServerOption
 	dial := insecure.NewCredentials()
 	an.httpBase = "http://" + an.cfg.HTTPAddr

@@ -60,9 +60,12 @@ func (s *Service) mutate(ctx context.Context, build func() (auth.Mutation, error
 	}, nil
 }
 
-func hashed(password string) ([]byte, error) {
+func (s *Service) hashed(password string) ([]byte, error) {
 	if password == "" {
 		return nil, nil // a certificate-only user
+	}
+	if s.passwordCost != 0 {
+		return auth.HashPasswordCost(password, s.passwordCost)
 	}
 	return auth.HashPassword(password)
 }
@@ -119,7 +122,7 @@ func (s *Service) AuthDisable(ctx context.Context, req *kvpb.AuthDisableRequest)
 func (s *Service) UserAdd(ctx context.Context, req *kvpb.UserAddRequest) (*kvpb.UserAddResponse, error) {
 	return authCall(s, ctx, "UserAdd", opWrite, req, adminOnly[*kvpb.UserAddRequest](s), func(ctx context.Context, r *kvpb.UserAddRequest) (*kvpb.UserAddResponse, error) {
 		res, err := s.mutate(ctx, func() (auth.Mutation, error) {
-			h, err := hashed(r.Password)
+			h, err := s.hashed(r.Password)
 			return auth.Mutation{Kind: auth.MutAddUser, User: r.Name, PasswordHash: h}, err
 		})
 		return &kvpb.UserAddResponse{Result: res}, err
@@ -147,7 +150,7 @@ func (s *Service) UserChangePassword(ctx context.Context, req *kvpb.UserChangePa
 			if r.Password == "" {
 				return auth.Mutation{}, invalid("a new password is required")
 			}
-			h, err := hashed(r.Password)
+			h, err := s.hashed(r.Password)
 			return auth.Mutation{Kind: auth.MutChangePassword, User: r.Name, PasswordHash: h}, err
 		})
 		return &kvpb.UserChangePasswordResponse{Result: res}, err

@@ -67,6 +67,9 @@ type Service struct {
 	// auth decides who may do what; nil serves everyone (see SetAuth).
 	auth   AuthBackend
 	issuer *auth.Issuer
+	// passwordCost is the bcrypt cost of new password hashes (see
+	// SetPasswordCost); zero is bcrypt's default.
+	passwordCost int
 }
 
 // NewService wraps b. metrics may be shared with the HTTP server.

@@ -25,13 +25,21 @@ const maxPasswordBytes = 72
 // HashPassword hashes a password for AddUser or ChangePassword. Call it
 // before proposing the mutation: the hash is salted at random.
 func HashPassword(password string) ([]byte, error) {
+	return HashPasswordCost(password, bcrypt.DefaultCost)
+}
+
+// HashPasswordCost is HashPassword at a bcrypt cost of the caller's
+// choosing. Tests use bcrypt.MinCost: at the default cost one hash or
+// check takes about 60 ms of CPU, several seconds under the race detector
+// on a loaded 2-core machine, which is what made a kvctl test time out.
+func HashPasswordCost(password string, cost int) ([]byte, error) {
 	if password == "" {
 		return nil, fmt.Errorf("%w: empty password (omit the password for a certificate-only user)", ErrInvalidPassword)
 	}
 	if len(password) > maxPasswordBytes {
 		return nil, fmt.Errorf("%w: password is %d bytes; the limit is %d", ErrInvalidPassword, len(password), maxPasswordBytes)
 	}
-	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidPassword, err)
 	}

@@ -274,3 +274,21 @@ func TestPasswords(t *testing.T) {
 		}
 	}
 }
+
+// A hash made at another cost (tests use bcrypt.MinCost) carries its
+// cost, and checking a password against it works as at the default.
+func TestHashPasswordCost(t *testing.T) {
+	h, err := HashPasswordCost("pw", bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := bcrypt.Cost(h); err != nil || c != bcrypt.MinCost {
+		t.Fatalf("cost %d (%v), want %d", c, err, bcrypt.MinCost)
+	}
+	if err := bcrypt.CompareHashAndPassword(h, []byte("pw")); err != nil {
+		t.Fatalf("the right password: %v", err)
+	}
+	if _, err := HashPasswordCost("", bcrypt.MinCost); !errors.Is(err, ErrInvalidPassword) {
+		t.Fatalf("an empty password: %v, want ErrInvalidPassword", err)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"golang.org/x/crypto/bcrypt"
 	"net"
 	"strings"
 	"testing"
@@ -63,6 +64,7 @@ func startAuthNode(t *testing.T) string {
 	svc := api.NewService(node, api.DefaultLimits(), api.NewMetrics(prometheus.NewRegistry()), nil)
 	store := replication.NewAuthStore(node)
 	svc.SetAuth(store, 0)
+	svc.SetPasswordCost(bcrypt.MinCost)
 	srv, _ := api.NewGRPCServer(svc)
 	peer := api.NewPeerGRPCServer(svc)
 	go peer.Serve(node.InternalListener())
