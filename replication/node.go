@@ -77,12 +77,9 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// lastLeaderMove is when placement last moved a leadership (only the
-	// placement goroutine touches it).
-	lastLeaderMove time.Time
-	deadSince      map[string]time.Time // node id -> first seen unreachable
-	stop           chan struct{}
-	wg             sync.WaitGroup
+	deadSince map[string]time.Time // node id -> first seen unreachable (placement goroutine only)
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 // identity is what DataDir remembers about the node that owns it.

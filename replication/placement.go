@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -18,51 +19,172 @@ import (
 
 // Placement keeps every range at its replication factor on live, active
 // nodes and spreads replicas and leaders evenly. The leader of the meta
-// range drives it: every placementInterval it reads the routing table,
-// probes the nodes, and asks range leaders for at most maxMovesPerRound
-// changes (ChangeReplicas). A range leader adds a replica as a non-voter,
-// waits for it to catch up, then promotes it; only after that does the
-// driver remove a surplus replica, so a range never drops below its
-// replication factor while enough healthy nodes exist.
+// range drives it: it reads the routing table, probes the nodes, and asks
+// range leaders for changes (ChangeReplicas). A range leader adds a replica
+// as a non-voter, waits for it to catch up, then promotes it; only after
+// that does the driver remove a surplus replica, so a range never drops
+// below its replication factor while enough healthy nodes exist.
+//
+// Moves run in the background: a round starts what the plan allows and
+// returns, and the next round runs as soon as a move finishes (or every
+// placementInterval), so a new node's replicas arrive at the speed of the
+// snapshots, not of a timer.
 const (
-	placementInterval  = time.Second
-	maxMovesPerRound   = 4
-	catchUpTimeout     = 60 * time.Second
+	placementInterval = time.Second
+	// maxMovesInFlight bounds the moves the driver runs at once, in all.
+	maxMovesInFlight = 8
+	// maxSnapshotsPerNode bounds the replicas being added to one node at
+	// once. A node restores snapshots one at a time (a restore holds its
+	// store's commit lock for the whole range), so a third snapshot would
+	// only wait in line; two keep its disk busy, one streaming in while
+	// the other is written, and bound how long the node's own ranges wait
+	// for that lock to one restore.
+	maxSnapshotsPerNode = 2
+	catchUpTimeout      = 60 * time.Second
+	// catchUpPoll paces the checks of a new replica's progress, at most
+	// 5 times that apart: a snapshot of a full range lands in about a
+	// second, and the next move waits for the check that sees it.
+	catchUpPoll = 50 * time.Millisecond
+	// moveTimeout bounds one move, its catch-up included.
+	moveTimeout = catchUpTimeout + 10*time.Second
+	// leaderMoveInterval: a write in flight on a range whose leadership
+	// is handed over may end indeterminate, so the driver asks to move a
+	// range's leadership at most once per leaderMoveInterval, and a node
+	// hands over at most one leadership at a time.
 	leaderMoveInterval = 10 * time.Second
 	// deadNodeTimeout is how long a node must be unreachable before its
 	// replicas are re-created elsewhere.
 	deadNodeTimeout = 30 * time.Second
 )
 
+// placer is the driver's memory between rounds; only the placement
+// goroutine touches it, except done, which the moves report on.
+type placer struct {
+	inFlight map[uint64]move // by range id: started, not yet seen finished
+	// resting holds ranges whose last move failed, since when: they get
+	// no move for placementInterval, so a failing move is not retried in
+	// a tight loop.
+	resting map[uint64]time.Time
+	// leaderMoved holds ranges whose leadership the driver asked to move
+	// less than leaderMoveInterval ago.
+	leaderMoved map[uint64]leaderMove
+	done        chan moveResult
+	// drivingSince is when this node last became the meta leader (zero
+	// while it is not).
+	drivingSince time.Time
+}
+
+type moveResult struct {
+	m   move
+	err error
+}
+
+// leaderMove is a leadership hand-over the driver asked for.
+type leaderMove struct {
+	from, to string // to is empty once the hand-over failed
+	at       time.Time
+}
+
+func newPlacer() *placer {
+	return &placer{
+		inFlight:    map[uint64]move{},
+		resting:     map[uint64]time.Time{},
+		leaderMoved: map[uint64]leaderMove{},
+		// Never more results pending than moves in flight: a move's
+		// report never waits for the loop.
+		done: make(chan moveResult, maxMovesInFlight),
+	}
+}
+
+// finish records a move's outcome.
+func (p *placer) finish(r moveResult, now time.Time) {
+	delete(p.inFlight, r.m.rangeID)
+	if r.err == nil {
+		return
+	}
+	p.resting[r.m.rangeID] = now
+	if lm, ok := p.leaderMoved[r.m.rangeID]; ok && r.m.req.TransferLeaderTo != "" {
+		// The leader did not change; the rate limit still holds.
+		lm.to = ""
+		p.leaderMoved[r.m.rangeID] = lm
+	}
+}
+
+// forget drops what no longer constrains a round.
+func (p *placer) forget(now time.Time) {
+	for id, at := range p.resting {
+		if now.Sub(at) >= placementInterval {
+			delete(p.resting, id)
+		}
+	}
+	for id, lm := range p.leaderMoved {
+		if now.Sub(lm.at) >= leaderMoveInterval {
+			delete(p.leaderMoved, id)
+		}
+	}
+}
+
 // placementLoop runs the node's periodic range work: size checks for the
-// ranges it leads and, on the meta leader, the placement driver.
+// ranges it leads and, on the meta leader, the placement driver, whose
+// rounds also run whenever one of its moves finishes.
 func (n *Node) placementLoop() {
 	defer n.wg.Done()
+	p := newPlacer()
+	var moves sync.WaitGroup
+	defer moves.Wait()
 	t := time.NewTicker(placementInterval)
 	defer t.Stop()
 	lastSplitCheck := time.Time{}
 	orphans := map[uint64]time.Time{}
 	for {
+		// A move done makes room for the next at once; a move failed does
+		// not: it failed for a reason (an election, a node down) that the
+		// next tick is soon enough to look at again.
+		tick, succeeded := false, false
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
+			tick = true
+		case r := <-p.done:
+			p.finish(r, time.Now())
+			succeeded = r.err == nil
+		}
+		// Take every other finished move too: one round for all of them.
+		for drained := false; !drained; {
+			select {
+			case r := <-p.done:
+				p.finish(r, time.Now())
+				succeeded = succeeded || r.err == nil
+			default:
+				drained = true
+			}
+		}
+		if !tick && !succeeded {
+			continue
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
-		if time.Since(lastSplitCheck) >= splitCheckInterval {
+		if tick && time.Since(lastSplitCheck) >= splitCheckInterval {
 			lastSplitCheck = time.Now()
 			for _, s := range n.Shards() {
 				n.maybeSplit(ctx, s)
 			}
 		}
-		if n.localMetaLeader() != nil {
-			if err := n.placeOnce(ctx); err != nil {
+		if n.localMetaLeader() == nil {
+			p.drivingSince = time.Time{}
+		} else {
+			if p.drivingSince.IsZero() {
+				p.drivingSince = time.Now()
+			}
+			if err := n.placeOnce(ctx, p, &moves); err != nil {
 				n.log.Debug("placement round", "err", err)
 			}
 		}
-		n.dropOrphans(ctx, orphans)
-		for _, s := range n.Shards() {
-			s.MaybeHibernate()
+		if tick {
+			n.dropOrphans(ctx, orphans)
+			for _, s := range n.Shards() {
+				s.MaybeHibernate()
+			}
 		}
 		cancel()
 	}
@@ -104,26 +226,39 @@ type move struct {
 	replicas []string
 }
 
-// placeOnce computes and starts one round of replica and leader moves.
-func (n *Node) placeOnce(ctx context.Context) error {
+// placeOnce plans one round and starts its moves in the background; each
+// reports to p.done when it ends.
+func (n *Node) placeOnce(ctx context.Context, p *placer, moves *sync.WaitGroup) error {
 	n.routes.invalidate()
 	t, err := n.routes.get(ctx)
 	if err != nil {
 		return err
 	}
+	now := time.Now()
+	p.forget(now)
 	v := placementView{
-		ranges:            t.Ranges,
-		nodes:             t.Nodes,
-		live:              n.liveNodes(ctx, t.Nodes),
-		longDead:          map[string]bool{},
-		replicas:          n.cfg.Replicas,
-		leaderMoveAllowed: time.Since(n.lastLeaderMove) >= leaderMoveInterval,
+		ranges:      t.Ranges,
+		nodes:       t.Nodes,
+		live:        n.liveNodes(ctx, t.Nodes),
+		longDead:    map[string]bool{},
+		replicas:    n.cfg.Replicas,
+		resting:     map[uint64]bool{},
+		leaderMoved: map[uint64]leaderMove{},
+		// Leaderships moved by the driver before this one are unknown
+		// here, and a range's must not move twice within the interval.
+		leaderMovesAllowed: now.Sub(p.drivingSince) >= leaderMoveInterval,
 	}
+	for _, m := range p.inFlight {
+		v.inFlight = append(v.inFlight, m)
+	}
+	for id := range p.resting {
+		v.resting[id] = true
+	}
+	maps.Copy(v.leaderMoved, p.leaderMoved)
 	// A replica on a node that is down is kept: the node may come back,
 	// and removing it would leave the range one failure from losing
 	// quorum. Only once the node has been down for deadNodeTimeout is it
 	// replaced.
-	now := time.Now()
 	addr := map[string]string{}
 	for _, node := range t.Nodes {
 		addr[node.Id] = node.RaftAddr
@@ -139,10 +274,6 @@ func (n *Node) placeOnce(ctx context.Context) error {
 		}
 	}
 	plan := planPlacement(v)
-	if plan.leaderMoved {
-		n.lastLeaderMove = now
-	}
-	moves := plan.moves
 	// Decommissioned nodes that hold nothing any more are removed.
 	for _, id := range plan.drained {
 		switch removed, err := n.finishDecommission(ctx, id); {
@@ -155,8 +286,11 @@ func (n *Node) placeOnce(ctx context.Context) error {
 		}
 	}
 
-	var wg sync.WaitGroup
-	for _, m := range moves {
+	for _, m := range plan.moves {
+		p.inFlight[m.rangeID] = m
+		if to := m.req.TransferLeaderTo; to != "" {
+			p.leaderMoved[m.rangeID] = leaderMove{from: m.leader, to: to, at: now}
+		}
 		// The leader first. Its hint may name a replica that is gone, of
 		// a range that hibernates, which no election will replace on its
 		// own: asking the other replicas wakes them (ChangeReplicas wakes
@@ -167,13 +301,15 @@ func (n *Node) placeOnce(ctx context.Context) error {
 				targets = append(targets, r)
 			}
 		}
-		wg.Add(1)
+		moves.Add(1)
 		go func() {
-			defer wg.Done()
+			defer moves.Done()
+			mctx, cancel := context.WithTimeout(n.ctx, moveTimeout)
+			defer cancel()
 			err := fmt.Errorf("no address for any replica of range %d", m.rangeID)
 			for _, r := range targets {
 				if a := addr[r]; a != "" {
-					if err = n.requestChange(ctx, a, m.req); err == nil {
+					if err = n.requestChange(mctx, a, m.req); err == nil {
 						break
 					}
 				}
@@ -183,17 +319,17 @@ func (n *Node) placeOnce(ctx context.Context) error {
 			} else {
 				n.log.Info("placement move done", "range", m.rangeID, "move", m.req.String())
 			}
+			select {
+			case p.done <- moveResult{m, err}:
+			case <-n.stop:
+			}
 		}()
-	}
-	wg.Wait()
-	if len(moves) > 0 {
-		n.routes.invalidate()
 	}
 	return nil
 }
 
 // placementView is everything a placement round decides from: the routing
-// table and what the driver observed of the nodes.
+// table and what the driver observed of the nodes and its own moves.
 type placementView struct {
 	ranges []*kvpb.RangeDescriptor
 	nodes  []*kvpb.NodeInfo
@@ -202,17 +338,27 @@ type placementView struct {
 	// their replicas are replaced.
 	longDead map[string]bool
 	replicas int // the configured replication factor
-	// leaderMoveAllowed: writes in flight when a leader hands over may end
-	// indeterminate, so leaderships move at most once per
-	// leaderMoveInterval.
-	leaderMoveAllowed bool
+	// inFlight are the driver's moves still running: their ranges get no
+	// other move, their snapshots count against maxSnapshotsPerNode, and
+	// they count against maxMovesInFlight.
+	inFlight []move
+	// resting are ranges whose last move failed just now: no move.
+	resting map[uint64]bool
+	// leaderMovesAllowed is false while the driver is new: for
+	// leaderMoveInterval it does not know which leaderships the one before
+	// it moved, so it moves none.
+	leaderMovesAllowed bool
+	// leaderMoved are ranges whose leadership the driver asked to move
+	// less than leaderMoveInterval ago: no leader move. Until the routing
+	// table names the new leader, to (if the hand-over did not fail) is
+	// counted as the leader.
+	leaderMoved map[uint64]leaderMove
 }
 
-// placementPlan is what one round does.
+// placementPlan is what one round starts.
 type placementPlan struct {
-	moves       []move
-	leaderMoved bool     // one of moves hands a leadership over
-	drained     []string // decommissioning nodes left with no replica: mark them removed
+	moves   []move
+	drained []string // decommissioning nodes left with no replica: mark them removed
 }
 
 // planPlacement decides one round of placement, with no I/O:
@@ -221,13 +367,18 @@ type placementPlan struct {
 //   - a replica on a decommissioning, removed or unknown node is removed
 //     once the range has enough replicas elsewhere;
 //   - a surplus replica is removed, a dead one first, else the one on the
-//     most loaded node;
-//   - with nothing to repair, one replica moves toward the least loaded
-//     node (added now, the surplus removed next round);
-//   - at most one leadership moves from the node leading most to a
-//     replica leading at least two fewer.
+//     most loaded node, a follower rather than the leader;
+//   - replicas move toward the least loaded nodes (added now, the surplus
+//     removed once the add is done), while a node holds two more than
+//     another;
+//   - with no replica move planned or running, leaderships move from the
+//     nodes leading most to replicas leading at least two fewer, each
+//     node handing over one at a time, each range at most once per
+//     leaderMoveInterval, the meta range's last.
 //
-// At most maxMovesPerRound moves are planned, and a range gets at most one.
+// A range gets at most one move at a time, a node at most
+// maxSnapshotsPerNode new replicas at a time, and the driver runs at most
+// maxMovesInFlight moves at a time.
 func planPlacement(v placementView) placementPlan {
 	state := map[string]string{}
 	active := 0
@@ -245,22 +396,72 @@ func planPlacement(v placementView) placementPlan {
 		}
 	}
 	sort.Strings(candidates)
+	want := func(d *kvpb.RangeDescriptor) int {
+		w := v.replicas
+		if d.Id == raftstore.MetaRangeID {
+			w = max(w, 3)
+		}
+		return min(w, active)
+	}
+	leaderOf := func(d *kvpb.RangeDescriptor) string {
+		if lm, ok := v.leaderMoved[d.Id]; ok && lm.to != "" && lm.from == d.Leader {
+			return lm.to
+		}
+		return d.Leader
+	}
+	byID := map[uint64]*kvpb.RangeDescriptor{}
 	load, leads := map[string]int{}, map[string]int{}
 	for _, d := range v.ranges {
+		byID[d.Id] = d
 		for _, r := range d.Replicas {
 			load[r]++
 		}
-		leads[d.Leader]++
+		leads[leaderOf(d)]++
 	}
 
-	var plan placementPlan
 	busy := map[uint64]bool{}
-	for _, d := range v.ranges {
-		want := v.replicas
-		if d.Id == raftstore.MetaRangeID {
-			want = max(want, 3)
+	for id := range v.resting {
+		busy[id] = true
+	}
+	snapshots, handingOver := map[string]int{}, map[string]int{}
+	replicaMoves := 0
+	for _, m := range v.inFlight {
+		busy[m.rangeID] = true
+		switch r := m.req; {
+		case r.AddNode != "":
+			snapshots[r.AddNode]++
+			replicaMoves++
+			if d := byID[m.rangeID]; d != nil {
+				expectAdd(d, r.AddNode, leaderOf(d), want(d), load)
+			}
+		case r.RemoveNode != "":
+			replicaMoves++
+		case r.TransferLeaderTo != "":
+			handingOver[m.leader]++
+			if d := byID[m.rangeID]; d != nil && leaderOf(d) == m.leader {
+				leads[m.leader]--
+				leads[r.TransferLeaderTo]++
+			}
 		}
-		want = min(want, active)
+	}
+	var plan placementPlan
+	room := func() bool { return len(v.inFlight)+len(plan.moves) < maxMovesInFlight }
+	canReceive := func(id string) bool { return snapshots[id] < maxSnapshotsPerNode }
+	add := func(d *kvpb.RangeDescriptor, target string) {
+		plan.moves = append(plan.moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}, leaderOf(d), d.Replicas})
+		busy[d.Id] = true
+		snapshots[target]++
+		expectAdd(d, target, leaderOf(d), want(d), load)
+	}
+
+	for _, d := range v.ranges {
+		if !room() {
+			break
+		}
+		if busy[d.Id] {
+			continue
+		}
+		want := want(d)
 		var good, dead, bad []string
 		for _, r := range d.Replicas {
 			switch {
@@ -276,16 +477,14 @@ func planPlacement(v placementView) placementPlan {
 		var req *kvpb.ChangeReplicasRequest
 		switch {
 		case len(good)+len(dead) < want || ((len(bad) > 0 || replaceDead) && len(good) < want):
-			target := leastLoaded(candidates, d.Replicas, load)
-			if target == "" {
-				continue
+			if target := leastLoaded(slices.DeleteFunc(slices.Clone(candidates), func(id string) bool { return !canReceive(id) }), d.Replicas, load); target != "" {
+				add(d, target)
 			}
-			load[target]++
-			req = &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}
+			continue
 		case len(bad) > 0 && len(good)+len(dead) >= want:
 			req = &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: bad[0]}
 		case len(d.Replicas) > want && len(good) >= want:
-			victim := mostLoaded(good, load)
+			victim := surplus(good, leaderOf(d), load)
 			if len(dead) > 0 {
 				victim = dead[0]
 			}
@@ -294,33 +493,41 @@ func planPlacement(v placementView) placementPlan {
 		default:
 			continue
 		}
-		plan.moves = append(plan.moves, move{d.Id, req, d.Leader, d.Replicas})
+		plan.moves = append(plan.moves, move{d.Id, req, leaderOf(d), d.Replicas})
 		busy[d.Id] = true
-		if len(plan.moves) >= maxMovesPerRound {
+	}
+	for len(candidates) > 1 && room() {
+		d, target, ok := rebalanceMove(v.ranges, candidates, load, busy, canReceive)
+		if !ok {
 			break
 		}
+		add(d, target)
 	}
-	if len(plan.moves) == 0 && len(candidates) > 1 {
-		if m, ok := rebalanceMove(v.ranges, candidates, load); ok {
-			plan.moves = append(plan.moves, m)
+	if len(plan.moves) == 0 && replicaMoves == 0 && len(candidates) > 1 && v.leaderMovesAllowed {
+		eligible := func(d *kvpb.RangeDescriptor) bool {
+			_, moved := v.leaderMoved[d.Id]
+			from := leaderOf(d)
+			return !busy[d.Id] && !moved && usable(from) && handingOver[from] == 0
 		}
-	}
-	if len(plan.moves) < maxMovesPerRound && len(candidates) > 1 && v.leaderMoveAllowed {
-		for _, d := range v.ranges {
-			if busy[d.Id] || !usable(d.Leader) {
-				continue
+		for room() {
+			d, to, ok := leaderMoveFor(v.ranges, leaderOf, leads, func(d *kvpb.RangeDescriptor) bool {
+				return d.Id != raftstore.MetaRangeID && eligible(d)
+			}, usable)
+			if !ok && len(handingOver) == 0 {
+				// The meta range's leadership moves the driver, which
+				// starts without the memory of what it moved, so it goes
+				// last: alone, when no other hand-over is left.
+				d, to, ok = leaderMoveFor(v.ranges, leaderOf, leads, eligible, usable)
 			}
-			to := ""
-			for _, r := range d.Replicas {
-				if usable(r) && leads[r]+1 < leads[d.Leader] && (to == "" || leads[r] < leads[to]) {
-					to = r
-				}
-			}
-			if to != "" {
-				plan.moves = append(plan.moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, TransferLeaderTo: to}, d.Leader, d.Replicas})
-				plan.leaderMoved = true
+			if !ok {
 				break
 			}
+			from := leaderOf(d)
+			plan.moves = append(plan.moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, TransferLeaderTo: to}, from, d.Replicas})
+			busy[d.Id] = true
+			handingOver[from]++
+			leads[from]--
+			leads[to]++
 		}
 	}
 	for _, node := range v.nodes {
@@ -331,21 +538,78 @@ func planPlacement(v placementView) placementPlan {
 	return plan
 }
 
-// rebalanceMove picks one replica to add so that replica counts per node
-// even out: from a node holding more than one above the least loaded.
-func rebalanceMove(ranges []*kvpb.RangeDescriptor, candidates []string, load map[string]int) (move, bool) {
-	least := leastLoaded(candidates, nil, load)
+// expectAdd counts a replica being added to d on target as if done, and
+// the surplus replica the add will make the driver remove as gone, so
+// that moves planned meanwhile do not overshoot.
+func expectAdd(d *kvpb.RangeDescriptor, target, leader string, want int, load map[string]int) {
+	n := len(d.Replicas)
+	if !slices.Contains(d.Replicas, target) {
+		load[target]++
+		n++
+	}
+	if n > want {
+		others := slices.DeleteFunc(slices.Clone(d.Replicas), func(id string) bool { return id == target })
+		if victim := surplus(others, leader, load); victim != "" {
+			load[victim]--
+		}
+	}
+}
+
+// surplus is the replica to remove from a range with one too many: on the
+// most loaded node, a follower rather than the leader, whose removal
+// would first hand its leadership to a replica Raft picks.
+func surplus(replicas []string, leader string, load map[string]int) string {
+	best := ""
+	for _, id := range replicas {
+		if best == "" || load[id] > load[best] || (load[id] == load[best] && best == leader) {
+			best = id
+		}
+	}
+	return best
+}
+
+// leaderMoveFor picks the leadership hand-over that most narrows the gap
+// between the nodes leading most and least: from a range's leader to one
+// of its usable replicas leading at least two fewer.
+func leaderMoveFor(ranges []*kvpb.RangeDescriptor, leaderOf func(*kvpb.RangeDescriptor) string, leads map[string]int,
+	eligible func(*kvpb.RangeDescriptor) bool, usable func(string) bool) (*kvpb.RangeDescriptor, string, bool) {
+	var best *kvpb.RangeDescriptor
+	bestTo, bestGap := "", 1
 	for _, d := range ranges {
-		if slices.Contains(d.Replicas, least) {
+		if !eligible(d) {
+			continue
+		}
+		from := leaderOf(d)
+		for _, r := range d.Replicas {
+			if gap := leads[from] - leads[r]; usable(r) && r != from && gap > bestGap {
+				best, bestTo, bestGap = d, r, gap
+			}
+		}
+	}
+	return best, bestTo, best != nil
+}
+
+// rebalanceMove picks one replica to add so that replica counts per node
+// even out: on the least loaded node that can take a snapshot now, of a
+// range with no move under way and a replica on a node holding more than
+// one above it.
+func rebalanceMove(ranges []*kvpb.RangeDescriptor, candidates []string, load map[string]int, busy map[uint64]bool,
+	canReceive func(string) bool) (*kvpb.RangeDescriptor, string, bool) {
+	least := leastLoaded(slices.DeleteFunc(slices.Clone(candidates), func(id string) bool { return !canReceive(id) }), nil, load)
+	if least == "" {
+		return nil, "", false
+	}
+	for _, d := range ranges {
+		if busy[d.Id] || slices.Contains(d.Replicas, least) {
 			continue
 		}
 		for _, r := range d.Replicas {
 			if slices.Contains(candidates, r) && load[r] > load[least]+1 {
-				return move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: least}, d.Leader, d.Replicas}, true
+				return d, least, true
 			}
 		}
 	}
-	return move{}, false
+	return nil, "", false
 }
 
 func leastLoaded(candidates, exclude []string, load map[string]int) string {
@@ -356,16 +620,6 @@ func leastLoaded(candidates, exclude []string, load map[string]int) string {
 		}
 		if best == "" || load[c] < load[best] {
 			best = c
-		}
-	}
-	return best
-}
-
-func mostLoaded(ids []string, load map[string]int) string {
-	best := ""
-	for _, id := range ids {
-		if best == "" || load[id] > load[best] {
-			best = id
 		}
 	}
 	return best
@@ -413,6 +667,12 @@ func (n *Node) ChangeReplicas(ctx context.Context, req *kvpb.ChangeReplicasReque
 	case req.AddNode != "":
 		if err := n.addReplica(ctx, s, req.AddNode, addrOf(req.AddNode)); err != nil {
 			return nil, err
+		}
+		// Published now, not on publishLoop's next tick, so that the
+		// driver's next round, which runs as soon as this returns, sees
+		// the new replica and removes the surplus one.
+		if err := n.publish(ctx, s); err != nil {
+			n.log.Info("publishing a range after adding a replica", "range", s.ID(), "err", err)
 		}
 	case req.RemoveNode != "":
 		if req.RemoveNode == n.cfg.NodeID {
@@ -496,7 +756,7 @@ func (n *Node) addReplica(ctx context.Context, s *shard.Shard, target, targetAdd
 		select {
 		case <-cctx.Done():
 			return fmt.Errorf("replication: replica of range %d on %s did not catch up: %w", s.ID(), target, cctx.Err())
-		case <-time.After(min(time.Duration(attempt+1)*50*time.Millisecond, time.Second)):
+		case <-time.After(min(time.Duration(attempt+1)*catchUpPoll, 5*catchUpPoll)):
 		}
 	}
 	return s.AddVoter(ctx, target, targetAddr)

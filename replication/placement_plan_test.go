@@ -51,17 +51,38 @@ func describe(p placementPlan) string {
 	return strings.Join(parts, "; ")
 }
 
+// adds are in-flight additions of target to ranges absent from the table.
+func adds(target string, ids ...uint64) []move {
+	var out []move
+	for _, id := range ids {
+		out = append(out, move{rangeID: id, req: &kvpb.ChangeReplicasRequest{RangeId: id, AddNode: target}})
+	}
+	return out
+}
+
 func TestPlanPlacement(t *testing.T) {
 	const a, d = NodeActive, NodeDecommissioning
 	three := []string{"n1", "n2", "n3"}
+	four := set("n1", "n2", "n3", "n4")
+	ledByN1 := []*kvpb.RangeDescriptor{rng(2, three...), rng(3, three...), rng(4, three...)}
+	// Six ranges, replicas balanced over four nodes, leaders on n1 and n2.
+	twoLeaders := []*kvpb.RangeDescriptor{rng(2, "n1", "n2", "n3"), rng(3, "n1", "n3", "n4"), rng(4, "n1", "n2", "n4"),
+		rng(5, "n2", "n3", "n4"), rng(6, "n2", "n1", "n3"), rng(7, "n2", "n4", "n1")}
+	var sevenRemovals []move
+	for id := uint64(20); id < 27; id++ {
+		sevenRemovals = append(sevenRemovals, move{rangeID: id, req: &kvpb.ChangeReplicasRequest{RangeId: id, RemoveNode: "n9"}})
+	}
 	tests := []struct {
 		name string
 		v    placementView
-		want string
+		// newDriver: the driver took over less than leaderMoveInterval
+		// ago (v.leaderMovesAllowed false); otherwise allowed.
+		newDriver bool
+		want      string
 	}{
 		{
 			name: "a healthy range stays put",
-			v:    placementView{ranges: []*kvpb.RangeDescriptor{rng(2, three...)}, nodes: nodes(a, a, a), live: set(three...), replicas: 3, leaderMoveAllowed: true},
+			v:    placementView{ranges: []*kvpb.RangeDescriptor{rng(2, three...)}, nodes: nodes(a, a, a), live: set(three...), replicas: 3},
 			want: "",
 		},
 		{
@@ -87,20 +108,19 @@ func TestPlanPlacement(t *testing.T) {
 			want: "remove n3 from 2",
 		},
 		{
-			name: "a surplus of live replicas loses the one on the busiest node",
+			name: "a surplus of live replicas loses the one on the busiest node, a follower before the leader",
 			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2", "n3", "n4"), rng(3, "n4", "n1", "n2")}, nodes: nodes(a, a, a, a),
-				live: set("n1", "n2", "n3", "n4"), replicas: 3},
-			want: "remove n1 from 2",
+				live: four, replicas: 3},
+			want: "remove n2 from 2",
 		},
 		{
 			name: "a decommissioning node's replica is replaced before it is removed",
-			v:    placementView{ranges: []*kvpb.RangeDescriptor{rng(2, three...)}, nodes: nodes(a, a, d, a), live: set("n1", "n2", "n3", "n4"), replicas: 3},
+			v:    placementView{ranges: []*kvpb.RangeDescriptor{rng(2, three...)}, nodes: nodes(a, a, d, a), live: four, replicas: 3},
 			want: "add n4 to 2",
 		},
 		{
 			name: "and removed once the range has enough elsewhere",
-			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2", "n3", "n4")}, nodes: nodes(a, a, d, a),
-				live: set("n1", "n2", "n3", "n4"), replicas: 3},
+			v:    placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2", "n3", "n4")}, nodes: nodes(a, a, d, a), live: four, replicas: 3},
 			want: "remove n3 from 2",
 		},
 		{
@@ -109,21 +129,95 @@ func TestPlanPlacement(t *testing.T) {
 			want: "drained n3",
 		},
 		{
-			name: "a new node gets a replica from a node two or more busier",
-			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, three...), rng(3, three...), rng(4, three...)}, nodes: nodes(a, a, a, a),
-				live: set("n1", "n2", "n3", "n4"), replicas: 3},
-			want: "add n4 to 2",
+			name: "a new node gets maxSnapshotsPerNode replicas at once from nodes two or more busier",
+			v:    placementView{ranges: ledByN1, nodes: nodes(a, a, a, a), live: four, replicas: 3},
+			want: "add n4 to 2; add n4 to 3",
 		},
 		{
-			name: "leaderships spread when one node leads two more than another",
-			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, three...), rng(3, three...), rng(4, three...)}, nodes: nodes(a, a, a),
-				live: set(three...), replicas: 3, leaderMoveAllowed: true},
+			name: "a snapshot still on its way counts against maxSnapshotsPerNode, and its range waits",
+			v:    placementView{ranges: ledByN1, nodes: nodes(a, a, a, a), live: four, replicas: 3, inFlight: adds("n4", 2)},
+			want: "add n4 to 3",
+		},
+		{
+			name: "a node receives at most maxSnapshotsPerNode replicas at once, repairs too",
+			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2"), rng(3, "n1", "n2"), rng(4, "n1", "n2"), rng(5, "n1", "n2"), rng(6, "n1", "n2")},
+				nodes: nodes(a, a, a), live: set(three...), replicas: 3},
+			want: "add n3 to 2; add n3 to 3",
+		},
+		{
+			name: "a short range goes to the next least loaded node when the least loaded is full",
+			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2"), rng(3, "n1", "n2", "n3")}, nodes: nodes(a, a, a, a),
+				live: four, replicas: 3, inFlight: adds("n4", 20, 21)},
+			want: "add n3 to 2",
+		},
+		{
+			name: "no more than maxMovesInFlight moves run at once",
+			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2"), rng(3, "n1", "n2")}, nodes: nodes(a, a, a), live: set(three...),
+				replicas: 3, inFlight: sevenRemovals},
+			want: "add n3 to 2",
+		},
+		{
+			name: "a range whose move just failed rests",
+			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2"), rng(3, "n1", "n2")}, nodes: nodes(a, a, a), live: set(three...),
+				replicas: 3, resting: rangeSet(2)},
+			want: "add n3 to 3",
+		},
+		{
+			name: "leaderships spread when one node leads two more than another, one hand-over per node at a time",
+			v:    placementView{ranges: ledByN1, nodes: nodes(a, a, a), live: set(three...), replicas: 3},
 			want: "lead 2 n2",
 		},
 		{
-			name: "but not more often than leaderMoveInterval",
-			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, three...), rng(3, three...), rng(4, three...)}, nodes: nodes(a, a, a),
-				live: set(three...), replicas: 3},
+			name: "several nodes hand leaderships over at once, to the nodes leading fewest",
+			v:    placementView{ranges: twoLeaders, nodes: nodes(a, a, a, a), live: four, replicas: 3},
+			want: "lead 2 n3; lead 5 n4",
+		},
+		{
+			name: "a range whose leadership was asked to move within leaderMoveInterval keeps it",
+			v: placementView{ranges: ledByN1, nodes: nodes(a, a, a), live: set(three...), replicas: 3,
+				leaderMoved: map[uint64]leaderMove{2: {from: "n1"}}},
+			want: "lead 3 n2",
+		},
+		{
+			name: "a hand-over the table does not show yet counts",
+			v: placementView{ranges: ledByN1, nodes: nodes(a, a, a), live: set(three...), replicas: 3,
+				leaderMoved: map[uint64]leaderMove{2: {from: "n1", to: "n2"}}},
+			want: "lead 3 n3",
+		},
+		{
+			name: "a node handing a leadership over hands over no other",
+			v: placementView{ranges: ledByN1, nodes: nodes(a, a, a), live: set(three...), replicas: 3,
+				inFlight: []move{{rangeID: 2, req: &kvpb.ChangeReplicasRequest{RangeId: 2, TransferLeaderTo: "n2"}, leader: "n1"}}},
+			want: "",
+		},
+		{
+			name: "no leadership moves while replicas move",
+			v:    placementView{ranges: ledByN1, nodes: nodes(a, a, a), live: set(three...), replicas: 3, inFlight: adds("n2", 9)},
+			want: "",
+		},
+		{
+			name:      "a driver that just took over moves no leadership",
+			v:         placementView{ranges: ledByN1, nodes: nodes(a, a, a), live: set(three...), replicas: 3},
+			newDriver: true,
+			want:      "",
+		},
+		{
+			name: "the meta range's leadership is not the one moved while another can be",
+			v:    placementView{ranges: []*kvpb.RangeDescriptor{rng(raftstore.MetaRangeID, three...), rng(2, three...)}, nodes: nodes(a, a, a), live: set(three...), replicas: 3},
+			want: "lead 2 n2",
+		},
+		{
+			name: "it moves last, alone",
+			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(raftstore.MetaRangeID, three...), rng(2, three...)}, nodes: nodes(a, a, a), live: set(three...), replicas: 3,
+				leaderMoved: map[uint64]leaderMove{2: {from: "n2", to: "n1"}}},
+			want: "lead 1 n2",
+		},
+		{
+			name: "not while another hand-over runs",
+			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(raftstore.MetaRangeID, three...), rng(2, three...), rng(3, "n2", "n1", "n3")},
+				nodes: nodes(a, a, a), live: set(three...), replicas: 3,
+				leaderMoved: map[uint64]leaderMove{2: {from: "n2", to: "n1"}},
+				inFlight:    []move{{rangeID: 3, req: &kvpb.ChangeReplicasRequest{RangeId: 3, TransferLeaderTo: "n1"}, leader: "n2"}}},
 			want: "",
 		},
 		{
@@ -136,22 +230,50 @@ func TestPlanPlacement(t *testing.T) {
 			v:    placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2")}, nodes: nodes(a, a), live: set("n1", "n2"), replicas: 3},
 			want: "",
 		},
-		{
-			name: "at most maxMovesPerRound moves a round",
-			v: placementView{ranges: []*kvpb.RangeDescriptor{rng(2, "n1", "n2"), rng(3, "n1", "n2"), rng(4, "n1", "n2"), rng(5, "n1", "n2"), rng(6, "n1", "n2")},
-				nodes: nodes(a, a, a), live: set(three...), replicas: 3},
-			want: "add n3 to 2; add n3 to 3; add n3 to 4; add n3 to 5",
-		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			tc.v.leaderMovesAllowed = !tc.newDriver
 			p := planPlacement(tc.v)
 			if got := describe(p); got != tc.want {
 				t.Fatalf("plan = %q, want %q", got, tc.want)
 			}
-			if p.leaderMoved != slices.ContainsFunc(p.moves, func(m move) bool { return m.req.TransferLeaderTo != "" }) {
-				t.Fatalf("leaderMoved = %v for %q", p.leaderMoved, describe(p))
-			}
+			checkPlanLimits(t, tc.v, p)
 		})
 	}
+}
+
+// checkPlanLimits asserts the bounds every plan keeps, with the moves in
+// flight: one move per range, maxSnapshotsPerNode per receiving node, one
+// leadership hand-over per node, maxMovesInFlight in all.
+func checkPlanLimits(t *testing.T, v placementView, p placementPlan) {
+	t.Helper()
+	all := append(slices.Clone(v.inFlight), p.moves...)
+	if len(all) > maxMovesInFlight {
+		t.Fatalf("%d moves in flight, at most %d allowed", len(all), maxMovesInFlight)
+	}
+	ranges, snapshots, handing := map[uint64]int{}, map[string]int{}, map[string]int{}
+	for _, m := range all {
+		if ranges[m.rangeID]++; ranges[m.rangeID] > 1 {
+			t.Fatalf("range %d has two moves: %q", m.rangeID, describe(p))
+		}
+		if m.req.AddNode != "" {
+			if snapshots[m.req.AddNode]++; snapshots[m.req.AddNode] > maxSnapshotsPerNode {
+				t.Fatalf("%s receives %d snapshots at once", m.req.AddNode, snapshots[m.req.AddNode])
+			}
+		}
+		if m.req.TransferLeaderTo != "" {
+			if handing[m.leader]++; handing[m.leader] > 1 {
+				t.Fatalf("%s hands over %d leaderships at once", m.leader, handing[m.leader])
+			}
+		}
+	}
+}
+
+func rangeSet(ids ...uint64) map[uint64]bool {
+	m := map[uint64]bool{}
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
 }

@@ -143,7 +143,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.probeValue, "probe-value-size", 256, "bytes per probe put")
 	fs.DurationVar(&o.baseline, "baseline", 10*time.Second, "probe window before the join")
 	fs.DurationVar(&o.hold, "hold", 5*time.Second, "how long the new node's share and the leader balance must hold to count as done")
-	fs.DurationVar(&o.quiet, "quiet", 30*time.Second, "with the share in place but the leaders not balanced, end when nothing has moved for this long (kvd moves a leadership at most every 10s)")
+	fs.DurationVar(&o.quiet, "quiet", 30*time.Second, "with the share in place but the leaders not balanced, end when nothing has moved for this long (kvd moves leaderships once no replica is moving, each range at most once per 10s)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound of the rebalancing, from the 4th node's start")
 	fs.DurationVar(&o.settleTimeout, "settle-timeout", 5*time.Minute, "bound of the wait for the loaded cluster's ranges and leaders")
 	fs.Int64Var(&o.minFreeMiB, "min-free-mib", 1024, "refuse to start unless the work directory's file system keeps this many MiB free beyond 8 times -size")
