@@ -34,6 +34,8 @@ type AuthBackend interface {
 	Check(now time.Time) (*auth.State, error)
 	// Mutate applies a mutation to the cluster's state.
 	Mutate(ctx context.Context, m auth.Mutation) (auth.Result, error)
+	// Refresh reads the cluster's state now and holds it.
+	Refresh(ctx context.Context) error
 }
 
 // SetAuth turns authorisation on: every request is decided by a's state,
@@ -177,6 +179,15 @@ func (s *Service) identify(ctx context.Context, st *auth.State) (string, error) 
 // node that cannot confirm auth is still disabled refuses.
 func (s *Service) authorize(ctx context.Context, decide func(st *auth.State, user string) error) error {
 	st, err := s.authState(ctx)
+	if st != nil {
+		if tok := requestCreds(ctx).token; tok != "" && auth.TokenRevision(tok) > st.Revision() {
+			// The token was issued at a state this node has not seen
+			// yet (see auth.TokenRevision): catch up before deciding.
+			if rerr := s.auth.Refresh(ctx); rerr == nil {
+				st, err = s.authState(ctx)
+			}
+		}
+	}
 	if err != nil || st == nil || !st.Enabled() {
 		return err
 	}

@@ -475,3 +475,25 @@ func TestAuth_StateIsSharedRevokedWithinBoundAndSurvivesRestart(t *testing.T) {
 		return status.Code(err) == codes.Unavailable && rpctypes.ReasonOf(err) == rpctypes.ReasonAuthStale
 	})
 }
+
+// A token carries the auth revision it was issued at, and a node holding
+// an older state catches up before it decides: right after auth is turned
+// on through n1, a user's token on n2 and n3 meets auth as n1 left it, not
+// the disabled state those nodes held a moment ago (a README walkthrough
+// once wrote a key its user had no right to, through a node that had not
+// refreshed yet).
+func TestAuth_ATokenNewerThanTheNodesStateMakesItCatchUp(t *testing.T) {
+	c := newAuthCluster(t, 3)
+	for i := range c.nodes {
+		c.waitAuthReady(i)
+	}
+	tokens := setupUsers(t, c) // through n1; ends with auth enable
+	for i := 1; i < len(c.nodes); i++ {
+		ctx, cancel := context.WithTimeout(withBearer(context.Background(), tokens["ro"]), 5*time.Second)
+		_, err := c.nodes[i].kv().Put(ctx, &kvpb.PutRequest{Key: []byte(fmt.Sprintf("a/n%d", i+1)), Value: []byte("v")})
+		cancel()
+		if o := grpcOutcome(err); o != denied {
+			t.Fatalf("ro writing through n%d right after auth was enabled through n1: %v (%s), want PERMISSION_DENIED", i+1, err, o)
+		}
+	}
+}

@@ -63,10 +63,27 @@ func (s *State) Authenticate(user, password string) error {
 }
 
 // claims is a token's payload: the standard subject (user), issued-at and
-// expiry, and the user's generation when the token was issued.
+// expiry, the user's generation when the token was issued, and the state's
+// revision then (see TokenRevision).
 type claims struct {
 	Generation uint64 `json:"gen"`
+	Revision   uint64 `json:"rev,omitempty"`
 	jwt.RegisteredClaims
+}
+
+// TokenRevision returns the auth state revision a token was issued at,
+// read without verifying the token (0 when it names none or is not a
+// token). A node holding an older state than that must catch up before it
+// decides a request carrying the token: the token's holder has seen auth
+// changes the node has not (auth turned on, a role granted), and deciding
+// on the older state would surprise them within the revocation bound. It
+// is only a hint: forging it costs the forger a refresh, nothing more.
+func TokenRevision(token string) uint64 {
+	var c claims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &c); err != nil {
+		return 0
+	}
+	return c.Revision
 }
 
 // Issuer issues and verifies HS256 JWTs signed with the state's signing
@@ -104,6 +121,7 @@ func (i *Issuer) Issue(s *State, user string) (token string, expires time.Time, 
 	expires = now.Add(ttl).Truncate(time.Second) // JWT times are whole seconds
 	c := claims{
 		Generation: u.Generation,
+		Revision:   s.revision,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   user,
 			IssuedAt:  jwt.NewNumericDate(now),

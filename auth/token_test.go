@@ -292,3 +292,19 @@ func TestHashPasswordCost(t *testing.T) {
 		t.Fatalf("an empty password: %v, want ErrInvalidPassword", err)
 	}
 }
+
+// A token names the state revision it was issued at; anything that is
+// not a token names none.
+func TestTokenRevision(t *testing.T) {
+	iss := &Issuer{}
+	s := tokenState(t)
+	tok := issue(t, iss, s, "alice")
+	if got := TokenRevision(tok); got != s.Revision() || got == 0 {
+		t.Fatalf("TokenRevision = %d, want the state's revision %d", got, s.Revision())
+	}
+	for _, bad := range []string{"", "garbage", "a.b.c", strings.Repeat(".", 3)} {
+		if got := TokenRevision(bad); got != 0 {
+			t.Errorf("TokenRevision(%q) = %d, want 0", bad, got)
+		}
+	}
+}
