@@ -36,7 +36,7 @@ run-tls: build
 # Everything that fits in CI: formatting, vet and staticcheck (lint), unit
 # and in-process cluster tests with the race detector, then the
 # real-process tests.
-test: lint test-unit test-process bench-smoke
+test: lint test-unit test-process bench-smoke fuzz-smoke
 
 test-unit:
 	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v jepsen-style-tests)
@@ -50,6 +50,26 @@ test-process:
 
 vet:
 	$(GO) vet ./...
+
+# Fuzz the API's request decoding (api/fuzz_test.go): HTTP requests, gRPC
+# request bytes, session tokens, read options, bearer tokens. Go fuzzes one
+# target per `go test -fuzz`, so each Fuzz* target runs in turn, FUZZTIME
+# each; a failing input lands in api/testdata/fuzz/ and is re-run by every
+# `go test` from then on. fuzz-smoke (part of test) gives each 5 seconds.
+FUZZTIME ?= 1m
+FUZZ_PKG := ./api
+fuzz_run  = set -e; targets=$$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(f \*testing\.F).*/\1/p' $(FUZZ_PKG)/*_test.go); \
+	test -n "$$targets"; \
+	for t in $$targets; do echo "--- fuzz $$t ($(1))"; \
+	$(GO) test -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(1) $(FUZZ_PKG); done
+
+.PHONY: fuzz fuzz-smoke
+
+fuzz:
+	@$(call fuzz_run,$(FUZZTIME))
+
+fuzz-smoke:
+	@$(call fuzz_run,5s)
 
 # gofmt, go vet and staticcheck (pinned; fetched through the module proxy).
 lint: verify-fmt vet
@@ -143,9 +163,19 @@ bench-micro:
 # environment: other targets use the same names with other defaults.
 # KNOWN_ISSUES (comma list, default none) tolerates known server bugs by
 # their exact signature: see `bin/jepsen -h`.
+# RANGES=n pre-splits the key space the workload touches into n user ranges
+# before it starts; RANGE_MAX_BYTES=b is every node's --range-max-bytes
+# (ranges also split as they grow). Both unset: one user range, kvd's
+# default size. The verdict line says how many ranges the run ended with.
+# TLS=1 runs with mutual TLS on every link and auth on (clients as user
+# jepsen, nemeses as root), adds the auth-revoke nemesis to NEMESIS=all
+# and the auth checker (see docs/jepsen.md).
 jepsen_var        = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
 JEPSEN_COMMON     = --kvd $(BIN)/kvd --nodes $(call jepsen_var,NODES,5) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) \
-                    $(if $(KNOWN_ISSUES),--known-issues $(KNOWN_ISSUES))
+                    $(if $(KNOWN_ISSUES),--known-issues $(KNOWN_ISSUES)) \
+                    $(if $(call jepsen_var,RANGES,),--ranges $(RANGES)) \
+                    $(if $(call jepsen_var,RANGE_MAX_BYTES,),--range-max-bytes $(RANGE_MAX_BYTES)) \
+                    $(if $(filter 1 true yes,$(call jepsen_var,TLS,)),--tls)
 
 .PHONY: jepsen jepsen-canary jepsen-build
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,6 +116,11 @@ func keyPaths(mux *http.ServeMux) http.Handler {
 		}
 		for _, prefix := range []string{"/v1/kv/", "/v1/cas/"} {
 			raw, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix)
+			if !ok && r.URL.EscapedPath() == strings.TrimSuffix(prefix, "/") {
+				// "/v1/kv" is the empty key, as "/v1/kv/" is; the mux
+				// would redirect it there.
+				raw, ok = "", true
+			}
 			if !ok {
 				continue
 			}
@@ -132,12 +138,33 @@ func keyPaths(mux *http.ServeMux) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
+		if clean := cleanPath(r.URL.Path); clean != r.URL.Path && r.Method != http.MethodConnect {
+			// The mux would redirect (an HTML 3xx) to the cleaned path;
+			// the API answers a path it does not serve with its JSON 404.
+			writeError(w, rpctypes.Error(codes.Unimplemented, rpctypes.ReasonUnknownPath,
+				fmt.Sprintf("dialkv: no such path %q (did you mean %q? the API is under /v1/; see the README)", r.URL.Path, clean), nil))
+			return
+		}
 		if h, pattern := mux.Handler(r); pattern == "" {
 			refuseUnrouted(w, r, h)
 			return
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// cleanPath is the path ServeMux redirects p to when they differ: p
+// rooted, without "." and ".." elements or repeated slashes, keeping a
+// trailing slash.
+func cleanPath(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean
 }
 
 // refuseUnrouted answers a request no pattern matched. h is the mux's own

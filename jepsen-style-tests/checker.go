@@ -156,7 +156,7 @@ func Check(h *History, opts CheckOptions) []*CheckResult {
 		r.Took = time.Since(start).Round(time.Millisecond).String()
 		return r
 	}
-	return []*CheckResult{
+	results := []*CheckResult{
 		run(CheckLinearizable, func(ix *index, r *CheckResult) { checkLinearizable(ix, r, opts.LinearizableTimeout) }),
 		run(CheckBounded, checkBounded),
 		run(CheckSession, checkSession),
@@ -164,6 +164,10 @@ func Check(h *History, opts CheckOptions) []*CheckResult {
 		run(CheckDurability, checkDurability),
 		run(CheckHonesty, checkHonesty),
 	}
+	if hasAuthEvents(h) {
+		results = append(results, run(CheckAuth, checkAuth))
+	}
+	return results
 }
 
 // index is what the checkers share: the history's client ops and lookups

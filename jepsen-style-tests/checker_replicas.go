@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/raftstore"
 )
 
 // CheckReplicas is the verdict on the replicas' own state: the replicas of
@@ -31,6 +32,21 @@ type replicaSource interface {
 	ID(i int) string
 	Running(i int) bool
 	status(ctx context.Context, i int, digest bool) (*kvpb.StatusResponse, error)
+}
+
+// rangeLister is a replicaSource that also knows every range the routing
+// table lists (Cluster.Ranges): each must be compared too, so that a range
+// whose every replica is missing from the nodes' reports fails the check
+// rather than go unseen.
+type rangeLister interface {
+	listRanges(ctx context.Context) ([]uint64, error)
+}
+
+// replicaStats counts what the replicas checker saw: user ranges (the
+// meta range left out) reported by a node or listed by the routing table,
+// and those among them compared across all their replicas.
+type replicaStats struct {
+	userRanges, userCompared int
 }
 
 // replicaWait bounds how long the checker waits for each range's replicas
@@ -64,7 +80,18 @@ type replicaDigest struct {
 // too: replicas that catch up one by one, or a range that keeps taking
 // writes (the meta range), need not be caught at one index in one round.
 func replicaResult(ctx context.Context, c replicaSource, w replicaWait, logf func(string, ...any)) *CheckResult {
+	r, _ := checkReplicas(ctx, c, w, logf)
+	return r
+}
+
+// checkReplicas is replicaResult, with counts of what it saw. When c is a
+// rangeLister, every range of the routing table (asked each round) must
+// also be compared.
+func checkReplicas(ctx context.Context, c replicaSource, w replicaWait, logf func(string, ...any)) (*CheckResult, replicaStats) {
 	r := newResult(CheckReplicas)
+	lister, _ := c.(rangeLister)
+	listed := map[uint64]bool{} // every range the routing table listed in any round
+	listedOnce := false
 	start := time.Now()
 	deadline := start.Add(w.Timeout)
 	digests := map[uint64]map[uint64]map[string]replicaDigest{} // range -> index -> node -> digest
@@ -89,6 +116,16 @@ func replicaResult(ctx context.Context, c replicaSource, w replicaWait, logf fun
 			st   *kvpb.RangeStatus
 		}
 		byRange := map[uint64][]report{}
+		if lister != nil {
+			ids, err := lister.listRanges(ctx)
+			if err != nil {
+				logf("jepsen: replicas: %v", err)
+			}
+			listedOnce = listedOnce || err == nil
+			for _, id := range ids {
+				listed[id] = true
+			}
+		}
 		for i := range c.N() {
 			if !c.Running(i) {
 				continue
@@ -146,7 +183,7 @@ func replicaResult(ctx context.Context, c replicaSource, w replicaWait, logf fun
 				}
 			}
 		}
-		if len(latest) > 0 && len(done)+len(failed)+len(single) == len(latest) {
+		if len(latest) > 0 && len(done)+len(failed)+len(single) == len(latest) && (lister == nil || listedOnce) && reportedAll(listed, latest) {
 			break
 		}
 	}
@@ -161,16 +198,52 @@ func replicaResult(ctx context.Context, c replicaSource, w replicaWait, logf fun
 		r.fail("", fmt.Sprintf("range %d: its replicas %v were never all seen at one applied index (%d rounds over %v): %s",
 			id, members[id], rounds, time.Since(start).Round(time.Second), describeReplicas(members[id], latest[id])))
 	}
+	var unseen []uint64
+	for id := range listed {
+		if latest[id] == nil {
+			unseen = append(unseen, id)
+		}
+	}
+	slices.Sort(unseen)
+	for _, id := range unseen {
+		r.fail("", fmt.Sprintf("range %d: listed by the routing table, but no node reported a replica of it (%d rounds over %v)", id, rounds, time.Since(start).Round(time.Second)))
+	}
+	if lister != nil && !listedOnce {
+		r.fail("", "no node listed the ranges (Cluster.Ranges), so the ranges compared cannot be checked against the routing table")
+	}
 	if len(latest) == 0 {
 		r.fail("", "no node reported any range")
 	}
-	r.note("%d of %d ranges compared across all their replicas at one applied index (%d rounds)", r.Checked, len(latest), rounds)
+	var stats replicaStats
+	for id := range latest {
+		if id != raftstore.MetaRangeID {
+			stats.userRanges++
+			if done[id] {
+				stats.userCompared++
+			}
+		}
+	}
+	stats.userRanges += len(unseen)
+	r.note("%d of %d ranges compared across all their replicas at one applied index (%d rounds)", r.Checked, len(latest)+len(unseen), rounds)
+	if lister != nil {
+		r.note("the routing table listed %d user ranges", len(listed))
+	}
 	if len(single) > 0 {
 		ids := slices.Sorted(maps.Keys(single))
 		r.note("ranges with a single replica, nothing to compare: %v", ids)
 	}
 	r.Took = time.Since(start).Round(time.Millisecond).String()
-	return r
+	return r, stats
+}
+
+// reportedAll reports whether every listed range was reported by a node.
+func reportedAll(listed map[uint64]bool, latest map[uint64]map[string]replicaSeen) bool {
+	for id := range listed {
+		if latest[id] == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // rangeMembers is the range's replica set as the freshest of its reports

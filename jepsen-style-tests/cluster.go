@@ -95,6 +95,10 @@ type Options struct {
 	// may be called again with new Raft addresses when Start retries after
 	// a port clash.
 	PeerAddr func(from, to int, raftAddr string) (string, error)
+	// TLS puts mutual TLS on every node's client and peer ports, with a
+	// CA and certificates Start makes in CertDir (see tls.go); the
+	// harness's own requests then present the root user's certificate.
+	TLS bool
 	// Logf, when set, receives one line per harness event (start, kill,
 	// stop, ...); pass t.Logf.
 	Logf func(format string, args ...any)
@@ -196,6 +200,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
+	if opts.TLS {
+		if err := makeCerts(opts.CertDir(), opts.Nodes); err != nil {
+			return nil, err
+		}
+	}
 	var lastErr error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		c, clash, err := startOnce(ctx, opts)
@@ -225,10 +234,11 @@ func startOnce(ctx context.Context, opts Options) (c *Cluster, clash bool, err e
 	if err != nil {
 		return nil, false, fmt.Errorf("jepsen: %w", err)
 	}
-	c = &Cluster{
-		opts:   opts,
-		client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 30 * time.Second},
+	client, err := opts.harnessClient()
+	if err != nil {
+		return nil, false, err
 	}
+	c = &Cluster{opts: opts, client: client}
 	var initial []string
 	for i := range opts.Nodes {
 		n := &node{
@@ -257,6 +267,7 @@ func startOnce(ctx context.Context, opts Options) (c *Cluster, clash bool, err e
 			"--raft-election-timeout", opts.ElectionTimeout.String(),
 			"--log-level", opts.LogLevel,
 		}
+		n.args = append(n.args, opts.tlsArgs(n.id)...)
 		n.args = append(n.args, opts.ExtraArgs...)
 		if opts.PeerAddr != nil {
 			for j, peer := range c.nodes {
@@ -418,8 +429,9 @@ func (c *Cluster) HTTPAddrs() []string {
 // transport's connection pool leaves behind under concurrency.
 func (c *Cluster) HTTPClient() *http.Client { return c.client }
 
-// URL is node i's HTTP base URL, "http://host:port".
-func (c *Cluster) URL(i int) string { return "http://" + c.nodes[i].httpAddr }
+// URL is node i's HTTP base URL, "http://host:port" ("https://" with
+// TLS).
+func (c *Cluster) URL(i int) string { return c.opts.scheme() + "://" + c.nodes[i].httpAddr }
 
 // RaftAddrs are the nodes' Raft addresses (host:port), by index.
 func (c *Cluster) RaftAddrs() []string {
@@ -452,8 +464,9 @@ func (c *Cluster) Crashes() []Crash {
 	return append([]Crash(nil), c.crashes...)
 }
 
-// PanicLine returns the first "panic:" or "fatal error:" line that the
-// process pid of node i wrote to its log, or "".
+// PanicLine returns the first "panic:", "fatal error:" or "kvd:" line (the
+// error kvd exits with, cmd/kvd) that the process pid of node i wrote to
+// its log, or "".
 func (c *Cluster) PanicLine(i, pid int) string {
 	b, err := os.ReadFile(c.nodes[i].logPath)
 	if err != nil {
@@ -467,7 +480,7 @@ func (c *Cluster) PanicLine(i, pid int) string {
 			in = true
 		case strings.HasPrefix(l, "=== jepsen harness"):
 			in = false
-		case in && (strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:")):
+		case in && (strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, "kvd: ")):
 			return l
 		}
 	}

@@ -37,6 +37,11 @@
 //     folder: summary.json, summary.txt, history.jsonl, harness.log, node
 //     logs, and porcupine's HTML timeline (fault periods marked) for the
 //     keys of any violation.
+//   - tls.go, auth_nemesis.go, checker_auth.go: a run with TLS on every
+//     link and auth on (Config.TLS): a CA and certificates, the clients
+//     as user jepsen, the harness as root; the auth-revoke nemesis takes
+//     the clients' role away and gives it back; the auth checker holds
+//     the server to the revocation's bound.
 //   - crashloop.go: CrashLoop, kill -9 and restart cycles on a cluster of
 //     many ranges under writes, then the same checkers, the replicas
 //     compared by digest and the loop's own verdict.
@@ -50,7 +55,8 @@
 // consistency_test.go proves each read level's promise on a follower cut
 // off by SIGSTOP and measures read throughput per level; checker_test.go
 // feeds the checkers hand-made bad histories; proxy_test.go checks the
-// proxy; suite_test.go is the short suite run of `make test`, and
+// proxy; suite_test.go is the short suite run of `make test`
+// (tls_process_test.go its form with TLS, auth and auth-revoke), and
 // crashloop_process_test.go the short crash loop;
 // repro_test.go reproduces server bugs the suite found (testdata/ keeps
 // their histories and logs); limits_process_test.go floods a leader's

@@ -69,7 +69,7 @@ func ExpandNemeses(list []string) (kinds, notes []string, err error) {
 			for _, s := range partitionShapes {
 				add(s)
 			}
-		case NemIsolate, NemLeader, NemHalves, NemBridge, NemOneWay, NemReject, NemKill, NemPause, NemSlow, NemMember, NemTransfer, NemSplit:
+		case NemIsolate, NemLeader, NemHalves, NemBridge, NemOneWay, NemReject, NemKill, NemPause, NemSlow, NemMember, NemTransfer, NemSplit, NemAuthRevoke:
 			if why := skippedNemeses[name]; why != "" {
 				notes = append(notes, fmt.Sprintf("%s skipped: %s", name, why))
 				continue
@@ -78,7 +78,7 @@ func ExpandNemeses(list []string) (kinds, notes []string, err error) {
 		case "none":
 			return nil, notes, nil
 		default:
-			return nil, nil, fmt.Errorf("jepsen: unknown nemesis %q (want partition, %s, kill, pause, slow, membership, leader-transfer, split, all or none)",
+			return nil, nil, fmt.Errorf("jepsen: unknown nemesis %q (want partition, %s, kill, pause, slow, membership, leader-transfer, split, auth-revoke, all or none)",
 				name, strings.Join(partitionShapes, ", "))
 		}
 	}
@@ -513,12 +513,14 @@ func (e *nemesisEnv) conn(i int) *grpc.ClientConn { return e.cs.grpc[i] }
 
 // Schedule is the nemesis plan of a run.
 type Schedule struct {
-	Kinds        []string
-	HealthyMin   time.Duration
-	HealthyMax   time.Duration
-	FaultMin     time.Duration
-	FaultMax     time.Duration
-	ComposeRatio float64 // fraction of fault periods that combine two kinds
+	Kinds      []string
+	HealthyMin time.Duration
+	HealthyMax time.Duration
+	FaultMin   time.Duration
+	FaultMax   time.Duration
+	// ComposeRatio is the fraction of fault periods that combine two kinds
+	// (0: Config's default, 0.25; negative: never, one fault at a time).
+	ComposeRatio float64
 }
 
 func (s *Schedule) setDefaults() {
@@ -540,6 +542,10 @@ func (s *Schedule) setDefaults() {
 // the seeded rng, until ctx is done, then stops whatever is active.
 func (e *nemesisEnv) runSchedule(ctx context.Context, s Schedule) {
 	s.setDefaults()
+	// auth-revoke keeps its own timeline (see authRevoker).
+	rest, authDone := e.authRevoker(ctx, s.Kinds)
+	defer authDone()
+	s.Kinds = rest
 	if len(s.Kinds) == 0 {
 		<-ctx.Done()
 		return

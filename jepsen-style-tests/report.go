@@ -69,10 +69,30 @@ type Summary struct {
 	Faults       []Fault                       `json:"faults"`
 	// Recovery says how long the nodes took to report ready after the
 	// final heal (not a checker: a liveness observation).
-	Recovery  string              `json:"recovery"`
-	Timelines []string            `json:"timelines,omitempty"`
-	Canary    *CanarySummary      `json:"canary,omitempty"`
-	Proxies   map[string][2]int64 `json:"proxy_bytes_forwarded_dropped,omitempty"`
+	Recovery  string         `json:"recovery"`
+	Timelines []string       `json:"timelines,omitempty"`
+	Canary    *CanarySummary `json:"canary,omitempty"`
+	// Ranges is set by Run (not by the crash loop, which counts its own).
+	Ranges  *RangeCounts        `json:"ranges,omitempty"`
+	Proxies map[string][2]int64 `json:"proxy_bytes_forwarded_dropped,omitempty"`
+}
+
+// RangeCounts are the cluster's user ranges (the meta range left out).
+type RangeCounts struct {
+	// AtStart: listed by the routing table when the workload started
+	// (after any pre-split). AtEnd: reported by a node or listed by the
+	// routing table after the heal. Compared: those of AtEnd whose
+	// replicas the replicas checker compared at one applied index.
+	AtStart  int `json:"at_start"`
+	AtEnd    int `json:"at_end"`
+	Compared int `json:"compared"`
+}
+
+func (rc *RangeCounts) String() string {
+	if rc == nil {
+		return "ranges not counted"
+	}
+	return fmt.Sprintf("%d ranges at the end (%d at the start), %d compared across their replicas", rc.AtEnd, rc.AtStart, rc.Compared)
 }
 
 // category names an op for the counts.
@@ -213,7 +233,11 @@ func writeArtefacts(rep *Report, logf func(string, ...any)) error {
 		return err
 	}
 	table := rep.Summary.Table()
-	text := fmt.Sprintf("checkers:\n%s\nrecovery: %s\n\navailability by phase (answered/total; a compare-and-swap refused on its comparison counts as answered):\n%s", rep.Summary.CheckerLines(), rep.Summary.Recovery, table)
+	ranges := ""
+	if rep.Summary.Ranges != nil {
+		ranges = fmt.Sprintf("ranges: %s\n", rep.Summary.Ranges)
+	}
+	text := fmt.Sprintf("checkers:\n%s\n%srecovery: %s\n\navailability by phase (answered/total; a compare-and-swap refused on its comparison counts as answered):\n%s", rep.Summary.CheckerLines(), ranges, rep.Summary.Recovery, table)
 	if err := os.WriteFile(filepath.Join(rep.Out, "summary.txt"), []byte(text), 0o644); err != nil {
 		return err
 	}

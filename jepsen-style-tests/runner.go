@@ -7,10 +7,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/harness"
 )
 
 // Config is one Jepsen-style run.
@@ -40,6 +45,16 @@ type Config struct {
 	LinearizableTimeout time.Duration
 	// HeartbeatTimeout and ElectionTimeout of the nodes (default 500ms).
 	HeartbeatTimeout, ElectionTimeout time.Duration
+	// Ranges, when above 1, pre-splits the key space the workload will
+	// touch into this many user ranges before the workload starts (see
+	// presplitPoints). RangeMaxBytes, when set, is every node's
+	// --range-max-bytes, so that ranges also split as they grow.
+	Ranges        int
+	RangeMaxBytes int64
+	// TLS runs the cluster with mutual TLS on every link and auth on: the
+	// clients run as WorkloadUser, the nemesis and the final reads as
+	// RootUser (see tls.go), and `all` includes auth-revoke.
+	TLS bool
 	// Logf receives progress lines (default: none); they also go to
 	// Out/harness.log.
 	Logf func(format string, args ...any)
@@ -73,6 +88,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
+	}
+	if c.Ranges < 0 || c.RangeMaxBytes < 0 {
+		return fmt.Errorf("jepsen: Config.Ranges (%d) and Config.RangeMaxBytes (%d) must not be negative", c.Ranges, c.RangeMaxBytes)
 	}
 	return nil
 }
@@ -119,9 +137,9 @@ func (r *Report) VerdictLine() string {
 			}
 			extra = " (known issues tolerated: " + strings.Join(parts, ", ") + ")"
 		}
-		return fmt.Sprintf("JEPSEN PASS: all %d checkers passed on %d operations%s; results in %s", len(r.Results), r.Summary.Ops.Total, extra, r.Out)
+		return fmt.Sprintf("JEPSEN PASS: all %d checkers passed on %d operations%s; %s; results in %s", len(r.Results), r.Summary.Ops.Total, extra, r.Summary.Ranges, r.Out)
 	}
-	return fmt.Sprintf("JEPSEN FAIL: %s; results in %s", strings.Join(failing, " "), r.Out)
+	return fmt.Sprintf("JEPSEN FAIL: %s; %s; results in %s", strings.Join(failing, " "), r.Summary.Ranges, r.Out)
 }
 
 // Run starts a cluster behind proxies in cfg.Out, drives the workload and
@@ -132,7 +150,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	kinds, notes, err := ExpandNemeses(cfg.Nemeses)
+	kinds, notes, err := expandNemeses(cfg.Nemeses, cfg.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +185,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, n := range notes {
 		logf("jepsen: %s", n)
 	}
-	logf("jepsen: %d nodes, %v, nemeses %v, seed %d, %d clients, canary %v", cfg.Nodes, cfg.Duration, kinds, cfg.Seed, cfg.Clients, cfg.Canary)
+	logf("jepsen: %d nodes, %v, nemeses %v, seed %d, %d clients, canary %v, %d ranges pre-split, range max bytes %d",
+		cfg.Nodes, cfg.Duration, kinds, cfg.Seed, cfg.Clients, cfg.Canary, cfg.Ranges, cfg.RangeMaxBytes)
 
 	nodesDir := filepath.Join(out, "nodes")
 	if err := os.RemoveAll(nodesDir); err != nil {
@@ -175,10 +194,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	nt := NewNet(cfg.Nodes, logf)
 	defer nt.Close()
+	var extra []string
+	if cfg.RangeMaxBytes > 0 {
+		extra = append(extra, "--range-max-bytes", strconv.FormatInt(cfg.RangeMaxBytes, 10))
+	}
 	c, err := Start(ctx, Options{
 		KvdPath: cfg.KvdPath, Dir: nodesDir, Nodes: cfg.Nodes, Logf: logf,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout,
-		PeerAddr: nt.PeerAddr,
+		PeerAddr: nt.PeerAddr, ExtraArgs: extra, TLS: cfg.TLS,
 	})
 	if err != nil {
 		return nil, err
@@ -221,6 +244,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer cs.Close()
+	wcs, err := setupAuth(ctx, c, cs, logf) // the clients' connections
+	if err != nil {
+		return nil, err
+	}
+	if wcs != cs {
+		defer wcs.Close()
+	}
+	ranges := RangeCounts{}
+	if cfg.Ranges > 1 {
+		points := presplitPoints(cfg.Workload, cfg.Duration, cfg.Ranges-1)
+		if len(points) < cfg.Ranges-1 {
+			logf("jepsen: %d ranges asked, but a run of %v has only %d workload keys to split at: pre-splitting into %d", cfg.Ranges, cfg.Duration, len(points), len(points)+1)
+		}
+		if err := presplit(ctx, c, cs, points, logf); err != nil {
+			return nil, err
+		}
+	}
+	if ranges.AtStart, err = countUserRanges(ctx, cs); err != nil {
+		return nil, err
+	}
+	logf("jepsen: %d user ranges at the start", ranges.AtStart)
 	rec, err := NewRecorder(filepath.Join(out, "history.jsonl"))
 	if err != nil {
 		return nil, err
@@ -233,7 +277,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	sh := &shared{latest: map[string]string{}}
 	var wg sync.WaitGroup
 	for i := range cfg.Clients {
-		w := &worker{id: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), cs: cs, rec: rec, cfg: cfg.Workload, shared: sh, nodes: c.N()}
+		w := &worker{id: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), cs: wcs, rec: rec, cfg: cfg.Workload, shared: sh, nodes: c.N()}
 		wg.Go(func() { w.run(rctx) })
 	}
 	env := &nemesisEnv{c: c, cs: cs, net: nt, rec: rec, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), logf: logf, removed: map[int]bool{}}
@@ -280,8 +324,9 @@ wait:
 	hcancel()
 	time.Sleep(time.Second)
 	finalReads(ctx, cs, rec, c.N(), cfg.Workload.OpTimeout, logf)
-	replicas := replicaResult(ctx, c, defaultReplicaWait, logf)
+	replicas, seen := checkReplicas(ctx, clusterReplicas{c, cs}, defaultReplicaWait, logf)
 	keepData = replicas.Failing()
+	ranges.AtEnd, ranges.Compared = seen.userRanges, seen.userCompared
 	if err := rec.Close(); err != nil {
 		logf("jepsen: writing the history: %v", err)
 	}
@@ -300,6 +345,7 @@ wait:
 	}
 	rep.Summary = summarize(h, results, cfg, kinds, notes)
 	rep.Summary.Recovery = recovery
+	rep.Summary.Ranges = &ranges
 	rep.Summary.Proxies = nt.Stats()
 	if cfg.Canary {
 		rep.Caught = canaryVerdict(h, results, rep.Summary)
@@ -431,4 +477,179 @@ func canaryVerdict(h *History, results []*CheckResult, s *Summary) bool {
 	sort.Strings(cs.KeysCaught)
 	s.Canary = cs
 	return len(cs.KeysCaught) > 0
+}
+
+// presplitPoints are the keys at which to split the key space so that the
+// workload (see worker.step) meets many ranges: n points over the
+// generations of register, list and set keys that a run of duration d
+// touches. Keys move to a fresh generation every lifetime, so every
+// generation starts a range of its own first; points beyond those cut
+// register and list generations between their keys, spread evenly over
+// the generations, so that several ranges take writes at any moment. A
+// set generation is never cut inside: its scans must stay one page of one
+// range. With fewer points than generations, the generations split at are
+// spread evenly over the run. The points come highest first: each split
+// then cuts the first range, whose leader is long elected, rather than
+// the newest one, which would first have to elect its own.
+func presplitPoints(wl WorkloadConfig, d time.Duration, n int) []string {
+	type gen struct {
+		prefix string // "r/0003/"
+		keys   int    // keys a generation holds, 1 for the set (never cut inside)
+	}
+	var gens []gen
+	for _, k := range []struct {
+		prefix   string
+		lifetime time.Duration
+		keys     int
+	}{{RegisterPrefix, wl.RegisterLifetime, wl.RegisterKeys}, {ListPrefix, wl.ListLifetime, wl.ListKeys}, {SetPrefix, wl.ListLifetime, 1}} {
+		for g := range int(d/k.lifetime) + 1 {
+			gens = append(gens, gen{fmt.Sprintf("%s%04d/", k.prefix, g), k.keys})
+		}
+	}
+	var out []string
+	if n <= len(gens) {
+		for i := range n {
+			out = append(out, gens[i*len(gens)/n].prefix)
+		}
+	} else {
+		// One more cut per generation and pass, until n or every key of
+		// every generation starts a range.
+		cuts := make([]int, len(gens))
+		for left := n - len(gens); left > 0; {
+			added := false
+			for i, g := range gens {
+				if left > 0 && cuts[i] < g.keys-1 {
+					cuts[i]++
+					left--
+					added = true
+				}
+			}
+			if !added {
+				break
+			}
+		}
+		for i, g := range gens {
+			out = append(out, g.prefix)
+			for j := 1; j <= cuts[i]; j++ {
+				out = append(out, fmt.Sprintf("%s%02d", g.prefix, j*g.keys/(cuts[i]+1)))
+			}
+		}
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	slices.Reverse(out)
+	return out
+}
+
+// presplitAttempts bounds the tries of one split; a try can meet an
+// election of the range it cuts, which takes about a second here.
+const presplitAttempts = 5
+
+// presplit splits the key space at points (in order), each through the
+// nodes in turn, and waits until a node reports a range starting at every
+// point. A retry of a split that did happen is refused as not strictly
+// inside a range; that counts as done.
+func presplit(ctx context.Context, c *Cluster, cs *Conns, points []string, logf func(string, ...any)) error {
+	start := time.Now()
+	for _, key := range points {
+		var last error
+		for a := range presplitAttempts {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := kvpb.NewClusterClient(cs.grpc[a%c.N()]).SplitRange(sctx, &kvpb.SplitRangeRequest{Key: []byte(key)})
+			cancel()
+			if err == nil || (a > 0 && strings.Contains(err.Error(), "not strictly inside")) {
+				last = nil
+				break
+			}
+			last = fmt.Errorf("jepsen: pre-split at %q via %s: %w", key, c.ID(a%c.N()), err)
+			if ctx.Err() != nil {
+				break
+			}
+			// A split refused during an election: the next try goes
+			// through another node after the election timeout.
+			time.Sleep(c.opts.ElectionTimeout)
+		}
+		if last != nil {
+			return last
+		}
+	}
+	var missing []string
+	err := harness.Poll(ctx, 30*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, error) {
+		starts := map[string]bool{}
+		for i := range c.N() {
+			st, err := c.Status(ctx, i)
+			if err != nil {
+				continue
+			}
+			for _, r := range st.GetNode().GetRanges() {
+				starts[string(r.GetStart())] = true
+			}
+		}
+		missing = missing[:0]
+		for _, k := range points {
+			if !starts[k] {
+				missing = append(missing, k)
+			}
+		}
+		return len(missing) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("jepsen: pre-split: no node reports a range starting at %q: %w", missing, err)
+	}
+	logf("jepsen: key space split at %d points in %v", len(points), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// countUserRanges is how many user ranges the routing table lists, asking
+// the nodes in turn.
+func countUserRanges(ctx context.Context, cs *Conns) (int, error) {
+	var last error
+	for i := range cs.grpc {
+		ids, err := cs.rangeIDs(ctx, i)
+		if err == nil {
+			return len(ids), nil
+		}
+		last = err
+	}
+	return 0, fmt.Errorf("jepsen: list the ranges: %w", last)
+}
+
+// rangeIDs are the user ranges of the routing table, as node i reads it
+// (Cluster.Ranges).
+func (cs *Conns) rangeIDs(ctx context.Context, i int) ([]uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := kvpb.NewClusterClient(cs.grpc[i]).Ranges(ctx, &kvpb.RangesRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("ranges via %s: %w", cs.ids[i], err)
+	}
+	ids := make([]uint64, 0, len(resp.GetRanges()))
+	for _, d := range resp.GetRanges() {
+		ids = append(ids, d.GetId())
+	}
+	return ids, nil
+}
+
+// clusterReplicas is the running cluster as the replicas checker sees it:
+// the nodes' status, and the routing table as the list of ranges that
+// must all be compared.
+type clusterReplicas struct {
+	*Cluster
+	cs *Conns
+}
+
+// listRanges asks the running nodes in turn for the routing table.
+func (cr clusterReplicas) listRanges(ctx context.Context) ([]uint64, error) {
+	var errs []error
+	for i := range cr.N() {
+		if !cr.Running(i) || cr.Paused(i) {
+			continue
+		}
+		ids, err := cr.cs.rangeIDs(ctx, i)
+		if err == nil {
+			return ids, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("no node listed the ranges: %w", errors.Join(errs...))
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -42,14 +44,27 @@ type Conns struct {
 	httpc *http.Client
 }
 
-// DialCluster connects to c's nodes.
-func DialCluster(c *Cluster) (*Conns, error) {
+// DialCluster connects to c's nodes (with TLS, as RootUser).
+func DialCluster(c *Cluster) (*Conns, error) { return dialCluster(c, RootUser) }
+
+// dialCluster connects to c's nodes, with TLS presenting user's client
+// certificate.
+func dialCluster(c *Cluster, user string) (*Conns, error) {
+	tc, err := c.opts.clientTLS(user)
+	if err != nil {
+		return nil, err
+	}
+	creds := insecure.NewCredentials()
+	if tc != nil {
+		creds = credentials.NewTLS(tc)
+	}
 	cs := &Conns{httpc: &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     30 * time.Second,
+		TLSClientConfig:     tc,
 	}}}
 	for i, a := range c.GRPCAddrs() {
-		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(creds))
 		if err != nil {
 			cs.Close()
 			return nil, err
@@ -162,14 +177,11 @@ func levelPB(l string) kvpb.Consistency {
 
 // classify turns an error into a result type: reads that error did
 // nothing (fail); a write fails only when the error proves it was not
-// applied, else its fate is unknown (info).
+// applied (the client's own rule, rpctypes.NotApplied, which the
+// error-honesty checker then holds the server to), else its fate is
+// unknown (info).
 func classify(write bool, reason rpctypes.Reason, notSent bool) string {
-	if !write || notSent {
-		return Fail
-	}
-	switch reason {
-	case rpctypes.ReasonNotLeader, rpctypes.ReasonNoLeader, rpctypes.ReasonShuttingDown, rpctypes.ReasonWrongRange,
-		rpctypes.ReasonUnknownRange, rpctypes.ReasonInvalid, rpctypes.ReasonTooLarge, rpctypes.ReasonCompareFailed:
+	if !write || notSent || rpctypes.NotApplied(rpctypes.Error(codes.Unknown, reason, "", nil)) {
 		return Fail
 	}
 	return Info

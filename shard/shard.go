@@ -383,8 +383,17 @@ func (s *Shard) Raft() *raft.Raft { return s.r() }
 
 // Bootstrap makes servers the range's first configuration. It is a no-op
 // when the replica already has Raft state, so a restart with the same flags
-// is safe.
+// is safe, and when this node is not one of servers' voters: a replica that
+// applied its parent's split while it was being added to the parent (a
+// non-voter) holds the new range's keys but is not among its first voters,
+// and joins its group only if the leader adds it, by snapshot. Raft refuses
+// that bootstrap (ErrNotVoter), and the refusal, retried at every start,
+// kept the node from starting at all.
 func (s *Shard) Bootstrap(servers []raft.Server) error {
+	if !slices.ContainsFunc(servers, func(v raft.Server) bool { return v.ID == raft.ServerID(s.nodeID) && v.Suffrage == raft.Voter }) {
+		s.log.Info("not among the range's first voters: its group adds this replica or not, the bootstrap is not ours", "voters", len(servers))
+		return nil
+	}
 	f := s.active().BootstrapCluster(raft.Configuration{Servers: servers})
 	if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 		return fmt.Errorf("shard: bootstrap range %d: %w", s.id, err)

@@ -33,7 +33,7 @@ func run() int {
 	var (
 		nodes    = flag.Int("nodes", 5, "cluster size")
 		duration = flag.Duration("duration", 10*time.Minute, "how long the workload and the nemeses run")
-		nemesis  = flag.String("nemesis", "all", "comma list: partition (or partition-one, -leader, -halves, -bridge, -oneway, -reject), kill, pause, slow, membership, leader-transfer, split, all, none")
+		nemesis  = flag.String("nemesis", "all", "comma list: partition (or partition-one, -leader, -halves, -bridge, -oneway, -reject), kill, pause, slow, membership, leader-transfer, split, auth-revoke (needs --tls), all (with --tls: and auth-revoke), none")
 		seed     = flag.Uint64("seed", 0, "seed of every random choice (0: from the clock; printed)")
 		out      = flag.String("out", "", "results folder (default: a new folder under the system temp dir)")
 		clients  = flag.Int("clients", 0, "concurrent clients (default 2 per node)")
@@ -42,13 +42,17 @@ func run() int {
 		known    = flag.String("known-issues", "", "comma list of known server bugs to tolerate by their exact signature: "+strings.Join(knownIssueNames(), ", ")+" (default: none)")
 		recheck  = flag.String("recheck", "", "check a recorded history.jsonl again instead of running (no cluster)")
 		linTime  = flag.Duration("linearizable-timeout", 60*time.Second, "how long porcupine may take per key")
+		ranges   = flag.Int("ranges", 0, "pre-split the key space the workload touches into this many user ranges before it starts (0: one range)")
+		withTLS  = flag.Bool("tls", false, "mutual TLS on every link and auth on: the clients run as user jepsen (role rw), the nemeses and final reads as root; adds the auth checker")
 	)
+	var maxBytes sizeFlag
+	flag.Var(&maxBytes, "range-max-bytes", "every kvd's --range-max-bytes (bytes, or with a unit: 16KiB, 4MiB), so that ranges also split as they grow (0: kvd's default)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: jepsen [flags]\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() > 0 || *nodes < 1 || *duration <= 0 || *linTime <= 0 {
+	if flag.NArg() > 0 || *nodes < 1 || *duration <= 0 || *linTime <= 0 || *ranges < 0 {
 		flag.Usage()
 		return 2
 	}
@@ -89,6 +93,7 @@ func run() int {
 	cfg := jepsen.Config{
 		KvdPath: *kvd, Out: *out, Nodes: *nodes, Duration: *duration, Nemeses: kinds,
 		Seed: *seed, Clients: *clients, Canary: *canary, KnownIssues: splitList(*known), LinearizableTimeout: *linTime,
+		Ranges: *ranges, RangeMaxBytes: int64(maxBytes), TLS: *withTLS,
 		Logf: func(format string, args ...any) {
 			fmt.Printf("%7.1fs %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 		},
