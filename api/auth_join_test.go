@@ -2,9 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -19,47 +16,13 @@ import (
 // list the members and add one, as joining needs, but is no user: it may
 // not touch keys or split ranges.
 func TestAuth_NodeCertificateJoins(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := tlsconf.NewCA("test CA", tlsconf.Lifetime{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPair, err := ca.Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := caPair.Write(dir, "ca"); err != nil {
-		t.Fatal(err)
-	}
-	nodePair, err := ca.IssueNode("n1", tlsconf.Lifetime{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nodePair.Write(dir, "n1"); err != nil {
-		t.Fatal(err)
-	}
-	src, err := tlsconf.Load(tlsconf.Files{Cert: filepath.Join(dir, "n1.crt"), Key: filepath.Join(dir, "n1.key"), CA: filepath.Join(dir, "ca.crt")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := tlsconf.ServerConfig(src, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPair.CertPEM)
-	tlsWith := func(p tlsconf.Pair) *tls.Config {
-		cert, err := tls.X509KeyPair(p.CertPEM, p.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
+	pki := newTestPKI(t)
+	ca, tlsWith := pki.ca, pki.clientConfig
 	rootPair, err := ca.IssueClient("root", tlsconf.Lifetime{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newAuthClusterTLS(t, 1, &clusterTLS{server: server, client: tlsWith(rootPair)})
+	c := newAuthClusterTLS(t, 1, &clusterTLS{server: pki.server, client: tlsWith(rootPair)})
 	setupUsers(t, c)
 	joinerPair, err := ca.IssueNode("n9", tlsconf.Lifetime{})
 	if err != nil {

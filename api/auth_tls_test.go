@@ -20,47 +20,15 @@ import (
 // certificate's user is authenticated without a token, over gRPC and
 // HTTP, and a token, when sent, is what counts.
 func TestAuth_ClientCertificateNamesTheUser(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := tlsconf.NewCA("test CA", tlsconf.Lifetime{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPair, err := ca.Pair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := caPair.Write(dir, "ca"); err != nil {
-		t.Fatal(err)
-	}
-	nodePair, err := ca.IssueNode("n1", tlsconf.Lifetime{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nodePair.Write(dir, "n1"); err != nil {
-		t.Fatal(err)
-	}
-	src, err := tlsconf.Load(tlsconf.Files{Cert: filepath.Join(dir, "n1.crt"), Key: filepath.Join(dir, "n1.key"), CA: filepath.Join(dir, "ca.crt")}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server, err := tlsconf.ServerConfig(src, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPair.CertPEM)
+	pki := newTestPKI(t)
 	clientTLS := func(user string) *tls.Config {
-		p, err := ca.IssueClient(user, tlsconf.Lifetime{})
+		p, err := pki.ca.IssueClient(user, tlsconf.Lifetime{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cert, err := tls.X509KeyPair(p.CertPEM, p.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		return pki.clientConfig(p)
 	}
-	c := newAuthClusterTLS(t, 1, &clusterTLS{server: server, client: clientTLS("root")})
+	c := newAuthClusterTLS(t, 1, &clusterTLS{server: pki.server, client: clientTLS("root")})
 	tokens := setupUsers(t, c)
 	an := c.nodes[0]
 
@@ -115,4 +83,57 @@ func TestAuth_ClientCertificateNamesTheUser(t *testing.T) {
 			t.Errorf("%s %s with rw's certificate: %d %s, want %s", tt.req.Method, tt.req.URL.Path, resp.StatusCode, resp.Header.Get(HeaderReason), tt.want)
 		}
 	}
+}
+
+// testPKI is a CA and the client-port TLS of a node n1 it signed, with
+// client certificates required (kvd serve --client-cert-auth).
+type testPKI struct {
+	t      *testing.T
+	ca     *tlsconf.CA
+	pool   *x509.CertPool
+	server *tls.Config
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := tlsconf.NewCA("test CA", tlsconf.Lifetime{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPair, err := ca.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caPair.Write(dir, "ca"); err != nil {
+		t.Fatal(err)
+	}
+	nodePair, err := ca.IssueNode("n1", tlsconf.Lifetime{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nodePair.Write(dir, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	src, err := tlsconf.Load(tlsconf.Files{Cert: filepath.Join(dir, "n1.crt"), Key: filepath.Join(dir, "n1.key"), CA: filepath.Join(dir, "ca.crt")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := tlsconf.ServerConfig(src, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPair.CertPEM)
+	return &testPKI{t: t, ca: ca, pool: pool, server: server}
+}
+
+// clientConfig dials a node of the PKI presenting p.
+func (k *testPKI) clientConfig(p tlsconf.Pair) *tls.Config {
+	k.t.Helper()
+	cert, err := tls.X509KeyPair(p.CertPEM, p.KeyPEM)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return &tls.Config{RootCAs: k.pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 }
