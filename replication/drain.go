@@ -2,9 +2,12 @@ package replication
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dialkv/dialkv/shard"
 )
 
 // DrainResult says what DrainLeadership did.
@@ -30,31 +33,23 @@ func (n *Node) DrainLeadership(ctx context.Context) DrainResult {
 	var moved atomic.Int64
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
-	for _, s := range n.Shards() {
-		if s.Asleep() || !s.IsLeader() {
-			continue
-		}
-		res.Led++
+	led := slices.DeleteFunc(n.Shards(), func(s *shard.Shard) bool { return s.Asleep() || !s.IsLeader() })
+	res.Led = len(led)
+	for _, s := range led {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			wg.Wait()
-			res.Transferred, res.Elapsed = int(moved.Load()), time.Since(start)
-			return res
+		}
+		if ctx.Err() != nil {
+			break
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			done := make(chan error, 1)
-			go func() { done <- s.StepDown() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					n.log.Debug("drain: leadership not handed over", "range", s.ID(), "err", err)
-					return
-				}
-				moved.Add(1)
-			case <-ctx.Done():
+			if err := s.StepDown(ctx); err != nil {
+				n.log.Debug("drain: leadership not handed over", "range", s.ID(), "err", err)
+				return
 			}
+			moved.Add(1)
 		})
 	}
 	wg.Wait()

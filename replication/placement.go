@@ -678,7 +678,7 @@ func (n *Node) ChangeReplicas(ctx context.Context, req *kvpb.ChangeReplicasReque
 		if req.RemoveNode == n.cfg.NodeID {
 			// Hand leadership over first; the driver retries the removal
 			// on the new leader.
-			if err := s.StepDown(); err != nil {
+			if err := s.StepDown(ctx); err != nil {
 				return nil, fmt.Errorf("replication: before removing self: %w", err)
 			}
 			return nil, fmt.Errorf("%w: range %d: leadership handed over before removing %s; retry", shard.ErrNotLeader, s.ID(), req.RemoveNode)

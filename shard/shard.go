@@ -668,10 +668,11 @@ func (s *Shard) TransferLeadership(id, addr string) error {
 	return nil
 }
 
-// StepDown hands leadership to whichever replica Raft picks.
-func (s *Shard) StepDown() error {
+// StepDown hands leadership to whichever replica Raft picks, waiting at
+// most until ctx is done (Raft bounds the transfer itself too).
+func (s *Shard) StepDown(ctx context.Context) error {
 	inst := s.activeInst()
-	if err := awaitFuture(context.Background(), inst.stop, inst.raft.LeadershipTransfer()); err != nil {
+	if err := awaitFuture(ctx, inst.stop, inst.raft.LeadershipTransfer()); err != nil {
 		return fmt.Errorf("shard: range %d: step down: %w", s.id, err)
 	}
 	return nil
