@@ -43,3 +43,18 @@ var (
 // ErrBadSplitKey is returned for a split key outside the range or at its
 // start.
 var ErrBadSplitKey = errors.New("replication: bad split key")
+
+var (
+	// ErrCompacted is returned for a watch cursor older than every replica
+	// of one of its ranges retains (events were trimmed, or the replica
+	// installed a snapshot): the client re-reads and watches from now.
+	ErrCompacted = errors.New("replication: watch cursor is older than the retained events")
+
+	// ErrLeaseNotFound is returned for a lease id that was never granted,
+	// has expired or was revoked.
+	ErrLeaseNotFound = errors.New("replication: lease not found")
+
+	// ErrFeatureUnavailable is returned for a request that needs a feature
+	// some member's release lacks (during a rolling upgrade).
+	ErrFeatureUnavailable = errors.New("replication: not every node supports this yet")
+)

@@ -83,6 +83,105 @@ func (Consistency) EnumDescriptor() ([]byte, []int) {
 	return file_kv_v1_kv_proto_rawDescGZIP(), []int{0}
 }
 
+type EventType int32
+
+const (
+	EventType_EVENT_TYPE_UNSPECIFIED EventType = 0
+	EventType_EVENT_TYPE_PUT         EventType = 1
+	EventType_EVENT_TYPE_DELETE      EventType = 2
+)
+
+// Enum value maps for EventType.
+var (
+	EventType_name = map[int32]string{
+		0: "EVENT_TYPE_UNSPECIFIED",
+		1: "EVENT_TYPE_PUT",
+		2: "EVENT_TYPE_DELETE",
+	}
+	EventType_value = map[string]int32{
+		"EVENT_TYPE_UNSPECIFIED": 0,
+		"EVENT_TYPE_PUT":         1,
+		"EVENT_TYPE_DELETE":      2,
+	}
+)
+
+func (x EventType) Enum() *EventType {
+	p := new(EventType)
+	*p = x
+	return p
+}
+
+func (x EventType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventType) Descriptor() protoreflect.EnumDescriptor {
+	return file_kv_v1_kv_proto_enumTypes[1].Descriptor()
+}
+
+func (EventType) Type() protoreflect.EnumType {
+	return &file_kv_v1_kv_proto_enumTypes[1]
+}
+
+func (x EventType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventType.Descriptor instead.
+func (EventType) EnumDescriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{1}
+}
+
+// DeleteCause says why a key was deleted when no client deleted it.
+type DeleteCause int32
+
+const (
+	DeleteCause_DELETE_CAUSE_UNSPECIFIED   DeleteCause = 0 // a client's delete
+	DeleteCause_DELETE_CAUSE_LEASE_EXPIRED DeleteCause = 1
+	DeleteCause_DELETE_CAUSE_LEASE_REVOKED DeleteCause = 2
+)
+
+// Enum value maps for DeleteCause.
+var (
+	DeleteCause_name = map[int32]string{
+		0: "DELETE_CAUSE_UNSPECIFIED",
+		1: "DELETE_CAUSE_LEASE_EXPIRED",
+		2: "DELETE_CAUSE_LEASE_REVOKED",
+	}
+	DeleteCause_value = map[string]int32{
+		"DELETE_CAUSE_UNSPECIFIED":   0,
+		"DELETE_CAUSE_LEASE_EXPIRED": 1,
+		"DELETE_CAUSE_LEASE_REVOKED": 2,
+	}
+)
+
+func (x DeleteCause) Enum() *DeleteCause {
+	p := new(DeleteCause)
+	*p = x
+	return p
+}
+
+func (x DeleteCause) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeleteCause) Descriptor() protoreflect.EnumDescriptor {
+	return file_kv_v1_kv_proto_enumTypes[2].Descriptor()
+}
+
+func (DeleteCause) Type() protoreflect.EnumType {
+	return &file_kv_v1_kv_proto_enumTypes[2]
+}
+
+func (x DeleteCause) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeleteCause.Descriptor instead.
+func (DeleteCause) EnumDescriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{2}
+}
+
 type Permission_Access int32
 
 const (
@@ -119,11 +218,11 @@ func (x Permission_Access) String() string {
 }
 
 func (Permission_Access) Descriptor() protoreflect.EnumDescriptor {
-	return file_kv_v1_kv_proto_enumTypes[1].Descriptor()
+	return file_kv_v1_kv_proto_enumTypes[3].Descriptor()
 }
 
 func (Permission_Access) Type() protoreflect.EnumType {
-	return &file_kv_v1_kv_proto_enumTypes[1]
+	return &file_kv_v1_kv_proto_enumTypes[3]
 }
 
 func (x Permission_Access) Number() protoreflect.EnumNumber {
@@ -132,7 +231,7 @@ func (x Permission_Access) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Permission_Access.Descriptor instead.
 func (Permission_Access) EnumDescriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77, 0}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{98, 0}
 }
 
 // ReadOptions travel with every read.
@@ -415,9 +514,13 @@ func (x *KeyValue) GetRevision() uint64 {
 }
 
 type PutRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// lease, when not 0, attaches the key to a granted lease: the key is
+	// deleted when the lease expires or is revoked. LEASE_NOT_FOUND when the
+	// lease is not alive.
+	Lease         int64 `protobuf:"varint,3,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,6 +567,13 @@ func (x *PutRequest) GetValue() []byte {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *PutRequest) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
 }
 
 type PutResponse struct {
@@ -973,6 +1083,915 @@ func (x *ScanResponse) GetNextKey() []byte {
 	return nil
 }
 
+// Event is one committed write to a watched key.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=kv.v1.EventType" json:"type,omitempty"`
+	Key   []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"` // PUT: the new value
+	// With WatchRequest.prev_value: the value before this write, and whether
+	// there was one.
+	PrevValue  []byte      `protobuf:"bytes,4,opt,name=prev_value,json=prevValue,proto3" json:"prev_value,omitempty"`
+	PrevExists bool        `protobuf:"varint,5,opt,name=prev_exists,json=prevExists,proto3" json:"prev_exists,omitempty"`
+	RangeId    uint64      `protobuf:"varint,6,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Index      uint64      `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"` // the Raft index of the write in its range
+	Cause      DeleteCause `protobuf:"varint,8,opt,name=cause,proto3,enum=kv.v1.DeleteCause" json:"cause,omitempty"`
+	Lease      int64       `protobuf:"varint,9,opt,name=lease,proto3" json:"lease,omitempty"` // PUT: the key's lease; DELETE by a lease: that lease
+	// Internal only (Internal.WatchRange): the write split the range, and the
+	// keys from child_start on continue in range child_range from its index 0.
+	ChildRange    uint64 `protobuf:"varint,10,opt,name=child_range,json=childRange,proto3" json:"child_range,omitempty"`
+	ChildStart    []byte `protobuf:"bytes,11,opt,name=child_start,json=childStart,proto3" json:"child_start,omitempty"`
+	ChildEnd      []byte `protobuf:"bytes,12,opt,name=child_end,json=childEnd,proto3" json:"child_end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Event) GetType() EventType {
+	if x != nil {
+		return x.Type
+	}
+	return EventType_EVENT_TYPE_UNSPECIFIED
+}
+
+func (x *Event) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Event) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *Event) GetPrevValue() []byte {
+	if x != nil {
+		return x.PrevValue
+	}
+	return nil
+}
+
+func (x *Event) GetPrevExists() bool {
+	if x != nil {
+		return x.PrevExists
+	}
+	return false
+}
+
+func (x *Event) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *Event) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Event) GetCause() DeleteCause {
+	if x != nil {
+		return x.Cause
+	}
+	return DeleteCause_DELETE_CAUSE_UNSPECIFIED
+}
+
+func (x *Event) GetLease() int64 {
+	if x != nil {
+		return x.Lease
+	}
+	return 0
+}
+
+func (x *Event) GetChildRange() uint64 {
+	if x != nil {
+		return x.ChildRange
+	}
+	return 0
+}
+
+func (x *Event) GetChildStart() []byte {
+	if x != nil {
+		return x.ChildStart
+	}
+	return nil
+}
+
+func (x *Event) GetChildEnd() []byte {
+	if x != nil {
+		return x.ChildEnd
+	}
+	return nil
+}
+
+// WatchRequest names the keys to watch: key (one key), prefix, or
+// [start, end) (an empty end: to the end of the key space).
+type WatchRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Key    []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Prefix []byte                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Start  []byte                 `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	End    []byte                 `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
+	// from resumes after a cursor an earlier WatchResponse carried
+	// ("7:120,9:44": for each range, the index everything up to which has been
+	// delivered). Empty: from now.
+	From      string `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
+	PrevValue bool   `protobuf:"varint,6,opt,name=prev_value,json=prevValue,proto3" json:"prev_value,omitempty"`
+	// How often an idle stream carries a progress message; 0: 1 s.
+	ProgressInterval *durationpb.Duration `protobuf:"bytes,7,opt,name=progress_interval,json=progressInterval,proto3" json:"progress_interval,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *WatchRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *WatchRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *WatchRequest) GetPrevValue() bool {
+	if x != nil {
+		return x.PrevValue
+	}
+	return false
+}
+
+func (x *WatchRequest) GetProgressInterval() *durationpb.Duration {
+	if x != nil {
+		return x.ProgressInterval
+	}
+	return nil
+}
+
+// WatchRangeState is how far one range's events have been read, and by
+// which replica: watches are served by any replica, followers included.
+type WatchRangeState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	ServedBy      string                 `protobuf:"bytes,2,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`              // node id of the replica reading the range's events
+	AppliedIndex  uint64                 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"` // that replica's applied index
+	StalenessMs   int64                  `protobuf:"varint,4,opt,name=staleness_ms,json=stalenessMs,proto3" json:"staleness_ms,omitempty"`    // an upper bound on how far it may lag its leader
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRangeState) Reset() {
+	*x = WatchRangeState{}
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRangeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRangeState) ProtoMessage() {}
+
+func (x *WatchRangeState) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRangeState.ProtoReflect.Descriptor instead.
+func (*WatchRangeState) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WatchRangeState) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *WatchRangeState) GetServedBy() string {
+	if x != nil {
+		return x.ServedBy
+	}
+	return ""
+}
+
+func (x *WatchRangeState) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *WatchRangeState) GetStalenessMs() int64 {
+	if x != nil {
+		return x.StalenessMs
+	}
+	return 0
+}
+
+// WatchResponse carries events, in index order per range, and the cursor
+// after them: everything up to cursor has been delivered. A message without
+// events is a progress message; the first message of every stream is one,
+// with the cursor the watch starts from.
+type WatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	Cursor        string                 `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Ranges        []*WatchRangeState     `protobuf:"bytes,3,rep,name=ranges,proto3" json:"ranges,omitempty"` // on progress messages
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchResponse) Reset() {
+	*x = WatchResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchResponse) ProtoMessage() {}
+
+func (x *WatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
+func (*WatchResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WatchResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *WatchResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *WatchResponse) GetRanges() []*WatchRangeState {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+type LeaseGrantRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ttl           int64                  `protobuf:"varint,1,opt,name=ttl,proto3" json:"ttl,omitempty"` // seconds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantRequest) Reset() {
+	*x = LeaseGrantRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantRequest) ProtoMessage() {}
+
+func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
+func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LeaseGrantRequest) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+type LeaseGrantResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseGrantResponse) Reset() {
+	*x = LeaseGrantResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseGrantResponse) ProtoMessage() {}
+
+func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
+func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LeaseGrantResponse) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseGrantResponse) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+type LeaseKeepAliveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeepAliveRequest) Reset() {
+	*x = LeaseKeepAliveRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeepAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeepAliveRequest) ProtoMessage() {}
+
+func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeepAliveRequest.ProtoReflect.Descriptor instead.
+func (*LeaseKeepAliveRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LeaseKeepAliveRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseKeepAliveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ttl           int64                  `protobuf:"varint,2,opt,name=ttl,proto3" json:"ttl,omitempty"` // seconds the lease now lives without another keepalive
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeepAliveResponse) Reset() {
+	*x = LeaseKeepAliveResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeepAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeepAliveResponse) ProtoMessage() {}
+
+func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeepAliveResponse.ProtoReflect.Descriptor instead.
+func (*LeaseKeepAliveResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LeaseKeepAliveResponse) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseKeepAliveResponse) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+type LeaseRevokeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeRequest) Reset() {
+	*x = LeaseRevokeRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeRequest) ProtoMessage() {}
+
+func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *LeaseRevokeRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseRevokeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeysDeleted   int64                  `protobuf:"varint,1,opt,name=keys_deleted,json=keysDeleted,proto3" json:"keys_deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeResponse) Reset() {
+	*x = LeaseRevokeResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeResponse) ProtoMessage() {}
+
+func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LeaseRevokeResponse) GetKeysDeleted() int64 {
+	if x != nil {
+		return x.KeysDeleted
+	}
+	return 0
+}
+
+type LeaseListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseListRequest) Reset() {
+	*x = LeaseListRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseListRequest) ProtoMessage() {}
+
+func (x *LeaseListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseListRequest.ProtoReflect.Descriptor instead.
+func (*LeaseListRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+}
+
+type LeaseStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrantedTtl    int64                  `protobuf:"varint,2,opt,name=granted_ttl,json=grantedTtl,proto3" json:"granted_ttl,omitempty"`
+	Ttl           int64                  `protobuf:"varint,3,opt,name=ttl,proto3" json:"ttl,omitempty"` // seconds left, as the lease's deciding node counts them
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseStatus) Reset() {
+	*x = LeaseStatus{}
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseStatus) ProtoMessage() {}
+
+func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseStatus.ProtoReflect.Descriptor instead.
+func (*LeaseStatus) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LeaseStatus) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseStatus) GetGrantedTtl() int64 {
+	if x != nil {
+		return x.GrantedTtl
+	}
+	return 0
+}
+
+func (x *LeaseStatus) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+type LeaseListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leases        []*LeaseStatus         `protobuf:"bytes,1,rep,name=leases,proto3" json:"leases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseListResponse) Reset() {
+	*x = LeaseListResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseListResponse) ProtoMessage() {}
+
+func (x *LeaseListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseListResponse.ProtoReflect.Descriptor instead.
+func (*LeaseListResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LeaseListResponse) GetLeases() []*LeaseStatus {
+	if x != nil {
+		return x.Leases
+	}
+	return nil
+}
+
+type LeaseTimeToLiveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Keys          bool                   `protobuf:"varint,2,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseTimeToLiveRequest) Reset() {
+	*x = LeaseTimeToLiveRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTimeToLiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTimeToLiveRequest) ProtoMessage() {}
+
+func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTimeToLiveRequest.ProtoReflect.Descriptor instead.
+func (*LeaseTimeToLiveRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LeaseTimeToLiveRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveRequest) GetKeys() bool {
+	if x != nil {
+		return x.Keys
+	}
+	return false
+}
+
+type LeaseTimeToLiveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrantedTtl    int64                  `protobuf:"varint,2,opt,name=granted_ttl,json=grantedTtl,proto3" json:"granted_ttl,omitempty"`
+	Ttl           int64                  `protobuf:"varint,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Keys          [][]byte               `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseTimeToLiveResponse) Reset() {
+	*x = LeaseTimeToLiveResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseTimeToLiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseTimeToLiveResponse) ProtoMessage() {}
+
+func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseTimeToLiveResponse.ProtoReflect.Descriptor instead.
+func (*LeaseTimeToLiveResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *LeaseTimeToLiveResponse) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetGrantedTtl() int64 {
+	if x != nil {
+		return x.GrantedTtl
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *LeaseTimeToLiveResponse) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 // Member is one node of the cluster as Raft knows it, with the client
 // addresses it announced.
 type Member struct {
@@ -990,7 +2009,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +2021,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +2034,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Member) GetId() string {
@@ -1102,7 +2121,7 @@ type RangeStatus struct {
 
 func (x *RangeStatus) Reset() {
 	*x = RangeStatus{}
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +2133,7 @@ func (x *RangeStatus) String() string {
 func (*RangeStatus) ProtoMessage() {}
 
 func (x *RangeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +2146,7 @@ func (x *RangeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeStatus.ProtoReflect.Descriptor instead.
 func (*RangeStatus) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RangeStatus) GetId() uint64 {
@@ -1271,7 +2290,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +2302,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +2315,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1363,7 +2382,7 @@ type RangeDescriptor struct {
 
 func (x *RangeDescriptor) Reset() {
 	*x = RangeDescriptor{}
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +2394,7 @@ func (x *RangeDescriptor) String() string {
 func (*RangeDescriptor) ProtoMessage() {}
 
 func (x *RangeDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +2407,7 @@ func (x *RangeDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeDescriptor.ProtoReflect.Descriptor instead.
 func (*RangeDescriptor) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RangeDescriptor) GetId() uint64 {
@@ -1435,19 +2454,23 @@ func (x *RangeDescriptor) GetLeader() string {
 
 // NodeInfo is a node as registered in the meta range.
 type NodeInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	HttpAddr      string                 `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
-	State         string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"` // active, decommissioning, removed
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	HttpAddr string                 `protobuf:"bytes,4,opt,name=http_addr,json=httpAddr,proto3" json:"http_addr,omitempty"`
+	State    string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"` // active, decommissioning, removed
+	// What the node's release can do ("lease-v1", ...): a feature that writes
+	// new kinds of log entries waits until every node has it, so a rolling
+	// upgrade never hands an old replica an entry it cannot apply.
+	Features      []string `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1459,7 +2482,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1472,7 +2495,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -1510,6 +2533,13 @@ func (x *NodeInfo) GetState() string {
 	return ""
 }
 
+func (x *NodeInfo) GetFeatures() []string {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
 type RangesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1518,7 +2548,7 @@ type RangesRequest struct {
 
 func (x *RangesRequest) Reset() {
 	*x = RangesRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +2560,7 @@ func (x *RangesRequest) String() string {
 func (*RangesRequest) ProtoMessage() {}
 
 func (x *RangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +2573,7 @@ func (x *RangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesRequest.ProtoReflect.Descriptor instead.
 func (*RangesRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
 type RangesResponse struct {
@@ -1556,7 +2586,7 @@ type RangesResponse struct {
 
 func (x *RangesResponse) Reset() {
 	*x = RangesResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +2598,7 @@ func (x *RangesResponse) String() string {
 func (*RangesResponse) ProtoMessage() {}
 
 func (x *RangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +2611,7 @@ func (x *RangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
 func (*RangesResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RangesResponse) GetRanges() []*RangeDescriptor {
@@ -1607,7 +2637,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +2649,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +2662,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -1652,7 +2682,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +2694,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +2707,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -1705,7 +2735,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +2747,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2760,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *StatusRequest) GetDigest() bool {
@@ -1749,7 +2779,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1761,7 +2791,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1774,7 +2804,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -1792,7 +2822,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +2834,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +2847,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{40}
 }
 
 type MembersResponse struct {
@@ -1829,7 +2859,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +2871,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +2884,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -1875,7 +2905,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2917,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2930,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -1933,7 +2963,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1945,7 +2975,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1958,7 +2988,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -1977,7 +3007,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +3019,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +3032,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -2021,7 +3051,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2033,7 +3063,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2046,7 +3076,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -2066,7 +3096,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +3108,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +3121,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *TransferLeaderRequest) GetRangeId() uint64 {
@@ -2117,7 +3147,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +3159,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +3172,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TransferLeaderResponse) GetRange() *RangeDescriptor {
@@ -2162,7 +3192,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[33]
+	mi := &file_kv_v1_kv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +3204,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[33]
+	mi := &file_kv_v1_kv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +3217,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReadIndexRequest) GetRangeIds() []uint64 {
@@ -2208,7 +3238,7 @@ type RangeReadIndex struct {
 
 func (x *RangeReadIndex) Reset() {
 	*x = RangeReadIndex{}
-	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	mi := &file_kv_v1_kv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +3250,7 @@ func (x *RangeReadIndex) String() string {
 func (*RangeReadIndex) ProtoMessage() {}
 
 func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	mi := &file_kv_v1_kv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +3263,7 @@ func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeReadIndex.ProtoReflect.Descriptor instead.
 func (*RangeReadIndex) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RangeReadIndex) GetRangeId() uint64 {
@@ -2266,7 +3296,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[35]
+	mi := &file_kv_v1_kv_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +3308,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[35]
+	mi := &file_kv_v1_kv_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +3321,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{35}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ReadIndexResponse) GetRanges() []*RangeReadIndex {
@@ -2311,7 +3341,7 @@ type MetaPutRequest struct {
 
 func (x *MetaPutRequest) Reset() {
 	*x = MetaPutRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[36]
+	mi := &file_kv_v1_kv_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2323,7 +3353,7 @@ func (x *MetaPutRequest) String() string {
 func (*MetaPutRequest) ProtoMessage() {}
 
 func (x *MetaPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[36]
+	mi := &file_kv_v1_kv_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2336,7 +3366,7 @@ func (x *MetaPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaPutRequest.ProtoReflect.Descriptor instead.
 func (*MetaPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{36}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *MetaPutRequest) GetKey() []byte {
@@ -2362,7 +3392,7 @@ type MetaPutResponse struct {
 
 func (x *MetaPutResponse) Reset() {
 	*x = MetaPutResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[37]
+	mi := &file_kv_v1_kv_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2374,7 +3404,7 @@ func (x *MetaPutResponse) String() string {
 func (*MetaPutResponse) ProtoMessage() {}
 
 func (x *MetaPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[37]
+	mi := &file_kv_v1_kv_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2387,7 +3417,7 @@ func (x *MetaPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaPutResponse.ProtoReflect.Descriptor instead.
 func (*MetaPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{37}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *MetaPutResponse) GetWritten() bool {
@@ -2406,7 +3436,7 @@ type MetaScanRequest struct {
 
 func (x *MetaScanRequest) Reset() {
 	*x = MetaScanRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[38]
+	mi := &file_kv_v1_kv_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +3448,7 @@ func (x *MetaScanRequest) String() string {
 func (*MetaScanRequest) ProtoMessage() {}
 
 func (x *MetaScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[38]
+	mi := &file_kv_v1_kv_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +3461,7 @@ func (x *MetaScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaScanRequest.ProtoReflect.Descriptor instead.
 func (*MetaScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{38}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MetaScanRequest) GetPrefix() []byte {
@@ -2450,7 +3480,7 @@ type MetaScanResponse struct {
 
 func (x *MetaScanResponse) Reset() {
 	*x = MetaScanResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[39]
+	mi := &file_kv_v1_kv_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +3492,7 @@ func (x *MetaScanResponse) String() string {
 func (*MetaScanResponse) ProtoMessage() {}
 
 func (x *MetaScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[39]
+	mi := &file_kv_v1_kv_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +3505,7 @@ func (x *MetaScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaScanResponse.ProtoReflect.Descriptor instead.
 func (*MetaScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{39}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *MetaScanResponse) GetKvs() []*KeyValue {
@@ -2494,7 +3524,7 @@ type MetaIncrementRequest struct {
 
 func (x *MetaIncrementRequest) Reset() {
 	*x = MetaIncrementRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[40]
+	mi := &file_kv_v1_kv_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2506,7 +3536,7 @@ func (x *MetaIncrementRequest) String() string {
 func (*MetaIncrementRequest) ProtoMessage() {}
 
 func (x *MetaIncrementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[40]
+	mi := &file_kv_v1_kv_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2519,7 +3549,7 @@ func (x *MetaIncrementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaIncrementRequest.ProtoReflect.Descriptor instead.
 func (*MetaIncrementRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{40}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *MetaIncrementRequest) GetKey() []byte {
@@ -2538,7 +3568,7 @@ type MetaIncrementResponse struct {
 
 func (x *MetaIncrementResponse) Reset() {
 	*x = MetaIncrementResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[41]
+	mi := &file_kv_v1_kv_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +3580,7 @@ func (x *MetaIncrementResponse) String() string {
 func (*MetaIncrementResponse) ProtoMessage() {}
 
 func (x *MetaIncrementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[41]
+	mi := &file_kv_v1_kv_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +3593,7 @@ func (x *MetaIncrementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaIncrementResponse.ProtoReflect.Descriptor instead.
 func (*MetaIncrementResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{41}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *MetaIncrementResponse) GetValue() uint64 {
@@ -2582,7 +3612,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[42]
+	mi := &file_kv_v1_kv_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +3624,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[42]
+	mi := &file_kv_v1_kv_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +3637,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{42}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateReplicaRequest) GetRange() *RangeDescriptor {
@@ -2625,7 +3655,7 @@ type CreateReplicaResponse struct {
 
 func (x *CreateReplicaResponse) Reset() {
 	*x = CreateReplicaResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[43]
+	mi := &file_kv_v1_kv_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2637,7 +3667,7 @@ func (x *CreateReplicaResponse) String() string {
 func (*CreateReplicaResponse) ProtoMessage() {}
 
 func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[43]
+	mi := &file_kv_v1_kv_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2650,7 +3680,7 @@ func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaResponse.ProtoReflect.Descriptor instead.
 func (*CreateReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{43}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{58}
 }
 
 type DropReplicaRequest struct {
@@ -2662,7 +3692,7 @@ type DropReplicaRequest struct {
 
 func (x *DropReplicaRequest) Reset() {
 	*x = DropReplicaRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[44]
+	mi := &file_kv_v1_kv_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2674,7 +3704,7 @@ func (x *DropReplicaRequest) String() string {
 func (*DropReplicaRequest) ProtoMessage() {}
 
 func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[44]
+	mi := &file_kv_v1_kv_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2687,7 +3717,7 @@ func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DropReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{44}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *DropReplicaRequest) GetRangeId() uint64 {
@@ -2705,7 +3735,7 @@ type DropReplicaResponse struct {
 
 func (x *DropReplicaResponse) Reset() {
 	*x = DropReplicaResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[45]
+	mi := &file_kv_v1_kv_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2717,7 +3747,7 @@ func (x *DropReplicaResponse) String() string {
 func (*DropReplicaResponse) ProtoMessage() {}
 
 func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[45]
+	mi := &file_kv_v1_kv_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2730,7 +3760,7 @@ func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReplicaResponse.ProtoReflect.Descriptor instead.
 func (*DropReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{45}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{60}
 }
 
 type ChangeReplicasRequest struct {
@@ -2745,7 +3775,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[46]
+	mi := &file_kv_v1_kv_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +3787,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[46]
+	mi := &file_kv_v1_kv_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +3800,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{46}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ChangeReplicasRequest) GetRangeId() uint64 {
@@ -2810,7 +3840,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[47]
+	mi := &file_kv_v1_kv_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2822,7 +3852,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[47]
+	mi := &file_kv_v1_kv_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2835,12 +3865,332 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{47}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ChangeReplicasResponse) GetRange() *RangeDescriptor {
 	if x != nil {
 		return x.Range
+	}
+	return nil
+}
+
+type WatchRangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	After         uint64                 `protobuf:"varint,2,opt,name=after,proto3" json:"after,omitempty"` // events with index > after
+	Start         []byte                 `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	End           []byte                 `protobuf:"bytes,4,opt,name=end,proto3" json:"end,omitempty"`
+	PrevValue     bool                   `protobuf:"varint,5,opt,name=prev_value,json=prevValue,proto3" json:"prev_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRangeRequest) Reset() {
+	*x = WatchRangeRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRangeRequest) ProtoMessage() {}
+
+func (x *WatchRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRangeRequest.ProtoReflect.Descriptor instead.
+func (*WatchRangeRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *WatchRangeRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *WatchRangeRequest) GetAfter() uint64 {
+	if x != nil {
+		return x.After
+	}
+	return 0
+}
+
+func (x *WatchRangeRequest) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *WatchRangeRequest) GetEnd() []byte {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+func (x *WatchRangeRequest) GetPrevValue() bool {
+	if x != nil {
+		return x.PrevValue
+	}
+	return false
+}
+
+type WatchRangeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`          // split events included
+	UpTo          uint64                 `protobuf:"varint,2,opt,name=up_to,json=upTo,proto3" json:"up_to,omitempty"` // every event of the range up to here was read
+	State         *WatchRangeState       `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRangeResponse) Reset() {
+	*x = WatchRangeResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRangeResponse) ProtoMessage() {}
+
+func (x *WatchRangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRangeResponse.ProtoReflect.Descriptor instead.
+func (*WatchRangeResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *WatchRangeResponse) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *WatchRangeResponse) GetUpTo() uint64 {
+	if x != nil {
+		return x.UpTo
+	}
+	return 0
+}
+
+func (x *WatchRangeResponse) GetState() *WatchRangeState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+type LeaseRevokeLocalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Cause         DeleteCause            `protobuf:"varint,2,opt,name=cause,proto3,enum=kv.v1.DeleteCause" json:"cause,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeLocalRequest) Reset() {
+	*x = LeaseRevokeLocalRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeLocalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeLocalRequest) ProtoMessage() {}
+
+func (x *LeaseRevokeLocalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeLocalRequest.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeLocalRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *LeaseRevokeLocalRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *LeaseRevokeLocalRequest) GetCause() DeleteCause {
+	if x != nil {
+		return x.Cause
+	}
+	return DeleteCause_DELETE_CAUSE_UNSPECIFIED
+}
+
+type LeaseRevokeLocalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeysDeleted   int64                  `protobuf:"varint,1,opt,name=keys_deleted,json=keysDeleted,proto3" json:"keys_deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseRevokeLocalResponse) Reset() {
+	*x = LeaseRevokeLocalResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseRevokeLocalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseRevokeLocalResponse) ProtoMessage() {}
+
+func (x *LeaseRevokeLocalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseRevokeLocalResponse.ProtoReflect.Descriptor instead.
+func (*LeaseRevokeLocalResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *LeaseRevokeLocalResponse) GetKeysDeleted() int64 {
+	if x != nil {
+		return x.KeysDeleted
+	}
+	return 0
+}
+
+type LeaseKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeysRequest) Reset() {
+	*x = LeaseKeysRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeysRequest) ProtoMessage() {}
+
+func (x *LeaseKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeysRequest.ProtoReflect.Descriptor instead.
+func (*LeaseKeysRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *LeaseKeysRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LeaseKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          [][]byte               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseKeysResponse) Reset() {
+	*x = LeaseKeysResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseKeysResponse) ProtoMessage() {}
+
+func (x *LeaseKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseKeysResponse.ProtoReflect.Descriptor instead.
+func (*LeaseKeysResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *LeaseKeysResponse) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
 	}
 	return nil
 }
@@ -2860,7 +4210,7 @@ type AuthResult struct {
 
 func (x *AuthResult) Reset() {
 	*x = AuthResult{}
-	mi := &file_kv_v1_kv_proto_msgTypes[48]
+	mi := &file_kv_v1_kv_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2872,7 +4222,7 @@ func (x *AuthResult) String() string {
 func (*AuthResult) ProtoMessage() {}
 
 func (x *AuthResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[48]
+	mi := &file_kv_v1_kv_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2885,7 +4235,7 @@ func (x *AuthResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthResult.ProtoReflect.Descriptor instead.
 func (*AuthResult) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{48}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *AuthResult) GetRevision() uint64 {
@@ -2940,7 +4290,7 @@ type AuthenticateRequest struct {
 
 func (x *AuthenticateRequest) Reset() {
 	*x = AuthenticateRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[49]
+	mi := &file_kv_v1_kv_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2952,7 +4302,7 @@ func (x *AuthenticateRequest) String() string {
 func (*AuthenticateRequest) ProtoMessage() {}
 
 func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[49]
+	mi := &file_kv_v1_kv_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2965,7 +4315,7 @@ func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
 func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{49}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *AuthenticateRequest) GetUser() string {
@@ -2993,7 +4343,7 @@ type AuthenticateResponse struct {
 
 func (x *AuthenticateResponse) Reset() {
 	*x = AuthenticateResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[50]
+	mi := &file_kv_v1_kv_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3005,7 +4355,7 @@ func (x *AuthenticateResponse) String() string {
 func (*AuthenticateResponse) ProtoMessage() {}
 
 func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[50]
+	mi := &file_kv_v1_kv_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3018,7 +4368,7 @@ func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
 func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{50}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *AuthenticateResponse) GetToken() string {
@@ -3043,7 +4393,7 @@ type AuthEnableRequest struct {
 
 func (x *AuthEnableRequest) Reset() {
 	*x = AuthEnableRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[51]
+	mi := &file_kv_v1_kv_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3055,7 +4405,7 @@ func (x *AuthEnableRequest) String() string {
 func (*AuthEnableRequest) ProtoMessage() {}
 
 func (x *AuthEnableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[51]
+	mi := &file_kv_v1_kv_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3068,7 +4418,7 @@ func (x *AuthEnableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthEnableRequest.ProtoReflect.Descriptor instead.
 func (*AuthEnableRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{51}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{72}
 }
 
 type AuthEnableResponse struct {
@@ -3080,7 +4430,7 @@ type AuthEnableResponse struct {
 
 func (x *AuthEnableResponse) Reset() {
 	*x = AuthEnableResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[52]
+	mi := &file_kv_v1_kv_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +4442,7 @@ func (x *AuthEnableResponse) String() string {
 func (*AuthEnableResponse) ProtoMessage() {}
 
 func (x *AuthEnableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[52]
+	mi := &file_kv_v1_kv_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +4455,7 @@ func (x *AuthEnableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthEnableResponse.ProtoReflect.Descriptor instead.
 func (*AuthEnableResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{52}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AuthEnableResponse) GetResult() *AuthResult {
@@ -3123,7 +4473,7 @@ type AuthDisableRequest struct {
 
 func (x *AuthDisableRequest) Reset() {
 	*x = AuthDisableRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[53]
+	mi := &file_kv_v1_kv_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +4485,7 @@ func (x *AuthDisableRequest) String() string {
 func (*AuthDisableRequest) ProtoMessage() {}
 
 func (x *AuthDisableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[53]
+	mi := &file_kv_v1_kv_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +4498,7 @@ func (x *AuthDisableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthDisableRequest.ProtoReflect.Descriptor instead.
 func (*AuthDisableRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{53}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{74}
 }
 
 type AuthDisableResponse struct {
@@ -3160,7 +4510,7 @@ type AuthDisableResponse struct {
 
 func (x *AuthDisableResponse) Reset() {
 	*x = AuthDisableResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[54]
+	mi := &file_kv_v1_kv_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +4522,7 @@ func (x *AuthDisableResponse) String() string {
 func (*AuthDisableResponse) ProtoMessage() {}
 
 func (x *AuthDisableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[54]
+	mi := &file_kv_v1_kv_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +4535,7 @@ func (x *AuthDisableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthDisableResponse.ProtoReflect.Descriptor instead.
 func (*AuthDisableResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{54}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *AuthDisableResponse) GetResult() *AuthResult {
@@ -3203,7 +4553,7 @@ type AuthStatusRequest struct {
 
 func (x *AuthStatusRequest) Reset() {
 	*x = AuthStatusRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[55]
+	mi := &file_kv_v1_kv_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3215,7 +4565,7 @@ func (x *AuthStatusRequest) String() string {
 func (*AuthStatusRequest) ProtoMessage() {}
 
 func (x *AuthStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[55]
+	mi := &file_kv_v1_kv_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3228,7 +4578,7 @@ func (x *AuthStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthStatusRequest.ProtoReflect.Descriptor instead.
 func (*AuthStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{55}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{76}
 }
 
 type AuthStatusResponse struct {
@@ -3245,7 +4595,7 @@ type AuthStatusResponse struct {
 
 func (x *AuthStatusResponse) Reset() {
 	*x = AuthStatusResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[56]
+	mi := &file_kv_v1_kv_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3257,7 +4607,7 @@ func (x *AuthStatusResponse) String() string {
 func (*AuthStatusResponse) ProtoMessage() {}
 
 func (x *AuthStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[56]
+	mi := &file_kv_v1_kv_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3270,7 +4620,7 @@ func (x *AuthStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthStatusResponse.ProtoReflect.Descriptor instead.
 func (*AuthStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{56}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *AuthStatusResponse) GetEnabled() bool {
@@ -3312,7 +4662,7 @@ type UserAddRequest struct {
 
 func (x *UserAddRequest) Reset() {
 	*x = UserAddRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[57]
+	mi := &file_kv_v1_kv_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +4674,7 @@ func (x *UserAddRequest) String() string {
 func (*UserAddRequest) ProtoMessage() {}
 
 func (x *UserAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[57]
+	mi := &file_kv_v1_kv_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +4687,7 @@ func (x *UserAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserAddRequest.ProtoReflect.Descriptor instead.
 func (*UserAddRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{57}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *UserAddRequest) GetName() string {
@@ -3363,7 +4713,7 @@ type UserAddResponse struct {
 
 func (x *UserAddResponse) Reset() {
 	*x = UserAddResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[58]
+	mi := &file_kv_v1_kv_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3375,7 +4725,7 @@ func (x *UserAddResponse) String() string {
 func (*UserAddResponse) ProtoMessage() {}
 
 func (x *UserAddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[58]
+	mi := &file_kv_v1_kv_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3388,7 +4738,7 @@ func (x *UserAddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserAddResponse.ProtoReflect.Descriptor instead.
 func (*UserAddResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{58}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *UserAddResponse) GetResult() *AuthResult {
@@ -3407,7 +4757,7 @@ type UserDeleteRequest struct {
 
 func (x *UserDeleteRequest) Reset() {
 	*x = UserDeleteRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[59]
+	mi := &file_kv_v1_kv_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3419,7 +4769,7 @@ func (x *UserDeleteRequest) String() string {
 func (*UserDeleteRequest) ProtoMessage() {}
 
 func (x *UserDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[59]
+	mi := &file_kv_v1_kv_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3432,7 +4782,7 @@ func (x *UserDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserDeleteRequest.ProtoReflect.Descriptor instead.
 func (*UserDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{59}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *UserDeleteRequest) GetName() string {
@@ -3451,7 +4801,7 @@ type UserDeleteResponse struct {
 
 func (x *UserDeleteResponse) Reset() {
 	*x = UserDeleteResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[60]
+	mi := &file_kv_v1_kv_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +4813,7 @@ func (x *UserDeleteResponse) String() string {
 func (*UserDeleteResponse) ProtoMessage() {}
 
 func (x *UserDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[60]
+	mi := &file_kv_v1_kv_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +4826,7 @@ func (x *UserDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserDeleteResponse.ProtoReflect.Descriptor instead.
 func (*UserDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{60}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *UserDeleteResponse) GetResult() *AuthResult {
@@ -3494,7 +4844,7 @@ type UserListRequest struct {
 
 func (x *UserListRequest) Reset() {
 	*x = UserListRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[61]
+	mi := &file_kv_v1_kv_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +4856,7 @@ func (x *UserListRequest) String() string {
 func (*UserListRequest) ProtoMessage() {}
 
 func (x *UserListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[61]
+	mi := &file_kv_v1_kv_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +4869,7 @@ func (x *UserListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserListRequest.ProtoReflect.Descriptor instead.
 func (*UserListRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{61}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{82}
 }
 
 type UserListResponse struct {
@@ -3531,7 +4881,7 @@ type UserListResponse struct {
 
 func (x *UserListResponse) Reset() {
 	*x = UserListResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[62]
+	mi := &file_kv_v1_kv_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3543,7 +4893,7 @@ func (x *UserListResponse) String() string {
 func (*UserListResponse) ProtoMessage() {}
 
 func (x *UserListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[62]
+	mi := &file_kv_v1_kv_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3556,7 +4906,7 @@ func (x *UserListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserListResponse.ProtoReflect.Descriptor instead.
 func (*UserListResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{62}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *UserListResponse) GetUsers() []string {
@@ -3575,7 +4925,7 @@ type UserGetRequest struct {
 
 func (x *UserGetRequest) Reset() {
 	*x = UserGetRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[63]
+	mi := &file_kv_v1_kv_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3587,7 +4937,7 @@ func (x *UserGetRequest) String() string {
 func (*UserGetRequest) ProtoMessage() {}
 
 func (x *UserGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[63]
+	mi := &file_kv_v1_kv_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3600,7 +4950,7 @@ func (x *UserGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGetRequest.ProtoReflect.Descriptor instead.
 func (*UserGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{63}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *UserGetRequest) GetName() string {
@@ -3621,7 +4971,7 @@ type UserGetResponse struct {
 
 func (x *UserGetResponse) Reset() {
 	*x = UserGetResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[64]
+	mi := &file_kv_v1_kv_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3633,7 +4983,7 @@ func (x *UserGetResponse) String() string {
 func (*UserGetResponse) ProtoMessage() {}
 
 func (x *UserGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[64]
+	mi := &file_kv_v1_kv_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3646,7 +4996,7 @@ func (x *UserGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGetResponse.ProtoReflect.Descriptor instead.
 func (*UserGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{64}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *UserGetResponse) GetName() string {
@@ -3680,7 +5030,7 @@ type UserChangePasswordRequest struct {
 
 func (x *UserChangePasswordRequest) Reset() {
 	*x = UserChangePasswordRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[65]
+	mi := &file_kv_v1_kv_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3692,7 +5042,7 @@ func (x *UserChangePasswordRequest) String() string {
 func (*UserChangePasswordRequest) ProtoMessage() {}
 
 func (x *UserChangePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[65]
+	mi := &file_kv_v1_kv_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3705,7 +5055,7 @@ func (x *UserChangePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserChangePasswordRequest.ProtoReflect.Descriptor instead.
 func (*UserChangePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{65}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *UserChangePasswordRequest) GetName() string {
@@ -3731,7 +5081,7 @@ type UserChangePasswordResponse struct {
 
 func (x *UserChangePasswordResponse) Reset() {
 	*x = UserChangePasswordResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[66]
+	mi := &file_kv_v1_kv_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3743,7 +5093,7 @@ func (x *UserChangePasswordResponse) String() string {
 func (*UserChangePasswordResponse) ProtoMessage() {}
 
 func (x *UserChangePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[66]
+	mi := &file_kv_v1_kv_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3756,7 +5106,7 @@ func (x *UserChangePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserChangePasswordResponse.ProtoReflect.Descriptor instead.
 func (*UserChangePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{66}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *UserChangePasswordResponse) GetResult() *AuthResult {
@@ -3776,7 +5126,7 @@ type UserGrantRoleRequest struct {
 
 func (x *UserGrantRoleRequest) Reset() {
 	*x = UserGrantRoleRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	mi := &file_kv_v1_kv_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3788,7 +5138,7 @@ func (x *UserGrantRoleRequest) String() string {
 func (*UserGrantRoleRequest) ProtoMessage() {}
 
 func (x *UserGrantRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	mi := &file_kv_v1_kv_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3801,7 +5151,7 @@ func (x *UserGrantRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGrantRoleRequest.ProtoReflect.Descriptor instead.
 func (*UserGrantRoleRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{67}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *UserGrantRoleRequest) GetUser() string {
@@ -3827,7 +5177,7 @@ type UserGrantRoleResponse struct {
 
 func (x *UserGrantRoleResponse) Reset() {
 	*x = UserGrantRoleResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	mi := &file_kv_v1_kv_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3839,7 +5189,7 @@ func (x *UserGrantRoleResponse) String() string {
 func (*UserGrantRoleResponse) ProtoMessage() {}
 
 func (x *UserGrantRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	mi := &file_kv_v1_kv_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3852,7 +5202,7 @@ func (x *UserGrantRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGrantRoleResponse.ProtoReflect.Descriptor instead.
 func (*UserGrantRoleResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{68}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *UserGrantRoleResponse) GetResult() *AuthResult {
@@ -3872,7 +5222,7 @@ type UserRevokeRoleRequest struct {
 
 func (x *UserRevokeRoleRequest) Reset() {
 	*x = UserRevokeRoleRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[69]
+	mi := &file_kv_v1_kv_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3884,7 +5234,7 @@ func (x *UserRevokeRoleRequest) String() string {
 func (*UserRevokeRoleRequest) ProtoMessage() {}
 
 func (x *UserRevokeRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[69]
+	mi := &file_kv_v1_kv_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +5247,7 @@ func (x *UserRevokeRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRevokeRoleRequest.ProtoReflect.Descriptor instead.
 func (*UserRevokeRoleRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{69}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *UserRevokeRoleRequest) GetUser() string {
@@ -3923,7 +5273,7 @@ type UserRevokeRoleResponse struct {
 
 func (x *UserRevokeRoleResponse) Reset() {
 	*x = UserRevokeRoleResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[70]
+	mi := &file_kv_v1_kv_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3935,7 +5285,7 @@ func (x *UserRevokeRoleResponse) String() string {
 func (*UserRevokeRoleResponse) ProtoMessage() {}
 
 func (x *UserRevokeRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[70]
+	mi := &file_kv_v1_kv_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3948,7 +5298,7 @@ func (x *UserRevokeRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRevokeRoleResponse.ProtoReflect.Descriptor instead.
 func (*UserRevokeRoleResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{70}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *UserRevokeRoleResponse) GetResult() *AuthResult {
@@ -3967,7 +5317,7 @@ type RoleAddRequest struct {
 
 func (x *RoleAddRequest) Reset() {
 	*x = RoleAddRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[71]
+	mi := &file_kv_v1_kv_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3979,7 +5329,7 @@ func (x *RoleAddRequest) String() string {
 func (*RoleAddRequest) ProtoMessage() {}
 
 func (x *RoleAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[71]
+	mi := &file_kv_v1_kv_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3992,7 +5342,7 @@ func (x *RoleAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleAddRequest.ProtoReflect.Descriptor instead.
 func (*RoleAddRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{71}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *RoleAddRequest) GetName() string {
@@ -4011,7 +5361,7 @@ type RoleAddResponse struct {
 
 func (x *RoleAddResponse) Reset() {
 	*x = RoleAddResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[72]
+	mi := &file_kv_v1_kv_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4023,7 +5373,7 @@ func (x *RoleAddResponse) String() string {
 func (*RoleAddResponse) ProtoMessage() {}
 
 func (x *RoleAddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[72]
+	mi := &file_kv_v1_kv_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4036,7 +5386,7 @@ func (x *RoleAddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleAddResponse.ProtoReflect.Descriptor instead.
 func (*RoleAddResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{72}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *RoleAddResponse) GetResult() *AuthResult {
@@ -4055,7 +5405,7 @@ type RoleDeleteRequest struct {
 
 func (x *RoleDeleteRequest) Reset() {
 	*x = RoleDeleteRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[73]
+	mi := &file_kv_v1_kv_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4067,7 +5417,7 @@ func (x *RoleDeleteRequest) String() string {
 func (*RoleDeleteRequest) ProtoMessage() {}
 
 func (x *RoleDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[73]
+	mi := &file_kv_v1_kv_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4080,7 +5430,7 @@ func (x *RoleDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleDeleteRequest.ProtoReflect.Descriptor instead.
 func (*RoleDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{73}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *RoleDeleteRequest) GetName() string {
@@ -4099,7 +5449,7 @@ type RoleDeleteResponse struct {
 
 func (x *RoleDeleteResponse) Reset() {
 	*x = RoleDeleteResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[74]
+	mi := &file_kv_v1_kv_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4111,7 +5461,7 @@ func (x *RoleDeleteResponse) String() string {
 func (*RoleDeleteResponse) ProtoMessage() {}
 
 func (x *RoleDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[74]
+	mi := &file_kv_v1_kv_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4124,7 +5474,7 @@ func (x *RoleDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleDeleteResponse.ProtoReflect.Descriptor instead.
 func (*RoleDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{74}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *RoleDeleteResponse) GetResult() *AuthResult {
@@ -4142,7 +5492,7 @@ type RoleListRequest struct {
 
 func (x *RoleListRequest) Reset() {
 	*x = RoleListRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[75]
+	mi := &file_kv_v1_kv_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4154,7 +5504,7 @@ func (x *RoleListRequest) String() string {
 func (*RoleListRequest) ProtoMessage() {}
 
 func (x *RoleListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[75]
+	mi := &file_kv_v1_kv_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4167,7 +5517,7 @@ func (x *RoleListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleListRequest.ProtoReflect.Descriptor instead.
 func (*RoleListRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{75}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{96}
 }
 
 type RoleListResponse struct {
@@ -4179,7 +5529,7 @@ type RoleListResponse struct {
 
 func (x *RoleListResponse) Reset() {
 	*x = RoleListResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[76]
+	mi := &file_kv_v1_kv_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4191,7 +5541,7 @@ func (x *RoleListResponse) String() string {
 func (*RoleListResponse) ProtoMessage() {}
 
 func (x *RoleListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[76]
+	mi := &file_kv_v1_kv_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4204,7 +5554,7 @@ func (x *RoleListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleListResponse.ProtoReflect.Descriptor instead.
 func (*RoleListResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{76}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *RoleListResponse) GetRoles() []string {
@@ -4228,7 +5578,7 @@ type Permission struct {
 
 func (x *Permission) Reset() {
 	*x = Permission{}
-	mi := &file_kv_v1_kv_proto_msgTypes[77]
+	mi := &file_kv_v1_kv_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4240,7 +5590,7 @@ func (x *Permission) String() string {
 func (*Permission) ProtoMessage() {}
 
 func (x *Permission) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[77]
+	mi := &file_kv_v1_kv_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4253,7 +5603,7 @@ func (x *Permission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Permission.ProtoReflect.Descriptor instead.
 func (*Permission) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *Permission) GetAccess() Permission_Access {
@@ -4293,7 +5643,7 @@ type RoleGetRequest struct {
 
 func (x *RoleGetRequest) Reset() {
 	*x = RoleGetRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[78]
+	mi := &file_kv_v1_kv_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4305,7 +5655,7 @@ func (x *RoleGetRequest) String() string {
 func (*RoleGetRequest) ProtoMessage() {}
 
 func (x *RoleGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[78]
+	mi := &file_kv_v1_kv_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4318,7 +5668,7 @@ func (x *RoleGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGetRequest.ProtoReflect.Descriptor instead.
 func (*RoleGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{78}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *RoleGetRequest) GetName() string {
@@ -4338,7 +5688,7 @@ type RoleGetResponse struct {
 
 func (x *RoleGetResponse) Reset() {
 	*x = RoleGetResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[79]
+	mi := &file_kv_v1_kv_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4350,7 +5700,7 @@ func (x *RoleGetResponse) String() string {
 func (*RoleGetResponse) ProtoMessage() {}
 
 func (x *RoleGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[79]
+	mi := &file_kv_v1_kv_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4363,7 +5713,7 @@ func (x *RoleGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGetResponse.ProtoReflect.Descriptor instead.
 func (*RoleGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{79}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *RoleGetResponse) GetName() string {
@@ -4390,7 +5740,7 @@ type RoleGrantPermissionRequest struct {
 
 func (x *RoleGrantPermissionRequest) Reset() {
 	*x = RoleGrantPermissionRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[80]
+	mi := &file_kv_v1_kv_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4402,7 +5752,7 @@ func (x *RoleGrantPermissionRequest) String() string {
 func (*RoleGrantPermissionRequest) ProtoMessage() {}
 
 func (x *RoleGrantPermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[80]
+	mi := &file_kv_v1_kv_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4415,7 +5765,7 @@ func (x *RoleGrantPermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGrantPermissionRequest.ProtoReflect.Descriptor instead.
 func (*RoleGrantPermissionRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{80}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *RoleGrantPermissionRequest) GetRole() string {
@@ -4441,7 +5791,7 @@ type RoleGrantPermissionResponse struct {
 
 func (x *RoleGrantPermissionResponse) Reset() {
 	*x = RoleGrantPermissionResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[81]
+	mi := &file_kv_v1_kv_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4453,7 +5803,7 @@ func (x *RoleGrantPermissionResponse) String() string {
 func (*RoleGrantPermissionResponse) ProtoMessage() {}
 
 func (x *RoleGrantPermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[81]
+	mi := &file_kv_v1_kv_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4466,7 +5816,7 @@ func (x *RoleGrantPermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGrantPermissionResponse.ProtoReflect.Descriptor instead.
 func (*RoleGrantPermissionResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{81}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *RoleGrantPermissionResponse) GetResult() *AuthResult {
@@ -4487,7 +5837,7 @@ type RoleRevokePermissionRequest struct {
 
 func (x *RoleRevokePermissionRequest) Reset() {
 	*x = RoleRevokePermissionRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[82]
+	mi := &file_kv_v1_kv_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4499,7 +5849,7 @@ func (x *RoleRevokePermissionRequest) String() string {
 func (*RoleRevokePermissionRequest) ProtoMessage() {}
 
 func (x *RoleRevokePermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[82]
+	mi := &file_kv_v1_kv_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4512,7 +5862,7 @@ func (x *RoleRevokePermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleRevokePermissionRequest.ProtoReflect.Descriptor instead.
 func (*RoleRevokePermissionRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{82}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *RoleRevokePermissionRequest) GetRole() string {
@@ -4538,7 +5888,7 @@ type RoleRevokePermissionResponse struct {
 
 func (x *RoleRevokePermissionResponse) Reset() {
 	*x = RoleRevokePermissionResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[83]
+	mi := &file_kv_v1_kv_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4550,7 +5900,7 @@ func (x *RoleRevokePermissionResponse) String() string {
 func (*RoleRevokePermissionResponse) ProtoMessage() {}
 
 func (x *RoleRevokePermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[83]
+	mi := &file_kv_v1_kv_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4563,7 +5913,7 @@ func (x *RoleRevokePermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleRevokePermissionResponse.ProtoReflect.Descriptor instead.
 func (*RoleRevokePermissionResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{83}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *RoleRevokePermissionResponse) GetResult() *AuthResult {
@@ -4598,11 +5948,12 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\bKeyValue\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x1a\n" +
-	"\brevision\x18\x03 \x01(\x04R\brevision\"4\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\"J\n" +
 	"\n" +
 	"PutRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value\"9\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x14\n" +
+	"\x05lease\x18\x03 \x01(\x03R\x05lease\"9\n" +
 	"\vPutResponse\x12*\n" +
 	"\x06header\x18\x01 \x01(\v2\x12.kv.v1.WriteHeaderR\x06header\"F\n" +
 	"\n" +
@@ -4634,7 +5985,74 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x11.kv.v1.ReadHeaderR\x06header\x12!\n" +
 	"\x03kvs\x18\x02 \x03(\v2\x0f.kv.v1.KeyValueR\x03kvs\x12\x12\n" +
 	"\x04more\x18\x03 \x01(\bR\x04more\x12\x19\n" +
-	"\bnext_key\x18\x04 \x01(\fR\anextKey\"\xbb\x01\n" +
+	"\bnext_key\x18\x04 \x01(\fR\anextKey\"\xe5\x02\n" +
+	"\x05Event\x12$\n" +
+	"\x04type\x18\x01 \x01(\x0e2\x10.kv.v1.EventTypeR\x04type\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1d\n" +
+	"\n" +
+	"prev_value\x18\x04 \x01(\fR\tprevValue\x12\x1f\n" +
+	"\vprev_exists\x18\x05 \x01(\bR\n" +
+	"prevExists\x12\x19\n" +
+	"\brange_id\x18\x06 \x01(\x04R\arangeId\x12\x14\n" +
+	"\x05index\x18\a \x01(\x04R\x05index\x12(\n" +
+	"\x05cause\x18\b \x01(\x0e2\x12.kv.v1.DeleteCauseR\x05cause\x12\x14\n" +
+	"\x05lease\x18\t \x01(\x03R\x05lease\x12\x1f\n" +
+	"\vchild_range\x18\n" +
+	" \x01(\x04R\n" +
+	"childRange\x12\x1f\n" +
+	"\vchild_start\x18\v \x01(\fR\n" +
+	"childStart\x12\x1b\n" +
+	"\tchild_end\x18\f \x01(\fR\bchildEnd\"\xdb\x01\n" +
+	"\fWatchRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\fR\x03end\x12\x12\n" +
+	"\x04from\x18\x05 \x01(\tR\x04from\x12\x1d\n" +
+	"\n" +
+	"prev_value\x18\x06 \x01(\bR\tprevValue\x12F\n" +
+	"\x11progress_interval\x18\a \x01(\v2\x19.google.protobuf.DurationR\x10progressInterval\"\x91\x01\n" +
+	"\x0fWatchRangeState\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1b\n" +
+	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12!\n" +
+	"\fstaleness_ms\x18\x04 \x01(\x03R\vstalenessMs\"}\n" +
+	"\rWatchResponse\x12$\n" +
+	"\x06events\x18\x01 \x03(\v2\f.kv.v1.EventR\x06events\x12\x16\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\x12.\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x16.kv.v1.WatchRangeStateR\x06ranges\"%\n" +
+	"\x11LeaseGrantRequest\x12\x10\n" +
+	"\x03ttl\x18\x01 \x01(\x03R\x03ttl\"6\n" +
+	"\x12LeaseGrantResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\"'\n" +
+	"\x15LeaseKeepAliveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\":\n" +
+	"\x16LeaseKeepAliveResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03ttl\x18\x02 \x01(\x03R\x03ttl\"$\n" +
+	"\x12LeaseRevokeRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"8\n" +
+	"\x13LeaseRevokeResponse\x12!\n" +
+	"\fkeys_deleted\x18\x01 \x01(\x03R\vkeysDeleted\"\x12\n" +
+	"\x10LeaseListRequest\"P\n" +
+	"\vLeaseStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1f\n" +
+	"\vgranted_ttl\x18\x02 \x01(\x03R\n" +
+	"grantedTtl\x12\x10\n" +
+	"\x03ttl\x18\x03 \x01(\x03R\x03ttl\"?\n" +
+	"\x11LeaseListResponse\x12*\n" +
+	"\x06leases\x18\x01 \x03(\v2\x12.kv.v1.LeaseStatusR\x06leases\"<\n" +
+	"\x16LeaseTimeToLiveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
+	"\x04keys\x18\x02 \x01(\bR\x04keys\"p\n" +
+	"\x17LeaseTimeToLiveResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1f\n" +
+	"\vgranted_ttl\x18\x02 \x01(\x03R\n" +
+	"grantedTtl\x12\x10\n" +
+	"\x03ttl\x18\x03 \x01(\x03R\x03ttl\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\fR\x04keys\"\xbb\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -4684,13 +6102,14 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"generation\x18\x04 \x01(\x04R\n" +
 	"generation\x12\x1a\n" +
 	"\breplicas\x18\x05 \x03(\tR\breplicas\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\tR\x06leader\"\x87\x01\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\"\xa3\x01\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\"\x0f\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x1a\n" +
+	"\bfeatures\x18\x06 \x03(\tR\bfeatures\"\x0f\n" +
 	"\rRangesRequest\"g\n" +
 	"\x0eRangesResponse\x12.\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x16.kv.v1.RangeDescriptorR\x06ranges\x12%\n" +
@@ -4756,7 +6175,27 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"removeNode\x12,\n" +
 	"\x12transfer_leader_to\x18\x04 \x01(\tR\x10transferLeaderTo\"F\n" +
 	"\x16ChangeReplicasResponse\x12,\n" +
-	"\x05range\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\"\xd2\x01\n" +
+	"\x05range\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\"\x8b\x01\n" +
+	"\x11WatchRangeRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x14\n" +
+	"\x05after\x18\x02 \x01(\x04R\x05after\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\fR\x05start\x12\x10\n" +
+	"\x03end\x18\x04 \x01(\fR\x03end\x12\x1d\n" +
+	"\n" +
+	"prev_value\x18\x05 \x01(\bR\tprevValue\"}\n" +
+	"\x12WatchRangeResponse\x12$\n" +
+	"\x06events\x18\x01 \x03(\v2\f.kv.v1.EventR\x06events\x12\x13\n" +
+	"\x05up_to\x18\x02 \x01(\x04R\x04upTo\x12,\n" +
+	"\x05state\x18\x03 \x01(\v2\x16.kv.v1.WatchRangeStateR\x05state\"S\n" +
+	"\x17LeaseRevokeLocalRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12(\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x12.kv.v1.DeleteCauseR\x05cause\"=\n" +
+	"\x18LeaseRevokeLocalResponse\x12!\n" +
+	"\fkeys_deleted\x18\x01 \x01(\x03R\vkeysDeleted\"\"\n" +
+	"\x10LeaseKeysRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"'\n" +
+	"\x11LeaseKeysResponse\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\"\xd2\x01\n" +
 	"\n" +
 	"AuthResult\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x18\n" +
@@ -4862,13 +6301,29 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x01\x12\x17\n" +
 	"\x13CONSISTENCY_BOUNDED\x10\x02\x12\x17\n" +
 	"\x13CONSISTENCY_SESSION\x10\x03\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x042\x97\x02\n" +
+	"\x11CONSISTENCY_STALE\x10\x04*R\n" +
+	"\tEventType\x12\x1a\n" +
+	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eEVENT_TYPE_PUT\x10\x01\x12\x15\n" +
+	"\x11EVENT_TYPE_DELETE\x10\x02*k\n" +
+	"\vDeleteCause\x12\x1c\n" +
+	"\x18DELETE_CAUSE_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aDELETE_CAUSE_LEASE_EXPIRED\x10\x01\x12\x1e\n" +
+	"\x1aDELETE_CAUSE_LEASE_REVOKED\x10\x022\xcd\x02\n" +
 	"\x02KV\x12,\n" +
 	"\x03Put\x12\x11.kv.v1.PutRequest\x1a\x12.kv.v1.PutResponse\x12,\n" +
 	"\x03Get\x12\x11.kv.v1.GetRequest\x1a\x12.kv.v1.GetResponse\x125\n" +
 	"\x06Delete\x12\x14.kv.v1.DeleteRequest\x1a\x15.kv.v1.DeleteResponse\x12/\n" +
 	"\x04Scan\x12\x12.kv.v1.ScanRequest\x1a\x13.kv.v1.ScanResponse\x12M\n" +
-	"\x0eCompareAndSwap\x12\x1c.kv.v1.CompareAndSwapRequest\x1a\x1d.kv.v1.CompareAndSwapResponse2\xcc\x03\n" +
+	"\x0eCompareAndSwap\x12\x1c.kv.v1.CompareAndSwapRequest\x1a\x1d.kv.v1.CompareAndSwapResponse\x124\n" +
+	"\x05Watch\x12\x13.kv.v1.WatchRequest\x1a\x14.kv.v1.WatchResponse0\x012\xdc\x02\n" +
+	"\x05Lease\x12<\n" +
+	"\x05Grant\x12\x18.kv.v1.LeaseGrantRequest\x1a\x19.kv.v1.LeaseGrantResponse\x12L\n" +
+	"\tKeepAlive\x12\x1c.kv.v1.LeaseKeepAliveRequest\x1a\x1d.kv.v1.LeaseKeepAliveResponse(\x010\x01\x12?\n" +
+	"\x06Revoke\x12\x19.kv.v1.LeaseRevokeRequest\x1a\x1a.kv.v1.LeaseRevokeResponse\x129\n" +
+	"\x04List\x12\x17.kv.v1.LeaseListRequest\x1a\x18.kv.v1.LeaseListResponse\x12K\n" +
+	"\n" +
+	"TimeToLive\x12\x1d.kv.v1.LeaseTimeToLiveRequest\x1a\x1e.kv.v1.LeaseTimeToLiveResponse2\xcc\x03\n" +
 	"\aCluster\x125\n" +
 	"\x06Status\x12\x14.kv.v1.StatusRequest\x1a\x15.kv.v1.StatusResponse\x128\n" +
 	"\aMembers\x12\x15.kv.v1.MembersRequest\x1a\x16.kv.v1.MembersResponse\x12>\n" +
@@ -4877,7 +6332,7 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x06Ranges\x12\x14.kv.v1.RangesRequest\x1a\x15.kv.v1.RangesResponse\x12A\n" +
 	"\n" +
 	"SplitRange\x12\x18.kv.v1.SplitRangeRequest\x1a\x19.kv.v1.SplitRangeResponse\x12M\n" +
-	"\x0eTransferLeader\x12\x1c.kv.v1.TransferLeaderRequest\x1a\x1d.kv.v1.TransferLeaderResponse2\xee\x03\n" +
+	"\x0eTransferLeader\x12\x1c.kv.v1.TransferLeaderRequest\x1a\x1d.kv.v1.TransferLeaderResponse2\xc8\x05\n" +
 	"\bInternal\x128\n" +
 	"\aMetaPut\x12\x15.kv.v1.MetaPutRequest\x1a\x16.kv.v1.MetaPutResponse\x12;\n" +
 	"\bMetaScan\x12\x16.kv.v1.MetaScanRequest\x1a\x17.kv.v1.MetaScanResponse\x12J\n" +
@@ -4885,7 +6340,11 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\rCreateReplica\x12\x1b.kv.v1.CreateReplicaRequest\x1a\x1c.kv.v1.CreateReplicaResponse\x12D\n" +
 	"\vDropReplica\x12\x19.kv.v1.DropReplicaRequest\x1a\x1a.kv.v1.DropReplicaResponse\x12M\n" +
 	"\x0eChangeReplicas\x12\x1c.kv.v1.ChangeReplicasRequest\x1a\x1d.kv.v1.ChangeReplicasResponse\x12>\n" +
-	"\tReadIndex\x12\x17.kv.v1.ReadIndexRequest\x1a\x18.kv.v1.ReadIndexResponse2\xb8\t\n" +
+	"\tReadIndex\x12\x17.kv.v1.ReadIndexRequest\x1a\x18.kv.v1.ReadIndexResponse\x12C\n" +
+	"\n" +
+	"WatchRange\x12\x18.kv.v1.WatchRangeRequest\x1a\x19.kv.v1.WatchRangeResponse0\x01\x12S\n" +
+	"\x10LeaseRevokeLocal\x12\x1e.kv.v1.LeaseRevokeLocalRequest\x1a\x1f.kv.v1.LeaseRevokeLocalResponse\x12>\n" +
+	"\tLeaseKeys\x12\x17.kv.v1.LeaseKeysRequest\x1a\x18.kv.v1.LeaseKeysResponse2\xb8\t\n" +
 	"\x04Auth\x12G\n" +
 	"\fAuthenticate\x12\x1a.kv.v1.AuthenticateRequest\x1a\x1b.kv.v1.AuthenticateResponse\x12A\n" +
 	"\n" +
@@ -4921,216 +6380,266 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 	return file_kv_v1_kv_proto_rawDescData
 }
 
-var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 105)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),                     // 0: kv.v1.Consistency
-	(Permission_Access)(0),               // 1: kv.v1.Permission.Access
-	(*ReadOptions)(nil),                  // 2: kv.v1.ReadOptions
-	(*ReadHeader)(nil),                   // 3: kv.v1.ReadHeader
-	(*WriteHeader)(nil),                  // 4: kv.v1.WriteHeader
-	(*KeyValue)(nil),                     // 5: kv.v1.KeyValue
-	(*PutRequest)(nil),                   // 6: kv.v1.PutRequest
-	(*PutResponse)(nil),                  // 7: kv.v1.PutResponse
-	(*GetRequest)(nil),                   // 8: kv.v1.GetRequest
-	(*GetResponse)(nil),                  // 9: kv.v1.GetResponse
-	(*DeleteRequest)(nil),                // 10: kv.v1.DeleteRequest
-	(*DeleteResponse)(nil),               // 11: kv.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),        // 12: kv.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),       // 13: kv.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),                  // 14: kv.v1.ScanRequest
-	(*ScanResponse)(nil),                 // 15: kv.v1.ScanResponse
-	(*Member)(nil),                       // 16: kv.v1.Member
-	(*RangeStatus)(nil),                  // 17: kv.v1.RangeStatus
-	(*NodeStatus)(nil),                   // 18: kv.v1.NodeStatus
-	(*RangeDescriptor)(nil),              // 19: kv.v1.RangeDescriptor
-	(*NodeInfo)(nil),                     // 20: kv.v1.NodeInfo
-	(*RangesRequest)(nil),                // 21: kv.v1.RangesRequest
-	(*RangesResponse)(nil),               // 22: kv.v1.RangesResponse
-	(*SplitRangeRequest)(nil),            // 23: kv.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 24: kv.v1.SplitRangeResponse
-	(*StatusRequest)(nil),                // 25: kv.v1.StatusRequest
-	(*StatusResponse)(nil),               // 26: kv.v1.StatusResponse
-	(*MembersRequest)(nil),               // 27: kv.v1.MembersRequest
-	(*MembersResponse)(nil),              // 28: kv.v1.MembersResponse
-	(*AddMemberRequest)(nil),             // 29: kv.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),            // 30: kv.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),          // 31: kv.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),         // 32: kv.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),        // 33: kv.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),       // 34: kv.v1.TransferLeaderResponse
-	(*ReadIndexRequest)(nil),             // 35: kv.v1.ReadIndexRequest
-	(*RangeReadIndex)(nil),               // 36: kv.v1.RangeReadIndex
-	(*ReadIndexResponse)(nil),            // 37: kv.v1.ReadIndexResponse
-	(*MetaPutRequest)(nil),               // 38: kv.v1.MetaPutRequest
-	(*MetaPutResponse)(nil),              // 39: kv.v1.MetaPutResponse
-	(*MetaScanRequest)(nil),              // 40: kv.v1.MetaScanRequest
-	(*MetaScanResponse)(nil),             // 41: kv.v1.MetaScanResponse
-	(*MetaIncrementRequest)(nil),         // 42: kv.v1.MetaIncrementRequest
-	(*MetaIncrementResponse)(nil),        // 43: kv.v1.MetaIncrementResponse
-	(*CreateReplicaRequest)(nil),         // 44: kv.v1.CreateReplicaRequest
-	(*CreateReplicaResponse)(nil),        // 45: kv.v1.CreateReplicaResponse
-	(*DropReplicaRequest)(nil),           // 46: kv.v1.DropReplicaRequest
-	(*DropReplicaResponse)(nil),          // 47: kv.v1.DropReplicaResponse
-	(*ChangeReplicasRequest)(nil),        // 48: kv.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),       // 49: kv.v1.ChangeReplicasResponse
-	(*AuthResult)(nil),                   // 50: kv.v1.AuthResult
-	(*AuthenticateRequest)(nil),          // 51: kv.v1.AuthenticateRequest
-	(*AuthenticateResponse)(nil),         // 52: kv.v1.AuthenticateResponse
-	(*AuthEnableRequest)(nil),            // 53: kv.v1.AuthEnableRequest
-	(*AuthEnableResponse)(nil),           // 54: kv.v1.AuthEnableResponse
-	(*AuthDisableRequest)(nil),           // 55: kv.v1.AuthDisableRequest
-	(*AuthDisableResponse)(nil),          // 56: kv.v1.AuthDisableResponse
-	(*AuthStatusRequest)(nil),            // 57: kv.v1.AuthStatusRequest
-	(*AuthStatusResponse)(nil),           // 58: kv.v1.AuthStatusResponse
-	(*UserAddRequest)(nil),               // 59: kv.v1.UserAddRequest
-	(*UserAddResponse)(nil),              // 60: kv.v1.UserAddResponse
-	(*UserDeleteRequest)(nil),            // 61: kv.v1.UserDeleteRequest
-	(*UserDeleteResponse)(nil),           // 62: kv.v1.UserDeleteResponse
-	(*UserListRequest)(nil),              // 63: kv.v1.UserListRequest
-	(*UserListResponse)(nil),             // 64: kv.v1.UserListResponse
-	(*UserGetRequest)(nil),               // 65: kv.v1.UserGetRequest
-	(*UserGetResponse)(nil),              // 66: kv.v1.UserGetResponse
-	(*UserChangePasswordRequest)(nil),    // 67: kv.v1.UserChangePasswordRequest
-	(*UserChangePasswordResponse)(nil),   // 68: kv.v1.UserChangePasswordResponse
-	(*UserGrantRoleRequest)(nil),         // 69: kv.v1.UserGrantRoleRequest
-	(*UserGrantRoleResponse)(nil),        // 70: kv.v1.UserGrantRoleResponse
-	(*UserRevokeRoleRequest)(nil),        // 71: kv.v1.UserRevokeRoleRequest
-	(*UserRevokeRoleResponse)(nil),       // 72: kv.v1.UserRevokeRoleResponse
-	(*RoleAddRequest)(nil),               // 73: kv.v1.RoleAddRequest
-	(*RoleAddResponse)(nil),              // 74: kv.v1.RoleAddResponse
-	(*RoleDeleteRequest)(nil),            // 75: kv.v1.RoleDeleteRequest
-	(*RoleDeleteResponse)(nil),           // 76: kv.v1.RoleDeleteResponse
-	(*RoleListRequest)(nil),              // 77: kv.v1.RoleListRequest
-	(*RoleListResponse)(nil),             // 78: kv.v1.RoleListResponse
-	(*Permission)(nil),                   // 79: kv.v1.Permission
-	(*RoleGetRequest)(nil),               // 80: kv.v1.RoleGetRequest
-	(*RoleGetResponse)(nil),              // 81: kv.v1.RoleGetResponse
-	(*RoleGrantPermissionRequest)(nil),   // 82: kv.v1.RoleGrantPermissionRequest
-	(*RoleGrantPermissionResponse)(nil),  // 83: kv.v1.RoleGrantPermissionResponse
-	(*RoleRevokePermissionRequest)(nil),  // 84: kv.v1.RoleRevokePermissionRequest
-	(*RoleRevokePermissionResponse)(nil), // 85: kv.v1.RoleRevokePermissionResponse
-	(*durationpb.Duration)(nil),          // 86: google.protobuf.Duration
+	(EventType)(0),                       // 1: kv.v1.EventType
+	(DeleteCause)(0),                     // 2: kv.v1.DeleteCause
+	(Permission_Access)(0),               // 3: kv.v1.Permission.Access
+	(*ReadOptions)(nil),                  // 4: kv.v1.ReadOptions
+	(*ReadHeader)(nil),                   // 5: kv.v1.ReadHeader
+	(*WriteHeader)(nil),                  // 6: kv.v1.WriteHeader
+	(*KeyValue)(nil),                     // 7: kv.v1.KeyValue
+	(*PutRequest)(nil),                   // 8: kv.v1.PutRequest
+	(*PutResponse)(nil),                  // 9: kv.v1.PutResponse
+	(*GetRequest)(nil),                   // 10: kv.v1.GetRequest
+	(*GetResponse)(nil),                  // 11: kv.v1.GetResponse
+	(*DeleteRequest)(nil),                // 12: kv.v1.DeleteRequest
+	(*DeleteResponse)(nil),               // 13: kv.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),        // 14: kv.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),       // 15: kv.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),                  // 16: kv.v1.ScanRequest
+	(*ScanResponse)(nil),                 // 17: kv.v1.ScanResponse
+	(*Event)(nil),                        // 18: kv.v1.Event
+	(*WatchRequest)(nil),                 // 19: kv.v1.WatchRequest
+	(*WatchRangeState)(nil),              // 20: kv.v1.WatchRangeState
+	(*WatchResponse)(nil),                // 21: kv.v1.WatchResponse
+	(*LeaseGrantRequest)(nil),            // 22: kv.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),           // 23: kv.v1.LeaseGrantResponse
+	(*LeaseKeepAliveRequest)(nil),        // 24: kv.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),       // 25: kv.v1.LeaseKeepAliveResponse
+	(*LeaseRevokeRequest)(nil),           // 26: kv.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),          // 27: kv.v1.LeaseRevokeResponse
+	(*LeaseListRequest)(nil),             // 28: kv.v1.LeaseListRequest
+	(*LeaseStatus)(nil),                  // 29: kv.v1.LeaseStatus
+	(*LeaseListResponse)(nil),            // 30: kv.v1.LeaseListResponse
+	(*LeaseTimeToLiveRequest)(nil),       // 31: kv.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil),      // 32: kv.v1.LeaseTimeToLiveResponse
+	(*Member)(nil),                       // 33: kv.v1.Member
+	(*RangeStatus)(nil),                  // 34: kv.v1.RangeStatus
+	(*NodeStatus)(nil),                   // 35: kv.v1.NodeStatus
+	(*RangeDescriptor)(nil),              // 36: kv.v1.RangeDescriptor
+	(*NodeInfo)(nil),                     // 37: kv.v1.NodeInfo
+	(*RangesRequest)(nil),                // 38: kv.v1.RangesRequest
+	(*RangesResponse)(nil),               // 39: kv.v1.RangesResponse
+	(*SplitRangeRequest)(nil),            // 40: kv.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 41: kv.v1.SplitRangeResponse
+	(*StatusRequest)(nil),                // 42: kv.v1.StatusRequest
+	(*StatusResponse)(nil),               // 43: kv.v1.StatusResponse
+	(*MembersRequest)(nil),               // 44: kv.v1.MembersRequest
+	(*MembersResponse)(nil),              // 45: kv.v1.MembersResponse
+	(*AddMemberRequest)(nil),             // 46: kv.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),            // 47: kv.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),          // 48: kv.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 49: kv.v1.RemoveMemberResponse
+	(*TransferLeaderRequest)(nil),        // 50: kv.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),       // 51: kv.v1.TransferLeaderResponse
+	(*ReadIndexRequest)(nil),             // 52: kv.v1.ReadIndexRequest
+	(*RangeReadIndex)(nil),               // 53: kv.v1.RangeReadIndex
+	(*ReadIndexResponse)(nil),            // 54: kv.v1.ReadIndexResponse
+	(*MetaPutRequest)(nil),               // 55: kv.v1.MetaPutRequest
+	(*MetaPutResponse)(nil),              // 56: kv.v1.MetaPutResponse
+	(*MetaScanRequest)(nil),              // 57: kv.v1.MetaScanRequest
+	(*MetaScanResponse)(nil),             // 58: kv.v1.MetaScanResponse
+	(*MetaIncrementRequest)(nil),         // 59: kv.v1.MetaIncrementRequest
+	(*MetaIncrementResponse)(nil),        // 60: kv.v1.MetaIncrementResponse
+	(*CreateReplicaRequest)(nil),         // 61: kv.v1.CreateReplicaRequest
+	(*CreateReplicaResponse)(nil),        // 62: kv.v1.CreateReplicaResponse
+	(*DropReplicaRequest)(nil),           // 63: kv.v1.DropReplicaRequest
+	(*DropReplicaResponse)(nil),          // 64: kv.v1.DropReplicaResponse
+	(*ChangeReplicasRequest)(nil),        // 65: kv.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 66: kv.v1.ChangeReplicasResponse
+	(*WatchRangeRequest)(nil),            // 67: kv.v1.WatchRangeRequest
+	(*WatchRangeResponse)(nil),           // 68: kv.v1.WatchRangeResponse
+	(*LeaseRevokeLocalRequest)(nil),      // 69: kv.v1.LeaseRevokeLocalRequest
+	(*LeaseRevokeLocalResponse)(nil),     // 70: kv.v1.LeaseRevokeLocalResponse
+	(*LeaseKeysRequest)(nil),             // 71: kv.v1.LeaseKeysRequest
+	(*LeaseKeysResponse)(nil),            // 72: kv.v1.LeaseKeysResponse
+	(*AuthResult)(nil),                   // 73: kv.v1.AuthResult
+	(*AuthenticateRequest)(nil),          // 74: kv.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),         // 75: kv.v1.AuthenticateResponse
+	(*AuthEnableRequest)(nil),            // 76: kv.v1.AuthEnableRequest
+	(*AuthEnableResponse)(nil),           // 77: kv.v1.AuthEnableResponse
+	(*AuthDisableRequest)(nil),           // 78: kv.v1.AuthDisableRequest
+	(*AuthDisableResponse)(nil),          // 79: kv.v1.AuthDisableResponse
+	(*AuthStatusRequest)(nil),            // 80: kv.v1.AuthStatusRequest
+	(*AuthStatusResponse)(nil),           // 81: kv.v1.AuthStatusResponse
+	(*UserAddRequest)(nil),               // 82: kv.v1.UserAddRequest
+	(*UserAddResponse)(nil),              // 83: kv.v1.UserAddResponse
+	(*UserDeleteRequest)(nil),            // 84: kv.v1.UserDeleteRequest
+	(*UserDeleteResponse)(nil),           // 85: kv.v1.UserDeleteResponse
+	(*UserListRequest)(nil),              // 86: kv.v1.UserListRequest
+	(*UserListResponse)(nil),             // 87: kv.v1.UserListResponse
+	(*UserGetRequest)(nil),               // 88: kv.v1.UserGetRequest
+	(*UserGetResponse)(nil),              // 89: kv.v1.UserGetResponse
+	(*UserChangePasswordRequest)(nil),    // 90: kv.v1.UserChangePasswordRequest
+	(*UserChangePasswordResponse)(nil),   // 91: kv.v1.UserChangePasswordResponse
+	(*UserGrantRoleRequest)(nil),         // 92: kv.v1.UserGrantRoleRequest
+	(*UserGrantRoleResponse)(nil),        // 93: kv.v1.UserGrantRoleResponse
+	(*UserRevokeRoleRequest)(nil),        // 94: kv.v1.UserRevokeRoleRequest
+	(*UserRevokeRoleResponse)(nil),       // 95: kv.v1.UserRevokeRoleResponse
+	(*RoleAddRequest)(nil),               // 96: kv.v1.RoleAddRequest
+	(*RoleAddResponse)(nil),              // 97: kv.v1.RoleAddResponse
+	(*RoleDeleteRequest)(nil),            // 98: kv.v1.RoleDeleteRequest
+	(*RoleDeleteResponse)(nil),           // 99: kv.v1.RoleDeleteResponse
+	(*RoleListRequest)(nil),              // 100: kv.v1.RoleListRequest
+	(*RoleListResponse)(nil),             // 101: kv.v1.RoleListResponse
+	(*Permission)(nil),                   // 102: kv.v1.Permission
+	(*RoleGetRequest)(nil),               // 103: kv.v1.RoleGetRequest
+	(*RoleGetResponse)(nil),              // 104: kv.v1.RoleGetResponse
+	(*RoleGrantPermissionRequest)(nil),   // 105: kv.v1.RoleGrantPermissionRequest
+	(*RoleGrantPermissionResponse)(nil),  // 106: kv.v1.RoleGrantPermissionResponse
+	(*RoleRevokePermissionRequest)(nil),  // 107: kv.v1.RoleRevokePermissionRequest
+	(*RoleRevokePermissionResponse)(nil), // 108: kv.v1.RoleRevokePermissionResponse
+	(*durationpb.Duration)(nil),          // 109: google.protobuf.Duration
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
-	0,  // 0: kv.v1.ReadOptions.consistency:type_name -> kv.v1.Consistency
-	86, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
-	0,  // 2: kv.v1.ReadHeader.consistency:type_name -> kv.v1.Consistency
-	4,  // 3: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
-	2,  // 4: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
-	3,  // 5: kv.v1.GetResponse.header:type_name -> kv.v1.ReadHeader
-	5,  // 6: kv.v1.GetResponse.kv:type_name -> kv.v1.KeyValue
-	4,  // 7: kv.v1.DeleteResponse.header:type_name -> kv.v1.WriteHeader
-	4,  // 8: kv.v1.CompareAndSwapResponse.header:type_name -> kv.v1.WriteHeader
-	2,  // 9: kv.v1.ScanRequest.read:type_name -> kv.v1.ReadOptions
-	3,  // 10: kv.v1.ScanResponse.header:type_name -> kv.v1.ReadHeader
-	5,  // 11: kv.v1.ScanResponse.kvs:type_name -> kv.v1.KeyValue
-	17, // 12: kv.v1.NodeStatus.ranges:type_name -> kv.v1.RangeStatus
-	19, // 13: kv.v1.RangesResponse.ranges:type_name -> kv.v1.RangeDescriptor
-	20, // 14: kv.v1.RangesResponse.nodes:type_name -> kv.v1.NodeInfo
-	19, // 15: kv.v1.SplitRangeResponse.left:type_name -> kv.v1.RangeDescriptor
-	19, // 16: kv.v1.SplitRangeResponse.right:type_name -> kv.v1.RangeDescriptor
-	18, // 17: kv.v1.StatusResponse.node:type_name -> kv.v1.NodeStatus
-	16, // 18: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
-	16, // 19: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
-	16, // 20: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
-	19, // 21: kv.v1.TransferLeaderResponse.range:type_name -> kv.v1.RangeDescriptor
-	36, // 22: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
-	5,  // 23: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
-	19, // 24: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
-	19, // 25: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
-	50, // 26: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
-	50, // 27: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
-	50, // 28: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
-	50, // 29: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
-	50, // 30: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
-	50, // 31: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
-	50, // 32: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
-	50, // 33: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
-	50, // 34: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
-	1,  // 35: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
-	79, // 36: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
-	79, // 37: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
-	50, // 38: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
-	79, // 39: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
-	50, // 40: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
-	6,  // 41: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	8,  // 42: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	10, // 43: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	14, // 44: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
-	12, // 45: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
-	25, // 46: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
-	27, // 47: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
-	29, // 48: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
-	31, // 49: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
-	21, // 50: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
-	23, // 51: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
-	33, // 52: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
-	38, // 53: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
-	40, // 54: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
-	42, // 55: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
-	44, // 56: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
-	46, // 57: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
-	48, // 58: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
-	35, // 59: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
-	51, // 60: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
-	53, // 61: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
-	55, // 62: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
-	57, // 63: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
-	59, // 64: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
-	61, // 65: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
-	63, // 66: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
-	65, // 67: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
-	67, // 68: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
-	69, // 69: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
-	71, // 70: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
-	73, // 71: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
-	75, // 72: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
-	77, // 73: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
-	80, // 74: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
-	82, // 75: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
-	84, // 76: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
-	7,  // 77: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	9,  // 78: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	11, // 79: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	15, // 80: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	13, // 81: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	26, // 82: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	28, // 83: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	30, // 84: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	32, // 85: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	22, // 86: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
-	24, // 87: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
-	34, // 88: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
-	39, // 89: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
-	41, // 90: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
-	43, // 91: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
-	45, // 92: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
-	47, // 93: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
-	49, // 94: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
-	37, // 95: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
-	52, // 96: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
-	54, // 97: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
-	56, // 98: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
-	58, // 99: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
-	60, // 100: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
-	62, // 101: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
-	64, // 102: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
-	66, // 103: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
-	68, // 104: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
-	70, // 105: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
-	72, // 106: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
-	74, // 107: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
-	76, // 108: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
-	78, // 109: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
-	81, // 110: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
-	83, // 111: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
-	85, // 112: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
-	77, // [77:113] is the sub-list for method output_type
-	41, // [41:77] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	0,   // 0: kv.v1.ReadOptions.consistency:type_name -> kv.v1.Consistency
+	109, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	0,   // 2: kv.v1.ReadHeader.consistency:type_name -> kv.v1.Consistency
+	6,   // 3: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
+	4,   // 4: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
+	5,   // 5: kv.v1.GetResponse.header:type_name -> kv.v1.ReadHeader
+	7,   // 6: kv.v1.GetResponse.kv:type_name -> kv.v1.KeyValue
+	6,   // 7: kv.v1.DeleteResponse.header:type_name -> kv.v1.WriteHeader
+	6,   // 8: kv.v1.CompareAndSwapResponse.header:type_name -> kv.v1.WriteHeader
+	4,   // 9: kv.v1.ScanRequest.read:type_name -> kv.v1.ReadOptions
+	5,   // 10: kv.v1.ScanResponse.header:type_name -> kv.v1.ReadHeader
+	7,   // 11: kv.v1.ScanResponse.kvs:type_name -> kv.v1.KeyValue
+	1,   // 12: kv.v1.Event.type:type_name -> kv.v1.EventType
+	2,   // 13: kv.v1.Event.cause:type_name -> kv.v1.DeleteCause
+	109, // 14: kv.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	18,  // 15: kv.v1.WatchResponse.events:type_name -> kv.v1.Event
+	20,  // 16: kv.v1.WatchResponse.ranges:type_name -> kv.v1.WatchRangeState
+	29,  // 17: kv.v1.LeaseListResponse.leases:type_name -> kv.v1.LeaseStatus
+	34,  // 18: kv.v1.NodeStatus.ranges:type_name -> kv.v1.RangeStatus
+	36,  // 19: kv.v1.RangesResponse.ranges:type_name -> kv.v1.RangeDescriptor
+	37,  // 20: kv.v1.RangesResponse.nodes:type_name -> kv.v1.NodeInfo
+	36,  // 21: kv.v1.SplitRangeResponse.left:type_name -> kv.v1.RangeDescriptor
+	36,  // 22: kv.v1.SplitRangeResponse.right:type_name -> kv.v1.RangeDescriptor
+	35,  // 23: kv.v1.StatusResponse.node:type_name -> kv.v1.NodeStatus
+	33,  // 24: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
+	33,  // 25: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
+	33,  // 26: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
+	36,  // 27: kv.v1.TransferLeaderResponse.range:type_name -> kv.v1.RangeDescriptor
+	53,  // 28: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
+	7,   // 29: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
+	36,  // 30: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
+	36,  // 31: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
+	18,  // 32: kv.v1.WatchRangeResponse.events:type_name -> kv.v1.Event
+	20,  // 33: kv.v1.WatchRangeResponse.state:type_name -> kv.v1.WatchRangeState
+	2,   // 34: kv.v1.LeaseRevokeLocalRequest.cause:type_name -> kv.v1.DeleteCause
+	73,  // 35: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 36: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 37: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 38: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 39: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 40: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 41: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 42: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 43: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
+	3,   // 44: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
+	102, // 45: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
+	102, // 46: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
+	73,  // 47: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
+	102, // 48: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
+	73,  // 49: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
+	8,   // 50: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	10,  // 51: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	12,  // 52: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	16,  // 53: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
+	14,  // 54: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
+	19,  // 55: kv.v1.KV.Watch:input_type -> kv.v1.WatchRequest
+	22,  // 56: kv.v1.Lease.Grant:input_type -> kv.v1.LeaseGrantRequest
+	24,  // 57: kv.v1.Lease.KeepAlive:input_type -> kv.v1.LeaseKeepAliveRequest
+	26,  // 58: kv.v1.Lease.Revoke:input_type -> kv.v1.LeaseRevokeRequest
+	28,  // 59: kv.v1.Lease.List:input_type -> kv.v1.LeaseListRequest
+	31,  // 60: kv.v1.Lease.TimeToLive:input_type -> kv.v1.LeaseTimeToLiveRequest
+	42,  // 61: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
+	44,  // 62: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
+	46,  // 63: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
+	48,  // 64: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
+	38,  // 65: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
+	40,  // 66: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
+	50,  // 67: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
+	55,  // 68: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
+	57,  // 69: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
+	59,  // 70: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
+	61,  // 71: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
+	63,  // 72: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
+	65,  // 73: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
+	52,  // 74: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	67,  // 75: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
+	69,  // 76: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
+	71,  // 77: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
+	74,  // 78: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
+	76,  // 79: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
+	78,  // 80: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
+	80,  // 81: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
+	82,  // 82: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
+	84,  // 83: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
+	86,  // 84: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
+	88,  // 85: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
+	90,  // 86: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
+	92,  // 87: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
+	94,  // 88: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
+	96,  // 89: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
+	98,  // 90: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
+	100, // 91: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
+	103, // 92: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
+	105, // 93: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
+	107, // 94: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
+	9,   // 95: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	11,  // 96: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	13,  // 97: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	17,  // 98: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	15,  // 99: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	21,  // 100: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
+	23,  // 101: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
+	25,  // 102: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
+	27,  // 103: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
+	30,  // 104: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
+	32,  // 105: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
+	43,  // 106: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	45,  // 107: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	47,  // 108: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	49,  // 109: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	39,  // 110: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
+	41,  // 111: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
+	51,  // 112: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
+	56,  // 113: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
+	58,  // 114: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
+	60,  // 115: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
+	62,  // 116: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
+	64,  // 117: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
+	66,  // 118: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
+	54,  // 119: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	68,  // 120: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
+	70,  // 121: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
+	72,  // 122: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
+	75,  // 123: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
+	77,  // 124: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
+	79,  // 125: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
+	81,  // 126: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
+	83,  // 127: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
+	85,  // 128: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
+	87,  // 129: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
+	89,  // 130: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
+	91,  // 131: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
+	93,  // 132: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
+	95,  // 133: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
+	97,  // 134: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
+	99,  // 135: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
+	101, // 136: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
+	104, // 137: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
+	106, // 138: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
+	108, // 139: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
+	95,  // [95:140] is the sub-list for method output_type
+	50,  // [50:95] is the sub-list for method input_type
+	50,  // [50:50] is the sub-list for extension type_name
+	50,  // [50:50] is the sub-list for extension extendee
+	0,   // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -5143,10 +6652,10 @@ func file_kv_v1_kv_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   84,
+			NumEnums:      4,
+			NumMessages:   105,
 			NumExtensions: 0,
-			NumServices:   4,
+			NumServices:   5,
 		},
 		GoTypes:           file_kv_v1_kv_proto_goTypes,
 		DependencyIndexes: file_kv_v1_kv_proto_depIdxs,

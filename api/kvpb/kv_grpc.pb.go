@@ -28,6 +28,7 @@ const (
 	KV_Delete_FullMethodName         = "/kv.v1.KV/Delete"
 	KV_Scan_FullMethodName           = "/kv.v1.KV/Scan"
 	KV_CompareAndSwap_FullMethodName = "/kv.v1.KV/CompareAndSwap"
+	KV_Watch_FullMethodName          = "/kv.v1.KV/Watch"
 )
 
 // KVClient is the client API for KV service.
@@ -39,6 +40,10 @@ type KVClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	Scan(ctx context.Context, in *ScanRequest, opts ...grpc.CallOption) (*ScanResponse, error)
 	CompareAndSwap(ctx context.Context, in *CompareAndSwapRequest, opts ...grpc.CallOption) (*CompareAndSwapResponse, error)
+	// Watch streams the committed writes to a span of keys, across as many
+	// ranges as it covers, surviving their splits. A cursor older than what
+	// the replicas retain is the COMPACTED status: re-read, then watch from now.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
 type kVClient struct {
@@ -99,6 +104,25 @@ func (c *kVClient) CompareAndSwap(ctx context.Context, in *CompareAndSwapRequest
 	return out, nil
 }
 
+func (c *kVClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Watch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRequest, WatchResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_WatchClient = grpc.ServerStreamingClient[WatchResponse]
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -108,6 +132,10 @@ type KVServer interface {
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	Scan(context.Context, *ScanRequest) (*ScanResponse, error)
 	CompareAndSwap(context.Context, *CompareAndSwapRequest) (*CompareAndSwapResponse, error)
+	// Watch streams the committed writes to a span of keys, across as many
+	// ranges as it covers, surviving their splits. A cursor older than what
+	// the replicas retain is the COMPACTED status: re-read, then watch from now.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -132,6 +160,9 @@ func (UnimplementedKVServer) Scan(context.Context, *ScanRequest) (*ScanResponse,
 }
 func (UnimplementedKVServer) CompareAndSwap(context.Context, *CompareAndSwapRequest) (*CompareAndSwapResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompareAndSwap not implemented")
+}
+func (UnimplementedKVServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -244,6 +275,17 @@ func _KV_CompareAndSwap_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(KVServer).Watch(m, &grpc.GenericServerStream[WatchRequest, WatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_WatchServer = grpc.ServerStreamingServer[WatchResponse]
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -272,7 +314,272 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_CompareAndSwap_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Watch",
+			Handler:       _KV_Watch_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "kv/v1/kv.proto",
+}
+
+const (
+	Lease_Grant_FullMethodName      = "/kv.v1.Lease/Grant"
+	Lease_KeepAlive_FullMethodName  = "/kv.v1.Lease/KeepAlive"
+	Lease_Revoke_FullMethodName     = "/kv.v1.Lease/Revoke"
+	Lease_List_FullMethodName       = "/kv.v1.Lease/List"
+	Lease_TimeToLive_FullMethodName = "/kv.v1.Lease/TimeToLive"
+)
+
+// LeaseClient is the client API for Lease service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Lease grants, keeps alive and revokes leases. A lease's expiry is decided
+// by the meta range leader's monotonic clock, counted from when it applied
+// the lease's last grant or keepalive: never before the TTL has passed since
+// the client sent it.
+type LeaseClient interface {
+	Grant(ctx context.Context, in *LeaseGrantRequest, opts ...grpc.CallOption) (*LeaseGrantResponse, error)
+	KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LeaseKeepAliveRequest, LeaseKeepAliveResponse], error)
+	Revoke(ctx context.Context, in *LeaseRevokeRequest, opts ...grpc.CallOption) (*LeaseRevokeResponse, error)
+	List(ctx context.Context, in *LeaseListRequest, opts ...grpc.CallOption) (*LeaseListResponse, error)
+	TimeToLive(ctx context.Context, in *LeaseTimeToLiveRequest, opts ...grpc.CallOption) (*LeaseTimeToLiveResponse, error)
+}
+
+type leaseClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewLeaseClient(cc grpc.ClientConnInterface) LeaseClient {
+	return &leaseClient{cc}
+}
+
+func (c *leaseClient) Grant(ctx context.Context, in *LeaseGrantRequest, opts ...grpc.CallOption) (*LeaseGrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseGrantResponse)
+	err := c.cc.Invoke(ctx, Lease_Grant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *leaseClient) KeepAlive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[LeaseKeepAliveRequest, LeaseKeepAliveResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Lease_ServiceDesc.Streams[0], Lease_KeepAlive_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[LeaseKeepAliveRequest, LeaseKeepAliveResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lease_KeepAliveClient = grpc.BidiStreamingClient[LeaseKeepAliveRequest, LeaseKeepAliveResponse]
+
+func (c *leaseClient) Revoke(ctx context.Context, in *LeaseRevokeRequest, opts ...grpc.CallOption) (*LeaseRevokeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseRevokeResponse)
+	err := c.cc.Invoke(ctx, Lease_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *leaseClient) List(ctx context.Context, in *LeaseListRequest, opts ...grpc.CallOption) (*LeaseListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseListResponse)
+	err := c.cc.Invoke(ctx, Lease_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *leaseClient) TimeToLive(ctx context.Context, in *LeaseTimeToLiveRequest, opts ...grpc.CallOption) (*LeaseTimeToLiveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseTimeToLiveResponse)
+	err := c.cc.Invoke(ctx, Lease_TimeToLive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// LeaseServer is the server API for Lease service.
+// All implementations must embed UnimplementedLeaseServer
+// for forward compatibility.
+//
+// Lease grants, keeps alive and revokes leases. A lease's expiry is decided
+// by the meta range leader's monotonic clock, counted from when it applied
+// the lease's last grant or keepalive: never before the TTL has passed since
+// the client sent it.
+type LeaseServer interface {
+	Grant(context.Context, *LeaseGrantRequest) (*LeaseGrantResponse, error)
+	KeepAlive(grpc.BidiStreamingServer[LeaseKeepAliveRequest, LeaseKeepAliveResponse]) error
+	Revoke(context.Context, *LeaseRevokeRequest) (*LeaseRevokeResponse, error)
+	List(context.Context, *LeaseListRequest) (*LeaseListResponse, error)
+	TimeToLive(context.Context, *LeaseTimeToLiveRequest) (*LeaseTimeToLiveResponse, error)
+	mustEmbedUnimplementedLeaseServer()
+}
+
+// UnimplementedLeaseServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedLeaseServer struct{}
+
+func (UnimplementedLeaseServer) Grant(context.Context, *LeaseGrantRequest) (*LeaseGrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Grant not implemented")
+}
+func (UnimplementedLeaseServer) KeepAlive(grpc.BidiStreamingServer[LeaseKeepAliveRequest, LeaseKeepAliveResponse]) error {
+	return status.Error(codes.Unimplemented, "method KeepAlive not implemented")
+}
+func (UnimplementedLeaseServer) Revoke(context.Context, *LeaseRevokeRequest) (*LeaseRevokeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
+}
+func (UnimplementedLeaseServer) List(context.Context, *LeaseListRequest) (*LeaseListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedLeaseServer) TimeToLive(context.Context, *LeaseTimeToLiveRequest) (*LeaseTimeToLiveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TimeToLive not implemented")
+}
+func (UnimplementedLeaseServer) mustEmbedUnimplementedLeaseServer() {}
+func (UnimplementedLeaseServer) testEmbeddedByValue()               {}
+
+// UnsafeLeaseServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to LeaseServer will
+// result in compilation errors.
+type UnsafeLeaseServer interface {
+	mustEmbedUnimplementedLeaseServer()
+}
+
+func RegisterLeaseServer(s grpc.ServiceRegistrar, srv LeaseServer) {
+	// If the following call panics, it indicates UnimplementedLeaseServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Lease_ServiceDesc, srv)
+}
+
+func _Lease_Grant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseGrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LeaseServer).Grant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lease_Grant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LeaseServer).Grant(ctx, req.(*LeaseGrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Lease_KeepAlive_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LeaseServer).KeepAlive(&grpc.GenericServerStream[LeaseKeepAliveRequest, LeaseKeepAliveResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lease_KeepAliveServer = grpc.BidiStreamingServer[LeaseKeepAliveRequest, LeaseKeepAliveResponse]
+
+func _Lease_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseRevokeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LeaseServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lease_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LeaseServer).Revoke(ctx, req.(*LeaseRevokeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Lease_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LeaseServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lease_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LeaseServer).List(ctx, req.(*LeaseListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Lease_TimeToLive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseTimeToLiveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LeaseServer).TimeToLive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lease_TimeToLive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LeaseServer).TimeToLive(ctx, req.(*LeaseTimeToLiveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Lease_ServiceDesc is the grpc.ServiceDesc for Lease service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Lease_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kv.v1.Lease",
+	HandlerType: (*LeaseServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Grant",
+			Handler:    _Lease_Grant_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _Lease_Revoke_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _Lease_List_Handler,
+		},
+		{
+			MethodName: "TimeToLive",
+			Handler:    _Lease_TimeToLive_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "KeepAlive",
+			Handler:       _Lease_KeepAlive_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "kv/v1/kv.proto",
 }
 
@@ -619,13 +926,16 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Internal_MetaPut_FullMethodName        = "/kv.v1.Internal/MetaPut"
-	Internal_MetaScan_FullMethodName       = "/kv.v1.Internal/MetaScan"
-	Internal_MetaIncrement_FullMethodName  = "/kv.v1.Internal/MetaIncrement"
-	Internal_CreateReplica_FullMethodName  = "/kv.v1.Internal/CreateReplica"
-	Internal_DropReplica_FullMethodName    = "/kv.v1.Internal/DropReplica"
-	Internal_ChangeReplicas_FullMethodName = "/kv.v1.Internal/ChangeReplicas"
-	Internal_ReadIndex_FullMethodName      = "/kv.v1.Internal/ReadIndex"
+	Internal_MetaPut_FullMethodName          = "/kv.v1.Internal/MetaPut"
+	Internal_MetaScan_FullMethodName         = "/kv.v1.Internal/MetaScan"
+	Internal_MetaIncrement_FullMethodName    = "/kv.v1.Internal/MetaIncrement"
+	Internal_CreateReplica_FullMethodName    = "/kv.v1.Internal/CreateReplica"
+	Internal_DropReplica_FullMethodName      = "/kv.v1.Internal/DropReplica"
+	Internal_ChangeReplicas_FullMethodName   = "/kv.v1.Internal/ChangeReplicas"
+	Internal_ReadIndex_FullMethodName        = "/kv.v1.Internal/ReadIndex"
+	Internal_WatchRange_FullMethodName       = "/kv.v1.Internal/WatchRange"
+	Internal_LeaseRevokeLocal_FullMethodName = "/kv.v1.Internal/LeaseRevokeLocal"
+	Internal_LeaseKeys_FullMethodName        = "/kv.v1.Internal/LeaseKeys"
 )
 
 // InternalClient is the client API for Internal service.
@@ -650,6 +960,14 @@ type InternalClient interface {
 	// A follower that has applied that index holds every write acknowledged
 	// before it sent the request: the basis of bounded reads.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
+	// WatchRange streams one range's events after an index, from this
+	// node's replica (leader or follower), split events included.
+	WatchRange(ctx context.Context, in *WatchRangeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRangeResponse], error)
+	// LeaseRevokeLocal deletes, in every range this node holds a replica
+	// of, the keys attached to a lease that has ended.
+	LeaseRevokeLocal(ctx context.Context, in *LeaseRevokeLocalRequest, opts ...grpc.CallOption) (*LeaseRevokeLocalResponse, error)
+	// LeaseKeys lists the keys attached to a lease in this node's replicas.
+	LeaseKeys(ctx context.Context, in *LeaseKeysRequest, opts ...grpc.CallOption) (*LeaseKeysResponse, error)
 }
 
 type internalClient struct {
@@ -730,6 +1048,45 @@ func (c *internalClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, op
 	return out, nil
 }
 
+func (c *internalClient) WatchRange(ctx context.Context, in *WatchRangeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRangeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Internal_ServiceDesc.Streams[0], Internal_WatchRange_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRangeRequest, WatchRangeResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Internal_WatchRangeClient = grpc.ServerStreamingClient[WatchRangeResponse]
+
+func (c *internalClient) LeaseRevokeLocal(ctx context.Context, in *LeaseRevokeLocalRequest, opts ...grpc.CallOption) (*LeaseRevokeLocalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseRevokeLocalResponse)
+	err := c.cc.Invoke(ctx, Internal_LeaseRevokeLocal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) LeaseKeys(ctx context.Context, in *LeaseKeysRequest, opts ...grpc.CallOption) (*LeaseKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseKeysResponse)
+	err := c.cc.Invoke(ctx, Internal_LeaseKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InternalServer is the server API for Internal service.
 // All implementations must embed UnimplementedInternalServer
 // for forward compatibility.
@@ -752,6 +1109,14 @@ type InternalServer interface {
 	// A follower that has applied that index holds every write acknowledged
 	// before it sent the request: the basis of bounded reads.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
+	// WatchRange streams one range's events after an index, from this
+	// node's replica (leader or follower), split events included.
+	WatchRange(*WatchRangeRequest, grpc.ServerStreamingServer[WatchRangeResponse]) error
+	// LeaseRevokeLocal deletes, in every range this node holds a replica
+	// of, the keys attached to a lease that has ended.
+	LeaseRevokeLocal(context.Context, *LeaseRevokeLocalRequest) (*LeaseRevokeLocalResponse, error)
+	// LeaseKeys lists the keys attached to a lease in this node's replicas.
+	LeaseKeys(context.Context, *LeaseKeysRequest) (*LeaseKeysResponse, error)
 	mustEmbedUnimplementedInternalServer()
 }
 
@@ -782,6 +1147,15 @@ func (UnimplementedInternalServer) ChangeReplicas(context.Context, *ChangeReplic
 }
 func (UnimplementedInternalServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedInternalServer) WatchRange(*WatchRangeRequest, grpc.ServerStreamingServer[WatchRangeResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchRange not implemented")
+}
+func (UnimplementedInternalServer) LeaseRevokeLocal(context.Context, *LeaseRevokeLocalRequest) (*LeaseRevokeLocalResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseRevokeLocal not implemented")
+}
+func (UnimplementedInternalServer) LeaseKeys(context.Context, *LeaseKeysRequest) (*LeaseKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaseKeys not implemented")
 }
 func (UnimplementedInternalServer) mustEmbedUnimplementedInternalServer() {}
 func (UnimplementedInternalServer) testEmbeddedByValue()                  {}
@@ -930,6 +1304,53 @@ func _Internal_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Internal_WatchRange_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRangeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(InternalServer).WatchRange(m, &grpc.GenericServerStream[WatchRangeRequest, WatchRangeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Internal_WatchRangeServer = grpc.ServerStreamingServer[WatchRangeResponse]
+
+func _Internal_LeaseRevokeLocal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseRevokeLocalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).LeaseRevokeLocal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_LeaseRevokeLocal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).LeaseRevokeLocal(ctx, req.(*LeaseRevokeLocalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_LeaseKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaseKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).LeaseKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_LeaseKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).LeaseKeys(ctx, req.(*LeaseKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Internal_ServiceDesc is the grpc.ServiceDesc for Internal service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -965,8 +1386,22 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReadIndex",
 			Handler:    _Internal_ReadIndex_Handler,
 		},
+		{
+			MethodName: "LeaseRevokeLocal",
+			Handler:    _Internal_LeaseRevokeLocal_Handler,
+		},
+		{
+			MethodName: "LeaseKeys",
+			Handler:    _Internal_LeaseKeys_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRange",
+			Handler:       _Internal_WatchRange_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "kv/v1/kv.proto",
 }
 
