@@ -34,6 +34,12 @@ const (
 	// it in its log, shuts its Raft instance down a moment later, and the
 	// next request or Raft message wakes it (see shard's hibernation).
 	OpHibernate
+	// OpPutLease is OpPut with the key attached to Lease: the key goes when
+	// an OpLeaseRevoke for that lease reaches the range.
+	OpPutLease
+	// OpLeaseRevoke deletes every key of the range attached to Lease,
+	// recording Cause in their delete events. Key is empty.
+	OpLeaseRevoke
 )
 
 // Command is one state-machine command, encoded into a Raft log entry.
@@ -46,6 +52,11 @@ type Command struct {
 	// ExpectMissing asks for the key to be absent.
 	Expected      []byte
 	ExpectMissing bool
+	// Lease is the lease of OpPutLease and OpLeaseRevoke.
+	Lease uint64
+	// Cause is why OpLeaseRevoke deletes (CauseLeaseExpired or
+	// CauseLeaseRevoked).
+	Cause DeleteCause
 }
 
 // ErrBadCommand is returned for a log entry that does not decode; it would
@@ -65,6 +76,13 @@ func (c *Command) Encode(dst []byte) []byte {
 	case OpPut, OpPutIfNewer, OpSplit:
 		dst = binary.AppendUvarint(dst, uint64(len(c.Value)))
 		dst = append(dst, c.Value...)
+	case OpPutLease:
+		dst = binary.AppendUvarint(dst, uint64(len(c.Value)))
+		dst = append(dst, c.Value...)
+		dst = binary.AppendUvarint(dst, c.Lease)
+	case OpLeaseRevoke:
+		dst = binary.AppendUvarint(dst, c.Lease)
+		dst = append(dst, byte(c.Cause))
 	case OpCompareAndSwap:
 		dst = binary.AppendUvarint(dst, uint64(len(c.Value)))
 		dst = append(dst, c.Value...)
@@ -95,6 +113,18 @@ func DecodeCommand(b []byte) (Command, error) {
 	case OpPut, OpPutIfNewer, OpSplit:
 		c.Value, _, err = readBytes(b)
 	case OpDelete, OpMarker, OpIncrement, OpHibernate:
+	case OpPutLease:
+		if c.Value, b, err = readBytes(b); err != nil {
+			return c, err
+		}
+		c.Lease, err = readUvarint(b)
+	case OpLeaseRevoke:
+		var w int
+		c.Lease, w = binary.Uvarint(b)
+		if w <= 0 || len(b) < w+1 {
+			return c, fmt.Errorf("%w: truncated lease revoke", ErrBadCommand)
+		}
+		c.Cause = DeleteCause(b[w])
 	case OpCompareAndSwap:
 		if c.Value, b, err = readBytes(b); err != nil {
 			return c, err
@@ -118,6 +148,14 @@ func readBytes(b []byte) (field, rest []byte, err error) {
 	return b[w : w+int(n)], b[w+int(n):], nil
 }
 
+func readUvarint(b []byte) (uint64, error) {
+	v, w := binary.Uvarint(b)
+	if w <= 0 {
+		return 0, fmt.Errorf("%w: truncated number", ErrBadCommand)
+	}
+	return v, nil
+}
+
 // Result is what applying a command returns through the Raft future.
 type Result struct {
 	// Revision is the log index at which the command was applied.
@@ -126,6 +164,8 @@ type Result struct {
 	Existed bool
 	// Value is the new counter value of an Increment.
 	Value []byte
+	// Deleted is how many keys an OpLeaseRevoke deleted.
+	Deleted int
 	// Parent and Child are the descriptors after a split.
 	Parent, Child *Descriptor
 	// Err is ErrCompareFailed when a CompareAndSwap did not match,

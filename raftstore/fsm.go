@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -59,6 +60,18 @@ type RangeFSM struct {
 
 	applied atomic.Uint64 // last log index applied
 	durable atomic.Uint64 // last applied index committed to bbolt
+	evFloor atomic.Uint64 // every event above this index is kept (events.go)
+
+	// observe, when set, sees every write the meta range applies, on the
+	// FSM goroutine with mu held: the node's lease keeper counts a lease's
+	// time from when its replica applied the lease's last renewal.
+	observe func(key, value []byte, deleted bool, index uint64)
+
+	// applyTx is the read transaction an ApplyBatch looks keys up in,
+	// opened at its first lookup and closed before it returns (or before
+	// a split, which writes): one per batch instead of one per key. Only
+	// the FSM goroutine touches it, with mu held for writing.
+	applyTx *bolt.Tx
 
 	// onSplit is called on the FSM goroutine after a split is durable,
 	// with splitLock held from before the parent's descriptor narrows.
@@ -103,6 +116,14 @@ func (f *RangeFSM) ownsLocked(key []byte) bool {
 // each hibernation entry is applied. Call it before the range's Raft
 // starts.
 func (f *RangeFSM) SetHibernateHandler(fn func(index uint64)) { f.onHibernate = fn }
+
+// SetApplyObserver registers fn to see each write the range applies (key,
+// new value, whether it deleted, index), on the FSM goroutine with the
+// range's lock held: fn must not call back into the range. Call it before
+// the range's Raft starts.
+func (f *RangeFSM) SetApplyObserver(fn func(key, value []byte, deleted bool, index uint64)) {
+	f.observe = fn
+}
 
 // SetLogSync registers the wait for the range's log to hold an index
 // durably; ApplyBatch calls it before it applies anything. Call it before
@@ -179,6 +200,7 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	f.mu.Lock()
 	applied := f.applied.Load()
 	last := applied
+	at := time.Now().UnixMilli()
 	for i, l := range logs {
 		if l.Index <= applied {
 			continue
@@ -202,13 +224,15 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		if cmd.Op == OpSplit {
 			// A split commits synchronously and takes the locks itself.
 			f.applied.Store(l.Index - 1)
+			f.closeApplyTx()
 			f.mu.Unlock()
 			out[i] = f.applySplit(&cmd, l.Index)
 			f.mu.Lock()
 			continue
 		}
-		out[i] = f.applyLocked(&cmd, l.Index)
+		out[i] = f.applyLocked(&cmd, l.Index, at)
 	}
+	f.closeApplyTx()
 	f.applied.Store(last)
 	big := f.pending.bytes >= f.store.cfg.CommitBytes
 	f.mu.Unlock()
@@ -221,18 +245,64 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	return out
 }
 
-func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
+func (f *RangeFSM) applyLocked(cmd *Command, index uint64, at int64) *Result {
 	res := &Result{Revision: index}
-	if cmd.Op != OpMarker && cmd.Op != OpHibernate && !f.ownsLocked(cmd.Key) {
+	if cmd.Op != OpMarker && cmd.Op != OpHibernate && cmd.Op != OpLeaseRevoke && !f.ownsLocked(cmd.Key) {
 		res.Err = ErrWrongRange
 		return res
 	}
+	// prev looks up the key's value before a write, for its event (user
+	// ranges only: the meta range keeps no feed).
+	feed := !f.desc.IsMeta()
+	var prev []byte
+	var prevExists bool
+	lookupPrev := func() {
+		if !feed {
+			return
+		}
+		// A put replaces the key whatever it held, so a previous value
+		// that does not decode costs only the event its prev_value: the
+		// state stays the same on every replica.
+		err := f.openApplyTx()
+		if err == nil {
+			err = f.lookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
+				prev, prevExists = bytes.Clone(v), found
+			})
+		}
+		if err != nil {
+			f.store.log.Warn("previous value unreadable; its event has none", "range", f.id, "index", index, "err", err)
+		}
+	}
+	put := func(value []byte, lease uint64) {
+		e := newEntry(cmd.Key, value, index, lease, false)
+		f.pending.set(e)
+		f.recordLocked(&Event{Index: index, Type: EventPut, Key: e.key, Value: e.value, PrevValue: prev, PrevExists: prevExists, Lease: lease, At: at})
+		if f.observe != nil {
+			f.observe(e.key, e.value, false, index)
+		}
+	}
 	switch cmd.Op {
 	case OpPut:
-		f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
+		lookupPrev()
+		put(cmd.Value, 0)
+	case OpPutLease:
+		lookupPrev()
+		put(cmd.Value, cmd.Lease)
 	case OpDelete:
-		f.mustLookupLocked(cmd.Key, func(_ []byte, _ uint64, found bool) { res.Existed = found })
-		f.pending.set(newEntry(cmd.Key, nil, index, true))
+		f.mustLookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
+			res.Existed = found
+			if found && feed {
+				prev = bytes.Clone(v)
+			}
+		})
+		e := newEntry(cmd.Key, nil, index, 0, true)
+		f.pending.set(e)
+		if res.Existed {
+			f.recordLocked(&Event{Index: index, Type: EventDelete, Key: e.key, PrevValue: prev, PrevExists: true, At: at})
+		}
+		if f.observe != nil {
+			f.observe(e.key, nil, true, index)
+		}
 	case OpCompareAndSwap:
 		ok := false
 		f.mustLookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
@@ -241,12 +311,15 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 			} else {
 				ok = found && bytes.Equal(v, cmd.Expected)
 			}
+			if ok && found && feed {
+				prev, prevExists = bytes.Clone(v), true
+			}
 		})
 		if !ok {
 			res.Err = ErrCompareFailed
 			return res
 		}
-		f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
+		put(cmd.Value, 0)
 	case OpPutIfNewer:
 		if len(cmd.Value) < VersionLen {
 			res.Err = fmt.Errorf("%w: versioned value shorter than its version", ErrBadCommand)
@@ -257,7 +330,7 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 			newer = !found || len(v) < VersionLen || bytes.Compare(v[:VersionLen], cmd.Value[:VersionLen]) < 0
 		})
 		if newer {
-			f.pending.set(newEntry(cmd.Key, cmd.Value, index, false))
+			put(cmd.Value, 0)
 		}
 		res.Existed = !newer
 	case OpIncrement:
@@ -268,7 +341,9 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 			}
 		})
 		res.Value = binary.BigEndian.AppendUint64(nil, n+1)
-		f.pending.set(newEntry(cmd.Key, res.Value, index, false))
+		put(res.Value, 0)
+	case OpLeaseRevoke:
+		return f.applyLeaseRevokeLocked(cmd, index, at)
 	case OpMarker, OpHibernate:
 	}
 	return res
@@ -276,43 +351,72 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64) *Result {
 
 // newEntry copies key and value into one allocation: log buffers belong to
 // Raft, while the overlay keeps the entry until the next commit.
-func newEntry(key, value []byte, rev uint64, deleted bool) *entry {
+func newEntry(key, value []byte, rev, lease uint64, deleted bool) *entry {
 	buf := make([]byte, len(key)+len(value))
 	copy(buf, key)
 	copy(buf[len(key):], value)
-	return &entry{key: buf[:len(key):len(key)], value: buf[len(key):], rev: rev, deleted: deleted}
+	return &entry{key: buf[:len(key):len(key)], value: buf[len(key):], rev: rev, lease: lease, deleted: deleted}
 }
 
 // lookupLocked finds key's current state: the newest overlay that has it,
 // else bbolt. fn must not retain v. Callers hold f.mu (read or write).
 func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found bool)) error {
+	return f.lookupFullLocked(key, func(v []byte, rev, _ uint64, found bool) { fn(v, rev, found) })
+}
+
+// lookupFullLocked is lookupLocked that also gives the key's lease.
+func (f *RangeFSM) lookupFullLocked(key []byte, fn func(v []byte, rev, lease uint64, found bool)) error {
 	if e, ok := f.pending.get(key); ok {
-		fn(e.value, e.rev, !e.deleted)
+		fn(e.value, e.rev, e.lease, !e.deleted)
 		return nil
 	}
 	for i := len(f.frozen) - 1; i >= 0; i-- {
 		if e, ok := f.frozen[i].get(key); ok {
-			fn(e.value, e.rev, !e.deleted)
+			fn(e.value, e.rev, e.lease, !e.deleted)
 			return nil
 		}
 	}
-	return f.store.db.View(func(tx *bolt.Tx) error {
+	read := func(tx *bolt.Tx) error {
 		b := tx.Bucket(f.bucket)
 		if b == nil {
 			return fmt.Errorf("raftstore: range %d: bucket missing", f.id)
 		}
 		stored := b.Get(key)
 		if stored == nil {
-			fn(nil, 0, false)
+			fn(nil, 0, 0, false)
 			return nil
 		}
-		rev, v, err := readStored(f.id, key, stored)
+		rev, lease, v, err := readStoredLease(f.id, key, stored)
 		if err != nil {
 			return err
 		}
-		fn(v, rev, true)
+		fn(v, rev, lease, true)
 		return nil
-	})
+	}
+	if f.applyTx != nil {
+		return read(f.applyTx)
+	}
+	return f.store.db.View(read)
+}
+
+// openApplyTx opens the batch's read transaction (see applyTx).
+func (f *RangeFSM) openApplyTx() error {
+	if f.applyTx != nil {
+		return nil
+	}
+	tx, err := f.store.db.Begin(false)
+	if err != nil {
+		return err
+	}
+	f.applyTx = tx
+	return nil
+}
+
+func (f *RangeFSM) closeApplyTx() {
+	if f.applyTx != nil {
+		_ = f.applyTx.Rollback() // read-only: nothing to lose
+		f.applyTx = nil
+	}
 }
 
 // readStored decodes the bbolt value stored under key in range id. Every
@@ -322,18 +426,34 @@ func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found 
 // and skipped by another, which would answer, and apply a compare-and-swap,
 // differently from the range's other replicas.
 func readStored(id uint64, key, stored []byte) (rev uint64, value []byte, err error) {
-	rev, value, ok := decodeStored(stored)
+	rev, _, value, err = readStoredLease(id, key, stored)
+	return rev, value, err
+}
+
+// readStoredLease is readStored that also returns the key's lease.
+func readStoredLease(id uint64, key, stored []byte) (rev, lease uint64, value []byte, err error) {
+	rev, lease, value, ok := decodeStored(stored)
 	if !ok {
-		return 0, nil, fmt.Errorf("%w: range %d, key %q: stored value of %d bytes, shorter than its 8-byte revision", ErrCorrupt, id, key, len(stored))
+		return 0, 0, nil, fmt.Errorf("%w: range %d, key %q: stored value of %d bytes, shorter than its revision (and lease)", ErrCorrupt, id, key, len(stored))
 	}
-	return rev, value, nil
+	return rev, lease, value, nil
 }
 
 // mustLookupLocked is lookupLocked on the apply path. A read error there
 // would make this replica apply the command differently from the others,
 // so it stops the process instead (crash-stop keeps replicas identical).
 func (f *RangeFSM) mustLookupLocked(key []byte, fn func(v []byte, rev uint64, found bool)) {
-	if err := f.lookupLocked(key, fn); err != nil {
+	f.mustLookupFullLocked(key, func(v []byte, rev, _ uint64, found bool) { fn(v, rev, found) })
+}
+
+// mustLookupFullLocked is mustLookupLocked with the key's lease; on the
+// apply path it reads through the batch's transaction.
+func (f *RangeFSM) mustLookupFullLocked(key []byte, fn func(v []byte, rev, lease uint64, found bool)) {
+	err := f.openApplyTx()
+	if err == nil {
+		err = f.lookupFullLocked(key, fn)
+	}
+	if err != nil {
 		f.store.log.Error("state read failed while applying; stopping", "range", f.id, "err", err)
 		panic(fmt.Sprintf("raftstore: range %d: read during apply: %v", f.id, err))
 	}

@@ -11,6 +11,7 @@ type entry struct {
 	key     []byte
 	value   []byte
 	rev     uint64
+	lease   uint64 // the lease the key is attached to, 0 for none
 	deleted bool
 }
 
@@ -21,6 +22,9 @@ func entryLess(a, b *entry) bool { return bytes.Compare(a.key, b.key) < 0 }
 type overlay struct {
 	tree  *btree.BTreeG[*entry]
 	bytes int
+	// events are the range's change-feed entries for these writes, in
+	// index order (see events.go).
+	events []*Event
 }
 
 func newOverlay() *overlay {

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -125,13 +126,32 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 			return err
 		}
 		b.FillPercent = dataFillPercent
+		type leased struct {
+			lease uint64
+			key   []byte
+		}
+		var leasedKeys []leased
 		applied, desc, err = readSnapshot(rc, func(k, stored []byte) error {
 			nkeys++
 			nbytes += storedSize(k, stored)
+			if _, lease, _, ok := decodeStored(stored); ok && lease != 0 {
+				leasedKeys = append(leasedKeys, leased{lease, bytes.Clone(k)})
+			}
 			return b.Put(k, stored)
 		})
 		if err != nil {
 			return err
+		}
+		if !desc.IsMeta() {
+			lb, err := resetFeed(tx, f.id, applied)
+			if err != nil {
+				return err
+			}
+			for _, l := range leasedKeys {
+				if err := lb.Put(leaseIndexKey(l.lease, l.key), nil); err != nil {
+					return err
+				}
+			}
 		}
 		if err := tx.Bucket(metaBucket).Put(sizeKey(f.id), encodeSize(nkeys, nbytes)); err != nil {
 			return err
@@ -155,6 +175,9 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 	f.sizeBytes.Store(nbytes)
 	f.applied.Store(applied)
 	f.durable.Store(applied)
+	if !desc.IsMeta() {
+		f.evFloor.Store(applied)
+	}
 	f.notifyApplied()
 	return nil
 }

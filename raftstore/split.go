@@ -69,6 +69,10 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 		// copy-on-write, and before it remaps it copies out whatever its
 		// dirty nodes still reference). Copying them held half of a
 		// 64 MiB range on the heap during every split.
+		fromLeases, toLeases, err := splitFeedBuckets(tx, f.id, child.ID)
+		if err != nil {
+			return err
+		}
 		var moved [][]byte
 		c := from.Cursor()
 		for k, v := c.Seek(child.Start); k != nil && (len(child.End) == 0 || bytes.Compare(k, child.End) < 0); k, v = c.Next() {
@@ -76,11 +80,20 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 			// value too short to decode would carry the damage, uncounted,
 			// into a range no reader has seen it in: the split fails, and
 			// the node stops, as an apply that reads corrupt state does.
-			if _, _, err := readStored(f.id, k, v); err != nil {
+			_, lease, _, err := readStoredLease(f.id, k, v)
+			if err != nil {
 				return err
 			}
 			if err := to.Put(k, v); err != nil {
 				return err
+			}
+			if lease != 0 && fromLeases != nil {
+				if err := fromLeases.Delete(leaseIndexKey(lease, k)); err != nil {
+					return err
+				}
+				if err := toLeases.Put(leaseIndexKey(lease, k), nil); err != nil {
+					return err
+				}
 			}
 			moved = append(moved, k)
 			movedBytes += storedSize(k, v)
@@ -96,6 +109,9 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 			}
 		}
 		meta := tx.Bucket(metaBucket)
+		if err := recordSplitEvent(tx, f, index, &child); err != nil {
+			return err
+		}
 		for _, kv := range [][2][]byte{
 			{descKey(parent.ID), parent.Marshal()},
 			{descKey(child.ID), child.Marshal()},

@@ -27,6 +27,11 @@ type Config struct {
 	// CommitBytes commits early once a range's overlay holds this much.
 	CommitBytes int
 	Logger      *slog.Logger
+	// EventRetentionBytes and EventRetentionAge bound each range's change
+	// feed (events.go): the oldest events go once either is exceeded
+	// (0: no bound of that kind).
+	EventRetentionBytes int64
+	EventRetentionAge   time.Duration
 
 	// crashAt, when set, is called at each step of Open's upgrade pass
 	// (settle); an error stops it there, as a crash would. Tests only.
@@ -35,8 +40,18 @@ type Config struct {
 
 // DefaultConfig returns the configuration kvd runs with.
 func DefaultConfig(dir string) Config {
-	return Config{Dir: dir, CommitInterval: 100 * time.Millisecond, CommitBytes: 8 << 20, Logger: slog.Default()}
+	return Config{
+		Dir: dir, CommitInterval: 100 * time.Millisecond, CommitBytes: 8 << 20, Logger: slog.Default(),
+		EventRetentionBytes: DefaultEventRetentionBytes, EventRetentionAge: DefaultEventRetentionAge,
+	}
 }
+
+// The change feed's default budget per range: an hour, or 64 MiB (about
+// as much as the range's own data before it splits).
+const (
+	DefaultEventRetentionBytes = 64 << 20
+	DefaultEventRetentionAge   = time.Hour
+)
 
 // Validate reports the first problem with c.
 func (c Config) Validate() error {
@@ -47,6 +62,8 @@ func (c Config) Validate() error {
 		return errors.New("raftstore: commit interval must be positive")
 	case c.CommitBytes <= 0:
 		return errors.New("raftstore: commit bytes must be positive")
+	case c.EventRetentionBytes < 0 || c.EventRetentionAge < 0:
+		return errors.New("raftstore: event retention must not be negative")
 	}
 	return nil
 }
@@ -242,6 +259,9 @@ func (s *Store) OpenRange(desc Descriptor) (*RangeFSM, error) {
 		if v := meta.Get(appliedKey(desc.ID)); len(v) == 8 {
 			f.applied.Store(binary.BigEndian.Uint64(v))
 		}
+		if err := openFeed(tx, desc, f); err != nil {
+			return err
+		}
 		keys, size, err := loadSize(tx, desc.ID, f.bucket)
 		if err != nil {
 			return err
@@ -296,13 +316,21 @@ func (s *Store) DropRange(id uint64) error {
 	delete(s.ranges, id)
 	s.mu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(dataBucket(id)) != nil {
-			if err := tx.DeleteBucket(dataBucket(id)); err != nil {
-				return err
+		for _, name := range [][]byte{dataBucket(id), eventBucket(id), leaseBucket(id)} {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
 			}
 		}
 		meta := tx.Bucket(metaBucket)
 		if err := meta.Delete(descKey(id)); err != nil {
+			return err
+		}
+		if err := meta.Delete(eventFloorKey(id)); err != nil {
+			return err
+		}
+		if err := meta.Delete(eventSizeKey(id)); err != nil {
 			return err
 		}
 		if err := meta.Delete(bootKey(id)); err != nil {
@@ -395,6 +423,7 @@ type commitJob struct {
 	applied uint64
 	// the range's size once the commit is durable
 	keys, bytes int64
+	evFloor     uint64 // the feed's floor once the commit is durable
 }
 
 // commit freezes every range's pending overlay and writes all frozen
@@ -413,6 +442,7 @@ func (s *Store) commit() error {
 	s.mu.Unlock()
 
 	var jobs []commitJob
+	now := time.Now()
 	for _, f := range ranges {
 		f.mu.Lock()
 		if f.pending.len() > 0 {
@@ -440,20 +470,27 @@ func (s *Store) commit() error {
 				return fmt.Errorf("range %d: bucket missing", j.f.id)
 			}
 			b.FillPercent = dataFillPercent
+			lb := tx.Bucket(leaseBucket(j.f.id))
 			j.keys, j.bytes = j.f.sizeKeys.Load(), j.f.sizeBytes.Load()
 			for _, layer := range j.layers {
 				var werr error
 				layer.tree.Ascend(func(e *entry) bool {
 					keys++
 					// The lookup reads the leaf the write changes anyway.
-					if old := b.Get(e.key); old != nil {
+					old := b.Get(e.key)
+					if old != nil {
 						j.keys--
 						j.bytes -= storedSize(e.key, old)
+					}
+					if lb != nil && (e.lease != 0 || (old != nil && len(old) >= 8 && old[0]&0x80 != 0)) {
+						if werr = updateLeaseIndex(lb, e, old); werr != nil {
+							return false
+						}
 					}
 					if e.deleted {
 						werr = b.Delete(e.key)
 					} else {
-						stored := encodeStored(e.rev, e.value)
+						stored := encodeStored(e.rev, e.lease, e.value)
 						j.keys++
 						j.bytes += storedSize(e.key, stored)
 						werr = b.Put(e.key, stored)
@@ -463,6 +500,9 @@ func (s *Store) commit() error {
 				if werr != nil {
 					return fmt.Errorf("range %d: %w", j.f.id, werr)
 				}
+			}
+			if err := s.commitEvents(tx, j, now); err != nil {
+				return fmt.Errorf("range %d: events: %w", j.f.id, err)
 			}
 			if err := meta.Put(appliedKey(j.f.id), binary.BigEndian.AppendUint64(nil, j.applied)); err != nil {
 				return err
@@ -489,6 +529,7 @@ func (s *Store) commit() error {
 		j.f.mu.Lock()
 		j.f.frozen = j.f.frozen[len(j.layers):]
 		j.f.durable.Store(j.applied)
+		j.f.evFloor.Store(j.evFloor)
 		j.f.sizeKeys.Store(j.keys)
 		j.f.sizeBytes.Store(j.bytes)
 		j.f.mu.Unlock()
@@ -497,16 +538,35 @@ func (s *Store) commit() error {
 }
 
 // encodeStored is the bbolt value layout: the revision, then the value.
-func encodeStored(rev uint64, value []byte) []byte {
-	b := make([]byte, 8+len(value))
-	binary.BigEndian.PutUint64(b, rev)
-	copy(b[8:], value)
+// A key attached to a lease sets the revision's top bit and carries the
+// lease's id between the two; a Raft index never reaches 1<<63, and keys
+// without a lease keep the layout of releases before leases.
+func encodeStored(rev, lease uint64, value []byte) []byte {
+	if lease == 0 {
+		b := make([]byte, 8+len(value))
+		binary.BigEndian.PutUint64(b, rev)
+		copy(b[8:], value)
+		return b
+	}
+	b := make([]byte, 16+len(value))
+	binary.BigEndian.PutUint64(b, rev|storedLeaseFlag)
+	binary.BigEndian.PutUint64(b[8:], lease)
+	copy(b[16:], value)
 	return b
 }
 
-func decodeStored(b []byte) (rev uint64, value []byte, ok bool) {
+const storedLeaseFlag = 1 << 63
+
+func decodeStored(b []byte) (rev, lease uint64, value []byte, ok bool) {
 	if len(b) < 8 {
-		return 0, nil, false
+		return 0, 0, nil, false
 	}
-	return binary.BigEndian.Uint64(b), b[8:], true
+	rev = binary.BigEndian.Uint64(b)
+	if rev&storedLeaseFlag == 0 {
+		return rev, 0, b[8:], true
+	}
+	if len(b) < 16 {
+		return 0, 0, nil, false
+	}
+	return rev &^ storedLeaseFlag, binary.BigEndian.Uint64(b[8:]), b[16:], true
 }

@@ -36,6 +36,11 @@ type Config struct {
 
 	Timing         shard.Timing
 	CommitInterval time.Duration
+	// WatchRetentionBytes and WatchRetentionAge bound each range's change
+	// feed on this node (0: raftstore's defaults); a watch cursor older
+	// than what is kept is ErrCompacted.
+	WatchRetentionBytes int64
+	WatchRetentionAge   time.Duration
 	// HibernateAfter puts a range's Raft instances to sleep once it has
 	// been idle this long (0: never); see shard's hibernation.
 	HibernateAfter time.Duration

@@ -110,6 +110,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.CommitInterval > 0 {
 		scfg.CommitInterval = cfg.CommitInterval
 	}
+	if cfg.WatchRetentionBytes > 0 {
+		scfg.EventRetentionBytes = cfg.WatchRetentionBytes
+	}
+	if cfg.WatchRetentionAge > 0 {
+		scfg.EventRetentionAge = cfg.WatchRetentionAge
+	}
 	store, err := raftstore.Open(scfg)
 	if err != nil {
 		return nil, err

@@ -3952,10 +3952,13 @@ func (x *WatchRangeRequest) GetPrevValue() bool {
 }
 
 type WatchRangeResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`          // split events included
-	UpTo          uint64                 `protobuf:"varint,2,opt,name=up_to,json=upTo,proto3" json:"up_to,omitempty"` // every event of the range up to here was read
-	State         *WatchRangeState       `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`          // split events included
+	UpTo   uint64                 `protobuf:"varint,2,opt,name=up_to,json=upTo,proto3" json:"up_to,omitempty"` // every event of the range up to here was read
+	State  *WatchRangeState       `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// The first message only: the range as the replica held it at up_to,
+	// so the watcher can tell which keys another range took before then.
+	Range         *RangeDescriptor `protobuf:"bytes,4,opt,name=range,proto3" json:"range,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4007,6 +4010,13 @@ func (x *WatchRangeResponse) GetUpTo() uint64 {
 func (x *WatchRangeResponse) GetState() *WatchRangeState {
 	if x != nil {
 		return x.State
+	}
+	return nil
+}
+
+func (x *WatchRangeResponse) GetRange() *RangeDescriptor {
+	if x != nil {
+		return x.Range
 	}
 	return nil
 }
@@ -6182,11 +6192,12 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x05start\x18\x03 \x01(\fR\x05start\x12\x10\n" +
 	"\x03end\x18\x04 \x01(\fR\x03end\x12\x1d\n" +
 	"\n" +
-	"prev_value\x18\x05 \x01(\bR\tprevValue\"}\n" +
+	"prev_value\x18\x05 \x01(\bR\tprevValue\"\xab\x01\n" +
 	"\x12WatchRangeResponse\x12$\n" +
 	"\x06events\x18\x01 \x03(\v2\f.kv.v1.EventR\x06events\x12\x13\n" +
 	"\x05up_to\x18\x02 \x01(\x04R\x04upTo\x12,\n" +
-	"\x05state\x18\x03 \x01(\v2\x16.kv.v1.WatchRangeStateR\x05state\"S\n" +
+	"\x05state\x18\x03 \x01(\v2\x16.kv.v1.WatchRangeStateR\x05state\x12,\n" +
+	"\x05range\x18\x04 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\"S\n" +
 	"\x17LeaseRevokeLocalRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12(\n" +
 	"\x05cause\x18\x02 \x01(\x0e2\x12.kv.v1.DeleteCauseR\x05cause\"=\n" +
@@ -6529,117 +6540,118 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	36,  // 31: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
 	18,  // 32: kv.v1.WatchRangeResponse.events:type_name -> kv.v1.Event
 	20,  // 33: kv.v1.WatchRangeResponse.state:type_name -> kv.v1.WatchRangeState
-	2,   // 34: kv.v1.LeaseRevokeLocalRequest.cause:type_name -> kv.v1.DeleteCause
-	73,  // 35: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 36: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 37: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 38: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 39: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 40: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 41: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 42: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 43: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
-	3,   // 44: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
-	102, // 45: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
-	102, // 46: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
-	73,  // 47: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
-	102, // 48: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
-	73,  // 49: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
-	8,   // 50: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	10,  // 51: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	12,  // 52: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	16,  // 53: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
-	14,  // 54: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
-	19,  // 55: kv.v1.KV.Watch:input_type -> kv.v1.WatchRequest
-	22,  // 56: kv.v1.Lease.Grant:input_type -> kv.v1.LeaseGrantRequest
-	24,  // 57: kv.v1.Lease.KeepAlive:input_type -> kv.v1.LeaseKeepAliveRequest
-	26,  // 58: kv.v1.Lease.Revoke:input_type -> kv.v1.LeaseRevokeRequest
-	28,  // 59: kv.v1.Lease.List:input_type -> kv.v1.LeaseListRequest
-	31,  // 60: kv.v1.Lease.TimeToLive:input_type -> kv.v1.LeaseTimeToLiveRequest
-	42,  // 61: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
-	44,  // 62: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
-	46,  // 63: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
-	48,  // 64: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
-	38,  // 65: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
-	40,  // 66: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
-	50,  // 67: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
-	55,  // 68: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
-	57,  // 69: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
-	59,  // 70: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
-	61,  // 71: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
-	63,  // 72: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
-	65,  // 73: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
-	52,  // 74: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
-	67,  // 75: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
-	69,  // 76: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
-	71,  // 77: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
-	74,  // 78: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
-	76,  // 79: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
-	78,  // 80: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
-	80,  // 81: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
-	82,  // 82: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
-	84,  // 83: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
-	86,  // 84: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
-	88,  // 85: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
-	90,  // 86: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
-	92,  // 87: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
-	94,  // 88: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
-	96,  // 89: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
-	98,  // 90: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
-	100, // 91: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
-	103, // 92: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
-	105, // 93: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
-	107, // 94: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
-	9,   // 95: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	11,  // 96: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	13,  // 97: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	17,  // 98: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	15,  // 99: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	21,  // 100: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
-	23,  // 101: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
-	25,  // 102: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
-	27,  // 103: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
-	30,  // 104: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
-	32,  // 105: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
-	43,  // 106: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	45,  // 107: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	47,  // 108: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	49,  // 109: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	39,  // 110: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
-	41,  // 111: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
-	51,  // 112: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
-	56,  // 113: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
-	58,  // 114: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
-	60,  // 115: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
-	62,  // 116: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
-	64,  // 117: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
-	66,  // 118: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
-	54,  // 119: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
-	68,  // 120: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
-	70,  // 121: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
-	72,  // 122: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
-	75,  // 123: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
-	77,  // 124: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
-	79,  // 125: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
-	81,  // 126: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
-	83,  // 127: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
-	85,  // 128: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
-	87,  // 129: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
-	89,  // 130: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
-	91,  // 131: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
-	93,  // 132: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
-	95,  // 133: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
-	97,  // 134: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
-	99,  // 135: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
-	101, // 136: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
-	104, // 137: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
-	106, // 138: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
-	108, // 139: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
-	95,  // [95:140] is the sub-list for method output_type
-	50,  // [50:95] is the sub-list for method input_type
-	50,  // [50:50] is the sub-list for extension type_name
-	50,  // [50:50] is the sub-list for extension extendee
-	0,   // [0:50] is the sub-list for field type_name
+	36,  // 34: kv.v1.WatchRangeResponse.range:type_name -> kv.v1.RangeDescriptor
+	2,   // 35: kv.v1.LeaseRevokeLocalRequest.cause:type_name -> kv.v1.DeleteCause
+	73,  // 36: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 37: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 38: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 39: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 40: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 41: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 42: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 43: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
+	73,  // 44: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
+	3,   // 45: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
+	102, // 46: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
+	102, // 47: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
+	73,  // 48: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
+	102, // 49: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
+	73,  // 50: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
+	8,   // 51: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	10,  // 52: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	12,  // 53: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	16,  // 54: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
+	14,  // 55: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
+	19,  // 56: kv.v1.KV.Watch:input_type -> kv.v1.WatchRequest
+	22,  // 57: kv.v1.Lease.Grant:input_type -> kv.v1.LeaseGrantRequest
+	24,  // 58: kv.v1.Lease.KeepAlive:input_type -> kv.v1.LeaseKeepAliveRequest
+	26,  // 59: kv.v1.Lease.Revoke:input_type -> kv.v1.LeaseRevokeRequest
+	28,  // 60: kv.v1.Lease.List:input_type -> kv.v1.LeaseListRequest
+	31,  // 61: kv.v1.Lease.TimeToLive:input_type -> kv.v1.LeaseTimeToLiveRequest
+	42,  // 62: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
+	44,  // 63: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
+	46,  // 64: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
+	48,  // 65: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
+	38,  // 66: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
+	40,  // 67: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
+	50,  // 68: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
+	55,  // 69: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
+	57,  // 70: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
+	59,  // 71: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
+	61,  // 72: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
+	63,  // 73: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
+	65,  // 74: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
+	52,  // 75: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	67,  // 76: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
+	69,  // 77: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
+	71,  // 78: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
+	74,  // 79: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
+	76,  // 80: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
+	78,  // 81: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
+	80,  // 82: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
+	82,  // 83: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
+	84,  // 84: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
+	86,  // 85: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
+	88,  // 86: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
+	90,  // 87: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
+	92,  // 88: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
+	94,  // 89: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
+	96,  // 90: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
+	98,  // 91: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
+	100, // 92: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
+	103, // 93: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
+	105, // 94: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
+	107, // 95: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
+	9,   // 96: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	11,  // 97: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	13,  // 98: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	17,  // 99: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	15,  // 100: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	21,  // 101: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
+	23,  // 102: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
+	25,  // 103: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
+	27,  // 104: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
+	30,  // 105: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
+	32,  // 106: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
+	43,  // 107: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	45,  // 108: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	47,  // 109: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	49,  // 110: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	39,  // 111: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
+	41,  // 112: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
+	51,  // 113: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
+	56,  // 114: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
+	58,  // 115: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
+	60,  // 116: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
+	62,  // 117: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
+	64,  // 118: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
+	66,  // 119: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
+	54,  // 120: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	68,  // 121: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
+	70,  // 122: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
+	72,  // 123: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
+	75,  // 124: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
+	77,  // 125: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
+	79,  // 126: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
+	81,  // 127: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
+	83,  // 128: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
+	85,  // 129: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
+	87,  // 130: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
+	89,  // 131: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
+	91,  // 132: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
+	93,  // 133: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
+	95,  // 134: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
+	97,  // 135: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
+	99,  // 136: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
+	101, // 137: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
+	104, // 138: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
+	106, // 139: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
+	108, // 140: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
+	96,  // [96:141] is the sub-list for method output_type
+	51,  // [51:96] is the sub-list for method input_type
+	51,  // [51:51] is the sub-list for extension type_name
+	51,  // [51:51] is the sub-list for extension extendee
+	0,   // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }

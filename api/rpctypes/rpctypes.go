@@ -7,7 +7,7 @@
 //
 // The rest of what both sides must read alike lives here too: the names
 // of the consistency levels, the session token's format (SessionToken),
-// and the one rule for whether a failed call ever left (NeverSent, and
+// the watch cursor's (WatchCursor), and the one rule for whether a failed call ever left (NeverSent, and
 // NeverSentHTTP for the HTTP API).
 package rpctypes
 
@@ -52,6 +52,14 @@ const (
 	ReasonInternal       Reason = "INTERNAL"
 	ReasonDeadline       Reason = "DEADLINE_EXCEEDED"
 	ReasonMemberConflict Reason = "MEMBER_CONFLICT"
+
+	// Watch and leases: a watch cursor older than the events the replicas
+	// retain (re-read, then watch from now); a lease that was never
+	// granted, has expired or was revoked; a feature not every node of the
+	// cluster supports yet (a rolling upgrade is under way).
+	ReasonCompacted          Reason = "COMPACTED"
+	ReasonLeaseNotFound      Reason = "LEASE_NOT_FOUND"
+	ReasonFeatureUnavailable Reason = "FEATURE_UNAVAILABLE"
 
 	// Auth: the user may not do this (403); no acceptable credentials
 	// (401); the node cannot vouch that its auth state is current within

@@ -1,0 +1,524 @@
+package raftstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// A range's events are its change feed: one per committed write that
+// changed a key (puts, deletes of keys that existed, successful
+// compare-and-swaps, deletes by a lease) and one per split, keyed by the
+// write's log index. They are the watch's source (package replication).
+//
+// They ride with the data: applying a write records its event in the
+// range's pending overlay, and the committer writes the events to the
+// range's event bucket in the same bbolt transaction as the keys they
+// describe, so a crash keeps or loses both together and the log replay
+// that restores one restores the other; no fsync of their own. A reader
+// takes the committed events from bbolt (up to the durable index) and the
+// rest from the overlays, under the range's read lock, the same split as
+// every other read.
+//
+// Retention: each commit trims the oldest events past the range's byte or
+// age budget (Config.EventRetention*), and records the floor: every event
+// with an index above it is kept. A cursor below the floor gets
+// ErrCompacted. A replica that installs a snapshot has no events before the
+// snapshot's index, so the snapshot's index becomes its floor, and a
+// range created by a split has all of its events (floor 0); a range
+// upgraded from a release without events starts at its applied index.
+
+// EventType is what an event records.
+type EventType byte
+
+const (
+	EventPut EventType = iota + 1
+	EventDelete
+	// EventSplit: the range split at this index; Child is the new range,
+	// whose events start at its index 0.
+	EventSplit
+)
+
+// DeleteCause says why a key was deleted when no client deleted it.
+type DeleteCause byte
+
+const (
+	CauseNone DeleteCause = iota
+	CauseLeaseExpired
+	CauseLeaseRevoked
+)
+
+// Event is one entry of a range's change feed.
+type Event struct {
+	Index uint64
+	Type  EventType
+	Key   []byte
+	Value []byte
+	// PrevValue is the key's value before the write, when PrevExists.
+	PrevValue  []byte
+	PrevExists bool
+	// Lease is a put's lease, or the lease whose end deleted the key.
+	Lease uint64
+	Cause DeleteCause
+	// At is when this replica applied the write (Unix milliseconds): what
+	// age-based retention counts from.
+	At int64
+	// Child is the new range of an EventSplit.
+	Child *Descriptor
+}
+
+// ErrCompacted is returned for events older than what the replica keeps.
+var ErrCompacted = errors.New("raftstore: events compacted")
+
+const eventVersion = 1
+
+// size is what the event costs in memory and in the retention budget.
+func (e *Event) size() int { return len(e.Key) + len(e.Value) + len(e.PrevValue) + 48 }
+
+func (e *Event) encode() []byte {
+	b := make([]byte, 0, e.size())
+	b = append(b, eventVersion, byte(e.Type))
+	b = binary.BigEndian.AppendUint64(b, uint64(e.At))
+	var flags byte
+	if e.PrevExists {
+		flags |= 1
+	}
+	b = append(b, flags, byte(e.Cause))
+	b = binary.AppendUvarint(b, e.Lease)
+	for _, f := range [][]byte{e.Key, e.Value, e.PrevValue} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	if e.Type == EventSplit && e.Child != nil {
+		b = append(b, e.Child.Marshal()...)
+	}
+	return b
+}
+
+// decodeEvent parses a stored event, copying everything out of b (which
+// may be bbolt's memory).
+func decodeEvent(index uint64, b []byte) (Event, error) {
+	e := Event{Index: index}
+	if len(b) < 12 || b[0] != eventVersion {
+		return e, fmt.Errorf("%w: event at index %d: bad header", ErrCorrupt, index)
+	}
+	e.Type = EventType(b[1])
+	e.At = int64(binary.BigEndian.Uint64(b[2:]))
+	e.PrevExists = b[10]&1 != 0
+	e.Cause = DeleteCause(b[11])
+	b = b[12:]
+	lease, w := binary.Uvarint(b)
+	if w <= 0 {
+		return e, fmt.Errorf("%w: event at index %d: bad lease", ErrCorrupt, index)
+	}
+	e.Lease, b = lease, b[w:]
+	for _, f := range []*[]byte{&e.Key, &e.Value, &e.PrevValue} {
+		v, rest, err := readBytes(b)
+		if err != nil {
+			return e, fmt.Errorf("%w: event at index %d: %w", ErrCorrupt, index, err)
+		}
+		*f, b = bytes.Clone(v), rest
+	}
+	if e.Type == EventSplit {
+		d, err := UnmarshalDescriptor(b)
+		if err != nil {
+			return e, fmt.Errorf("%w: split event at index %d: %w", ErrCorrupt, index, err)
+		}
+		e.Child = &d
+	}
+	return e, nil
+}
+
+func eventBucket(id uint64) []byte { return binary.BigEndian.AppendUint64([]byte("e"), id) }
+func leaseBucket(id uint64) []byte { return binary.BigEndian.AppendUint64([]byte("l"), id) }
+func eventFloorKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("evfloor/"), id)
+}
+func eventSizeKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("evsize/"), id)
+}
+
+func indexKey(i uint64) []byte { return binary.BigEndian.AppendUint64(nil, i) }
+
+// leaseIndexKey is the lease bucket's key for key under lease: the lease
+// first, so one lease's keys are one prefix.
+func leaseIndexKey(lease uint64, key []byte) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(key)), lease), key...)
+}
+
+// recordLocked appends an event to the pending overlay. Only user ranges
+// keep a feed: the meta range's writes are the cluster's own.
+func (f *RangeFSM) recordLocked(e *Event) {
+	if f.desc.IsMeta() {
+		return
+	}
+	f.pending.events = append(f.pending.events, e)
+	f.pending.bytes += e.size()
+}
+
+// EventFloor is the index above which every event of the range is kept.
+func (f *RangeFSM) EventFloor() uint64 { return f.evFloor.Load() }
+
+// Events returns the range's events with index > after, at most max of
+// them and about maxBytes, and upTo: the index through which the feed has
+// been read (the last event returned when the answer was cut short,
+// else the applied index). ErrCompacted when after is below the floor.
+func (f *RangeFSM) Events(after uint64, max, maxBytes int) (evs []Event, upTo uint64, err error) {
+	evs, upTo, _, err = f.EventsAndDescriptor(after, max, maxBytes)
+	return evs, upTo, err
+}
+
+// EventsAndDescriptor is Events that also returns the range's descriptor
+// as of upTo's state when the answer was not cut short (else the current
+// one), read under the same lock.
+func (f *RangeFSM) EventsAndDescriptor(after uint64, max, maxBytes int) (evs []Event, upTo uint64, desc Descriptor, err error) {
+	if max <= 0 {
+		max = 1
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	desc = f.desc.Clone()
+	if floor := f.evFloor.Load(); after < floor {
+		return nil, 0, desc, fmt.Errorf("%w: range %d keeps events after index %d, asked for events after %d", ErrCompacted, f.id, floor, after)
+	}
+	applied, durable := f.applied.Load(), f.durable.Load()
+	size := 0
+	full := func() bool { return len(evs) >= max || size >= maxBytes }
+	if after < durable {
+		err := f.store.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(eventBucket(f.id))
+			if b == nil {
+				return nil
+			}
+			c := b.Cursor()
+			for k, v := c.Seek(indexKey(after + 1)); k != nil && !full(); k, v = c.Next() {
+				i := binary.BigEndian.Uint64(k)
+				if i > durable {
+					break
+				}
+				e, err := decodeEvent(i, v)
+				if err != nil {
+					return fmt.Errorf("range %d: %w", f.id, err)
+				}
+				evs = append(evs, e)
+				size += e.size()
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, 0, desc, fmt.Errorf("raftstore: events: %w", err)
+		}
+	}
+	for _, l := range append(append([]*overlay{}, f.frozen...), f.pending) {
+		for _, e := range l.events {
+			if full() {
+				break
+			}
+			if e.Index > after {
+				evs = append(evs, e.clone())
+				size += e.size()
+			}
+		}
+	}
+	if full() && len(evs) > 0 {
+		return evs, evs[len(evs)-1].Index, desc, nil
+	}
+	return evs, applied, desc, nil
+}
+
+func (e *Event) clone() Event {
+	c := *e
+	c.Key, c.Value, c.PrevValue = bytes.Clone(e.Key), bytes.Clone(e.Value), bytes.Clone(e.PrevValue)
+	if e.Child != nil {
+		d := e.Child.Clone()
+		c.Child = &d
+	}
+	return c
+}
+
+// LeaseKeys returns the range's keys attached to lease now.
+func (f *RangeFSM) LeaseKeys(lease uint64) ([][]byte, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	keys, err := f.leaseCandidatesLocked(lease)
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for _, k := range keys {
+		var attached bool
+		if err := f.lookupFullLocked(k, func(_ []byte, _, l uint64, found bool) { attached = found && l == lease }); err != nil {
+			return nil, err
+		}
+		if attached {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// Leases returns the ids of the leases the range's keys may be attached
+// to (a superset: an overlay may have detached a key since).
+func (f *RangeFSM) Leases() ([]uint64, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	seen := map[uint64]bool{}
+	var out []uint64
+	add := func(l uint64) {
+		if l != 0 && !seen[l] {
+			seen[l] = true
+			out = append(out, l)
+		}
+	}
+	err := f.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(leaseBucket(f.id))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.First(); len(k) >= 8; {
+			l := binary.BigEndian.Uint64(k)
+			add(l)
+			if l == ^uint64(0) {
+				break
+			}
+			k, _ = c.Seek(binary.BigEndian.AppendUint64(nil, l+1))
+		}
+		return nil
+	})
+	for _, l := range append(append([]*overlay{}, f.frozen...), f.pending) {
+		l.tree.Ascend(func(e *entry) bool {
+			add(e.lease)
+			return true
+		})
+	}
+	return out, err
+}
+
+// leaseCandidatesLocked lists keys that may be attached to lease: those
+// the committed lease index names plus the overlays' writes with it.
+func (f *RangeFSM) leaseCandidatesLocked(lease uint64) ([][]byte, error) {
+	seen := map[string]bool{}
+	var keys [][]byte
+	add := func(k []byte) {
+		if !seen[string(k)] {
+			seen[string(k)] = true
+			keys = append(keys, bytes.Clone(k))
+		}
+	}
+	prefix := binary.BigEndian.AppendUint64(nil, lease)
+	err := f.store.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(leaseBucket(f.id))
+		if b == nil {
+			return nil
+		}
+		c := b.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			add(k[8:])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: range %d: lease index: %w", f.id, err)
+	}
+	for _, l := range append(append([]*overlay{}, f.frozen...), f.pending) {
+		l.tree.Ascend(func(e *entry) bool {
+			if e.lease == lease {
+				add(e.key)
+			}
+			return true
+		})
+	}
+	return keys, nil
+}
+
+// applyLeaseRevokeLocked deletes the range's keys attached to cmd.Lease.
+func (f *RangeFSM) applyLeaseRevokeLocked(cmd *Command, index uint64, at int64) *Result {
+	res := &Result{Revision: index}
+	keys, err := f.leaseCandidatesLocked(cmd.Lease)
+	if err != nil {
+		f.store.log.Error("lease index read failed while applying; stopping", "range", f.id, "err", err)
+		panic(fmt.Sprintf("raftstore: range %d: lease index read during apply: %v", f.id, err))
+	}
+	for _, k := range keys {
+		var prev []byte
+		attached := false
+		f.mustLookupFullLocked(k, func(v []byte, _, l uint64, found bool) {
+			if attached = found && l == cmd.Lease; attached {
+				prev = bytes.Clone(v)
+			}
+		})
+		if !attached || !f.ownsLocked(k) {
+			continue
+		}
+		f.pending.set(newEntry(k, nil, index, 0, true))
+		f.recordLocked(&Event{Index: index, Type: EventDelete, Key: k, PrevValue: prev, PrevExists: true, Lease: cmd.Lease, Cause: cmd.Cause, At: at})
+		res.Deleted++
+	}
+	return res
+}
+
+// commitEventsLocked writes a commit job's events and lease index changes
+// and trims the feed to its budget; the caller's transaction is the one
+// that writes the job's keys. now is the commit's clock for age.
+func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time) error {
+	meta := tx.Bucket(metaBucket)
+	evb := tx.Bucket(eventBucket(j.f.id))
+	if evb == nil {
+		return nil // the meta range keeps no feed
+	}
+	n, size := loadEventSize(meta, j.f.id)
+	for _, layer := range j.layers {
+		for _, e := range layer.events {
+			if err := evb.Put(indexKey(e.Index), e.encode()); err != nil {
+				return err
+			}
+			n++
+			size += int64(e.size())
+		}
+	}
+	floor := j.f.evFloor.Load()
+	maxBytes, maxAge := s.cfg.EventRetentionBytes, s.cfg.EventRetentionAge
+	cutoff := now.Add(-maxAge).UnixMilli()
+	c := evb.Cursor()
+	for k, v := c.First(); k != nil && n > 0; k, v = c.First() {
+		overBytes := maxBytes > 0 && size > maxBytes
+		old := maxAge > 0 && len(v) >= 10 && int64(binary.BigEndian.Uint64(v[2:])) < cutoff
+		if !overBytes && !old {
+			break
+		}
+		e, err := decodeEvent(binary.BigEndian.Uint64(k), v)
+		if err != nil {
+			return err
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		n--
+		size -= int64(e.size())
+		floor = max(floor, e.Index)
+	}
+	j.evFloor = floor
+	if err := meta.Put(eventFloorKey(j.f.id), indexKey(floor)); err != nil {
+		return err
+	}
+	return meta.Put(eventSizeKey(j.f.id), encodeSize(n, size))
+}
+
+func loadEventSize(meta *bolt.Bucket, id uint64) (n, size int64) {
+	if v := meta.Get(eventSizeKey(id)); len(v) == 16 {
+		return int64(binary.BigEndian.Uint64(v)), int64(binary.BigEndian.Uint64(v[8:]))
+	}
+	return 0, 0
+}
+
+// updateLeaseIndex keeps the range's lease index in step with one key's
+// write: old is what bbolt held for the key (nil: nothing).
+func updateLeaseIndex(lb *bolt.Bucket, e *entry, old []byte) error {
+	var oldLease uint64
+	if old != nil {
+		_, oldLease, _, _ = decodeStored(old)
+	}
+	newLease := e.lease
+	if e.deleted {
+		newLease = 0
+	}
+	if oldLease == newLease {
+		return nil
+	}
+	if oldLease != 0 {
+		if err := lb.Delete(leaseIndexKey(oldLease, e.key)); err != nil {
+			return err
+		}
+	}
+	if newLease != 0 {
+		return lb.Put(leaseIndexKey(newLease, e.key), nil)
+	}
+	return nil
+}
+
+// openFeed creates a user range's event and lease buckets and loads its
+// feed's floor. A range that has applied entries but never recorded a
+// floor comes from a release without events: its feed starts at its
+// applied index.
+func openFeed(tx *bolt.Tx, desc Descriptor, f *RangeFSM) error {
+	if desc.IsMeta() {
+		return nil
+	}
+	for _, name := range [][]byte{eventBucket(desc.ID), leaseBucket(desc.ID)} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	meta := tx.Bucket(metaBucket)
+	if v := meta.Get(eventFloorKey(desc.ID)); len(v) == 8 {
+		f.evFloor.Store(binary.BigEndian.Uint64(v))
+		return nil
+	}
+	f.evFloor.Store(f.applied.Load())
+	return meta.Put(eventFloorKey(desc.ID), indexKey(f.applied.Load()))
+}
+
+// splitFeedBuckets creates a split's new range's event and lease buckets
+// (its feed starts at index 0: all of its events are kept) and returns
+// them with the parent's lease bucket, whose entries for moved keys move.
+func splitFeedBuckets(tx *bolt.Tx, parent, child uint64) (fromLeases, toLeases *bolt.Bucket, err error) {
+	fromLeases = tx.Bucket(leaseBucket(parent))
+	if toLeases, err = tx.CreateBucketIfNotExists(leaseBucket(child)); err != nil {
+		return nil, nil, err
+	}
+	if _, err = tx.CreateBucketIfNotExists(eventBucket(child)); err != nil {
+		return nil, nil, err
+	}
+	meta := tx.Bucket(metaBucket)
+	if err := meta.Put(eventFloorKey(child), indexKey(0)); err != nil {
+		return nil, nil, err
+	}
+	return fromLeases, toLeases, meta.Put(eventSizeKey(child), encodeSize(0, 0))
+}
+
+// recordSplitEvent writes the parent's split event, in the split's own
+// transaction (the split commits synchronously, outside the overlays).
+func recordSplitEvent(tx *bolt.Tx, f *RangeFSM, index uint64, child *Descriptor) error {
+	evb := tx.Bucket(eventBucket(f.id))
+	if evb == nil {
+		return nil
+	}
+	c := child.Clone()
+	e := &Event{Index: index, Type: EventSplit, Child: &c, At: time.Now().UnixMilli()}
+	if err := evb.Put(indexKey(index), e.encode()); err != nil {
+		return err
+	}
+	meta := tx.Bucket(metaBucket)
+	n, size := loadEventSize(meta, f.id)
+	return meta.Put(eventSizeKey(f.id), encodeSize(n+1, size+int64(e.size())))
+}
+
+// resetFeed empties a range's feed and lease index for a snapshot's state
+// at index applied: the replica has no events before it. The caller
+// refills the returned lease index from the restored keys.
+func resetFeed(tx *bolt.Tx, id, applied uint64) (*bolt.Bucket, error) {
+	for _, name := range [][]byte{eventBucket(id), leaseBucket(id)} {
+		if tx.Bucket(name) != nil {
+			if err := tx.DeleteBucket(name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if _, err := tx.CreateBucket(eventBucket(id)); err != nil {
+		return nil, err
+	}
+	lb, err := tx.CreateBucket(leaseBucket(id))
+	if err != nil {
+		return nil, err
+	}
+	meta := tx.Bucket(metaBucket)
+	if err := meta.Put(eventFloorKey(id), indexKey(applied)); err != nil {
+		return nil, err
+	}
+	return lb, meta.Put(eventSizeKey(id), encodeSize(0, 0))
+}
