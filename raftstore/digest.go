@@ -29,7 +29,7 @@ func (f *RangeFSM) Digest() (Digest, error) {
 	h := sha256.New()
 	var keys uint64
 	var num [8]byte
-	add := func(k, v []byte, rev uint64) {
+	add := func(k, v []byte, rev, lease uint64) {
 		keys++
 		binary.BigEndian.PutUint64(num[:], uint64(len(k)))
 		h.Write(num[:])
@@ -39,6 +39,13 @@ func (f *RangeFSM) Digest() (Digest, error) {
 		h.Write(v)
 		binary.BigEndian.PutUint64(num[:], rev)
 		h.Write(num[:])
+		// A key's lease decides what a revoke deletes, so replicas must
+		// agree on it too; keys without one hash as they always did.
+		if lease != 0 {
+			binary.BigEndian.PutUint64(num[:], lease)
+			h.Write([]byte{'L'})
+			h.Write(num[:])
+		}
 	}
 	ov := f.overlayRangeLocked(nil, nil)
 	err := f.store.db.View(func(tx *bolt.Tx) error {
@@ -55,16 +62,16 @@ func (f *RangeFSM) Digest() (Digest, error) {
 					k, v = c.Next()
 				}
 				if e := ov[i]; !e.deleted {
-					add(e.key, e.value, e.rev)
+					add(e.key, e.value, e.rev, e.lease)
 				}
 				i++
 				continue
 			}
-			rev, val, err := readStored(f.id, k, v)
+			rev, lease, val, err := readStoredLease(f.id, k, v)
 			if err != nil {
 				return err
 			}
-			add(k, val, rev)
+			add(k, val, rev, lease)
 			k, v = c.Next()
 		}
 		return nil

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -167,17 +168,20 @@ func (f *RangeFSM) EventFloor() uint64 { return f.evFloor.Load() }
 // them and about maxBytes, and upTo: the index through which the feed has
 // been read (the last event returned when the answer was cut short,
 // else the applied index). ErrCompacted when after is below the floor.
-func (f *RangeFSM) Events(after uint64, max, maxBytes int) (evs []Event, upTo uint64, err error) {
-	evs, upTo, _, err = f.EventsAndDescriptor(after, max, maxBytes)
+func (f *RangeFSM) Events(after uint64, maxEvents, maxBytes int) (evs []Event, upTo uint64, err error) {
+	evs, upTo, _, err = f.EventsAndDescriptor(after, maxEvents, maxBytes)
 	return evs, upTo, err
 }
 
 // EventsAndDescriptor is Events that also returns the range's descriptor
 // as of upTo's state when the answer was not cut short (else the current
 // one), read under the same lock.
-func (f *RangeFSM) EventsAndDescriptor(after uint64, max, maxBytes int) (evs []Event, upTo uint64, desc Descriptor, err error) {
-	if max <= 0 {
-		max = 1
+func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (evs []Event, upTo uint64, desc Descriptor, err error) {
+	if maxEvents <= 0 {
+		maxEvents = 1
+	}
+	if maxBytes <= 0 {
+		maxBytes = math.MaxInt
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -187,12 +191,18 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, max, maxBytes int) (evs []E
 	}
 	applied, durable := f.applied.Load(), f.durable.Load()
 	size := 0
-	full := func() bool { return len(evs) >= max || size >= maxBytes }
+	full := func() bool { return len(evs) >= maxEvents || size >= maxBytes }
 	if after < durable {
 		err := f.store.db.View(func(tx *bolt.Tx) error {
 			b := tx.Bucket(eventBucket(f.id))
 			if b == nil {
 				return nil
+			}
+			// A commit that trimmed the feed is visible here before it
+			// raises f.evFloor (it takes f.mu only after its transaction):
+			// the stored floor is the one this transaction's events obey.
+			if v := tx.Bucket(metaBucket).Get(eventFloorKey(f.id)); len(v) == 8 && after < binary.BigEndian.Uint64(v) {
+				return fmt.Errorf("%w: range %d keeps events after index %d, asked for events after %d", ErrCompacted, f.id, binary.BigEndian.Uint64(v), after)
 			}
 			c := b.Cursor()
 			for k, v := c.Seek(indexKey(after + 1)); k != nil && !full(); k, v = c.Next() {
@@ -209,6 +219,9 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, max, maxBytes int) (evs []E
 			}
 			return nil
 		})
+		if errors.Is(err, ErrCompacted) {
+			return nil, 0, desc, err
+		}
 		if err != nil {
 			return nil, 0, desc, fmt.Errorf("raftstore: events: %w", err)
 		}
@@ -227,7 +240,10 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, max, maxBytes int) (evs []E
 	if full() && len(evs) > 0 {
 		return evs, evs[len(evs)-1].Index, desc, nil
 	}
-	return evs, applied, desc, nil
+	// A replica behind the asker (a feed moved to a lagging follower) has
+	// nothing after it yet: never answer with less than was asked, which
+	// would make the asker read the same events twice.
+	return evs, max(applied, after), desc, nil
 }
 
 func (e *Event) clone() Event {

@@ -482,7 +482,7 @@ func (s *Store) commit() error {
 						j.keys--
 						j.bytes -= storedSize(e.key, old)
 					}
-					if lb != nil && (e.lease != 0 || (old != nil && len(old) >= 8 && old[0]&0x80 != 0)) {
+					if lb != nil && (e.lease != 0 || (len(old) >= 8 && old[0]&0x80 != 0)) {
 						if werr = updateLeaseIndex(lb, e, old); werr != nil {
 							return false
 						}

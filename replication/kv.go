@@ -170,7 +170,18 @@ func (n *Node) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse
 		return kvpb.NewKVClient(conn).Put(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.PutResponse, error) {
-		res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpPut, Key: req.Key, Value: req.Value})
+		cmd := &raftstore.Command{Op: raftstore.OpPut, Key: req.Key, Value: req.Value}
+		if req.Lease != 0 {
+			// Checked where the put is proposed, once.
+			if !s.IsLeader() {
+				return forward(ctx, n, s, true, remote)
+			}
+			if err := n.checkLeaseForPut(ctx, req.Lease); err != nil {
+				return nil, err
+			}
+			cmd.Op, cmd.Lease = raftstore.OpPutLease, uint64(req.Lease)
+		}
+		res, fwd, err := n.propose(ctx, s, cmd)
 		if fwd {
 			return forward(ctx, n, s, true, remote)
 		}

@@ -1,47 +1,686 @@
 package replication
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/raftstore"
+	"github.com/dialkv/dialkv/shard"
+	"google.golang.org/grpc"
 )
 
-var errLeaseTODO = errors.New("replication: leases not implemented yet")
+// Leases live in the meta range, one record per lease under
+// metaLeasePrefix (its TTL, a renewal counter, and whether it has ended);
+// the keys attached to a lease live in their own ranges, each stored with
+// the lease's id and listed in its range's lease index (raftstore).
+//
+// When a lease ends is decided by one clock at a time: the meta range
+// leader's monotonic clock. Every replica of the meta range notes when it
+// applied each lease's last grant or keepalive (the apply observer below)
+// and counts the TTL from there: that moment is after the client sent the
+// request, so a lease is never expired before its TTL has passed since the
+// client's last answered keepalive. A new leader has counted from its own
+// apply of the same entries as a follower, so leader changes neither
+// restart a lease's TTL (leases living forever under leader churn, as in
+// etcd-io/etcd#9888) nor shorten it. Only a restarted node counts a full
+// TTL from its restart, for the leases it did not see renewed since.
+//
+// The leader expires a lease by a compare-and-swap of the record it saw
+// (renewal counter included) to an ended one: a keepalive that committed
+// in between makes the swap fail, and a deposed leader's swap either
+// commits before any later keepalive (which then finds the lease ended and
+// is refused: the client never heard it renewed) or not at all. Then the
+// nodes delete the lease's keys: each node, for the ranges it leads, with
+// an OpLeaseRevoke through the range's log, whose delete events carry the
+// cause. A key put with a lease that raced the end of its lease, or in a
+// range whose leader was unreachable, is found by that range's leader's
+// sweep (every leaseSweepInterval) and deleted the same way.
+
+const (
+	metaLeasePrefix   = "lease/r/"
+	metaLeaseNext     = "lease/next"
+	leaseRecordV1     = 1
+	leaseTick         = 100 * time.Millisecond
+	leaseSweepEvery   = 2 * time.Second
+	maxLeaseTTL       = 1 << 31
+	leaseFeature      = "lease-v1"
+	watchFeature      = "watch-v1"
+	leaseExpireAtOnce = 256
+)
+
+// nodeFeatures is what this release registers in the meta range.
+var nodeFeatures = []string{leaseFeature, watchFeature}
+
+type leaseState byte
+
+const (
+	leaseAlive leaseState = iota
+	leaseExpired
+	leaseRevoked
+)
+
+// leaseRecord is a lease's meta-range value.
+type leaseRecord struct {
+	ttl   int64 // seconds
+	renew uint64
+	state leaseState
+}
+
+func (r leaseRecord) encode() []byte {
+	b := []byte{leaseRecordV1, byte(r.state)}
+	b = binary.AppendUvarint(b, uint64(r.ttl))
+	return binary.AppendUvarint(b, r.renew)
+}
+
+func decodeLeaseRecord(b []byte) (leaseRecord, bool) {
+	if len(b) < 2 || b[0] != leaseRecordV1 {
+		return leaseRecord{}, false
+	}
+	r := leaseRecord{state: leaseState(b[1])}
+	ttl, w := binary.Uvarint(b[2:])
+	if w <= 0 {
+		return leaseRecord{}, false
+	}
+	renew, w2 := binary.Uvarint(b[2+w:])
+	if w2 <= 0 {
+		return leaseRecord{}, false
+	}
+	r.ttl, r.renew = int64(ttl), renew
+	return r, true
+}
+
+func leaseKey(id uint64) []byte { return binary.BigEndian.AppendUint64([]byte(metaLeasePrefix), id) }
+
+func leaseIDOf(key []byte) (uint64, bool) {
+	if len(key) != len(metaLeasePrefix)+8 || !bytes.HasPrefix(key, []byte(metaLeasePrefix)) {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(key[len(metaLeasePrefix):]), true
+}
+
+// lessor is one node's view of the live leases' deadlines, on its own
+// monotonic clock. mu is a leaf lock.
+type lessor struct {
+	mu       sync.Mutex
+	deadline map[uint64]time.Time
+	ttl      map[uint64]int64
+}
+
+func newLessor() *lessor {
+	return &lessor{deadline: map[uint64]time.Time{}, ttl: map[uint64]int64{}}
+}
+
+// observe is the meta range's apply observer (on its FSM goroutine).
+func (l *lessor) observe(key, value []byte, deleted bool, _ uint64) {
+	id, ok := leaseIDOf(key)
+	if !ok {
+		return
+	}
+	rec, ok := decodeLeaseRecord(value)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if deleted || !ok || rec.state != leaseAlive {
+		delete(l.deadline, id)
+		delete(l.ttl, id)
+		return
+	}
+	l.deadline[id] = time.Now().Add(time.Duration(rec.ttl) * time.Second)
+	l.ttl[id] = rec.ttl
+}
+
+// remaining is how long lease id has left, by this node's count.
+func (l *lessor) remaining(id uint64) (time.Duration, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d, ok := l.deadline[id]
+	if !ok {
+		return 0, false
+	}
+	return max(time.Until(d), 0), true
+}
+
+// expired lists up to n leases whose deadline has passed.
+func (l *lessor) expired(now time.Time, n int) []uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []uint64
+	for id, d := range l.deadline {
+		if now.After(d) {
+			out = append(out, id)
+			if len(out) >= n {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// loadLeases counts a full TTL from now for every live lease the meta
+// range's state holds: after a restart nothing better is known, and
+// counting less could expire a lease early. Called before the range's
+// Raft starts.
+func (l *lessor) load(f *raftstore.RangeFSM) error {
+	start, end := []byte(metaLeasePrefix), PrefixEnd([]byte(metaLeasePrefix))
+	for page := 0; page < 1<<20; page++ {
+		kvs, more, next, _, err := f.Scan(start, end, 1000)
+		if err != nil {
+			return err
+		}
+		for _, kv := range kvs {
+			l.observe(kv.Key, kv.Value, false, 0)
+		}
+		if !more {
+			return nil
+		}
+		start = next
+	}
+	return errors.New("replication: lease scan did not end")
+}
+
+// requireFeature refuses a request that would put log entries of a new
+// kind into ranges some member's release cannot apply.
+func (n *Node) requireFeature(ctx context.Context, feature string) error {
+	t, err := n.routes.get(ctx)
+	if err != nil {
+		return err
+	}
+	for _, node := range t.Nodes {
+		if node.State == NodeRemoved {
+			continue
+		}
+		if !slices.Contains(node.Features, feature) {
+			return fmt.Errorf("%w: node %s runs a release without %s; finish the upgrade first", ErrFeatureUnavailable, node.Id, feature)
+		}
+	}
+	return nil
+}
+
+// readLease reads lease id's record on the meta leader s.
+func readLease(ctx context.Context, s *shard.Shard, id uint64) (leaseRecord, []byte, error) {
+	if _, err := s.ReadIndex(ctx); err != nil {
+		return leaseRecord{}, nil, err
+	}
+	v, _, found, _, err := s.FSM().Get(leaseKey(id))
+	if err != nil {
+		return leaseRecord{}, nil, err
+	}
+	rec, ok := decodeLeaseRecord(v)
+	if !found || !ok || rec.state != leaseAlive {
+		return rec, v, fmt.Errorf("%w: lease %d", ErrLeaseNotFound, id)
+	}
+	return rec, v, nil
+}
+
+// swapLease replaces lease id's record old with rec on the meta leader.
+func swapLease(ctx context.Context, s *shard.Shard, id uint64, old []byte, rec leaseRecord) (bool, error) {
+	cmd := &raftstore.Command{Op: raftstore.OpCompareAndSwap, Key: leaseKey(id), Value: rec.encode(), Expected: old, ExpectMissing: old == nil}
+	res, err := s.Propose(ctx, cmd)
+	if err != nil {
+		return false, err
+	}
+	if errors.Is(res.Err, raftstore.ErrCompareFailed) {
+		return false, nil
+	}
+	return res.Err == nil, res.Err
+}
+
+func leaseClient(cc grpc.ClientConnInterface) kvpb.LeaseClient { return kvpb.NewLeaseClient(cc) }
 
 // LeaseGrant grants a lease of req.Ttl seconds.
 func (n *Node) LeaseGrant(ctx context.Context, req *kvpb.LeaseGrantRequest) (*kvpb.LeaseGrantResponse, error) {
-	return nil, errLeaseTODO
+	if req.Ttl <= 0 || req.Ttl > maxLeaseTTL {
+		return nil, fmt.Errorf("replication: lease TTL %d s outside 1..%d", req.Ttl, maxLeaseTTL)
+	}
+	if err := n.requireFeature(ctx, leaseFeature); err != nil {
+		return nil, err
+	}
+	return metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseGrantResponse, error) {
+		res, err := s.Propose(ctx, &raftstore.Command{Op: raftstore.OpIncrement, Key: []byte(metaLeaseNext)})
+		if err != nil {
+			return nil, err
+		}
+		// Ids stay below 1<<63 so that they are positive int64s on the
+		// wire, as etcd's are.
+		id := binary.BigEndian.Uint64(res.Value)
+		ok, err := swapLease(ctx, s, id, nil, leaseRecord{ttl: req.Ttl})
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("replication: lease id %d already in use", id)
+		}
+		return &kvpb.LeaseGrantResponse{Id: int64(id), Ttl: req.Ttl}, nil
+	}, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseGrantResponse, error) {
+		return leaseClient(cc).Grant(ctx, req)
+	})
 }
 
 // LeaseKeepAlive renews one lease once (the Lease.KeepAlive stream calls it
 // per request it receives). ErrLeaseNotFound when the lease has ended.
 func (n *Node) LeaseKeepAlive(ctx context.Context, req *kvpb.LeaseKeepAliveRequest) (*kvpb.LeaseKeepAliveResponse, error) {
-	return nil, errLeaseTODO
+	return metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseKeepAliveResponse, error) {
+		id := uint64(req.Id)
+		for attempt := 0; attempt < 8; attempt++ {
+			rec, old, err := readLease(ctx, s, id)
+			if err != nil {
+				return nil, err
+			}
+			next := rec
+			next.renew++
+			ok, err := swapLease(ctx, s, id, old, next)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				return &kvpb.LeaseKeepAliveResponse{Id: req.Id, Ttl: rec.ttl}, nil
+			}
+			// Another keepalive (or the end) committed in between.
+		}
+		return nil, fmt.Errorf("%w: lease %d: keepalives kept colliding", shard.ErrIndeterminate, id)
+	}, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseKeepAliveResponse, error) {
+		stream, err := leaseClient(cc).KeepAlive(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := stream.Send(req); err != nil {
+			return nil, err
+		}
+		resp, err := stream.Recv()
+		stream.CloseSend()
+		return resp, err
+	})
 }
 
-// LeaseRevoke ends a lease and deletes its keys.
+// endLease marks lease id ended (cause) on the meta leader, then deletes
+// its keys everywhere. only, when set, is the record the caller saw: the
+// end happens only if the lease was not renewed since (expiry).
+func (n *Node) endLease(ctx context.Context, s *shard.Shard, id uint64, cause raftstore.DeleteCause, only []byte) (bool, error) {
+	old := only
+	var rec leaseRecord
+	if old == nil {
+		var err error
+		if rec, old, err = readLease(ctx, s, id); err != nil {
+			return false, err
+		}
+	} else {
+		var ok bool
+		if rec, ok = decodeLeaseRecord(old); !ok {
+			return false, fmt.Errorf("replication: lease %d: undecodable record", id)
+		}
+	}
+	rec.state = leaseRevoked
+	if cause == raftstore.CauseLeaseExpired {
+		rec.state = leaseExpired
+	}
+	return swapLease(ctx, s, id, old, rec)
+}
+
+// LeaseRevoke ends a lease and deletes its keys. The meta range's leader
+// does both, so the call goes there.
 func (n *Node) LeaseRevoke(ctx context.Context, req *kvpb.LeaseRevokeRequest) (*kvpb.LeaseRevokeResponse, error) {
-	return nil, errLeaseTODO
+	if err := n.requireFeature(ctx, leaseFeature); err != nil {
+		return nil, err
+	}
+	return metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseRevokeResponse, error) {
+		for attempt := 0; attempt < 8; attempt++ {
+			ok, err := n.endLease(ctx, s, uint64(req.Id), raftstore.CauseLeaseRevoked, nil)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				deleted := n.deleteLeaseKeys(ctx, uint64(req.Id), raftstore.CauseLeaseRevoked)
+				return &kvpb.LeaseRevokeResponse{KeysDeleted: deleted}, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: lease %d: keepalives kept colliding with the revoke", shard.ErrIndeterminate, req.Id)
+	}, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseRevokeResponse, error) {
+		return leaseClient(cc).Revoke(ctx, req)
+	})
+}
+
+// deleteLeaseKeys asks every node to delete, in the ranges it leads, the
+// keys of an ended lease, and returns how many went. A node it cannot
+// reach leaves its ranges to their leaders' sweeps.
+func (n *Node) deleteLeaseKeys(ctx context.Context, id uint64, cause raftstore.DeleteCause) int64 {
+	t, err := n.routes.get(ctx)
+	if err != nil {
+		n.log.Warn("lease keys left to the sweep: no routing table", "lease", id, "err", err)
+		return 0
+	}
+	req := &kvpb.LeaseRevokeLocalRequest{Id: int64(id), Cause: causePB(cause)}
+	var mu sync.Mutex
+	var total int64
+	var wg sync.WaitGroup
+	for _, node := range t.Nodes {
+		if node.State == NodeRemoved {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var resp *kvpb.LeaseRevokeLocalResponse
+			var err error
+			if node.Id == n.cfg.NodeID {
+				resp, err = n.LeaseRevokeLocal(ctx, req)
+			} else if conn, cerr := n.peer(node.RaftAddr); cerr != nil {
+				err = cerr
+			} else {
+				resp, err = kvpb.NewInternalClient(conn).LeaseRevokeLocal(ctx, req)
+			}
+			if err != nil {
+				n.log.Info("lease keys on a node left to its ranges' sweeps", "lease", id, "node", node.Id, "err", err)
+				return
+			}
+			mu.Lock()
+			total += resp.KeysDeleted
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return total
+}
+
+func causePB(c raftstore.DeleteCause) kvpb.DeleteCause {
+	switch c {
+	case raftstore.CauseLeaseExpired:
+		return kvpb.DeleteCause_DELETE_CAUSE_LEASE_EXPIRED
+	case raftstore.CauseLeaseRevoked:
+		return kvpb.DeleteCause_DELETE_CAUSE_LEASE_REVOKED
+	}
+	return kvpb.DeleteCause_DELETE_CAUSE_UNSPECIFIED
+}
+
+func causeOf(c kvpb.DeleteCause) raftstore.DeleteCause {
+	if c == kvpb.DeleteCause_DELETE_CAUSE_LEASE_EXPIRED {
+		return raftstore.CauseLeaseExpired
+	}
+	return raftstore.CauseLeaseRevoked
 }
 
 // LeaseList lists the live leases.
 func (n *Node) LeaseList(ctx context.Context, req *kvpb.LeaseListRequest) (*kvpb.LeaseListResponse, error) {
-	return nil, errLeaseTODO
+	return metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseListResponse, error) {
+		if _, err := s.ReadIndex(ctx); err != nil {
+			return nil, err
+		}
+		kvs, err := metaScanLocal(s, []byte(metaLeasePrefix))
+		if err != nil {
+			return nil, err
+		}
+		resp := &kvpb.LeaseListResponse{}
+		for _, kv := range kvs.Kvs {
+			id, ok := leaseIDOf(kv.Key)
+			rec, ok2 := decodeLeaseRecord(kv.Value)
+			if !ok || !ok2 || rec.state != leaseAlive {
+				continue
+			}
+			left, _ := n.leases.remaining(id)
+			resp.Leases = append(resp.Leases, &kvpb.LeaseStatus{Id: int64(id), GrantedTtl: rec.ttl, Ttl: ceilSeconds(left)})
+		}
+		return resp, nil
+	}, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseListResponse, error) {
+		return leaseClient(cc).List(ctx, req)
+	})
 }
+
+func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
 
 // LeaseTimeToLive reports a lease's TTL and, on request, its keys.
 func (n *Node) LeaseTimeToLive(ctx context.Context, req *kvpb.LeaseTimeToLiveRequest) (*kvpb.LeaseTimeToLiveResponse, error) {
-	return nil, errLeaseTODO
+	resp, err := metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseTimeToLiveResponse, error) {
+		rec, _, err := readLease(ctx, s, uint64(req.Id))
+		if err != nil {
+			return nil, err
+		}
+		left, _ := n.leases.remaining(uint64(req.Id))
+		return &kvpb.LeaseTimeToLiveResponse{Id: req.Id, GrantedTtl: rec.ttl, Ttl: ceilSeconds(left)}, nil
+	}, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseTimeToLiveResponse, error) {
+		return leaseClient(cc).TimeToLive(ctx, &kvpb.LeaseTimeToLiveRequest{Id: req.Id})
+	})
+	if err != nil || !req.Keys {
+		return resp, err
+	}
+	keys, err := n.allLeaseKeys(ctx, uint64(req.Id))
+	if err != nil {
+		return nil, err
+	}
+	resp.Keys = keys
+	return resp, nil
 }
 
-// LeaseRevokeLocal deletes a lease's keys in this node's replicas
-// (Internal.LeaseRevokeLocal).
+// allLeaseKeys gathers a lease's keys from every node's replicas.
+func (n *Node) allLeaseKeys(ctx context.Context, id uint64) ([][]byte, error) {
+	t, err := n.routes.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out [][]byte
+	for _, node := range t.Nodes {
+		if node.State == NodeRemoved {
+			continue
+		}
+		var resp *kvpb.LeaseKeysResponse
+		if node.Id == n.cfg.NodeID {
+			resp, err = n.LeaseKeys(ctx, &kvpb.LeaseKeysRequest{Id: int64(id)})
+		} else if conn, cerr := n.peer(node.RaftAddr); cerr != nil {
+			err = cerr
+		} else {
+			resp, err = kvpb.NewInternalClient(conn).LeaseKeys(ctx, &kvpb.LeaseKeysRequest{Id: int64(id)})
+		}
+		if err != nil {
+			continue // another replica of its ranges answers
+		}
+		for _, k := range resp.Keys {
+			if !seen[string(k)] {
+				seen[string(k)] = true
+				out = append(out, k)
+			}
+		}
+	}
+	slices.SortFunc(out, bytes.Compare)
+	return out, nil
+}
+
+// leads reports whether this node should act for range s as its leader:
+// it leads it, or the range sleeps with this node its last leader.
+func (n *Node) leads(s *shard.Shard) bool {
+	if s.Asleep() {
+		id, _ := s.Leader()
+		return id == n.cfg.NodeID
+	}
+	return s.IsLeader()
+}
+
+// LeaseRevokeLocal deletes a lease's keys in the ranges this node leads
+// (Internal.LeaseRevokeLocal); with a range id, in that range, forwarded
+// to its leader.
 func (n *Node) LeaseRevokeLocal(ctx context.Context, req *kvpb.LeaseRevokeLocalRequest) (*kvpb.LeaseRevokeLocalResponse, error) {
-	return nil, errLeaseTODO
+	var total int64
+	for _, s := range n.Shards() {
+		if s.ID() == raftstore.MetaRangeID || (req.RangeId != 0 && s.ID() != req.RangeId) {
+			continue
+		}
+		if req.RangeId == 0 && !n.leads(s) {
+			continue
+		}
+		keys, err := s.FSM().LeaseKeys(uint64(req.Id))
+		if err != nil || (len(keys) == 0 && req.RangeId == 0) {
+			continue
+		}
+		deleted, err := n.revokeInRange(ctx, s, uint64(req.Id), causeOf(req.Cause))
+		if err != nil {
+			n.log.Info("lease keys of a range left to its sweep", "lease", req.Id, "range", s.ID(), "err", err)
+			continue
+		}
+		total += int64(deleted)
+	}
+	return &kvpb.LeaseRevokeLocalResponse{KeysDeleted: total}, nil
+}
+
+// revokeInRange commits an OpLeaseRevoke in range s through its leader.
+func (n *Node) revokeInRange(ctx context.Context, s *shard.Shard, id uint64, cause raftstore.DeleteCause) (int, error) {
+	if s.Asleep() {
+		s.Wake()
+	}
+	res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpLeaseRevoke, Lease: id, Cause: cause})
+	if fwd {
+		resp, err := forward(ctx, n, s, true, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseRevokeLocalResponse, error) {
+			return kvpb.NewInternalClient(cc).LeaseRevokeLocal(ctx, &kvpb.LeaseRevokeLocalRequest{Id: int64(id), Cause: causePB(cause), RangeId: s.ID()})
+		})
+		if err != nil {
+			return 0, err
+		}
+		return int(resp.KeysDeleted), nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return res.Deleted, nil
 }
 
 // LeaseKeys lists a lease's keys in this node's replicas (Internal.LeaseKeys).
 func (n *Node) LeaseKeys(ctx context.Context, req *kvpb.LeaseKeysRequest) (*kvpb.LeaseKeysResponse, error) {
-	return nil, errLeaseTODO
+	resp := &kvpb.LeaseKeysResponse{}
+	for _, s := range n.Shards() {
+		if s.ID() == raftstore.MetaRangeID {
+			continue
+		}
+		keys, err := s.FSM().LeaseKeys(uint64(req.Id))
+		if err != nil {
+			return nil, err
+		}
+		resp.Keys = append(resp.Keys, keys...)
+	}
+	return resp, nil
+}
+
+// checkLeaseForPut refuses a put with a lease that is not alive. It runs
+// where the put is proposed; a lease that ends between this check and the
+// put's commit leaves a key its range's sweep deletes.
+func (n *Node) checkLeaseForPut(ctx context.Context, id int64) error {
+	if err := n.requireFeature(ctx, leaseFeature); err != nil {
+		return err
+	}
+	_, err := n.LeaseTimeToLive(ctx, &kvpb.LeaseTimeToLiveRequest{Id: id})
+	return err
+}
+
+// leaseLoop expires leases (on the meta range leader) and sweeps the
+// ranges this node leads for keys of ended leases.
+func (n *Node) leaseLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(leaseTick)
+	defer tick.Stop()
+	lastSweep := time.Now()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if s := n.localMetaLeader(); s != nil {
+			n.expireLeases(s)
+		}
+		if time.Since(lastSweep) >= leaseSweepEvery {
+			lastSweep = time.Now()
+			n.sweepLeaseKeys()
+		}
+	}
+}
+
+// expireLeases ends the leases whose deadline passed on this node's clock.
+func (n *Node) expireLeases(s *shard.Shard) {
+	for _, id := range n.leases.expired(time.Now(), leaseExpireAtOnce) {
+		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+		v, _, found, _, err := s.FSM().Get(leaseKey(id))
+		if err == nil && found {
+			var ok bool
+			if ok, err = n.endLease(ctx, s, id, raftstore.CauseLeaseExpired, v); err == nil && ok {
+				n.log.Debug("lease expired", "lease", id)
+				go func() {
+					ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+					defer cancel()
+					n.deleteLeaseKeys(ctx, id, raftstore.CauseLeaseExpired)
+				}()
+			}
+		}
+		cancel()
+		if err != nil {
+			n.log.Info("lease expiry deferred", "lease", id, "err", err)
+			return
+		}
+	}
+}
+
+// sweepLeaseKeys deletes, in the ranges this node leads and that are
+// awake, keys attached to leases that have ended.
+func (n *Node) sweepLeaseKeys() {
+	type rangeLeases struct {
+		s   *shard.Shard
+		ids []uint64
+	}
+	var todo []rangeLeases
+	for _, s := range n.Shards() {
+		if s.ID() == raftstore.MetaRangeID || s.Asleep() || !s.IsLeader() {
+			continue
+		}
+		ids, err := s.FSM().Leases()
+		if err == nil && len(ids) > 0 {
+			todo = append(todo, rangeLeases{s, ids})
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+	defer cancel()
+	resp, err := n.MetaScan(ctx, &kvpb.MetaScanRequest{Prefix: []byte("lease/")})
+	if err != nil {
+		return
+	}
+	var next uint64
+	ended := map[uint64]raftstore.DeleteCause{}
+	alive := map[uint64]bool{}
+	for _, kv := range resp.Kvs {
+		if string(kv.Key) == metaLeaseNext && len(kv.Value) == 8 {
+			next = binary.BigEndian.Uint64(kv.Value)
+			continue
+		}
+		id, ok := leaseIDOf(kv.Key)
+		rec, ok2 := decodeLeaseRecord(kv.Value)
+		switch {
+		case !ok || !ok2:
+		case rec.state == leaseAlive:
+			alive[id] = true
+		case rec.state == leaseExpired:
+			ended[id] = raftstore.CauseLeaseExpired
+		default:
+			ended[id] = raftstore.CauseLeaseRevoked
+		}
+	}
+	for _, r := range todo {
+		for _, id := range r.ids {
+			cause, dead := ended[id]
+			if !dead && !alive[id] && id <= next {
+				dead, cause = true, raftstore.CauseLeaseRevoked // its record is gone
+			}
+			if !dead {
+				continue
+			}
+			if k, err := r.s.FSM().LeaseKeys(id); err != nil || len(k) == 0 {
+				continue
+			}
+			if deleted, err := n.revokeInRange(ctx, r.s, id, cause); err == nil && deleted > 0 {
+				n.log.Info("swept keys of an ended lease", "lease", id, "range", r.s.ID(), "keys", deleted)
+			}
+		}
+	}
 }

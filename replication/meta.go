@@ -15,6 +15,7 @@ import (
 	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 )
@@ -120,6 +121,14 @@ func forwardContext(ctx context.Context) context.Context {
 // nodes the routing table names (a node without a meta replica that is
 // asked on someone's behalf refuses, so requests never wander).
 func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, error), remote func(context.Context, kvpb.InternalClient) (T, error)) (T, error) {
+	return metaDoConn(ctx, n, local, func(ctx context.Context, cc grpc.ClientConnInterface) (T, error) {
+		return remote(ctx, kvpb.NewInternalClient(cc))
+	})
+}
+
+// metaDoConn is metaDo for a request another service of the meta leader's
+// peer port takes (the Lease service): remote gets the connection.
+func metaDoConn[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, error), remote func(context.Context, grpc.ClientConnInterface) (T, error)) (T, error) {
 	var zero T
 	s := n.shardByID(raftstore.MetaRangeID)
 	if h := metaHops(ctx); h >= maxHops || (s == nil && h > 0) {
@@ -152,7 +161,7 @@ func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, er
 				return zero, err
 			}
 			rc := &recordingConn{cc: conn}
-			resp, err := remote(metaForwardContext(ctx), kvpb.NewInternalClient(rc))
+			resp, err := remote(metaForwardContext(ctx), rc)
 			if err == nil || !metaRetryable(err, rc) {
 				return resp, err
 			}
@@ -184,7 +193,7 @@ func metaDo[T any](ctx context.Context, n *Node, local func(*shard.Shard) (T, er
 			continue
 		}
 		rc := &recordingConn{cc: conn}
-		resp, err := remote(metaForwardContext(ctx), kvpb.NewInternalClient(rc))
+		resp, err := remote(metaForwardContext(ctx), rc)
 		if err == nil || !metaRetryable(err, rc) {
 			return resp, err
 		}
@@ -238,6 +247,17 @@ func (n *Node) MetaScan(ctx context.Context, req *kvpb.MetaScanRequest) (*kvpb.M
 		if _, err := s.ReadIndex(ctx); err != nil {
 			return nil, err
 		}
+		if len(req.Prefixes) > 0 {
+			out := &kvpb.MetaScanResponse{}
+			for _, p := range req.Prefixes {
+				resp, err := metaScanLocal(s, p)
+				if err != nil {
+					return nil, err
+				}
+				out.Kvs = append(out.Kvs, resp.Kvs...)
+			}
+			return out, nil
+		}
 		return metaScanLocal(s, req.Prefix)
 	}, func(ctx context.Context, c kvpb.InternalClient) (*kvpb.MetaScanResponse, error) {
 		return c.MetaScan(ctx, req)
@@ -275,7 +295,7 @@ func (n *Node) allocRangeID(ctx context.Context) (uint64, error) {
 // registerLoop keeps this node's addresses in the meta range.
 func (n *Node) registerLoop() {
 	defer n.wg.Done()
-	info := &kvpb.NodeInfo{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GrpcAddr: n.cfg.GRPCAddr, HttpAddr: n.cfg.HTTPAddr}
+	info := &kvpb.NodeInfo{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GrpcAddr: n.cfg.GRPCAddr, HttpAddr: n.cfg.HTTPAddr, Features: nodeFeatures}
 	body, _ := proto.Marshal(info)
 	registered := false
 	// A node joining with peer TLS on is added through --join first

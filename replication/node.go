@@ -59,6 +59,7 @@ type Node struct {
 
 	fresh  freshnessDemand
 	routes routeCache // its own mu
+	leases *lessor    // its own mu
 	disk   diskWatch
 	pub    published // its own mu
 
@@ -150,6 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		mux:     mux,
 		link:    lk,
 		shards:  make(map[uint64]*shard.Shard),
+		leases:  newLessor(),
 		peers:   make(map[string]*grpc.ClientConn),
 		started: time.Now(),
 		stop:    make(chan struct{}),
@@ -199,7 +201,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Join != "" {
 		n.routes.addSeedClient(cfg.Join)
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.leaseLoop()
 	go n.freshnessLoop()
 	go n.registerLoop()
 	go n.publishLoop()
@@ -311,6 +314,12 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 		return nil, err
 	}
 	fsm.SetSplitHandler(&n.splitMu, n.onSplit)
+	if desc.IsMeta() {
+		if err := n.leases.load(fsm); err != nil {
+			return nil, fmt.Errorf("replication: load leases: %w", err)
+		}
+		fsm.SetApplyObserver(n.leases.observe)
+	}
 	hl := logadapt.HCLog(n.log.With("range", desc.ID))
 	storage, err := n.store.OpenRaftStorage(desc.ID, hl)
 	if err != nil {

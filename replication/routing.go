@@ -203,7 +203,11 @@ func (r *routeCache) knowsNode(id, raftAddr string) bool {
 // fetchRoutes reads the whole meta range and builds the routing table. The
 // meta range's own descriptor is kept in Ranges (callers filter it out).
 func (n *Node) fetchRoutes(ctx context.Context) (*kvpb.RangesResponse, error) {
-	resp, err := n.MetaScan(ctx, &kvpb.MetaScanRequest{})
+	// Only the routing prefixes: the meta range also holds every lease,
+	// which a routing table has no use for.
+	resp, err := n.MetaScan(ctx, &kvpb.MetaScanRequest{Prefixes: [][]byte{
+		[]byte(metaRangePrefix), []byte(metaLeaderPrefix), []byte(metaNodePrefix), []byte(metaNodeStatePrefix),
+	}})
 	if err != nil {
 		return nil, err
 	}

@@ -3428,8 +3428,12 @@ func (x *MetaPutResponse) GetWritten() bool {
 }
 
 type MetaScanRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Prefix        []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Prefix []byte                 `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// When set, instead of prefix: the keys under any of these prefixes (a
+	// node of an older release ignores it and answers with every key under
+	// prefix, which the caller filters anyway).
+	Prefixes      [][]byte `protobuf:"bytes,2,rep,name=prefixes,proto3" json:"prefixes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3467,6 +3471,13 @@ func (*MetaScanRequest) Descriptor() ([]byte, []int) {
 func (x *MetaScanRequest) GetPrefix() []byte {
 	if x != nil {
 		return x.Prefix
+	}
+	return nil
+}
+
+func (x *MetaScanRequest) GetPrefixes() [][]byte {
+	if x != nil {
+		return x.Prefixes
 	}
 	return nil
 }
@@ -4022,9 +4033,11 @@ func (x *WatchRangeResponse) GetRange() *RangeDescriptor {
 }
 
 type LeaseRevokeLocalRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Cause         DeleteCause            `protobuf:"varint,2,opt,name=cause,proto3,enum=kv.v1.DeleteCause" json:"cause,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Cause DeleteCause            `protobuf:"varint,2,opt,name=cause,proto3,enum=kv.v1.DeleteCause" json:"cause,omitempty"`
+	// Only this range (on its leader); 0: every range this node leads.
+	RangeId       uint64 `protobuf:"varint,3,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4071,6 +4084,13 @@ func (x *LeaseRevokeLocalRequest) GetCause() DeleteCause {
 		return x.Cause
 	}
 	return DeleteCause_DELETE_CAUSE_UNSPECIFIED
+}
+
+func (x *LeaseRevokeLocalRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
 }
 
 type LeaseRevokeLocalResponse struct {
@@ -6163,9 +6183,10 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"+\n" +
 	"\x0fMetaPutResponse\x12\x18\n" +
-	"\awritten\x18\x01 \x01(\bR\awritten\")\n" +
+	"\awritten\x18\x01 \x01(\bR\awritten\"E\n" +
 	"\x0fMetaScanRequest\x12\x16\n" +
-	"\x06prefix\x18\x01 \x01(\fR\x06prefix\"5\n" +
+	"\x06prefix\x18\x01 \x01(\fR\x06prefix\x12\x1a\n" +
+	"\bprefixes\x18\x02 \x03(\fR\bprefixes\"5\n" +
 	"\x10MetaScanResponse\x12!\n" +
 	"\x03kvs\x18\x01 \x03(\v2\x0f.kv.v1.KeyValueR\x03kvs\"(\n" +
 	"\x14MetaIncrementRequest\x12\x10\n" +
@@ -6197,10 +6218,11 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2\f.kv.v1.EventR\x06events\x12\x13\n" +
 	"\x05up_to\x18\x02 \x01(\x04R\x04upTo\x12,\n" +
 	"\x05state\x18\x03 \x01(\v2\x16.kv.v1.WatchRangeStateR\x05state\x12,\n" +
-	"\x05range\x18\x04 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\"S\n" +
+	"\x05range\x18\x04 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\"n\n" +
 	"\x17LeaseRevokeLocalRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12(\n" +
-	"\x05cause\x18\x02 \x01(\x0e2\x12.kv.v1.DeleteCauseR\x05cause\"=\n" +
+	"\x05cause\x18\x02 \x01(\x0e2\x12.kv.v1.DeleteCauseR\x05cause\x12\x19\n" +
+	"\brange_id\x18\x03 \x01(\x04R\arangeId\"=\n" +
 	"\x18LeaseRevokeLocalResponse\x12!\n" +
 	"\fkeys_deleted\x18\x01 \x01(\x03R\vkeysDeleted\"\"\n" +
 	"\x10LeaseKeysRequest\x12\x0e\n" +

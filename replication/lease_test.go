@@ -1,0 +1,156 @@
+package replication_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/replication"
+)
+
+func (c *testCluster) grant(i int, ttl int64) int64 {
+	c.t.Helper()
+	resp, err := c.nodes[i].LeaseGrant(context.Background(), &kvpb.LeaseGrantRequest{Ttl: ttl})
+	if err != nil {
+		c.t.Fatalf("grant on n%d: %v", i+1, err)
+	}
+	return resp.Id
+}
+
+func (c *testCluster) putLease(i int, key, value string, lease int64) ackedWrite {
+	c.t.Helper()
+	resp, err := c.nodes[i].Put(context.Background(), &kvpb.PutRequest{Key: []byte(key), Value: []byte(value), Lease: lease})
+	if err != nil {
+		c.t.Fatalf("put %s with lease %d on n%d: %v", key, lease, i+1, err)
+	}
+	return ackedWrite{key: key, value: value, rangeID: resp.Header.RangeId, index: resp.Header.Revision}
+}
+
+func (c *testCluster) exists(i int, key string) bool {
+	_, err := c.get(i, key, nil)
+	if err != nil && !errors.Is(err, replication.ErrKeyNotFound) {
+		c.t.Fatalf("get %s: %v", key, err)
+	}
+	return err == nil
+}
+
+// leaseDeletes returns the lease deletes a watcher saw, by key.
+func leaseDeletes(w *watcher) map[string]*kvpb.Event {
+	evs, _ := w.snapshot()
+	out := map[string]*kvpb.Event{}
+	for _, e := range evs {
+		if e.Type == kvpb.EventType_EVENT_TYPE_DELETE && e.Cause != kvpb.DeleteCause_DELETE_CAUSE_UNSPECIFIED {
+			out[string(e.Key)] = e
+		}
+	}
+	return out
+}
+
+// A revoked lease's keys go from every range, and the watch says why.
+func TestLease_RevokeDeletesItsKeysInEveryRange(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	c.mustPut(l, "l/m", "split point")
+	c.split(l, "l/m")
+	w := startWatch(t, c, (l+1)%3, &kvpb.WatchRequest{Prefix: []byte("l/")})
+	id := c.grant((l+2)%3, 60)
+	ranges := map[uint64]bool{}
+	for _, k := range []string{"l/a", "l/b", "l/x", "l/y"} {
+		ranges[c.putLease((l+1)%3, k, "v", id).rangeID] = true
+	}
+	if len(ranges) != 2 {
+		t.Fatalf("keys landed in %d ranges, want 2", len(ranges))
+	}
+	c.mustPut(l, "l/z", "no lease")
+	ttl, err := c.nodes[l].LeaseTimeToLive(context.Background(), &kvpb.LeaseTimeToLiveRequest{Id: id, Keys: true})
+	if err != nil || len(ttl.Keys) != 4 || ttl.GrantedTtl != 60 || ttl.Ttl < 50 {
+		t.Fatalf("ttl = %v, %v; want 4 keys, granted 60", ttl, err)
+	}
+	resp, err := c.nodes[(l+1)%3].LeaseRevoke(context.Background(), &kvpb.LeaseRevokeRequest{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.KeysDeleted != 4 {
+		t.Errorf("revoke deleted %d keys, want 4", resp.KeysDeleted)
+	}
+	for _, k := range []string{"l/a", "l/b", "l/x", "l/y"} {
+		if c.exists(l, k) {
+			t.Errorf("%s survived its lease's revoke", k)
+		}
+	}
+	if !c.exists(l, "l/z") {
+		t.Error("a key without the lease went with it")
+	}
+	c.eventually("the watch sees 4 lease deletes", 10*time.Second, func() bool { return len(leaseDeletes(w)) == 4 })
+	for k, e := range leaseDeletes(w) {
+		if e.Cause != kvpb.DeleteCause_DELETE_CAUSE_LEASE_REVOKED || e.Lease != id {
+			t.Errorf("%s deleted with cause %s lease %d, want LEASE_REVOKED %d", k, e.Cause, e.Lease, id)
+		}
+	}
+	if _, err := c.nodes[l].LeaseKeepAlive(context.Background(), &kvpb.LeaseKeepAliveRequest{Id: id}); !leaseNotFound(err) {
+		t.Errorf("keepalive of a revoked lease: %v, want ErrLeaseNotFound", err)
+	}
+	if _, err := c.nodes[l].Put(context.Background(), &kvpb.PutRequest{Key: []byte("l/late"), Value: []byte("v"), Lease: id}); !leaseNotFound(err) {
+		t.Errorf("put with a revoked lease: %v, want ErrLeaseNotFound", err)
+	}
+}
+
+// A lease kept alive outlives its TTL many times over, through changes of
+// the meta range's leader; once no longer kept alive it expires within its
+// TTL plus a small bound, never before the TTL.
+func TestLease_KeptAliveSurvivesLeaderChangesThenExpires(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	w := startWatch(t, c, l, &kvpb.WatchRequest{Prefix: []byte("e/")})
+	const ttl = 2
+	id := c.grant(l, ttl)
+	c.putLease(l, "e/key", "v", id)
+	deadline := time.Now().Add(3 * ttl * time.Second)
+	var sent time.Time
+	for i := 0; time.Now().Before(deadline) && i < 1000; i++ {
+		sent = time.Now()
+		ka, err := c.nodes[i%3].LeaseKeepAlive(context.Background(), &kvpb.LeaseKeepAliveRequest{Id: id})
+		if err != nil {
+			t.Fatalf("keepalive %d: %v", i, err)
+		}
+		if ka.Ttl != ttl {
+			t.Fatalf("keepalive answered TTL %d, want %d", ka.Ttl, ttl)
+		}
+		if i%3 == 1 {
+			// Move the meta range's leadership: the new leader must not
+			// forget the keepalives, nor restart the lease's TTL.
+			if _, err := c.nodes[i%3].TransferLeader(context.Background(), &kvpb.TransferLeaderRequest{RangeId: 1}); err != nil {
+				t.Logf("transfer of the meta range's leadership: %v", err)
+			}
+		}
+		if !c.exists(l, "e/key") {
+			t.Fatalf("a kept-alive key vanished after %d keepalives", i)
+		}
+		time.Sleep(ttl * time.Second / 4) // the client's keepalive period, not synchronisation
+	}
+	c.eventually("the key goes once the lease expires", 10*time.Second, func() bool { return !c.exists(l, "e/key") })
+	gone := time.Since(sent)
+	if gone < ttl*time.Second {
+		t.Errorf("key gone %v after the last keepalive was sent, before the %ds TTL", gone, ttl)
+	}
+	if gone > ttl*time.Second+3*time.Second {
+		t.Errorf("key gone %v after the last keepalive, want within TTL %ds + 3s", gone, ttl)
+	}
+	c.eventually("the watch sees the expiry", 10*time.Second, func() bool { return len(leaseDeletes(w)) == 1 })
+	if e := leaseDeletes(w)["e/key"]; e == nil || e.Cause != kvpb.DeleteCause_DELETE_CAUSE_LEASE_EXPIRED || e.Lease != id {
+		t.Errorf("expiry event %v, want LEASE_EXPIRED of lease %d", e, id)
+	}
+	list, err := c.nodes[(l+1)%3].LeaseList(context.Background(), &kvpb.LeaseListRequest{})
+	if err != nil || len(list.Leases) != 0 {
+		t.Errorf("lease list after expiry = %v, %v; want none", list, err)
+	}
+}
+
+// leaseNotFound: the error itself, or its status from the node it was
+// forwarded to.
+func leaseNotFound(err error) bool {
+	return errors.Is(err, replication.ErrLeaseNotFound) || rpctypes.ReasonOf(err) == rpctypes.ReasonLeaseNotFound
+}
