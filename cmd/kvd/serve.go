@@ -18,6 +18,7 @@ import (
 	"github.com/dialkv/dialkv/api"
 	"github.com/dialkv/dialkv/auth"
 	"github.com/dialkv/dialkv/internal/tlsconf"
+	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/replication"
 	"github.com/dialkv/dialkv/shard"
 	"github.com/hashicorp/go-metrics"
@@ -34,6 +35,8 @@ type serveFlags struct {
 	id, dataDir, grpcAddr, httpAddr, raftAddr string
 	initialCluster, join                      string
 	rangeMaxBytes                             int64
+	watchRetentionBytes                       int64
+	watchRetentionAge                         time.Duration
 	replicas                                  int
 	maxKeyBytes, maxValueBytes                int
 	logLevel, logFormat                       string
@@ -82,6 +85,8 @@ election.`,
 	fl.StringVar(&f.join, "join", "", "client gRPC address of a member to join through")
 	fl.Int64Var(&f.rangeMaxBytes, "range-max-bytes", 64<<20, "split a range when it grows past this many bytes")
 	fl.IntVar(&f.replicas, "replicas", 3, "replicas per range")
+	fl.Int64Var(&f.watchRetentionBytes, "watch-retention-bytes", raftstore.DefaultEventRetentionBytes, "keep up to this many bytes of past events per range for watches to resume from (a cursor older than what is kept is COMPACTED)")
+	fl.DurationVar(&f.watchRetentionAge, "watch-retention-age", raftstore.DefaultEventRetentionAge, "keep past events per range for at most this long")
 	fl.IntVar(&f.maxKeyBytes, "max-key-bytes", 4<<10, "largest key accepted")
 	fl.IntVar(&f.maxValueBytes, "max-value-bytes", 1<<20, "largest value accepted")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -148,6 +153,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = f.raftAddr, f.grpcAddr, f.httpAddr
 	cfg.InitialCluster, cfg.Join = peers, f.join
 	cfg.RangeMaxBytes, cfg.Replicas = f.rangeMaxBytes, f.replicas
+	if f.watchRetentionBytes <= 0 || f.watchRetentionAge <= 0 {
+		return fmt.Errorf("--watch-retention-bytes and --watch-retention-age must be positive")
+	}
+	cfg.WatchRetentionBytes, cfg.WatchRetentionAge = f.watchRetentionBytes, f.watchRetentionAge
 	cfg.Timing.Heartbeat, cfg.Timing.Election = f.heartbeat, f.election
 	cfg.Timing.LeaderLease = min(f.heartbeat, f.election) / 2
 	cfg.Timing.Commit = f.commitTimeout
