@@ -81,6 +81,9 @@ var errorTable = []errorRule{
 	{replication.ErrBadSessionToken, codes.InvalidArgument, rpctypes.ReasonInvalid},
 	{replication.ErrUnknownRange, codes.NotFound, rpctypes.ReasonUnknownRange},
 	{replication.ErrStillAReplica, codes.FailedPrecondition, rpctypes.ReasonInvalid},
+	{replication.ErrCompacted, codes.OutOfRange, rpctypes.ReasonCompacted},
+	{replication.ErrLeaseNotFound, codes.NotFound, rpctypes.ReasonLeaseNotFound},
+	{replication.ErrFeatureUnavailable, codes.FailedPrecondition, rpctypes.ReasonFeatureUnavailable},
 }
 
 // opKind tells toStatus whether a timeout can have left a write behind.
@@ -161,6 +164,11 @@ func httpStatus(err error) int {
 		return http.StatusForbidden
 	case rpctypes.ReasonUnauthenticated:
 		return http.StatusUnauthorized
+	case rpctypes.ReasonCompacted:
+		// Gone: the events after the cursor are no longer kept.
+		return http.StatusGone
+	case rpctypes.ReasonFeatureUnavailable:
+		return http.StatusPreconditionFailed
 	}
 	switch status.Code(err) {
 	case codes.InvalidArgument:

@@ -278,3 +278,67 @@ func labelsMatch(m *dto.Metric, want map[string]string) bool {
 	}
 	return true
 }
+
+// watchScript is what a hook returns for Watch and WatchRange: the
+// messages the fake sends, in order, before it returns the hook's error.
+type watchScript[T any] []T
+
+// fakeStream runs a Watch or WatchRange call: the hook's messages, then
+// its error; without a hook, def's messages and no error.
+func fakeStream[T any](f *fakeBackend, ctx context.Context, method string, req any, send func(T) error, def func() watchScript[T]) error {
+	msgs, err := fakeDo(f, ctx, method, req, def)
+	for _, m := range msgs {
+		if serr := send(m); serr != nil {
+			return serr
+		}
+	}
+	return err
+}
+
+func (f *fakeBackend) Watch(ctx context.Context, r *kvpb.WatchRequest, send func(*kvpb.WatchResponse) error) error {
+	return fakeStream(f, ctx, "Watch", r, send, func() watchScript[*kvpb.WatchResponse] {
+		return watchScript[*kvpb.WatchResponse]{{Cursor: "7:41"}}
+	})
+}
+
+func (f *fakeBackend) WatchRange(ctx context.Context, r *kvpb.WatchRangeRequest, send func(*kvpb.WatchRangeResponse) error) error {
+	return fakeStream(f, ctx, "WatchRange", r, send, func() watchScript[*kvpb.WatchRangeResponse] {
+		return watchScript[*kvpb.WatchRangeResponse]{{UpTo: r.After}}
+	})
+}
+
+func (f *fakeBackend) LeaseGrant(ctx context.Context, r *kvpb.LeaseGrantRequest) (*kvpb.LeaseGrantResponse, error) {
+	return fakeDo(f, ctx, "LeaseGrant", r, func() *kvpb.LeaseGrantResponse { return &kvpb.LeaseGrantResponse{Id: 7587862, Ttl: r.Ttl} })
+}
+
+func (f *fakeBackend) LeaseKeepAlive(ctx context.Context, r *kvpb.LeaseKeepAliveRequest) (*kvpb.LeaseKeepAliveResponse, error) {
+	return fakeDo(f, ctx, "LeaseKeepAlive", r, func() *kvpb.LeaseKeepAliveResponse { return &kvpb.LeaseKeepAliveResponse{Id: r.Id, Ttl: 10} })
+}
+
+func (f *fakeBackend) LeaseRevoke(ctx context.Context, r *kvpb.LeaseRevokeRequest) (*kvpb.LeaseRevokeResponse, error) {
+	return fakeDo(f, ctx, "LeaseRevoke", r, func() *kvpb.LeaseRevokeResponse { return &kvpb.LeaseRevokeResponse{KeysDeleted: 2} })
+}
+
+func (f *fakeBackend) LeaseList(ctx context.Context, r *kvpb.LeaseListRequest) (*kvpb.LeaseListResponse, error) {
+	return fakeDo(f, ctx, "LeaseList", r, func() *kvpb.LeaseListResponse {
+		return &kvpb.LeaseListResponse{Leases: []*kvpb.LeaseStatus{{Id: 7587862, GrantedTtl: 10, Ttl: 9}}}
+	})
+}
+
+func (f *fakeBackend) LeaseTimeToLive(ctx context.Context, r *kvpb.LeaseTimeToLiveRequest) (*kvpb.LeaseTimeToLiveResponse, error) {
+	return fakeDo(f, ctx, "LeaseTimeToLive", r, func() *kvpb.LeaseTimeToLiveResponse {
+		resp := &kvpb.LeaseTimeToLiveResponse{Id: r.Id, GrantedTtl: 10, Ttl: 9}
+		if r.Keys {
+			resp.Keys = [][]byte{[]byte("a"), []byte("b")}
+		}
+		return resp
+	})
+}
+
+func (f *fakeBackend) LeaseRevokeLocal(ctx context.Context, r *kvpb.LeaseRevokeLocalRequest) (*kvpb.LeaseRevokeLocalResponse, error) {
+	return fakeDo(f, ctx, "LeaseRevokeLocal", r, func() *kvpb.LeaseRevokeLocalResponse { return &kvpb.LeaseRevokeLocalResponse{KeysDeleted: 1} })
+}
+
+func (f *fakeBackend) LeaseKeys(ctx context.Context, r *kvpb.LeaseKeysRequest) (*kvpb.LeaseKeysResponse, error) {
+	return fakeDo(f, ctx, "LeaseKeys", r, func() *kvpb.LeaseKeysResponse { return &kvpb.LeaseKeysResponse{} })
+}

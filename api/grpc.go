@@ -15,15 +15,16 @@ import (
 // A node serves gRPC on two ports, and what each serves is the boundary of
 // what a client can do:
 //
-//   - the client port (NewGRPCServer): KV, Cluster, Auth, health and
-//     reflection.
+//   - the client port (NewGRPCServer): KV, Cluster, Lease, Auth, health
+//     and reflection.
 //     Metadata that only a peer may set (rpctypes.PeerHeaders) is dropped
 //     from every request, so a client cannot pass itself off as a node
 //     forwarding a request.
 //   - the peer port (NewPeerGRPCServer, reached through the Raft port's
 //     mux): the same KV and Cluster services for requests forwarded between
-//     nodes, plus Internal (replica creation and removal, the meta range,
-//     read index), which is never on the client port. Requests here are
+//     nodes (Lease too), plus Internal (replica creation and removal, the
+//     meta range, read index, a range's events, a lease's local keys),
+//     which is never on the client port. Requests here are
 //     not authorised again: the node the client reached decided (auth.go).
 
 // grpcMaxRecv bounds one request: a compare-and-swap carries two values and
@@ -32,8 +33,8 @@ func (s *Service) grpcMaxRecv() int {
 	return 2*s.limits.MaxValueBytes + 2*s.limits.MaxKeyBytes + 64<<10
 }
 
-// NewGRPCServer returns the client port's gRPC server: the KV and Cluster
-// services, the standard health service and server reflection (so grpcurl
+// NewGRPCServer returns the client port's gRPC server: the KV, Cluster,
+// Lease and Auth services, the standard health service and server reflection (so grpcurl
 // works). extra options (connection limits, keepalive) are appended.
 func NewGRPCServer(svc *Service, extra ...grpc.ServerOption) (*grpc.Server, *health.Server) {
 	opts := append([]grpc.ServerOption{
@@ -45,6 +46,7 @@ func NewGRPCServer(svc *Service, extra ...grpc.ServerOption) (*grpc.Server, *hea
 	srv := grpc.NewServer(opts...)
 	kvpb.RegisterKVServer(srv, svc)
 	kvpb.RegisterClusterServer(srv, svc)
+	kvpb.RegisterLeaseServer(srv, svc)
 	kvpb.RegisterAuthServer(srv, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
@@ -52,8 +54,8 @@ func NewGRPCServer(svc *Service, extra ...grpc.ServerOption) (*grpc.Server, *hea
 	return srv, hs
 }
 
-// NewPeerGRPCServer returns the peer port's gRPC server: KV and Cluster for
-// forwarded requests, and Internal.
+// NewPeerGRPCServer returns the peer port's gRPC server: KV, Cluster and
+// Lease for forwarded requests, and Internal.
 func NewPeerGRPCServer(svc *Service) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(svc.grpcMaxRecv()),
@@ -63,6 +65,7 @@ func NewPeerGRPCServer(svc *Service) *grpc.Server {
 	)
 	kvpb.RegisterKVServer(srv, svc)
 	kvpb.RegisterClusterServer(srv, svc)
+	kvpb.RegisterLeaseServer(srv, svc)
 	kvpb.RegisterInternalServer(srv, svc)
 	return srv
 }

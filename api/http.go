@@ -54,6 +54,12 @@ func NewHTTPHandler(svc *Service, gatherer prometheus.Gatherer, ready ReadyFunc)
 	mux.HandleFunc("DELETE /v1/kv/{key...}", h.del)
 	mux.HandleFunc("POST /v1/cas/{key...}", h.cas)
 	mux.HandleFunc("GET /v1/scan", h.scan)
+	mux.HandleFunc("GET /v1/watch", h.watch)
+	mux.HandleFunc("POST /v1/lease/grant", authRoute(svc.Grant))
+	mux.HandleFunc("POST /v1/lease/keepalive", authRoute(svc.keepAlive))
+	mux.HandleFunc("POST /v1/lease/revoke", authRoute(svc.Revoke))
+	mux.HandleFunc("GET /v1/lease/list", authRoute(svc.List))
+	mux.HandleFunc("GET /v1/lease/ttl", h.leaseTTL)
 	mux.HandleFunc("GET /v1/cluster/status", h.status)
 	mux.HandleFunc("GET /v1/cluster/members", h.members)
 	mux.HandleFunc("POST /v1/auth/authenticate", authRoute(svc.Authenticate))
@@ -359,7 +365,12 @@ func (h *httpAPI) put(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("reading body: %v", err))
 		return
 	}
-	resp, err := h.svc.Put(ctx, &kvpb.PutRequest{Key: []byte(r.PathValue("key")), Value: body})
+	lease, err := leaseParam(r, "lease")
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	resp, err := h.svc.Put(ctx, &kvpb.PutRequest{Key: []byte(r.PathValue("key")), Value: body, Lease: lease})
 	if err != nil {
 		writeError(w, err)
 		return

@@ -48,6 +48,12 @@ func (m *Metrics) observe(method string, start time.Time, err error) {
 	m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
 }
 
+// observeStream counts a stream that ended (a watch): by method and code
+// only, since its duration is how long the client watched, not latency.
+func (m *Metrics) observeStream(method string, err error) {
+	m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
+}
+
 func (m *Metrics) observeRead(h *kvpb.ReadHeader) {
 	if h == nil {
 		return

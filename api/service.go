@@ -37,6 +37,20 @@ type Backend interface {
 	CreateReplica(context.Context, *kvpb.CreateReplicaRequest) (*kvpb.CreateReplicaResponse, error)
 	DropReplica(context.Context, *kvpb.DropReplicaRequest) (*kvpb.DropReplicaResponse, error)
 	ChangeReplicas(context.Context, *kvpb.ChangeReplicasRequest) (*kvpb.ChangeReplicasResponse, error)
+
+	// Watch streams req's events, calling send (never concurrently) for
+	// each message until ctx ends or an error; see api/watch.go.
+	Watch(ctx context.Context, req *kvpb.WatchRequest, send func(*kvpb.WatchResponse) error) error
+	WatchRange(ctx context.Context, req *kvpb.WatchRangeRequest, send func(*kvpb.WatchRangeResponse) error) error
+
+	LeaseGrant(context.Context, *kvpb.LeaseGrantRequest) (*kvpb.LeaseGrantResponse, error)
+	// LeaseKeepAlive renews a lease once.
+	LeaseKeepAlive(context.Context, *kvpb.LeaseKeepAliveRequest) (*kvpb.LeaseKeepAliveResponse, error)
+	LeaseRevoke(context.Context, *kvpb.LeaseRevokeRequest) (*kvpb.LeaseRevokeResponse, error)
+	LeaseList(context.Context, *kvpb.LeaseListRequest) (*kvpb.LeaseListResponse, error)
+	LeaseTimeToLive(context.Context, *kvpb.LeaseTimeToLiveRequest) (*kvpb.LeaseTimeToLiveResponse, error)
+	LeaseRevokeLocal(context.Context, *kvpb.LeaseRevokeLocalRequest) (*kvpb.LeaseRevokeLocalResponse, error)
+	LeaseKeys(context.Context, *kvpb.LeaseKeysRequest) (*kvpb.LeaseKeysResponse, error)
 }
 
 // Limits bound what one request may carry.
@@ -53,12 +67,14 @@ func DefaultLimits() Limits {
 	return Limits{MaxKeyBytes: 4 << 10, MaxValueBytes: 1 << 20, MaxScanLimit: 10000, DefaultTimeout: 10 * time.Second}
 }
 
-// Service implements the gRPC KV and Cluster services over a Backend.
+// Service implements the gRPC KV, Cluster, Lease, Auth and Internal
+// services over a Backend.
 type Service struct {
 	kvpb.UnimplementedKVServer
 	kvpb.UnimplementedClusterServer
 	kvpb.UnimplementedInternalServer
 	kvpb.UnimplementedAuthServer
+	kvpb.UnimplementedLeaseServer
 
 	b       Backend
 	limits  Limits
@@ -147,6 +163,9 @@ func (s *Service) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutRespo
 	return run(s, ctx, "Put", opWrite, req, func(r *kvpb.PutRequest) error {
 		if err := s.checkKey(r.Key); err != nil {
 			return err
+		}
+		if r.Lease < 0 {
+			return invalid("lease id %d is negative; lease ids are positive (0: no lease)", r.Lease)
 		}
 		return s.checkValue(r.Value)
 	}, guarded(func(ctx context.Context, r *kvpb.PutRequest) error { return s.authorizeKey(ctx, auth.OpWrite, r.Key) }, s.b.Put))

@@ -25,3 +25,7 @@ func (n *Node) NodeStateForTest(ctx context.Context, id string) (string, error) 
 func NewAuthStoreForTest(n *Node) *AuthStore {
 	return &AuthStore{n: n, log: n.log, held: emptyAuthState(), stop: make(chan struct{})}
 }
+
+// SetWatchRemoteFirstForTest makes the node's watch feeds prefer other
+// nodes' replicas to its own.
+func (n *Node) SetWatchRemoteFirstForTest(on bool) { n.watchRemoteFirst.Store(on) }

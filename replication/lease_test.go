@@ -31,7 +31,7 @@ func (c *testCluster) putLease(i int, key, value string, lease int64) ackedWrite
 
 func (c *testCluster) exists(i int, key string) bool {
 	_, err := c.get(i, key, nil)
-	if err != nil && !errors.Is(err, replication.ErrKeyNotFound) {
+	if err != nil && !errors.Is(err, replication.ErrKeyNotFound) && rpctypes.ReasonOf(err) != rpctypes.ReasonKeyNotFound {
 		c.t.Fatalf("get %s: %v", key, err)
 	}
 	return err == nil

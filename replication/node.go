@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dialkv/dialkv/internal/logadapt"
@@ -60,8 +61,12 @@ type Node struct {
 	fresh  freshnessDemand
 	routes routeCache // its own mu
 	leases *lessor    // its own mu
-	disk   diskWatch
-	pub    published // its own mu
+
+	// watchRemoteFirst makes watch feeds read other nodes' replicas
+	// before this node's own (tests of the remote path).
+	watchRemoteFirst atomic.Bool
+	disk             diskWatch
+	pub              published // its own mu
 
 	// joining is set when this start joins a cluster (--join on a data
 	// directory never initialised).

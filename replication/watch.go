@@ -438,37 +438,42 @@ type feedTarget struct {
 // feedTargets lists range id's replicas, this node's first, then the
 // routing table's (or hint's) others.
 func (n *Node) feedTargets(ctx context.Context, id uint64, hint []string) ([]feedTarget, error) {
-	var out []feedTarget
-	if s := n.shardByID(id); s != nil {
-		out = append(out, feedTarget{node: n.cfg.NodeID})
-	}
+	var remote []feedTarget
 	t, err := n.routes.get(ctx)
-	if err != nil {
-		if len(out) > 0 {
-			return out, nil
+	if err == nil {
+		addrs := map[string]string{}
+		for _, node := range t.Nodes {
+			addrs[node.Id] = node.RaftAddr
 		}
-		return nil, err
-	}
-	addrs := map[string]string{}
-	for _, node := range t.Nodes {
-		addrs[node.Id] = node.RaftAddr
-	}
-	replicas := hint
-	for _, d := range t.Ranges {
-		if d.Id == id {
-			replicas = append(append([]string{}, d.Replicas...), hint...)
-			break
+		replicas := hint
+		for _, d := range t.Ranges {
+			if d.Id == id {
+				replicas = append(append([]string{}, d.Replicas...), hint...)
+				break
+			}
+		}
+		seen := map[string]bool{n.cfg.NodeID: true}
+		for _, r := range replicas {
+			if !seen[r] && addrs[r] != "" {
+				seen[r] = true
+				remote = append(remote, feedTarget{node: r, raftAddr: addrs[r]})
+			}
 		}
 	}
-	seen := map[string]bool{n.cfg.NodeID: true}
-	for _, r := range replicas {
-		if !seen[r] && addrs[r] != "" {
-			seen[r] = true
-			out = append(out, feedTarget{node: r, raftAddr: addrs[r]})
+	out := remote
+	if n.shardByID(id) != nil {
+		self := feedTarget{node: n.cfg.NodeID}
+		if n.watchRemoteFirst.Load() {
+			out = append(out, self)
+		} else {
+			out = append([]feedTarget{self}, remote...)
 		}
 	}
 	if len(out) == 0 {
 		n.routes.invalidate()
+		if err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: range %d", errNoReplica, id)
 	}
 	return out, nil

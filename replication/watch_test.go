@@ -12,6 +12,7 @@ import (
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/replication"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // watcher runs Node.Watch in the background and collects what it sends.
@@ -20,6 +21,7 @@ type watcher struct {
 	events []*kvpb.Event
 	cursor string
 	first  string // the starting cursor
+	states map[uint64]*kvpb.WatchRangeState
 	done   chan error
 	cancel context.CancelFunc
 }
@@ -39,6 +41,12 @@ func startWatch(t *testing.T, c *testCluster, i int, req *kvpb.WatchRequest) *wa
 			}
 			w.events = append(w.events, resp.Events...)
 			w.cursor = resp.Cursor
+			for _, st := range resp.Ranges {
+				if w.states == nil {
+					w.states = map[uint64]*kvpb.WatchRangeState{}
+				}
+				w.states[st.RangeId] = st
+			}
 			return nil
 		})
 	}()
@@ -208,4 +216,73 @@ func TestWatch_CursorBelowRetentionIsCompacted(t *testing.T) {
 	waitEvents(t, c, w, 1)
 	got, _ := w.snapshot()
 	checkDelivered(t, got, []ackedWrite{last})
+}
+
+// A watch whose feed reads another node's replica (here by preference, as
+// on a node without a replica): when that node stops, the feed moves to
+// another replica and the stream goes on with nothing lost or repeated.
+func TestWatch_FeedMovesWhenItsReplicaStops(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	at := (l + 1) % 3
+	c.nodes[at].SetWatchRemoteFirstForTest(true)
+	w := startWatch(t, c, at, &kvpb.WatchRequest{Prefix: []byte("f/"), ProgressInterval: durationpb.New(50 * time.Millisecond)})
+	var writes []ackedWrite
+	for i := range 10 {
+		writes = append(writes, c.watchPut(l, fmt.Sprintf("f/%02d", i), "before"))
+	}
+	waitEvents(t, c, w, len(writes))
+	var servedBy string
+	c.eventually("a progress message names the serving replica", 10*time.Second, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, st := range w.states {
+			servedBy = st.ServedBy
+		}
+		return servedBy != ""
+	})
+	victim := int(servedBy[1] - '1')
+	if victim == at {
+		t.Fatalf("n%d's watch reads its own replica although told to prefer others", at+1)
+	}
+	if victim == l {
+		// Keep the writes' leader: stop it only after moving on.
+		l = (l + 1) % 3
+		if l == victim {
+			l = (l + 1) % 3
+		}
+	}
+	c.stop(victim)
+	c.eventually("writes go on without the stopped node", 20*time.Second, func() bool {
+		_, err := c.put(l, "f/probe", "x")
+		if err != nil {
+			l = (l + 1) % 3
+			if l == victim {
+				l = (l + 1) % 3
+			}
+		}
+		return err == nil
+	})
+	var after []ackedWrite
+	for i := range 10 {
+		after = append(after, c.watchPut(l, fmt.Sprintf("f/%02d", i), "after"))
+	}
+	c.eventually("the watch delivers the writes made after the stop", 20*time.Second, func() bool {
+		evs, _ := w.snapshot()
+		n := 0
+		for _, e := range evs {
+			if string(e.Value) == "after" {
+				n++
+			}
+		}
+		return n == len(after)
+	})
+	evs, _ := w.snapshot()
+	var mine []*kvpb.Event
+	for _, e := range evs {
+		if string(e.Key) != "f/probe" {
+			mine = append(mine, e)
+		}
+	}
+	checkDelivered(t, mine, append(writes, after...))
 }

@@ -106,6 +106,34 @@ func (a *authenticator) unary(ctx context.Context, method string, req, reply any
 	return invoker(withToken(ctx, tok), method, req, reply, cc, opts...)
 }
 
+// stream puts the token on a stream. A stream's refusal arrives with its
+// first Recv, after this returns, so renewing on UNAUTHENTICATED is the
+// stream's owner's to do (renewAfter).
+func (a *authenticator) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if a == nil {
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+	tok, err := a.current(ctx, cc)
+	if err != nil {
+		return nil, err
+	}
+	return streamer(withToken(ctx, tok), desc, cc, method, opts...)
+}
+
+// renewAfter authenticates again after a stream through cc was refused
+// as UNAUTHENTICATED. It reports whether a new stream may carry a fresh
+// token: false without a password to authenticate with.
+func (a *authenticator) renewAfter(ctx context.Context, cc *grpc.ClientConn, err error) bool {
+	if a == nil || a.user == "" || status.Code(err) != codes.Unauthenticated {
+		return false
+	}
+	a.mu.Lock()
+	stale := a.token
+	a.mu.Unlock()
+	_, rerr := a.renew(ctx, cc, stale)
+	return rerr == nil
+}
+
 // Auth runs fn with the Auth service of a node, retried as a read; with
 // write (a mutation) retried only when provably not applied. kvctl's
 // auth, user and role commands reach the cluster through it.

@@ -28,6 +28,9 @@ type Client struct {
 	router      *router // nil when routing is disabled
 	maxAttempts int
 	log         *slog.Logger
+	// authn puts tokens on calls; nil without credentials. Streams renew
+	// through it themselves (watch.go).
+	authn *authenticator
 	// Backoff bounds; fields so that tests can shrink them.
 	backoffBase, backoffMax time.Duration
 }
@@ -69,10 +72,12 @@ func New(cfg Config) (*Client, error) {
 		creds = credentials.NewTLS(cfg.TLS)
 	}
 	authn := newAuthenticator(cfg)
+	c.authn = authn
 	c.pool = newPool(endpoints, func(addr string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(addr,
 			grpc.WithTransportCredentials(creds),
 			grpc.WithChainUnaryInterceptor(authn.unary),
+			grpc.WithChainStreamInterceptor(authn.stream),
 			grpc.WithConnectParams(grpc.ConnectParams{
 				// gRPC's default reconnect backoff starts at 1s; a node
 				// that restarted should be usable again sooner.
@@ -197,9 +202,14 @@ func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint 
 func kv(cc *grpc.ClientConn) kvpb.KVClient { return kvpb.NewKVClient(cc) }
 
 // Put writes value under key. Put is retried like a read, except after an
-// INDETERMINATE or deadline error.
-func (c *Client) Put(ctx context.Context, key, value []byte) (*kvpb.PutResponse, error) {
+// INDETERMINATE or deadline error. WithLease attaches the key to a lease.
+func (c *Client) Put(ctx context.Context, key, value []byte, opts ...PutOption) (*kvpb.PutResponse, error) {
 	req := &kvpb.PutRequest{Key: key, Value: value}
+	for _, o := range opts {
+		if o != nil {
+			o(req)
+		}
+	}
 	var resp *kvpb.PutResponse
 	err := c.invoke(ctx, "put", classIdempotent, "", &routeSpec{key: key}, func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).Put(ctx, req, opts...)

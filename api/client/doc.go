@@ -68,6 +68,16 @@
 // which IsIndeterminate is true: the write may or may not have happened, and
 // the caller must read the key to find out.
 //
+// # Watch and leases
+//
+// Watch streams the writes to a span of keys and resumes by itself when
+// its stream breaks, from the cursor of the last message it delivered, so
+// no event is lost or repeated; KeepAlive renews a lease in the background
+// every third of its TTL, moving to the next endpoint when its stream
+// breaks. Both give up after StreamRetries failed attempts in a row. Put
+// takes WithLease. Grant and Revoke are retried only when provably not
+// applied; a keepalive is retried like a read.
+//
 // # Errors
 //
 // Errors returned by Client methods are *Error values wrapping the gRPC

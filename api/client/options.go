@@ -57,6 +57,16 @@ type Config struct {
 	Username, Password, Token string
 }
 
+// PutOption adjusts one Put.
+type PutOption func(*kvpb.PutRequest)
+
+// WithLease attaches the key to lease id (from Grant): the key is deleted
+// when the lease expires or is revoked. A lease that has ended fails the
+// put with LEASE_NOT_FOUND (IsNotFound), and nothing is written.
+func WithLease(id int64) PutOption {
+	return func(r *kvpb.PutRequest) { r.Lease = id }
+}
+
 // ReadOption adjusts the consistency of one read (Get, Scan, ScanAll).
 type ReadOption func(*readSettings)
 

@@ -141,7 +141,8 @@ func NotApplied(err error) bool {
 	switch ReasonOf(err) {
 	case ReasonNotLeader, ReasonNoLeader, ReasonShuttingDown, ReasonWrongRange, ReasonUnknownRange,
 		ReasonInvalid, ReasonTooLarge, ReasonCompareFailed,
-		ReasonPermissionDenied, ReasonUnauthenticated, ReasonAuthStale:
+		ReasonPermissionDenied, ReasonUnauthenticated, ReasonAuthStale,
+		ReasonLeaseNotFound, ReasonFeatureUnavailable:
 		return true
 	}
 	return false

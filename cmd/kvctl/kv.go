@@ -19,13 +19,19 @@ import (
 const maxStdinValue = 64 << 20
 
 func (a *app) putCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "put KEY [VALUE]",
+	var lease int64
+	cmd := &cobra.Command{
+		Use:   "put KEY [VALUE] [--lease ID]",
 		Short: "Write a value (read from stdin when VALUE is absent)",
 		Long: `Write VALUE under KEY. Without VALUE, the value is all of stdin, byte for
-byte (a trailing newline is kept). Prints OK.`,
+byte (a trailing newline is kept). Prints OK. With --lease, the key is
+deleted when the lease (lease grant) expires or is revoked; a lease that
+has ended exits 4 and writes nothing.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
+			if lease < 0 {
+				return usagef("--lease %d: lease ids are positive", lease)
+			}
 			key := []byte(args[0])
 			var value []byte
 			if len(args) == 2 {
@@ -41,7 +47,7 @@ byte (a trailing newline is kept). Prints OK.`,
 				value = v
 			}
 			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
-				resp, err := c.Put(ctx, key, value)
+				resp, err := c.Put(ctx, key, value, client.WithLease(lease))
 				if err != nil {
 					return err
 				}
@@ -49,6 +55,8 @@ byte (a trailing newline is kept). Prints OK.`,
 			})
 		}),
 	}
+	cmd.Flags().Int64Var(&lease, "lease", 0, "attach KEY to lease ID (0: none)")
+	return cmd
 }
 
 func (a *app) getCmd() *cobra.Command {

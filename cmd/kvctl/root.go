@@ -134,7 +134,8 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.password, "password", "", "password of --user (prompted on a terminal when omitted); env KVCTL_PASSWORD")
 
 	root.AddCommand(a.putCmd(), a.getCmd(), a.delCmd(), a.casCmd(), a.scanCmd(), a.importCmd(),
-		a.clusterCmd(), a.memberCmd(), a.rangeCmd(), a.nodeCmd(), a.authCmd(), a.userCmd(), a.roleCmd())
+		a.clusterCmd(), a.memberCmd(), a.rangeCmd(), a.nodeCmd(), a.authCmd(), a.userCmd(), a.roleCmd(),
+		a.watchCmd(), a.leaseCmd())
 	return root
 }
 

@@ -3,6 +3,8 @@
 // from a Store that several fakes may share, and can be scripted to fail
 // the next N calls of a method with a given error, which is how tests play
 // elections, forwarding hints and lost connections without a real cluster.
+// It also serves KV.Watch and the Lease service from the Store's writes
+// (watch.go), with scripted breaks of a watch stream (BreakWatch).
 //
 // The Store also holds the cluster's registry and routing table: the nodes
 // (SetNodes, usually from Server.Node) and the ranges (SetRanges), which
@@ -43,6 +45,13 @@ const (
 	MethodRemoveMember = "RemoveMember"
 	MethodRanges       = "Ranges"
 	MethodSplitRange   = "SplitRange"
+	// Watch counts streams opened; LeaseKeepAlive counts renewals.
+	MethodWatch           = "Watch"
+	MethodLeaseGrant      = "LeaseGrant"
+	MethodLeaseKeepAlive  = "LeaseKeepAlive"
+	MethodLeaseRevoke     = "LeaseRevoke"
+	MethodLeaseList       = "LeaseList"
+	MethodLeaseTimeToLive = "LeaseTimeToLive"
 )
 
 // Node states, as in kvpb.NodeInfo.State.
@@ -61,11 +70,20 @@ type Store struct {
 	nodes       []*kvpb.NodeInfo
 	ranges      []*kvpb.RangeDescriptor // sorted by start key
 	unreachable map[string]bool
+	// The watch side (watch.go): every write as an event, the index at
+	// and below which events are gone, a channel closed (and replaced)
+	// by every write, and the leases.
+	events    []*kvpb.Event
+	compacted uint64
+	changed   chan struct{}
+	leases    map[int64]*fakeLease
+	nextLease int64
 }
 
 // NewStore returns an empty store: no keys, no nodes, no ranges.
 func NewStore() *Store {
-	return &Store{kvs: make(map[string]*kvpb.KeyValue), unreachable: make(map[string]bool)}
+	return &Store{kvs: make(map[string]*kvpb.KeyValue), unreachable: make(map[string]bool),
+		changed: make(chan struct{}), leases: make(map[int64]*fakeLease), nextLease: 7587000}
 }
 
 // Put writes directly, bypassing any script, for test setup.
@@ -77,7 +95,11 @@ func (st *Store) Put(key, value []byte) uint64 {
 
 func (st *Store) putLocked(key, value []byte) uint64 {
 	st.rev++
+	prev, had := st.kvs[string(key)]
 	st.kvs[string(key)] = &kvpb.KeyValue{Key: bytes.Clone(key), Value: bytes.Clone(value), Revision: st.rev}
+	st.detachLocked(key)
+	st.recordLocked(&kvpb.Event{Type: kvpb.EventType_EVENT_TYPE_PUT, Key: bytes.Clone(key), Value: bytes.Clone(value),
+		PrevValue: prev.GetValue(), PrevExists: had})
 	return st.rev
 }
 
@@ -239,6 +261,7 @@ func cloneAll[T proto.Message](in []T) []T {
 type Server struct {
 	kvpb.UnimplementedKVServer
 	kvpb.UnimplementedClusterServer
+	kvpb.UnimplementedLeaseServer
 
 	ID    string
 	Addr  string // 127.0.0.1:port it listens on
@@ -251,6 +274,7 @@ type Server struct {
 	mu     sync.Mutex
 	script map[string][]error
 	calls  map[string]int
+	breaks []watchBreak
 
 	grpc *grpc.Server
 }
@@ -290,6 +314,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 	s.grpc = grpc.NewServer()
 	kvpb.RegisterKVServer(s.grpc, s)
 	kvpb.RegisterClusterServer(s.grpc, s)
+	kvpb.RegisterLeaseServer(s.grpc, s)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -389,7 +414,15 @@ func (s *Server) Put(_ context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse
 	st := s.Store
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	l := st.leases[req.GetLease()]
+	if req.GetLease() != 0 && l == nil {
+		return nil, leaseNotFound(req.GetLease())
+	}
 	rev := st.putLocked(req.GetKey(), req.GetValue())
+	if l != nil {
+		l.keys[string(req.GetKey())] = true
+		st.events[len(st.events)-1].Lease = req.GetLease()
+	}
 	return &kvpb.PutResponse{Header: s.writeHeaderLocked(req.GetKey(), rev)}, nil
 }
 
@@ -415,8 +448,10 @@ func (s *Server) Delete(_ context.Context, req *kvpb.DeleteRequest) (*kvpb.Delet
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	_, ok := st.kvs[string(req.GetKey())]
-	delete(st.kvs, string(req.GetKey()))
 	st.rev++
+	if ok {
+		st.deleteLocked(req.GetKey(), kvpb.DeleteCause_DELETE_CAUSE_UNSPECIFIED, 0)
+	}
 	return &kvpb.DeleteResponse{Header: s.writeHeaderLocked(req.GetKey(), st.rev), Deleted: ok}, nil
 }
 
