@@ -107,4 +107,15 @@
 // Reads (Get, Scan) come from any goroutine and take the range's read lock
 // only for the duration of one lookup. The committer goroutine takes each
 // range's lock briefly to freeze its overlay, then commits without it.
+//
+// # Change feed and leases
+//
+// Each user range also keeps a change feed (events.go): an event per
+// committed write, recorded in the overlay at apply and committed to the
+// range's event bucket in the same transaction as the data, trimmed to a
+// byte and age budget above a recorded floor. Keys may be attached to a
+// lease (the stored revision's top bit says a lease id follows); a lease
+// index per range, kept by the committer, lets OpLeaseRevoke find them.
+//
+//	DATA/state.db  buckets e<id> (events by index), l<id> (lease id+key)
 package raftstore

@@ -22,4 +22,9 @@
 // sequence number and a CRC-32C per frame, so a stream with a hole, a
 // repeat or a damaged byte is closed instead of decoded into a different,
 // valid Raft message.
+//
+// Watches (watch.go) merge one feed per range, each read from any replica
+// of it, into one stream with a per-range cursor; leases (lease.go) are
+// records in the meta range whose expiry the meta leader decides on its
+// own monotonic clock. See docs/design/watch-and-leases.md.
 package replication
