@@ -182,6 +182,162 @@ func (DeleteCause) EnumDescriptor() ([]byte, []int) {
 	return file_kv_v1_kv_proto_rawDescGZIP(), []int{2}
 }
 
+type TxnState int32
+
+const (
+	TxnState_TXN_STATE_UNSPECIFIED TxnState = 0
+	TxnState_TXN_STATE_PENDING     TxnState = 1
+	TxnState_TXN_STATE_COMMITTED   TxnState = 2
+	TxnState_TXN_STATE_ABORTED     TxnState = 3
+)
+
+// Enum value maps for TxnState.
+var (
+	TxnState_name = map[int32]string{
+		0: "TXN_STATE_UNSPECIFIED",
+		1: "TXN_STATE_PENDING",
+		2: "TXN_STATE_COMMITTED",
+		3: "TXN_STATE_ABORTED",
+	}
+	TxnState_value = map[string]int32{
+		"TXN_STATE_UNSPECIFIED": 0,
+		"TXN_STATE_PENDING":     1,
+		"TXN_STATE_COMMITTED":   2,
+		"TXN_STATE_ABORTED":     3,
+	}
+)
+
+func (x TxnState) Enum() *TxnState {
+	p := new(TxnState)
+	*p = x
+	return p
+}
+
+func (x TxnState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnState) Descriptor() protoreflect.EnumDescriptor {
+	return file_kv_v1_kv_proto_enumTypes[3].Descriptor()
+}
+
+func (TxnState) Type() protoreflect.EnumType {
+	return &file_kv_v1_kv_proto_enumTypes[3]
+}
+
+func (x TxnState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnState.Descriptor instead.
+func (TxnState) EnumDescriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{3}
+}
+
+type Compare_Target int32
+
+const (
+	Compare_TARGET_VALUE    Compare_Target = 0 // the key's value (a missing key never matches)
+	Compare_TARGET_EXISTS   Compare_Target = 1 // whether the key exists
+	Compare_TARGET_VERSION  Compare_Target = 2 // writes since the key was created (0: missing)
+	Compare_TARGET_REVISION Compare_Target = 3 // the (range, index) the key was last written at
+)
+
+// Enum value maps for Compare_Target.
+var (
+	Compare_Target_name = map[int32]string{
+		0: "TARGET_VALUE",
+		1: "TARGET_EXISTS",
+		2: "TARGET_VERSION",
+		3: "TARGET_REVISION",
+	}
+	Compare_Target_value = map[string]int32{
+		"TARGET_VALUE":    0,
+		"TARGET_EXISTS":   1,
+		"TARGET_VERSION":  2,
+		"TARGET_REVISION": 3,
+	}
+)
+
+func (x Compare_Target) Enum() *Compare_Target {
+	p := new(Compare_Target)
+	*p = x
+	return p
+}
+
+func (x Compare_Target) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Compare_Target) Descriptor() protoreflect.EnumDescriptor {
+	return file_kv_v1_kv_proto_enumTypes[4].Descriptor()
+}
+
+func (Compare_Target) Type() protoreflect.EnumType {
+	return &file_kv_v1_kv_proto_enumTypes[4]
+}
+
+func (x Compare_Target) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Compare_Target.Descriptor instead.
+func (Compare_Target) EnumDescriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19, 0}
+}
+
+type Compare_Result int32
+
+const (
+	Compare_RESULT_EQUAL     Compare_Result = 0
+	Compare_RESULT_NOT_EQUAL Compare_Result = 1
+	Compare_RESULT_GREATER   Compare_Result = 2 // VALUE (bytewise), VERSION; not EXISTS
+	Compare_RESULT_LESS      Compare_Result = 3
+)
+
+// Enum value maps for Compare_Result.
+var (
+	Compare_Result_name = map[int32]string{
+		0: "RESULT_EQUAL",
+		1: "RESULT_NOT_EQUAL",
+		2: "RESULT_GREATER",
+		3: "RESULT_LESS",
+	}
+	Compare_Result_value = map[string]int32{
+		"RESULT_EQUAL":     0,
+		"RESULT_NOT_EQUAL": 1,
+		"RESULT_GREATER":   2,
+		"RESULT_LESS":      3,
+	}
+)
+
+func (x Compare_Result) Enum() *Compare_Result {
+	p := new(Compare_Result)
+	*p = x
+	return p
+}
+
+func (x Compare_Result) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Compare_Result) Descriptor() protoreflect.EnumDescriptor {
+	return file_kv_v1_kv_proto_enumTypes[5].Descriptor()
+}
+
+func (Compare_Result) Type() protoreflect.EnumType {
+	return &file_kv_v1_kv_proto_enumTypes[5]
+}
+
+func (x Compare_Result) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Compare_Result.Descriptor instead.
+func (Compare_Result) EnumDescriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19, 1}
+}
+
 type Permission_Access int32
 
 const (
@@ -218,11 +374,11 @@ func (x Permission_Access) String() string {
 }
 
 func (Permission_Access) Descriptor() protoreflect.EnumDescriptor {
-	return file_kv_v1_kv_proto_enumTypes[3].Descriptor()
+	return file_kv_v1_kv_proto_enumTypes[6].Descriptor()
 }
 
 func (Permission_Access) Type() protoreflect.EnumType {
-	return &file_kv_v1_kv_proto_enumTypes[3]
+	return &file_kv_v1_kv_proto_enumTypes[6]
 }
 
 func (x Permission_Access) Number() protoreflect.EnumNumber {
@@ -231,7 +387,7 @@ func (x Permission_Access) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Permission_Access.Descriptor instead.
 func (Permission_Access) EnumDescriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{98, 0}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{108, 0}
 }
 
 // ReadOptions travel with every read.
@@ -241,7 +397,9 @@ type ReadOptions struct {
 	// Required for BOUNDED: the oldest state the reader accepts.
 	MaxStaleness *durationpb.Duration `protobuf:"bytes,2,opt,name=max_staleness,json=maxStaleness,proto3" json:"max_staleness,omitempty"`
 	// Required for SESSION: a token returned by an earlier write or read.
-	SessionToken  string `protobuf:"bytes,3,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"`
+	SessionToken string `protobuf:"bytes,3,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"`
+	// Ask the answer to say why this replica served it (ReadHeader.explain).
+	Explain       bool `protobuf:"varint,4,opt,name=explain,proto3" json:"explain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -297,6 +455,13 @@ func (x *ReadOptions) GetSessionToken() string {
 	return ""
 }
 
+func (x *ReadOptions) GetExplain() bool {
+	if x != nil {
+		return x.Explain
+	}
+	return false
+}
+
 // ReadHeader says who served a read and how fresh the answer is.
 type ReadHeader struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -306,8 +471,11 @@ type ReadHeader struct {
 	Consistency  Consistency            `protobuf:"varint,4,opt,name=consistency,proto3,enum=kv.v1.Consistency" json:"consistency,omitempty"` // the level actually served
 	// For the weaker levels: an upper bound, in milliseconds, on how far the
 	// replica's state may lag the leader. 0 for LINEARIZABLE.
-	StalenessMs   int64  `protobuf:"varint,5,opt,name=staleness_ms,json=stalenessMs,proto3" json:"staleness_ms,omitempty"`
-	SessionToken  string `protobuf:"bytes,6,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"` // updated token (read-your-writes, monotonic reads)
+	StalenessMs  int64  `protobuf:"varint,5,opt,name=staleness_ms,json=stalenessMs,proto3" json:"staleness_ms,omitempty"`
+	SessionToken string `protobuf:"bytes,6,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"` // updated token (read-your-writes, monotonic reads)
+	// With ReadOptions.explain: which replica answered and why, and why its
+	// staleness is within what was asked.
+	Explain       *ReadExplain `protobuf:"bytes,7,opt,name=explain,proto3" json:"explain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -384,6 +552,81 @@ func (x *ReadHeader) GetSessionToken() string {
 	return ""
 }
 
+func (x *ReadHeader) GetExplain() *ReadExplain {
+	if x != nil {
+		return x.Explain
+	}
+	return nil
+}
+
+type ReadExplain struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ReplicaRole     string                 `protobuf:"bytes,1,opt,name=replica_role,json=replicaRole,proto3" json:"replica_role,omitempty"`             // leader, follower, non-voter; asleep when hibernating
+	ChosenBecause   string                 `protobuf:"bytes,2,opt,name=chosen_because,json=chosenBecause,proto3" json:"chosen_because,omitempty"`       // e.g. "the node asked holds a replica", "forwarded to the leader"
+	StalenessReason string                 `protobuf:"bytes,3,opt,name=staleness_reason,json=stalenessReason,proto3" json:"staleness_reason,omitempty"` // how the staleness bound was established
+	Locality        string                 `protobuf:"bytes,4,opt,name=locality,proto3" json:"locality,omitempty"`                                      // the serving node's locality, when it has one
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReadExplain) Reset() {
+	*x = ReadExplain{}
+	mi := &file_kv_v1_kv_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadExplain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadExplain) ProtoMessage() {}
+
+func (x *ReadExplain) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadExplain.ProtoReflect.Descriptor instead.
+func (*ReadExplain) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReadExplain) GetReplicaRole() string {
+	if x != nil {
+		return x.ReplicaRole
+	}
+	return ""
+}
+
+func (x *ReadExplain) GetChosenBecause() string {
+	if x != nil {
+		return x.ChosenBecause
+	}
+	return ""
+}
+
+func (x *ReadExplain) GetStalenessReason() string {
+	if x != nil {
+		return x.StalenessReason
+	}
+	return ""
+}
+
+func (x *ReadExplain) GetLocality() string {
+	if x != nil {
+		return x.Locality
+	}
+	return ""
+}
+
 // WriteHeader is returned by every acknowledged write.
 type WriteHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -397,7 +640,7 @@ type WriteHeader struct {
 
 func (x *WriteHeader) Reset() {
 	*x = WriteHeader{}
-	mi := &file_kv_v1_kv_proto_msgTypes[2]
+	mi := &file_kv_v1_kv_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -409,7 +652,7 @@ func (x *WriteHeader) String() string {
 func (*WriteHeader) ProtoMessage() {}
 
 func (x *WriteHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[2]
+	mi := &file_kv_v1_kv_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -422,7 +665,7 @@ func (x *WriteHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteHeader.ProtoReflect.Descriptor instead.
 func (*WriteHeader) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{2}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WriteHeader) GetServedBy() string {
@@ -464,7 +707,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_kv_v1_kv_proto_msgTypes[3]
+	mi := &file_kv_v1_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -476,7 +719,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[3]
+	mi := &file_kv_v1_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -489,7 +732,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{3}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -527,7 +770,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[4]
+	mi := &file_kv_v1_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +782,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[4]
+	mi := &file_kv_v1_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +795,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{4}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutRequest) GetKey() []byte {
@@ -585,7 +828,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[5]
+	mi := &file_kv_v1_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +840,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[5]
+	mi := &file_kv_v1_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +853,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{5}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutResponse) GetHeader() *WriteHeader {
@@ -630,7 +873,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[6]
+	mi := &file_kv_v1_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +885,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[6]
+	mi := &file_kv_v1_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +898,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{6}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetRequest) GetKey() []byte {
@@ -683,7 +926,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[7]
+	mi := &file_kv_v1_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +938,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[7]
+	mi := &file_kv_v1_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +951,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{7}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetResponse) GetHeader() *ReadHeader {
@@ -734,7 +977,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[8]
+	mi := &file_kv_v1_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +989,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[8]
+	mi := &file_kv_v1_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +1002,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{8}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteRequest) GetKey() []byte {
@@ -779,7 +1022,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[9]
+	mi := &file_kv_v1_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +1034,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[9]
+	mi := &file_kv_v1_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +1047,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{9}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteResponse) GetHeader() *WriteHeader {
@@ -835,7 +1078,7 @@ type CompareAndSwapRequest struct {
 
 func (x *CompareAndSwapRequest) Reset() {
 	*x = CompareAndSwapRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1090,7 @@ func (x *CompareAndSwapRequest) String() string {
 func (*CompareAndSwapRequest) ProtoMessage() {}
 
 func (x *CompareAndSwapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1103,7 @@ func (x *CompareAndSwapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareAndSwapRequest.ProtoReflect.Descriptor instead.
 func (*CompareAndSwapRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{10}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CompareAndSwapRequest) GetKey() []byte {
@@ -901,7 +1144,7 @@ type CompareAndSwapResponse struct {
 
 func (x *CompareAndSwapResponse) Reset() {
 	*x = CompareAndSwapResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1156,7 @@ func (x *CompareAndSwapResponse) String() string {
 func (*CompareAndSwapResponse) ProtoMessage() {}
 
 func (x *CompareAndSwapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1169,7 @@ func (x *CompareAndSwapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompareAndSwapResponse.ProtoReflect.Descriptor instead.
 func (*CompareAndSwapResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CompareAndSwapResponse) GetHeader() *WriteHeader {
@@ -951,7 +1194,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1206,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1219,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ScanRequest) GetStart() []byte {
@@ -1027,7 +1270,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1282,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	mi := &file_kv_v1_kv_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1295,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ScanResponse) GetHeader() *ReadHeader {
@@ -1108,7 +1351,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1363,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[14]
+	mi := &file_kv_v1_kv_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1376,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{14}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Event) GetType() EventType {
@@ -1241,7 +1484,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1496,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[15]
+	mi := &file_kv_v1_kv_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1509,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{15}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WatchRequest) GetKey() []byte {
@@ -1332,7 +1575,7 @@ type WatchRangeState struct {
 
 func (x *WatchRangeState) Reset() {
 	*x = WatchRangeState{}
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1587,7 @@ func (x *WatchRangeState) String() string {
 func (*WatchRangeState) ProtoMessage() {}
 
 func (x *WatchRangeState) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[16]
+	mi := &file_kv_v1_kv_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1600,7 @@ func (x *WatchRangeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRangeState.ProtoReflect.Descriptor instead.
 func (*WatchRangeState) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{16}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchRangeState) GetRangeId() uint64 {
@@ -1403,7 +1646,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1658,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[17]
+	mi := &file_kv_v1_kv_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1671,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{17}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchResponse) GetEvents() []*Event {
@@ -1452,6 +1695,601 @@ func (x *WatchResponse) GetRanges() []*WatchRangeState {
 	return nil
 }
 
+// Compare is one condition of a transaction, on one key.
+type Compare struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Key     []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Target  Compare_Target         `protobuf:"varint,2,opt,name=target,proto3,enum=kv.v1.Compare_Target" json:"target,omitempty"`
+	Result  Compare_Result         `protobuf:"varint,3,opt,name=result,proto3,enum=kv.v1.Compare_Result" json:"result,omitempty"`
+	Value   []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	Exists  bool                   `protobuf:"varint,5,opt,name=exists,proto3" json:"exists,omitempty"`
+	Version int64                  `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
+	// REVISION compares the index only within the same range: a key now in
+	// another range (a split) compares NOT_EQUAL, never by index.
+	RangeId       uint64 `protobuf:"varint,7,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Index         uint64 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Compare) Reset() {
+	*x = Compare{}
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Compare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Compare) ProtoMessage() {}
+
+func (x *Compare) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Compare.ProtoReflect.Descriptor instead.
+func (*Compare) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Compare) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Compare) GetTarget() Compare_Target {
+	if x != nil {
+		return x.Target
+	}
+	return Compare_TARGET_VALUE
+}
+
+func (x *Compare) GetResult() Compare_Result {
+	if x != nil {
+		return x.Result
+	}
+	return Compare_RESULT_EQUAL
+}
+
+func (x *Compare) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *Compare) GetExists() bool {
+	if x != nil {
+		return x.Exists
+	}
+	return false
+}
+
+func (x *Compare) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Compare) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *Compare) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type TxnOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*TxnOp_Put
+	//	*TxnOp_Delete
+	//	*TxnOp_Get
+	//	*TxnOp_Scan
+	Op            isTxnOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOp) Reset() {
+	*x = TxnOp{}
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOp) ProtoMessage() {}
+
+func (x *TxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
+func (*TxnOp) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *TxnOp) GetOp() isTxnOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *TxnOp) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetDelete() *DeleteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *TxnOp) GetScan() *ScanRequest {
+	if x != nil {
+		if x, ok := x.Op.(*TxnOp_Scan); ok {
+			return x.Scan
+		}
+	}
+	return nil
+}
+
+type isTxnOp_Op interface {
+	isTxnOp_Op()
+}
+
+type TxnOp_Put struct {
+	Put *PutRequest `protobuf:"bytes,1,opt,name=put,proto3,oneof"`
+}
+
+type TxnOp_Delete struct {
+	Delete *DeleteRequest `protobuf:"bytes,2,opt,name=delete,proto3,oneof"`
+}
+
+type TxnOp_Get struct {
+	Get *GetRequest `protobuf:"bytes,3,opt,name=get,proto3,oneof"` // read options ignored: read at the transaction's state
+}
+
+type TxnOp_Scan struct {
+	Scan *ScanRequest `protobuf:"bytes,4,opt,name=scan,proto3,oneof"` // within the ranges the transaction touches
+}
+
+func (*TxnOp_Put) isTxnOp_Op() {}
+
+func (*TxnOp_Delete) isTxnOp_Op() {}
+
+func (*TxnOp_Get) isTxnOp_Op() {}
+
+func (*TxnOp_Scan) isTxnOp_Op() {}
+
+type TxnOpResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*TxnOpResult_Put
+	//	*TxnOpResult_Delete
+	//	*TxnOpResult_Get
+	//	*TxnOpResult_Scan
+	Result        isTxnOpResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOpResult) Reset() {
+	*x = TxnOpResult{}
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOpResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOpResult) ProtoMessage() {}
+
+func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
+func (*TxnOpResult) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TxnOpResult) GetResult() isTxnOpResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetPut() *PutResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetDelete() *DeleteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetGet() *GetResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *TxnOpResult) GetScan() *ScanResponse {
+	if x != nil {
+		if x, ok := x.Result.(*TxnOpResult_Scan); ok {
+			return x.Scan
+		}
+	}
+	return nil
+}
+
+type isTxnOpResult_Result interface {
+	isTxnOpResult_Result()
+}
+
+type TxnOpResult_Put struct {
+	Put *PutResponse `protobuf:"bytes,1,opt,name=put,proto3,oneof"`
+}
+
+type TxnOpResult_Delete struct {
+	Delete *DeleteResponse `protobuf:"bytes,2,opt,name=delete,proto3,oneof"`
+}
+
+type TxnOpResult_Get struct {
+	Get *GetResponse `protobuf:"bytes,3,opt,name=get,proto3,oneof"` // kv unset when the key is missing
+}
+
+type TxnOpResult_Scan struct {
+	Scan *ScanResponse `protobuf:"bytes,4,opt,name=scan,proto3,oneof"`
+}
+
+func (*TxnOpResult_Put) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_Delete) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_Get) isTxnOpResult_Result() {}
+
+func (*TxnOpResult_Scan) isTxnOpResult_Result() {}
+
+// TxnRequest: if every compare holds, the success ops run, else the
+// failure ops, all at one point, atomically.
+type TxnRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Compares []*Compare             `protobuf:"bytes,1,rep,name=compares,proto3" json:"compares,omitempty"`
+	Success  []*TxnOp               `protobuf:"bytes,2,rep,name=success,proto3" json:"success,omitempty"`
+	Failure  []*TxnOp               `protobuf:"bytes,3,rep,name=failure,proto3" json:"failure,omitempty"`
+	// id names the transaction for TxnStatus; empty: the server picks one
+	// (a client that may lose the answer should pick its own).
+	Id            string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnRequest) Reset() {
+	*x = TxnRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRequest) ProtoMessage() {}
+
+func (x *TxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRequest.ProtoReflect.Descriptor instead.
+func (*TxnRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TxnRequest) GetCompares() []*Compare {
+	if x != nil {
+		return x.Compares
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetSuccess() []*TxnOp {
+	if x != nil {
+		return x.Success
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetFailure() []*TxnOp {
+	if x != nil {
+		return x.Failure
+	}
+	return nil
+}
+
+func (x *TxnRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type TxnResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Succeeded bool                   `protobuf:"varint,1,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Results   []*TxnOpResult         `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	Id        string                 `protobuf:"bytes,3,opt,name=id,proto3" json:"id,omitempty"`
+	// One per range the transaction wrote (the revision is the index of its
+	// writes there).
+	Headers       []*WriteHeader `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
+	SessionToken  string         `protobuf:"bytes,5,opt,name=session_token,json=sessionToken,proto3" json:"session_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnResponse) Reset() {
+	*x = TxnResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnResponse) ProtoMessage() {}
+
+func (x *TxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
+func (*TxnResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TxnResponse) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *TxnResponse) GetResults() []*TxnOpResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *TxnResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TxnResponse) GetHeaders() []*WriteHeader {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *TxnResponse) GetSessionToken() string {
+	if x != nil {
+		return x.SessionToken
+	}
+	return ""
+}
+
+type TxnStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Any key the transaction compared, read or wrote: where to look for a
+	// transaction that touched one range.
+	Key           []byte `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnStatusRequest) Reset() {
+	*x = TxnStatusRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnStatusRequest) ProtoMessage() {}
+
+func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnStatusRequest.ProtoReflect.Descriptor instead.
+func (*TxnStatusRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TxnStatusRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TxnStatusRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type TxnStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	State         TxnState               `protobuf:"varint,2,opt,name=state,proto3,enum=kv.v1.TxnState" json:"state,omitempty"`
+	Succeeded     bool                   `protobuf:"varint,3,opt,name=succeeded,proto3" json:"succeeded,omitempty"` // COMMITTED: whether the compares held
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnStatusResponse) Reset() {
+	*x = TxnStatusResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnStatusResponse) ProtoMessage() {}
+
+func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnStatusResponse.ProtoReflect.Descriptor instead.
+func (*TxnStatusResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TxnStatusResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TxnStatusResponse) GetState() TxnState {
+	if x != nil {
+		return x.State
+	}
+	return TxnState_TXN_STATE_UNSPECIFIED
+}
+
+func (x *TxnStatusResponse) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
 type LeaseGrantRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ttl           int64                  `protobuf:"varint,1,opt,name=ttl,proto3" json:"ttl,omitempty"` // seconds
@@ -1461,7 +2299,7 @@ type LeaseGrantRequest struct {
 
 func (x *LeaseGrantRequest) Reset() {
 	*x = LeaseGrantRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +2311,7 @@ func (x *LeaseGrantRequest) String() string {
 func (*LeaseGrantRequest) ProtoMessage() {}
 
 func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[18]
+	mi := &file_kv_v1_kv_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +2324,7 @@ func (x *LeaseGrantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantRequest.ProtoReflect.Descriptor instead.
 func (*LeaseGrantRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{18}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LeaseGrantRequest) GetTtl() int64 {
@@ -1506,7 +2344,7 @@ type LeaseGrantResponse struct {
 
 func (x *LeaseGrantResponse) Reset() {
 	*x = LeaseGrantResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1518,7 +2356,7 @@ func (x *LeaseGrantResponse) String() string {
 func (*LeaseGrantResponse) ProtoMessage() {}
 
 func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[19]
+	mi := &file_kv_v1_kv_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1531,7 +2369,7 @@ func (x *LeaseGrantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseGrantResponse.ProtoReflect.Descriptor instead.
 func (*LeaseGrantResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{19}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LeaseGrantResponse) GetId() int64 {
@@ -1557,7 +2395,7 @@ type LeaseKeepAliveRequest struct {
 
 func (x *LeaseKeepAliveRequest) Reset() {
 	*x = LeaseKeepAliveRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +2407,7 @@ func (x *LeaseKeepAliveRequest) String() string {
 func (*LeaseKeepAliveRequest) ProtoMessage() {}
 
 func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[20]
+	mi := &file_kv_v1_kv_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +2420,7 @@ func (x *LeaseKeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*LeaseKeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{20}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LeaseKeepAliveRequest) GetId() int64 {
@@ -1602,7 +2440,7 @@ type LeaseKeepAliveResponse struct {
 
 func (x *LeaseKeepAliveResponse) Reset() {
 	*x = LeaseKeepAliveResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +2452,7 @@ func (x *LeaseKeepAliveResponse) String() string {
 func (*LeaseKeepAliveResponse) ProtoMessage() {}
 
 func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[21]
+	mi := &file_kv_v1_kv_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +2465,7 @@ func (x *LeaseKeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*LeaseKeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{21}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *LeaseKeepAliveResponse) GetId() int64 {
@@ -1653,7 +2491,7 @@ type LeaseRevokeRequest struct {
 
 func (x *LeaseRevokeRequest) Reset() {
 	*x = LeaseRevokeRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +2503,7 @@ func (x *LeaseRevokeRequest) String() string {
 func (*LeaseRevokeRequest) ProtoMessage() {}
 
 func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[22]
+	mi := &file_kv_v1_kv_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +2516,7 @@ func (x *LeaseRevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{22}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LeaseRevokeRequest) GetId() int64 {
@@ -1697,7 +2535,7 @@ type LeaseRevokeResponse struct {
 
 func (x *LeaseRevokeResponse) Reset() {
 	*x = LeaseRevokeResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +2547,7 @@ func (x *LeaseRevokeResponse) String() string {
 func (*LeaseRevokeResponse) ProtoMessage() {}
 
 func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[23]
+	mi := &file_kv_v1_kv_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +2560,7 @@ func (x *LeaseRevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeResponse.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{23}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *LeaseRevokeResponse) GetKeysDeleted() int64 {
@@ -1740,7 +2578,7 @@ type LeaseListRequest struct {
 
 func (x *LeaseListRequest) Reset() {
 	*x = LeaseListRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +2590,7 @@ func (x *LeaseListRequest) String() string {
 func (*LeaseListRequest) ProtoMessage() {}
 
 func (x *LeaseListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[24]
+	mi := &file_kv_v1_kv_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +2603,7 @@ func (x *LeaseListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseListRequest.ProtoReflect.Descriptor instead.
 func (*LeaseListRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{24}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
 }
 
 type LeaseStatus struct {
@@ -1779,7 +2617,7 @@ type LeaseStatus struct {
 
 func (x *LeaseStatus) Reset() {
 	*x = LeaseStatus{}
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +2629,7 @@ func (x *LeaseStatus) String() string {
 func (*LeaseStatus) ProtoMessage() {}
 
 func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[25]
+	mi := &file_kv_v1_kv_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2642,7 @@ func (x *LeaseStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseStatus.ProtoReflect.Descriptor instead.
 func (*LeaseStatus) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{25}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LeaseStatus) GetId() int64 {
@@ -1837,7 +2675,7 @@ type LeaseListResponse struct {
 
 func (x *LeaseListResponse) Reset() {
 	*x = LeaseListResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2687,7 @@ func (x *LeaseListResponse) String() string {
 func (*LeaseListResponse) ProtoMessage() {}
 
 func (x *LeaseListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[26]
+	mi := &file_kv_v1_kv_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2700,7 @@ func (x *LeaseListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseListResponse.ProtoReflect.Descriptor instead.
 func (*LeaseListResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{26}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *LeaseListResponse) GetLeases() []*LeaseStatus {
@@ -1882,7 +2720,7 @@ type LeaseTimeToLiveRequest struct {
 
 func (x *LeaseTimeToLiveRequest) Reset() {
 	*x = LeaseTimeToLiveRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2732,7 @@ func (x *LeaseTimeToLiveRequest) String() string {
 func (*LeaseTimeToLiveRequest) ProtoMessage() {}
 
 func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[27]
+	mi := &file_kv_v1_kv_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2745,7 @@ func (x *LeaseTimeToLiveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTimeToLiveRequest.ProtoReflect.Descriptor instead.
 func (*LeaseTimeToLiveRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{27}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LeaseTimeToLiveRequest) GetId() int64 {
@@ -1936,7 +2774,7 @@ type LeaseTimeToLiveResponse struct {
 
 func (x *LeaseTimeToLiveResponse) Reset() {
 	*x = LeaseTimeToLiveResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2786,7 @@ func (x *LeaseTimeToLiveResponse) String() string {
 func (*LeaseTimeToLiveResponse) ProtoMessage() {}
 
 func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[28]
+	mi := &file_kv_v1_kv_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2799,7 @@ func (x *LeaseTimeToLiveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseTimeToLiveResponse.ProtoReflect.Descriptor instead.
 func (*LeaseTimeToLiveResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{28}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LeaseTimeToLiveResponse) GetId() int64 {
@@ -2009,7 +2847,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2859,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[29]
+	mi := &file_kv_v1_kv_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2872,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{29}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Member) GetId() string {
@@ -2121,7 +2959,7 @@ type RangeStatus struct {
 
 func (x *RangeStatus) Reset() {
 	*x = RangeStatus{}
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2971,7 @@ func (x *RangeStatus) String() string {
 func (*RangeStatus) ProtoMessage() {}
 
 func (x *RangeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[30]
+	mi := &file_kv_v1_kv_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2984,7 @@ func (x *RangeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeStatus.ProtoReflect.Descriptor instead.
 func (*RangeStatus) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{30}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RangeStatus) GetId() uint64 {
@@ -2290,7 +3128,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2302,7 +3140,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[31]
+	mi := &file_kv_v1_kv_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2315,7 +3153,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{31}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -2382,7 +3220,7 @@ type RangeDescriptor struct {
 
 func (x *RangeDescriptor) Reset() {
 	*x = RangeDescriptor{}
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2394,7 +3232,7 @@ func (x *RangeDescriptor) String() string {
 func (*RangeDescriptor) ProtoMessage() {}
 
 func (x *RangeDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[32]
+	mi := &file_kv_v1_kv_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2407,7 +3245,7 @@ func (x *RangeDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeDescriptor.ProtoReflect.Descriptor instead.
 func (*RangeDescriptor) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{32}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RangeDescriptor) GetId() uint64 {
@@ -2463,14 +3301,16 @@ type NodeInfo struct {
 	// What the node's release can do ("lease-v1", ...): a feature that writes
 	// new kinds of log entries waits until every node has it, so a rolling
 	// upgrade never hands an old replica an entry it cannot apply.
-	Features      []string `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
+	Features []string `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
+	// kvd --locality: ordered tiers, "region=eu,zone=a".
+	Locality      string `protobuf:"bytes,7,opt,name=locality,proto3" json:"locality,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_kv_v1_kv_proto_msgTypes[33]
+	mi := &file_kv_v1_kv_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2482,7 +3322,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[33]
+	mi := &file_kv_v1_kv_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2495,7 +3335,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{33}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *NodeInfo) GetId() string {
@@ -2540,6 +3380,13 @@ func (x *NodeInfo) GetFeatures() []string {
 	return nil
 }
 
+func (x *NodeInfo) GetLocality() string {
+	if x != nil {
+		return x.Locality
+	}
+	return ""
+}
+
 type RangesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2548,7 +3395,7 @@ type RangesRequest struct {
 
 func (x *RangesRequest) Reset() {
 	*x = RangesRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	mi := &file_kv_v1_kv_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2560,7 +3407,7 @@ func (x *RangesRequest) String() string {
 func (*RangesRequest) ProtoMessage() {}
 
 func (x *RangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[34]
+	mi := &file_kv_v1_kv_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2573,7 +3420,7 @@ func (x *RangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesRequest.ProtoReflect.Descriptor instead.
 func (*RangesRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{34}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{42}
 }
 
 type RangesResponse struct {
@@ -2586,7 +3433,7 @@ type RangesResponse struct {
 
 func (x *RangesResponse) Reset() {
 	*x = RangesResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[35]
+	mi := &file_kv_v1_kv_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2598,7 +3445,7 @@ func (x *RangesResponse) String() string {
 func (*RangesResponse) ProtoMessage() {}
 
 func (x *RangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[35]
+	mi := &file_kv_v1_kv_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2611,7 +3458,7 @@ func (x *RangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangesResponse.ProtoReflect.Descriptor instead.
 func (*RangesResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{35}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RangesResponse) GetRanges() []*RangeDescriptor {
@@ -2637,7 +3484,7 @@ type SplitRangeRequest struct {
 
 func (x *SplitRangeRequest) Reset() {
 	*x = SplitRangeRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[36]
+	mi := &file_kv_v1_kv_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2649,7 +3496,7 @@ func (x *SplitRangeRequest) String() string {
 func (*SplitRangeRequest) ProtoMessage() {}
 
 func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[36]
+	mi := &file_kv_v1_kv_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2662,7 +3509,7 @@ func (x *SplitRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeRequest.ProtoReflect.Descriptor instead.
 func (*SplitRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{36}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SplitRangeRequest) GetKey() []byte {
@@ -2682,7 +3529,7 @@ type SplitRangeResponse struct {
 
 func (x *SplitRangeResponse) Reset() {
 	*x = SplitRangeResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[37]
+	mi := &file_kv_v1_kv_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2694,7 +3541,7 @@ func (x *SplitRangeResponse) String() string {
 func (*SplitRangeResponse) ProtoMessage() {}
 
 func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[37]
+	mi := &file_kv_v1_kv_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2707,7 +3554,7 @@ func (x *SplitRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRangeResponse.ProtoReflect.Descriptor instead.
 func (*SplitRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{37}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SplitRangeResponse) GetLeft() *RangeDescriptor {
@@ -2735,7 +3582,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[38]
+	mi := &file_kv_v1_kv_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +3594,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[38]
+	mi := &file_kv_v1_kv_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +3607,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{38}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *StatusRequest) GetDigest() bool {
@@ -2773,13 +3620,14 @@ func (x *StatusRequest) GetDigest() bool {
 type StatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *NodeStatus            `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	ClusterId     string                 `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[39]
+	mi := &file_kv_v1_kv_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2791,7 +3639,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[39]
+	mi := &file_kv_v1_kv_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2804,7 +3652,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{39}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *StatusResponse) GetNode() *NodeStatus {
@@ -2812,6 +3660,13 @@ func (x *StatusResponse) GetNode() *NodeStatus {
 		return x.Node
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 type MembersRequest struct {
@@ -2822,7 +3677,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[40]
+	mi := &file_kv_v1_kv_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2834,7 +3689,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[40]
+	mi := &file_kv_v1_kv_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2847,7 +3702,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{40}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{48}
 }
 
 type MembersResponse struct {
@@ -2859,7 +3714,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[41]
+	mi := &file_kv_v1_kv_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2871,7 +3726,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[41]
+	mi := &file_kv_v1_kv_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2884,7 +3739,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{41}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -2905,7 +3760,7 @@ type AddMemberRequest struct {
 
 func (x *AddMemberRequest) Reset() {
 	*x = AddMemberRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[42]
+	mi := &file_kv_v1_kv_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3772,7 @@ func (x *AddMemberRequest) String() string {
 func (*AddMemberRequest) ProtoMessage() {}
 
 func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[42]
+	mi := &file_kv_v1_kv_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3785,7 @@ func (x *AddMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberRequest.ProtoReflect.Descriptor instead.
 func (*AddMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{42}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AddMemberRequest) GetId() string {
@@ -2963,7 +3818,7 @@ type AddMemberResponse struct {
 
 func (x *AddMemberResponse) Reset() {
 	*x = AddMemberResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[43]
+	mi := &file_kv_v1_kv_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3830,7 @@ func (x *AddMemberResponse) String() string {
 func (*AddMemberResponse) ProtoMessage() {}
 
 func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[43]
+	mi := &file_kv_v1_kv_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3843,7 @@ func (x *AddMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMemberResponse.ProtoReflect.Descriptor instead.
 func (*AddMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{43}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *AddMemberResponse) GetMembers() []*Member {
@@ -3007,7 +3862,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[44]
+	mi := &file_kv_v1_kv_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3019,7 +3874,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[44]
+	mi := &file_kv_v1_kv_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3032,7 +3887,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{44}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -3051,7 +3906,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[45]
+	mi := &file_kv_v1_kv_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3063,7 +3918,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[45]
+	mi := &file_kv_v1_kv_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3076,7 +3931,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{45}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RemoveMemberResponse) GetMembers() []*Member {
@@ -3084,6 +3939,146 @@ func (x *RemoveMemberResponse) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+type BackupRangeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRangeRequest) Reset() {
+	*x = BackupRangeRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRangeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRangeRequest) ProtoMessage() {}
+
+func (x *BackupRangeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRangeRequest.ProtoReflect.Descriptor instead.
+func (*BackupRangeRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *BackupRangeRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+type BackupRangeChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first chunk: the range, the applied index of the state that
+	// follows, and the cluster it comes from.
+	Range        *RangeDescriptor `protobuf:"bytes,1,opt,name=range,proto3" json:"range,omitempty"`
+	AppliedIndex uint64           `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	ClusterId    string           `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Kvs          []*KeyValue      `protobuf:"bytes,4,rep,name=kvs,proto3" json:"kvs,omitempty"`
+	// The last chunk: how many keys were sent and the SHA-256 digest of
+	// the range's state (as the replicas' digests compute it).
+	Last          bool   `protobuf:"varint,5,opt,name=last,proto3" json:"last,omitempty"`
+	Keys          uint64 `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
+	Sha256        string `protobuf:"bytes,7,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRangeChunk) Reset() {
+	*x = BackupRangeChunk{}
+	mi := &file_kv_v1_kv_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRangeChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRangeChunk) ProtoMessage() {}
+
+func (x *BackupRangeChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRangeChunk.ProtoReflect.Descriptor instead.
+func (*BackupRangeChunk) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *BackupRangeChunk) GetRange() *RangeDescriptor {
+	if x != nil {
+		return x.Range
+	}
+	return nil
+}
+
+func (x *BackupRangeChunk) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *BackupRangeChunk) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *BackupRangeChunk) GetKvs() []*KeyValue {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+func (x *BackupRangeChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *BackupRangeChunk) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *BackupRangeChunk) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
 }
 
 type TransferLeaderRequest struct {
@@ -3096,7 +4091,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[46]
+	mi := &file_kv_v1_kv_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3108,7 +4103,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[46]
+	mi := &file_kv_v1_kv_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3121,7 +4116,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{46}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *TransferLeaderRequest) GetRangeId() uint64 {
@@ -3147,7 +4142,7 @@ type TransferLeaderResponse struct {
 
 func (x *TransferLeaderResponse) Reset() {
 	*x = TransferLeaderResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[47]
+	mi := &file_kv_v1_kv_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3159,7 +4154,7 @@ func (x *TransferLeaderResponse) String() string {
 func (*TransferLeaderResponse) ProtoMessage() {}
 
 func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[47]
+	mi := &file_kv_v1_kv_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3172,7 +4167,7 @@ func (x *TransferLeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeaderResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{47}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *TransferLeaderResponse) GetRange() *RangeDescriptor {
@@ -3192,7 +4187,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[48]
+	mi := &file_kv_v1_kv_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3204,7 +4199,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[48]
+	mi := &file_kv_v1_kv_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3217,7 +4212,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{48}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *ReadIndexRequest) GetRangeIds() []uint64 {
@@ -3238,7 +4233,7 @@ type RangeReadIndex struct {
 
 func (x *RangeReadIndex) Reset() {
 	*x = RangeReadIndex{}
-	mi := &file_kv_v1_kv_proto_msgTypes[49]
+	mi := &file_kv_v1_kv_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3250,7 +4245,7 @@ func (x *RangeReadIndex) String() string {
 func (*RangeReadIndex) ProtoMessage() {}
 
 func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[49]
+	mi := &file_kv_v1_kv_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3263,7 +4258,7 @@ func (x *RangeReadIndex) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeReadIndex.ProtoReflect.Descriptor instead.
 func (*RangeReadIndex) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{49}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *RangeReadIndex) GetRangeId() uint64 {
@@ -3296,7 +4291,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[50]
+	mi := &file_kv_v1_kv_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3308,7 +4303,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[50]
+	mi := &file_kv_v1_kv_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3321,7 +4316,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{50}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ReadIndexResponse) GetRanges() []*RangeReadIndex {
@@ -3341,7 +4336,7 @@ type MetaPutRequest struct {
 
 func (x *MetaPutRequest) Reset() {
 	*x = MetaPutRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[51]
+	mi := &file_kv_v1_kv_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3353,7 +4348,7 @@ func (x *MetaPutRequest) String() string {
 func (*MetaPutRequest) ProtoMessage() {}
 
 func (x *MetaPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[51]
+	mi := &file_kv_v1_kv_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3366,7 +4361,7 @@ func (x *MetaPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaPutRequest.ProtoReflect.Descriptor instead.
 func (*MetaPutRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{51}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *MetaPutRequest) GetKey() []byte {
@@ -3392,7 +4387,7 @@ type MetaPutResponse struct {
 
 func (x *MetaPutResponse) Reset() {
 	*x = MetaPutResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[52]
+	mi := &file_kv_v1_kv_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +4399,7 @@ func (x *MetaPutResponse) String() string {
 func (*MetaPutResponse) ProtoMessage() {}
 
 func (x *MetaPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[52]
+	mi := &file_kv_v1_kv_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +4412,7 @@ func (x *MetaPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaPutResponse.ProtoReflect.Descriptor instead.
 func (*MetaPutResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{52}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *MetaPutResponse) GetWritten() bool {
@@ -3440,7 +4435,7 @@ type MetaScanRequest struct {
 
 func (x *MetaScanRequest) Reset() {
 	*x = MetaScanRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[53]
+	mi := &file_kv_v1_kv_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3452,7 +4447,7 @@ func (x *MetaScanRequest) String() string {
 func (*MetaScanRequest) ProtoMessage() {}
 
 func (x *MetaScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[53]
+	mi := &file_kv_v1_kv_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3465,7 +4460,7 @@ func (x *MetaScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaScanRequest.ProtoReflect.Descriptor instead.
 func (*MetaScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{53}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *MetaScanRequest) GetPrefix() []byte {
@@ -3491,7 +4486,7 @@ type MetaScanResponse struct {
 
 func (x *MetaScanResponse) Reset() {
 	*x = MetaScanResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[54]
+	mi := &file_kv_v1_kv_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3503,7 +4498,7 @@ func (x *MetaScanResponse) String() string {
 func (*MetaScanResponse) ProtoMessage() {}
 
 func (x *MetaScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[54]
+	mi := &file_kv_v1_kv_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3516,7 +4511,7 @@ func (x *MetaScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaScanResponse.ProtoReflect.Descriptor instead.
 func (*MetaScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{54}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *MetaScanResponse) GetKvs() []*KeyValue {
@@ -3535,7 +4530,7 @@ type MetaIncrementRequest struct {
 
 func (x *MetaIncrementRequest) Reset() {
 	*x = MetaIncrementRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[55]
+	mi := &file_kv_v1_kv_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3547,7 +4542,7 @@ func (x *MetaIncrementRequest) String() string {
 func (*MetaIncrementRequest) ProtoMessage() {}
 
 func (x *MetaIncrementRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[55]
+	mi := &file_kv_v1_kv_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3560,7 +4555,7 @@ func (x *MetaIncrementRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaIncrementRequest.ProtoReflect.Descriptor instead.
 func (*MetaIncrementRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{55}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *MetaIncrementRequest) GetKey() []byte {
@@ -3579,7 +4574,7 @@ type MetaIncrementResponse struct {
 
 func (x *MetaIncrementResponse) Reset() {
 	*x = MetaIncrementResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[56]
+	mi := &file_kv_v1_kv_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +4586,7 @@ func (x *MetaIncrementResponse) String() string {
 func (*MetaIncrementResponse) ProtoMessage() {}
 
 func (x *MetaIncrementResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[56]
+	mi := &file_kv_v1_kv_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +4599,7 @@ func (x *MetaIncrementResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaIncrementResponse.ProtoReflect.Descriptor instead.
 func (*MetaIncrementResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{56}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *MetaIncrementResponse) GetValue() uint64 {
@@ -3623,7 +4618,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[57]
+	mi := &file_kv_v1_kv_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3635,7 +4630,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[57]
+	mi := &file_kv_v1_kv_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3648,7 +4643,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{57}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *CreateReplicaRequest) GetRange() *RangeDescriptor {
@@ -3666,7 +4661,7 @@ type CreateReplicaResponse struct {
 
 func (x *CreateReplicaResponse) Reset() {
 	*x = CreateReplicaResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[58]
+	mi := &file_kv_v1_kv_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3678,7 +4673,7 @@ func (x *CreateReplicaResponse) String() string {
 func (*CreateReplicaResponse) ProtoMessage() {}
 
 func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[58]
+	mi := &file_kv_v1_kv_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3691,7 +4686,7 @@ func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaResponse.ProtoReflect.Descriptor instead.
 func (*CreateReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{58}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{68}
 }
 
 type DropReplicaRequest struct {
@@ -3703,7 +4698,7 @@ type DropReplicaRequest struct {
 
 func (x *DropReplicaRequest) Reset() {
 	*x = DropReplicaRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[59]
+	mi := &file_kv_v1_kv_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3715,7 +4710,7 @@ func (x *DropReplicaRequest) String() string {
 func (*DropReplicaRequest) ProtoMessage() {}
 
 func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[59]
+	mi := &file_kv_v1_kv_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3728,7 +4723,7 @@ func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DropReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{59}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *DropReplicaRequest) GetRangeId() uint64 {
@@ -3746,7 +4741,7 @@ type DropReplicaResponse struct {
 
 func (x *DropReplicaResponse) Reset() {
 	*x = DropReplicaResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[60]
+	mi := &file_kv_v1_kv_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3758,7 +4753,7 @@ func (x *DropReplicaResponse) String() string {
 func (*DropReplicaResponse) ProtoMessage() {}
 
 func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[60]
+	mi := &file_kv_v1_kv_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3771,7 +4766,7 @@ func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReplicaResponse.ProtoReflect.Descriptor instead.
 func (*DropReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{60}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{70}
 }
 
 type ChangeReplicasRequest struct {
@@ -3786,7 +4781,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[61]
+	mi := &file_kv_v1_kv_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3798,7 +4793,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[61]
+	mi := &file_kv_v1_kv_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3811,7 +4806,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{61}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *ChangeReplicasRequest) GetRangeId() uint64 {
@@ -3851,7 +4846,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[62]
+	mi := &file_kv_v1_kv_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3863,7 +4858,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[62]
+	mi := &file_kv_v1_kv_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3876,7 +4871,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{62}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *ChangeReplicasResponse) GetRange() *RangeDescriptor {
@@ -3899,7 +4894,7 @@ type WatchRangeRequest struct {
 
 func (x *WatchRangeRequest) Reset() {
 	*x = WatchRangeRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[63]
+	mi := &file_kv_v1_kv_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3911,7 +4906,7 @@ func (x *WatchRangeRequest) String() string {
 func (*WatchRangeRequest) ProtoMessage() {}
 
 func (x *WatchRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[63]
+	mi := &file_kv_v1_kv_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3924,7 +4919,7 @@ func (x *WatchRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRangeRequest.ProtoReflect.Descriptor instead.
 func (*WatchRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{63}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *WatchRangeRequest) GetRangeId() uint64 {
@@ -3976,7 +4971,7 @@ type WatchRangeResponse struct {
 
 func (x *WatchRangeResponse) Reset() {
 	*x = WatchRangeResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[64]
+	mi := &file_kv_v1_kv_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3988,7 +4983,7 @@ func (x *WatchRangeResponse) String() string {
 func (*WatchRangeResponse) ProtoMessage() {}
 
 func (x *WatchRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[64]
+	mi := &file_kv_v1_kv_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4001,7 +4996,7 @@ func (x *WatchRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRangeResponse.ProtoReflect.Descriptor instead.
 func (*WatchRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{64}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *WatchRangeResponse) GetEvents() []*Event {
@@ -4044,7 +5039,7 @@ type LeaseRevokeLocalRequest struct {
 
 func (x *LeaseRevokeLocalRequest) Reset() {
 	*x = LeaseRevokeLocalRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[65]
+	mi := &file_kv_v1_kv_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4056,7 +5051,7 @@ func (x *LeaseRevokeLocalRequest) String() string {
 func (*LeaseRevokeLocalRequest) ProtoMessage() {}
 
 func (x *LeaseRevokeLocalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[65]
+	mi := &file_kv_v1_kv_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4069,7 +5064,7 @@ func (x *LeaseRevokeLocalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeLocalRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeLocalRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{65}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *LeaseRevokeLocalRequest) GetId() int64 {
@@ -4102,7 +5097,7 @@ type LeaseRevokeLocalResponse struct {
 
 func (x *LeaseRevokeLocalResponse) Reset() {
 	*x = LeaseRevokeLocalResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[66]
+	mi := &file_kv_v1_kv_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4114,7 +5109,7 @@ func (x *LeaseRevokeLocalResponse) String() string {
 func (*LeaseRevokeLocalResponse) ProtoMessage() {}
 
 func (x *LeaseRevokeLocalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[66]
+	mi := &file_kv_v1_kv_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4127,7 +5122,7 @@ func (x *LeaseRevokeLocalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeLocalResponse.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeLocalResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{66}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *LeaseRevokeLocalResponse) GetKeysDeleted() int64 {
@@ -4146,7 +5141,7 @@ type LeaseKeysRequest struct {
 
 func (x *LeaseKeysRequest) Reset() {
 	*x = LeaseKeysRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	mi := &file_kv_v1_kv_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4158,7 +5153,7 @@ func (x *LeaseKeysRequest) String() string {
 func (*LeaseKeysRequest) ProtoMessage() {}
 
 func (x *LeaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	mi := &file_kv_v1_kv_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4171,7 +5166,7 @@ func (x *LeaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*LeaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{67}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *LeaseKeysRequest) GetId() int64 {
@@ -4190,7 +5185,7 @@ type LeaseKeysResponse struct {
 
 func (x *LeaseKeysResponse) Reset() {
 	*x = LeaseKeysResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	mi := &file_kv_v1_kv_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4202,7 +5197,7 @@ func (x *LeaseKeysResponse) String() string {
 func (*LeaseKeysResponse) ProtoMessage() {}
 
 func (x *LeaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	mi := &file_kv_v1_kv_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4215,7 +5210,7 @@ func (x *LeaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*LeaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{68}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *LeaseKeysResponse) GetKeys() [][]byte {
@@ -4240,7 +5235,7 @@ type AuthResult struct {
 
 func (x *AuthResult) Reset() {
 	*x = AuthResult{}
-	mi := &file_kv_v1_kv_proto_msgTypes[69]
+	mi := &file_kv_v1_kv_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4252,7 +5247,7 @@ func (x *AuthResult) String() string {
 func (*AuthResult) ProtoMessage() {}
 
 func (x *AuthResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[69]
+	mi := &file_kv_v1_kv_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4265,7 +5260,7 @@ func (x *AuthResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthResult.ProtoReflect.Descriptor instead.
 func (*AuthResult) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{69}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *AuthResult) GetRevision() uint64 {
@@ -4320,7 +5315,7 @@ type AuthenticateRequest struct {
 
 func (x *AuthenticateRequest) Reset() {
 	*x = AuthenticateRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[70]
+	mi := &file_kv_v1_kv_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4332,7 +5327,7 @@ func (x *AuthenticateRequest) String() string {
 func (*AuthenticateRequest) ProtoMessage() {}
 
 func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[70]
+	mi := &file_kv_v1_kv_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4345,7 +5340,7 @@ func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
 func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{70}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *AuthenticateRequest) GetUser() string {
@@ -4373,7 +5368,7 @@ type AuthenticateResponse struct {
 
 func (x *AuthenticateResponse) Reset() {
 	*x = AuthenticateResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[71]
+	mi := &file_kv_v1_kv_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4385,7 +5380,7 @@ func (x *AuthenticateResponse) String() string {
 func (*AuthenticateResponse) ProtoMessage() {}
 
 func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[71]
+	mi := &file_kv_v1_kv_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4398,7 +5393,7 @@ func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
 func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{71}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *AuthenticateResponse) GetToken() string {
@@ -4423,7 +5418,7 @@ type AuthEnableRequest struct {
 
 func (x *AuthEnableRequest) Reset() {
 	*x = AuthEnableRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[72]
+	mi := &file_kv_v1_kv_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4435,7 +5430,7 @@ func (x *AuthEnableRequest) String() string {
 func (*AuthEnableRequest) ProtoMessage() {}
 
 func (x *AuthEnableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[72]
+	mi := &file_kv_v1_kv_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4448,7 +5443,7 @@ func (x *AuthEnableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthEnableRequest.ProtoReflect.Descriptor instead.
 func (*AuthEnableRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{72}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{82}
 }
 
 type AuthEnableResponse struct {
@@ -4460,7 +5455,7 @@ type AuthEnableResponse struct {
 
 func (x *AuthEnableResponse) Reset() {
 	*x = AuthEnableResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[73]
+	mi := &file_kv_v1_kv_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4472,7 +5467,7 @@ func (x *AuthEnableResponse) String() string {
 func (*AuthEnableResponse) ProtoMessage() {}
 
 func (x *AuthEnableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[73]
+	mi := &file_kv_v1_kv_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4485,7 +5480,7 @@ func (x *AuthEnableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthEnableResponse.ProtoReflect.Descriptor instead.
 func (*AuthEnableResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{73}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *AuthEnableResponse) GetResult() *AuthResult {
@@ -4503,7 +5498,7 @@ type AuthDisableRequest struct {
 
 func (x *AuthDisableRequest) Reset() {
 	*x = AuthDisableRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[74]
+	mi := &file_kv_v1_kv_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4515,7 +5510,7 @@ func (x *AuthDisableRequest) String() string {
 func (*AuthDisableRequest) ProtoMessage() {}
 
 func (x *AuthDisableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[74]
+	mi := &file_kv_v1_kv_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4528,7 +5523,7 @@ func (x *AuthDisableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthDisableRequest.ProtoReflect.Descriptor instead.
 func (*AuthDisableRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{74}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{84}
 }
 
 type AuthDisableResponse struct {
@@ -4540,7 +5535,7 @@ type AuthDisableResponse struct {
 
 func (x *AuthDisableResponse) Reset() {
 	*x = AuthDisableResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[75]
+	mi := &file_kv_v1_kv_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4552,7 +5547,7 @@ func (x *AuthDisableResponse) String() string {
 func (*AuthDisableResponse) ProtoMessage() {}
 
 func (x *AuthDisableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[75]
+	mi := &file_kv_v1_kv_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4565,7 +5560,7 @@ func (x *AuthDisableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthDisableResponse.ProtoReflect.Descriptor instead.
 func (*AuthDisableResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{75}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *AuthDisableResponse) GetResult() *AuthResult {
@@ -4583,7 +5578,7 @@ type AuthStatusRequest struct {
 
 func (x *AuthStatusRequest) Reset() {
 	*x = AuthStatusRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[76]
+	mi := &file_kv_v1_kv_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4595,7 +5590,7 @@ func (x *AuthStatusRequest) String() string {
 func (*AuthStatusRequest) ProtoMessage() {}
 
 func (x *AuthStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[76]
+	mi := &file_kv_v1_kv_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4608,7 +5603,7 @@ func (x *AuthStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthStatusRequest.ProtoReflect.Descriptor instead.
 func (*AuthStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{76}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{86}
 }
 
 type AuthStatusResponse struct {
@@ -4625,7 +5620,7 @@ type AuthStatusResponse struct {
 
 func (x *AuthStatusResponse) Reset() {
 	*x = AuthStatusResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[77]
+	mi := &file_kv_v1_kv_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4637,7 +5632,7 @@ func (x *AuthStatusResponse) String() string {
 func (*AuthStatusResponse) ProtoMessage() {}
 
 func (x *AuthStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[77]
+	mi := &file_kv_v1_kv_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4650,7 +5645,7 @@ func (x *AuthStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthStatusResponse.ProtoReflect.Descriptor instead.
 func (*AuthStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *AuthStatusResponse) GetEnabled() bool {
@@ -4692,7 +5687,7 @@ type UserAddRequest struct {
 
 func (x *UserAddRequest) Reset() {
 	*x = UserAddRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[78]
+	mi := &file_kv_v1_kv_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4704,7 +5699,7 @@ func (x *UserAddRequest) String() string {
 func (*UserAddRequest) ProtoMessage() {}
 
 func (x *UserAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[78]
+	mi := &file_kv_v1_kv_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4717,7 +5712,7 @@ func (x *UserAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserAddRequest.ProtoReflect.Descriptor instead.
 func (*UserAddRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{78}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *UserAddRequest) GetName() string {
@@ -4743,7 +5738,7 @@ type UserAddResponse struct {
 
 func (x *UserAddResponse) Reset() {
 	*x = UserAddResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[79]
+	mi := &file_kv_v1_kv_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4755,7 +5750,7 @@ func (x *UserAddResponse) String() string {
 func (*UserAddResponse) ProtoMessage() {}
 
 func (x *UserAddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[79]
+	mi := &file_kv_v1_kv_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4768,7 +5763,7 @@ func (x *UserAddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserAddResponse.ProtoReflect.Descriptor instead.
 func (*UserAddResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{79}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *UserAddResponse) GetResult() *AuthResult {
@@ -4787,7 +5782,7 @@ type UserDeleteRequest struct {
 
 func (x *UserDeleteRequest) Reset() {
 	*x = UserDeleteRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[80]
+	mi := &file_kv_v1_kv_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4799,7 +5794,7 @@ func (x *UserDeleteRequest) String() string {
 func (*UserDeleteRequest) ProtoMessage() {}
 
 func (x *UserDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[80]
+	mi := &file_kv_v1_kv_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4812,7 +5807,7 @@ func (x *UserDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserDeleteRequest.ProtoReflect.Descriptor instead.
 func (*UserDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{80}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *UserDeleteRequest) GetName() string {
@@ -4831,7 +5826,7 @@ type UserDeleteResponse struct {
 
 func (x *UserDeleteResponse) Reset() {
 	*x = UserDeleteResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[81]
+	mi := &file_kv_v1_kv_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4843,7 +5838,7 @@ func (x *UserDeleteResponse) String() string {
 func (*UserDeleteResponse) ProtoMessage() {}
 
 func (x *UserDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[81]
+	mi := &file_kv_v1_kv_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4856,7 +5851,7 @@ func (x *UserDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserDeleteResponse.ProtoReflect.Descriptor instead.
 func (*UserDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{81}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *UserDeleteResponse) GetResult() *AuthResult {
@@ -4874,7 +5869,7 @@ type UserListRequest struct {
 
 func (x *UserListRequest) Reset() {
 	*x = UserListRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[82]
+	mi := &file_kv_v1_kv_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4886,7 +5881,7 @@ func (x *UserListRequest) String() string {
 func (*UserListRequest) ProtoMessage() {}
 
 func (x *UserListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[82]
+	mi := &file_kv_v1_kv_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4899,7 +5894,7 @@ func (x *UserListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserListRequest.ProtoReflect.Descriptor instead.
 func (*UserListRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{82}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{92}
 }
 
 type UserListResponse struct {
@@ -4911,7 +5906,7 @@ type UserListResponse struct {
 
 func (x *UserListResponse) Reset() {
 	*x = UserListResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[83]
+	mi := &file_kv_v1_kv_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4923,7 +5918,7 @@ func (x *UserListResponse) String() string {
 func (*UserListResponse) ProtoMessage() {}
 
 func (x *UserListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[83]
+	mi := &file_kv_v1_kv_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4936,7 +5931,7 @@ func (x *UserListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserListResponse.ProtoReflect.Descriptor instead.
 func (*UserListResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{83}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *UserListResponse) GetUsers() []string {
@@ -4955,7 +5950,7 @@ type UserGetRequest struct {
 
 func (x *UserGetRequest) Reset() {
 	*x = UserGetRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[84]
+	mi := &file_kv_v1_kv_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4967,7 +5962,7 @@ func (x *UserGetRequest) String() string {
 func (*UserGetRequest) ProtoMessage() {}
 
 func (x *UserGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[84]
+	mi := &file_kv_v1_kv_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4980,7 +5975,7 @@ func (x *UserGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGetRequest.ProtoReflect.Descriptor instead.
 func (*UserGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{84}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *UserGetRequest) GetName() string {
@@ -5001,7 +5996,7 @@ type UserGetResponse struct {
 
 func (x *UserGetResponse) Reset() {
 	*x = UserGetResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[85]
+	mi := &file_kv_v1_kv_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5013,7 +6008,7 @@ func (x *UserGetResponse) String() string {
 func (*UserGetResponse) ProtoMessage() {}
 
 func (x *UserGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[85]
+	mi := &file_kv_v1_kv_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5026,7 +6021,7 @@ func (x *UserGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGetResponse.ProtoReflect.Descriptor instead.
 func (*UserGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{85}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *UserGetResponse) GetName() string {
@@ -5060,7 +6055,7 @@ type UserChangePasswordRequest struct {
 
 func (x *UserChangePasswordRequest) Reset() {
 	*x = UserChangePasswordRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[86]
+	mi := &file_kv_v1_kv_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5072,7 +6067,7 @@ func (x *UserChangePasswordRequest) String() string {
 func (*UserChangePasswordRequest) ProtoMessage() {}
 
 func (x *UserChangePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[86]
+	mi := &file_kv_v1_kv_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5085,7 +6080,7 @@ func (x *UserChangePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserChangePasswordRequest.ProtoReflect.Descriptor instead.
 func (*UserChangePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{86}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *UserChangePasswordRequest) GetName() string {
@@ -5111,7 +6106,7 @@ type UserChangePasswordResponse struct {
 
 func (x *UserChangePasswordResponse) Reset() {
 	*x = UserChangePasswordResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[87]
+	mi := &file_kv_v1_kv_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5123,7 +6118,7 @@ func (x *UserChangePasswordResponse) String() string {
 func (*UserChangePasswordResponse) ProtoMessage() {}
 
 func (x *UserChangePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[87]
+	mi := &file_kv_v1_kv_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5136,7 +6131,7 @@ func (x *UserChangePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserChangePasswordResponse.ProtoReflect.Descriptor instead.
 func (*UserChangePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{87}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *UserChangePasswordResponse) GetResult() *AuthResult {
@@ -5156,7 +6151,7 @@ type UserGrantRoleRequest struct {
 
 func (x *UserGrantRoleRequest) Reset() {
 	*x = UserGrantRoleRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[88]
+	mi := &file_kv_v1_kv_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5168,7 +6163,7 @@ func (x *UserGrantRoleRequest) String() string {
 func (*UserGrantRoleRequest) ProtoMessage() {}
 
 func (x *UserGrantRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[88]
+	mi := &file_kv_v1_kv_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5181,7 +6176,7 @@ func (x *UserGrantRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGrantRoleRequest.ProtoReflect.Descriptor instead.
 func (*UserGrantRoleRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{88}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *UserGrantRoleRequest) GetUser() string {
@@ -5207,7 +6202,7 @@ type UserGrantRoleResponse struct {
 
 func (x *UserGrantRoleResponse) Reset() {
 	*x = UserGrantRoleResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[89]
+	mi := &file_kv_v1_kv_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5219,7 +6214,7 @@ func (x *UserGrantRoleResponse) String() string {
 func (*UserGrantRoleResponse) ProtoMessage() {}
 
 func (x *UserGrantRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[89]
+	mi := &file_kv_v1_kv_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5232,7 +6227,7 @@ func (x *UserGrantRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGrantRoleResponse.ProtoReflect.Descriptor instead.
 func (*UserGrantRoleResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{89}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *UserGrantRoleResponse) GetResult() *AuthResult {
@@ -5252,7 +6247,7 @@ type UserRevokeRoleRequest struct {
 
 func (x *UserRevokeRoleRequest) Reset() {
 	*x = UserRevokeRoleRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[90]
+	mi := &file_kv_v1_kv_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5264,7 +6259,7 @@ func (x *UserRevokeRoleRequest) String() string {
 func (*UserRevokeRoleRequest) ProtoMessage() {}
 
 func (x *UserRevokeRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[90]
+	mi := &file_kv_v1_kv_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5277,7 +6272,7 @@ func (x *UserRevokeRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRevokeRoleRequest.ProtoReflect.Descriptor instead.
 func (*UserRevokeRoleRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{90}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *UserRevokeRoleRequest) GetUser() string {
@@ -5303,7 +6298,7 @@ type UserRevokeRoleResponse struct {
 
 func (x *UserRevokeRoleResponse) Reset() {
 	*x = UserRevokeRoleResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[91]
+	mi := &file_kv_v1_kv_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5315,7 +6310,7 @@ func (x *UserRevokeRoleResponse) String() string {
 func (*UserRevokeRoleResponse) ProtoMessage() {}
 
 func (x *UserRevokeRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[91]
+	mi := &file_kv_v1_kv_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5328,7 +6323,7 @@ func (x *UserRevokeRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRevokeRoleResponse.ProtoReflect.Descriptor instead.
 func (*UserRevokeRoleResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{91}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *UserRevokeRoleResponse) GetResult() *AuthResult {
@@ -5347,7 +6342,7 @@ type RoleAddRequest struct {
 
 func (x *RoleAddRequest) Reset() {
 	*x = RoleAddRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[92]
+	mi := &file_kv_v1_kv_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5359,7 +6354,7 @@ func (x *RoleAddRequest) String() string {
 func (*RoleAddRequest) ProtoMessage() {}
 
 func (x *RoleAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[92]
+	mi := &file_kv_v1_kv_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5372,7 +6367,7 @@ func (x *RoleAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleAddRequest.ProtoReflect.Descriptor instead.
 func (*RoleAddRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{92}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *RoleAddRequest) GetName() string {
@@ -5391,7 +6386,7 @@ type RoleAddResponse struct {
 
 func (x *RoleAddResponse) Reset() {
 	*x = RoleAddResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[93]
+	mi := &file_kv_v1_kv_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5403,7 +6398,7 @@ func (x *RoleAddResponse) String() string {
 func (*RoleAddResponse) ProtoMessage() {}
 
 func (x *RoleAddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[93]
+	mi := &file_kv_v1_kv_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5416,7 +6411,7 @@ func (x *RoleAddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleAddResponse.ProtoReflect.Descriptor instead.
 func (*RoleAddResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{93}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *RoleAddResponse) GetResult() *AuthResult {
@@ -5435,7 +6430,7 @@ type RoleDeleteRequest struct {
 
 func (x *RoleDeleteRequest) Reset() {
 	*x = RoleDeleteRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[94]
+	mi := &file_kv_v1_kv_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5447,7 +6442,7 @@ func (x *RoleDeleteRequest) String() string {
 func (*RoleDeleteRequest) ProtoMessage() {}
 
 func (x *RoleDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[94]
+	mi := &file_kv_v1_kv_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5460,7 +6455,7 @@ func (x *RoleDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleDeleteRequest.ProtoReflect.Descriptor instead.
 func (*RoleDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{94}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *RoleDeleteRequest) GetName() string {
@@ -5479,7 +6474,7 @@ type RoleDeleteResponse struct {
 
 func (x *RoleDeleteResponse) Reset() {
 	*x = RoleDeleteResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[95]
+	mi := &file_kv_v1_kv_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5491,7 +6486,7 @@ func (x *RoleDeleteResponse) String() string {
 func (*RoleDeleteResponse) ProtoMessage() {}
 
 func (x *RoleDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[95]
+	mi := &file_kv_v1_kv_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5504,7 +6499,7 @@ func (x *RoleDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleDeleteResponse.ProtoReflect.Descriptor instead.
 func (*RoleDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{95}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *RoleDeleteResponse) GetResult() *AuthResult {
@@ -5522,7 +6517,7 @@ type RoleListRequest struct {
 
 func (x *RoleListRequest) Reset() {
 	*x = RoleListRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[96]
+	mi := &file_kv_v1_kv_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5534,7 +6529,7 @@ func (x *RoleListRequest) String() string {
 func (*RoleListRequest) ProtoMessage() {}
 
 func (x *RoleListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[96]
+	mi := &file_kv_v1_kv_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5547,7 +6542,7 @@ func (x *RoleListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleListRequest.ProtoReflect.Descriptor instead.
 func (*RoleListRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{96}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{106}
 }
 
 type RoleListResponse struct {
@@ -5559,7 +6554,7 @@ type RoleListResponse struct {
 
 func (x *RoleListResponse) Reset() {
 	*x = RoleListResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[97]
+	mi := &file_kv_v1_kv_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5571,7 +6566,7 @@ func (x *RoleListResponse) String() string {
 func (*RoleListResponse) ProtoMessage() {}
 
 func (x *RoleListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[97]
+	mi := &file_kv_v1_kv_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5584,7 +6579,7 @@ func (x *RoleListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleListResponse.ProtoReflect.Descriptor instead.
 func (*RoleListResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{97}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *RoleListResponse) GetRoles() []string {
@@ -5608,7 +6603,7 @@ type Permission struct {
 
 func (x *Permission) Reset() {
 	*x = Permission{}
-	mi := &file_kv_v1_kv_proto_msgTypes[98]
+	mi := &file_kv_v1_kv_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5620,7 +6615,7 @@ func (x *Permission) String() string {
 func (*Permission) ProtoMessage() {}
 
 func (x *Permission) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[98]
+	mi := &file_kv_v1_kv_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5633,7 +6628,7 @@ func (x *Permission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Permission.ProtoReflect.Descriptor instead.
 func (*Permission) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{98}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *Permission) GetAccess() Permission_Access {
@@ -5673,7 +6668,7 @@ type RoleGetRequest struct {
 
 func (x *RoleGetRequest) Reset() {
 	*x = RoleGetRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[99]
+	mi := &file_kv_v1_kv_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5685,7 +6680,7 @@ func (x *RoleGetRequest) String() string {
 func (*RoleGetRequest) ProtoMessage() {}
 
 func (x *RoleGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[99]
+	mi := &file_kv_v1_kv_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5698,7 +6693,7 @@ func (x *RoleGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGetRequest.ProtoReflect.Descriptor instead.
 func (*RoleGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{99}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *RoleGetRequest) GetName() string {
@@ -5718,7 +6713,7 @@ type RoleGetResponse struct {
 
 func (x *RoleGetResponse) Reset() {
 	*x = RoleGetResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[100]
+	mi := &file_kv_v1_kv_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5730,7 +6725,7 @@ func (x *RoleGetResponse) String() string {
 func (*RoleGetResponse) ProtoMessage() {}
 
 func (x *RoleGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[100]
+	mi := &file_kv_v1_kv_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5743,7 +6738,7 @@ func (x *RoleGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGetResponse.ProtoReflect.Descriptor instead.
 func (*RoleGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{100}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *RoleGetResponse) GetName() string {
@@ -5770,7 +6765,7 @@ type RoleGrantPermissionRequest struct {
 
 func (x *RoleGrantPermissionRequest) Reset() {
 	*x = RoleGrantPermissionRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[101]
+	mi := &file_kv_v1_kv_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5782,7 +6777,7 @@ func (x *RoleGrantPermissionRequest) String() string {
 func (*RoleGrantPermissionRequest) ProtoMessage() {}
 
 func (x *RoleGrantPermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[101]
+	mi := &file_kv_v1_kv_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5795,7 +6790,7 @@ func (x *RoleGrantPermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGrantPermissionRequest.ProtoReflect.Descriptor instead.
 func (*RoleGrantPermissionRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{101}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *RoleGrantPermissionRequest) GetRole() string {
@@ -5821,7 +6816,7 @@ type RoleGrantPermissionResponse struct {
 
 func (x *RoleGrantPermissionResponse) Reset() {
 	*x = RoleGrantPermissionResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[102]
+	mi := &file_kv_v1_kv_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5833,7 +6828,7 @@ func (x *RoleGrantPermissionResponse) String() string {
 func (*RoleGrantPermissionResponse) ProtoMessage() {}
 
 func (x *RoleGrantPermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[102]
+	mi := &file_kv_v1_kv_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5846,7 +6841,7 @@ func (x *RoleGrantPermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGrantPermissionResponse.ProtoReflect.Descriptor instead.
 func (*RoleGrantPermissionResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{102}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{112}
 }
 
 func (x *RoleGrantPermissionResponse) GetResult() *AuthResult {
@@ -5867,7 +6862,7 @@ type RoleRevokePermissionRequest struct {
 
 func (x *RoleRevokePermissionRequest) Reset() {
 	*x = RoleRevokePermissionRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[103]
+	mi := &file_kv_v1_kv_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5879,7 +6874,7 @@ func (x *RoleRevokePermissionRequest) String() string {
 func (*RoleRevokePermissionRequest) ProtoMessage() {}
 
 func (x *RoleRevokePermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[103]
+	mi := &file_kv_v1_kv_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5892,7 +6887,7 @@ func (x *RoleRevokePermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleRevokePermissionRequest.ProtoReflect.Descriptor instead.
 func (*RoleRevokePermissionRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{103}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *RoleRevokePermissionRequest) GetRole() string {
@@ -5918,7 +6913,7 @@ type RoleRevokePermissionResponse struct {
 
 func (x *RoleRevokePermissionResponse) Reset() {
 	*x = RoleRevokePermissionResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[104]
+	mi := &file_kv_v1_kv_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5930,7 +6925,7 @@ func (x *RoleRevokePermissionResponse) String() string {
 func (*RoleRevokePermissionResponse) ProtoMessage() {}
 
 func (x *RoleRevokePermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[104]
+	mi := &file_kv_v1_kv_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5943,7 +6938,7 @@ func (x *RoleRevokePermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleRevokePermissionResponse.ProtoReflect.Descriptor instead.
 func (*RoleRevokePermissionResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{104}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *RoleRevokePermissionResponse) GetResult() *AuthResult {
@@ -5957,11 +6952,12 @@ var File_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_kv_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\x0ekv/v1/kv.proto\x12\x05kv.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa8\x01\n" +
+	"\x0ekv/v1/kv.proto\x12\x05kv.v1\x1a\x1egoogle/protobuf/duration.proto\"\xc2\x01\n" +
 	"\vReadOptions\x124\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x12.kv.v1.ConsistencyR\vconsistency\x12>\n" +
 	"\rmax_staleness\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\fmaxStaleness\x12#\n" +
-	"\rsession_token\x18\x03 \x01(\tR\fsessionToken\"\xe7\x01\n" +
+	"\rsession_token\x18\x03 \x01(\tR\fsessionToken\x12\x18\n" +
+	"\aexplain\x18\x04 \x01(\bR\aexplain\"\x95\x02\n" +
 	"\n" +
 	"ReadHeader\x12\x1b\n" +
 	"\tserved_by\x18\x01 \x01(\tR\bservedBy\x12\x19\n" +
@@ -5969,7 +6965,13 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x124\n" +
 	"\vconsistency\x18\x04 \x01(\x0e2\x12.kv.v1.ConsistencyR\vconsistency\x12!\n" +
 	"\fstaleness_ms\x18\x05 \x01(\x03R\vstalenessMs\x12#\n" +
-	"\rsession_token\x18\x06 \x01(\tR\fsessionToken\"\x86\x01\n" +
+	"\rsession_token\x18\x06 \x01(\tR\fsessionToken\x12,\n" +
+	"\aexplain\x18\a \x01(\v2\x12.kv.v1.ReadExplainR\aexplain\"\x9e\x01\n" +
+	"\vReadExplain\x12!\n" +
+	"\freplica_role\x18\x01 \x01(\tR\vreplicaRole\x12%\n" +
+	"\x0echosen_because\x18\x02 \x01(\tR\rchosenBecause\x12)\n" +
+	"\x10staleness_reason\x18\x03 \x01(\tR\x0fstalenessReason\x12\x1a\n" +
+	"\blocality\x18\x04 \x01(\tR\blocality\"\x86\x01\n" +
 	"\vWriteHeader\x12\x1b\n" +
 	"\tserved_by\x18\x01 \x01(\tR\bservedBy\x12\x19\n" +
 	"\brange_id\x18\x02 \x01(\x04R\arangeId\x12\x1a\n" +
@@ -6051,7 +7053,57 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\rWatchResponse\x12$\n" +
 	"\x06events\x18\x01 \x03(\v2\f.kv.v1.EventR\x06events\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\tR\x06cursor\x12.\n" +
-	"\x06ranges\x18\x03 \x03(\v2\x16.kv.v1.WatchRangeStateR\x06ranges\"%\n" +
+	"\x06ranges\x18\x03 \x03(\v2\x16.kv.v1.WatchRangeStateR\x06ranges\"\xa1\x03\n" +
+	"\aCompare\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12-\n" +
+	"\x06target\x18\x02 \x01(\x0e2\x15.kv.v1.Compare.TargetR\x06target\x12-\n" +
+	"\x06result\x18\x03 \x01(\x0e2\x15.kv.v1.Compare.ResultR\x06result\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12\x16\n" +
+	"\x06exists\x18\x05 \x01(\bR\x06exists\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x03R\aversion\x12\x19\n" +
+	"\brange_id\x18\a \x01(\x04R\arangeId\x12\x14\n" +
+	"\x05index\x18\b \x01(\x04R\x05index\"V\n" +
+	"\x06Target\x12\x10\n" +
+	"\fTARGET_VALUE\x10\x00\x12\x11\n" +
+	"\rTARGET_EXISTS\x10\x01\x12\x12\n" +
+	"\x0eTARGET_VERSION\x10\x02\x12\x13\n" +
+	"\x0fTARGET_REVISION\x10\x03\"U\n" +
+	"\x06Result\x12\x10\n" +
+	"\fRESULT_EQUAL\x10\x00\x12\x14\n" +
+	"\x10RESULT_NOT_EQUAL\x10\x01\x12\x12\n" +
+	"\x0eRESULT_GREATER\x10\x02\x12\x0f\n" +
+	"\vRESULT_LESS\x10\x03\"\xb5\x01\n" +
+	"\x05TxnOp\x12%\n" +
+	"\x03put\x18\x01 \x01(\v2\x11.kv.v1.PutRequestH\x00R\x03put\x12.\n" +
+	"\x06delete\x18\x02 \x01(\v2\x14.kv.v1.DeleteRequestH\x00R\x06delete\x12%\n" +
+	"\x03get\x18\x03 \x01(\v2\x11.kv.v1.GetRequestH\x00R\x03get\x12(\n" +
+	"\x04scan\x18\x04 \x01(\v2\x12.kv.v1.ScanRequestH\x00R\x04scanB\x04\n" +
+	"\x02op\"\xc3\x01\n" +
+	"\vTxnOpResult\x12&\n" +
+	"\x03put\x18\x01 \x01(\v2\x12.kv.v1.PutResponseH\x00R\x03put\x12/\n" +
+	"\x06delete\x18\x02 \x01(\v2\x15.kv.v1.DeleteResponseH\x00R\x06delete\x12&\n" +
+	"\x03get\x18\x03 \x01(\v2\x12.kv.v1.GetResponseH\x00R\x03get\x12)\n" +
+	"\x04scan\x18\x04 \x01(\v2\x13.kv.v1.ScanResponseH\x00R\x04scanB\b\n" +
+	"\x06result\"\x98\x01\n" +
+	"\n" +
+	"TxnRequest\x12*\n" +
+	"\bcompares\x18\x01 \x03(\v2\x0e.kv.v1.CompareR\bcompares\x12&\n" +
+	"\asuccess\x18\x02 \x03(\v2\f.kv.v1.TxnOpR\asuccess\x12&\n" +
+	"\afailure\x18\x03 \x03(\v2\f.kv.v1.TxnOpR\afailure\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\"\xbc\x01\n" +
+	"\vTxnResponse\x12\x1c\n" +
+	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x12,\n" +
+	"\aresults\x18\x02 \x03(\v2\x12.kv.v1.TxnOpResultR\aresults\x12\x0e\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\x12,\n" +
+	"\aheaders\x18\x04 \x03(\v2\x12.kv.v1.WriteHeaderR\aheaders\x12#\n" +
+	"\rsession_token\x18\x05 \x01(\tR\fsessionToken\"4\n" +
+	"\x10TxnStatusRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\"h\n" +
+	"\x11TxnStatusResponse\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x0f.kv.v1.TxnStateR\x05state\x12\x1c\n" +
+	"\tsucceeded\x18\x03 \x01(\bR\tsucceeded\"%\n" +
 	"\x11LeaseGrantRequest\x12\x10\n" +
 	"\x03ttl\x18\x01 \x01(\x03R\x03ttl\"6\n" +
 	"\x12LeaseGrantResponse\x12\x0e\n" +
@@ -6132,14 +7184,15 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"generation\x18\x04 \x01(\x04R\n" +
 	"generation\x12\x1a\n" +
 	"\breplicas\x18\x05 \x03(\tR\breplicas\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\tR\x06leader\"\xa3\x01\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\"\xbf\x01\n" +
 	"\bNodeInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
 	"\x05state\x18\x05 \x01(\tR\x05state\x12\x1a\n" +
-	"\bfeatures\x18\x06 \x03(\tR\bfeatures\"\x0f\n" +
+	"\bfeatures\x18\x06 \x03(\tR\bfeatures\x12\x1a\n" +
+	"\blocality\x18\a \x01(\tR\blocality\"\x0f\n" +
 	"\rRangesRequest\"g\n" +
 	"\x0eRangesResponse\x12.\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x16.kv.v1.RangeDescriptorR\x06ranges\x12%\n" +
@@ -6150,9 +7203,11 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x04left\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x04left\x12,\n" +
 	"\x05right\x18\x02 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05right\"'\n" +
 	"\rStatusRequest\x12\x16\n" +
-	"\x06digest\x18\x01 \x01(\bR\x06digest\"7\n" +
+	"\x06digest\x18\x01 \x01(\bR\x06digest\"V\n" +
 	"\x0eStatusResponse\x12%\n" +
-	"\x04node\x18\x01 \x01(\v2\x11.kv.v1.NodeStatusR\x04node\"\x10\n" +
+	"\x04node\x18\x01 \x01(\v2\x11.kv.v1.NodeStatusR\x04node\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\x10\n" +
 	"\x0eMembersRequest\":\n" +
 	"\x0fMembersResponse\x12'\n" +
 	"\amembers\x18\x01 \x03(\v2\r.kv.v1.MemberR\amembers\"[\n" +
@@ -6165,7 +7220,18 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x14RemoveMemberResponse\x12'\n" +
-	"\amembers\x18\x01 \x03(\v2\r.kv.v1.MemberR\amembers\"K\n" +
+	"\amembers\x18\x01 \x03(\v2\r.kv.v1.MemberR\amembers\"/\n" +
+	"\x12BackupRangeRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\"\xe7\x01\n" +
+	"\x10BackupRangeChunk\x12,\n" +
+	"\x05range\x18\x01 \x01(\v2\x16.kv.v1.RangeDescriptorR\x05range\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12!\n" +
+	"\x03kvs\x18\x04 \x03(\v2\x0f.kv.v1.KeyValueR\x03kvs\x12\x12\n" +
+	"\x04last\x18\x05 \x01(\bR\x04last\x12\x12\n" +
+	"\x04keys\x18\x06 \x01(\x04R\x04keys\x12\x16\n" +
+	"\x06sha256\x18\a \x01(\tR\x06sha256\"K\n" +
 	"\x15TransferLeaderRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x17\n" +
 	"\ato_node\x18\x02 \x01(\tR\x06toNode\"F\n" +
@@ -6342,21 +7408,28 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\vDeleteCause\x12\x1c\n" +
 	"\x18DELETE_CAUSE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aDELETE_CAUSE_LEASE_EXPIRED\x10\x01\x12\x1e\n" +
-	"\x1aDELETE_CAUSE_LEASE_REVOKED\x10\x022\xcd\x02\n" +
+	"\x1aDELETE_CAUSE_LEASE_REVOKED\x10\x02*l\n" +
+	"\bTxnState\x12\x19\n" +
+	"\x15TXN_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11TXN_STATE_PENDING\x10\x01\x12\x17\n" +
+	"\x13TXN_STATE_COMMITTED\x10\x02\x12\x15\n" +
+	"\x11TXN_STATE_ABORTED\x10\x032\xbb\x03\n" +
 	"\x02KV\x12,\n" +
 	"\x03Put\x12\x11.kv.v1.PutRequest\x1a\x12.kv.v1.PutResponse\x12,\n" +
 	"\x03Get\x12\x11.kv.v1.GetRequest\x1a\x12.kv.v1.GetResponse\x125\n" +
 	"\x06Delete\x12\x14.kv.v1.DeleteRequest\x1a\x15.kv.v1.DeleteResponse\x12/\n" +
 	"\x04Scan\x12\x12.kv.v1.ScanRequest\x1a\x13.kv.v1.ScanResponse\x12M\n" +
 	"\x0eCompareAndSwap\x12\x1c.kv.v1.CompareAndSwapRequest\x1a\x1d.kv.v1.CompareAndSwapResponse\x124\n" +
-	"\x05Watch\x12\x13.kv.v1.WatchRequest\x1a\x14.kv.v1.WatchResponse0\x012\xdc\x02\n" +
+	"\x05Watch\x12\x13.kv.v1.WatchRequest\x1a\x14.kv.v1.WatchResponse0\x01\x12,\n" +
+	"\x03Txn\x12\x11.kv.v1.TxnRequest\x1a\x12.kv.v1.TxnResponse\x12>\n" +
+	"\tTxnStatus\x12\x17.kv.v1.TxnStatusRequest\x1a\x18.kv.v1.TxnStatusResponse2\xdc\x02\n" +
 	"\x05Lease\x12<\n" +
 	"\x05Grant\x12\x18.kv.v1.LeaseGrantRequest\x1a\x19.kv.v1.LeaseGrantResponse\x12L\n" +
 	"\tKeepAlive\x12\x1c.kv.v1.LeaseKeepAliveRequest\x1a\x1d.kv.v1.LeaseKeepAliveResponse(\x010\x01\x12?\n" +
 	"\x06Revoke\x12\x19.kv.v1.LeaseRevokeRequest\x1a\x1a.kv.v1.LeaseRevokeResponse\x129\n" +
 	"\x04List\x12\x17.kv.v1.LeaseListRequest\x1a\x18.kv.v1.LeaseListResponse\x12K\n" +
 	"\n" +
-	"TimeToLive\x12\x1d.kv.v1.LeaseTimeToLiveRequest\x1a\x1e.kv.v1.LeaseTimeToLiveResponse2\xcc\x03\n" +
+	"TimeToLive\x12\x1d.kv.v1.LeaseTimeToLiveRequest\x1a\x1e.kv.v1.LeaseTimeToLiveResponse2\x91\x04\n" +
 	"\aCluster\x125\n" +
 	"\x06Status\x12\x14.kv.v1.StatusRequest\x1a\x15.kv.v1.StatusResponse\x128\n" +
 	"\aMembers\x12\x15.kv.v1.MembersRequest\x1a\x16.kv.v1.MembersResponse\x12>\n" +
@@ -6365,7 +7438,8 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x06Ranges\x12\x14.kv.v1.RangesRequest\x1a\x15.kv.v1.RangesResponse\x12A\n" +
 	"\n" +
 	"SplitRange\x12\x18.kv.v1.SplitRangeRequest\x1a\x19.kv.v1.SplitRangeResponse\x12M\n" +
-	"\x0eTransferLeader\x12\x1c.kv.v1.TransferLeaderRequest\x1a\x1d.kv.v1.TransferLeaderResponse2\xc8\x05\n" +
+	"\x0eTransferLeader\x12\x1c.kv.v1.TransferLeaderRequest\x1a\x1d.kv.v1.TransferLeaderResponse\x12C\n" +
+	"\vBackupRange\x12\x19.kv.v1.BackupRangeRequest\x1a\x17.kv.v1.BackupRangeChunk0\x012\xc8\x05\n" +
 	"\bInternal\x128\n" +
 	"\aMetaPut\x12\x15.kv.v1.MetaPutRequest\x1a\x16.kv.v1.MetaPutResponse\x12;\n" +
 	"\bMetaScan\x12\x16.kv.v1.MetaScanRequest\x1a\x17.kv.v1.MetaScanResponse\x12J\n" +
@@ -6413,267 +7487,305 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 	return file_kv_v1_kv_proto_rawDescData
 }
 
-var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 105)
+var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 115)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),                     // 0: kv.v1.Consistency
 	(EventType)(0),                       // 1: kv.v1.EventType
 	(DeleteCause)(0),                     // 2: kv.v1.DeleteCause
-	(Permission_Access)(0),               // 3: kv.v1.Permission.Access
-	(*ReadOptions)(nil),                  // 4: kv.v1.ReadOptions
-	(*ReadHeader)(nil),                   // 5: kv.v1.ReadHeader
-	(*WriteHeader)(nil),                  // 6: kv.v1.WriteHeader
-	(*KeyValue)(nil),                     // 7: kv.v1.KeyValue
-	(*PutRequest)(nil),                   // 8: kv.v1.PutRequest
-	(*PutResponse)(nil),                  // 9: kv.v1.PutResponse
-	(*GetRequest)(nil),                   // 10: kv.v1.GetRequest
-	(*GetResponse)(nil),                  // 11: kv.v1.GetResponse
-	(*DeleteRequest)(nil),                // 12: kv.v1.DeleteRequest
-	(*DeleteResponse)(nil),               // 13: kv.v1.DeleteResponse
-	(*CompareAndSwapRequest)(nil),        // 14: kv.v1.CompareAndSwapRequest
-	(*CompareAndSwapResponse)(nil),       // 15: kv.v1.CompareAndSwapResponse
-	(*ScanRequest)(nil),                  // 16: kv.v1.ScanRequest
-	(*ScanResponse)(nil),                 // 17: kv.v1.ScanResponse
-	(*Event)(nil),                        // 18: kv.v1.Event
-	(*WatchRequest)(nil),                 // 19: kv.v1.WatchRequest
-	(*WatchRangeState)(nil),              // 20: kv.v1.WatchRangeState
-	(*WatchResponse)(nil),                // 21: kv.v1.WatchResponse
-	(*LeaseGrantRequest)(nil),            // 22: kv.v1.LeaseGrantRequest
-	(*LeaseGrantResponse)(nil),           // 23: kv.v1.LeaseGrantResponse
-	(*LeaseKeepAliveRequest)(nil),        // 24: kv.v1.LeaseKeepAliveRequest
-	(*LeaseKeepAliveResponse)(nil),       // 25: kv.v1.LeaseKeepAliveResponse
-	(*LeaseRevokeRequest)(nil),           // 26: kv.v1.LeaseRevokeRequest
-	(*LeaseRevokeResponse)(nil),          // 27: kv.v1.LeaseRevokeResponse
-	(*LeaseListRequest)(nil),             // 28: kv.v1.LeaseListRequest
-	(*LeaseStatus)(nil),                  // 29: kv.v1.LeaseStatus
-	(*LeaseListResponse)(nil),            // 30: kv.v1.LeaseListResponse
-	(*LeaseTimeToLiveRequest)(nil),       // 31: kv.v1.LeaseTimeToLiveRequest
-	(*LeaseTimeToLiveResponse)(nil),      // 32: kv.v1.LeaseTimeToLiveResponse
-	(*Member)(nil),                       // 33: kv.v1.Member
-	(*RangeStatus)(nil),                  // 34: kv.v1.RangeStatus
-	(*NodeStatus)(nil),                   // 35: kv.v1.NodeStatus
-	(*RangeDescriptor)(nil),              // 36: kv.v1.RangeDescriptor
-	(*NodeInfo)(nil),                     // 37: kv.v1.NodeInfo
-	(*RangesRequest)(nil),                // 38: kv.v1.RangesRequest
-	(*RangesResponse)(nil),               // 39: kv.v1.RangesResponse
-	(*SplitRangeRequest)(nil),            // 40: kv.v1.SplitRangeRequest
-	(*SplitRangeResponse)(nil),           // 41: kv.v1.SplitRangeResponse
-	(*StatusRequest)(nil),                // 42: kv.v1.StatusRequest
-	(*StatusResponse)(nil),               // 43: kv.v1.StatusResponse
-	(*MembersRequest)(nil),               // 44: kv.v1.MembersRequest
-	(*MembersResponse)(nil),              // 45: kv.v1.MembersResponse
-	(*AddMemberRequest)(nil),             // 46: kv.v1.AddMemberRequest
-	(*AddMemberResponse)(nil),            // 47: kv.v1.AddMemberResponse
-	(*RemoveMemberRequest)(nil),          // 48: kv.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),         // 49: kv.v1.RemoveMemberResponse
-	(*TransferLeaderRequest)(nil),        // 50: kv.v1.TransferLeaderRequest
-	(*TransferLeaderResponse)(nil),       // 51: kv.v1.TransferLeaderResponse
-	(*ReadIndexRequest)(nil),             // 52: kv.v1.ReadIndexRequest
-	(*RangeReadIndex)(nil),               // 53: kv.v1.RangeReadIndex
-	(*ReadIndexResponse)(nil),            // 54: kv.v1.ReadIndexResponse
-	(*MetaPutRequest)(nil),               // 55: kv.v1.MetaPutRequest
-	(*MetaPutResponse)(nil),              // 56: kv.v1.MetaPutResponse
-	(*MetaScanRequest)(nil),              // 57: kv.v1.MetaScanRequest
-	(*MetaScanResponse)(nil),             // 58: kv.v1.MetaScanResponse
-	(*MetaIncrementRequest)(nil),         // 59: kv.v1.MetaIncrementRequest
-	(*MetaIncrementResponse)(nil),        // 60: kv.v1.MetaIncrementResponse
-	(*CreateReplicaRequest)(nil),         // 61: kv.v1.CreateReplicaRequest
-	(*CreateReplicaResponse)(nil),        // 62: kv.v1.CreateReplicaResponse
-	(*DropReplicaRequest)(nil),           // 63: kv.v1.DropReplicaRequest
-	(*DropReplicaResponse)(nil),          // 64: kv.v1.DropReplicaResponse
-	(*ChangeReplicasRequest)(nil),        // 65: kv.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),       // 66: kv.v1.ChangeReplicasResponse
-	(*WatchRangeRequest)(nil),            // 67: kv.v1.WatchRangeRequest
-	(*WatchRangeResponse)(nil),           // 68: kv.v1.WatchRangeResponse
-	(*LeaseRevokeLocalRequest)(nil),      // 69: kv.v1.LeaseRevokeLocalRequest
-	(*LeaseRevokeLocalResponse)(nil),     // 70: kv.v1.LeaseRevokeLocalResponse
-	(*LeaseKeysRequest)(nil),             // 71: kv.v1.LeaseKeysRequest
-	(*LeaseKeysResponse)(nil),            // 72: kv.v1.LeaseKeysResponse
-	(*AuthResult)(nil),                   // 73: kv.v1.AuthResult
-	(*AuthenticateRequest)(nil),          // 74: kv.v1.AuthenticateRequest
-	(*AuthenticateResponse)(nil),         // 75: kv.v1.AuthenticateResponse
-	(*AuthEnableRequest)(nil),            // 76: kv.v1.AuthEnableRequest
-	(*AuthEnableResponse)(nil),           // 77: kv.v1.AuthEnableResponse
-	(*AuthDisableRequest)(nil),           // 78: kv.v1.AuthDisableRequest
-	(*AuthDisableResponse)(nil),          // 79: kv.v1.AuthDisableResponse
-	(*AuthStatusRequest)(nil),            // 80: kv.v1.AuthStatusRequest
-	(*AuthStatusResponse)(nil),           // 81: kv.v1.AuthStatusResponse
-	(*UserAddRequest)(nil),               // 82: kv.v1.UserAddRequest
-	(*UserAddResponse)(nil),              // 83: kv.v1.UserAddResponse
-	(*UserDeleteRequest)(nil),            // 84: kv.v1.UserDeleteRequest
-	(*UserDeleteResponse)(nil),           // 85: kv.v1.UserDeleteResponse
-	(*UserListRequest)(nil),              // 86: kv.v1.UserListRequest
-	(*UserListResponse)(nil),             // 87: kv.v1.UserListResponse
-	(*UserGetRequest)(nil),               // 88: kv.v1.UserGetRequest
-	(*UserGetResponse)(nil),              // 89: kv.v1.UserGetResponse
-	(*UserChangePasswordRequest)(nil),    // 90: kv.v1.UserChangePasswordRequest
-	(*UserChangePasswordResponse)(nil),   // 91: kv.v1.UserChangePasswordResponse
-	(*UserGrantRoleRequest)(nil),         // 92: kv.v1.UserGrantRoleRequest
-	(*UserGrantRoleResponse)(nil),        // 93: kv.v1.UserGrantRoleResponse
-	(*UserRevokeRoleRequest)(nil),        // 94: kv.v1.UserRevokeRoleRequest
-	(*UserRevokeRoleResponse)(nil),       // 95: kv.v1.UserRevokeRoleResponse
-	(*RoleAddRequest)(nil),               // 96: kv.v1.RoleAddRequest
-	(*RoleAddResponse)(nil),              // 97: kv.v1.RoleAddResponse
-	(*RoleDeleteRequest)(nil),            // 98: kv.v1.RoleDeleteRequest
-	(*RoleDeleteResponse)(nil),           // 99: kv.v1.RoleDeleteResponse
-	(*RoleListRequest)(nil),              // 100: kv.v1.RoleListRequest
-	(*RoleListResponse)(nil),             // 101: kv.v1.RoleListResponse
-	(*Permission)(nil),                   // 102: kv.v1.Permission
-	(*RoleGetRequest)(nil),               // 103: kv.v1.RoleGetRequest
-	(*RoleGetResponse)(nil),              // 104: kv.v1.RoleGetResponse
-	(*RoleGrantPermissionRequest)(nil),   // 105: kv.v1.RoleGrantPermissionRequest
-	(*RoleGrantPermissionResponse)(nil),  // 106: kv.v1.RoleGrantPermissionResponse
-	(*RoleRevokePermissionRequest)(nil),  // 107: kv.v1.RoleRevokePermissionRequest
-	(*RoleRevokePermissionResponse)(nil), // 108: kv.v1.RoleRevokePermissionResponse
-	(*durationpb.Duration)(nil),          // 109: google.protobuf.Duration
+	(TxnState)(0),                        // 3: kv.v1.TxnState
+	(Compare_Target)(0),                  // 4: kv.v1.Compare.Target
+	(Compare_Result)(0),                  // 5: kv.v1.Compare.Result
+	(Permission_Access)(0),               // 6: kv.v1.Permission.Access
+	(*ReadOptions)(nil),                  // 7: kv.v1.ReadOptions
+	(*ReadHeader)(nil),                   // 8: kv.v1.ReadHeader
+	(*ReadExplain)(nil),                  // 9: kv.v1.ReadExplain
+	(*WriteHeader)(nil),                  // 10: kv.v1.WriteHeader
+	(*KeyValue)(nil),                     // 11: kv.v1.KeyValue
+	(*PutRequest)(nil),                   // 12: kv.v1.PutRequest
+	(*PutResponse)(nil),                  // 13: kv.v1.PutResponse
+	(*GetRequest)(nil),                   // 14: kv.v1.GetRequest
+	(*GetResponse)(nil),                  // 15: kv.v1.GetResponse
+	(*DeleteRequest)(nil),                // 16: kv.v1.DeleteRequest
+	(*DeleteResponse)(nil),               // 17: kv.v1.DeleteResponse
+	(*CompareAndSwapRequest)(nil),        // 18: kv.v1.CompareAndSwapRequest
+	(*CompareAndSwapResponse)(nil),       // 19: kv.v1.CompareAndSwapResponse
+	(*ScanRequest)(nil),                  // 20: kv.v1.ScanRequest
+	(*ScanResponse)(nil),                 // 21: kv.v1.ScanResponse
+	(*Event)(nil),                        // 22: kv.v1.Event
+	(*WatchRequest)(nil),                 // 23: kv.v1.WatchRequest
+	(*WatchRangeState)(nil),              // 24: kv.v1.WatchRangeState
+	(*WatchResponse)(nil),                // 25: kv.v1.WatchResponse
+	(*Compare)(nil),                      // 26: kv.v1.Compare
+	(*TxnOp)(nil),                        // 27: kv.v1.TxnOp
+	(*TxnOpResult)(nil),                  // 28: kv.v1.TxnOpResult
+	(*TxnRequest)(nil),                   // 29: kv.v1.TxnRequest
+	(*TxnResponse)(nil),                  // 30: kv.v1.TxnResponse
+	(*TxnStatusRequest)(nil),             // 31: kv.v1.TxnStatusRequest
+	(*TxnStatusResponse)(nil),            // 32: kv.v1.TxnStatusResponse
+	(*LeaseGrantRequest)(nil),            // 33: kv.v1.LeaseGrantRequest
+	(*LeaseGrantResponse)(nil),           // 34: kv.v1.LeaseGrantResponse
+	(*LeaseKeepAliveRequest)(nil),        // 35: kv.v1.LeaseKeepAliveRequest
+	(*LeaseKeepAliveResponse)(nil),       // 36: kv.v1.LeaseKeepAliveResponse
+	(*LeaseRevokeRequest)(nil),           // 37: kv.v1.LeaseRevokeRequest
+	(*LeaseRevokeResponse)(nil),          // 38: kv.v1.LeaseRevokeResponse
+	(*LeaseListRequest)(nil),             // 39: kv.v1.LeaseListRequest
+	(*LeaseStatus)(nil),                  // 40: kv.v1.LeaseStatus
+	(*LeaseListResponse)(nil),            // 41: kv.v1.LeaseListResponse
+	(*LeaseTimeToLiveRequest)(nil),       // 42: kv.v1.LeaseTimeToLiveRequest
+	(*LeaseTimeToLiveResponse)(nil),      // 43: kv.v1.LeaseTimeToLiveResponse
+	(*Member)(nil),                       // 44: kv.v1.Member
+	(*RangeStatus)(nil),                  // 45: kv.v1.RangeStatus
+	(*NodeStatus)(nil),                   // 46: kv.v1.NodeStatus
+	(*RangeDescriptor)(nil),              // 47: kv.v1.RangeDescriptor
+	(*NodeInfo)(nil),                     // 48: kv.v1.NodeInfo
+	(*RangesRequest)(nil),                // 49: kv.v1.RangesRequest
+	(*RangesResponse)(nil),               // 50: kv.v1.RangesResponse
+	(*SplitRangeRequest)(nil),            // 51: kv.v1.SplitRangeRequest
+	(*SplitRangeResponse)(nil),           // 52: kv.v1.SplitRangeResponse
+	(*StatusRequest)(nil),                // 53: kv.v1.StatusRequest
+	(*StatusResponse)(nil),               // 54: kv.v1.StatusResponse
+	(*MembersRequest)(nil),               // 55: kv.v1.MembersRequest
+	(*MembersResponse)(nil),              // 56: kv.v1.MembersResponse
+	(*AddMemberRequest)(nil),             // 57: kv.v1.AddMemberRequest
+	(*AddMemberResponse)(nil),            // 58: kv.v1.AddMemberResponse
+	(*RemoveMemberRequest)(nil),          // 59: kv.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),         // 60: kv.v1.RemoveMemberResponse
+	(*BackupRangeRequest)(nil),           // 61: kv.v1.BackupRangeRequest
+	(*BackupRangeChunk)(nil),             // 62: kv.v1.BackupRangeChunk
+	(*TransferLeaderRequest)(nil),        // 63: kv.v1.TransferLeaderRequest
+	(*TransferLeaderResponse)(nil),       // 64: kv.v1.TransferLeaderResponse
+	(*ReadIndexRequest)(nil),             // 65: kv.v1.ReadIndexRequest
+	(*RangeReadIndex)(nil),               // 66: kv.v1.RangeReadIndex
+	(*ReadIndexResponse)(nil),            // 67: kv.v1.ReadIndexResponse
+	(*MetaPutRequest)(nil),               // 68: kv.v1.MetaPutRequest
+	(*MetaPutResponse)(nil),              // 69: kv.v1.MetaPutResponse
+	(*MetaScanRequest)(nil),              // 70: kv.v1.MetaScanRequest
+	(*MetaScanResponse)(nil),             // 71: kv.v1.MetaScanResponse
+	(*MetaIncrementRequest)(nil),         // 72: kv.v1.MetaIncrementRequest
+	(*MetaIncrementResponse)(nil),        // 73: kv.v1.MetaIncrementResponse
+	(*CreateReplicaRequest)(nil),         // 74: kv.v1.CreateReplicaRequest
+	(*CreateReplicaResponse)(nil),        // 75: kv.v1.CreateReplicaResponse
+	(*DropReplicaRequest)(nil),           // 76: kv.v1.DropReplicaRequest
+	(*DropReplicaResponse)(nil),          // 77: kv.v1.DropReplicaResponse
+	(*ChangeReplicasRequest)(nil),        // 78: kv.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 79: kv.v1.ChangeReplicasResponse
+	(*WatchRangeRequest)(nil),            // 80: kv.v1.WatchRangeRequest
+	(*WatchRangeResponse)(nil),           // 81: kv.v1.WatchRangeResponse
+	(*LeaseRevokeLocalRequest)(nil),      // 82: kv.v1.LeaseRevokeLocalRequest
+	(*LeaseRevokeLocalResponse)(nil),     // 83: kv.v1.LeaseRevokeLocalResponse
+	(*LeaseKeysRequest)(nil),             // 84: kv.v1.LeaseKeysRequest
+	(*LeaseKeysResponse)(nil),            // 85: kv.v1.LeaseKeysResponse
+	(*AuthResult)(nil),                   // 86: kv.v1.AuthResult
+	(*AuthenticateRequest)(nil),          // 87: kv.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),         // 88: kv.v1.AuthenticateResponse
+	(*AuthEnableRequest)(nil),            // 89: kv.v1.AuthEnableRequest
+	(*AuthEnableResponse)(nil),           // 90: kv.v1.AuthEnableResponse
+	(*AuthDisableRequest)(nil),           // 91: kv.v1.AuthDisableRequest
+	(*AuthDisableResponse)(nil),          // 92: kv.v1.AuthDisableResponse
+	(*AuthStatusRequest)(nil),            // 93: kv.v1.AuthStatusRequest
+	(*AuthStatusResponse)(nil),           // 94: kv.v1.AuthStatusResponse
+	(*UserAddRequest)(nil),               // 95: kv.v1.UserAddRequest
+	(*UserAddResponse)(nil),              // 96: kv.v1.UserAddResponse
+	(*UserDeleteRequest)(nil),            // 97: kv.v1.UserDeleteRequest
+	(*UserDeleteResponse)(nil),           // 98: kv.v1.UserDeleteResponse
+	(*UserListRequest)(nil),              // 99: kv.v1.UserListRequest
+	(*UserListResponse)(nil),             // 100: kv.v1.UserListResponse
+	(*UserGetRequest)(nil),               // 101: kv.v1.UserGetRequest
+	(*UserGetResponse)(nil),              // 102: kv.v1.UserGetResponse
+	(*UserChangePasswordRequest)(nil),    // 103: kv.v1.UserChangePasswordRequest
+	(*UserChangePasswordResponse)(nil),   // 104: kv.v1.UserChangePasswordResponse
+	(*UserGrantRoleRequest)(nil),         // 105: kv.v1.UserGrantRoleRequest
+	(*UserGrantRoleResponse)(nil),        // 106: kv.v1.UserGrantRoleResponse
+	(*UserRevokeRoleRequest)(nil),        // 107: kv.v1.UserRevokeRoleRequest
+	(*UserRevokeRoleResponse)(nil),       // 108: kv.v1.UserRevokeRoleResponse
+	(*RoleAddRequest)(nil),               // 109: kv.v1.RoleAddRequest
+	(*RoleAddResponse)(nil),              // 110: kv.v1.RoleAddResponse
+	(*RoleDeleteRequest)(nil),            // 111: kv.v1.RoleDeleteRequest
+	(*RoleDeleteResponse)(nil),           // 112: kv.v1.RoleDeleteResponse
+	(*RoleListRequest)(nil),              // 113: kv.v1.RoleListRequest
+	(*RoleListResponse)(nil),             // 114: kv.v1.RoleListResponse
+	(*Permission)(nil),                   // 115: kv.v1.Permission
+	(*RoleGetRequest)(nil),               // 116: kv.v1.RoleGetRequest
+	(*RoleGetResponse)(nil),              // 117: kv.v1.RoleGetResponse
+	(*RoleGrantPermissionRequest)(nil),   // 118: kv.v1.RoleGrantPermissionRequest
+	(*RoleGrantPermissionResponse)(nil),  // 119: kv.v1.RoleGrantPermissionResponse
+	(*RoleRevokePermissionRequest)(nil),  // 120: kv.v1.RoleRevokePermissionRequest
+	(*RoleRevokePermissionResponse)(nil), // 121: kv.v1.RoleRevokePermissionResponse
+	(*durationpb.Duration)(nil),          // 122: google.protobuf.Duration
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,   // 0: kv.v1.ReadOptions.consistency:type_name -> kv.v1.Consistency
-	109, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	122, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
 	0,   // 2: kv.v1.ReadHeader.consistency:type_name -> kv.v1.Consistency
-	6,   // 3: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
-	4,   // 4: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
-	5,   // 5: kv.v1.GetResponse.header:type_name -> kv.v1.ReadHeader
-	7,   // 6: kv.v1.GetResponse.kv:type_name -> kv.v1.KeyValue
-	6,   // 7: kv.v1.DeleteResponse.header:type_name -> kv.v1.WriteHeader
-	6,   // 8: kv.v1.CompareAndSwapResponse.header:type_name -> kv.v1.WriteHeader
-	4,   // 9: kv.v1.ScanRequest.read:type_name -> kv.v1.ReadOptions
-	5,   // 10: kv.v1.ScanResponse.header:type_name -> kv.v1.ReadHeader
-	7,   // 11: kv.v1.ScanResponse.kvs:type_name -> kv.v1.KeyValue
-	1,   // 12: kv.v1.Event.type:type_name -> kv.v1.EventType
-	2,   // 13: kv.v1.Event.cause:type_name -> kv.v1.DeleteCause
-	109, // 14: kv.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
-	18,  // 15: kv.v1.WatchResponse.events:type_name -> kv.v1.Event
-	20,  // 16: kv.v1.WatchResponse.ranges:type_name -> kv.v1.WatchRangeState
-	29,  // 17: kv.v1.LeaseListResponse.leases:type_name -> kv.v1.LeaseStatus
-	34,  // 18: kv.v1.NodeStatus.ranges:type_name -> kv.v1.RangeStatus
-	36,  // 19: kv.v1.RangesResponse.ranges:type_name -> kv.v1.RangeDescriptor
-	37,  // 20: kv.v1.RangesResponse.nodes:type_name -> kv.v1.NodeInfo
-	36,  // 21: kv.v1.SplitRangeResponse.left:type_name -> kv.v1.RangeDescriptor
-	36,  // 22: kv.v1.SplitRangeResponse.right:type_name -> kv.v1.RangeDescriptor
-	35,  // 23: kv.v1.StatusResponse.node:type_name -> kv.v1.NodeStatus
-	33,  // 24: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
-	33,  // 25: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
-	33,  // 26: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
-	36,  // 27: kv.v1.TransferLeaderResponse.range:type_name -> kv.v1.RangeDescriptor
-	53,  // 28: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
-	7,   // 29: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
-	36,  // 30: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
-	36,  // 31: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
-	18,  // 32: kv.v1.WatchRangeResponse.events:type_name -> kv.v1.Event
-	20,  // 33: kv.v1.WatchRangeResponse.state:type_name -> kv.v1.WatchRangeState
-	36,  // 34: kv.v1.WatchRangeResponse.range:type_name -> kv.v1.RangeDescriptor
-	2,   // 35: kv.v1.LeaseRevokeLocalRequest.cause:type_name -> kv.v1.DeleteCause
-	73,  // 36: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 37: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 38: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 39: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 40: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 41: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 42: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 43: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
-	73,  // 44: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
-	3,   // 45: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
-	102, // 46: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
-	102, // 47: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
-	73,  // 48: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
-	102, // 49: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
-	73,  // 50: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
-	8,   // 51: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	10,  // 52: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	12,  // 53: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	16,  // 54: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
-	14,  // 55: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
-	19,  // 56: kv.v1.KV.Watch:input_type -> kv.v1.WatchRequest
-	22,  // 57: kv.v1.Lease.Grant:input_type -> kv.v1.LeaseGrantRequest
-	24,  // 58: kv.v1.Lease.KeepAlive:input_type -> kv.v1.LeaseKeepAliveRequest
-	26,  // 59: kv.v1.Lease.Revoke:input_type -> kv.v1.LeaseRevokeRequest
-	28,  // 60: kv.v1.Lease.List:input_type -> kv.v1.LeaseListRequest
-	31,  // 61: kv.v1.Lease.TimeToLive:input_type -> kv.v1.LeaseTimeToLiveRequest
-	42,  // 62: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
-	44,  // 63: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
-	46,  // 64: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
-	48,  // 65: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
-	38,  // 66: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
-	40,  // 67: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
-	50,  // 68: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
-	55,  // 69: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
-	57,  // 70: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
-	59,  // 71: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
-	61,  // 72: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
-	63,  // 73: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
-	65,  // 74: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
-	52,  // 75: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
-	67,  // 76: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
-	69,  // 77: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
-	71,  // 78: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
-	74,  // 79: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
-	76,  // 80: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
-	78,  // 81: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
-	80,  // 82: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
-	82,  // 83: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
-	84,  // 84: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
-	86,  // 85: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
-	88,  // 86: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
-	90,  // 87: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
-	92,  // 88: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
-	94,  // 89: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
-	96,  // 90: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
-	98,  // 91: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
-	100, // 92: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
-	103, // 93: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
-	105, // 94: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
-	107, // 95: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
-	9,   // 96: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	11,  // 97: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	13,  // 98: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	17,  // 99: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	15,  // 100: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	21,  // 101: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
-	23,  // 102: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
-	25,  // 103: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
-	27,  // 104: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
-	30,  // 105: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
-	32,  // 106: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
-	43,  // 107: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	45,  // 108: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	47,  // 109: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	49,  // 110: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	39,  // 111: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
-	41,  // 112: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
-	51,  // 113: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
-	56,  // 114: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
-	58,  // 115: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
-	60,  // 116: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
-	62,  // 117: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
-	64,  // 118: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
-	66,  // 119: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
-	54,  // 120: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
-	68,  // 121: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
-	70,  // 122: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
-	72,  // 123: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
-	75,  // 124: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
-	77,  // 125: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
-	79,  // 126: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
-	81,  // 127: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
-	83,  // 128: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
-	85,  // 129: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
-	87,  // 130: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
-	89,  // 131: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
-	91,  // 132: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
-	93,  // 133: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
-	95,  // 134: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
-	97,  // 135: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
-	99,  // 136: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
-	101, // 137: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
-	104, // 138: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
-	106, // 139: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
-	108, // 140: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
-	96,  // [96:141] is the sub-list for method output_type
-	51,  // [51:96] is the sub-list for method input_type
-	51,  // [51:51] is the sub-list for extension type_name
-	51,  // [51:51] is the sub-list for extension extendee
-	0,   // [0:51] is the sub-list for field type_name
+	9,   // 3: kv.v1.ReadHeader.explain:type_name -> kv.v1.ReadExplain
+	10,  // 4: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
+	7,   // 5: kv.v1.GetRequest.read:type_name -> kv.v1.ReadOptions
+	8,   // 6: kv.v1.GetResponse.header:type_name -> kv.v1.ReadHeader
+	11,  // 7: kv.v1.GetResponse.kv:type_name -> kv.v1.KeyValue
+	10,  // 8: kv.v1.DeleteResponse.header:type_name -> kv.v1.WriteHeader
+	10,  // 9: kv.v1.CompareAndSwapResponse.header:type_name -> kv.v1.WriteHeader
+	7,   // 10: kv.v1.ScanRequest.read:type_name -> kv.v1.ReadOptions
+	8,   // 11: kv.v1.ScanResponse.header:type_name -> kv.v1.ReadHeader
+	11,  // 12: kv.v1.ScanResponse.kvs:type_name -> kv.v1.KeyValue
+	1,   // 13: kv.v1.Event.type:type_name -> kv.v1.EventType
+	2,   // 14: kv.v1.Event.cause:type_name -> kv.v1.DeleteCause
+	122, // 15: kv.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	22,  // 16: kv.v1.WatchResponse.events:type_name -> kv.v1.Event
+	24,  // 17: kv.v1.WatchResponse.ranges:type_name -> kv.v1.WatchRangeState
+	4,   // 18: kv.v1.Compare.target:type_name -> kv.v1.Compare.Target
+	5,   // 19: kv.v1.Compare.result:type_name -> kv.v1.Compare.Result
+	12,  // 20: kv.v1.TxnOp.put:type_name -> kv.v1.PutRequest
+	16,  // 21: kv.v1.TxnOp.delete:type_name -> kv.v1.DeleteRequest
+	14,  // 22: kv.v1.TxnOp.get:type_name -> kv.v1.GetRequest
+	20,  // 23: kv.v1.TxnOp.scan:type_name -> kv.v1.ScanRequest
+	13,  // 24: kv.v1.TxnOpResult.put:type_name -> kv.v1.PutResponse
+	17,  // 25: kv.v1.TxnOpResult.delete:type_name -> kv.v1.DeleteResponse
+	15,  // 26: kv.v1.TxnOpResult.get:type_name -> kv.v1.GetResponse
+	21,  // 27: kv.v1.TxnOpResult.scan:type_name -> kv.v1.ScanResponse
+	26,  // 28: kv.v1.TxnRequest.compares:type_name -> kv.v1.Compare
+	27,  // 29: kv.v1.TxnRequest.success:type_name -> kv.v1.TxnOp
+	27,  // 30: kv.v1.TxnRequest.failure:type_name -> kv.v1.TxnOp
+	28,  // 31: kv.v1.TxnResponse.results:type_name -> kv.v1.TxnOpResult
+	10,  // 32: kv.v1.TxnResponse.headers:type_name -> kv.v1.WriteHeader
+	3,   // 33: kv.v1.TxnStatusResponse.state:type_name -> kv.v1.TxnState
+	40,  // 34: kv.v1.LeaseListResponse.leases:type_name -> kv.v1.LeaseStatus
+	45,  // 35: kv.v1.NodeStatus.ranges:type_name -> kv.v1.RangeStatus
+	47,  // 36: kv.v1.RangesResponse.ranges:type_name -> kv.v1.RangeDescriptor
+	48,  // 37: kv.v1.RangesResponse.nodes:type_name -> kv.v1.NodeInfo
+	47,  // 38: kv.v1.SplitRangeResponse.left:type_name -> kv.v1.RangeDescriptor
+	47,  // 39: kv.v1.SplitRangeResponse.right:type_name -> kv.v1.RangeDescriptor
+	46,  // 40: kv.v1.StatusResponse.node:type_name -> kv.v1.NodeStatus
+	44,  // 41: kv.v1.MembersResponse.members:type_name -> kv.v1.Member
+	44,  // 42: kv.v1.AddMemberResponse.members:type_name -> kv.v1.Member
+	44,  // 43: kv.v1.RemoveMemberResponse.members:type_name -> kv.v1.Member
+	47,  // 44: kv.v1.BackupRangeChunk.range:type_name -> kv.v1.RangeDescriptor
+	11,  // 45: kv.v1.BackupRangeChunk.kvs:type_name -> kv.v1.KeyValue
+	47,  // 46: kv.v1.TransferLeaderResponse.range:type_name -> kv.v1.RangeDescriptor
+	66,  // 47: kv.v1.ReadIndexResponse.ranges:type_name -> kv.v1.RangeReadIndex
+	11,  // 48: kv.v1.MetaScanResponse.kvs:type_name -> kv.v1.KeyValue
+	47,  // 49: kv.v1.CreateReplicaRequest.range:type_name -> kv.v1.RangeDescriptor
+	47,  // 50: kv.v1.ChangeReplicasResponse.range:type_name -> kv.v1.RangeDescriptor
+	22,  // 51: kv.v1.WatchRangeResponse.events:type_name -> kv.v1.Event
+	24,  // 52: kv.v1.WatchRangeResponse.state:type_name -> kv.v1.WatchRangeState
+	47,  // 53: kv.v1.WatchRangeResponse.range:type_name -> kv.v1.RangeDescriptor
+	2,   // 54: kv.v1.LeaseRevokeLocalRequest.cause:type_name -> kv.v1.DeleteCause
+	86,  // 55: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
+	86,  // 56: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
+	86,  // 57: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
+	86,  // 58: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
+	86,  // 59: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
+	86,  // 60: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
+	86,  // 61: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
+	86,  // 62: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
+	86,  // 63: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
+	6,   // 64: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
+	115, // 65: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
+	115, // 66: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
+	86,  // 67: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
+	115, // 68: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
+	86,  // 69: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
+	12,  // 70: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	14,  // 71: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	16,  // 72: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	20,  // 73: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
+	18,  // 74: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
+	23,  // 75: kv.v1.KV.Watch:input_type -> kv.v1.WatchRequest
+	29,  // 76: kv.v1.KV.Txn:input_type -> kv.v1.TxnRequest
+	31,  // 77: kv.v1.KV.TxnStatus:input_type -> kv.v1.TxnStatusRequest
+	33,  // 78: kv.v1.Lease.Grant:input_type -> kv.v1.LeaseGrantRequest
+	35,  // 79: kv.v1.Lease.KeepAlive:input_type -> kv.v1.LeaseKeepAliveRequest
+	37,  // 80: kv.v1.Lease.Revoke:input_type -> kv.v1.LeaseRevokeRequest
+	39,  // 81: kv.v1.Lease.List:input_type -> kv.v1.LeaseListRequest
+	42,  // 82: kv.v1.Lease.TimeToLive:input_type -> kv.v1.LeaseTimeToLiveRequest
+	53,  // 83: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
+	55,  // 84: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
+	57,  // 85: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
+	59,  // 86: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
+	49,  // 87: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
+	51,  // 88: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
+	63,  // 89: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
+	61,  // 90: kv.v1.Cluster.BackupRange:input_type -> kv.v1.BackupRangeRequest
+	68,  // 91: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
+	70,  // 92: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
+	72,  // 93: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
+	74,  // 94: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
+	76,  // 95: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
+	78,  // 96: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
+	65,  // 97: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	80,  // 98: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
+	82,  // 99: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
+	84,  // 100: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
+	87,  // 101: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
+	89,  // 102: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
+	91,  // 103: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
+	93,  // 104: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
+	95,  // 105: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
+	97,  // 106: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
+	99,  // 107: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
+	101, // 108: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
+	103, // 109: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
+	105, // 110: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
+	107, // 111: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
+	109, // 112: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
+	111, // 113: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
+	113, // 114: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
+	116, // 115: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
+	118, // 116: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
+	120, // 117: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
+	13,  // 118: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	15,  // 119: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	17,  // 120: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	21,  // 121: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	19,  // 122: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	25,  // 123: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
+	30,  // 124: kv.v1.KV.Txn:output_type -> kv.v1.TxnResponse
+	32,  // 125: kv.v1.KV.TxnStatus:output_type -> kv.v1.TxnStatusResponse
+	34,  // 126: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
+	36,  // 127: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
+	38,  // 128: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
+	41,  // 129: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
+	43,  // 130: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
+	54,  // 131: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	56,  // 132: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	58,  // 133: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	60,  // 134: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	50,  // 135: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
+	52,  // 136: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
+	64,  // 137: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
+	62,  // 138: kv.v1.Cluster.BackupRange:output_type -> kv.v1.BackupRangeChunk
+	69,  // 139: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
+	71,  // 140: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
+	73,  // 141: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
+	75,  // 142: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
+	77,  // 143: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
+	79,  // 144: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
+	67,  // 145: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	81,  // 146: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
+	83,  // 147: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
+	85,  // 148: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
+	88,  // 149: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
+	90,  // 150: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
+	92,  // 151: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
+	94,  // 152: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
+	96,  // 153: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
+	98,  // 154: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
+	100, // 155: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
+	102, // 156: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
+	104, // 157: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
+	106, // 158: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
+	108, // 159: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
+	110, // 160: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
+	112, // 161: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
+	114, // 162: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
+	117, // 163: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
+	119, // 164: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
+	121, // 165: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
+	118, // [118:166] is the sub-list for method output_type
+	70,  // [70:118] is the sub-list for method input_type
+	70,  // [70:70] is the sub-list for extension type_name
+	70,  // [70:70] is the sub-list for extension extendee
+	0,   // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -6681,13 +7793,25 @@ func file_kv_v1_kv_proto_init() {
 	if File_kv_v1_kv_proto != nil {
 		return
 	}
+	file_kv_v1_kv_proto_msgTypes[20].OneofWrappers = []any{
+		(*TxnOp_Put)(nil),
+		(*TxnOp_Delete)(nil),
+		(*TxnOp_Get)(nil),
+		(*TxnOp_Scan)(nil),
+	}
+	file_kv_v1_kv_proto_msgTypes[21].OneofWrappers = []any{
+		(*TxnOpResult_Put)(nil),
+		(*TxnOpResult_Delete)(nil),
+		(*TxnOpResult_Get)(nil),
+		(*TxnOpResult_Scan)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   105,
+			NumEnums:      7,
+			NumMessages:   115,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

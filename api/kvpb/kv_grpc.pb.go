@@ -29,6 +29,8 @@ const (
 	KV_Scan_FullMethodName           = "/kv.v1.KV/Scan"
 	KV_CompareAndSwap_FullMethodName = "/kv.v1.KV/CompareAndSwap"
 	KV_Watch_FullMethodName          = "/kv.v1.KV/Watch"
+	KV_Txn_FullMethodName            = "/kv.v1.KV/Txn"
+	KV_TxnStatus_FullMethodName      = "/kv.v1.KV/TxnStatus"
 )
 
 // KVClient is the client API for KV service.
@@ -44,6 +46,11 @@ type KVClient interface {
 	// ranges as it covers, surviving their splits. A cursor older than what
 	// the replicas retain is the COMPACTED status: re-read, then watch from now.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// Txn runs compares and operations atomically, in one range or across
+	// ranges (two-phase commit); TxnStatus tells a client that lost the
+	// answer what became of it.
+	Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error)
+	TxnStatus(ctx context.Context, in *TxnStatusRequest, opts ...grpc.CallOption) (*TxnStatusResponse, error)
 }
 
 type kVClient struct {
@@ -123,6 +130,26 @@ func (c *kVClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *kVClient) Txn(ctx context.Context, in *TxnRequest, opts ...grpc.CallOption) (*TxnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnResponse)
+	err := c.cc.Invoke(ctx, KV_Txn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *kVClient) TxnStatus(ctx context.Context, in *TxnStatusRequest, opts ...grpc.CallOption) (*TxnStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnStatusResponse)
+	err := c.cc.Invoke(ctx, KV_TxnStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -136,6 +163,11 @@ type KVServer interface {
 	// ranges as it covers, surviving their splits. A cursor older than what
 	// the replicas retain is the COMPACTED status: re-read, then watch from now.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// Txn runs compares and operations atomically, in one range or across
+	// ranges (two-phase commit); TxnStatus tells a client that lost the
+	// answer what became of it.
+	Txn(context.Context, *TxnRequest) (*TxnResponse, error)
+	TxnStatus(context.Context, *TxnStatusRequest) (*TxnStatusResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -163,6 +195,12 @@ func (UnimplementedKVServer) CompareAndSwap(context.Context, *CompareAndSwapRequ
 }
 func (UnimplementedKVServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedKVServer) Txn(context.Context, *TxnRequest) (*TxnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Txn not implemented")
+}
+func (UnimplementedKVServer) TxnStatus(context.Context, *TxnStatusRequest) (*TxnStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TxnStatus not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -286,6 +324,42 @@ func _KV_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type KV_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _KV_Txn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Txn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Txn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Txn(ctx, req.(*TxnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KV_TxnStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).TxnStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_TxnStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).TxnStatus(ctx, req.(*TxnStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -312,6 +386,14 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CompareAndSwap",
 			Handler:    _KV_CompareAndSwap_Handler,
+		},
+		{
+			MethodName: "Txn",
+			Handler:    _KV_Txn_Handler,
+		},
+		{
+			MethodName: "TxnStatus",
+			Handler:    _KV_TxnStatus_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -591,6 +673,7 @@ const (
 	Cluster_Ranges_FullMethodName         = "/kv.v1.Cluster/Ranges"
 	Cluster_SplitRange_FullMethodName     = "/kv.v1.Cluster/SplitRange"
 	Cluster_TransferLeader_FullMethodName = "/kv.v1.Cluster/TransferLeader"
+	Cluster_BackupRange_FullMethodName    = "/kv.v1.Cluster/BackupRange"
 )
 
 // ClusterClient is the client API for Cluster service.
@@ -610,6 +693,9 @@ type ClusterClient interface {
 	SplitRange(ctx context.Context, in *SplitRangeRequest, opts ...grpc.CallOption) (*SplitRangeResponse, error)
 	// TransferLeader hands a range's leadership to another of its replicas.
 	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*TransferLeaderResponse, error)
+	// BackupRange streams one range's keys as one replica holds them at one
+	// applied index, ending with the count and digest (kvctl backup save).
+	BackupRange(ctx context.Context, in *BackupRangeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupRangeChunk], error)
 }
 
 type clusterClient struct {
@@ -690,6 +776,25 @@ func (c *clusterClient) TransferLeader(ctx context.Context, in *TransferLeaderRe
 	return out, nil
 }
 
+func (c *clusterClient) BackupRange(ctx context.Context, in *BackupRangeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupRangeChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Cluster_ServiceDesc.Streams[0], Cluster_BackupRange_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRangeRequest, BackupRangeChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_BackupRangeClient = grpc.ServerStreamingClient[BackupRangeChunk]
+
 // ClusterServer is the server API for Cluster service.
 // All implementations must embed UnimplementedClusterServer
 // for forward compatibility.
@@ -707,6 +812,9 @@ type ClusterServer interface {
 	SplitRange(context.Context, *SplitRangeRequest) (*SplitRangeResponse, error)
 	// TransferLeader hands a range's leadership to another of its replicas.
 	TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error)
+	// BackupRange streams one range's keys as one replica holds them at one
+	// applied index, ending with the count and digest (kvctl backup save).
+	BackupRange(*BackupRangeRequest, grpc.ServerStreamingServer[BackupRangeChunk]) error
 	mustEmbedUnimplementedClusterServer()
 }
 
@@ -737,6 +845,9 @@ func (UnimplementedClusterServer) SplitRange(context.Context, *SplitRangeRequest
 }
 func (UnimplementedClusterServer) TransferLeader(context.Context, *TransferLeaderRequest) (*TransferLeaderResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TransferLeader not implemented")
+}
+func (UnimplementedClusterServer) BackupRange(*BackupRangeRequest, grpc.ServerStreamingServer[BackupRangeChunk]) error {
+	return status.Error(codes.Unimplemented, "method BackupRange not implemented")
 }
 func (UnimplementedClusterServer) mustEmbedUnimplementedClusterServer() {}
 func (UnimplementedClusterServer) testEmbeddedByValue()                 {}
@@ -885,6 +996,17 @@ func _Cluster_TransferLeader_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Cluster_BackupRange_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRangeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServer).BackupRange(m, &grpc.GenericServerStream[BackupRangeRequest, BackupRangeChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Cluster_BackupRangeServer = grpc.ServerStreamingServer[BackupRangeChunk]
+
 // Cluster_ServiceDesc is the grpc.ServiceDesc for Cluster service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -921,7 +1043,13 @@ var Cluster_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Cluster_TransferLeader_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "BackupRange",
+			Handler:       _Cluster_BackupRange_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "kv/v1/kv.proto",
 }
 
