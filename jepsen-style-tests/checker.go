@@ -110,6 +110,9 @@ type CheckOptions struct {
 	// signature is reported as a note instead of failing the checker, so
 	// that a run can still catch everything else until they are fixed.
 	KnownIssues []string
+	// LeaseExpiryBound is how long past its TTL a lease not kept alive may
+	// live (default 3s; see checkLease).
+	LeaseExpiryBound time.Duration
 }
 
 // Known server bugs a run may be told to tolerate (CheckOptions.KnownIssues,
@@ -166,6 +169,12 @@ func Check(h *History, opts CheckOptions) []*CheckResult {
 	}
 	if hasAuthEvents(h) {
 		results = append(results, run(CheckAuth, checkAuth))
+	}
+	if hasOp(h, OpWatch) {
+		results = append(results, run(CheckWatch, checkWatch))
+	}
+	if hasOp(h, OpLeaseGrant) {
+		results = append(results, run(CheckLease, checkLease))
 	}
 	return results
 }

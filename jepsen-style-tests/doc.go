@@ -23,6 +23,13 @@
 //     a list built by compare-and-swap appends and a set of unique keys
 //     (lost acknowledged writes). Errors are classified with the server's
 //     reasons: a write fails only when it provably was not applied.
+//   - watch_workload.go, lease_workload.go: the watch and lease
+//     workloads (Config.Workloads): writers and watchers under w/ that
+//     resume from their cursor through any node, leases with keys under
+//     lease/ kept alive, revoked or left to expire, and a watcher on
+//     them; checker_watch.go and checker_lease.go hold them to the
+//     watch's exactly-once, in-order, nothing-invented, nothing-lost
+//     promise and the leases' never-early, never-late one.
 //   - checker*.go: linearizability of writes and linearizable reads
 //     (porcupine, per key, unknown writes possibly applied), bounded reads
 //     against start - max_staleness, sessions (read-your-writes, monotonic),

@@ -96,6 +96,16 @@ type Op struct {
 	// the response carried.
 	SessionIn  string `json:"session_in,omitempty"`
 	SessionOut string `json:"session_out,omitempty"`
+	// The watch and lease workloads (watch_workload.go, lease_workload.go):
+	// From is the cursor a watch was asked to resume after, Cursor the one
+	// a watch message carried (or a stream's last), Events the events it
+	// delivered; Lease a lease id (a grant's answer, a put's lease), TTL
+	// its seconds.
+	From   string       `json:"from,omitempty"`
+	Cursor string       `json:"cursor,omitempty"`
+	Events []WatchEvent `json:"events,omitempty"`
+	Lease  int64        `json:"lease,omitempty"`
+	TTL    int64        `json:"ttl,omitempty"`
 	// Planted marks the canary's mislabelled reads. Checkers never look
 	// at it; only the canary's own verdict does.
 	Planted bool `json:"planted,omitempty"`

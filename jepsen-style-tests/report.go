@@ -53,13 +53,15 @@ type OpCounts struct {
 
 // Summary is summary.json.
 type Summary struct {
-	Verdict  string   `json:"verdict"`
-	Nodes    int      `json:"nodes"`
-	Duration string   `json:"duration"`
-	Seed     uint64   `json:"seed"`
-	Clients  int      `json:"clients"`
-	Nemeses  []string `json:"nemeses"`
-	Notes    []string `json:"notes,omitempty"`
+	Verdict  string `json:"verdict"`
+	Nodes    int    `json:"nodes"`
+	Duration string `json:"duration"`
+	Seed     uint64 `json:"seed"`
+	Clients  int    `json:"clients"`
+	// Workloads run (register, watch, lease).
+	Workloads []string `json:"workloads,omitempty"`
+	Nemeses   []string `json:"nemeses"`
+	Notes     []string `json:"notes,omitempty"`
 	// Checkers: the verdict of each checker, in order.
 	Checkers []*CheckResult `json:"checkers"`
 	Ops      OpCounts       `json:"ops"`
@@ -134,7 +136,7 @@ func dedupe(s []string) []string {
 
 func summarize(h *History, results []*CheckResult, cfg Config, kinds, notes []string) *Summary {
 	s := &Summary{
-		Verdict: Pass, Nodes: cfg.Nodes, Duration: cfg.Duration.String(), Seed: cfg.Seed, Clients: cfg.Clients,
+		Verdict: Pass, Nodes: cfg.Nodes, Duration: cfg.Duration.String(), Seed: cfg.Seed, Clients: cfg.Clients, Workloads: cfg.Workloads,
 		Nemeses: kinds, Notes: notes, Checkers: results, Faults: h.Faults,
 		Ops:          OpCounts{ByCategory: map[string]*Counts{}},
 		Availability: map[string]map[string]*Counts{},

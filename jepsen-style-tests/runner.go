@@ -39,8 +39,13 @@ type Config struct {
 	// default.
 	KnownIssues []string
 
-	Workload WorkloadConfig
-	Schedule Schedule
+	// Workloads to run (WorkloadNames; default register alone). Watch
+	// and Lease shape the watch and lease workloads.
+	Workloads []string
+	Workload  WorkloadConfig
+	Watch     WatchConfig
+	Lease     LeaseConfig
+	Schedule  Schedule
 	// LinearizableTimeout bounds porcupine per key (default 60s).
 	LinearizableTimeout time.Duration
 	// HeartbeatTimeout and ElectionTimeout of the nodes (default 500ms).
@@ -83,6 +88,12 @@ func (c *Config) setDefaults() error {
 		c.Workload.Canary = 0.5
 	}
 	c.Workload.setDefaults()
+	c.Watch.setDefaults()
+	c.Lease.setDefaults()
+	var err error
+	if c.Workloads, err = ParseWorkloads(c.Workloads); err != nil {
+		return err
+	}
 	if c.Schedule.ComposeRatio == 0 {
 		c.Schedule.ComposeRatio = 0.25
 	}
@@ -185,8 +196,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for _, n := range notes {
 		logf("jepsen: %s", n)
 	}
-	logf("jepsen: %d nodes, %v, nemeses %v, seed %d, %d clients, canary %v, %d ranges pre-split, range max bytes %d",
-		cfg.Nodes, cfg.Duration, kinds, cfg.Seed, cfg.Clients, cfg.Canary, cfg.Ranges, cfg.RangeMaxBytes)
+	logf("jepsen: %d nodes, %v, workloads %v, nemeses %v, seed %d, %d clients, canary %v, %d ranges pre-split, range max bytes %d",
+		cfg.Nodes, cfg.Duration, cfg.Workloads, kinds, cfg.Seed, cfg.Clients, cfg.Canary, cfg.Ranges, cfg.RangeMaxBytes)
 
 	nodesDir := filepath.Join(out, "nodes")
 	if err := os.RemoveAll(nodesDir); err != nil {
@@ -276,9 +287,39 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer rcancel()
 	sh := &shared{latest: map[string]string{}}
 	var wg sync.WaitGroup
-	for i := range cfg.Clients {
-		w := &worker{id: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), cs: wcs, rec: rec, cfg: cfg.Workload, shared: sh, nodes: c.N()}
-		wg.Go(func() { w.run(rctx) })
+	// The watchers first, so that they see the writers from the start;
+	// they run past the workload, until they caught up after the heal.
+	var prefixes []string
+	if hasWorkload(cfg.Workloads, WorkloadWatch) {
+		for range cfg.Watch.Watchers {
+			prefixes = append(prefixes, WatchPrefix)
+		}
+	}
+	if hasWorkload(cfg.Workloads, WorkloadLease) {
+		prefixes = append(prefixes, LeasePrefix)
+	}
+	var watchers *watchSet
+	if len(prefixes) > 0 {
+		watchers = startWatchers(wcs, rec, cfg.Watch, cfg.Seed, prefixes)
+		defer watchers.stop()
+	}
+	if hasWorkload(cfg.Workloads, WorkloadRegister) {
+		for i := range cfg.Clients {
+			w := &worker{id: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), cs: wcs, rec: rec, cfg: cfg.Workload, shared: sh, nodes: c.N()}
+			wg.Go(func() { w.run(rctx) })
+		}
+	}
+	if hasWorkload(cfg.Workloads, WorkloadWatch) {
+		for i := range cfg.Watch.Writers {
+			id := cfg.Clients + i // after the register clients
+			w := &watchWriter{proc: id, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(id)+1)), cs: wcs, rec: rec, cfg: cfg.Watch,
+				timeout: cfg.Workload.OpTimeout, think: 2 * cfg.Workload.ThinkTime, last: map[string]string{}}
+			wg.Go(func() { w.run(rctx) })
+		}
+	}
+	var leases *leaseSet
+	if hasWorkload(cfg.Workloads, WorkloadLease) {
+		leases = startLeases(rctx, wcs, rec, cfg.Lease, cfg.Seed, cfg.Workload.OpTimeout)
 	}
 	env := &nemesisEnv{c: c, cs: cs, net: nt, rec: rec, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), logf: logf, removed: map[int]bool{}}
 	nemDone := make(chan struct{})
@@ -324,6 +365,13 @@ wait:
 	hcancel()
 	time.Sleep(time.Second)
 	finalReads(ctx, cs, rec, c.N(), cfg.Workload.OpTimeout, logf)
+	if leases != nil {
+		leases.finish(ctx, logf)
+	}
+	if watchers != nil {
+		// After the lease reads: their applied indexes are targets too.
+		watchers.finish(ctx, logf)
+	}
 	replicas, seen := checkReplicas(ctx, clusterReplicas{c, cs}, defaultReplicaWait, logf)
 	keepData = replicas.Failing()
 	ranges.AtEnd, ranges.Compared = seen.userRanges, seen.userCompared
@@ -334,7 +382,7 @@ wait:
 	closeCluster()
 
 	logf("jepsen: checking %d ops", len(h.Ops))
-	copts := CheckOptions{LinearizableTimeout: cfg.LinearizableTimeout, KnownIssues: cfg.KnownIssues}
+	copts := CheckOptions{LinearizableTimeout: cfg.LinearizableTimeout, KnownIssues: cfg.KnownIssues, LeaseExpiryBound: cfg.Lease.ExpiryBound}
 	results := Check(h, copts)
 	results = append(results, replicas, crashResult(c, copts))
 	rep := &Report{Results: results, History: h, Out: out, Valid: true}

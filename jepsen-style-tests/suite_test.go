@@ -39,15 +39,16 @@ func runSuite(t *testing.T, cfg Config) *Report {
 }
 
 // TestSuite_Short is the suite's short run for `make test`: 3 nodes, about
-// 75 seconds of traffic at every level under partitions, kill -9 and
-// pauses from a fixed seed, then every checker.
+// 75 seconds of traffic at every level, watchers and leases under
+// partitions, kill -9 and pauses from a fixed seed, then every checker.
 func TestSuite_Short(t *testing.T) {
 	rep := runSuite(t, Config{
-		Nodes:    3,
-		Duration: 75 * time.Second,
-		Nemeses:  []string{NemPartition, NemKill, NemPause},
-		Seed:     20261122,
-		Schedule: Schedule{HealthyMin: 3 * time.Second, HealthyMax: 6 * time.Second, FaultMin: 4 * time.Second, FaultMax: 8 * time.Second},
+		Nodes:     3,
+		Duration:  75 * time.Second,
+		Nemeses:   []string{NemPartition, NemKill, NemPause},
+		Seed:      20261122,
+		Workloads: []string{WorkloadRegister, WorkloadWatch, WorkloadLease},
+		Schedule:  Schedule{HealthyMin: 3 * time.Second, HealthyMax: 6 * time.Second, FaultMin: 4 * time.Second, FaultMax: 8 * time.Second},
 	})
 	for _, r := range rep.Results {
 		if r.Failing() {
@@ -67,6 +68,18 @@ func TestSuite_Short(t *testing.T) {
 	for _, level := range Levels {
 		if c := rep.Summary.Ops.ByCategory["read "+level]; c == nil || c.OK == 0 {
 			t.Errorf("no successful %s read", level)
+		}
+	}
+	// The watch and lease checkers ran, on something.
+	byName := map[string]*CheckResult{}
+	for _, r := range rep.Results {
+		byName[r.Checker] = r
+	}
+	for _, name := range []string{CheckWatch, CheckLease} {
+		if r := byName[name]; r == nil || r.Checked == 0 {
+			t.Errorf("checker %s did not run or checked nothing: %+v", name, r)
+		} else {
+			t.Logf("checker %s: checked %d; %v", name, r.Checked, r.Notes)
 		}
 	}
 	for _, r := range rep.Results {

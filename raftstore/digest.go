@@ -67,11 +67,11 @@ func (f *RangeFSM) Digest() (Digest, error) {
 				i++
 				continue
 			}
-			rev, lease, val, err := readStoredLease(f.id, k, v)
+			ki, val, err := readStoredInfo(f.id, k, v)
 			if err != nil {
 				return err
 			}
-			add(k, val, rev, lease)
+			add(k, val, ki.rev, ki.lease)
 			k, v = c.Next()
 		}
 		return nil

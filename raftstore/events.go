@@ -70,6 +70,9 @@ type Event struct {
 	At int64
 	// Child is the new range of an EventSplit.
 	Child *Descriptor
+	// Seq orders the events one write records at one index (a lease's
+	// end, a transaction): 0, 1, ...
+	Seq uint32
 }
 
 // ErrCompacted is returned for events older than what the replica keeps.
@@ -145,6 +148,12 @@ func eventSizeKey(id uint64) []byte {
 
 func indexKey(i uint64) []byte { return binary.BigEndian.AppendUint64(nil, i) }
 
+// eventKey is an event's key in its range's event bucket: its index, then
+// its place among the events of that index.
+func eventKey(e *Event) []byte {
+	return binary.BigEndian.AppendUint32(indexKey(e.Index), e.Seq)
+}
+
 // leaseIndexKey is the lease bucket's key for key under lease: the lease
 // first, so one lease's keys are one prefix.
 func leaseIndexKey(lease uint64, key []byte) []byte {
@@ -156,6 +165,9 @@ func leaseIndexKey(lease uint64, key []byte) []byte {
 func (f *RangeFSM) recordLocked(e *Event) {
 	if f.desc.IsMeta() {
 		return
+	}
+	if n := len(f.pending.events); n > 0 && f.pending.events[n-1].Index == e.Index {
+		e.Seq = f.pending.events[n-1].Seq + 1
 	}
 	f.pending.events = append(f.pending.events, e)
 	f.pending.bytes += e.size()
@@ -191,7 +203,13 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (e
 	}
 	applied, durable := f.applied.Load(), f.durable.Load()
 	size := 0
-	full := func() bool { return len(evs) >= maxEvents || size >= maxBytes }
+	// One write (a lease's end, a transaction) may record several events
+	// at one index: a page never ends inside an index, or the next page,
+	// which starts after it, would miss the rest.
+	full := func(next uint64) bool {
+		return (len(evs) >= maxEvents || size >= maxBytes) && len(evs) > 0 && evs[len(evs)-1].Index != next
+	}
+	cut := false
 	if after < durable {
 		err := f.store.db.View(func(tx *bolt.Tx) error {
 			b := tx.Bucket(eventBucket(f.id))
@@ -205,14 +223,21 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (e
 				return fmt.Errorf("%w: range %d keeps events after index %d, asked for events after %d", ErrCompacted, f.id, binary.BigEndian.Uint64(v), after)
 			}
 			c := b.Cursor()
-			for k, v := c.Seek(indexKey(after + 1)); k != nil && !full(); k, v = c.Next() {
+			for k, v := c.Seek(indexKey(after + 1)); len(k) >= 8; k, v = c.Next() {
 				i := binary.BigEndian.Uint64(k)
 				if i > durable {
+					break
+				}
+				if full(i) {
+					cut = true
 					break
 				}
 				e, err := decodeEvent(i, v)
 				if err != nil {
 					return fmt.Errorf("range %d: %w", f.id, err)
+				}
+				if len(k) == 12 {
+					e.Seq = binary.BigEndian.Uint32(k[8:])
 				}
 				evs = append(evs, e)
 				size += e.size()
@@ -228,7 +253,8 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (e
 	}
 	for _, l := range append(append([]*overlay{}, f.frozen...), f.pending) {
 		for _, e := range l.events {
-			if full() {
+			if cut || (e.Index > after && full(e.Index)) {
+				cut = true
 				break
 			}
 			if e.Index > after {
@@ -237,7 +263,7 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (e
 			}
 		}
 	}
-	if full() && len(evs) > 0 {
+	if cut {
 		return evs, evs[len(evs)-1].Index, desc, nil
 	}
 	// A replica behind the asker (a feed moved to a lagging follower) has
@@ -267,7 +293,7 @@ func (f *RangeFSM) LeaseKeys(lease uint64) ([][]byte, error) {
 	var out [][]byte
 	for _, k := range keys {
 		var attached bool
-		if err := f.lookupFullLocked(k, func(_ []byte, _, l uint64, found bool) { attached = found && l == lease }); err != nil {
+		if err := f.lookupFullLocked(k, func(_ []byte, ki keyInfo, found bool) { attached = found && ki.lease == lease }); err != nil {
 			return nil, err
 		}
 		if attached {
@@ -361,18 +387,12 @@ func (f *RangeFSM) applyLeaseRevokeLocked(cmd *Command, index uint64, at int64) 
 		panic(fmt.Sprintf("raftstore: range %d: lease index read during apply: %v", f.id, err))
 	}
 	for _, k := range keys {
-		var prev []byte
 		attached := false
-		f.mustLookupFullLocked(k, func(v []byte, _, l uint64, found bool) {
-			if attached = found && l == cmd.Lease; attached {
-				prev = bytes.Clone(v)
-			}
-		})
+		f.mustLookupFullLocked(k, func(_ []byte, ki keyInfo, found bool) { attached = found && ki.lease == cmd.Lease })
 		if !attached || !f.ownsLocked(k) {
 			continue
 		}
-		f.pending.set(newEntry(k, nil, index, 0, true))
-		f.recordLocked(&Event{Index: index, Type: EventDelete, Key: k, PrevValue: prev, PrevExists: true, Lease: cmd.Lease, Cause: cmd.Cause, At: at})
+		f.deleteLocked(k, index, at, cmd.Cause, cmd.Lease)
 		res.Deleted++
 	}
 	return res
@@ -390,7 +410,7 @@ func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time) error {
 	n, size := loadEventSize(meta, j.f.id)
 	for _, layer := range j.layers {
 		for _, e := range layer.events {
-			if err := evb.Put(indexKey(e.Index), e.encode()); err != nil {
+			if err := evb.Put(eventKey(e), e.encode()); err != nil {
 				return err
 			}
 			n++
@@ -437,7 +457,8 @@ func loadEventSize(meta *bolt.Bucket, id uint64) (n, size int64) {
 func updateLeaseIndex(lb *bolt.Bucket, e *entry, old []byte) error {
 	var oldLease uint64
 	if old != nil {
-		_, oldLease, _, _ = decodeStored(old)
+		ki, _, _ := decodeStored(old)
+		oldLease = ki.lease
 	}
 	newLease := e.lease
 	if e.deleted {
@@ -506,7 +527,7 @@ func recordSplitEvent(tx *bolt.Tx, f *RangeFSM, index uint64, child *Descriptor)
 	}
 	c := child.Clone()
 	e := &Event{Index: index, Type: EventSplit, Child: &c, At: time.Now().UnixMilli()}
-	if err := evb.Put(indexKey(index), e.encode()); err != nil {
+	if err := evb.Put(eventKey(e), e.encode()); err != nil {
 		return err
 	}
 	meta := tx.Bucket(metaBucket)

@@ -73,6 +73,10 @@ type RangeFSM struct {
 	// the FSM goroutine touches it, with mu held for writing.
 	applyTx *bolt.Tx
 
+	// locks are the transactions' holds on the range's keys, by key; guarded
+	// by mu (txn.go).
+	locks map[string]*Lock
+
 	// onSplit is called on the FSM goroutine after a split is durable,
 	// with splitLock held from before the parent's descriptor narrows.
 	onSplit   func(parent, child Descriptor)
@@ -247,62 +251,26 @@ func (f *RangeFSM) ApplyBatch(logs []*raft.Log) []interface{} {
 
 func (f *RangeFSM) applyLocked(cmd *Command, index uint64, at int64) *Result {
 	res := &Result{Revision: index}
-	if cmd.Op != OpMarker && cmd.Op != OpHibernate && cmd.Op != OpLeaseRevoke && !f.ownsLocked(cmd.Key) {
+	if keyed(cmd.Op) && !f.ownsLocked(cmd.Key) {
 		res.Err = ErrWrongRange
 		return res
 	}
-	// prev looks up the key's value before a write, for its event (user
-	// ranges only: the meta range keeps no feed).
-	feed := !f.desc.IsMeta()
-	var prev []byte
-	var prevExists bool
-	lookupPrev := func() {
-		if !feed {
-			return
-		}
-		// A put replaces the key whatever it held, so a previous value
-		// that does not decode costs only the event its prev_value: the
-		// state stays the same on every replica.
-		err := f.openApplyTx()
-		if err == nil {
-			err = f.lookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
-				prev, prevExists = bytes.Clone(v), found
-			})
-		}
-		if err != nil {
-			f.store.log.Warn("previous value unreadable; its event has none", "range", f.id, "index", index, "err", err)
+	// A key a transaction holds is not written past it: the caller finds
+	// the transaction's fate and tries again (replication's txn.go).
+	if lockable(cmd.Op) {
+		if l := f.locks[string(cmd.Key)]; l != nil {
+			res.Err = &LockedError{Txn: l.Txn, Key: bytes.Clone(cmd.Key)}
+			return res
 		}
 	}
-	put := func(value []byte, lease uint64) {
-		e := newEntry(cmd.Key, value, index, lease, false)
-		f.pending.set(e)
-		f.recordLocked(&Event{Index: index, Type: EventPut, Key: e.key, Value: e.value, PrevValue: prev, PrevExists: prevExists, Lease: lease, At: at})
-		if f.observe != nil {
-			f.observe(e.key, e.value, false, index)
-		}
-	}
+	put := func(value []byte, lease uint64) { f.putLocked(cmd.Key, value, lease, index, at) }
 	switch cmd.Op {
 	case OpPut:
-		lookupPrev()
 		put(cmd.Value, 0)
 	case OpPutLease:
-		lookupPrev()
 		put(cmd.Value, cmd.Lease)
 	case OpDelete:
-		f.mustLookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
-			res.Existed = found
-			if found && feed {
-				prev = bytes.Clone(v)
-			}
-		})
-		e := newEntry(cmd.Key, nil, index, 0, true)
-		f.pending.set(e)
-		if res.Existed {
-			f.recordLocked(&Event{Index: index, Type: EventDelete, Key: e.key, PrevValue: prev, PrevExists: true, At: at})
-		}
-		if f.observe != nil {
-			f.observe(e.key, nil, true, index)
-		}
+		res.Existed = f.deleteLocked(cmd.Key, index, at, CauseNone, 0)
 	case OpCompareAndSwap:
 		ok := false
 		f.mustLookupLocked(cmd.Key, func(v []byte, _ uint64, found bool) {
@@ -310,9 +278,6 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64, at int64) *Result {
 				ok = !found
 			} else {
 				ok = found && bytes.Equal(v, cmd.Expected)
-			}
-			if ok && found && feed {
-				prev, prevExists = bytes.Clone(v), true
 			}
 		})
 		if !ok {
@@ -344,9 +309,91 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64, at int64) *Result {
 		put(res.Value, 0)
 	case OpLeaseRevoke:
 		return f.applyLeaseRevokeLocked(cmd, index, at)
+	case OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence:
+		return f.applyTxnLocked(cmd, index, at)
 	case OpMarker, OpHibernate:
 	}
 	return res
+}
+
+// keyed reports whether cmd.Key names the one key the command writes
+// (which the range must own).
+func keyed(op Op) bool {
+	switch op {
+	case OpMarker, OpHibernate, OpLeaseRevoke, OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence:
+		return false
+	}
+	return true
+}
+
+// lockable reports whether op writes a user key a transaction may hold.
+func lockable(op Op) bool {
+	return op == OpPut || op == OpPutLease || op == OpDelete || op == OpCompareAndSwap
+}
+
+// putLocked makes key=value (attached to lease, 0: none) the key's state
+// at index, with its event: what every put, swap and transaction write
+// comes down to.
+func (f *RangeFSM) putLocked(key, value []byte, lease, index uint64, at int64) {
+	var prev []byte
+	var prevExists bool
+	var prevInfo keyInfo
+	if !f.desc.IsMeta() {
+		// A put replaces the key whatever it held, so a previous value
+		// that does not decode costs only the event its prev_value (and
+		// the key its version count): the state stays the same on every
+		// replica.
+		err := f.openApplyTx()
+		if err == nil {
+			err = f.lookupFullLocked(key, func(v []byte, ki keyInfo, found bool) {
+				prev, prevExists, prevInfo = bytes.Clone(v), found, ki
+			})
+		}
+		if err != nil {
+			f.store.log.Warn("previous value unreadable; its event has none", "range", f.id, "index", index, "err", err)
+		}
+	}
+	e := newEntry(key, value, index, lease, false)
+	if !f.desc.IsMeta() {
+		e.version = nextVersion(prevExists, prevInfo.version)
+	}
+	f.pending.set(e)
+	f.recordLocked(&Event{Index: index, Type: EventPut, Key: e.key, Value: e.value, PrevValue: prev, PrevExists: prevExists, Lease: lease, At: at})
+	if f.observe != nil {
+		f.observe(e.key, e.value, false, index)
+	}
+}
+
+// nextVersion is a key's version after a put: 1 for a new key, one more
+// than before otherwise (a key last written before versions counts as 1).
+func nextVersion(existed bool, version uint64) uint64 {
+	if !existed {
+		return 1
+	}
+	return max(version, 1) + 1
+}
+
+// deleteLocked deletes key at index and reports whether it existed; a
+// delete of a key that existed records an event (with cause and lease
+// when a lease's end deleted it).
+func (f *RangeFSM) deleteLocked(key []byte, index uint64, at int64, cause DeleteCause, lease uint64) bool {
+	var prev []byte
+	existed := false
+	f.mustLookupLocked(key, func(v []byte, _ uint64, found bool) {
+		existed = found
+		if found && !f.desc.IsMeta() {
+			prev = bytes.Clone(v)
+		}
+	})
+	e := newEntry(key, nil, index, 0, true)
+	f.pending.set(e)
+	if existed {
+		f.recordLocked(&Event{Index: index, Type: EventDelete, Key: e.key, PrevValue: prev, PrevExists: true, Lease: lease, Cause: cause, At: at})
+	}
+	if f.observe != nil {
+		f.observe(e.key, nil, true, index)
+	}
+	return existed
 }
 
 // newEntry copies key and value into one allocation: log buffers belong to
@@ -361,18 +408,19 @@ func newEntry(key, value []byte, rev, lease uint64, deleted bool) *entry {
 // lookupLocked finds key's current state: the newest overlay that has it,
 // else bbolt. fn must not retain v. Callers hold f.mu (read or write).
 func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found bool)) error {
-	return f.lookupFullLocked(key, func(v []byte, rev, _ uint64, found bool) { fn(v, rev, found) })
+	return f.lookupFullLocked(key, func(v []byte, ki keyInfo, found bool) { fn(v, ki.rev, found) })
 }
 
-// lookupFullLocked is lookupLocked that also gives the key's lease.
-func (f *RangeFSM) lookupFullLocked(key []byte, fn func(v []byte, rev, lease uint64, found bool)) error {
+// lookupFullLocked is lookupLocked that also gives the key's lease and
+// version.
+func (f *RangeFSM) lookupFullLocked(key []byte, fn func(v []byte, ki keyInfo, found bool)) error {
 	if e, ok := f.pending.get(key); ok {
-		fn(e.value, e.rev, e.lease, !e.deleted)
+		fn(e.value, e.info(), !e.deleted)
 		return nil
 	}
 	for i := len(f.frozen) - 1; i >= 0; i-- {
 		if e, ok := f.frozen[i].get(key); ok {
-			fn(e.value, e.rev, e.lease, !e.deleted)
+			fn(e.value, e.info(), !e.deleted)
 			return nil
 		}
 	}
@@ -383,14 +431,14 @@ func (f *RangeFSM) lookupFullLocked(key []byte, fn func(v []byte, rev, lease uin
 		}
 		stored := b.Get(key)
 		if stored == nil {
-			fn(nil, 0, 0, false)
+			fn(nil, keyInfo{}, false)
 			return nil
 		}
-		rev, lease, v, err := readStoredLease(f.id, key, stored)
+		ki, v, err := readStoredInfo(f.id, key, stored)
 		if err != nil {
 			return err
 		}
-		fn(v, rev, lease, true)
+		fn(v, ki, true)
 		return nil
 	}
 	if f.applyTx != nil {
@@ -426,29 +474,30 @@ func (f *RangeFSM) closeApplyTx() {
 // and skipped by another, which would answer, and apply a compare-and-swap,
 // differently from the range's other replicas.
 func readStored(id uint64, key, stored []byte) (rev uint64, value []byte, err error) {
-	rev, _, value, err = readStoredLease(id, key, stored)
-	return rev, value, err
+	ki, value, err := readStoredInfo(id, key, stored)
+	return ki.rev, value, err
 }
 
-// readStoredLease is readStored that also returns the key's lease.
-func readStoredLease(id uint64, key, stored []byte) (rev, lease uint64, value []byte, err error) {
-	rev, lease, value, ok := decodeStored(stored)
+// readStoredInfo is readStored that also returns the key's lease and
+// version.
+func readStoredInfo(id uint64, key, stored []byte) (keyInfo, []byte, error) {
+	ki, value, ok := decodeStored(stored)
 	if !ok {
-		return 0, 0, nil, fmt.Errorf("%w: range %d, key %q: stored value of %d bytes, shorter than its revision (and lease)", ErrCorrupt, id, key, len(stored))
+		return ki, nil, fmt.Errorf("%w: range %d, key %q: stored value of %d bytes, shorter than its revision (and lease, version)", ErrCorrupt, id, key, len(stored))
 	}
-	return rev, lease, value, nil
+	return ki, value, nil
 }
 
 // mustLookupLocked is lookupLocked on the apply path. A read error there
 // would make this replica apply the command differently from the others,
 // so it stops the process instead (crash-stop keeps replicas identical).
 func (f *RangeFSM) mustLookupLocked(key []byte, fn func(v []byte, rev uint64, found bool)) {
-	f.mustLookupFullLocked(key, func(v []byte, rev, _ uint64, found bool) { fn(v, rev, found) })
+	f.mustLookupFullLocked(key, func(v []byte, ki keyInfo, found bool) { fn(v, ki.rev, found) })
 }
 
 // mustLookupFullLocked is mustLookupLocked with the key's lease; on the
 // apply path it reads through the batch's transaction.
-func (f *RangeFSM) mustLookupFullLocked(key []byte, fn func(v []byte, rev, lease uint64, found bool)) {
+func (f *RangeFSM) mustLookupFullLocked(key []byte, fn func(v []byte, ki keyInfo, found bool)) {
 	err := f.openApplyTx()
 	if err == nil {
 		err = f.lookupFullLocked(key, fn)

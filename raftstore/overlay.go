@@ -12,8 +12,11 @@ type entry struct {
 	value   []byte
 	rev     uint64
 	lease   uint64 // the lease the key is attached to, 0 for none
+	version uint64 // writes since the key was created
 	deleted bool
 }
+
+func (e *entry) info() keyInfo { return keyInfo{rev: e.rev, lease: e.lease, version: e.version} }
 
 func entryLess(a, b *entry) bool { return bytes.Compare(a.key, b.key) < 0 }
 

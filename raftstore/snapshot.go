@@ -134,8 +134,8 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 		applied, desc, err = readSnapshot(rc, func(k, stored []byte) error {
 			nkeys++
 			nbytes += storedSize(k, stored)
-			if _, lease, _, ok := decodeStored(stored); ok && lease != 0 {
-				leasedKeys = append(leasedKeys, leased{lease, bytes.Clone(k)})
+			if ki, _, ok := decodeStored(stored); ok && ki.lease != 0 {
+				leasedKeys = append(leasedKeys, leased{ki.lease, bytes.Clone(k)})
 			}
 			return b.Put(k, stored)
 		})

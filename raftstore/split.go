@@ -80,7 +80,8 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 			// value too short to decode would carry the damage, uncounted,
 			// into a range no reader has seen it in: the split fails, and
 			// the node stops, as an apply that reads corrupt state does.
-			_, lease, _, err := readStoredLease(f.id, k, v)
+			ki, _, err := readStoredInfo(f.id, k, v)
+			lease := ki.lease
 			if err != nil {
 				return err
 			}

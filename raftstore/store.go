@@ -490,7 +490,7 @@ func (s *Store) commit() error {
 					if e.deleted {
 						werr = b.Delete(e.key)
 					} else {
-						stored := encodeStored(e.rev, e.lease, e.value)
+						stored := encodeStored(keyInfo{rev: e.rev, lease: e.lease, version: e.version}, e.value)
 						j.keys++
 						j.bytes += storedSize(e.key, stored)
 						werr = b.Put(e.key, stored)
@@ -537,36 +537,57 @@ func (s *Store) commit() error {
 	return nil
 }
 
-// encodeStored is the bbolt value layout: the revision, then the value.
-// A key attached to a lease sets the revision's top bit and carries the
-// lease's id between the two; a Raft index never reaches 1<<63, and keys
-// without a lease keep the layout of releases before leases.
-func encodeStored(rev, lease uint64, value []byte) []byte {
-	if lease == 0 {
-		b := make([]byte, 8+len(value))
-		binary.BigEndian.PutUint64(b, rev)
-		copy(b[8:], value)
-		return b
-	}
-	b := make([]byte, 16+len(value))
-	binary.BigEndian.PutUint64(b, rev|storedLeaseFlag)
-	binary.BigEndian.PutUint64(b[8:], lease)
-	copy(b[16:], value)
-	return b
+// keyInfo is what a range keeps about a key besides its value: the index
+// of its last write, its lease (0: none) and its version (writes since it
+// was created; 0 for a key last written by a release before versions).
+type keyInfo struct {
+	rev, lease, version uint64
 }
 
-const storedLeaseFlag = 1 << 63
+// encodeStored is the bbolt value layout: the revision, then the value.
+// The revision's top bits say what sits between the two: bit 63 a lease's
+// 8-byte id, bit 62 the key's version (uvarint). A Raft index never
+// reaches 1<<62, and a key with neither keeps the layout of releases
+// before leases.
+func encodeStored(k keyInfo, value []byte) []byte {
+	head := k.rev
+	b := make([]byte, 8, 8+8+binary.MaxVarintLen64+len(value))
+	if k.lease != 0 {
+		head |= storedLeaseFlag
+		b = binary.BigEndian.AppendUint64(b, k.lease)
+	}
+	if k.version != 0 {
+		head |= storedVersionFlag
+		b = binary.AppendUvarint(b, k.version)
+	}
+	binary.BigEndian.PutUint64(b, head)
+	return append(b, value...)
+}
 
-func decodeStored(b []byte) (rev, lease uint64, value []byte, ok bool) {
+const (
+	storedLeaseFlag   = 1 << 63
+	storedVersionFlag = 1 << 62
+)
+
+func decodeStored(b []byte) (k keyInfo, value []byte, ok bool) {
 	if len(b) < 8 {
-		return 0, 0, nil, false
+		return k, nil, false
 	}
-	rev = binary.BigEndian.Uint64(b)
-	if rev&storedLeaseFlag == 0 {
-		return rev, 0, b[8:], true
+	head := binary.BigEndian.Uint64(b)
+	k.rev = head &^ (storedLeaseFlag | storedVersionFlag)
+	b = b[8:]
+	if head&storedLeaseFlag != 0 {
+		if len(b) < 8 {
+			return k, nil, false
+		}
+		k.lease, b = binary.BigEndian.Uint64(b), b[8:]
 	}
-	if len(b) < 16 {
-		return 0, 0, nil, false
+	if head&storedVersionFlag != 0 {
+		v, w := binary.Uvarint(b)
+		if w <= 0 {
+			return k, nil, false
+		}
+		k.version, b = v, b[w:]
 	}
-	return rev &^ storedLeaseFlag, binary.BigEndian.Uint64(b[8:]), b[16:], true
+	return k, b, true
 }

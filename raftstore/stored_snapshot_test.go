@@ -48,8 +48,8 @@ func TestRangeFSM_RestoreRefusesAShortStoredValue(t *testing.T) {
 		ok     bool
 	}
 	tests := []restoreCase{
-		{"empty value at revision 9", encodeStored(9, 0, nil), true},
-		{"value at revision 9", encodeStored(9, 0, []byte("2")), true},
+		{"empty value at revision 9", encodeStored(keyInfo{rev: 9}, nil), true},
+		{"value at revision 9", encodeStored(keyInfo{rev: 9}, []byte("2")), true},
 	}
 	for _, v := range shortValues {
 		tests = append(tests, restoreCase{fmt.Sprintf("%d bytes", len(v)), v, false})
@@ -64,16 +64,16 @@ func TestRangeFSM_RestoreRefusesAShortStoredValue(t *testing.T) {
 				t.Fatal(err)
 			}
 			stream := snapshotStream(10, Descriptor{ID: 3, Generation: 1}, [][2][]byte{
-				{[]byte("a"), encodeStored(8, 0, []byte("1"))},
+				{[]byte("a"), encodeStored(keyInfo{rev: 8}, []byte("1"))},
 				{[]byte("b"), tc.stored},
-				{[]byte("c"), encodeStored(10, 0, []byte("3"))},
+				{[]byte("c"), encodeStored(keyInfo{rev: 10}, []byte("3"))},
 			})
 			err := f.Restore(io.NopCloser(bytes.NewReader(stream)))
 			if tc.ok {
 				if err != nil {
 					t.Fatalf("restore: %v", err)
 				}
-				_, _, value, _ := decodeStored(tc.stored)
+				_, value, _ := decodeStored(tc.stored)
 				mustGet(t, f, "b", string(value))
 				mustMissing(t, f, "keep")
 				if f.AppliedIndex() != 10 {

@@ -110,11 +110,15 @@ func leaseIDOf(key []byte) (uint64, bool) {
 type lessor struct {
 	mu       sync.Mutex
 	deadline map[uint64]time.Time
-	ttl      map[uint64]int64
+	// record is the lease's record the deadline was counted from: expiry
+	// swaps exactly it, so a keepalive applied after the deadline was
+	// read (which changes the record) makes the expiry fail instead of
+	// ending a lease just renewed.
+	record map[uint64][]byte
 }
 
 func newLessor() *lessor {
-	return &lessor{deadline: map[uint64]time.Time{}, ttl: map[uint64]int64{}}
+	return &lessor{deadline: map[uint64]time.Time{}, record: map[uint64][]byte{}}
 }
 
 // observe is the meta range's apply observer (on its FSM goroutine).
@@ -128,11 +132,11 @@ func (l *lessor) observe(key, value []byte, deleted bool, _ uint64) {
 	defer l.mu.Unlock()
 	if deleted || !ok || rec.state != leaseAlive {
 		delete(l.deadline, id)
-		delete(l.ttl, id)
+		delete(l.record, id)
 		return
 	}
 	l.deadline[id] = time.Now().Add(time.Duration(rec.ttl) * time.Second)
-	l.ttl[id] = rec.ttl
+	l.record[id] = bytes.Clone(value)
 }
 
 // remaining is how long lease id has left, by this node's count.
@@ -146,14 +150,32 @@ func (l *lessor) remaining(id uint64) (time.Duration, bool) {
 	return max(time.Until(d), 0), true
 }
 
-// expired lists up to n leases whose deadline has passed.
-func (l *lessor) expired(now time.Time, n int) []uint64 {
+// live counts the leases alive by this node's view.
+func (l *lessor) live() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []uint64
+	return len(l.deadline)
+}
+
+// LiveLeases counts the live leases as this node's replica of the meta
+// range has applied them (for metrics): 0 on a node without one.
+func (n *Node) LiveLeases() int { return n.leases.live() }
+
+// expiredLease is a lease past its deadline and the record it was
+// counted from.
+type expiredLease struct {
+	id     uint64
+	record []byte
+}
+
+// expired lists up to n leases whose deadline has passed.
+func (l *lessor) expired(now time.Time, n int) []expiredLease {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []expiredLease
 	for id, d := range l.deadline {
 		if now.After(d) {
-			out = append(out, id)
+			out = append(out, expiredLease{id, l.record[id]})
 			if len(out) >= n {
 				break
 			}
@@ -598,12 +620,15 @@ func (n *Node) leaseLoop() {
 
 // expireLeases ends the leases whose deadline passed on this node's clock.
 func (n *Node) expireLeases(s *shard.Shard) {
-	for _, id := range n.leases.expired(time.Now(), leaseExpireAtOnce) {
+	for _, exp := range n.leases.expired(time.Now(), leaseExpireAtOnce) {
+		id := exp.id
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-		v, _, found, _, err := s.FSM().Get(leaseKey(id))
-		if err == nil && found {
-			var ok bool
-			if ok, err = n.endLease(ctx, s, id, raftstore.CauseLeaseExpired, v); err == nil && ok {
+		// Swap the record the deadline was counted from, never the one
+		// the state machine holds now: a keepalive applied since then has
+		// changed it, and the swap must fail.
+		ok, err := n.endLease(ctx, s, id, raftstore.CauseLeaseExpired, exp.record)
+		if err == nil {
+			if ok {
 				n.log.Debug("lease expired", "lease", id)
 				go func() {
 					ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)

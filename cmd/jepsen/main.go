@@ -44,6 +44,9 @@ func run() int {
 		linTime  = flag.Duration("linearizable-timeout", 60*time.Second, "how long porcupine may take per key")
 		ranges   = flag.Int("ranges", 0, "pre-split the key space the workload touches into this many user ranges before it starts (0: one range)")
 		withTLS  = flag.Bool("tls", false, "mutual TLS on every link and auth on: the clients run as user jepsen (role rw), the nemeses and final reads as root; adds the auth checker")
+		loads    = flag.String("workloads", "register,watch,lease", "comma list: register (registers, lists, sets, reads at every level), watch (writers and watchers under w/; the watch checker), lease (leases with keys under lease/, a watcher on them; the lease checker)")
+		watchers = flag.Int("watchers", 2, "watchers on w/ (the watch workload)")
+		bound    = flag.Duration("lease-expiry-bound", 3*time.Second, "how long past its TTL a lease not kept alive may live (faults move it later; see docs/jepsen.md)")
 	)
 	var maxBytes sizeFlag
 	flag.Var(&maxBytes, "range-max-bytes", "every kvd's --range-max-bytes (bytes, or with a unit: 16KiB, 4MiB), so that ranges also split as they grow (0: kvd's default)")
@@ -52,12 +55,12 @@ func run() int {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
-	if flag.NArg() > 0 || *nodes < 1 || *duration <= 0 || *linTime <= 0 || *ranges < 0 {
+	if flag.NArg() > 0 || *nodes < 1 || *duration <= 0 || *linTime <= 0 || *ranges < 0 || *watchers < 1 || *bound <= 0 {
 		flag.Usage()
 		return 2
 	}
 	if *recheck != "" {
-		return recheckHistory(*recheck, *linTime, splitList(*known))
+		return recheckHistory(*recheck, jepsen.CheckOptions{LinearizableTimeout: *linTime, KnownIssues: splitList(*known), LeaseExpiryBound: *bound})
 	}
 	if *seed == 0 {
 		*seed = uint64(time.Now().UnixNano()%1_000_000_000) + 1
@@ -78,6 +81,11 @@ func run() int {
 			return 3
 		}
 	}
+	workloads, err := jepsen.ParseWorkloads(splitList(*loads))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
 	kinds := splitList(*nemesis)
 	if _, _, err := jepsen.ExpandNemeses(kinds); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -94,6 +102,7 @@ func run() int {
 		KvdPath: *kvd, Out: *out, Nodes: *nodes, Duration: *duration, Nemeses: kinds,
 		Seed: *seed, Clients: *clients, Canary: *canary, KnownIssues: splitList(*known), LinearizableTimeout: *linTime,
 		Ranges: *ranges, RangeMaxBytes: int64(maxBytes), TLS: *withTLS,
+		Workloads: workloads, Watch: jepsen.WatchConfig{Watchers: *watchers}, Lease: jepsen.LeaseConfig{ExpiryBound: *bound},
 		Logf: func(format string, args ...any) {
 			fmt.Printf("%7.1fs %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 		},
@@ -115,7 +124,7 @@ func run() int {
 // recheckHistory runs the history checkers on a recorded history again
 // (the cluster-state checkers, replicas and crashes, need the run). Exit
 // codes as for a run: 0 every checker passed, 1 not.
-func recheckHistory(path string, timeout time.Duration, known []string) int {
+func recheckHistory(path string, opts jepsen.CheckOptions) int {
 	f, err := os.Open(path)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "jepsen:", err)
@@ -128,7 +137,7 @@ func recheckHistory(path string, timeout time.Duration, known []string) int {
 		return 3
 	}
 	ok := true
-	for _, r := range jepsen.Check(h, jepsen.CheckOptions{LinearizableTimeout: timeout, KnownIssues: known}) {
+	for _, r := range jepsen.Check(h, opts) {
 		fmt.Printf("%-14s %-7s checked %d; %s\n", r.Checker, r.Verdict, r.Checked, strings.Join(r.Notes, "; "))
 		for _, v := range r.Violations {
 			fmt.Printf("    %s: %s (ops %v)\n", v.Key, v.Msg, v.Ops)
