@@ -164,8 +164,11 @@ type Result struct {
 	Existed bool
 	// Value is the new counter value of an Increment.
 	Value []byte
-	// Deleted is how many keys an OpLeaseRevoke deleted.
+	// Deleted is how many keys an OpLeaseRevoke deleted (an OpTxnResolve:
+	// how many locks it ended).
 	Deleted int
+	// Txn is a transaction command's outcome.
+	Txn *TxnResult
 	// Parent and Child are the descriptors after a split.
 	Parent, Child *Descriptor
 	// Err is ErrCompareFailed when a CompareAndSwap did not match,

@@ -73,9 +73,9 @@ type RangeFSM struct {
 	// the FSM goroutine touches it, with mu held for writing.
 	applyTx *bolt.Tx
 
-	// locks are the transactions' holds on the range's keys, by key; guarded
-	// by mu (txn.go).
-	locks map[string]*Lock
+	// txn is the range's transaction locks and outcomes (txn.go); mu
+	// guards it.
+	txn txnState
 
 	// onSplit is called on the FSM goroutine after a split is durable,
 	// with splitLock held from before the parent's descriptor narrows.
@@ -90,7 +90,7 @@ type RangeFSM struct {
 var _ raft.BatchingFSM = (*RangeFSM)(nil)
 
 func newRangeFSM(s *Store, desc Descriptor) *RangeFSM {
-	return &RangeFSM{id: desc.ID, store: s, desc: desc, bucket: dataBucket(desc.ID), pending: newOverlay(), waitCh: make(chan struct{})}
+	return &RangeFSM{id: desc.ID, store: s, desc: desc, bucket: dataBucket(desc.ID), pending: newOverlay(), waitCh: make(chan struct{}), txn: newTxnState()}
 }
 
 // Descriptor returns the range's current descriptor.
@@ -258,7 +258,7 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64, at int64) *Result {
 	// A key a transaction holds is not written past it: the caller finds
 	// the transaction's fate and tries again (replication's txn.go).
 	if lockable(cmd.Op) {
-		if l := f.locks[string(cmd.Key)]; l != nil {
+		if l := f.txn.locks[string(cmd.Key)]; l != nil {
 			res.Err = &LockedError{Txn: l.Txn, Key: bytes.Clone(cmd.Key)}
 			return res
 		}
@@ -538,6 +538,8 @@ type KV struct {
 	Key      []byte
 	Value    []byte
 	Revision uint64
+	Version  uint64 // writes since the key was created (1: just created)
+	Lease    uint64
 }
 
 // Scan returns up to limit live keys in [start, end) (end nil: unbounded)
@@ -554,6 +556,13 @@ func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next
 	if !f.ownsLocked(start) {
 		return nil, false, nil, f.applied.Load(), ErrWrongRange
 	}
+	kvs, more, next, err = f.scanLocked(start, end, limit)
+	return kvs, more, next, f.applied.Load(), err
+}
+
+// scanLocked is Scan's work, for a caller holding f.mu (read or write)
+// that has checked the range owns start.
+func (f *RangeFSM) scanLocked(start, end []byte, limit int) (kvs []KV, more bool, next []byte, err error) {
 	requestedEnd := end
 	if !f.desc.IsMeta() {
 		_, end = f.desc.Clamp(start, end)
@@ -590,23 +599,23 @@ func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next
 				e := ov[i]
 				i++
 				if !e.deleted {
-					kvs = append(kvs, KV{Key: e.key, Value: e.value, Revision: e.rev})
+					kvs = append(kvs, KV{Key: e.key, Value: e.value, Revision: e.rev, Version: max(e.version, 1), Lease: e.lease})
 					budget(len(e.key) + len(e.value))
 				}
 				continue
 			}
-			rev, val, err := readStored(f.id, k, v)
+			ki, val, err := readStoredInfo(f.id, k, v)
 			if err != nil {
 				return err
 			}
-			kvs = append(kvs, KV{Key: append([]byte{}, k...), Value: append([]byte{}, val...), Revision: rev})
+			kvs = append(kvs, KV{Key: append([]byte{}, k...), Value: append([]byte{}, val...), Revision: ki.rev, Version: max(ki.version, 1), Lease: ki.lease})
 			budget(len(k) + len(val))
 			k, v = c.Next()
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, false, nil, 0, fmt.Errorf("raftstore: scan range %d: %w", f.id, err)
+		return nil, false, nil, fmt.Errorf("raftstore: scan range %d: %w", f.id, err)
 	}
 	if len(kvs) > limit {
 		more, next = true, kvs[limit].Key
@@ -620,7 +629,7 @@ func (f *RangeFSM) Scan(start, end []byte, limit int) (kvs []KV, more bool, next
 		kvs[i].Key = append([]byte(nil), kvs[i].Key...)
 		kvs[i].Value = append([]byte(nil), kvs[i].Value...)
 	}
-	return kvs, more, next, f.applied.Load(), nil
+	return kvs, more, next, nil
 }
 
 // overlayRangeLocked merges the overlays' entries in [start, end), newest

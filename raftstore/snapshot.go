@@ -27,6 +27,14 @@ var snapMagic = []byte("DKVSNAP\x02")
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
+// Snapshot record tags: a key and its stored value, a transaction's lock
+// on a key, a single-range transaction's recorded outcome; 0 ends them.
+const (
+	snapTagData    = 1
+	snapTagLock    = 2
+	snapTagOutcome = 3
+)
+
 // ErrBadSnapshot is returned by Restore for a stream that is truncated,
 // corrupt or of an unknown version; the range's state is left unchanged.
 // A stream whose checksum holds but which carries a value too short to
@@ -79,7 +87,29 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 			if _, _, err := readStored(s.desc.ID, k, v); err != nil {
 				return err
 			}
-			hdr = append(hdr[:0], 1)
+			hdr = append(hdr[:0], snapTagData)
+			hdr = binary.AppendUvarint(hdr, uint64(len(k)))
+			w.Write(hdr)
+			w.Write(k)
+			w.Write(binary.AppendUvarint(hdr[:0], uint64(len(v))))
+			_, err := w.Write(v)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	// Transactions' locks and outcomes are replicated state too; a
+	// range that never had any writes the layout of releases before them.
+	for _, b := range []struct {
+		tag    byte
+		bucket []byte
+	}{{snapTagLock, lockBucket(s.desc.ID)}, {snapTagOutcome, outcomeBucket(s.desc.ID)}} {
+		bk := s.tx.Bucket(b.bucket)
+		if bk == nil {
+			continue
+		}
+		if err := bk.ForEach(func(k, v []byte) error {
+			hdr = append(hdr[:0], b.tag)
 			hdr = binary.AppendUvarint(hdr, uint64(len(k)))
 			w.Write(hdr)
 			w.Write(k)
@@ -115,6 +145,7 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 	var applied uint64
 	var desc Descriptor
 	var nkeys, nbytes int64
+	var txn txnState
 	err := f.store.db.Update(func(tx *bolt.Tx) error {
 		if tx.Bucket(f.bucket) != nil {
 			if err := tx.DeleteBucket(f.bucket); err != nil {
@@ -131,7 +162,33 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 			key   []byte
 		}
 		var leasedKeys []leased
-		applied, desc, err = readSnapshot(rc, func(k, stored []byte) error {
+		for _, name := range [][]byte{lockBucket(f.id), outcomeBucket(f.id)} {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
+			}
+		}
+		locks, err := tx.CreateBucket(lockBucket(f.id))
+		if err != nil {
+			return err
+		}
+		outcomes, err := tx.CreateBucket(outcomeBucket(f.id))
+		if err != nil {
+			return err
+		}
+		txn = newTxnState()
+		applied, desc, err = readSnapshot(rc, func(tag byte, k, stored []byte) error {
+			switch tag {
+			case snapTagLock:
+				l, _ := decodeLock(stored) // checked by the reader
+				txn.locks[string(k)] = l
+				return locks.Put(k, stored)
+			case snapTagOutcome:
+				o, _ := decodeOutcome(stored)
+				txn.outcomes[string(k)] = o
+				return outcomes.Put(k, stored)
+			}
 			nkeys++
 			nbytes += storedSize(k, stored)
 			if ki, _, ok := decodeStored(stored); ok && ki.lease != 0 {
@@ -170,6 +227,7 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 	}
 	f.pending = newOverlay()
 	f.frozen = nil
+	f.txn = txn
 	f.desc = desc
 	f.sizeKeys.Store(nkeys)
 	f.sizeBytes.Store(nbytes)
@@ -185,13 +243,13 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 // readSnapshot decodes a stream, calling put for each record, and returns
 // the applied index it carries. It verifies the checksum before returning
 // success; put's writes are only kept if the caller's transaction commits.
-func readSnapshot(r io.Reader, put func(k, stored []byte) error) (uint64, Descriptor, error) {
+func readSnapshot(r io.Reader, put func(tag byte, k, stored []byte) error) (uint64, Descriptor, error) {
 	var desc Descriptor
 	applied, err := readSnapshotBody(r, put, &desc)
 	return applied, desc, err
 }
 
-func readSnapshotBody(r io.Reader, put func(k, stored []byte) error, desc *Descriptor) (uint64, error) {
+func readSnapshotBody(r io.Reader, put func(tag byte, k, stored []byte) error, desc *Descriptor) (uint64, error) {
 	h := crc32.New(crcTable)
 	br := bufio.NewReaderSize(r, 256<<10)
 	tr := io.TeeReader(br, h)
@@ -220,7 +278,7 @@ func readSnapshotBody(r io.Reader, put func(k, stored []byte) error, desc *Descr
 		if tag == 0 {
 			break
 		}
-		if tag != 1 {
+		if tag != snapTagData && tag != snapTagLock && tag != snapTagOutcome {
 			return 0, fmt.Errorf("%w: record %d: bad tag %d", ErrBadSnapshot, n, tag)
 		}
 		if k, err = readField(bytesR, k); err != nil {
@@ -232,10 +290,19 @@ func readSnapshotBody(r io.Reader, put func(k, stored []byte) error, desc *Descr
 		// The checksum proves the bytes are the sender's, not that the
 		// sender's state was sound: a value too short to decode is the
 		// same ErrCorrupt here as to every reader of a range.
-		if _, _, err := readStored(desc.ID, k, v); err != nil {
-			return 0, fmt.Errorf("%w: record %d: %w", ErrBadSnapshot, n, err)
+		var err2 error
+		switch tag {
+		case snapTagData:
+			_, _, err2 = readStored(desc.ID, k, v)
+		case snapTagLock:
+			_, err2 = decodeLock(v)
+		case snapTagOutcome:
+			_, err2 = decodeOutcome(v)
 		}
-		if err := put(k, v); err != nil {
+		if err2 != nil {
+			return 0, fmt.Errorf("%w: record %d: %w", ErrBadSnapshot, n, err2)
+		}
+		if err := put(tag, k, v); err != nil {
 			return 0, err
 		}
 	}

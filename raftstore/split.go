@@ -51,6 +51,7 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 	s.commitMu.Lock()
 	f.mu.Lock()
 	var movedKeys, movedBytes int64
+	var movedLocks []string
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		from := tx.Bucket(f.bucket)
 		if tx.Bucket(dataBucket(child.ID)) != nil {
@@ -113,6 +114,9 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 		if err := recordSplitEvent(tx, f, index, &child); err != nil {
 			return err
 		}
+		if movedLocks, err = splitTxnState(tx, f, &child); err != nil {
+			return err
+		}
 		for _, kv := range [][2][]byte{
 			{descKey(parent.ID), parent.Marshal()},
 			{descKey(child.ID), child.Marshal()},
@@ -129,6 +133,9 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 		return nil
 	})
 	if err == nil {
+		for _, k := range movedLocks {
+			delete(f.txn.locks, k)
+		}
 		f.sizeKeys.Add(-movedKeys)
 		f.sizeBytes.Add(-movedBytes)
 		f.desc = parent

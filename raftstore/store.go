@@ -262,6 +262,11 @@ func (s *Store) OpenRange(desc Descriptor) (*RangeFSM, error) {
 		if err := openFeed(tx, desc, f); err != nil {
 			return err
 		}
+		if !desc.IsMeta() {
+			if err := loadTxnState(tx, desc.ID, &f.txn); err != nil {
+				return err
+			}
+		}
 		keys, size, err := loadSize(tx, desc.ID, f.bucket)
 		if err != nil {
 			return err
@@ -316,7 +321,7 @@ func (s *Store) DropRange(id uint64) error {
 	delete(s.ranges, id)
 	s.mu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{dataBucket(id), eventBucket(id), leaseBucket(id)} {
+		for _, name := range [][]byte{dataBucket(id), eventBucket(id), leaseBucket(id), lockBucket(id), outcomeBucket(id)} {
 			if tx.Bucket(name) != nil {
 				if err := tx.DeleteBucket(name); err != nil {
 					return err
@@ -424,6 +429,7 @@ type commitJob struct {
 	// the range's size once the commit is durable
 	keys, bytes int64
 	evFloor     uint64 // the feed's floor once the commit is durable
+	txn         frozenTxnState
 }
 
 // commit freezes every range's pending overlay and writes all frozen
@@ -451,7 +457,7 @@ func (s *Store) commit() error {
 		}
 		applied := f.applied.Load()
 		if len(f.frozen) > 0 || applied != f.durable.Load() {
-			jobs = append(jobs, commitJob{f: f, layers: slices.Clone(f.frozen), applied: applied})
+			jobs = append(jobs, commitJob{f: f, layers: slices.Clone(f.frozen), applied: applied, txn: f.freezeTxnLocked()})
 		}
 		f.mu.Unlock()
 	}
@@ -504,6 +510,9 @@ func (s *Store) commit() error {
 			if err := s.commitEvents(tx, j, now); err != nil {
 				return fmt.Errorf("range %d: events: %w", j.f.id, err)
 			}
+			if err := writeTxnState(tx, j.f.id, j.txn); err != nil {
+				return fmt.Errorf("range %d: transactions: %w", j.f.id, err)
+			}
 			if err := meta.Put(appliedKey(j.f.id), binary.BigEndian.AppendUint64(nil, j.applied)); err != nil {
 				return err
 			}
@@ -523,6 +532,11 @@ func (s *Store) commit() error {
 	}
 	s.stats.mu.Unlock()
 	if err != nil {
+		for _, j := range jobs {
+			j.f.mu.Lock()
+			j.f.thawTxnLocked(j.txn)
+			j.f.mu.Unlock()
+		}
 		return fmt.Errorf("raftstore: commit: %w", err)
 	}
 	for _, j := range jobs {
