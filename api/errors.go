@@ -84,6 +84,9 @@ var errorTable = []errorRule{
 	{replication.ErrCompacted, codes.OutOfRange, rpctypes.ReasonCompacted},
 	{replication.ErrLeaseNotFound, codes.NotFound, rpctypes.ReasonLeaseNotFound},
 	{replication.ErrFeatureUnavailable, codes.FailedPrecondition, rpctypes.ReasonFeatureUnavailable},
+	{replication.ErrTxnConflict, codes.Aborted, rpctypes.ReasonTxnConflict},
+	{raftstore.ErrTxnFenced, codes.Aborted, rpctypes.ReasonTxnConflict},
+	{replication.ErrCrossRange, codes.FailedPrecondition, rpctypes.ReasonCrossRange},
 }
 
 // opKind tells toStatus whether a timeout can have left a write behind.
@@ -169,6 +172,10 @@ func httpStatus(err error) int {
 		return http.StatusGone
 	case rpctypes.ReasonFeatureUnavailable:
 		return http.StatusPreconditionFailed
+	case rpctypes.ReasonTxnConflict:
+		return http.StatusConflict
+	case rpctypes.ReasonCrossRange:
+		return http.StatusBadRequest
 	}
 	switch status.Code(err) {
 	case codes.InvalidArgument:

@@ -342,3 +342,21 @@ func (f *fakeBackend) LeaseRevokeLocal(ctx context.Context, r *kvpb.LeaseRevokeL
 func (f *fakeBackend) LeaseKeys(ctx context.Context, r *kvpb.LeaseKeysRequest) (*kvpb.LeaseKeysResponse, error) {
 	return fakeDo(f, ctx, "LeaseKeys", r, func() *kvpb.LeaseKeysResponse { return &kvpb.LeaseKeysResponse{} })
 }
+
+func (f *fakeBackend) Txn(ctx context.Context, r *kvpb.TxnRequest) (*kvpb.TxnResponse, error) {
+	return fakeDo(f, ctx, "Txn", r, func() *kvpb.TxnResponse { return &kvpb.TxnResponse{Succeeded: true, Id: r.Id} })
+}
+
+func (f *fakeBackend) TxnStatus(ctx context.Context, r *kvpb.TxnStatusRequest) (*kvpb.TxnStatusResponse, error) {
+	return fakeDo(f, ctx, "TxnStatus", r, func() *kvpb.TxnStatusResponse {
+		return &kvpb.TxnStatusResponse{Id: r.Id, State: kvpb.TxnState_TXN_STATE_PENDING}
+	})
+}
+
+func (f *fakeBackend) MetaSwap(ctx context.Context, r *kvpb.MetaSwapRequest) (*kvpb.MetaSwapResponse, error) {
+	return fakeDo(f, ctx, "MetaSwap", r, func() *kvpb.MetaSwapResponse { return &kvpb.MetaSwapResponse{Swapped: true} })
+}
+
+func (f *fakeBackend) RangePropose(ctx context.Context, r *kvpb.RangeProposeRequest) (*kvpb.RangeProposeResponse, error) {
+	return fakeDo(f, ctx, "RangePropose", r, func() *kvpb.RangeProposeResponse { return &kvpb.RangeProposeResponse{} })
+}

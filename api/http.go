@@ -18,6 +18,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/api/ui"
 	"github.com/dialkv/dialkv/replication"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -62,6 +63,7 @@ func NewHTTPHandler(svc *Service, gatherer prometheus.Gatherer, ready ReadyFunc)
 	mux.HandleFunc("GET /v1/lease/ttl", h.leaseTTL)
 	mux.HandleFunc("GET /v1/cluster/status", h.status)
 	mux.HandleFunc("GET /v1/cluster/members", h.members)
+	mux.HandleFunc("GET /v1/cluster/ranges", h.ranges)
 	mux.HandleFunc("POST /v1/auth/authenticate", authRoute(svc.Authenticate))
 	mux.HandleFunc("POST /v1/auth/enable", authRoute(svc.AuthEnable))
 	mux.HandleFunc("POST /v1/auth/disable", authRoute(svc.AuthDisable))
@@ -88,6 +90,12 @@ func NewHTTPHandler(svc *Service, gatherer prometheus.Gatherer, ready ReadyFunc)
 		io.WriteString(w, "ok\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	console := ui.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, rpctypes.Error(codes.Unimplemented, rpctypes.ReasonUnknownPath,
+			fmt.Sprintf("dialkv: no such path %q (the console is at /ui)", r.URL.Path), nil))
+	}))
+	mux.Handle("GET /ui", console)
+	mux.Handle("GET /ui/", console)
 	return withCredentials(keyPaths(mux))
 }
 
@@ -580,6 +588,17 @@ func (h *httpAPI) status(w http.ResponseWriter, r *http.Request) {
 
 func (h *httpAPI) members(w http.ResponseWriter, r *http.Request) {
 	resp, err := h.svc.Members(r.Context(), &kvpb.MembersRequest{})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeProto(w, resp)
+}
+
+// ranges is the routing table (the Cluster.Ranges RPC): every user range
+// with its replicas and leader hint, and every node. The console draws it.
+func (h *httpAPI) ranges(w http.ResponseWriter, r *http.Request) {
+	resp, err := h.svc.Ranges(r.Context(), &kvpb.RangesRequest{})
 	if err != nil {
 		writeError(w, err)
 		return

@@ -51,6 +51,10 @@ type Backend interface {
 	LeaseTimeToLive(context.Context, *kvpb.LeaseTimeToLiveRequest) (*kvpb.LeaseTimeToLiveResponse, error)
 	LeaseRevokeLocal(context.Context, *kvpb.LeaseRevokeLocalRequest) (*kvpb.LeaseRevokeLocalResponse, error)
 	LeaseKeys(context.Context, *kvpb.LeaseKeysRequest) (*kvpb.LeaseKeysResponse, error)
+	Txn(context.Context, *kvpb.TxnRequest) (*kvpb.TxnResponse, error)
+	TxnStatus(context.Context, *kvpb.TxnStatusRequest) (*kvpb.TxnStatusResponse, error)
+	MetaSwap(context.Context, *kvpb.MetaSwapRequest) (*kvpb.MetaSwapResponse, error)
+	RangePropose(context.Context, *kvpb.RangeProposeRequest) (*kvpb.RangeProposeResponse, error)
 }
 
 // Limits bound what one request may carry.

@@ -955,3 +955,122 @@ func splitTxnState(tx *bolt.Tx, f *RangeFSM, child *Descriptor) ([]string, error
 	}
 	return moved, nil
 }
+
+// ---- results over the wire (Internal.RangePropose) ----
+
+// Result error kinds on the wire.
+const (
+	resErrNone byte = iota
+	resErrWrongRange
+	resErrLocked
+	resErrFenced
+	resErrCompareFailed
+	resErrOther
+)
+
+// EncodeResult encodes a command's result for a node that proposed it
+// through another: the revision, the error (by kind, a lock's holder and
+// key), the count, and a transaction's result.
+func EncodeResult(r *Result) []byte {
+	e := enc{txnEncVersion}
+	e.uvarint(r.Revision)
+	var locked *LockedError
+	switch {
+	case r.Err == nil:
+		e.byte(resErrNone)
+	case errors.As(r.Err, &locked):
+		e.byte(resErrLocked)
+		e.bytes([]byte(locked.Txn))
+		e.bytes(locked.Key)
+	case errors.Is(r.Err, ErrWrongRange):
+		e.byte(resErrWrongRange)
+	case errors.Is(r.Err, ErrTxnFenced):
+		e.byte(resErrFenced)
+	case errors.Is(r.Err, ErrCompareFailed):
+		e.byte(resErrCompareFailed)
+	default:
+		e.byte(resErrOther)
+		e.bytes([]byte(r.Err.Error()))
+	}
+	e.uvarint(uint64(r.Deleted))
+	e.bool(r.Existed)
+	e.bool(r.Txn != nil)
+	if t := r.Txn; t != nil {
+		e.bool(t.Succeeded)
+		e.bool(t.Outcome != nil)
+		if t.Outcome != nil {
+			e.bytes(t.Outcome.encode())
+		}
+		e.uvarint(uint64(len(t.Ops)))
+		for _, o := range t.Ops {
+			e.byte(byte(o.Kind))
+			e.bool(o.Found)
+			e.kv(&o.KV)
+			e.uvarint(uint64(len(o.KVs)))
+			for i := range o.KVs {
+				e.kv(&o.KVs[i])
+			}
+			e.bool(o.More)
+			e.bytes(o.Next)
+		}
+	}
+	return e
+}
+
+func (e *enc) kv(kv *KV) {
+	e.bytes(kv.Key)
+	e.bytes(kv.Value)
+	e.uvarint(kv.Revision)
+	e.uvarint(kv.Version)
+	e.uvarint(kv.Lease)
+}
+
+func (d *dec) kv() KV {
+	return KV{Key: d.bytes(), Value: d.bytes(), Revision: d.uvarint(), Version: d.uvarint(), Lease: d.uvarint()}
+}
+
+// DecodeResult undoes EncodeResult.
+func DecodeResult(b []byte) (*Result, error) {
+	d := dec{b: b}
+	if d.byte() != txnEncVersion {
+		d.fail("unknown version")
+	}
+	r := &Result{Revision: d.uvarint()}
+	switch d.byte() {
+	case resErrNone:
+	case resErrLocked:
+		r.Err = &LockedError{Txn: string(d.bytes()), Key: d.bytes()}
+	case resErrWrongRange:
+		r.Err = ErrWrongRange
+	case resErrFenced:
+		r.Err = ErrTxnFenced
+	case resErrCompareFailed:
+		r.Err = ErrCompareFailed
+	default:
+		r.Err = errors.New(string(d.bytes()))
+	}
+	r.Deleted = int(d.uvarint())
+	r.Existed = d.bool()
+	if d.bool() {
+		t := &TxnResult{Succeeded: d.bool()}
+		if d.bool() {
+			o, err := decodeOutcome(d.bytes())
+			if err != nil {
+				return nil, err
+			}
+			t.Outcome = &o
+		}
+		n := d.count()
+		for i := 0; i < n && d.err == nil; i++ {
+			o := TxnOpResult{Kind: TxnOpKind(d.byte()), Found: d.bool(), KV: d.kv()}
+			m := d.count()
+			for j := 0; j < m && d.err == nil; j++ {
+				o.KVs = append(o.KVs, d.kv())
+			}
+			o.More, o.Next = d.bool(), d.bytes()
+			t.Ops = append(t.Ops, o)
+		}
+		r.Txn = t
+	}
+	return r, d.err
+}

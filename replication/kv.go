@@ -181,7 +181,7 @@ func (n *Node) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse
 			}
 			cmd.Op, cmd.Lease = raftstore.OpPutLease, uint64(req.Lease)
 		}
-		res, fwd, err := n.propose(ctx, s, cmd)
+		res, fwd, err := n.proposeMeeting(ctx, s, cmd)
 		if fwd {
 			return forward(ctx, n, s, true, remote)
 		}
@@ -198,7 +198,7 @@ func (n *Node) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.Delet
 		return kvpb.NewKVClient(conn).Delete(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.DeleteResponse, error) {
-		res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpDelete, Key: req.Key})
+		res, fwd, err := n.proposeMeeting(ctx, s, &raftstore.Command{Op: raftstore.OpDelete, Key: req.Key})
 		if fwd {
 			return forward(ctx, n, s, true, remote)
 		}
@@ -216,7 +216,7 @@ func (n *Node) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapReque
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.CompareAndSwapResponse, error) {
 		cmd := &raftstore.Command{Op: raftstore.OpCompareAndSwap, Key: req.Key, Value: req.NewValue, Expected: req.ExpectedValue, ExpectMissing: req.ExpectMissing}
-		res, fwd, err := n.propose(ctx, s, cmd)
+		res, fwd, err := n.proposeMeeting(ctx, s, cmd)
 		if fwd {
 			return forward(ctx, n, s, true, remote)
 		}
@@ -318,6 +318,11 @@ func (n *Node) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse
 		if err != nil {
 			return nil, err
 		}
+		if plan.level == kvpb.Consistency_CONSISTENCY_LINEARIZABLE {
+			if err := n.resolveCommittedIn(ctx, s, req.Key, append(bytes.Clone(req.Key), 0)); err != nil {
+				return nil, err
+			}
+		}
 		value, rev, found, applied, err := s.FSM().Get(req.Key)
 		if err != nil {
 			return nil, err
@@ -368,6 +373,11 @@ func (n *Node) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanRespo
 		}
 		if err != nil {
 			return nil, err
+		}
+		if plan.level == kvpb.Consistency_CONSISTENCY_LINEARIZABLE {
+			if err := n.resolveCommittedIn(ctx, s, start, end); err != nil {
+				return nil, err
+			}
 		}
 		limit := int(req.Limit)
 		if limit <= 0 {

@@ -56,7 +56,7 @@ const (
 )
 
 // nodeFeatures is what this release registers in the meta range.
-var nodeFeatures = []string{leaseFeature, watchFeature}
+var nodeFeatures = []string{leaseFeature, watchFeature, txnFeature}
 
 type leaseState byte
 

@@ -206,8 +206,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Join != "" {
 		n.routes.addSeedClient(cfg.Join)
 	}
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.leaseLoop()
+	go n.resolverLoop()
 	go n.freshnessLoop()
 	go n.registerLoop()
 	go n.publishLoop()

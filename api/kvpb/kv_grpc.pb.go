@@ -1057,6 +1057,8 @@ const (
 	Internal_MetaPut_FullMethodName          = "/kv.v1.Internal/MetaPut"
 	Internal_MetaScan_FullMethodName         = "/kv.v1.Internal/MetaScan"
 	Internal_MetaIncrement_FullMethodName    = "/kv.v1.Internal/MetaIncrement"
+	Internal_MetaSwap_FullMethodName         = "/kv.v1.Internal/MetaSwap"
+	Internal_RangePropose_FullMethodName     = "/kv.v1.Internal/RangePropose"
 	Internal_CreateReplica_FullMethodName    = "/kv.v1.Internal/CreateReplica"
 	Internal_DropReplica_FullMethodName      = "/kv.v1.Internal/DropReplica"
 	Internal_ChangeReplicas_FullMethodName   = "/kv.v1.Internal/ChangeReplicas"
@@ -1077,6 +1079,12 @@ type InternalClient interface {
 	MetaPut(ctx context.Context, in *MetaPutRequest, opts ...grpc.CallOption) (*MetaPutResponse, error)
 	MetaScan(ctx context.Context, in *MetaScanRequest, opts ...grpc.CallOption) (*MetaScanResponse, error)
 	MetaIncrement(ctx context.Context, in *MetaIncrementRequest, opts ...grpc.CallOption) (*MetaIncrementResponse, error)
+	// MetaSwap is a compare-and-swap of one meta key (transaction records).
+	MetaSwap(ctx context.Context, in *MetaSwapRequest, opts ...grpc.CallOption) (*MetaSwapResponse, error)
+	// RangePropose commits one encoded state-machine command in a range on
+	// its leader and returns the encoded result (transactions' prepares and
+	// resolves, which name their range).
+	RangePropose(ctx context.Context, in *RangeProposeRequest, opts ...grpc.CallOption) (*RangeProposeResponse, error)
 	// CreateReplica starts an empty replica of a range on the asked node,
 	// for its leader to fill by snapshot; DropReplica deletes one.
 	CreateReplica(ctx context.Context, in *CreateReplicaRequest, opts ...grpc.CallOption) (*CreateReplicaResponse, error)
@@ -1130,6 +1138,26 @@ func (c *internalClient) MetaIncrement(ctx context.Context, in *MetaIncrementReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(MetaIncrementResponse)
 	err := c.cc.Invoke(ctx, Internal_MetaIncrement_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) MetaSwap(ctx context.Context, in *MetaSwapRequest, opts ...grpc.CallOption) (*MetaSwapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MetaSwapResponse)
+	err := c.cc.Invoke(ctx, Internal_MetaSwap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) RangePropose(ctx context.Context, in *RangeProposeRequest, opts ...grpc.CallOption) (*RangeProposeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RangeProposeResponse)
+	err := c.cc.Invoke(ctx, Internal_RangePropose_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1226,6 +1254,12 @@ type InternalServer interface {
 	MetaPut(context.Context, *MetaPutRequest) (*MetaPutResponse, error)
 	MetaScan(context.Context, *MetaScanRequest) (*MetaScanResponse, error)
 	MetaIncrement(context.Context, *MetaIncrementRequest) (*MetaIncrementResponse, error)
+	// MetaSwap is a compare-and-swap of one meta key (transaction records).
+	MetaSwap(context.Context, *MetaSwapRequest) (*MetaSwapResponse, error)
+	// RangePropose commits one encoded state-machine command in a range on
+	// its leader and returns the encoded result (transactions' prepares and
+	// resolves, which name their range).
+	RangePropose(context.Context, *RangeProposeRequest) (*RangeProposeResponse, error)
 	// CreateReplica starts an empty replica of a range on the asked node,
 	// for its leader to fill by snapshot; DropReplica deletes one.
 	CreateReplica(context.Context, *CreateReplicaRequest) (*CreateReplicaResponse, error)
@@ -1263,6 +1297,12 @@ func (UnimplementedInternalServer) MetaScan(context.Context, *MetaScanRequest) (
 }
 func (UnimplementedInternalServer) MetaIncrement(context.Context, *MetaIncrementRequest) (*MetaIncrementResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MetaIncrement not implemented")
+}
+func (UnimplementedInternalServer) MetaSwap(context.Context, *MetaSwapRequest) (*MetaSwapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MetaSwap not implemented")
+}
+func (UnimplementedInternalServer) RangePropose(context.Context, *RangeProposeRequest) (*RangeProposeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RangePropose not implemented")
 }
 func (UnimplementedInternalServer) CreateReplica(context.Context, *CreateReplicaRequest) (*CreateReplicaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateReplica not implemented")
@@ -1356,6 +1396,42 @@ func _Internal_MetaIncrement_Handler(srv interface{}, ctx context.Context, dec f
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(InternalServer).MetaIncrement(ctx, req.(*MetaIncrementRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_MetaSwap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MetaSwapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).MetaSwap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_MetaSwap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).MetaSwap(ctx, req.(*MetaSwapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_RangePropose_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RangeProposeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).RangePropose(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_RangePropose_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).RangePropose(ctx, req.(*RangeProposeRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1497,6 +1573,14 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MetaIncrement",
 			Handler:    _Internal_MetaIncrement_Handler,
+		},
+		{
+			MethodName: "MetaSwap",
+			Handler:    _Internal_MetaSwap_Handler,
+		},
+		{
+			MethodName: "RangePropose",
+			Handler:    _Internal_RangePropose_Handler,
 		},
 		{
 			MethodName: "CreateReplica",

@@ -61,6 +61,12 @@ const (
 	ReasonLeaseNotFound      Reason = "LEASE_NOT_FOUND"
 	ReasonFeatureUnavailable Reason = "FEATURE_UNAVAILABLE"
 
+	// Transactions: one that kept meeting other transactions' locks (or
+	// was declared aborted before it applied) and did nothing, to retry;
+	// one asking what only a single range can do (a scan across ranges).
+	ReasonTxnConflict Reason = "TXN_CONFLICT"
+	ReasonCrossRange  Reason = "CROSS_RANGE"
+
 	// Auth: the user may not do this (403); no acceptable credentials
 	// (401); the node cannot vouch that its auth state is current within
 	// the revocation bound, so it decides nothing (503, retry elsewhere).
@@ -142,7 +148,7 @@ func NotApplied(err error) bool {
 	case ReasonNotLeader, ReasonNoLeader, ReasonShuttingDown, ReasonWrongRange, ReasonUnknownRange,
 		ReasonInvalid, ReasonTooLarge, ReasonCompareFailed,
 		ReasonPermissionDenied, ReasonUnauthenticated, ReasonAuthStale,
-		ReasonLeaseNotFound, ReasonFeatureUnavailable:
+		ReasonLeaseNotFound, ReasonFeatureUnavailable, ReasonTxnConflict, ReasonCrossRange:
 		return true
 	}
 	return false

@@ -133,7 +133,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.user, "user", "", "authenticate as NAME, or NAME:PASSWORD; env KVCTL_USER")
 	pf.StringVar(&a.password, "password", "", "password of --user (prompted on a terminal when omitted); env KVCTL_PASSWORD")
 
-	root.AddCommand(a.putCmd(), a.getCmd(), a.delCmd(), a.casCmd(), a.scanCmd(), a.importCmd(),
+	root.AddCommand(a.putCmd(), a.getCmd(), a.delCmd(), a.casCmd(), a.scanCmd(), a.importCmd(), a.exportCmd(),
 		a.clusterCmd(), a.memberCmd(), a.rangeCmd(), a.nodeCmd(), a.authCmd(), a.userCmd(), a.roleCmd(),
 		a.watchCmd(), a.leaseCmd())
 	return root
