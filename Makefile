@@ -142,8 +142,19 @@ bench-rebalance: build
 	cd bench && $(GO) build -o ../$(BIN)/rebalancebench ./cmd/rebalancebench
 	$(BIN)/rebalancebench -size $(call bench_var,SIZE,1GiB) -range-max-bytes $(call bench_var,RANGE_MAX_BYTES,64MiB) $(if $(JSON),-json $(JSON))
 
+# Watchers and leases (issue 16): CLIENTS writers' puts/s with no watcher,
+# then with each count of WATCHERS (default 1,100) watching their prefix
+# (events/s, lag, every event checked), then lease grants/s and
+# keepalives/s, each phase DURATION (default 8s; leases half). Under a minute.
+BENCH_WATCHERS := 1,100
+.PHONY: bench-watch
+bench-watch: build
+	cd bench && $(GO) build -o ../$(BIN)/watchbench ./cmd/watchbench
+	$(BIN)/watchbench -duration $(call bench_var,DURATION,8s) -watchers $(call bench_var,WATCHERS,$(BENCH_WATCHERS)) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE) -keys $(BENCH_KEYS)
+
 # Under a minute: kvbench against a real 3-node kvd, the -r16 set-up (split
-# and leader balance) and a tiny bench-rebalance; no etcd, no timing thresholds.
+# and leader balance), a tiny bench-rebalance and a short watchbench; no
+# etcd, no timing thresholds.
 bench-smoke:
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 -timeout 10m ./...
 	$(GO) test -run XXX -bench . -benchtime 1x ./raftstore ./shard
@@ -167,9 +178,14 @@ bench-micro:
 # before it starts; RANGE_MAX_BYTES=b is every node's --range-max-bytes
 # (ranges also split as they grow). Both unset: one user range, kvd's
 # default size. The verdict line says how many ranges the run ended with.
+# WORKLOADS (comma list, default register,watch,lease; make jepsen only):
+# register is registers, lists, sets and reads at every level; watch adds
+# writers and watchers under w/ and the watch checker; lease adds leases
+# with keys under lease/, a watcher on them and the lease checker.
 # TLS=1 runs with mutual TLS on every link and auth on (clients as user
 # jepsen, nemeses as root), adds the auth-revoke nemesis to NEMESIS=all
 # and the auth checker (see docs/jepsen.md).
+comma             := ,
 jepsen_var        = $(if $(filter command line environment,$(origin $(1))),$($(1)),$(2))
 JEPSEN_COMMON     = --kvd $(BIN)/kvd --nodes $(call jepsen_var,NODES,5) $(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) \
                     $(if $(KNOWN_ISSUES),--known-issues $(KNOWN_ISSUES)) \
@@ -183,7 +199,8 @@ jepsen-build: build
 	$(GO) build -o $(BIN)/jepsen ./cmd/jepsen
 
 jepsen: jepsen-build
-	@$(BIN)/jepsen $(JEPSEN_COMMON) --duration $(call jepsen_var,DURATION,10m) --nemesis $(call jepsen_var,NEMESIS,all)
+	@$(BIN)/jepsen $(JEPSEN_COMMON) --duration $(call jepsen_var,DURATION,10m) --nemesis $(call jepsen_var,NEMESIS,all) \
+		--workloads $(call jepsen_var,WORKLOADS,register$(comma)watch$(comma)lease)
 
 jepsen-canary: jepsen-build
 	@$(BIN)/jepsen --canary $(JEPSEN_COMMON) --duration $(call jepsen_var,DURATION,2m) --nemesis $(call jepsen_var,NEMESIS,partition)

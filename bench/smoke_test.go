@@ -193,3 +193,56 @@ func (w tlog) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestSmoke_Watchbench runs watchbench (`make bench-watch`) briefly: its
+// own checks (every watcher got every acknowledged put, in order) decide
+// its exit code; this asserts that each measurement was made and no
+// operation failed.
+func TestSmoke_Watchbench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real kvd processes")
+	}
+	kvd, _ := buildBinaries(t)
+	bin := filepath.Join(t.TempDir(), "watchbench")
+	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/watchbench").CombinedOutput(); err != nil {
+		t.Fatalf("go build watchbench: %v\n%s", err, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-kvd", kvd, "-work-dir", t.TempDir(), "-duration", "1s", "-warmup", "0s",
+		"-watchers", "2", "-clients", "4", "-keys", "100", "-value-size", "64")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("watchbench: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	t.Logf("watchbench:\n%s", stdout.String())
+	lines := map[string][]string{}
+	for l := range strings.Lines(stdout.String()) {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "WORKLOAD" {
+			lines[f[1]] = f
+		}
+	}
+	// field returns the value after name on a WORKLOAD line.
+	field := func(workload, name string) string {
+		f := lines[workload]
+		for i := 2; i+1 < len(f); i++ {
+			if f[i] == name {
+				return f[i+1]
+			}
+		}
+		t.Errorf("no %s on the %s line (%q)", name, workload, f)
+		return ""
+	}
+	for _, w := range []string{"put-c4-before", "put-c4-w2", "put-c4-after", "lease-grant-c4", "lease-keepalive-c4"} {
+		if ops := field(w, "ops/s"); ops == "0" || field(w, "errors") != "0" {
+			t.Errorf("%s: ops/s %s, errors %s; want work done without errors", w, ops, field(w, "errors"))
+		}
+	}
+	if ev, missed := field("watch-w2", "events/s"), field("watch-w2", "missed"); ev == "0" || missed != "0" {
+		t.Errorf("watch-w2: events/s %s, missed %s; want events, none missed", ev, missed)
+	}
+	if !strings.Contains(stdout.String(), "SCALE put-c4-w2/put-c4 ") {
+		t.Errorf("no SCALE line for the watchers")
+	}
+}
