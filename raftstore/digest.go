@@ -29,7 +29,7 @@ func (f *RangeFSM) Digest() (Digest, error) {
 	h := sha256.New()
 	var keys uint64
 	var num [8]byte
-	add := func(k, v []byte, rev, lease uint64) {
+	add := func(k, v []byte, rev, lease, version uint64) {
 		keys++
 		binary.BigEndian.PutUint64(num[:], uint64(len(k)))
 		h.Write(num[:])
@@ -44,6 +44,13 @@ func (f *RangeFSM) Digest() (Digest, error) {
 		if lease != 0 {
 			binary.BigEndian.PutUint64(num[:], lease)
 			h.Write([]byte{'L'})
+			h.Write(num[:])
+		}
+		// Versions decide version compares: replicas must agree on them
+		// (a range counts them only from its first transaction).
+		if version != 0 {
+			binary.BigEndian.PutUint64(num[:], version)
+			h.Write([]byte{'V'})
 			h.Write(num[:])
 		}
 	}
@@ -62,7 +69,7 @@ func (f *RangeFSM) Digest() (Digest, error) {
 					k, v = c.Next()
 				}
 				if e := ov[i]; !e.deleted {
-					add(e.key, e.value, e.rev, e.lease)
+					add(e.key, e.value, e.rev, e.lease, e.version)
 				}
 				i++
 				continue
@@ -71,7 +78,7 @@ func (f *RangeFSM) Digest() (Digest, error) {
 			if err != nil {
 				return err
 			}
-			add(k, val, ki.rev, ki.lease)
+			add(k, val, ki.rev, ki.lease, ki.version)
 			k, v = c.Next()
 		}
 		return nil
@@ -79,5 +86,6 @@ func (f *RangeFSM) Digest() (Digest, error) {
 	if err != nil {
 		return Digest{}, fmt.Errorf("raftstore: digest: %w", err)
 	}
+	f.txn.digest(h)
 	return Digest{Applied: f.applied.Load(), Keys: keys, Sum: hex.EncodeToString(h.Sum(nil))}, nil
 }

@@ -392,6 +392,11 @@ func (f *RangeFSM) applyLeaseRevokeLocked(cmd *Command, index uint64, at int64) 
 		if !attached || !f.ownsLocked(k) {
 			continue
 		}
+		if f.txn.locks[string(k)] != nil {
+			// A transaction holds it: its reads must stay valid until it
+			// ends. The range leader's sweep deletes it after.
+			continue
+		}
 		f.deleteLocked(k, index, at, cmd.Cause, cmd.Lease)
 		res.Deleted++
 	}

@@ -354,7 +354,7 @@ func (f *RangeFSM) putLocked(key, value []byte, lease, index uint64, at int64) {
 		}
 	}
 	e := newEntry(key, value, index, lease, false)
-	if !f.desc.IsMeta() {
+	if f.txn.versioned {
 		e.version = nextVersion(prevExists, prevInfo.version)
 	}
 	f.pending.set(e)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -33,6 +34,8 @@ const (
 	snapTagData    = 1
 	snapTagLock    = 2
 	snapTagOutcome = 3
+	// snapTagVersioned (no key, no value): the range counts versions.
+	snapTagVersioned = 4
 )
 
 // ErrBadSnapshot is returned by Restore for a stream that is truncated,
@@ -120,6 +123,9 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 			return err
 		}
 	}
+	if s.tx.Bucket(metaBucket).Get(versionedKey(s.desc.ID)) != nil {
+		w.Write([]byte{snapTagVersioned, 0, 0})
+	}
 	if err := w.WriteByte(0); err != nil {
 		return err
 	}
@@ -181,13 +187,17 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 		applied, desc, err = readSnapshot(rc, func(tag byte, k, stored []byte) error {
 			switch tag {
 			case snapTagLock:
-				l, _ := decodeLock(stored) // checked by the reader
+				l, _ := decodeLock(stored)    // checked by the reader
+				l.At = time.Now().UnixMilli() // see loadTxnState
 				txn.locks[string(k)] = l
 				return locks.Put(k, stored)
 			case snapTagOutcome:
 				o, _ := decodeOutcome(stored)
 				txn.outcomes[string(k)] = o
 				return outcomes.Put(k, stored)
+			case snapTagVersioned:
+				txn.versioned = true
+				return tx.Bucket(metaBucket).Put(versionedKey(f.id), []byte{1})
 			}
 			nkeys++
 			nbytes += storedSize(k, stored)
@@ -278,7 +288,7 @@ func readSnapshotBody(r io.Reader, put func(tag byte, k, stored []byte) error, d
 		if tag == 0 {
 			break
 		}
-		if tag != snapTagData && tag != snapTagLock && tag != snapTagOutcome {
+		if tag != snapTagData && tag != snapTagLock && tag != snapTagOutcome && tag != snapTagVersioned {
 			return 0, fmt.Errorf("%w: record %d: bad tag %d", ErrBadSnapshot, n, tag)
 		}
 		if k, err = readField(bytesR, k); err != nil {

@@ -335,6 +335,9 @@ func (s *Store) DropRange(id uint64) error {
 		if err := meta.Delete(eventFloorKey(id)); err != nil {
 			return err
 		}
+		if err := meta.Delete(versionedKey(id)); err != nil {
+			return err
+		}
 		if err := meta.Delete(eventSizeKey(id)); err != nil {
 			return err
 		}

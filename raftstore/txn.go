@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -453,6 +456,14 @@ func outcomeBucket(id uint64) []byte { return binary.BigEndian.AppendUint64([]by
 // it. dirty* are the changes since the last commit froze them (nil: a
 // deletion).
 type txnState struct {
+	// versioned: the range counts its keys' versions. It turns on at the
+	// first transaction the range applies, at the same index on every
+	// replica; before that a replica of the previous release may have
+	// written keys without one, and counting on some replicas only would
+	// make a version compare differ between them.
+	versioned      bool
+	versionedDirty bool
+
 	locks         map[string]*Lock
 	outcomes      map[string]TxnOutcome
 	dirtyLocks    map[string]*Lock
@@ -479,19 +490,21 @@ func (t *txnState) setOutcome(id string, o TxnOutcome) {
 
 // frozenTxnState is what one commit writes of a range's transaction state.
 type frozenTxnState struct {
-	locks    map[string]*Lock
-	outcomes map[string]*TxnOutcome
+	locks     map[string]*Lock
+	outcomes  map[string]*TxnOutcome
+	versioned bool // turned on since the last commit
 }
 
 // freezeTxnLocked hands the changes since the last commit to one.
 func (f *RangeFSM) freezeTxnLocked() frozenTxnState {
-	fz := frozenTxnState{locks: f.txn.dirtyLocks, outcomes: f.txn.dirtyOutcomes}
-	f.txn.dirtyLocks, f.txn.dirtyOutcomes = map[string]*Lock{}, map[string]*TxnOutcome{}
+	fz := frozenTxnState{locks: f.txn.dirtyLocks, outcomes: f.txn.dirtyOutcomes, versioned: f.txn.versionedDirty}
+	f.txn.dirtyLocks, f.txn.dirtyOutcomes, f.txn.versionedDirty = map[string]*Lock{}, map[string]*TxnOutcome{}, false
 	return fz
 }
 
 // thawTxnLocked gives a failed commit's changes back, under newer ones.
 func (f *RangeFSM) thawTxnLocked(fz frozenTxnState) {
+	f.txn.versionedDirty = f.txn.versionedDirty || fz.versioned
 	for k, l := range fz.locks {
 		if _, newer := f.txn.dirtyLocks[k]; !newer {
 			f.txn.dirtyLocks[k] = l
@@ -506,6 +519,11 @@ func (f *RangeFSM) thawTxnLocked(fz frozenTxnState) {
 
 // writeTxnState puts frozen changes into the commit's transaction.
 func writeTxnState(tx *bolt.Tx, id uint64, fz frozenTxnState) error {
+	if fz.versioned {
+		if err := tx.Bucket(metaBucket).Put(versionedKey(id), []byte{1}); err != nil {
+			return err
+		}
+	}
 	if len(fz.locks) == 0 && len(fz.outcomes) == 0 {
 		return nil
 	}
@@ -539,7 +557,12 @@ func writeTxnState(tx *bolt.Tx, id uint64, fz frozenTxnState) error {
 }
 
 // loadTxnState creates a user range's transaction buckets and reads them.
+func versionedKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte("versioned/"), id)
+}
+
 func loadTxnState(tx *bolt.Tx, id uint64, t *txnState) error {
+	t.versioned = tx.Bucket(metaBucket).Get(versionedKey(id)) != nil
 	lb, err := tx.CreateBucketIfNotExists(lockBucket(id))
 	if err != nil {
 		return err
@@ -553,6 +576,10 @@ func loadTxnState(tx *bolt.Tx, id uint64, t *txnState) error {
 		if err != nil {
 			return fmt.Errorf("range %d: lock of %q: %w", id, k, err)
 		}
+		// How old a lock is was this replica's to know and is lost with
+		// a restart: count from now, or a live transaction's locks would
+		// look abandoned at once.
+		l.At = time.Now().UnixMilli()
 		t.locks[string(k)] = l
 		return nil
 	}); err != nil {
@@ -622,6 +649,9 @@ func (f *RangeFSM) applyTxnLocked(cmd *Command, index uint64, at int64) *Result 
 	if f.desc.IsMeta() {
 		res.Err = fmt.Errorf("%w: transactions on the meta range", ErrBadCommand)
 		return res
+	}
+	if !f.txn.versioned {
+		f.txn.versioned, f.txn.versionedDirty = true, true
 	}
 	var err error
 	switch cmd.Op {
@@ -898,6 +928,7 @@ func (f *RangeFSM) applyResolveLocked(d *TxnDecision, index uint64, at int64) *R
 	for _, k := range keys {
 		l := f.txn.locks[k]
 		f.txn.setLock(k, nil)
+		res.Deleted++
 		if !d.Commit {
 			continue
 		}
@@ -911,7 +942,6 @@ func (f *RangeFSM) applyResolveLocked(d *TxnDecision, index uint64, at int64) *R
 		case TxnDelete:
 			f.deleteLocked([]byte(k), index, at, CauseNone, 0)
 		}
-		res.Deleted++
 	}
 	return res
 }
@@ -930,6 +960,11 @@ func splitTxnState(tx *bolt.Tx, f *RangeFSM, child *Descriptor) ([]string, error
 	cob, err := tx.CreateBucketIfNotExists(outcomeBucket(child.ID))
 	if err != nil {
 		return nil, err
+	}
+	if f.txn.versioned {
+		if err := tx.Bucket(metaBucket).Put(versionedKey(child.ID), []byte{1}); err != nil {
+			return nil, err
+		}
 	}
 	var moved []string
 	for k := range f.txn.locks {
@@ -1073,4 +1108,26 @@ func DecodeResult(b []byte) (*Result, error) {
 		r.Txn = t
 	}
 	return r, d.err
+}
+
+// digest adds the range's transaction state to a replica digest: locks
+// (holder and writes, not this replica's clock) and outcomes decide how
+// later commands apply, so replicas must agree on them. A range without
+// any adds nothing.
+func (t *txnState) digest(h io.Writer) {
+	keys := slices.Sorted(maps.Keys(t.locks))
+	for _, k := range keys {
+		l := *t.locks[k]
+		l.At = 0
+		e := enc{'K'}
+		e.bytes([]byte(k))
+		h.Write(append(e, l.encode()...))
+	}
+	ids := slices.Sorted(maps.Keys(t.outcomes))
+	for _, id := range ids {
+		o := t.outcomes[id]
+		e := enc{'O'}
+		e.bytes([]byte(id))
+		h.Write(append(e, o.encode()...))
+	}
 }
