@@ -6,8 +6,9 @@ PORT_BASE ?= 7000
 NODES     ?= 3
 DATA_DIR  ?= ./data
 # Packages whose tests run without the race detector: they spawn real kvd
-# processes (built without -race) and mostly wait on them.
-PROCESS_PKGS := ./jepsen-style-tests/...
+# processes (built without -race) and mostly wait on them. deploy/ also runs
+# Prometheus (Debian's package; .ci/run installs it) against them.
+PROCESS_PKGS := ./jepsen-style-tests/... ./deploy/...
 
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
@@ -39,7 +40,7 @@ run-tls: build
 test: lint test-unit test-process bench-smoke fuzz-smoke
 
 test-unit:
-	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v jepsen-style-tests)
+	$(GO) test -race -count=1 -timeout 10m $$($(GO) list ./... | grep -v -e jepsen-style-tests -e /deploy$$)
 
 test-process:
 	@log=$$(mktemp -t dialkv-test-process.XXXXXX); \

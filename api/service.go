@@ -200,6 +200,7 @@ func (s *Service) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapRe
 }
 
 func (s *Service) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetResponse, error) {
+	defer s.metrics.observeReadLatency("Get", req.GetRead(), time.Now())
 	resp, err := run(s, ctx, "Get", opRead, req, func(r *kvpb.GetRequest) error {
 		if err := s.checkKey(r.Key); err != nil {
 			return err
@@ -211,6 +212,7 @@ func (s *Service) Get(ctx context.Context, req *kvpb.GetRequest) (*kvpb.GetRespo
 }
 
 func (s *Service) Scan(ctx context.Context, req *kvpb.ScanRequest) (*kvpb.ScanResponse, error) {
+	defer s.metrics.observeReadLatency("Scan", req.GetRead(), time.Now())
 	resp, err := run(s, ctx, "Scan", opRead, req, func(r *kvpb.ScanRequest) error {
 		if len(r.Prefix) > 0 && (len(r.Start) > 0 || len(r.End) > 0) {
 			return invalid("give either prefix or start/end, not both")

@@ -72,6 +72,7 @@ func (s *Service) authorizeWatch(ctx context.Context, r *kvpb.WatchRequest) erro
 // watch serves one watch, for gRPC and HTTP alike: send is called for each
 // message, never concurrently. The error is a status from the error table.
 func (s *Service) watch(ctx context.Context, req *kvpb.WatchRequest, send func(*kvpb.WatchResponse) error) error {
+	defer s.metrics.watchOpened()()
 	err := s.checkWatch(req)
 	if err == nil {
 		err = s.authorizeWatch(ctx, req)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -181,7 +182,7 @@ func (f *RangeFSM) EventFloor() uint64 { return f.evFloor.Load() }
 // been read (the last event returned when the answer was cut short,
 // else the applied index). ErrCompacted when after is below the floor.
 func (f *RangeFSM) Events(after uint64, maxEvents, maxBytes int) (evs []Event, upTo uint64, err error) {
-	evs, upTo, _, err = f.EventsAndDescriptor(after, maxEvents, maxBytes)
+	evs, upTo, _, err = f.events(after, maxEvents, maxBytes, false)
 	return evs, upTo, err
 }
 
@@ -189,6 +190,14 @@ func (f *RangeFSM) Events(after uint64, maxEvents, maxBytes int) (evs []Event, u
 // as of upTo's state when the answer was not cut short (else the current
 // one), read under the same lock.
 func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (evs []Event, upTo uint64, desc Descriptor, err error) {
+	return f.events(after, maxEvents, maxBytes, true)
+}
+
+// events is Events, with the descriptor when withDesc. Events from the
+// overlays are shallow copies: an event is never changed once recorded
+// (its key and value share the write's immutable buffer), so a hundred
+// watchers of a range share its bytes instead of copying them each.
+func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc bool) (evs []Event, upTo uint64, desc Descriptor, err error) {
 	if maxEvents <= 0 {
 		maxEvents = 1
 	}
@@ -197,7 +206,9 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (e
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	desc = f.desc.Clone()
+	if withDesc {
+		desc = f.desc.Clone()
+	}
 	if floor := f.evFloor.Load(); after < floor {
 		return nil, 0, desc, fmt.Errorf("%w: range %d keeps events after index %d, asked for events after %d", ErrCompacted, f.id, floor, after)
 	}
@@ -251,16 +262,22 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (e
 			return nil, 0, desc, fmt.Errorf("raftstore: events: %w", err)
 		}
 	}
-	for _, l := range append(append([]*overlay{}, f.frozen...), f.pending) {
-		for _, e := range l.events {
-			if cut || (e.Index > after && full(e.Index)) {
+	layers := f.frozen
+	for i := 0; i <= len(layers) && !cut; i++ {
+		l := f.pending
+		if i < len(layers) {
+			l = layers[i]
+		}
+		// Events are in index order: skip to the first after the cursor
+		// instead of walking the overlay from its start on every read.
+		first, _ := slices.BinarySearchFunc(l.events, after+1, func(e *Event, idx uint64) int { return cmpUint(e.Index, idx) })
+		for _, e := range l.events[first:] {
+			if full(e.Index) {
 				cut = true
 				break
 			}
-			if e.Index > after {
-				evs = append(evs, e.clone())
-				size += e.size()
-			}
+			evs = append(evs, *e)
+			size += e.size()
 		}
 	}
 	if cut {
@@ -270,16 +287,6 @@ func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (e
 	// nothing after it yet: never answer with less than was asked, which
 	// would make the asker read the same events twice.
 	return evs, max(applied, after), desc, nil
-}
-
-func (e *Event) clone() Event {
-	c := *e
-	c.Key, c.Value, c.PrevValue = bytes.Clone(e.Key), bytes.Clone(e.Value), bytes.Clone(e.PrevValue)
-	if e.Child != nil {
-		d := e.Child.Clone()
-		c.Child = &d
-	}
-	return c
 }
 
 // LeaseKeys returns the range's keys attached to lease now.

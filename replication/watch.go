@@ -44,6 +44,9 @@ const (
 	watchMaxLag = 10 * time.Second
 	// watchRetryMax bounds the wait between a feeder's attempts.
 	watchRetryMax = time.Second
+	// watchCoalesce is the least time between two batches a range feed
+	// sends while writes keep coming: the lag it adds at most.
+	watchCoalesce = 5 * time.Millisecond
 	// watchMaxRanges bounds the ranges one watch may follow.
 	watchMaxRanges = 100000
 	// fromNow asks a range feed to start at the replica's applied index.
@@ -558,7 +561,15 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 			return fmt.Errorf("%w: range %d on %s lags its leader by %v", ErrStaleReplica, s.ID(), n.cfg.NodeID, lag)
 		}
 		changed := f.Changed()
-		evs, upTo, desc, err := f.EventsAndDescriptor(after, watchBatchEvents, watchBatchBytes)
+		var evs []raftstore.Event
+		var upTo uint64
+		var desc raftstore.Descriptor
+		var err error
+		if first {
+			evs, upTo, desc, err = f.EventsAndDescriptor(after, watchBatchEvents, watchBatchBytes)
+		} else {
+			evs, upTo, err = f.Events(after, watchBatchEvents, watchBatchBytes)
+		}
 		if err != nil {
 			if errors.Is(err, raftstore.ErrCompacted) {
 				return fmt.Errorf("%w: %w", ErrCompacted, err)
@@ -595,6 +606,16 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-changed:
+			// Let a few more writes apply before reading again: one batch
+			// of many events costs a watcher far less than many of one
+			// (every watcher of the range wakes for every applied batch).
+			if wait := watchCoalesce - time.Since(lastSent); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(wait):
+				}
+			}
 		case <-tick.C:
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/raftstore/wal"
 	"github.com/dialkv/dialkv/replication/link"
+	"github.com/dialkv/dialkv/shard"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -85,6 +86,7 @@ type walCollector struct {
 	src                                    walSource
 	fsyncs, appends, written, rewritten    *prometheus.Desc
 	collections, segments, bytes, lastSync *prometheus.Desc
+	fsync                                  *prometheus.Desc
 }
 
 func newWALCollector(src walSource) *walCollector {
@@ -101,11 +103,12 @@ func newWALCollector(src walSource) *walCollector {
 		segments:    d("segments", "Segment files of the write-ahead log, the active one included."),
 		bytes:       d("segment_bytes", "Bytes written into the write-ahead log's segment files now on disk."),
 		lastSync:    d("last_sync_seconds", "How long the write-ahead log's last group commit fsync took."),
+		fsync:       d("fsync_duration_seconds", "How long the write-ahead log's group commit fsyncs took: every acknowledged write waited for one."),
 	}
 }
 
 func (c *walCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.fsyncs, c.appends, c.written, c.rewritten, c.collections, c.segments, c.bytes, c.lastSync} {
+	for _, d := range []*prometheus.Desc{c.fsyncs, c.appends, c.written, c.rewritten, c.collections, c.segments, c.bytes, c.lastSync, c.fsync} {
 		ch <- d
 	}
 }
@@ -126,6 +129,15 @@ func (c *walCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.segments, float64(st.Segments))
 	gauge(c.bytes, float64(st.Bytes))
 	gauge(c.lastSync, st.LastSync.Seconds())
+	// Prometheus buckets are cumulative; the log counts each on its own.
+	buckets := make(map[float64]uint64, len(st.SyncHistogram))
+	var n uint64
+	for i, bound := range wal.SyncBuckets() {
+		n += st.SyncHistogram[i]
+		buckets[bound.Seconds()] = n
+	}
+	n += st.SyncHistogram[len(st.SyncHistogram)-1]
+	ch <- prometheus.MustNewConstHistogram(c.fsync, n, st.SyncTime.Seconds(), buckets)
 }
 
 // linkSource is the part of a node the link collector reads.
@@ -179,5 +191,65 @@ func (c *linkCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, m := range linkCounters {
 		ch <- prometheus.MustNewConstMetric(c.desc[m.name], prometheus.CounterValue, float64(m.value(st)))
+	}
+}
+
+// hostSource is the part of a node the host collector reads.
+type hostSource interface {
+	Shards() []*shard.Shard
+	LiveLeases() int
+}
+
+// diskSpace is the size of the filesystem holding dir and the bytes an
+// unprivileged process may still write there.
+type diskSpace func(dir string) (size, available uint64, err error)
+
+// hostCollector exports, at scrape time, what the node holds beyond each
+// range's Raft progress: which replicas hibernate, the live leases, and
+// the room left on the data filesystem.
+type hostCollector struct {
+	src                         hostSource
+	dataDir                     string
+	space                       diskSpace
+	asleep, leases, size, avail *prometheus.Desc
+}
+
+func newHostCollector(src hostSource, dataDir string, space diskSpace) *hostCollector {
+	return &hostCollector{
+		src: src, dataDir: dataDir, space: space,
+		asleep: prometheus.NewDesc("dialkv_range_asleep",
+			"1 while the range replica hibernates (its Raft stopped; stale reads still served), else 0.", []string{"range"}, nil),
+		leases: prometheus.NewDesc("dialkv_leases",
+			"Live leases as this node's replica of the meta range has applied them (0 on a node without one).", nil, nil),
+		size: prometheus.NewDesc("dialkv_disk_size_bytes",
+			"Size of the filesystem holding --data-dir.", nil, nil),
+		avail: prometheus.NewDesc("dialkv_disk_available_bytes",
+			"Bytes kvd may still write on the filesystem holding --data-dir; under 64 MiB the node reports not ready.", nil, nil),
+	}
+}
+
+func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.asleep, c.leases, c.size, c.avail} {
+		ch <- d
+	}
+}
+
+func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, s := range c.src.Shards() {
+		asleep := 0.0
+		if s.Asleep() {
+			asleep = 1
+		}
+		gauge(c.asleep, asleep, strconv.FormatUint(s.ID(), 10))
+	}
+	gauge(c.leases, float64(c.src.LiveLeases()))
+	// A filesystem that cannot be asked exports nothing rather than a
+	// zero that would read as a full disk.
+	if size, avail, err := c.space(c.dataDir); err == nil {
+		gauge(c.size, float64(size))
+		gauge(c.avail, float64(avail))
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/raftstore/wal"
 	"github.com/dialkv/dialkv/replication/link"
+	"github.com/dialkv/dialkv/shard"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -63,6 +66,7 @@ func TestWALCollector_ExportsTheLogsStats(t *testing.T) {
 	reg.MustRegister(newWALCollector(fixedWAL{
 		Writes: 1000, WrittenBytes: 300000, Syncs: 90, LastSync: 1500 * time.Microsecond,
 		Segments: 3, Bytes: 150000000, RewrittenBytes: 4096, Collections: 2,
+		SyncHistogram: syncHistogram(map[int]uint64{0: 50, 9: 30, 10: 6, len(wal.SyncBuckets()): 4}), SyncTime: 20 * time.Second,
 	}))
 	families, err := reg.Gather()
 	if err != nil {
@@ -73,11 +77,16 @@ func TestWALCollector_ExportsTheLogsStats(t *testing.T) {
 		val float64
 	}
 	got := map[string]metric{}
+	var fsync *dto.Histogram
 	for _, mf := range families {
 		m := mf.GetMetric()[0]
 		v := m.GetGauge().GetValue()
-		if mf.GetType() == dto.MetricType_COUNTER {
+		switch mf.GetType() {
+		case dto.MetricType_COUNTER:
 			v = m.GetCounter().GetValue()
+		case dto.MetricType_HISTOGRAM:
+			fsync = m.GetHistogram()
+			v = float64(fsync.GetSampleCount())
 		}
 		got[mf.GetName()] = metric{mf.GetType(), v}
 	}
@@ -90,6 +99,7 @@ func TestWALCollector_ExportsTheLogsStats(t *testing.T) {
 		"dialkv_wal_segments":                       {dto.MetricType_GAUGE, 3},
 		"dialkv_wal_segment_bytes":                  {dto.MetricType_GAUGE, 150000000},
 		"dialkv_wal_last_sync_seconds":              {dto.MetricType_GAUGE, 0.0015},
+		"dialkv_wal_fsync_duration_seconds":         {dto.MetricType_HISTOGRAM, 90},
 	}
 	if len(got) != len(want) {
 		t.Errorf("exported %d metrics, want %d: %v", len(got), len(want), got)
@@ -98,6 +108,71 @@ func TestWALCollector_ExportsTheLogsStats(t *testing.T) {
 		if g, ok := got[name]; !ok || g != w {
 			t.Errorf("%s = %+v (exported: %v), want %+v", name, g, ok, w)
 		}
+	}
+	// Cumulative buckets: 80 syncs took at most 100 ms (the fsync
+	// alert's line), 86 at most 250 ms; the 4 slower than every bound
+	// only in the count.
+	cum := map[float64]uint64{}
+	for _, b := range fsync.GetBucket() {
+		cum[b.GetUpperBound()] = b.GetCumulativeCount()
+	}
+	for bound, want := range map[float64]uint64{0.0001: 50, 0.05: 50, 0.1: 80, 0.25: 86, 10: 86} {
+		if cum[bound] != want {
+			t.Errorf("fsync histogram bucket le=%v holds %d, want %d (buckets %v)", bound, cum[bound], want, cum)
+		}
+	}
+	if fsync.GetSampleSum() != 20 {
+		t.Errorf("fsync histogram sum %v, want 20", fsync.GetSampleSum())
+	}
+}
+
+// syncHistogram is a wal.Stats.SyncHistogram with the given buckets set.
+func syncHistogram(counts map[int]uint64) (h [len(wal.Stats{}.SyncHistogram)]uint64) {
+	for i, n := range counts {
+		h[i] = n
+	}
+	return h
+}
+
+type fixedHost struct{ leases int }
+
+func (fixedHost) Shards() []*shard.Shard { return nil }
+func (f fixedHost) LiveLeases() int      { return f.leases }
+
+// The data filesystem's room is exported so that an alert can fire before
+// the node stops being ready, and left out when it cannot be read rather
+// than shown as a full disk.
+func TestHostCollector_ExportsLeasesAndDiskSpace(t *testing.T) {
+	tests := []struct {
+		name  string
+		space diskSpace
+		want  map[string]float64
+	}{
+		{"disk known", func(dir string) (uint64, uint64, error) {
+			if dir != "/data" {
+				return 0, 0, fmt.Errorf("asked about %q, not the data dir", dir)
+			}
+			return 1000, 75, nil
+		}, map[string]float64{"dialkv_leases": 3, "dialkv_disk_size_bytes": 1000, "dialkv_disk_available_bytes": 75}},
+		{"disk unknown", func(string) (uint64, uint64, error) { return 0, 0, errors.New("no statfs") },
+			map[string]float64{"dialkv_leases": 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewPedanticRegistry()
+			reg.MustRegister(newHostCollector(fixedHost{leases: 3}, "/data", tt.space))
+			families, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]float64{}
+			for _, mf := range families {
+				got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+			}
+			if !maps.Equal(got, tt.want) {
+				t.Fatalf("exported %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 

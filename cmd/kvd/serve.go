@@ -217,7 +217,7 @@ func serve(ctx context.Context, f serveFlags) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(newRangeCollector(node), newWALCollector(node), newLinkCollector(node))
+	reg.MustRegister(newRangeCollector(node), newWALCollector(node), newLinkCollector(node), newHostCollector(node, f.dataDir, dataDiskSpace))
 	if f.raftMetrics {
 		if err := exportRaftMetrics(reg); err != nil {
 			log.Warn("raft metrics not exported", "err", err)

@@ -143,7 +143,37 @@ type WAL struct {
 	counter struct {
 		writes, bytes, syncs, rewritten, collections atomic.Uint64
 		lastSync                                     atomic.Int64 // ns
+		// Group commits' sync times, for a latency histogram: per
+		// bucket of syncBounds (the last past them all), and their sum.
+		syncHist  [len(syncBounds) + 1]atomic.Uint64
+		syncNanos atomic.Uint64
 	}
+}
+
+// syncBounds are the upper bounds of the buckets group-commit sync times
+// are counted in (Stats.SyncHistogram): from a fast SSD's sync to a disk
+// in trouble, with 100 ms, where a sync is slow, a bound of its own.
+// Read-only.
+var syncBounds = [...]time.Duration{
+	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,
+}
+
+// SyncBuckets returns the upper bounds of Stats.SyncHistogram's buckets.
+func SyncBuckets() []time.Duration { return syncBounds[:] }
+
+// observeSync counts one group commit's sync.
+func (w *WAL) observeSync(took time.Duration) {
+	w.counter.lastSync.Store(int64(took))
+	w.counter.syncNanos.Add(uint64(took))
+	i := 0
+	for i < len(syncBounds) && took > syncBounds[i] {
+		i++
+	}
+	w.counter.syncHist[i].Add(1)
 }
 
 // Open opens (creating) the log in dir and replays it: every range's
@@ -728,7 +758,7 @@ func (w *WAL) round() {
 	start := time.Now()
 	err := w.syncRound(seg, hooked)
 	took := time.Since(start)
-	w.counter.lastSync.Store(int64(took))
+	w.observeSync(took)
 	w.smu.Lock()
 	w.syncTook = took
 	w.syncing = false
@@ -910,6 +940,11 @@ type Stats struct {
 	Bytes          int64         // bytes in them
 	RewrittenBytes uint64        // live bytes the collector copied forward
 	Collections    uint64        // segments the collector freed
+	// SyncHistogram counts group commits by how long their sync took:
+	// bucket i those at most SyncBuckets()[i] (and over the one before),
+	// the last those over every bound. SyncTime is their total.
+	SyncHistogram [len(syncBounds) + 1]uint64
+	SyncTime      time.Duration
 }
 
 // Stats returns the log's counters since it was opened, and its size now.
@@ -926,6 +961,10 @@ func (w *WAL) Stats() Stats {
 	s.LastSync = time.Duration(w.counter.lastSync.Load())
 	s.RewrittenBytes = w.counter.rewritten.Load()
 	s.Collections = w.counter.collections.Load()
+	for i := range s.SyncHistogram {
+		s.SyncHistogram[i] = w.counter.syncHist[i].Load()
+	}
+	s.SyncTime = time.Duration(w.counter.syncNanos.Load())
 	return s
 }
 
