@@ -360,3 +360,7 @@ func (f *fakeBackend) MetaSwap(ctx context.Context, r *kvpb.MetaSwapRequest) (*k
 func (f *fakeBackend) RangePropose(ctx context.Context, r *kvpb.RangeProposeRequest) (*kvpb.RangeProposeResponse, error) {
 	return fakeDo(f, ctx, "RangePropose", r, func() *kvpb.RangeProposeResponse { return &kvpb.RangeProposeResponse{} })
 }
+
+func (f *fakeBackend) TxnLocks(ctx context.Context, r *kvpb.TxnLocksRequest) (*kvpb.TxnLocksResponse, error) {
+	return fakeDo(f, ctx, "TxnLocks", r, func() *kvpb.TxnLocksResponse { return &kvpb.TxnLocksResponse{} })
+}

@@ -55,6 +55,7 @@ type Backend interface {
 	TxnStatus(context.Context, *kvpb.TxnStatusRequest) (*kvpb.TxnStatusResponse, error)
 	MetaSwap(context.Context, *kvpb.MetaSwapRequest) (*kvpb.MetaSwapResponse, error)
 	RangePropose(context.Context, *kvpb.RangeProposeRequest) (*kvpb.RangeProposeResponse, error)
+	TxnLocks(context.Context, *kvpb.TxnLocksRequest) (*kvpb.TxnLocksResponse, error)
 }
 
 // Limits bound what one request may carry.

@@ -171,3 +171,13 @@ func (s *Service) RangePropose(ctx context.Context, req *kvpb.RangeProposeReques
 		return nil
 	}, s.b.RangePropose)
 }
+
+// TxnLocks is Internal.TxnLocks (peer port only).
+func (s *Service) TxnLocks(ctx context.Context, req *kvpb.TxnLocksRequest) (*kvpb.TxnLocksResponse, error) {
+	return run(s, ctx, "TxnLocks", opRead, req, func(r *kvpb.TxnLocksRequest) error {
+		if len(r.Ids) > 10000 {
+			return invalid("at most 10000 transaction ids, got %d", len(r.Ids))
+		}
+		return nil
+	}, s.b.TxnLocks)
+}

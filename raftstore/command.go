@@ -73,7 +73,7 @@ func (c *Command) Encode(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(c.Key)))
 	dst = append(dst, c.Key...)
 	switch c.Op {
-	case OpPut, OpPutIfNewer, OpSplit, OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence:
+	case OpPut, OpPutIfNewer, OpSplit, OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence, OpTxnForget:
 		dst = binary.AppendUvarint(dst, uint64(len(c.Value)))
 		dst = append(dst, c.Value...)
 	case OpPutLease:
@@ -110,7 +110,7 @@ func DecodeCommand(b []byte) (Command, error) {
 		return c, err
 	}
 	switch c.Op {
-	case OpPut, OpPutIfNewer, OpSplit, OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence:
+	case OpPut, OpPutIfNewer, OpSplit, OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence, OpTxnForget:
 		c.Value, _, err = readBytes(b)
 	case OpDelete, OpMarker, OpIncrement, OpHibernate:
 	case OpPutLease:

@@ -309,7 +309,7 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64, at int64) *Result {
 		put(res.Value, 0)
 	case OpLeaseRevoke:
 		return f.applyLeaseRevokeLocked(cmd, index, at)
-	case OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence:
+	case OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence, OpTxnForget:
 		return f.applyTxnLocked(cmd, index, at)
 	case OpMarker, OpHibernate:
 	}
@@ -320,7 +320,7 @@ func (f *RangeFSM) applyLocked(cmd *Command, index uint64, at int64) *Result {
 // (which the range must own).
 func keyed(op Op) bool {
 	switch op {
-	case OpMarker, OpHibernate, OpLeaseRevoke, OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence:
+	case OpMarker, OpHibernate, OpLeaseRevoke, OpTxn, OpTxnPrepare, OpTxnResolve, OpTxnFence, OpTxnForget:
 		return false
 	}
 	return true

@@ -43,6 +43,10 @@ const (
 	// OpTxnFence makes a single-range transaction's outcome final: one
 	// that has not applied by now never will.
 	OpTxnFence
+	// OpTxnForget drops the outcomes recorded before an index (Value:
+	// the index, 8 bytes): what a range remembers of its transactions is
+	// kept for a while, not forever.
+	OpTxnForget
 )
 
 // LockedError is the Result.Err of a write to a key a transaction holds.
@@ -630,6 +634,19 @@ func (f *RangeFSM) LocksIn(start, end []byte) map[string]Lock {
 	return out
 }
 
+// OldestOutcome returns the lowest index of a recorded outcome (0: none).
+func (f *RangeFSM) OldestOutcome() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var oldest uint64
+	for _, o := range f.txn.outcomes {
+		if oldest == 0 || o.Index < oldest {
+			oldest = o.Index
+		}
+	}
+	return oldest
+}
+
 // Outcome returns what the range recorded of transaction id.
 func (f *RangeFSM) Outcome(id string) (TxnOutcome, bool) {
 	f.mu.RLock()
@@ -670,6 +687,20 @@ func (f *RangeFSM) applyTxnLocked(cmd *Command, index uint64, at int64) *Result 
 		if d, err = DecodeTxnDecision(cmd.Value); err == nil {
 			return f.applyResolveLocked(&d, index, at)
 		}
+	case OpTxnForget:
+		if len(cmd.Value) != 8 {
+			res.Err = fmt.Errorf("%w: forget wants an 8-byte index", ErrBadCommand)
+			return res
+		}
+		before := binary.BigEndian.Uint64(cmd.Value)
+		for id, o := range f.txn.outcomes {
+			if o.Index < before {
+				delete(f.txn.outcomes, id)
+				f.txn.dirtyOutcomes[id] = nil
+				res.Deleted++
+			}
+		}
+		return res
 	case OpTxnFence:
 		var d TxnDecision
 		if d, err = DecodeTxnDecision(cmd.Value); err == nil {

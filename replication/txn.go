@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	rand2 "math/rand/v2"
 	"slices"
@@ -66,6 +67,11 @@ const (
 	txnAttempts = 6
 	// MaxTxnOps bounds the compares plus operations of one transaction.
 	MaxTxnOps = 128
+	// txnKeep is how long a decided cross-range transaction's record and
+	// a single-range transaction's outcome are kept for TxnStatus;
+	// txnForgetEvery how often old ones are looked for.
+	txnKeep        = 10 * time.Minute
+	txnForgetEvery = time.Minute
 )
 
 // ErrTxnConflict: a transaction kept meeting others' locks and gave up;
@@ -81,15 +87,20 @@ type txnRecord struct {
 	state     raftstore.TxnState
 	attempt   uint64
 	succeeded bool
+	// at is when the record was written (Unix ms, the writer's wall
+	// clock): only for forgetting old records, never for deciding.
+	at int64
 }
 
 func (r txnRecord) encode() []byte {
 	b := []byte{txnRecordV1, byte(r.state)}
 	b = binary.AppendUvarint(b, r.attempt)
 	if r.succeeded {
-		return append(b, 1)
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
 	}
-	return append(b, 0)
+	return binary.AppendUvarint(b, uint64(r.at))
 }
 
 func decodeTxnRecord(b []byte) (txnRecord, bool) {
@@ -102,6 +113,11 @@ func decodeTxnRecord(b []byte) (txnRecord, bool) {
 		return txnRecord{}, false
 	}
 	r.attempt, r.succeeded = a, b[2+w] == 1
+	at, w2 := binary.Uvarint(b[2+w+1:])
+	if w2 <= 0 {
+		return txnRecord{}, false
+	}
+	r.at = int64(at)
 	return r, true
 }
 
@@ -548,6 +564,7 @@ func (n *Node) readTxnRecord(ctx context.Context, id string) (*txnRecord, error)
 // swapTxnRecord swaps a transaction's record from old (nil: missing) to
 // want and returns the record as it is after: want, or what beat it.
 func (n *Node) swapTxnRecord(ctx context.Context, id string, old *txnRecord, want txnRecord) (*txnRecord, error) {
+	want.at = time.Now().UnixMilli()
 	req := &kvpb.MetaSwapRequest{Key: txnKey(id), Value: want.encode(), ExpectMissing: old == nil}
 	if old != nil {
 		req.Expected = old.encode()
@@ -572,6 +589,24 @@ func (n *Node) swapTxnRecord(ctx context.Context, id string, old *txnRecord, wan
 // MetaSwap is a compare-and-swap of one meta key (Internal.MetaSwap).
 func (n *Node) MetaSwap(ctx context.Context, req *kvpb.MetaSwapRequest) (*kvpb.MetaSwapResponse, error) {
 	return metaDo(ctx, n, func(s *shard.Shard) (*kvpb.MetaSwapResponse, error) {
+		if req.Delete {
+			// Only for forgetting decided records, which nothing writes
+			// again: read, compare, delete is enough.
+			if _, err := s.ReadIndex(ctx); err != nil {
+				return nil, err
+			}
+			v, _, found, _, err := s.FSM().Get(req.Key)
+			if err != nil {
+				return nil, err
+			}
+			if !found || !bytes.Equal(v, req.Expected) {
+				return &kvpb.MetaSwapResponse{Current: v, Exists: found}, nil
+			}
+			if _, err := s.Propose(ctx, &raftstore.Command{Op: raftstore.OpDelete, Key: req.Key}); err != nil {
+				return nil, err
+			}
+			return &kvpb.MetaSwapResponse{Swapped: true}, nil
+		}
 		cmd := &raftstore.Command{Op: raftstore.OpCompareAndSwap, Key: req.Key, Value: req.Value, Expected: req.Expected, ExpectMissing: req.ExpectMissing}
 		_, err := s.Propose(ctx, cmd)
 		if err == nil {
@@ -975,16 +1010,23 @@ var errNeedLeader = errors.New("replication: needs the range's leader")
 
 // resolverLoop settles, in the ranges this node leads, locks older than
 // txnAbandonAfter: resolved when their transaction has decided, aborted
-// when it has not.
+// when it has not. Once a minute it also forgets what is no longer
+// needed (forgetTxns).
 func (n *Node) resolverLoop() {
 	defer n.wg.Done()
 	tick := time.NewTicker(txnResolveEvery)
 	defer tick.Stop()
+	lastForget := time.Now()
+	samples := map[uint64][]indexSample{}
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-tick.C:
+		}
+		if time.Since(lastForget) >= txnForgetEvery {
+			lastForget = time.Now()
+			n.forgetTxns(samples)
 		}
 		for _, s := range n.Shards() {
 			if s.ID() == raftstore.MetaRangeID || !s.IsLeader() {
@@ -1028,4 +1070,124 @@ func (n *Node) resolveCommittedIn(ctx context.Context, s *shard.Shard, start, en
 		}
 	}
 	return nil
+}
+
+// indexSample is a range's applied index at a time: what "the index ten
+// minutes ago" is, for forgetting outcomes by index (which every replica
+// agrees on) rather than by time (which they do not).
+type indexSample struct {
+	at    time.Time
+	index uint64
+}
+
+// forgetTxns drops, on the meta leader, decided records older than
+// txnKeep whose locks no node holds any more, and in each range this node
+// leads, outcomes recorded before the index it had txnKeep ago.
+func (n *Node) forgetTxns(samples map[uint64][]indexSample) {
+	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	for _, s := range n.Shards() {
+		if s.ID() == raftstore.MetaRangeID || !s.IsLeader() {
+			delete(samples, s.ID())
+			continue
+		}
+		h := append(samples[s.ID()], indexSample{now, s.FSM().AppliedIndex()})
+		var before uint64
+		for len(h) > 1 && now.Sub(h[1].at) >= txnKeep {
+			h = h[1:]
+		}
+		if now.Sub(h[0].at) >= txnKeep {
+			before = h[0].index
+		}
+		samples[s.ID()] = h
+		if oldest := s.FSM().OldestOutcome(); before == 0 || oldest == 0 || oldest >= before {
+			continue
+		}
+		cmd := &raftstore.Command{Op: raftstore.OpTxnForget, Value: binary.BigEndian.AppendUint64(nil, before)}
+		if _, _, err := n.propose(ctx, s, cmd); err != nil {
+			n.log.Info("old transaction outcomes kept for now", "range", s.ID(), "err", err)
+		}
+	}
+	if n.localMetaLeader() == nil {
+		return
+	}
+	resp, err := n.MetaScan(ctx, &kvpb.MetaScanRequest{Prefix: []byte(metaTxnPrefix)})
+	if err != nil {
+		return
+	}
+	old := map[string][]byte{}
+	for _, kv := range resp.Kvs {
+		rec, ok := decodeTxnRecord(kv.Value)
+		if ok && rec.state != raftstore.TxnPending && now.Sub(time.UnixMilli(rec.at)) >= txnKeep {
+			old[string(kv.Key[len(metaTxnPrefix):])] = kv.Value
+			if len(old) >= 10000 {
+				break
+			}
+		}
+	}
+	if len(old) == 0 {
+		return
+	}
+	held, err := n.txnLocksAnywhere(ctx, slices.Collect(maps.Keys(old)))
+	if err != nil {
+		return // a node did not answer: forget nothing this time
+	}
+	for id, v := range old {
+		if held[id] {
+			continue
+		}
+		if _, err := n.MetaSwap(ctx, &kvpb.MetaSwapRequest{Key: txnKey(id), Expected: v, Delete: true}); err != nil {
+			return
+		}
+	}
+}
+
+// txnLocksAnywhere asks every node which of the transactions hold locks
+// in its replicas; any node not answering is an error.
+func (n *Node) txnLocksAnywhere(ctx context.Context, ids []string) (map[string]bool, error) {
+	t, err := n.routes.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	held := map[string]bool{}
+	req := &kvpb.TxnLocksRequest{Ids: ids}
+	for _, node := range t.Nodes {
+		if node.State == NodeRemoved {
+			continue
+		}
+		var resp *kvpb.TxnLocksResponse
+		if node.Id == n.cfg.NodeID {
+			resp, err = n.TxnLocks(ctx, req)
+		} else if conn, cerr := n.peer(node.RaftAddr); cerr != nil {
+			err = cerr
+		} else {
+			resp, err = kvpb.NewInternalClient(conn).TxnLocks(ctx, req)
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range resp.Held {
+			held[id] = true
+		}
+	}
+	return held, nil
+}
+
+// TxnLocks says which of the named transactions hold locks in this
+// node's replicas (Internal.TxnLocks).
+func (n *Node) TxnLocks(_ context.Context, req *kvpb.TxnLocksRequest) (*kvpb.TxnLocksResponse, error) {
+	want := map[string]bool{}
+	for _, id := range req.Ids {
+		want[id] = true
+	}
+	found := map[string]bool{}
+	for _, s := range n.Shards() {
+		for _, l := range s.FSM().Locks() {
+			if id, _ := splitAttempt(l.Txn); want[id] {
+				found[id] = true
+			}
+		}
+	}
+	return &kvpb.TxnLocksResponse{Held: slices.Sorted(maps.Keys(found))}, nil
 }

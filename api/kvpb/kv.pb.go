@@ -387,7 +387,7 @@ func (x Permission_Access) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Permission_Access.Descriptor instead.
 func (Permission_Access) EnumDescriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{112, 0}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{114, 0}
 }
 
 // ReadOptions travel with every read.
@@ -4619,6 +4619,94 @@ func (x *MetaIncrementResponse) GetValue() uint64 {
 	return 0
 }
 
+type TxnLocksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           []string               `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnLocksRequest) Reset() {
+	*x = TxnLocksRequest{}
+	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnLocksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnLocksRequest) ProtoMessage() {}
+
+func (x *TxnLocksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnLocksRequest.ProtoReflect.Descriptor instead.
+func (*TxnLocksRequest) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *TxnLocksRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+type TxnLocksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Held          []string               `protobuf:"bytes,1,rep,name=held,proto3" json:"held,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnLocksResponse) Reset() {
+	*x = TxnLocksResponse{}
+	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnLocksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnLocksResponse) ProtoMessage() {}
+
+func (x *TxnLocksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnLocksResponse.ProtoReflect.Descriptor instead.
+func (*TxnLocksResponse) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *TxnLocksResponse) GetHeld() []string {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
 type RangeProposeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
@@ -4629,7 +4717,7 @@ type RangeProposeRequest struct {
 
 func (x *RangeProposeRequest) Reset() {
 	*x = RangeProposeRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	mi := &file_kv_v1_kv_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4641,7 +4729,7 @@ func (x *RangeProposeRequest) String() string {
 func (*RangeProposeRequest) ProtoMessage() {}
 
 func (x *RangeProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[67]
+	mi := &file_kv_v1_kv_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4654,7 +4742,7 @@ func (x *RangeProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeProposeRequest.ProtoReflect.Descriptor instead.
 func (*RangeProposeRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{67}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RangeProposeRequest) GetRangeId() uint64 {
@@ -4680,7 +4768,7 @@ type RangeProposeResponse struct {
 
 func (x *RangeProposeResponse) Reset() {
 	*x = RangeProposeResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	mi := &file_kv_v1_kv_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4692,7 +4780,7 @@ func (x *RangeProposeResponse) String() string {
 func (*RangeProposeResponse) ProtoMessage() {}
 
 func (x *RangeProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[68]
+	mi := &file_kv_v1_kv_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4705,7 +4793,7 @@ func (x *RangeProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeProposeResponse.ProtoReflect.Descriptor instead.
 func (*RangeProposeResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{68}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RangeProposeResponse) GetResult() []byte {
@@ -4721,13 +4809,15 @@ type MetaSwapRequest struct {
 	Expected      []byte                 `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
 	ExpectMissing bool                   `protobuf:"varint,3,opt,name=expect_missing,json=expectMissing,proto3" json:"expect_missing,omitempty"`
 	Value         []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	// Delete the key instead, if it holds expected.
+	Delete        bool `protobuf:"varint,5,opt,name=delete,proto3" json:"delete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MetaSwapRequest) Reset() {
 	*x = MetaSwapRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[69]
+	mi := &file_kv_v1_kv_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4739,7 +4829,7 @@ func (x *MetaSwapRequest) String() string {
 func (*MetaSwapRequest) ProtoMessage() {}
 
 func (x *MetaSwapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[69]
+	mi := &file_kv_v1_kv_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4752,7 +4842,7 @@ func (x *MetaSwapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSwapRequest.ProtoReflect.Descriptor instead.
 func (*MetaSwapRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{69}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *MetaSwapRequest) GetKey() []byte {
@@ -4783,6 +4873,13 @@ func (x *MetaSwapRequest) GetValue() []byte {
 	return nil
 }
 
+func (x *MetaSwapRequest) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
 type MetaSwapResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Swapped       bool                   `protobuf:"varint,1,opt,name=swapped,proto3" json:"swapped,omitempty"`
@@ -4794,7 +4891,7 @@ type MetaSwapResponse struct {
 
 func (x *MetaSwapResponse) Reset() {
 	*x = MetaSwapResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[70]
+	mi := &file_kv_v1_kv_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4806,7 +4903,7 @@ func (x *MetaSwapResponse) String() string {
 func (*MetaSwapResponse) ProtoMessage() {}
 
 func (x *MetaSwapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[70]
+	mi := &file_kv_v1_kv_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4819,7 +4916,7 @@ func (x *MetaSwapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaSwapResponse.ProtoReflect.Descriptor instead.
 func (*MetaSwapResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{70}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *MetaSwapResponse) GetSwapped() bool {
@@ -4852,7 +4949,7 @@ type CreateReplicaRequest struct {
 
 func (x *CreateReplicaRequest) Reset() {
 	*x = CreateReplicaRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[71]
+	mi := &file_kv_v1_kv_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4864,7 +4961,7 @@ func (x *CreateReplicaRequest) String() string {
 func (*CreateReplicaRequest) ProtoMessage() {}
 
 func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[71]
+	mi := &file_kv_v1_kv_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4877,7 +4974,7 @@ func (x *CreateReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaRequest.ProtoReflect.Descriptor instead.
 func (*CreateReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{71}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *CreateReplicaRequest) GetRange() *RangeDescriptor {
@@ -4895,7 +4992,7 @@ type CreateReplicaResponse struct {
 
 func (x *CreateReplicaResponse) Reset() {
 	*x = CreateReplicaResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[72]
+	mi := &file_kv_v1_kv_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4907,7 +5004,7 @@ func (x *CreateReplicaResponse) String() string {
 func (*CreateReplicaResponse) ProtoMessage() {}
 
 func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[72]
+	mi := &file_kv_v1_kv_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4920,7 +5017,7 @@ func (x *CreateReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateReplicaResponse.ProtoReflect.Descriptor instead.
 func (*CreateReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{72}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{74}
 }
 
 type DropReplicaRequest struct {
@@ -4932,7 +5029,7 @@ type DropReplicaRequest struct {
 
 func (x *DropReplicaRequest) Reset() {
 	*x = DropReplicaRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[73]
+	mi := &file_kv_v1_kv_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4944,7 +5041,7 @@ func (x *DropReplicaRequest) String() string {
 func (*DropReplicaRequest) ProtoMessage() {}
 
 func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[73]
+	mi := &file_kv_v1_kv_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4957,7 +5054,7 @@ func (x *DropReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReplicaRequest.ProtoReflect.Descriptor instead.
 func (*DropReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{73}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *DropReplicaRequest) GetRangeId() uint64 {
@@ -4975,7 +5072,7 @@ type DropReplicaResponse struct {
 
 func (x *DropReplicaResponse) Reset() {
 	*x = DropReplicaResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[74]
+	mi := &file_kv_v1_kv_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4987,7 +5084,7 @@ func (x *DropReplicaResponse) String() string {
 func (*DropReplicaResponse) ProtoMessage() {}
 
 func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[74]
+	mi := &file_kv_v1_kv_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5000,7 +5097,7 @@ func (x *DropReplicaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropReplicaResponse.ProtoReflect.Descriptor instead.
 func (*DropReplicaResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{74}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{76}
 }
 
 type ChangeReplicasRequest struct {
@@ -5015,7 +5112,7 @@ type ChangeReplicasRequest struct {
 
 func (x *ChangeReplicasRequest) Reset() {
 	*x = ChangeReplicasRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[75]
+	mi := &file_kv_v1_kv_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5027,7 +5124,7 @@ func (x *ChangeReplicasRequest) String() string {
 func (*ChangeReplicasRequest) ProtoMessage() {}
 
 func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[75]
+	mi := &file_kv_v1_kv_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5040,7 +5137,7 @@ func (x *ChangeReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasRequest.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{75}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *ChangeReplicasRequest) GetRangeId() uint64 {
@@ -5080,7 +5177,7 @@ type ChangeReplicasResponse struct {
 
 func (x *ChangeReplicasResponse) Reset() {
 	*x = ChangeReplicasResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[76]
+	mi := &file_kv_v1_kv_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5092,7 +5189,7 @@ func (x *ChangeReplicasResponse) String() string {
 func (*ChangeReplicasResponse) ProtoMessage() {}
 
 func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[76]
+	mi := &file_kv_v1_kv_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5105,7 +5202,7 @@ func (x *ChangeReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChangeReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ChangeReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{76}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *ChangeReplicasResponse) GetRange() *RangeDescriptor {
@@ -5128,7 +5225,7 @@ type WatchRangeRequest struct {
 
 func (x *WatchRangeRequest) Reset() {
 	*x = WatchRangeRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[77]
+	mi := &file_kv_v1_kv_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5140,7 +5237,7 @@ func (x *WatchRangeRequest) String() string {
 func (*WatchRangeRequest) ProtoMessage() {}
 
 func (x *WatchRangeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[77]
+	mi := &file_kv_v1_kv_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5153,7 +5250,7 @@ func (x *WatchRangeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRangeRequest.ProtoReflect.Descriptor instead.
 func (*WatchRangeRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{77}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *WatchRangeRequest) GetRangeId() uint64 {
@@ -5205,7 +5302,7 @@ type WatchRangeResponse struct {
 
 func (x *WatchRangeResponse) Reset() {
 	*x = WatchRangeResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[78]
+	mi := &file_kv_v1_kv_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5217,7 +5314,7 @@ func (x *WatchRangeResponse) String() string {
 func (*WatchRangeResponse) ProtoMessage() {}
 
 func (x *WatchRangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[78]
+	mi := &file_kv_v1_kv_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5230,7 +5327,7 @@ func (x *WatchRangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRangeResponse.ProtoReflect.Descriptor instead.
 func (*WatchRangeResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{78}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *WatchRangeResponse) GetEvents() []*Event {
@@ -5273,7 +5370,7 @@ type LeaseRevokeLocalRequest struct {
 
 func (x *LeaseRevokeLocalRequest) Reset() {
 	*x = LeaseRevokeLocalRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[79]
+	mi := &file_kv_v1_kv_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5285,7 +5382,7 @@ func (x *LeaseRevokeLocalRequest) String() string {
 func (*LeaseRevokeLocalRequest) ProtoMessage() {}
 
 func (x *LeaseRevokeLocalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[79]
+	mi := &file_kv_v1_kv_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5298,7 +5395,7 @@ func (x *LeaseRevokeLocalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeLocalRequest.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeLocalRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{79}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *LeaseRevokeLocalRequest) GetId() int64 {
@@ -5331,7 +5428,7 @@ type LeaseRevokeLocalResponse struct {
 
 func (x *LeaseRevokeLocalResponse) Reset() {
 	*x = LeaseRevokeLocalResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[80]
+	mi := &file_kv_v1_kv_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5343,7 +5440,7 @@ func (x *LeaseRevokeLocalResponse) String() string {
 func (*LeaseRevokeLocalResponse) ProtoMessage() {}
 
 func (x *LeaseRevokeLocalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[80]
+	mi := &file_kv_v1_kv_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5356,7 +5453,7 @@ func (x *LeaseRevokeLocalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRevokeLocalResponse.ProtoReflect.Descriptor instead.
 func (*LeaseRevokeLocalResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{80}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *LeaseRevokeLocalResponse) GetKeysDeleted() int64 {
@@ -5375,7 +5472,7 @@ type LeaseKeysRequest struct {
 
 func (x *LeaseKeysRequest) Reset() {
 	*x = LeaseKeysRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[81]
+	mi := &file_kv_v1_kv_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5387,7 +5484,7 @@ func (x *LeaseKeysRequest) String() string {
 func (*LeaseKeysRequest) ProtoMessage() {}
 
 func (x *LeaseKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[81]
+	mi := &file_kv_v1_kv_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5400,7 +5497,7 @@ func (x *LeaseKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeysRequest.ProtoReflect.Descriptor instead.
 func (*LeaseKeysRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{81}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *LeaseKeysRequest) GetId() int64 {
@@ -5419,7 +5516,7 @@ type LeaseKeysResponse struct {
 
 func (x *LeaseKeysResponse) Reset() {
 	*x = LeaseKeysResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[82]
+	mi := &file_kv_v1_kv_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5431,7 +5528,7 @@ func (x *LeaseKeysResponse) String() string {
 func (*LeaseKeysResponse) ProtoMessage() {}
 
 func (x *LeaseKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[82]
+	mi := &file_kv_v1_kv_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5444,7 +5541,7 @@ func (x *LeaseKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseKeysResponse.ProtoReflect.Descriptor instead.
 func (*LeaseKeysResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{82}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *LeaseKeysResponse) GetKeys() [][]byte {
@@ -5469,7 +5566,7 @@ type AuthResult struct {
 
 func (x *AuthResult) Reset() {
 	*x = AuthResult{}
-	mi := &file_kv_v1_kv_proto_msgTypes[83]
+	mi := &file_kv_v1_kv_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5481,7 +5578,7 @@ func (x *AuthResult) String() string {
 func (*AuthResult) ProtoMessage() {}
 
 func (x *AuthResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[83]
+	mi := &file_kv_v1_kv_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5494,7 +5591,7 @@ func (x *AuthResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthResult.ProtoReflect.Descriptor instead.
 func (*AuthResult) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{83}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *AuthResult) GetRevision() uint64 {
@@ -5549,7 +5646,7 @@ type AuthenticateRequest struct {
 
 func (x *AuthenticateRequest) Reset() {
 	*x = AuthenticateRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[84]
+	mi := &file_kv_v1_kv_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5561,7 +5658,7 @@ func (x *AuthenticateRequest) String() string {
 func (*AuthenticateRequest) ProtoMessage() {}
 
 func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[84]
+	mi := &file_kv_v1_kv_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5574,7 +5671,7 @@ func (x *AuthenticateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateRequest.ProtoReflect.Descriptor instead.
 func (*AuthenticateRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{84}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *AuthenticateRequest) GetUser() string {
@@ -5602,7 +5699,7 @@ type AuthenticateResponse struct {
 
 func (x *AuthenticateResponse) Reset() {
 	*x = AuthenticateResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[85]
+	mi := &file_kv_v1_kv_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5614,7 +5711,7 @@ func (x *AuthenticateResponse) String() string {
 func (*AuthenticateResponse) ProtoMessage() {}
 
 func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[85]
+	mi := &file_kv_v1_kv_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5627,7 +5724,7 @@ func (x *AuthenticateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthenticateResponse.ProtoReflect.Descriptor instead.
 func (*AuthenticateResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{85}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *AuthenticateResponse) GetToken() string {
@@ -5652,7 +5749,7 @@ type AuthEnableRequest struct {
 
 func (x *AuthEnableRequest) Reset() {
 	*x = AuthEnableRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[86]
+	mi := &file_kv_v1_kv_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5664,7 +5761,7 @@ func (x *AuthEnableRequest) String() string {
 func (*AuthEnableRequest) ProtoMessage() {}
 
 func (x *AuthEnableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[86]
+	mi := &file_kv_v1_kv_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5677,7 +5774,7 @@ func (x *AuthEnableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthEnableRequest.ProtoReflect.Descriptor instead.
 func (*AuthEnableRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{86}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{88}
 }
 
 type AuthEnableResponse struct {
@@ -5689,7 +5786,7 @@ type AuthEnableResponse struct {
 
 func (x *AuthEnableResponse) Reset() {
 	*x = AuthEnableResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[87]
+	mi := &file_kv_v1_kv_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5701,7 +5798,7 @@ func (x *AuthEnableResponse) String() string {
 func (*AuthEnableResponse) ProtoMessage() {}
 
 func (x *AuthEnableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[87]
+	mi := &file_kv_v1_kv_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5714,7 +5811,7 @@ func (x *AuthEnableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthEnableResponse.ProtoReflect.Descriptor instead.
 func (*AuthEnableResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{87}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *AuthEnableResponse) GetResult() *AuthResult {
@@ -5732,7 +5829,7 @@ type AuthDisableRequest struct {
 
 func (x *AuthDisableRequest) Reset() {
 	*x = AuthDisableRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[88]
+	mi := &file_kv_v1_kv_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5744,7 +5841,7 @@ func (x *AuthDisableRequest) String() string {
 func (*AuthDisableRequest) ProtoMessage() {}
 
 func (x *AuthDisableRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[88]
+	mi := &file_kv_v1_kv_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5757,7 +5854,7 @@ func (x *AuthDisableRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthDisableRequest.ProtoReflect.Descriptor instead.
 func (*AuthDisableRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{88}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{90}
 }
 
 type AuthDisableResponse struct {
@@ -5769,7 +5866,7 @@ type AuthDisableResponse struct {
 
 func (x *AuthDisableResponse) Reset() {
 	*x = AuthDisableResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[89]
+	mi := &file_kv_v1_kv_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5781,7 +5878,7 @@ func (x *AuthDisableResponse) String() string {
 func (*AuthDisableResponse) ProtoMessage() {}
 
 func (x *AuthDisableResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[89]
+	mi := &file_kv_v1_kv_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5794,7 +5891,7 @@ func (x *AuthDisableResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthDisableResponse.ProtoReflect.Descriptor instead.
 func (*AuthDisableResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{89}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *AuthDisableResponse) GetResult() *AuthResult {
@@ -5812,7 +5909,7 @@ type AuthStatusRequest struct {
 
 func (x *AuthStatusRequest) Reset() {
 	*x = AuthStatusRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[90]
+	mi := &file_kv_v1_kv_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5824,7 +5921,7 @@ func (x *AuthStatusRequest) String() string {
 func (*AuthStatusRequest) ProtoMessage() {}
 
 func (x *AuthStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[90]
+	mi := &file_kv_v1_kv_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5837,7 +5934,7 @@ func (x *AuthStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthStatusRequest.ProtoReflect.Descriptor instead.
 func (*AuthStatusRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{90}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{92}
 }
 
 type AuthStatusResponse struct {
@@ -5854,7 +5951,7 @@ type AuthStatusResponse struct {
 
 func (x *AuthStatusResponse) Reset() {
 	*x = AuthStatusResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[91]
+	mi := &file_kv_v1_kv_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5866,7 +5963,7 @@ func (x *AuthStatusResponse) String() string {
 func (*AuthStatusResponse) ProtoMessage() {}
 
 func (x *AuthStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[91]
+	mi := &file_kv_v1_kv_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5879,7 +5976,7 @@ func (x *AuthStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthStatusResponse.ProtoReflect.Descriptor instead.
 func (*AuthStatusResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{91}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *AuthStatusResponse) GetEnabled() bool {
@@ -5921,7 +6018,7 @@ type UserAddRequest struct {
 
 func (x *UserAddRequest) Reset() {
 	*x = UserAddRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[92]
+	mi := &file_kv_v1_kv_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5933,7 +6030,7 @@ func (x *UserAddRequest) String() string {
 func (*UserAddRequest) ProtoMessage() {}
 
 func (x *UserAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[92]
+	mi := &file_kv_v1_kv_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5946,7 +6043,7 @@ func (x *UserAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserAddRequest.ProtoReflect.Descriptor instead.
 func (*UserAddRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{92}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *UserAddRequest) GetName() string {
@@ -5972,7 +6069,7 @@ type UserAddResponse struct {
 
 func (x *UserAddResponse) Reset() {
 	*x = UserAddResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[93]
+	mi := &file_kv_v1_kv_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5984,7 +6081,7 @@ func (x *UserAddResponse) String() string {
 func (*UserAddResponse) ProtoMessage() {}
 
 func (x *UserAddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[93]
+	mi := &file_kv_v1_kv_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5997,7 +6094,7 @@ func (x *UserAddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserAddResponse.ProtoReflect.Descriptor instead.
 func (*UserAddResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{93}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *UserAddResponse) GetResult() *AuthResult {
@@ -6016,7 +6113,7 @@ type UserDeleteRequest struct {
 
 func (x *UserDeleteRequest) Reset() {
 	*x = UserDeleteRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[94]
+	mi := &file_kv_v1_kv_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6028,7 +6125,7 @@ func (x *UserDeleteRequest) String() string {
 func (*UserDeleteRequest) ProtoMessage() {}
 
 func (x *UserDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[94]
+	mi := &file_kv_v1_kv_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6041,7 +6138,7 @@ func (x *UserDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserDeleteRequest.ProtoReflect.Descriptor instead.
 func (*UserDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{94}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *UserDeleteRequest) GetName() string {
@@ -6060,7 +6157,7 @@ type UserDeleteResponse struct {
 
 func (x *UserDeleteResponse) Reset() {
 	*x = UserDeleteResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[95]
+	mi := &file_kv_v1_kv_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6072,7 +6169,7 @@ func (x *UserDeleteResponse) String() string {
 func (*UserDeleteResponse) ProtoMessage() {}
 
 func (x *UserDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[95]
+	mi := &file_kv_v1_kv_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6085,7 +6182,7 @@ func (x *UserDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserDeleteResponse.ProtoReflect.Descriptor instead.
 func (*UserDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{95}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *UserDeleteResponse) GetResult() *AuthResult {
@@ -6103,7 +6200,7 @@ type UserListRequest struct {
 
 func (x *UserListRequest) Reset() {
 	*x = UserListRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[96]
+	mi := &file_kv_v1_kv_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6115,7 +6212,7 @@ func (x *UserListRequest) String() string {
 func (*UserListRequest) ProtoMessage() {}
 
 func (x *UserListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[96]
+	mi := &file_kv_v1_kv_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6128,7 +6225,7 @@ func (x *UserListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserListRequest.ProtoReflect.Descriptor instead.
 func (*UserListRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{96}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{98}
 }
 
 type UserListResponse struct {
@@ -6140,7 +6237,7 @@ type UserListResponse struct {
 
 func (x *UserListResponse) Reset() {
 	*x = UserListResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[97]
+	mi := &file_kv_v1_kv_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6152,7 +6249,7 @@ func (x *UserListResponse) String() string {
 func (*UserListResponse) ProtoMessage() {}
 
 func (x *UserListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[97]
+	mi := &file_kv_v1_kv_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6165,7 +6262,7 @@ func (x *UserListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserListResponse.ProtoReflect.Descriptor instead.
 func (*UserListResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{97}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *UserListResponse) GetUsers() []string {
@@ -6184,7 +6281,7 @@ type UserGetRequest struct {
 
 func (x *UserGetRequest) Reset() {
 	*x = UserGetRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[98]
+	mi := &file_kv_v1_kv_proto_msgTypes[100]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6196,7 +6293,7 @@ func (x *UserGetRequest) String() string {
 func (*UserGetRequest) ProtoMessage() {}
 
 func (x *UserGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[98]
+	mi := &file_kv_v1_kv_proto_msgTypes[100]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6209,7 +6306,7 @@ func (x *UserGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGetRequest.ProtoReflect.Descriptor instead.
 func (*UserGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{98}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{100}
 }
 
 func (x *UserGetRequest) GetName() string {
@@ -6230,7 +6327,7 @@ type UserGetResponse struct {
 
 func (x *UserGetResponse) Reset() {
 	*x = UserGetResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[99]
+	mi := &file_kv_v1_kv_proto_msgTypes[101]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6242,7 +6339,7 @@ func (x *UserGetResponse) String() string {
 func (*UserGetResponse) ProtoMessage() {}
 
 func (x *UserGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[99]
+	mi := &file_kv_v1_kv_proto_msgTypes[101]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6255,7 +6352,7 @@ func (x *UserGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGetResponse.ProtoReflect.Descriptor instead.
 func (*UserGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{99}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{101}
 }
 
 func (x *UserGetResponse) GetName() string {
@@ -6289,7 +6386,7 @@ type UserChangePasswordRequest struct {
 
 func (x *UserChangePasswordRequest) Reset() {
 	*x = UserChangePasswordRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[100]
+	mi := &file_kv_v1_kv_proto_msgTypes[102]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6301,7 +6398,7 @@ func (x *UserChangePasswordRequest) String() string {
 func (*UserChangePasswordRequest) ProtoMessage() {}
 
 func (x *UserChangePasswordRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[100]
+	mi := &file_kv_v1_kv_proto_msgTypes[102]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6314,7 +6411,7 @@ func (x *UserChangePasswordRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserChangePasswordRequest.ProtoReflect.Descriptor instead.
 func (*UserChangePasswordRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{100}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{102}
 }
 
 func (x *UserChangePasswordRequest) GetName() string {
@@ -6340,7 +6437,7 @@ type UserChangePasswordResponse struct {
 
 func (x *UserChangePasswordResponse) Reset() {
 	*x = UserChangePasswordResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[101]
+	mi := &file_kv_v1_kv_proto_msgTypes[103]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6352,7 +6449,7 @@ func (x *UserChangePasswordResponse) String() string {
 func (*UserChangePasswordResponse) ProtoMessage() {}
 
 func (x *UserChangePasswordResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[101]
+	mi := &file_kv_v1_kv_proto_msgTypes[103]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6365,7 +6462,7 @@ func (x *UserChangePasswordResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserChangePasswordResponse.ProtoReflect.Descriptor instead.
 func (*UserChangePasswordResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{101}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{103}
 }
 
 func (x *UserChangePasswordResponse) GetResult() *AuthResult {
@@ -6385,7 +6482,7 @@ type UserGrantRoleRequest struct {
 
 func (x *UserGrantRoleRequest) Reset() {
 	*x = UserGrantRoleRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[102]
+	mi := &file_kv_v1_kv_proto_msgTypes[104]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6397,7 +6494,7 @@ func (x *UserGrantRoleRequest) String() string {
 func (*UserGrantRoleRequest) ProtoMessage() {}
 
 func (x *UserGrantRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[102]
+	mi := &file_kv_v1_kv_proto_msgTypes[104]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6410,7 +6507,7 @@ func (x *UserGrantRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGrantRoleRequest.ProtoReflect.Descriptor instead.
 func (*UserGrantRoleRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{102}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{104}
 }
 
 func (x *UserGrantRoleRequest) GetUser() string {
@@ -6436,7 +6533,7 @@ type UserGrantRoleResponse struct {
 
 func (x *UserGrantRoleResponse) Reset() {
 	*x = UserGrantRoleResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[103]
+	mi := &file_kv_v1_kv_proto_msgTypes[105]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6448,7 +6545,7 @@ func (x *UserGrantRoleResponse) String() string {
 func (*UserGrantRoleResponse) ProtoMessage() {}
 
 func (x *UserGrantRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[103]
+	mi := &file_kv_v1_kv_proto_msgTypes[105]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6461,7 +6558,7 @@ func (x *UserGrantRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGrantRoleResponse.ProtoReflect.Descriptor instead.
 func (*UserGrantRoleResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{103}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{105}
 }
 
 func (x *UserGrantRoleResponse) GetResult() *AuthResult {
@@ -6481,7 +6578,7 @@ type UserRevokeRoleRequest struct {
 
 func (x *UserRevokeRoleRequest) Reset() {
 	*x = UserRevokeRoleRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[104]
+	mi := &file_kv_v1_kv_proto_msgTypes[106]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6493,7 +6590,7 @@ func (x *UserRevokeRoleRequest) String() string {
 func (*UserRevokeRoleRequest) ProtoMessage() {}
 
 func (x *UserRevokeRoleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[104]
+	mi := &file_kv_v1_kv_proto_msgTypes[106]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6506,7 +6603,7 @@ func (x *UserRevokeRoleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRevokeRoleRequest.ProtoReflect.Descriptor instead.
 func (*UserRevokeRoleRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{104}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{106}
 }
 
 func (x *UserRevokeRoleRequest) GetUser() string {
@@ -6532,7 +6629,7 @@ type UserRevokeRoleResponse struct {
 
 func (x *UserRevokeRoleResponse) Reset() {
 	*x = UserRevokeRoleResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[105]
+	mi := &file_kv_v1_kv_proto_msgTypes[107]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6544,7 +6641,7 @@ func (x *UserRevokeRoleResponse) String() string {
 func (*UserRevokeRoleResponse) ProtoMessage() {}
 
 func (x *UserRevokeRoleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[105]
+	mi := &file_kv_v1_kv_proto_msgTypes[107]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6557,7 +6654,7 @@ func (x *UserRevokeRoleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserRevokeRoleResponse.ProtoReflect.Descriptor instead.
 func (*UserRevokeRoleResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{105}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{107}
 }
 
 func (x *UserRevokeRoleResponse) GetResult() *AuthResult {
@@ -6576,7 +6673,7 @@ type RoleAddRequest struct {
 
 func (x *RoleAddRequest) Reset() {
 	*x = RoleAddRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[106]
+	mi := &file_kv_v1_kv_proto_msgTypes[108]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6588,7 +6685,7 @@ func (x *RoleAddRequest) String() string {
 func (*RoleAddRequest) ProtoMessage() {}
 
 func (x *RoleAddRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[106]
+	mi := &file_kv_v1_kv_proto_msgTypes[108]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6601,7 +6698,7 @@ func (x *RoleAddRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleAddRequest.ProtoReflect.Descriptor instead.
 func (*RoleAddRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{106}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{108}
 }
 
 func (x *RoleAddRequest) GetName() string {
@@ -6620,7 +6717,7 @@ type RoleAddResponse struct {
 
 func (x *RoleAddResponse) Reset() {
 	*x = RoleAddResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[107]
+	mi := &file_kv_v1_kv_proto_msgTypes[109]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6632,7 +6729,7 @@ func (x *RoleAddResponse) String() string {
 func (*RoleAddResponse) ProtoMessage() {}
 
 func (x *RoleAddResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[107]
+	mi := &file_kv_v1_kv_proto_msgTypes[109]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6645,7 +6742,7 @@ func (x *RoleAddResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleAddResponse.ProtoReflect.Descriptor instead.
 func (*RoleAddResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{107}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{109}
 }
 
 func (x *RoleAddResponse) GetResult() *AuthResult {
@@ -6664,7 +6761,7 @@ type RoleDeleteRequest struct {
 
 func (x *RoleDeleteRequest) Reset() {
 	*x = RoleDeleteRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[108]
+	mi := &file_kv_v1_kv_proto_msgTypes[110]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6676,7 +6773,7 @@ func (x *RoleDeleteRequest) String() string {
 func (*RoleDeleteRequest) ProtoMessage() {}
 
 func (x *RoleDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[108]
+	mi := &file_kv_v1_kv_proto_msgTypes[110]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6689,7 +6786,7 @@ func (x *RoleDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleDeleteRequest.ProtoReflect.Descriptor instead.
 func (*RoleDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{108}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{110}
 }
 
 func (x *RoleDeleteRequest) GetName() string {
@@ -6708,7 +6805,7 @@ type RoleDeleteResponse struct {
 
 func (x *RoleDeleteResponse) Reset() {
 	*x = RoleDeleteResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[109]
+	mi := &file_kv_v1_kv_proto_msgTypes[111]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6720,7 +6817,7 @@ func (x *RoleDeleteResponse) String() string {
 func (*RoleDeleteResponse) ProtoMessage() {}
 
 func (x *RoleDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[109]
+	mi := &file_kv_v1_kv_proto_msgTypes[111]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6733,7 +6830,7 @@ func (x *RoleDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleDeleteResponse.ProtoReflect.Descriptor instead.
 func (*RoleDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{109}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{111}
 }
 
 func (x *RoleDeleteResponse) GetResult() *AuthResult {
@@ -6751,7 +6848,7 @@ type RoleListRequest struct {
 
 func (x *RoleListRequest) Reset() {
 	*x = RoleListRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[110]
+	mi := &file_kv_v1_kv_proto_msgTypes[112]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6763,7 +6860,7 @@ func (x *RoleListRequest) String() string {
 func (*RoleListRequest) ProtoMessage() {}
 
 func (x *RoleListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[110]
+	mi := &file_kv_v1_kv_proto_msgTypes[112]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6776,7 +6873,7 @@ func (x *RoleListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleListRequest.ProtoReflect.Descriptor instead.
 func (*RoleListRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{110}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{112}
 }
 
 type RoleListResponse struct {
@@ -6788,7 +6885,7 @@ type RoleListResponse struct {
 
 func (x *RoleListResponse) Reset() {
 	*x = RoleListResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[111]
+	mi := &file_kv_v1_kv_proto_msgTypes[113]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6800,7 +6897,7 @@ func (x *RoleListResponse) String() string {
 func (*RoleListResponse) ProtoMessage() {}
 
 func (x *RoleListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[111]
+	mi := &file_kv_v1_kv_proto_msgTypes[113]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6813,7 +6910,7 @@ func (x *RoleListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleListResponse.ProtoReflect.Descriptor instead.
 func (*RoleListResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{111}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{113}
 }
 
 func (x *RoleListResponse) GetRoles() []string {
@@ -6837,7 +6934,7 @@ type Permission struct {
 
 func (x *Permission) Reset() {
 	*x = Permission{}
-	mi := &file_kv_v1_kv_proto_msgTypes[112]
+	mi := &file_kv_v1_kv_proto_msgTypes[114]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6849,7 +6946,7 @@ func (x *Permission) String() string {
 func (*Permission) ProtoMessage() {}
 
 func (x *Permission) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[112]
+	mi := &file_kv_v1_kv_proto_msgTypes[114]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6862,7 +6959,7 @@ func (x *Permission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Permission.ProtoReflect.Descriptor instead.
 func (*Permission) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{112}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{114}
 }
 
 func (x *Permission) GetAccess() Permission_Access {
@@ -6902,7 +6999,7 @@ type RoleGetRequest struct {
 
 func (x *RoleGetRequest) Reset() {
 	*x = RoleGetRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[113]
+	mi := &file_kv_v1_kv_proto_msgTypes[115]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6914,7 +7011,7 @@ func (x *RoleGetRequest) String() string {
 func (*RoleGetRequest) ProtoMessage() {}
 
 func (x *RoleGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[113]
+	mi := &file_kv_v1_kv_proto_msgTypes[115]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6927,7 +7024,7 @@ func (x *RoleGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGetRequest.ProtoReflect.Descriptor instead.
 func (*RoleGetRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{113}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{115}
 }
 
 func (x *RoleGetRequest) GetName() string {
@@ -6947,7 +7044,7 @@ type RoleGetResponse struct {
 
 func (x *RoleGetResponse) Reset() {
 	*x = RoleGetResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[114]
+	mi := &file_kv_v1_kv_proto_msgTypes[116]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6959,7 +7056,7 @@ func (x *RoleGetResponse) String() string {
 func (*RoleGetResponse) ProtoMessage() {}
 
 func (x *RoleGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[114]
+	mi := &file_kv_v1_kv_proto_msgTypes[116]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6972,7 +7069,7 @@ func (x *RoleGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGetResponse.ProtoReflect.Descriptor instead.
 func (*RoleGetResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{114}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{116}
 }
 
 func (x *RoleGetResponse) GetName() string {
@@ -6999,7 +7096,7 @@ type RoleGrantPermissionRequest struct {
 
 func (x *RoleGrantPermissionRequest) Reset() {
 	*x = RoleGrantPermissionRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[115]
+	mi := &file_kv_v1_kv_proto_msgTypes[117]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7011,7 +7108,7 @@ func (x *RoleGrantPermissionRequest) String() string {
 func (*RoleGrantPermissionRequest) ProtoMessage() {}
 
 func (x *RoleGrantPermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[115]
+	mi := &file_kv_v1_kv_proto_msgTypes[117]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7024,7 +7121,7 @@ func (x *RoleGrantPermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGrantPermissionRequest.ProtoReflect.Descriptor instead.
 func (*RoleGrantPermissionRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{115}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{117}
 }
 
 func (x *RoleGrantPermissionRequest) GetRole() string {
@@ -7050,7 +7147,7 @@ type RoleGrantPermissionResponse struct {
 
 func (x *RoleGrantPermissionResponse) Reset() {
 	*x = RoleGrantPermissionResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[116]
+	mi := &file_kv_v1_kv_proto_msgTypes[118]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7062,7 +7159,7 @@ func (x *RoleGrantPermissionResponse) String() string {
 func (*RoleGrantPermissionResponse) ProtoMessage() {}
 
 func (x *RoleGrantPermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[116]
+	mi := &file_kv_v1_kv_proto_msgTypes[118]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7075,7 +7172,7 @@ func (x *RoleGrantPermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleGrantPermissionResponse.ProtoReflect.Descriptor instead.
 func (*RoleGrantPermissionResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{116}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{118}
 }
 
 func (x *RoleGrantPermissionResponse) GetResult() *AuthResult {
@@ -7096,7 +7193,7 @@ type RoleRevokePermissionRequest struct {
 
 func (x *RoleRevokePermissionRequest) Reset() {
 	*x = RoleRevokePermissionRequest{}
-	mi := &file_kv_v1_kv_proto_msgTypes[117]
+	mi := &file_kv_v1_kv_proto_msgTypes[119]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7108,7 +7205,7 @@ func (x *RoleRevokePermissionRequest) String() string {
 func (*RoleRevokePermissionRequest) ProtoMessage() {}
 
 func (x *RoleRevokePermissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[117]
+	mi := &file_kv_v1_kv_proto_msgTypes[119]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7121,7 +7218,7 @@ func (x *RoleRevokePermissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleRevokePermissionRequest.ProtoReflect.Descriptor instead.
 func (*RoleRevokePermissionRequest) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{117}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{119}
 }
 
 func (x *RoleRevokePermissionRequest) GetRole() string {
@@ -7147,7 +7244,7 @@ type RoleRevokePermissionResponse struct {
 
 func (x *RoleRevokePermissionResponse) Reset() {
 	*x = RoleRevokePermissionResponse{}
-	mi := &file_kv_v1_kv_proto_msgTypes[118]
+	mi := &file_kv_v1_kv_proto_msgTypes[120]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -7159,7 +7256,7 @@ func (x *RoleRevokePermissionResponse) String() string {
 func (*RoleRevokePermissionResponse) ProtoMessage() {}
 
 func (x *RoleRevokePermissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_v1_kv_proto_msgTypes[118]
+	mi := &file_kv_v1_kv_proto_msgTypes[120]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -7172,7 +7269,7 @@ func (x *RoleRevokePermissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoleRevokePermissionResponse.ProtoReflect.Descriptor instead.
 func (*RoleRevokePermissionResponse) Descriptor() ([]byte, []int) {
-	return file_kv_v1_kv_proto_rawDescGZIP(), []int{118}
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{120}
 }
 
 func (x *RoleRevokePermissionResponse) GetResult() *AuthResult {
@@ -7493,17 +7590,22 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x14MetaIncrementRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\"-\n" +
 	"\x15MetaIncrementResponse\x12\x14\n" +
-	"\x05value\x18\x01 \x01(\x04R\x05value\"J\n" +
+	"\x05value\x18\x01 \x01(\x04R\x05value\"#\n" +
+	"\x0fTxnLocksRequest\x12\x10\n" +
+	"\x03ids\x18\x01 \x03(\tR\x03ids\"&\n" +
+	"\x10TxnLocksResponse\x12\x12\n" +
+	"\x04held\x18\x01 \x03(\tR\x04held\"J\n" +
 	"\x13RangeProposeRequest\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x18\n" +
 	"\acommand\x18\x02 \x01(\fR\acommand\".\n" +
 	"\x14RangeProposeResponse\x12\x16\n" +
-	"\x06result\x18\x01 \x01(\fR\x06result\"|\n" +
+	"\x06result\x18\x01 \x01(\fR\x06result\"\x94\x01\n" +
 	"\x0fMetaSwapRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x1a\n" +
 	"\bexpected\x18\x02 \x01(\fR\bexpected\x12%\n" +
 	"\x0eexpect_missing\x18\x03 \x01(\bR\rexpectMissing\x12\x14\n" +
-	"\x05value\x18\x04 \x01(\fR\x05value\"^\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12\x16\n" +
+	"\x06delete\x18\x05 \x01(\bR\x06delete\"^\n" +
 	"\x10MetaSwapResponse\x12\x18\n" +
 	"\aswapped\x18\x01 \x01(\bR\aswapped\x12\x18\n" +
 	"\acurrent\x18\x02 \x01(\fR\acurrent\x12\x16\n" +
@@ -7688,13 +7790,14 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\n" +
 	"SplitRange\x12\x18.kv.v1.SplitRangeRequest\x1a\x19.kv.v1.SplitRangeResponse\x12M\n" +
 	"\x0eTransferLeader\x12\x1c.kv.v1.TransferLeaderRequest\x1a\x1d.kv.v1.TransferLeaderResponse\x12C\n" +
-	"\vBackupRange\x12\x19.kv.v1.BackupRangeRequest\x1a\x17.kv.v1.BackupRangeChunk0\x012\xce\x06\n" +
+	"\vBackupRange\x12\x19.kv.v1.BackupRangeRequest\x1a\x17.kv.v1.BackupRangeChunk0\x012\x8b\a\n" +
 	"\bInternal\x128\n" +
 	"\aMetaPut\x12\x15.kv.v1.MetaPutRequest\x1a\x16.kv.v1.MetaPutResponse\x12;\n" +
 	"\bMetaScan\x12\x16.kv.v1.MetaScanRequest\x1a\x17.kv.v1.MetaScanResponse\x12J\n" +
 	"\rMetaIncrement\x12\x1b.kv.v1.MetaIncrementRequest\x1a\x1c.kv.v1.MetaIncrementResponse\x12;\n" +
 	"\bMetaSwap\x12\x16.kv.v1.MetaSwapRequest\x1a\x17.kv.v1.MetaSwapResponse\x12G\n" +
-	"\fRangePropose\x12\x1a.kv.v1.RangeProposeRequest\x1a\x1b.kv.v1.RangeProposeResponse\x12J\n" +
+	"\fRangePropose\x12\x1a.kv.v1.RangeProposeRequest\x1a\x1b.kv.v1.RangeProposeResponse\x12;\n" +
+	"\bTxnLocks\x12\x16.kv.v1.TxnLocksRequest\x1a\x17.kv.v1.TxnLocksResponse\x12J\n" +
 	"\rCreateReplica\x12\x1b.kv.v1.CreateReplicaRequest\x1a\x1c.kv.v1.CreateReplicaResponse\x12D\n" +
 	"\vDropReplica\x12\x19.kv.v1.DropReplicaRequest\x1a\x1a.kv.v1.DropReplicaResponse\x12M\n" +
 	"\x0eChangeReplicas\x12\x1c.kv.v1.ChangeReplicasRequest\x1a\x1d.kv.v1.ChangeReplicasResponse\x12>\n" +
@@ -7739,7 +7842,7 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 119)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 121)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Consistency)(0),                     // 0: kv.v1.Consistency
 	(EventType)(0),                       // 1: kv.v1.EventType
@@ -7815,63 +7918,65 @@ var file_kv_v1_kv_proto_goTypes = []any{
 	(*MetaScanResponse)(nil),             // 71: kv.v1.MetaScanResponse
 	(*MetaIncrementRequest)(nil),         // 72: kv.v1.MetaIncrementRequest
 	(*MetaIncrementResponse)(nil),        // 73: kv.v1.MetaIncrementResponse
-	(*RangeProposeRequest)(nil),          // 74: kv.v1.RangeProposeRequest
-	(*RangeProposeResponse)(nil),         // 75: kv.v1.RangeProposeResponse
-	(*MetaSwapRequest)(nil),              // 76: kv.v1.MetaSwapRequest
-	(*MetaSwapResponse)(nil),             // 77: kv.v1.MetaSwapResponse
-	(*CreateReplicaRequest)(nil),         // 78: kv.v1.CreateReplicaRequest
-	(*CreateReplicaResponse)(nil),        // 79: kv.v1.CreateReplicaResponse
-	(*DropReplicaRequest)(nil),           // 80: kv.v1.DropReplicaRequest
-	(*DropReplicaResponse)(nil),          // 81: kv.v1.DropReplicaResponse
-	(*ChangeReplicasRequest)(nil),        // 82: kv.v1.ChangeReplicasRequest
-	(*ChangeReplicasResponse)(nil),       // 83: kv.v1.ChangeReplicasResponse
-	(*WatchRangeRequest)(nil),            // 84: kv.v1.WatchRangeRequest
-	(*WatchRangeResponse)(nil),           // 85: kv.v1.WatchRangeResponse
-	(*LeaseRevokeLocalRequest)(nil),      // 86: kv.v1.LeaseRevokeLocalRequest
-	(*LeaseRevokeLocalResponse)(nil),     // 87: kv.v1.LeaseRevokeLocalResponse
-	(*LeaseKeysRequest)(nil),             // 88: kv.v1.LeaseKeysRequest
-	(*LeaseKeysResponse)(nil),            // 89: kv.v1.LeaseKeysResponse
-	(*AuthResult)(nil),                   // 90: kv.v1.AuthResult
-	(*AuthenticateRequest)(nil),          // 91: kv.v1.AuthenticateRequest
-	(*AuthenticateResponse)(nil),         // 92: kv.v1.AuthenticateResponse
-	(*AuthEnableRequest)(nil),            // 93: kv.v1.AuthEnableRequest
-	(*AuthEnableResponse)(nil),           // 94: kv.v1.AuthEnableResponse
-	(*AuthDisableRequest)(nil),           // 95: kv.v1.AuthDisableRequest
-	(*AuthDisableResponse)(nil),          // 96: kv.v1.AuthDisableResponse
-	(*AuthStatusRequest)(nil),            // 97: kv.v1.AuthStatusRequest
-	(*AuthStatusResponse)(nil),           // 98: kv.v1.AuthStatusResponse
-	(*UserAddRequest)(nil),               // 99: kv.v1.UserAddRequest
-	(*UserAddResponse)(nil),              // 100: kv.v1.UserAddResponse
-	(*UserDeleteRequest)(nil),            // 101: kv.v1.UserDeleteRequest
-	(*UserDeleteResponse)(nil),           // 102: kv.v1.UserDeleteResponse
-	(*UserListRequest)(nil),              // 103: kv.v1.UserListRequest
-	(*UserListResponse)(nil),             // 104: kv.v1.UserListResponse
-	(*UserGetRequest)(nil),               // 105: kv.v1.UserGetRequest
-	(*UserGetResponse)(nil),              // 106: kv.v1.UserGetResponse
-	(*UserChangePasswordRequest)(nil),    // 107: kv.v1.UserChangePasswordRequest
-	(*UserChangePasswordResponse)(nil),   // 108: kv.v1.UserChangePasswordResponse
-	(*UserGrantRoleRequest)(nil),         // 109: kv.v1.UserGrantRoleRequest
-	(*UserGrantRoleResponse)(nil),        // 110: kv.v1.UserGrantRoleResponse
-	(*UserRevokeRoleRequest)(nil),        // 111: kv.v1.UserRevokeRoleRequest
-	(*UserRevokeRoleResponse)(nil),       // 112: kv.v1.UserRevokeRoleResponse
-	(*RoleAddRequest)(nil),               // 113: kv.v1.RoleAddRequest
-	(*RoleAddResponse)(nil),              // 114: kv.v1.RoleAddResponse
-	(*RoleDeleteRequest)(nil),            // 115: kv.v1.RoleDeleteRequest
-	(*RoleDeleteResponse)(nil),           // 116: kv.v1.RoleDeleteResponse
-	(*RoleListRequest)(nil),              // 117: kv.v1.RoleListRequest
-	(*RoleListResponse)(nil),             // 118: kv.v1.RoleListResponse
-	(*Permission)(nil),                   // 119: kv.v1.Permission
-	(*RoleGetRequest)(nil),               // 120: kv.v1.RoleGetRequest
-	(*RoleGetResponse)(nil),              // 121: kv.v1.RoleGetResponse
-	(*RoleGrantPermissionRequest)(nil),   // 122: kv.v1.RoleGrantPermissionRequest
-	(*RoleGrantPermissionResponse)(nil),  // 123: kv.v1.RoleGrantPermissionResponse
-	(*RoleRevokePermissionRequest)(nil),  // 124: kv.v1.RoleRevokePermissionRequest
-	(*RoleRevokePermissionResponse)(nil), // 125: kv.v1.RoleRevokePermissionResponse
-	(*durationpb.Duration)(nil),          // 126: google.protobuf.Duration
+	(*TxnLocksRequest)(nil),              // 74: kv.v1.TxnLocksRequest
+	(*TxnLocksResponse)(nil),             // 75: kv.v1.TxnLocksResponse
+	(*RangeProposeRequest)(nil),          // 76: kv.v1.RangeProposeRequest
+	(*RangeProposeResponse)(nil),         // 77: kv.v1.RangeProposeResponse
+	(*MetaSwapRequest)(nil),              // 78: kv.v1.MetaSwapRequest
+	(*MetaSwapResponse)(nil),             // 79: kv.v1.MetaSwapResponse
+	(*CreateReplicaRequest)(nil),         // 80: kv.v1.CreateReplicaRequest
+	(*CreateReplicaResponse)(nil),        // 81: kv.v1.CreateReplicaResponse
+	(*DropReplicaRequest)(nil),           // 82: kv.v1.DropReplicaRequest
+	(*DropReplicaResponse)(nil),          // 83: kv.v1.DropReplicaResponse
+	(*ChangeReplicasRequest)(nil),        // 84: kv.v1.ChangeReplicasRequest
+	(*ChangeReplicasResponse)(nil),       // 85: kv.v1.ChangeReplicasResponse
+	(*WatchRangeRequest)(nil),            // 86: kv.v1.WatchRangeRequest
+	(*WatchRangeResponse)(nil),           // 87: kv.v1.WatchRangeResponse
+	(*LeaseRevokeLocalRequest)(nil),      // 88: kv.v1.LeaseRevokeLocalRequest
+	(*LeaseRevokeLocalResponse)(nil),     // 89: kv.v1.LeaseRevokeLocalResponse
+	(*LeaseKeysRequest)(nil),             // 90: kv.v1.LeaseKeysRequest
+	(*LeaseKeysResponse)(nil),            // 91: kv.v1.LeaseKeysResponse
+	(*AuthResult)(nil),                   // 92: kv.v1.AuthResult
+	(*AuthenticateRequest)(nil),          // 93: kv.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),         // 94: kv.v1.AuthenticateResponse
+	(*AuthEnableRequest)(nil),            // 95: kv.v1.AuthEnableRequest
+	(*AuthEnableResponse)(nil),           // 96: kv.v1.AuthEnableResponse
+	(*AuthDisableRequest)(nil),           // 97: kv.v1.AuthDisableRequest
+	(*AuthDisableResponse)(nil),          // 98: kv.v1.AuthDisableResponse
+	(*AuthStatusRequest)(nil),            // 99: kv.v1.AuthStatusRequest
+	(*AuthStatusResponse)(nil),           // 100: kv.v1.AuthStatusResponse
+	(*UserAddRequest)(nil),               // 101: kv.v1.UserAddRequest
+	(*UserAddResponse)(nil),              // 102: kv.v1.UserAddResponse
+	(*UserDeleteRequest)(nil),            // 103: kv.v1.UserDeleteRequest
+	(*UserDeleteResponse)(nil),           // 104: kv.v1.UserDeleteResponse
+	(*UserListRequest)(nil),              // 105: kv.v1.UserListRequest
+	(*UserListResponse)(nil),             // 106: kv.v1.UserListResponse
+	(*UserGetRequest)(nil),               // 107: kv.v1.UserGetRequest
+	(*UserGetResponse)(nil),              // 108: kv.v1.UserGetResponse
+	(*UserChangePasswordRequest)(nil),    // 109: kv.v1.UserChangePasswordRequest
+	(*UserChangePasswordResponse)(nil),   // 110: kv.v1.UserChangePasswordResponse
+	(*UserGrantRoleRequest)(nil),         // 111: kv.v1.UserGrantRoleRequest
+	(*UserGrantRoleResponse)(nil),        // 112: kv.v1.UserGrantRoleResponse
+	(*UserRevokeRoleRequest)(nil),        // 113: kv.v1.UserRevokeRoleRequest
+	(*UserRevokeRoleResponse)(nil),       // 114: kv.v1.UserRevokeRoleResponse
+	(*RoleAddRequest)(nil),               // 115: kv.v1.RoleAddRequest
+	(*RoleAddResponse)(nil),              // 116: kv.v1.RoleAddResponse
+	(*RoleDeleteRequest)(nil),            // 117: kv.v1.RoleDeleteRequest
+	(*RoleDeleteResponse)(nil),           // 118: kv.v1.RoleDeleteResponse
+	(*RoleListRequest)(nil),              // 119: kv.v1.RoleListRequest
+	(*RoleListResponse)(nil),             // 120: kv.v1.RoleListResponse
+	(*Permission)(nil),                   // 121: kv.v1.Permission
+	(*RoleGetRequest)(nil),               // 122: kv.v1.RoleGetRequest
+	(*RoleGetResponse)(nil),              // 123: kv.v1.RoleGetResponse
+	(*RoleGrantPermissionRequest)(nil),   // 124: kv.v1.RoleGrantPermissionRequest
+	(*RoleGrantPermissionResponse)(nil),  // 125: kv.v1.RoleGrantPermissionResponse
+	(*RoleRevokePermissionRequest)(nil),  // 126: kv.v1.RoleRevokePermissionRequest
+	(*RoleRevokePermissionResponse)(nil), // 127: kv.v1.RoleRevokePermissionResponse
+	(*durationpb.Duration)(nil),          // 128: google.protobuf.Duration
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,   // 0: kv.v1.ReadOptions.consistency:type_name -> kv.v1.Consistency
-	126, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
+	128, // 1: kv.v1.ReadOptions.max_staleness:type_name -> google.protobuf.Duration
 	0,   // 2: kv.v1.ReadHeader.consistency:type_name -> kv.v1.Consistency
 	9,   // 3: kv.v1.ReadHeader.explain:type_name -> kv.v1.ReadExplain
 	10,  // 4: kv.v1.PutResponse.header:type_name -> kv.v1.WriteHeader
@@ -7885,7 +7990,7 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	11,  // 12: kv.v1.ScanResponse.kvs:type_name -> kv.v1.KeyValue
 	1,   // 13: kv.v1.Event.type:type_name -> kv.v1.EventType
 	2,   // 14: kv.v1.Event.cause:type_name -> kv.v1.DeleteCause
-	126, // 15: kv.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
+	128, // 15: kv.v1.WatchRequest.progress_interval:type_name -> google.protobuf.Duration
 	22,  // 16: kv.v1.WatchResponse.events:type_name -> kv.v1.Event
 	24,  // 17: kv.v1.WatchResponse.ranges:type_name -> kv.v1.WatchRangeState
 	4,   // 18: kv.v1.Compare.target:type_name -> kv.v1.Compare.Target
@@ -7925,21 +8030,21 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	24,  // 52: kv.v1.WatchRangeResponse.state:type_name -> kv.v1.WatchRangeState
 	47,  // 53: kv.v1.WatchRangeResponse.range:type_name -> kv.v1.RangeDescriptor
 	2,   // 54: kv.v1.LeaseRevokeLocalRequest.cause:type_name -> kv.v1.DeleteCause
-	90,  // 55: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
-	90,  // 56: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
-	90,  // 57: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
-	90,  // 58: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
-	90,  // 59: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
-	90,  // 60: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
-	90,  // 61: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
-	90,  // 62: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
-	90,  // 63: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 55: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 56: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 57: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 58: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 59: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 60: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 61: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 62: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 63: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
 	6,   // 64: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
-	119, // 65: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
-	119, // 66: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
-	90,  // 67: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
-	119, // 68: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
-	90,  // 69: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
+	121, // 65: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
+	121, // 66: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
+	92,  // 67: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
+	121, // 68: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
+	92,  // 69: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
 	12,  // 70: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
 	14,  // 71: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
 	16,  // 72: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
@@ -7964,84 +8069,86 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	68,  // 91: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
 	70,  // 92: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
 	72,  // 93: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
-	76,  // 94: kv.v1.Internal.MetaSwap:input_type -> kv.v1.MetaSwapRequest
-	74,  // 95: kv.v1.Internal.RangePropose:input_type -> kv.v1.RangeProposeRequest
-	78,  // 96: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
-	80,  // 97: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
-	82,  // 98: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
-	65,  // 99: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
-	84,  // 100: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
-	86,  // 101: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
-	88,  // 102: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
-	91,  // 103: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
-	93,  // 104: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
-	95,  // 105: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
-	97,  // 106: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
-	99,  // 107: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
-	101, // 108: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
-	103, // 109: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
-	105, // 110: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
-	107, // 111: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
-	109, // 112: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
-	111, // 113: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
-	113, // 114: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
-	115, // 115: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
-	117, // 116: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
-	120, // 117: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
-	122, // 118: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
-	124, // 119: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
-	13,  // 120: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	15,  // 121: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	17,  // 122: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	21,  // 123: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	19,  // 124: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	25,  // 125: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
-	30,  // 126: kv.v1.KV.Txn:output_type -> kv.v1.TxnResponse
-	32,  // 127: kv.v1.KV.TxnStatus:output_type -> kv.v1.TxnStatusResponse
-	34,  // 128: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
-	36,  // 129: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
-	38,  // 130: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
-	41,  // 131: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
-	43,  // 132: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
-	54,  // 133: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	56,  // 134: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	58,  // 135: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	60,  // 136: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	50,  // 137: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
-	52,  // 138: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
-	64,  // 139: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
-	62,  // 140: kv.v1.Cluster.BackupRange:output_type -> kv.v1.BackupRangeChunk
-	69,  // 141: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
-	71,  // 142: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
-	73,  // 143: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
-	77,  // 144: kv.v1.Internal.MetaSwap:output_type -> kv.v1.MetaSwapResponse
-	75,  // 145: kv.v1.Internal.RangePropose:output_type -> kv.v1.RangeProposeResponse
-	79,  // 146: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
-	81,  // 147: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
-	83,  // 148: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
-	67,  // 149: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
-	85,  // 150: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
-	87,  // 151: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
-	89,  // 152: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
-	92,  // 153: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
-	94,  // 154: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
-	96,  // 155: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
-	98,  // 156: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
-	100, // 157: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
-	102, // 158: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
-	104, // 159: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
-	106, // 160: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
-	108, // 161: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
-	110, // 162: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
-	112, // 163: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
-	114, // 164: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
-	116, // 165: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
-	118, // 166: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
-	121, // 167: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
-	123, // 168: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
-	125, // 169: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
-	120, // [120:170] is the sub-list for method output_type
-	70,  // [70:120] is the sub-list for method input_type
+	78,  // 94: kv.v1.Internal.MetaSwap:input_type -> kv.v1.MetaSwapRequest
+	76,  // 95: kv.v1.Internal.RangePropose:input_type -> kv.v1.RangeProposeRequest
+	74,  // 96: kv.v1.Internal.TxnLocks:input_type -> kv.v1.TxnLocksRequest
+	80,  // 97: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
+	82,  // 98: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
+	84,  // 99: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
+	65,  // 100: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	86,  // 101: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
+	88,  // 102: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
+	90,  // 103: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
+	93,  // 104: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
+	95,  // 105: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
+	97,  // 106: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
+	99,  // 107: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
+	101, // 108: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
+	103, // 109: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
+	105, // 110: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
+	107, // 111: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
+	109, // 112: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
+	111, // 113: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
+	113, // 114: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
+	115, // 115: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
+	117, // 116: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
+	119, // 117: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
+	122, // 118: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
+	124, // 119: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
+	126, // 120: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
+	13,  // 121: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	15,  // 122: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	17,  // 123: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	21,  // 124: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	19,  // 125: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	25,  // 126: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
+	30,  // 127: kv.v1.KV.Txn:output_type -> kv.v1.TxnResponse
+	32,  // 128: kv.v1.KV.TxnStatus:output_type -> kv.v1.TxnStatusResponse
+	34,  // 129: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
+	36,  // 130: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
+	38,  // 131: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
+	41,  // 132: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
+	43,  // 133: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
+	54,  // 134: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	56,  // 135: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	58,  // 136: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	60,  // 137: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	50,  // 138: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
+	52,  // 139: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
+	64,  // 140: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
+	62,  // 141: kv.v1.Cluster.BackupRange:output_type -> kv.v1.BackupRangeChunk
+	69,  // 142: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
+	71,  // 143: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
+	73,  // 144: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
+	79,  // 145: kv.v1.Internal.MetaSwap:output_type -> kv.v1.MetaSwapResponse
+	77,  // 146: kv.v1.Internal.RangePropose:output_type -> kv.v1.RangeProposeResponse
+	75,  // 147: kv.v1.Internal.TxnLocks:output_type -> kv.v1.TxnLocksResponse
+	81,  // 148: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
+	83,  // 149: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
+	85,  // 150: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
+	67,  // 151: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	87,  // 152: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
+	89,  // 153: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
+	91,  // 154: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
+	94,  // 155: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
+	96,  // 156: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
+	98,  // 157: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
+	100, // 158: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
+	102, // 159: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
+	104, // 160: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
+	106, // 161: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
+	108, // 162: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
+	110, // 163: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
+	112, // 164: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
+	114, // 165: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
+	116, // 166: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
+	118, // 167: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
+	120, // 168: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
+	123, // 169: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
+	125, // 170: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
+	127, // 171: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
+	121, // [121:172] is the sub-list for method output_type
+	70,  // [70:121] is the sub-list for method input_type
 	70,  // [70:70] is the sub-list for extension type_name
 	70,  // [70:70] is the sub-list for extension extendee
 	0,   // [0:70] is the sub-list for field type_name
@@ -8070,7 +8177,7 @@ func file_kv_v1_kv_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   119,
+			NumMessages:   121,
 			NumExtensions: 0,
 			NumServices:   5,
 		},

@@ -1059,6 +1059,7 @@ const (
 	Internal_MetaIncrement_FullMethodName    = "/kv.v1.Internal/MetaIncrement"
 	Internal_MetaSwap_FullMethodName         = "/kv.v1.Internal/MetaSwap"
 	Internal_RangePropose_FullMethodName     = "/kv.v1.Internal/RangePropose"
+	Internal_TxnLocks_FullMethodName         = "/kv.v1.Internal/TxnLocks"
 	Internal_CreateReplica_FullMethodName    = "/kv.v1.Internal/CreateReplica"
 	Internal_DropReplica_FullMethodName      = "/kv.v1.Internal/DropReplica"
 	Internal_ChangeReplicas_FullMethodName   = "/kv.v1.Internal/ChangeReplicas"
@@ -1085,6 +1086,9 @@ type InternalClient interface {
 	// its leader and returns the encoded result (transactions' prepares and
 	// resolves, which name their range).
 	RangePropose(ctx context.Context, in *RangeProposeRequest, opts ...grpc.CallOption) (*RangeProposeResponse, error)
+	// TxnLocks says which of the named transactions hold locks in this
+	// node's replicas (before their records are forgotten).
+	TxnLocks(ctx context.Context, in *TxnLocksRequest, opts ...grpc.CallOption) (*TxnLocksResponse, error)
 	// CreateReplica starts an empty replica of a range on the asked node,
 	// for its leader to fill by snapshot; DropReplica deletes one.
 	CreateReplica(ctx context.Context, in *CreateReplicaRequest, opts ...grpc.CallOption) (*CreateReplicaResponse, error)
@@ -1158,6 +1162,16 @@ func (c *internalClient) RangePropose(ctx context.Context, in *RangeProposeReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RangeProposeResponse)
 	err := c.cc.Invoke(ctx, Internal_RangePropose_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *internalClient) TxnLocks(ctx context.Context, in *TxnLocksRequest, opts ...grpc.CallOption) (*TxnLocksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnLocksResponse)
+	err := c.cc.Invoke(ctx, Internal_TxnLocks_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -1260,6 +1274,9 @@ type InternalServer interface {
 	// its leader and returns the encoded result (transactions' prepares and
 	// resolves, which name their range).
 	RangePropose(context.Context, *RangeProposeRequest) (*RangeProposeResponse, error)
+	// TxnLocks says which of the named transactions hold locks in this
+	// node's replicas (before their records are forgotten).
+	TxnLocks(context.Context, *TxnLocksRequest) (*TxnLocksResponse, error)
 	// CreateReplica starts an empty replica of a range on the asked node,
 	// for its leader to fill by snapshot; DropReplica deletes one.
 	CreateReplica(context.Context, *CreateReplicaRequest) (*CreateReplicaResponse, error)
@@ -1303,6 +1320,9 @@ func (UnimplementedInternalServer) MetaSwap(context.Context, *MetaSwapRequest) (
 }
 func (UnimplementedInternalServer) RangePropose(context.Context, *RangeProposeRequest) (*RangeProposeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RangePropose not implemented")
+}
+func (UnimplementedInternalServer) TxnLocks(context.Context, *TxnLocksRequest) (*TxnLocksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TxnLocks not implemented")
 }
 func (UnimplementedInternalServer) CreateReplica(context.Context, *CreateReplicaRequest) (*CreateReplicaResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateReplica not implemented")
@@ -1432,6 +1452,24 @@ func _Internal_RangePropose_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(InternalServer).RangePropose(ctx, req.(*RangeProposeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Internal_TxnLocks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnLocksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InternalServer).TxnLocks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Internal_TxnLocks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InternalServer).TxnLocks(ctx, req.(*TxnLocksRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1581,6 +1619,10 @@ var Internal_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RangePropose",
 			Handler:    _Internal_RangePropose_Handler,
+		},
+		{
+			MethodName: "TxnLocks",
+			Handler:    _Internal_TxnLocks_Handler,
 		},
 		{
 			MethodName: "CreateReplica",
