@@ -116,7 +116,9 @@ bench-build:
 # dialkv against etcd, 3 members each on 127.0.0.1, fsync on for both. The
 # -r16 workloads (put-c64-r16, get-linearizable-c64-r16) run last, on
 # dialkv's key space split into 16 ranges with leaders balanced over the 3
-# nodes; SCALE lines compare them with dialkv's own single-range runs.
+# nodes; SCALE lines compare them with dialkv's own single-range runs. On
+# those ranges txn-c64-x2 and txn-c64-x4 (transactions across 2 and 4
+# ranges) run on dialkv alone and print WORKLOAD lines.
 bench-compare: build bench-build
 	$(BIN)/benchcompare -duration $(BENCH_DURATION) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE) -keys $(BENCH_KEYS)
 
@@ -146,12 +148,15 @@ bench-rebalance: build
 # Watchers and leases (issue 16): CLIENTS writers' puts/s with no watcher,
 # then with each count of WATCHERS (default 1,100) watching their prefix
 # (events/s, lag, every event checked), then lease grants/s and
-# keepalives/s, each phase DURATION (default 8s; leases half). Under a minute.
+# keepalives/s, each phase DURATION (default 8s; leases half), for each of
+# SYSTEMS (default dialkv,etcd) in turn; RATIO lines compare the two.
+# About two minutes (one with SYSTEMS=dialkv).
 BENCH_WATCHERS := 1,100
+BENCH_WATCH_SYSTEMS := dialkv,etcd
 .PHONY: bench-watch
-bench-watch: build
+bench-watch: build bench-build
 	cd bench && $(GO) build -o ../$(BIN)/watchbench ./cmd/watchbench
-	$(BIN)/watchbench -duration $(call bench_var,DURATION,8s) -watchers $(call bench_var,WATCHERS,$(BENCH_WATCHERS)) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE) -keys $(BENCH_KEYS)
+	$(BIN)/watchbench -systems $(call bench_var,SYSTEMS,$(BENCH_WATCH_SYSTEMS)) -duration $(call bench_var,DURATION,8s) -watchers $(call bench_var,WATCHERS,$(BENCH_WATCHERS)) -clients $(BENCH_CLIENTS) -value-size $(BENCH_VALUE) -keys $(BENCH_KEYS)
 
 # Under a minute: kvbench against a real 3-node kvd, the -r16 set-up (split
 # and leader balance), a tiny bench-rebalance and a short watchbench; no
@@ -179,10 +184,14 @@ bench-micro:
 # before it starts; RANGE_MAX_BYTES=b is every node's --range-max-bytes
 # (ranges also split as they grow). Both unset: one user range, kvd's
 # default size. The verdict line says how many ranges the run ended with.
-# WORKLOADS (comma list, default register,watch,lease; make jepsen only):
-# register is registers, lists, sets and reads at every level; watch adds
-# writers and watchers under w/ and the watch checker; lease adds leases
-# with keys under lease/, a watcher on them and the lease checker.
+# WORKLOADS (comma list, default register,watch,lease,bank,append; make
+# jepsen only): register is registers, lists, sets and reads at every
+# level; watch adds writers and watchers under w/ and the watch checker;
+# lease adds leases with keys under lease/, a watcher on them and the
+# lease checker; bank adds transfers between accounts under bank/ over 4
+# ranges and read-all transactions (the bank checker); append adds
+# transactions appending to and reading lists under list/ (the append
+# checker). With bank or append, NEMESIS=all includes kill-coordinator.
 # TLS=1 runs with mutual TLS on every link and auth on (clients as user
 # jepsen, nemeses as root), adds the auth-revoke nemesis to NEMESIS=all
 # and the auth checker (see docs/jepsen.md).
@@ -201,7 +210,7 @@ jepsen-build: build
 
 jepsen: jepsen-build
 	@$(BIN)/jepsen $(JEPSEN_COMMON) --duration $(call jepsen_var,DURATION,10m) --nemesis $(call jepsen_var,NEMESIS,all) \
-		--workloads $(call jepsen_var,WORKLOADS,register$(comma)watch$(comma)lease)
+		--workloads $(call jepsen_var,WORKLOADS,register$(comma)watch$(comma)lease$(comma)bank$(comma)append)
 
 jepsen-canary: jepsen-build
 	@$(BIN)/jepsen --canary $(JEPSEN_COMMON) --duration $(call jepsen_var,DURATION,2m) --nemesis $(call jepsen_var,NEMESIS,partition)

@@ -87,6 +87,7 @@ var errorTable = []errorRule{
 	{replication.ErrTxnConflict, codes.Aborted, rpctypes.ReasonTxnConflict},
 	{raftstore.ErrTxnFenced, codes.Aborted, rpctypes.ReasonTxnConflict},
 	{replication.ErrCrossRange, codes.FailedPrecondition, rpctypes.ReasonCrossRange},
+	{replication.ErrTxnIDUsed, codes.AlreadyExists, rpctypes.ReasonInvalid},
 }
 
 // opKind tells toStatus whether a timeout can have left a write behind.

@@ -364,3 +364,9 @@ func (f *fakeBackend) RangePropose(ctx context.Context, r *kvpb.RangeProposeRequ
 func (f *fakeBackend) TxnLocks(ctx context.Context, r *kvpb.TxnLocksRequest) (*kvpb.TxnLocksResponse, error) {
 	return fakeDo(f, ctx, "TxnLocks", r, func() *kvpb.TxnLocksResponse { return &kvpb.TxnLocksResponse{} })
 }
+
+func (f *fakeBackend) BackupRange(ctx context.Context, r *kvpb.BackupRangeRequest, send func(*kvpb.BackupRangeChunk) error) error {
+	return fakeStream(f, ctx, "BackupRange", r, send, func() watchScript[*kvpb.BackupRangeChunk] {
+		return watchScript[*kvpb.BackupRangeChunk]{{AppliedIndex: 7, Range: &kvpb.RangeDescriptor{Id: r.RangeId}}, {Last: true}}
+	})
+}

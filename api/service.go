@@ -56,6 +56,9 @@ type Backend interface {
 	MetaSwap(context.Context, *kvpb.MetaSwapRequest) (*kvpb.MetaSwapResponse, error)
 	RangePropose(context.Context, *kvpb.RangeProposeRequest) (*kvpb.RangeProposeResponse, error)
 	TxnLocks(context.Context, *kvpb.TxnLocksRequest) (*kvpb.TxnLocksResponse, error)
+	// BackupRange streams one range's backup, calling send (never
+	// concurrently) for each chunk; see api/backup.go.
+	BackupRange(ctx context.Context, req *kvpb.BackupRangeRequest, send func(*kvpb.BackupRangeChunk) error) error
 }
 
 // Limits bound what one request may carry.

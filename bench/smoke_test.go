@@ -119,10 +119,21 @@ func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 				strings.Join(args, " "), res.Total.Ops, res.Total.Errors, res.Total.Misses, res.ErrorSamples)
 		}
 	}
+	checkTxn(t, kvbench(t, bin, c, "-workload", "txn", "-clients", "8", "-duration", "1s"), 8)
 	for _, p := range c.Procs {
 		if done, err := p.Exited(); done {
 			t.Errorf("%s exited during the run (%v):\n%s", p.Name, err, p.LogTail(20))
 		}
+	}
+}
+
+// checkTxn asserts that a txn run did work without errors and that only
+// each client's first compare failed (each client owns its keys).
+func checkTxn(t *testing.T, res *workload.Result, clients int64) {
+	t.Helper()
+	if res.Total.Ops == 0 || res.Total.Errors != 0 || res.Total.CompareFailed > clients {
+		t.Errorf("txn of %d keys: ops=%d errors=%d compare failed=%d %v; want ops > 0, no errors, at most %d failed compares",
+			res.TxnKeys, res.Total.Ops, res.Total.Errors, res.Total.CompareFailed, res.ErrorSamples, clients)
 	}
 }
 
@@ -184,6 +195,8 @@ func TestSmoke_SixteenRangesWithBalancedLeaders(t *testing.T) {
 	if res.Total.Ops == 0 || res.Total.Errors != 0 {
 		t.Errorf("puts over 16 ranges: ops=%d errors=%d %v; want ops > 0 and no errors", res.Total.Ops, res.Total.Errors, res.ErrorSamples)
 	}
+	// bench-compare's txn-c64-x4: each transaction's keys in 4 ranges.
+	checkTxn(t, kvbench(t, bin, c, "-workload", "txn", "-txn-keys", "4", "-clients", "16", "-duration", "1s"), 16)
 }
 
 // tlog writes progress lines to the test log.

@@ -59,6 +59,9 @@ type CheckResult struct {
 	// lin holds porcupine's answers per failing or unknown key, for the
 	// timelines.
 	lin map[string]*linResult
+	// timeline, when set, writes the checker's own timeline (the bank's
+	// porcupine answer over the whole bank).
+	timeline func(path string) error
 }
 
 const maxViolations = 50
@@ -175,6 +178,12 @@ func Check(h *History, opts CheckOptions) []*CheckResult {
 	}
 	if hasOp(h, OpLeaseGrant) {
 		results = append(results, run(CheckLease, checkLease))
+	}
+	if hasOp(h, OpBankInit) || hasOp(h, OpTransfer) {
+		results = append(results, run(CheckBank, func(ix *index, r *CheckResult) { checkBank(ix, r, opts.LinearizableTimeout) }))
+	}
+	if hasOp(h, OpListTxn) {
+		results = append(results, run(CheckAppend, checkAppend))
 	}
 	return results
 }

@@ -30,6 +30,17 @@
 //     them; checker_watch.go and checker_lease.go hold them to the
 //     watch's exactly-once, in-order, nothing-invented, nothing-lost
 //     promise and the leases' never-early, never-late one.
+//   - bank_workload.go, append_workload.go, txn_workload.go: the
+//     transaction workloads (issue 17): transfers between accounts over
+//     4 ranges and read-all transactions; transactions appending unique
+//     elements to lists (one range each) and reading them; ids chosen by
+//     the client, lost answers resolved with TxnStatus(abort_if_pending);
+//     the kill-coordinator nemesis, which kill -9s the node coordinating
+//     a cross-range transaction mid-commit. checker_bank.go holds the
+//     bank to its total and to linearizability over the whole bank as
+//     one state (porcupine); checker_append.go the lists to no lost,
+//     duplicated, out-of-order or partially read append and no G1c or
+//     G2 cycle between transactions.
 //   - checker*.go: linearizability of writes and linearizable reads
 //     (porcupine, per key, unknown writes possibly applied), bounded reads
 //     against start - max_staleness, sessions (read-your-writes, monotonic),
@@ -61,9 +72,12 @@
 // process_test.go drives the cluster through kvctl and HTTP;
 // consistency_test.go proves each read level's promise on a follower cut
 // off by SIGSTOP and measures read throughput per level; checker_test.go
-// feeds the checkers hand-made bad histories; proxy_test.go checks the
+// feeds the checkers hand-made bad histories (checker_txn_test.go the
+// bank and append checkers); proxy_test.go checks the
 // proxy; suite_test.go is the short suite run of `make test`
-// (tls_process_test.go its form with TLS, auth and auth-revoke), and
+// (TestSuite_Txn its form with the transaction workloads and
+// kill-coordinator, tls_process_test.go its form with TLS, auth and
+// auth-revoke), and
 // crashloop_process_test.go the short crash loop;
 // repro_test.go reproduces server bugs the suite found (testdata/ keeps
 // their histories and logs); limits_process_test.go floods a leader's

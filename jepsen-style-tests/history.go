@@ -106,6 +106,21 @@ type Op struct {
 	Events []WatchEvent `json:"events,omitempty"`
 	Lease  int64        `json:"lease,omitempty"`
 	TTL    int64        `json:"ttl,omitempty"`
+	// The transaction workloads (bank_workload.go, append_workload.go):
+	// TxnID is the id the client gave the transaction; Compared the
+	// values its compares expected (key -> value), Writes what its success
+	// branch writes (bank: the new balances; append: the element appended
+	// to each list), Reads what it read (key -> value, "" for a missing
+	// key; nil when the answer was lost). Succeeded: the compares held (on
+	// an ok transaction; absent: they did not). Resolved says how an
+	// unknown outcome was learnt: "COMMITTED" or "ABORTED" from
+	// TxnStatus(abort_if_pending), End being when it answered.
+	TxnID     string            `json:"txn_id,omitempty"`
+	Compared  map[string]string `json:"compared,omitempty"`
+	Writes    map[string]string `json:"writes,omitempty"`
+	Reads     map[string]string `json:"reads,omitempty"`
+	Succeeded bool              `json:"succeeded,omitempty"`
+	Resolved  string            `json:"resolved,omitempty"`
 	// Planted marks the canary's mislabelled reads. Checkers never look
 	// at it; only the canary's own verdict does.
 	Planted bool `json:"planted,omitempty"`

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -65,11 +66,12 @@ func ExpandNemeses(list []string) (kinds, notes []string, err error) {
 			add(NemMember)
 			add(NemTransfer)
 			add(NemSplit)
+			add(NemKillCoord)
 		case NemPartition:
 			for _, s := range partitionShapes {
 				add(s)
 			}
-		case NemIsolate, NemLeader, NemHalves, NemBridge, NemOneWay, NemReject, NemKill, NemPause, NemSlow, NemMember, NemTransfer, NemSplit, NemAuthRevoke:
+		case NemIsolate, NemLeader, NemHalves, NemBridge, NemOneWay, NemReject, NemKill, NemPause, NemSlow, NemMember, NemTransfer, NemSplit, NemAuthRevoke, NemKillCoord:
 			if why := skippedNemeses[name]; why != "" {
 				notes = append(notes, fmt.Sprintf("%s skipped: %s", name, why))
 				continue
@@ -78,7 +80,7 @@ func ExpandNemeses(list []string) (kinds, notes []string, err error) {
 		case "none":
 			return nil, notes, nil
 		default:
-			return nil, nil, fmt.Errorf("jepsen: unknown nemesis %q (want partition, %s, kill, pause, slow, membership, leader-transfer, split, auth-revoke, all or none)",
+			return nil, nil, fmt.Errorf("jepsen: unknown nemesis %q (want partition, %s, kill, pause, slow, membership, leader-transfer, split, auth-revoke, kill-coordinator, all or none)",
 				name, strings.Join(partitionShapes, ", "))
 		}
 	}
@@ -104,6 +106,11 @@ type nemesisEnv struct {
 	logf func(string, ...any)
 	// removed marks nodes taken out of the membership and not yet back.
 	removed map[int]bool
+	// txns make the kill-coordinator nemesis's transactions (the bank
+	// and append workloads); probes are its reads of their keys, which
+	// may outlast the schedule.
+	txns   []crossTxnSource
+	probes sync.WaitGroup
 }
 
 // activeFault is a fault in progress; stop undoes it.
@@ -339,6 +346,10 @@ func (e *nemesisEnv) start(kind string, busy map[int]bool) (*activeFault, error)
 			close(stop)
 			<-done
 			return nil
+		}
+	case NemKillCoord:
+		if err := e.killCoordinator(f, busy); err != nil {
+			return nil, err
 		}
 	case NemSplit:
 		desc, err := e.split()

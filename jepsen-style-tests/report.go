@@ -104,6 +104,8 @@ func category(o *Op) string {
 		return "read " + o.Level
 	case o.F == OpScan:
 		return "scan " + o.Level
+	case o.F == OpTransfer || o.F == OpReadAll || o.F == OpListTxn:
+		return "txn " + o.F
 	}
 	return "write " + o.F
 }
@@ -263,6 +265,15 @@ func writeTimelines(out string, h *History, results []*CheckResult) ([]string, e
 	ix := newIndex(h)
 	for _, r := range results {
 		if r.Verdict == Pass {
+			continue
+		}
+		if r.timeline != nil {
+			name := fmt.Sprintf("timeline-%s.html", r.Checker)
+			if err := r.timeline(filepath.Join(out, name)); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", name, err))
+			} else {
+				files = append(files, name)
+			}
 			continue
 		}
 		done := map[string]bool{}

@@ -45,7 +45,10 @@ type Config struct {
 	Workload  WorkloadConfig
 	Watch     WatchConfig
 	Lease     LeaseConfig
-	Schedule  Schedule
+	// Bank and Append shape the transaction workloads.
+	Bank     BankConfig
+	Append   AppendConfig
+	Schedule Schedule
 	// LinearizableTimeout bounds porcupine per key (default 60s).
 	LinearizableTimeout time.Duration
 	// HeartbeatTimeout and ElectionTimeout of the nodes (default 500ms).
@@ -90,6 +93,8 @@ func (c *Config) setDefaults() error {
 	c.Workload.setDefaults()
 	c.Watch.setDefaults()
 	c.Lease.setDefaults()
+	c.Bank.setDefaults()
+	c.Append.setDefaults()
 	var err error
 	if c.Workloads, err = ParseWorkloads(c.Workloads); err != nil {
 		return err
@@ -99,6 +104,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
+	}
+	if c.Bank.Accounts < 2 || c.Append.Lists < 1 {
+		return fmt.Errorf("jepsen: Config.Bank.Accounts (%d) must be at least 2 and Config.Append.Lists (%d) at least 1", c.Bank.Accounts, c.Append.Lists)
 	}
 	if c.Ranges < 0 || c.RangeMaxBytes < 0 {
 		return fmt.Errorf("jepsen: Config.Ranges (%d) and Config.RangeMaxBytes (%d) must not be negative", c.Ranges, c.RangeMaxBytes)
@@ -170,6 +178,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, fmt.Errorf("jepsen: unknown known issue %q (want one of %s)", k, strings.Join(sortedKeys(KnownIssueDocs), ", "))
 		}
 		notes = append(notes, fmt.Sprintf("tolerating known issue %s: %s", k, KnownIssueDocs[k]))
+	}
+	if slices.Contains(kinds, NemKillCoord) && !hasWorkload(cfg.Workloads, WorkloadBank) && !hasWorkload(cfg.Workloads, WorkloadAppend) {
+		kinds = slices.DeleteFunc(kinds, func(k string) bool { return k == NemKillCoord })
+		notes = append(notes, NemKillCoord+" skipped: it cuts transactions of the bank or append workload, and neither runs")
 	}
 	cfg.Schedule.Kinds = kinds
 	out, err := filepath.Abs(cfg.Out)
@@ -272,6 +284,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return nil, err
 		}
 	}
+	// The transaction workloads' keys over ranges of their own.
+	var bk *bank
+	var ls *lists
+	var txnPoints []string
+	if hasWorkload(cfg.Workloads, WorkloadBank) {
+		bk = newBank(cfg.Bank, wcs, cfg.Workload.OpTimeout, 2*cfg.Workload.ThinkTime)
+		txnPoints = append(txnPoints, bk.splitPoints()...)
+	}
+	if hasWorkload(cfg.Workloads, WorkloadAppend) {
+		ls = newLists(cfg.Append, wcs, cfg.Workload.OpTimeout, 2*cfg.Workload.ThinkTime)
+		txnPoints = append(txnPoints, ls.splitPoints()...)
+	}
+	if len(txnPoints) > 0 {
+		slices.Sort(txnPoints)
+		slices.Reverse(txnPoints)
+		if err := presplit(ctx, c, cs, txnPoints, logf); err != nil {
+			return nil, err
+		}
+	}
 	if ranges.AtStart, err = countUserRanges(ctx, cs); err != nil {
 		return nil, err
 	}
@@ -281,6 +312,15 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	defer rec.Close()
+	if bk != nil {
+		bk.rec = rec
+		if err := bk.setup(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if ls != nil {
+		ls.rec = rec
+	}
 
 	// The workload and the nemesis, for cfg.Duration.
 	rctx, rcancel := context.WithTimeout(ctx, cfg.Duration)
@@ -317,11 +357,24 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			wg.Go(func() { w.run(rctx) })
 		}
 	}
+	// The transaction clients after the register clients and the watch
+	// writers.
+	txnProc := cfg.Clients + cfg.Watch.Writers
+	var txnSources []crossTxnSource
+	if bk != nil {
+		bk.start(rctx, cfg.Seed, txnProc)
+		txnProc += cfg.Bank.Clients
+		txnSources = append(txnSources, bk)
+	}
+	if ls != nil {
+		ls.start(rctx, cfg.Seed, txnProc)
+		txnSources = append(txnSources, ls)
+	}
 	var leases *leaseSet
 	if hasWorkload(cfg.Workloads, WorkloadLease) {
 		leases = startLeases(rctx, wcs, rec, cfg.Lease, cfg.Seed, cfg.Workload.OpTimeout)
 	}
-	env := &nemesisEnv{c: c, cs: cs, net: nt, rec: rec, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), logf: logf, removed: map[int]bool{}}
+	env := &nemesisEnv{c: c, cs: cs, net: nt, rec: rec, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), logf: logf, removed: map[int]bool{}, txns: txnSources}
 	nemDone := make(chan struct{})
 	go func() {
 		defer close(nemDone)
@@ -346,6 +399,12 @@ wait:
 		}
 	}
 	wg.Wait()
+	if bk != nil {
+		bk.wait()
+	}
+	if ls != nil {
+		ls.wait()
+	}
 	<-nemDone
 	logf("jepsen: workload over; healing")
 
@@ -365,6 +424,19 @@ wait:
 	hcancel()
 	time.Sleep(time.Second)
 	finalReads(ctx, cs, rec, c.N(), cfg.Workload.OpTimeout, logf)
+	// The transaction workloads: the kill-coordinator probes end, every
+	// account and list must be readable within 15 s (no lock left), then
+	// what stayed unknown is resolved.
+	env.probes.Wait()
+	if bk != nil {
+		bk.final(ctx, logf)
+	}
+	if ls != nil {
+		ls.final(ctx, logf)
+	}
+	if bk != nil || ls != nil {
+		resolveUnknown(ctx, cs, rec, logf)
+	}
 	if leases != nil {
 		leases.finish(ctx, logf)
 	}

@@ -89,3 +89,48 @@ func TestSuite_Short(t *testing.T) {
 	}
 	t.Logf("faults %v; availability by phase:\n%s", kinds, rep.Summary.Table())
 }
+
+// TestSuite_Txn is the transaction workloads' short run for `make test`:
+// 3 nodes, 30 seconds of bank transfers and list appends across ranges
+// under partitions, kill -9 and kill-coordinator, then every checker;
+// the bank and append checkers must have checked something, and a
+// transaction must have been cut by kill-coordinator.
+func TestSuite_Txn(t *testing.T) {
+	rep := runSuite(t, Config{
+		Nodes:     3,
+		Duration:  30 * time.Second,
+		Nemeses:   []string{NemPartition, NemKill, NemKillCoord},
+		Seed:      20261123,
+		Workloads: []string{WorkloadBank, WorkloadAppend},
+		Schedule:  Schedule{HealthyMin: 2 * time.Second, HealthyMax: 4 * time.Second, FaultMin: 3 * time.Second, FaultMax: 6 * time.Second, ComposeRatio: -1},
+	})
+	byName := map[string]*CheckResult{}
+	for _, r := range rep.Results {
+		byName[r.Checker] = r
+		if r.Failing() {
+			t.Errorf("checker %s: %s, %d violations; first ones: %+v; notes %v", r.Checker, r.Verdict, r.ViolationCount, r.Violations[:min(3, len(r.Violations))], r.Notes)
+		}
+	}
+	for _, name := range []string{CheckBank, CheckAppend} {
+		if r := byName[name]; r == nil || r.Checked == 0 {
+			t.Errorf("checker %s did not run or checked nothing: %+v", name, r)
+		} else {
+			t.Logf("checker %s: checked %d; %v", name, r.Checked, r.Notes)
+		}
+	}
+	cut := 0
+	for _, o := range rep.History.Ops {
+		if o.Process == KillCoordProcess && o.F != OpTxnProbe {
+			cut++
+		}
+	}
+	if cut == 0 {
+		t.Errorf("no transaction cut by %s; faults %v", NemKillCoord, rep.History.Faults)
+	}
+	for _, cat := range []string{"txn " + OpTransfer, "txn " + OpReadAll, "txn " + OpListTxn} {
+		if c := rep.Summary.Ops.ByCategory[cat]; c == nil || c.OK == 0 {
+			t.Errorf("no successful %s", cat)
+		}
+	}
+	t.Logf("availability by phase:\n%s", rep.Summary.Table())
+}

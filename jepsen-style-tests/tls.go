@@ -36,7 +36,7 @@ const (
 )
 
 // workloadPrefixes are the key spaces WorkloadRole grants readwrite on.
-var workloadPrefixes = []string{RegisterPrefix, ListPrefix, SetPrefix, WatchPrefix, LeasePrefix}
+var workloadPrefixes = []string{RegisterPrefix, ListPrefix, SetPrefix, WatchPrefix, LeasePrefix, BankPrefix, AppendPrefix}
 
 // CertDir is where Start writes the CA and certificates when Options.TLS
 // is set: Dir/certs (ca.crt, n<i>.crt and .key, root.crt and .key,

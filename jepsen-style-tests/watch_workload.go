@@ -35,7 +35,7 @@ const (
 )
 
 // WorkloadNames lists the workloads in the order they are described.
-var WorkloadNames = []string{WorkloadRegister, WorkloadWatch, WorkloadLease}
+var WorkloadNames = []string{WorkloadRegister, WorkloadWatch, WorkloadLease, WorkloadBank, WorkloadAppend}
 
 // ParseWorkloads checks a list of workload names; empty means register
 // alone, as before workloads could be chosen.

@@ -65,11 +65,12 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 			return err
 		}
 		to.FillPercent = dataFillPercent
-		// Keys and values are not copied: they point into the mapped
-		// file, which stays valid for the whole transaction (bbolt is
-		// copy-on-write, and before it remaps it copies out whatever its
-		// dirty nodes still reference). Copying them held half of a
-		// 64 MiB range on the heap during every split.
+		// Keys are not copied: they point into the mapped file, which
+		// stays valid for the whole transaction (bbolt is copy-on-write,
+		// and before it remaps it copies out whatever its dirty nodes
+		// still reference). Values are re-encoded with the child's
+		// revision (below), which costs the moved half of the range on
+		// the heap until the transaction commits.
 		fromLeases, toLeases, err := splitFeedBuckets(tx, f.id, child.ID)
 		if err != nil {
 			return err
@@ -81,12 +82,19 @@ func (f *RangeFSM) applySplit(cmd *Command, index uint64) *Result {
 			// value too short to decode would carry the damage, uncounted,
 			// into a range no reader has seen it in: the split fails, and
 			// the node stops, as an apply that reads corrupt state does.
-			ki, _, err := readStoredInfo(f.id, k, v)
+			ki, val, err := readStoredInfo(f.id, k, v)
 			lease := ki.lease
 			if err != nil {
 				return err
 			}
-			if err := to.Put(k, v); err != nil {
+			// A key's revision is an index of its range's log, and the new
+			// range's log starts again from 1: the parent's index would
+			// name some later write of the child's (a revision compare
+			// taken before it would still hold after it). In the child, a
+			// key not written since the split is at revision 0: "before
+			// this range began". Same length, so the sizes hold.
+			ki.rev = 0
+			if err := to.Put(k, encodeStored(ki, val)); err != nil {
 				return err
 			}
 			if lease != 0 && fromLeases != nil {

@@ -57,7 +57,7 @@ func (n *Node) Status(ctx context.Context, req *kvpb.StatusRequest) (*kvpb.Statu
 		}
 		ns.Ranges = append(ns.Ranges, rs)
 	}
-	return &kvpb.StatusResponse{Node: ns}, nil
+	return &kvpb.StatusResponse{Node: ns, ClusterId: n.statusClusterID(ctx)}, nil
 }
 
 // Members lists the nodes registered in the meta range, with their

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/internal/tlsconf"
 	"github.com/dialkv/dialkv/shard"
 )
@@ -33,6 +34,12 @@ type Config struct {
 
 	Replicas      int
 	RangeMaxBytes int64
+
+	// Locality is where the node runs, ordered tiers from the widest
+	// ("region=eu,zone=a", rpctypes.Locality; empty: unknown). Placement
+	// spreads each range's replicas over distinct localities, and read
+	// explanations name it.
+	Locality string
 
 	Timing         shard.Timing
 	CommitInterval time.Duration
@@ -113,6 +120,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.InitialCluster) > 0 && !self {
 		return fmt.Errorf("replication: node %q is not in the initial cluster", c.NodeID)
+	}
+	if _, err := rpctypes.ParseLocality(c.Locality); err != nil {
+		return fmt.Errorf("replication: %w", err)
 	}
 	if c.Replicas < 1 {
 		return fmt.Errorf("replication: replicas must be at least 1, got %d", c.Replicas)

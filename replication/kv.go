@@ -51,7 +51,9 @@ func route[T any](ctx context.Context, n *Node, key []byte, local func(*shard.Sh
 
 // errLeaderIsSelf tells route to run the request locally again: this
 // replica won an election between checking and forwarding.
-var errLeaderIsSelf = errors.New("replication: this replica became the leader")
+// It wraps shard.ErrNotLeader so that, should it ever reach a client, the
+// client hears a refusal it retries, never an internal error.
+var errLeaderIsSelf = fmt.Errorf("%w: this replica became the leader", shard.ErrNotLeader)
 
 // forward sends a request to the range leader's internal gRPC service.
 // Errors from the leader come back as its gRPC status and pass through.
@@ -232,6 +234,11 @@ type readPlan struct {
 	level       kvpb.Consistency
 	stalenessMS int64
 	token       sessionToken
+	// What a read explanation (ReadOptions.explain) tells.
+	explain      bool
+	hops         int           // how many times the request was forwarded
+	readIndex    uint64        // linearizable: the index a quorum confirmed
+	maxStaleness time.Duration // bounded: what was asked
 }
 
 // prepareRead decides whether this replica may serve a read at the asked
@@ -241,6 +248,9 @@ type readPlan struct {
 // the ranges its token names (see sessionReady).
 func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadOptions, span readSpan) (plan readPlan, forward bool, err error) {
 	plan.level = opts.GetConsistency()
+	if plan.explain = opts.GetExplain(); plan.explain {
+		plan.hops = hops(ctx)
+	}
 	if plan.level == kvpb.Consistency_CONSISTENCY_UNSPECIFIED {
 		plan.level = kvpb.Consistency_CONSISTENCY_LINEARIZABLE
 	}
@@ -264,14 +274,15 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 		if !s.IsLeader() {
 			return plan, true, nil
 		}
-		if _, err := s.ReadIndex(ctx); err != nil {
+		if plan.readIndex, err = s.ReadIndex(ctx); err != nil {
 			if errors.Is(err, shard.ErrNotLeader) {
 				return plan, true, nil
 			}
 			return plan, false, err
 		}
 	case kvpb.Consistency_CONSISTENCY_BOUNDED:
-		age, err := n.boundedStaleness(ctx, s, opts.GetMaxStaleness().AsDuration())
+		plan.maxStaleness = opts.GetMaxStaleness().AsDuration()
+		age, err := n.boundedStaleness(ctx, s, plan.maxStaleness)
 		if err != nil {
 			return plan, false, err
 		}
@@ -292,7 +303,7 @@ func (n *Node) prepareRead(ctx context.Context, s *shard.Shard, opts *kvpb.ReadO
 }
 
 func (n *Node) readHeader(s *shard.Shard, plan readPlan, applied uint64) *kvpb.ReadHeader {
-	return &kvpb.ReadHeader{
+	h := &kvpb.ReadHeader{
 		ServedBy:     n.cfg.NodeID,
 		RangeId:      s.ID(),
 		AppliedIndex: applied,
@@ -300,6 +311,10 @@ func (n *Node) readHeader(s *shard.Shard, plan readPlan, applied uint64) *kvpb.R
 		StalenessMs:  plan.stalenessMS,
 		SessionToken: plan.token.With(s.ID(), applied).String(),
 	}
+	if plan.explain {
+		h.Explain = n.explainRead(s, plan, applied)
+	}
+	return h
 }
 
 // ErrKeyNotFound is returned by Get for a missing key.

@@ -553,6 +553,10 @@ func (n *Node) revokeInRange(ctx context.Context, s *shard.Shard, id uint64, cau
 		s.Wake()
 	}
 	res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpLeaseRevoke, Lease: id, Cause: cause})
+	if fwd && s.IsLeader() {
+		// Won an election since: propose here.
+		res, fwd, err = n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpLeaseRevoke, Lease: id, Cause: cause})
+	}
 	if fwd {
 		resp, err := forward(ctx, n, s, true, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseRevokeLocalResponse, error) {
 			return kvpb.NewInternalClient(cc).LeaseRevokeLocal(ctx, &kvpb.LeaseRevokeLocalRequest{Id: int64(id), Cause: causePB(cause), RangeId: s.ID()})

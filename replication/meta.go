@@ -295,7 +295,7 @@ func (n *Node) allocRangeID(ctx context.Context) (uint64, error) {
 // registerLoop keeps this node's addresses in the meta range.
 func (n *Node) registerLoop() {
 	defer n.wg.Done()
-	info := &kvpb.NodeInfo{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GrpcAddr: n.cfg.GRPCAddr, HttpAddr: n.cfg.HTTPAddr, Features: nodeFeatures}
+	info := &kvpb.NodeInfo{Id: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GrpcAddr: n.cfg.GRPCAddr, HttpAddr: n.cfg.HTTPAddr, Features: nodeFeatures, Locality: n.cfg.Locality}
 	body, _ := proto.Marshal(info)
 	registered := false
 	// A node joining with peer TLS on is added through --join first

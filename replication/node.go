@@ -62,6 +62,9 @@ type Node struct {
 	routes routeCache // its own mu
 	leases *lessor    // its own mu
 
+	// clusterID caches the meta range's cluster id once read (backup.go).
+	clusterID atomic.Pointer[string]
+
 	// watchRemoteFirst makes watch feeds read other nodes' replicas
 	// before this node's own (tests of the remote path).
 	watchRemoteFirst atomic.Bool

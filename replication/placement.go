@@ -361,20 +361,28 @@ type placementPlan struct {
 	drained []string // decommissioning nodes left with no replica: mark them removed
 }
 
-// planPlacement decides one round of placement, with no I/O:
+// planPlacement decides one round of placement, with no I/O. Wherever it
+// chooses a node for a replica, the locality diversity of the range's
+// replicas (localities: distinct regions first, then zones) comes before
+// load:
 //   - a range short of its replication factor on usable (live, active)
-//     nodes gets a replica on the least loaded usable node, first;
+//     nodes gets a replica, first: on the usable node that spreads it over
+//     the most places, then the least loaded;
 //   - a replica on a decommissioning, removed or unknown node is removed
 //     once the range has enough replicas elsewhere;
-//   - a surplus replica is removed, a dead one first, else the one on the
-//     most loaded node, a follower rather than the leader;
+//   - a surplus replica is removed, a dead one first, else the one whose
+//     removal leaves the most places, then the one on the most loaded
+//     node, a follower rather than the leader;
+//   - a healthy range that could span more places gets a replica where it
+//     would (the surplus removed once the add is done);
 //   - replicas move toward the least loaded nodes (added now, the surplus
 //     removed once the add is done), while a node holds two more than
-//     another;
+//     another, never narrowing a range's spread;
 //   - with no replica move planned or running, leaderships move from the
-//     nodes leading most to replicas leading at least two fewer, each
-//     node handing over one at a time, each range at most once per
-//     leaderMoveInterval, the meta range's last.
+//     nodes leading most to replicas leading at least two fewer (of equal
+//     moves, to the locality leading fewest), each node handing over one
+//     at a time, each range at most once per leaderMoveInterval, the meta
+//     range's last.
 //
 // A range gets at most one move at a time, a node at most
 // maxSnapshotsPerNode new replicas at a time, and the driver runs at most
@@ -389,6 +397,7 @@ func planPlacement(v placementView) placementPlan {
 		}
 	}
 	usable := func(id string) bool { return v.live[id] && state[id] == NodeActive }
+	locs := newLocalities(v.nodes)
 	var candidates []string
 	for id := range v.live {
 		if usable(id) {
@@ -410,11 +419,14 @@ func planPlacement(v placementView) placementPlan {
 		return d.Leader
 	}
 	byID := map[uint64]*kvpb.RangeDescriptor{}
-	load, leads := map[string]int{}, map[string]int{}
+	// load is what each node will hold once the moves planned and running
+	// are done; holds is what it holds now.
+	load, holds, leads := map[string]int{}, map[string]int{}, map[string]int{}
 	for _, d := range v.ranges {
 		byID[d.Id] = d
 		for _, r := range d.Replicas {
 			load[r]++
+			holds[r]++
 		}
 		leads[leaderOf(d)]++
 	}
@@ -432,7 +444,7 @@ func planPlacement(v placementView) placementPlan {
 			snapshots[r.AddNode]++
 			replicaMoves++
 			if d := byID[m.rangeID]; d != nil {
-				expectAdd(d, r.AddNode, leaderOf(d), want(d), load)
+				expectAdd(locs, d, r.AddNode, leaderOf(d), want(d), load, usable)
 			}
 		case r.RemoveNode != "":
 			replicaMoves++
@@ -447,11 +459,14 @@ func planPlacement(v placementView) placementPlan {
 	var plan placementPlan
 	room := func() bool { return len(v.inFlight)+len(plan.moves) < maxMovesInFlight }
 	canReceive := func(id string) bool { return snapshots[id] < maxSnapshotsPerNode }
+	receivers := func() []string {
+		return slices.DeleteFunc(slices.Clone(candidates), func(id string) bool { return !canReceive(id) })
+	}
 	add := func(d *kvpb.RangeDescriptor, target string) {
 		plan.moves = append(plan.moves, move{d.Id, &kvpb.ChangeReplicasRequest{RangeId: d.Id, AddNode: target}, leaderOf(d), d.Replicas})
 		busy[d.Id] = true
 		snapshots[target]++
-		expectAdd(d, target, leaderOf(d), want(d), load)
+		expectAdd(locs, d, target, leaderOf(d), want(d), load, usable)
 	}
 
 	for _, d := range v.ranges {
@@ -477,19 +492,28 @@ func planPlacement(v placementView) placementPlan {
 		var req *kvpb.ChangeReplicasRequest
 		switch {
 		case len(good)+len(dead) < want || ((len(bad) > 0 || replaceDead) && len(good) < want):
-			if target := leastLoaded(slices.DeleteFunc(slices.Clone(candidates), func(id string) bool { return !canReceive(id) }), d.Replicas, load); target != "" {
+			// The replicas the range keeps: a long-dead one is on its way out.
+			keep := slices.Concat(good, slices.DeleteFunc(slices.Clone(dead), func(id string) bool { return v.longDead[id] }))
+			if target := locs.target(keep, receivers(), d.Replicas, load); target != "" {
 				add(d, target)
 			}
 			continue
 		case len(bad) > 0 && len(good)+len(dead) >= want:
 			req = &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: bad[0]}
 		case len(d.Replicas) > want && len(good) >= want:
-			victim := surplus(good, leaderOf(d), load)
+			victim := locs.surplus(good, leaderOf(d), load)
 			if len(dead) > 0 {
 				victim = dead[0]
 			}
 			load[victim]--
 			req = &kvpb.ChangeReplicasRequest{RangeId: d.Id, RemoveNode: victim}
+		case len(good) == want && len(d.Replicas) == want:
+			// Healthy, but perhaps in fewer places than it could be: a
+			// replica added elsewhere and the surplus removed spreads it.
+			if target := locs.spreadTarget(d.Replicas, leaderOf(d), receivers(), load); target != "" {
+				add(d, target)
+			}
+			continue
 		default:
 			continue
 		}
@@ -497,7 +521,7 @@ func planPlacement(v placementView) placementPlan {
 		busy[d.Id] = true
 	}
 	for len(candidates) > 1 && room() {
-		d, target, ok := rebalanceMove(v.ranges, candidates, load, busy, canReceive)
+		d, target, ok := rebalanceMove(locs, v.ranges, leaderOf, candidates, load, busy, canReceive)
 		if !ok {
 			break
 		}
@@ -510,14 +534,14 @@ func planPlacement(v placementView) placementPlan {
 			return !busy[d.Id] && !moved && usable(from) && handingOver[from] == 0
 		}
 		for room() {
-			d, to, ok := leaderMoveFor(v.ranges, leaderOf, leads, func(d *kvpb.RangeDescriptor) bool {
+			d, to, ok := leaderMoveFor(locs, v.ranges, leaderOf, leads, func(d *kvpb.RangeDescriptor) bool {
 				return d.Id != raftstore.MetaRangeID && eligible(d)
 			}, usable)
 			if !ok && len(handingOver) == 0 {
 				// The meta range's leadership moves the driver, which
 				// starts without the memory of what it moved, so it goes
 				// last: alone, when no other hand-over is left.
-				d, to, ok = leaderMoveFor(v.ranges, leaderOf, leads, eligible, usable)
+				d, to, ok = leaderMoveFor(locs, v.ranges, leaderOf, leads, eligible, usable)
 			}
 			if !ok {
 				break
@@ -531,7 +555,7 @@ func planPlacement(v placementView) placementPlan {
 		}
 	}
 	for _, node := range v.nodes {
-		if node.State == NodeDecommissioning && load[node.Id] == 0 {
+		if node.State == NodeDecommissioning && holds[node.Id] == 0 {
 			plan.drained = append(plan.drained, node.Id)
 		}
 	}
@@ -540,49 +564,51 @@ func planPlacement(v placementView) placementPlan {
 
 // expectAdd counts a replica being added to d on target as if done, and
 // the surplus replica the add will make the driver remove as gone, so
-// that moves planned meanwhile do not overshoot.
-func expectAdd(d *kvpb.RangeDescriptor, target, leader string, want int, load map[string]int) {
+// that moves planned meanwhile do not overshoot: one on a node not usable
+// if there is one, else the one locs.surplus picks.
+func expectAdd(locs localities, d *kvpb.RangeDescriptor, target, leader string, want int, load map[string]int, usable func(string) bool) {
 	n := len(d.Replicas)
 	if !slices.Contains(d.Replicas, target) {
 		load[target]++
 		n++
 	}
-	if n > want {
-		others := slices.DeleteFunc(slices.Clone(d.Replicas), func(id string) bool { return id == target })
-		if victim := surplus(others, leader, load); victim != "" {
-			load[victim]--
-		}
+	if n <= want {
+		return
 	}
-}
-
-// surplus is the replica to remove from a range with one too many: on the
-// most loaded node, a follower rather than the leader, whose removal
-// would first hand its leadership to a replica Raft picks.
-func surplus(replicas []string, leader string, load map[string]int) string {
-	best := ""
-	for _, id := range replicas {
-		if best == "" || load[id] > load[best] || (load[id] == load[best] && best == leader) {
-			best = id
-		}
+	others := without(d.Replicas, target)
+	if i := slices.IndexFunc(others, func(id string) bool { return !usable(id) }); i >= 0 {
+		load[others[i]]--
+		return
 	}
-	return best
+	if victim := locs.surplus(append(others, target), leader, load); victim != "" {
+		load[victim]--
+	}
 }
 
 // leaderMoveFor picks the leadership hand-over that most narrows the gap
 // between the nodes leading most and least: from a range's leader to one
-// of its usable replicas leading at least two fewer.
-func leaderMoveFor(ranges []*kvpb.RangeDescriptor, leaderOf func(*kvpb.RangeDescriptor) string, leads map[string]int,
+// of its usable replicas leading at least two fewer. Of hand-overs that
+// narrow it as much, the one to the replica whose locality leads fewest,
+// so that leaders spread over localities too.
+func leaderMoveFor(locs localities, ranges []*kvpb.RangeDescriptor, leaderOf func(*kvpb.RangeDescriptor) string, leads map[string]int,
 	eligible func(*kvpb.RangeDescriptor) bool, usable func(string) bool) (*kvpb.RangeDescriptor, string, bool) {
 	var best *kvpb.RangeDescriptor
 	bestTo, bestGap := "", 1
+	places := locs.leaderPlaces(leads)
+	var bestPlaces []int
 	for _, d := range ranges {
 		if !eligible(d) {
 			continue
 		}
 		from := leaderOf(d)
 		for _, r := range d.Replicas {
-			if gap := leads[from] - leads[r]; usable(r) && r != from && gap > bestGap {
-				best, bestTo, bestGap = d, r, gap
+			gap := leads[from] - leads[r]
+			if !usable(r) || r == from || gap < bestGap {
+				continue
+			}
+			pl := locs.placeLeads(places, r)
+			if gap > bestGap || (best != nil && slices.Compare(pl, bestPlaces) < 0) {
+				best, bestTo, bestGap, bestPlaces = d, r, gap, pl
 			}
 		}
 	}
@@ -591,11 +617,14 @@ func leaderMoveFor(ranges []*kvpb.RangeDescriptor, leaderOf func(*kvpb.RangeDesc
 
 // rebalanceMove picks one replica to add so that replica counts per node
 // even out: on the least loaded node that can take a snapshot now, of a
-// range with no move under way and a replica on a node holding more than
-// one above it.
-func rebalanceMove(ranges []*kvpb.RangeDescriptor, candidates []string, load map[string]int, busy map[uint64]bool,
-	canReceive func(string) bool) (*kvpb.RangeDescriptor, string, bool) {
-	least := leastLoaded(slices.DeleteFunc(slices.Clone(candidates), func(id string) bool { return !canReceive(id) }), nil, load)
+// range with no move under way whose surplus, once that node holds a
+// replica, is on a node holding more than one above it. The surplus is
+// chosen to keep the range in as many places as before (locs.surplus), so
+// a rebalance never narrows a range's spread, and a range with no replica
+// on a busier node in the new node's place is left alone.
+func rebalanceMove(locs localities, ranges []*kvpb.RangeDescriptor, leaderOf func(*kvpb.RangeDescriptor) string, candidates []string,
+	load map[string]int, busy map[uint64]bool, canReceive func(string) bool) (*kvpb.RangeDescriptor, string, bool) {
+	least := leastLoaded(slices.DeleteFunc(slices.Clone(candidates), func(id string) bool { return !canReceive(id) }), load)
 	if least == "" {
 		return nil, "", false
 	}
@@ -603,21 +632,18 @@ func rebalanceMove(ranges []*kvpb.RangeDescriptor, candidates []string, load map
 		if busy[d.Id] || slices.Contains(d.Replicas, least) {
 			continue
 		}
-		for _, r := range d.Replicas {
-			if slices.Contains(candidates, r) && load[r] > load[least]+1 {
-				return d, least, true
-			}
+		// What the removal will choose among: the usable replicas.
+		good := slices.DeleteFunc(slices.Clone(d.Replicas), func(id string) bool { return !slices.Contains(candidates, id) })
+		if victim := locs.surplus(append(good, least), leaderOf(d), load); victim != least && load[victim] > load[least]+1 {
+			return d, least, true
 		}
 	}
 	return nil, "", false
 }
 
-func leastLoaded(candidates, exclude []string, load map[string]int) string {
+func leastLoaded(candidates []string, load map[string]int) string {
 	best := ""
 	for _, c := range candidates {
-		if slices.Contains(exclude, c) {
-			continue
-		}
 		if best == "" || load[c] < load[best] {
 			best = c
 		}

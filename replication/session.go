@@ -129,6 +129,9 @@ func (sp readSpan) overlaps(start, end []byte) bool {
 // of span with token: caught up past any split the session has seen
 // (mayBeBehindASplit), and with token[s] applied.
 func (n *Node) sessionReady(ctx context.Context, s *shard.Shard, tok sessionToken, span readSpan) error {
+	if err := n.checkRestoredRanges(ctx, tok); err != nil {
+		return err
+	}
 	need := tok[s.ID()]
 	if !span.point {
 		d := s.Descriptor()

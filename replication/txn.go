@@ -78,6 +78,10 @@ const (
 // nothing of it was applied. Retry it.
 var ErrTxnConflict = errors.New("replication: transaction conflicted with others; nothing was applied")
 
+// ErrTxnIDUsed: a transaction was sent again with the id of one that has
+// committed; nothing ran this time.
+var ErrTxnIDUsed = errors.New("replication: transaction id already used")
+
 // ErrCrossRange: a transaction asked for what only a single-range one can
 // do (a scan over keys of several ranges).
 var ErrCrossRange = errors.New("replication: not possible across ranges")
@@ -280,7 +284,13 @@ func (n *Node) Txn(ctx context.Context, req *kvpb.TxnRequest) (*kvpb.TxnResponse
 		} else {
 			resp, err = n.txnAcross(ctx, plan, t, attempt)
 		}
-		if err == nil || attempt >= txnAttempts || ctx.Err() != nil {
+		if err == nil || ctx.Err() != nil {
+			return resp, err
+		}
+		if attempt >= txnAttempts {
+			if errors.Is(err, errTxnRetry) {
+				return nil, fmt.Errorf("%w: transaction %s met other transactions' locks %d times", ErrTxnConflict, plan.id, attempt)
+			}
 			return resp, err
 		}
 		switch {
@@ -530,16 +540,22 @@ func (n *Node) RangePropose(ctx context.Context, req *kvpb.RangeProposeRequest) 
 	default:
 		return nil, fmt.Errorf("replication: RangePropose takes transaction commands only, not op %d", cmd.Op)
 	}
-	res, fwd, err := n.propose(ctx, s, &cmd)
-	if fwd {
-		return forward(ctx, n, s, true, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.RangeProposeResponse, error) {
-			return kvpb.NewInternalClient(cc).RangePropose(ctx, req)
-		})
+	for attempt := 0; ; attempt++ {
+		res, fwd, err := n.propose(ctx, s, &cmd)
+		if fwd {
+			resp, err := forward(ctx, n, s, true, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.RangeProposeResponse, error) {
+				return kvpb.NewInternalClient(cc).RangePropose(ctx, req)
+			})
+			if errors.Is(err, errLeaderIsSelf) && attempt < 3 {
+				continue // this replica won an election meanwhile: propose here
+			}
+			return resp, err
+		}
+		if err != nil && res == nil {
+			return nil, err
+		}
+		return &kvpb.RangeProposeResponse{Result: raftstore.EncodeResult(res)}, nil
 	}
-	if err != nil && res == nil {
-		return nil, err
-	}
-	return &kvpb.RangeProposeResponse{Result: raftstore.EncodeResult(res)}, nil
 }
 
 // readTxnRecord reads a transaction's record from the meta range (nil:
@@ -724,7 +740,7 @@ func (n *Node) txnAcross(ctx context.Context, plan *txnPlan, t *kvpb.RangesRespo
 		// committed?): it cannot commit.
 		n.abortAttempt(plan.id, name, parts)
 		if rec.state == raftstore.TxnCommitted {
-			return nil, fmt.Errorf("replication: transaction %s committed by an earlier attempt", plan.id)
+			return nil, fmt.Errorf("%w: transaction %s has committed already (ask TxnStatus for its outcome)", ErrTxnIDUsed, plan.id)
 		}
 		return nil, errTxnRetry
 	}

@@ -76,6 +76,11 @@ func (n *Node) Watch(ctx context.Context, req *kvpb.WatchRequest, send func(*kvp
 	if len(cursor) > watchMaxRanges {
 		return fmt.Errorf("%w: cursor names %d ranges, more than %d", ErrBadSessionToken, len(cursor), watchMaxRanges)
 	}
+	// A cursor from before a restore names ranges the restored cluster
+	// never had: refused, never followed as if nothing happened.
+	if err := n.checkRestoredRanges(ctx, cursor); err != nil {
+		return err
+	}
 	interval := req.GetProgressInterval().AsDuration()
 	if interval <= 0 {
 		interval = time.Second

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 // Client talks to a dialkv cluster. It is safe for concurrent use; create
@@ -47,6 +48,10 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.DialTimeout < 0 {
 		return nil, fmt.Errorf("dialkv client: DialTimeout %v is negative", cfg.DialTimeout)
+	}
+	locality, err := rpctypes.ParseLocality(cfg.Locality)
+	if err != nil {
+		return nil, fmt.Errorf("dialkv client: Locality: %w", err)
 	}
 	c := &Client{
 		maxAttempts: cfg.MaxAttempts,
@@ -92,7 +97,7 @@ func New(cfg Config) (*Client, error) {
 		)
 	})
 	if !cfg.DisableRouting {
-		c.router = newRouter(c.fetchRoutes, c.log)
+		c.router = newRouter(c.fetchRoutes, c.log, locality, endpoints)
 	}
 	// Create the connections now so a bad address fails here, not later.
 	for _, ep := range endpoints {
@@ -131,6 +136,8 @@ func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint 
 		last    attemptResult
 		lastEP  string
 		unknown bool // some write attempt may have been applied
+		spec    = route
+		why     string // why the router picked the routed attempt's node
 	)
 	attempt := 1
 	for ; attempt <= c.maxAttempts; attempt++ {
@@ -146,7 +153,7 @@ func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint 
 			// endpoint (which forwards) is the dependable path.
 			var addr string
 			var ok bool
-			if addr, version, ok = c.router.pick(ctx, route); ok {
+			if addr, version, why, ok = c.router.pick(ctx, route); ok {
 				if cc, err = c.pool.routedConn(addr); err == nil {
 					ep, routed = addr, true
 				} else if errors.Is(err, ErrClosed) {
@@ -168,6 +175,9 @@ func (c *Client) invoke(ctx context.Context, op string, class opClass, endpoint 
 		var p peer.Peer
 		err = call(ctx, cc, grpc.Peer(&p))
 		if err == nil {
+			if routed {
+				spec.chosen = why
+			}
 			return nil
 		}
 		last, lastEP = attemptResult{err: err, peer: p}, ep
@@ -226,13 +236,15 @@ func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) (*kvpb
 	s := applyReadOptions(nil, opts)
 	req := &kvpb.GetRequest{Key: key, Read: s.read}
 	var resp *kvpb.GetResponse
-	err := c.invoke(ctx, "get", classRead, "", readRoute(key, req.Read), func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
+	route := readRoute(key, req.Read)
+	err := c.invoke(ctx, "get", classRead, "", route, func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).Get(ctx, req, opts...)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	route.explain(resp.GetHeader())
 	s.header(resp.GetHeader())
 	return resp, nil
 }
@@ -277,13 +289,15 @@ func (c *Client) Scan(ctx context.Context, req *kvpb.ScanRequest, opts ...ReadOp
 
 func (c *Client) scanPage(ctx context.Context, req *kvpb.ScanRequest, s *readSettings) (*kvpb.ScanResponse, error) {
 	var resp *kvpb.ScanResponse
-	err := c.invoke(ctx, "scan", classRead, "", readRoute(scanKey(req), req.GetRead()), func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
+	route := readRoute(scanKey(req), req.GetRead())
+	err := c.invoke(ctx, "scan", classRead, "", route, func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).Scan(ctx, req, opts...)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	route.explain(resp.GetHeader())
 	s.header(resp.GetHeader())
 	return resp, nil
 }

@@ -14,8 +14,11 @@
 // once older. The first attempt of Put, Delete, CompareAndSwap and of
 // linearizable Get and Scan goes to the leader of the key's range (a scan
 // is routed by its start key or prefix); bounded, session and stale reads
-// go to the range's followers in turn, or to the leader when no follower
-// is usable. Removed nodes, nodes without a dialable address and nodes that
+// go to the nearest replica, leader included: the one sharing the most
+// leading locality tiers with Config.Locality, then the first of
+// Config.Endpoints that holds one (so a client given one node reads from
+// it when it can), then the followers in turn, the leader only when no
+// follower is usable. WithExplain's answer starts with why. Removed nodes, nodes without a dialable address and nodes that
 // recently could not be reached are skipped.
 //
 // Routing is only an optimisation: any node serves any request by
@@ -46,12 +49,13 @@
 // dialkv is a database, so a retry must never apply a write twice where that
 // would change the outcome. Each method belongs to one of three classes:
 //
-//   - Reads (Get, Scan, ScanAll, Status, Members, Ranges) retry whenever
+//   - Reads (Get, Scan, ScanAll, Status, Members, Ranges, and TxnStatus,
+//     whose answer is the same when asked again) retry whenever
 //     rpctypes.Retryable says the replica or the cluster was unavailable.
 //   - Idempotent writes (Put, Delete) retry on the same errors, except
 //     INDETERMINATE and DeadlineExceeded: writing the same value twice is
 //     harmless, but a timed-out write is left for the caller to decide.
-//   - Conditional and membership writes (CompareAndSwap, AddMember,
+//   - Conditional and membership writes (CompareAndSwap, Txn, AddMember,
 //     RemoveMember, SplitRange) retry only when the write provably did not
 //     happen: the server answered NOT_LEADER, NO_LEADER, SHUTTING_DOWN,
 //     WRONG_RANGE or UNKNOWN_RANGE (refused before anything was proposed,

@@ -43,6 +43,11 @@ type Config struct {
 	// sticky endpoint, which forwards it to the right range's leader.
 	// Routing is on by default; see the package documentation.
 	DisableRouting bool
+	// Locality is where the client runs, ordered tiers as kvd --locality
+	// takes them ("region=eu,zone=a"). Reads at the weaker levels go to
+	// the replica sharing the most leading tiers with it; without one,
+	// to the first endpoint that holds a replica. Empty: no locality.
+	Locality string
 	// Logger receives retries at debug level. Nil discards.
 	Logger *slog.Logger
 	// TLS, when set, connects over TLS with this configuration (its
@@ -92,6 +97,14 @@ func WithSessionToken(token string) ReadOption {
 	return func(s *readSettings) { s.read.SessionToken = token }
 }
 
+// WithExplain asks the replica that serves the read to explain itself
+// (ReadHeader.explain): its role, why the read reached it, and why the
+// staleness of its answer is within what was asked. When the client routed
+// the read, chosen_because starts with why it picked that node.
+func WithExplain() ReadOption {
+	return func(s *readSettings) { s.read.Explain = true }
+}
+
 // WithPageHeader calls fn with the header of every response a read returns:
 // once for Get and Scan, once per page for ScanAll, before that page's keys
 // are passed on. It exists because ScanAll's callback sees only keys.
@@ -107,6 +120,7 @@ func applyReadOptions(base *kvpb.ReadOptions, opts []ReadOption) *readSettings {
 		s.read.Consistency = base.GetConsistency()
 		s.read.MaxStaleness = base.GetMaxStaleness()
 		s.read.SessionToken = base.GetSessionToken()
+		s.read.Explain = base.GetExplain()
 	}
 	for _, o := range opts {
 		if o != nil {

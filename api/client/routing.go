@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sort"
@@ -44,6 +45,17 @@ type routeSpec struct {
 	// follower is set for reads at the weaker levels (bounded, session,
 	// stale), which any replica may serve.
 	follower bool
+	// chosen is set by invoke when a routed attempt answered: why the
+	// router picked that node (for a read explanation).
+	chosen string
+}
+
+// explain puts why the router chose the node that answered in front of the
+// node's own reason, when the read asked for an explanation.
+func (s *routeSpec) explain(h *kvpb.ReadHeader) {
+	if e := h.GetExplain(); e != nil && s.chosen != "" {
+		e.ChosenBecause = s.chosen + "; " + e.GetChosenBecause()
+	}
 }
 
 // readRoute returns the routeSpec of a read of key with read options o.
@@ -61,6 +73,7 @@ type routeTable struct {
 	fetched time.Time
 	ranges  []*kvpb.RangeDescriptor // sorted by start key
 	nodes   map[string]*kvpb.NodeInfo
+	locs    map[string]rpctypes.Locality // the nodes' that parse
 }
 
 // find returns the range holding key, or nil.
@@ -84,7 +97,12 @@ type router struct {
 	now   func() time.Time
 	log   *slog.Logger
 	fetch func(ctx context.Context) (*kvpb.RangesResponse, error)
-	rr    atomic.Uint64 // round-robin among follower replicas
+	rr    atomic.Uint64 // round-robin among equally near replicas
+	// self is the client's own locality (Config.Locality) and endpoints
+	// the endpoints it was given, in order: a weaker read goes to the
+	// replica nearest by locality, else the first of them that holds one.
+	self      rpctypes.Locality
+	endpoints []string
 
 	mu struct {
 		sync.Mutex
@@ -96,8 +114,8 @@ type router struct {
 	}
 }
 
-func newRouter(fetch func(context.Context) (*kvpb.RangesResponse, error), log *slog.Logger) *router {
-	r := &router{ttl: RoutingTTL, now: time.Now, log: log, fetch: fetch}
+func newRouter(fetch func(context.Context) (*kvpb.RangesResponse, error), log *slog.Logger, self rpctypes.Locality, endpoints []string) *router {
+	r := &router{ttl: RoutingTTL, now: time.Now, log: log, fetch: fetch, self: self, endpoints: endpoints}
 	r.mu.down = make(map[string]time.Time)
 	return r
 }
@@ -169,10 +187,14 @@ func (r *router) storeLocked(resp *kvpb.RangesResponse) {
 		fetched: r.now(),
 		ranges:  slices.Clone(resp.GetRanges()),
 		nodes:   make(map[string]*kvpb.NodeInfo, len(resp.GetNodes())),
+		locs:    map[string]rpctypes.Locality{},
 	}
 	slices.SortStableFunc(t.ranges, func(a, b *kvpb.RangeDescriptor) int { return bytes.Compare(a.GetStart(), b.GetStart()) })
 	for _, n := range resp.GetNodes() {
 		t.nodes[n.GetId()] = n
+		if loc, err := rpctypes.ParseLocality(n.GetLocality()); err == nil && loc != nil {
+			t.locs[n.GetId()] = loc
+		}
 	}
 	r.mu.table = t
 }
@@ -208,17 +230,24 @@ func (r *router) markDown(addr string) {
 	r.mu.down[addr] = now.Add(r.ttl)
 }
 
-// pick returns the gRPC address to send a request for spec to, and the
-// version of the table that named it. ok is false when the request should
-// go to the sticky endpoint instead.
-func (r *router) pick(ctx context.Context, spec *routeSpec) (addr string, version uint64, ok bool) {
+// pick returns the gRPC address to send a request for spec to, the
+// version of the table that named it, and why that node. ok is false when
+// the request should go to the sticky endpoint instead.
+//
+// A write or a linearizable read goes to the range's leader. A weaker read
+// goes to the nearest replica, leader included: the one sharing the most
+// leading locality tiers with the client; of those, the first of the
+// client's own endpoints that holds one (so "--endpoints NODE" reads from
+// NODE when it can, as etcd's serializable reads do); of the rest, the
+// followers in turn, sparing the leader.
+func (r *router) pick(ctx context.Context, spec *routeSpec) (addr string, version uint64, why string, ok bool) {
 	t := r.table(ctx)
 	if t == nil {
-		return "", 0, false
+		return "", 0, "", false
 	}
 	d := t.find(spec.key)
 	if d == nil {
-		return "", 0, false
+		return "", 0, "", false
 	}
 	r.mu.Lock()
 	now := r.now()
@@ -233,25 +262,86 @@ func (r *router) pick(ctx context.Context, spec *routeSpec) (addr string, versio
 		return n.GetGrpcAddr()
 	}
 	leader := usable(d.GetLeader())
-	var followers []string
+	var near []replicaChoice
 	if spec.follower {
 		for _, id := range d.GetReplicas() {
-			if id == d.GetLeader() {
-				continue
-			}
 			if a := usable(id); a != "" {
-				followers = append(followers, a)
+				near = r.nearest(near, replicaChoice{addr: a, leader: id == d.GetLeader(), loc: t.locs[id]})
 			}
 		}
 	}
 	r.mu.Unlock()
-	if len(followers) > 0 {
-		return followers[r.rr.Add(1)%uint64(len(followers))], t.version, true
+	if len(near) > 0 {
+		c := near[r.rr.Add(1)%uint64(len(near))]
+		return c.addr, t.version, r.why(c), true
 	}
 	if leader == "" {
-		return "", 0, false
+		return "", 0, "", false
 	}
-	return leader, t.version, true
+	return leader, t.version, "routed to the range's leader", true
+}
+
+// replicaChoice is a replica a weaker read may go to, with what makes it
+// near: the locality tiers it shares with the client, its place in the
+// client's endpoints (len(endpoints) when absent), whether it leads.
+type replicaChoice struct {
+	addr     string
+	leader   bool
+	loc      rpctypes.Locality
+	shared   int
+	endpoint int
+}
+
+// nearest adds c to best, the nearest replicas so far, or replaces them
+// when c is nearer.
+func (r *router) nearest(best []replicaChoice, c replicaChoice) []replicaChoice {
+	c.shared = r.self.Shared(c.loc)
+	c.endpoint = len(r.endpoints)
+	if i := slices.Index(r.endpoints, c.addr); i >= 0 {
+		c.endpoint = i
+	}
+	if len(best) == 0 {
+		return []replicaChoice{c}
+	}
+	b := best[0]
+	switch {
+	case c.shared != b.shared:
+		if c.shared > b.shared {
+			return []replicaChoice{c}
+		}
+		return best
+	case c.endpoint != b.endpoint:
+		if c.endpoint < b.endpoint {
+			return []replicaChoice{c}
+		}
+		return best
+	case c.leader != b.leader:
+		if !c.leader {
+			return []replicaChoice{c}
+		}
+		return best
+	}
+	return append(best, c)
+}
+
+// why says why the router chose c.
+func (r *router) why(c replicaChoice) string {
+	switch {
+	case c.shared > 0:
+		return fmt.Sprintf("nearest replica by locality %s (the client's is %s)", c.loc[c.shared-1], r.self)
+	case c.endpoint == 0:
+		return fmt.Sprintf("the first endpoint given (%s) holds a replica", c.addr)
+	case c.endpoint < len(r.endpoints):
+		return fmt.Sprintf("the first endpoint given that holds a replica (%s)", c.addr)
+	}
+	none := "no endpoint given holds a replica"
+	if len(r.self) > 0 {
+		none = "no replica shares the client's locality " + r.self.String() + " and " + none
+	}
+	if c.leader {
+		return none + ", and no follower is reachable: the leader"
+	}
+	return none + ": a follower, in turn"
 }
 
 // staleRoute reports whether a routed attempt's error says the table was

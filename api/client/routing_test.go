@@ -3,6 +3,7 @@ package client
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -182,49 +183,125 @@ func TestRouting_KeepsTheRetryPolicy(t *testing.T) {
 	}
 }
 
-func TestRouting_WeakReadsGoToFollowersRoundRobin(t *testing.T) {
+func TestRouting_WeakReadsGoToTheNearestReplica(t *testing.T) {
+	st := clienttest.NewStore()
+	srv := map[string]*clienttest.Server{}
+	var infos []*kvpb.NodeInfo
+	// n1 leads; n1..n3 are replicas in zones a, b, c of region eu; n4
+	// holds no replica.
+	for i, zone := range []string{"a", "b", "c", "a"} {
+		id := fmt.Sprintf("n%d", i+1)
+		srv[id] = clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID(id))
+		info := srv[id].Node()
+		info.Locality = "region=eu,zone=" + zone
+		infos = append(infos, info)
+	}
+	st.SetNodes(infos...)
+	st.SetRanges(&kvpb.RangeDescriptor{Id: 1, Replicas: []string{"n1", "n2", "n3"}, Leader: "n1"})
+	st.Put([]byte("k"), []byte("v"))
+	levels := []ReadOption{
+		WithConsistency(kvpb.Consistency_CONSISTENCY_STALE),
+		WithConsistency(kvpb.Consistency_CONSISTENCY_SESSION),
+		func(s *readSettings) {
+			WithConsistency(kvpb.Consistency_CONSISTENCY_BOUNDED)(s)
+			WithMaxStaleness(time.Second)(s)
+		},
+	}
+
+	tests := []struct {
+		name      string
+		endpoints []string
+		locality  string
+		want      map[string]int // gets per node out of 12
+		why       string         // in the explanation's chosen_because
+	}{
+		{name: "the first endpoint, the leader, holds a replica", endpoints: []string{"n1"},
+			want: map[string]int{"n1": 12}, why: "the first endpoint given"},
+		{name: "the first endpoint, a follower, holds a replica", endpoints: []string{"n2", "n1"},
+			want: map[string]int{"n2": 12}, why: "the first endpoint given"},
+		{name: "the first endpoint that holds a replica", endpoints: []string{"n4", "n3"},
+			want: map[string]int{"n3": 12}, why: "the first endpoint given that holds a replica"},
+		{name: "no endpoint holds one: the followers in turn", endpoints: []string{"n4"},
+			want: map[string]int{"n2": 6, "n3": 6}, why: "a follower, in turn"},
+		{name: "the replica in the client's zone, whatever the endpoints", endpoints: []string{"n1"}, locality: "region=eu,zone=c",
+			want: map[string]int{"n3": 12}, why: "nearest replica by locality zone=c"},
+		{name: "a locality shared only to the region falls back on the endpoints", endpoints: []string{"n4", "n2"}, locality: "region=eu,zone=z",
+			want: map[string]int{"n2": 12}, why: "nearest replica by locality region=eu"},
+		{name: "a locality shared by none: the followers in turn", endpoints: []string{"n4"}, locality: "region=us,zone=a",
+			want: map[string]int{"n2": 6, "n3": 6}, why: "no replica shares the client's locality"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var eps []string
+			for _, id := range tt.endpoints {
+				eps = append(eps, srv[id].Addr)
+			}
+			c := newTestClient(t, Config{Endpoints: eps, Locality: tt.locality})
+			before := map[string]int{}
+			for id, s := range srv {
+				before[id] = s.Calls(clienttest.MethodGet)
+			}
+			for i := range 12 {
+				resp, err := c.Get(testCtx(t), []byte("k"), levels[i%3], WithExplain())
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := resp.GetHeader().GetExplain().GetChosenBecause()
+				if !strings.Contains(got, tt.why) || !strings.HasSuffix(got, "; the node asked holds a replica") {
+					t.Fatalf("chosen_because = %q, want it to say %q, then the server's reason", got, tt.why)
+				}
+			}
+			for id, s := range srv {
+				if got := s.Calls(clienttest.MethodGet) - before[id]; got != tt.want[id] {
+					t.Errorf("%s served %d gets, want %d", id, got, tt.want[id])
+				}
+			}
+			// A linearizable read still goes to the leader.
+			before1 := srv["n1"].Calls(clienttest.MethodGet)
+			if _, err := c.Get(testCtx(t), []byte("k")); err != nil {
+				t.Fatal(err)
+			}
+			if got := srv["n1"].Calls(clienttest.MethodGet) - before1; got != 1 {
+				t.Fatalf("linearizable get reached the leader %d times, want 1", got)
+			}
+		})
+	}
+}
+
+func TestRouting_WeakReadsSkipRemovedReplicas(t *testing.T) {
 	st := clienttest.NewStore()
 	a := clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID("n1"))
 	b := clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID("n2"))
 	d := clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID("n3"))
-	st.SetNodes(a.Node(), b.Node(), d.Node())
+	e := clienttest.Start(t, clienttest.WithStore(st), clienttest.WithID("n4"))
+	st.SetNodes(a.Node(), b.Node(), e.Node(), &kvpb.NodeInfo{Id: "n3", GrpcAddr: d.Addr, State: clienttest.StateRemoved})
 	st.SetRanges(&kvpb.RangeDescriptor{Id: 1, Replicas: []string{"n1", "n2", "n3"}, Leader: "n1"})
 	st.Put([]byte("k"), []byte("v"))
-	c := newTestClient(t, Config{Endpoints: []string{a.Addr}})
-
-	levels := []ReadOption{
-		WithConsistency(kvpb.Consistency_CONSISTENCY_STALE),
-		WithConsistency(kvpb.Consistency_CONSISTENCY_SESSION),
-	}
-	for i := range 10 {
-		if _, err := c.Get(testCtx(t), []byte("k"), levels[i%2]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if a.Calls(clienttest.MethodGet) != 0 || b.Calls(clienttest.MethodGet) != 5 || d.Calls(clienttest.MethodGet) != 5 {
-		t.Fatalf("gets per node: n1 %d, n2 %d, n3 %d; want the followers to share them",
-			a.Calls(clienttest.MethodGet), b.Calls(clienttest.MethodGet), d.Calls(clienttest.MethodGet))
-	}
-	if _, err := c.Get(testCtx(t), []byte("k")); err != nil {
-		t.Fatal(err)
-	}
-	if got := a.Calls(clienttest.MethodGet); got != 1 {
-		t.Fatalf("linearizable get reached the leader %d times, want 1", got)
-	}
-
-	// A follower whose node is removed is skipped; with no follower left
-	// the leader serves weak reads too.
-	st.SetNodes(a.Node(), b.Node(), &kvpb.NodeInfo{Id: "n3", GrpcAddr: d.Addr, State: clienttest.StateRemoved})
-	if _, err := c.Ranges(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
+	// n4 holds no replica: the followers serve in turn, and n3 is removed.
+	c := newTestClient(t, Config{Endpoints: []string{e.Addr}})
 	for range 3 {
 		if _, err := c.Get(testCtx(t), []byte("k"), WithConsistency(kvpb.Consistency_CONSISTENCY_STALE)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := b.Calls(clienttest.MethodGet); got != 8 {
-		t.Fatalf("n2 got %d gets, want 8 (n3 is removed)", got)
+	if got := b.Calls(clienttest.MethodGet); got != 3 {
+		t.Fatalf("n2 got %d gets, want 3 (n3 is removed)", got)
+	}
+	// With no follower left the leader serves weak reads too.
+	st.SetNodes(a.Node(), e.Node(), &kvpb.NodeInfo{Id: "n2", GrpcAddr: b.Addr, State: clienttest.StateRemoved},
+		&kvpb.NodeInfo{Id: "n3", GrpcAddr: d.Addr, State: clienttest.StateRemoved})
+	if _, err := c.Ranges(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Get(testCtx(t), []byte("k"), WithConsistency(kvpb.Consistency_CONSISTENCY_STALE), WithExplain())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Calls(clienttest.MethodGet); got != 1 {
+		t.Fatalf("the leader got %d gets, want 1", got)
+	}
+	if why := resp.GetHeader().GetExplain().GetChosenBecause(); !strings.Contains(why, "the leader") {
+		t.Fatalf("chosen_because = %q, want it to name the leader", why)
 	}
 }
 
@@ -350,5 +427,14 @@ func TestClient_SplitRangeAndRanges(t *testing.T) {
 	}
 	if got := len(ranges.GetRanges()); got != 3 || len(st.Ranges()) != 3 || len(ranges.GetNodes()) != 2 {
 		t.Fatalf("Ranges = %v, want 3 ranges and 2 nodes", ranges)
+	}
+}
+
+func TestNew_RefusesABadLocality(t *testing.T) {
+	for _, loc := range []string{"region", "region=eu,region=us", "zone=", "region=eu,,zone=a"} {
+		if c, err := New(Config{Endpoints: []string{"127.0.0.1:7010"}, Locality: loc}); err == nil {
+			c.Close()
+			t.Errorf("New with Locality %q succeeded, want an error", loc)
+		}
 	}
 }

@@ -20,6 +20,17 @@ type Driver interface {
 	Close() error
 }
 
+// TxnDriver is a Driver that also runs the Txn workload's transactions.
+type TxnDriver interface {
+	Driver
+	// Txn runs one transaction atomically: if the value of keys[0] is
+	// expect (expect nil: if keys[0] does not exist), put val under every
+	// key and return ok; otherwise read keys[0] and return its value as
+	// current (nil when it does not exist, non-nil but empty for an empty
+	// value).
+	Txn(ctx context.Context, keys [][]byte, expect, val []byte) (ok bool, current []byte, err error)
+}
+
 var (
 	// ErrNotFound is returned by Driver.Get for a missing key.
 	ErrNotFound = errors.New("workload: key not found")

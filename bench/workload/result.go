@@ -41,15 +41,19 @@ func DecodeHistogram(s string) (*hdrhistogram.Histogram, error) {
 type Stats struct {
 	// Ops counts operations that succeeded (a get of a missing key
 	// included); only they are in the latency figures.
-	Ops       int64   `json:"ops"`
-	Errors    int64   `json:"errors"`
-	Misses    int64   `json:"misses,omitempty"`
-	OpsPerSec float64 `json:"ops_per_sec"`
-	MeanMs    float64 `json:"mean_ms"`
-	P50Ms     float64 `json:"p50_ms"`
-	P90Ms     float64 `json:"p90_ms"`
-	P99Ms     float64 `json:"p99_ms"`
-	MaxMs     float64 `json:"max_ms"`
+	Ops    int64 `json:"ops"`
+	Errors int64 `json:"errors"`
+	Misses int64 `json:"misses,omitempty"`
+	// CompareFailed counts transactions (of the txn workload) whose
+	// compare did not hold: they ran their read instead of their writes.
+	// They are operations like the others.
+	CompareFailed int64   `json:"compare_failed,omitempty"`
+	OpsPerSec     float64 `json:"ops_per_sec"`
+	MeanMs        float64 `json:"mean_ms"`
+	P50Ms         float64 `json:"p50_ms"`
+	P90Ms         float64 `json:"p90_ms"`
+	P99Ms         float64 `json:"p99_ms"`
+	MaxMs         float64 `json:"max_ms"`
 }
 
 // Summarize computes Stats from a latency histogram (µs) of the successful
@@ -83,6 +87,7 @@ type Result struct {
 	Consistency  Level   `json:"consistency,omitempty"`
 	ReadRatio    float64 `json:"read_ratio,omitempty"`
 	Distribution string  `json:"distribution"`
+	TxnKeys      int     `json:"txn_keys,omitempty"`
 	Clients      int     `json:"clients"`
 	Conns        int     `json:"conns"`
 	Keys         int     `json:"keys"`
@@ -121,6 +126,8 @@ func (r *Result) WriteTable(w io.Writer) error {
 		desc += " " + string(r.Consistency)
 	case Mixed:
 		desc += fmt.Sprintf(" %.0f%% get (%s) / %.0f%% put", r.ReadRatio*100, r.Consistency, (1-r.ReadRatio)*100)
+	case Txn:
+		desc += fmt.Sprintf(" of %d keys", r.TxnKeys)
 	}
 	fmt.Fprintf(w, "%s: %s, %d clients over %d connections, %d keys (%s), %d-byte values, %.2fs",
 		r.System, desc, r.Clients, r.Conns, r.Keys, r.Distribution, r.ValueSize, r.ElapsedSec)
@@ -144,6 +151,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row("total", &r.Total)
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if r.Workload == Txn {
+		fmt.Fprintf(w, "compare failed: %d of %d transactions\n", r.Total.CompareFailed, r.Total.Ops)
 	}
 	for _, e := range r.ErrorSamples {
 		fmt.Fprintf(w, "error x%d: %s\n", e.Count, e.Message)

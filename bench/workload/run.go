@@ -18,13 +18,17 @@ type opKind int
 const (
 	opPut opKind = iota
 	opGet
+	opTxn
+	numOps
 )
 
 // clientStats is what one client goroutine records, merged at the end.
 type clientStats struct {
-	hist   [2]*hdrhistogram.Histogram // by opKind
-	errs   [2]int64
+	hist   [numOps]*hdrhistogram.Histogram
+	errs   [numOps]int64
 	misses int64
+	// failed counts transactions whose compare did not hold.
+	failed int64
 	tally  errorTally
 }
 
@@ -47,6 +51,13 @@ func Run(ctx context.Context, cfg Config, drivers []Driver) (*Result, error) {
 	if len(drivers) == 0 {
 		return nil, errors.New("workload: no drivers")
 	}
+	if cfg.Workload == Txn {
+		for _, d := range drivers {
+			if _, ok := d.(TxnDriver); !ok {
+				return nil, fmt.Errorf("workload: the %T driver runs no transactions", d)
+			}
+		}
+	}
 	p := &plan{cfg: cfg, keys: newKeyChooser(cfg)}
 	stats := make([]*clientStats, cfg.Clients)
 	start := time.Now()
@@ -54,16 +65,22 @@ func Run(ctx context.Context, cfg Config, drivers []Driver) (*Result, error) {
 	var wg sync.WaitGroup
 	for i := range cfg.Clients {
 		cs := &clientStats{tally: errorTally{}}
-		cs.hist[opPut], cs.hist[opGet] = NewHistogram(), NewHistogram()
+		for k := range cs.hist {
+			cs.hist[k] = NewHistogram()
+		}
 		stats[i] = cs
 		wg.Go(func() { p.client(ctx, i, drivers[i%len(drivers)], cs) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 
-	total, byOp := NewHistogram(), [2]*hdrhistogram.Histogram{NewHistogram(), NewHistogram()}
-	var errs [2]int64
-	var misses int64
+	total := NewHistogram()
+	var byOp [numOps]*hdrhistogram.Histogram
+	for k := range byOp {
+		byOp[k] = NewHistogram()
+	}
+	var errs [numOps]int64
+	var misses, failed int64
 	tally := errorTally{}
 	for _, cs := range stats {
 		for k := range byOp {
@@ -72,6 +89,7 @@ func Run(ctx context.Context, cfg Config, drivers []Driver) (*Result, error) {
 			errs[k] += cs.errs[k]
 		}
 		misses += cs.misses
+		failed += cs.failed
 		for m, c := range cs.tally {
 			tally.add(m, c)
 		}
@@ -84,8 +102,12 @@ func Run(ctx context.Context, cfg Config, drivers []Driver) (*Result, error) {
 		Keys:         cfg.Keys,
 		ValueSize:    cfg.ValueSize,
 		ElapsedSec:   elapsed.Seconds(),
-		Total:        Summarize(total, errs[opPut]+errs[opGet], misses, elapsed),
+		Total:        Summarize(total, errs[opPut]+errs[opGet]+errs[opTxn], misses, elapsed),
 		ErrorSamples: tally.top(),
+	}
+	if cfg.Workload == Txn {
+		res.TxnKeys = cfg.TxnKeys
+		res.Total.CompareFailed = failed
 	}
 	if cfg.Workload == Get || cfg.Workload == Mixed {
 		res.Consistency = cfg.Level
@@ -124,6 +146,11 @@ func (p *plan) client(ctx context.Context, id int, d Driver, cs *clientStats) {
 		value[i] = 'a' + byte(rng.IntN(26))
 	}
 	key := make([]byte, 0, len(cfg.KeyPrefix)+keyWidth+10)
+	var txn *txnClient
+	if cfg.Workload == Txn {
+		// Run checked that every driver runs transactions.
+		txn = newTxnClient(cfg, id, d.(TxnDriver))
+	}
 	for n := int64(0); ; n++ {
 		if ctx.Err() != nil || !time.Now().Before(p.deadline) {
 			return
@@ -139,8 +166,8 @@ func (p *plan) client(ctx context.Context, id int, d Driver, cs *clientStats) {
 			if p.issued.Add(1) > cfg.Ops {
 				return
 			}
-			idx = p.keys.next(rng)
-		default:
+		}
+		if cfg.Workload != Load && cfg.Workload != Txn {
 			idx = p.keys.next(rng)
 		}
 		kind := opPut
@@ -151,9 +178,11 @@ func (p *plan) client(ctx context.Context, id int, d Driver, cs *clientStats) {
 			if rng.Float64() < cfg.ReadRatio {
 				kind = opGet
 			}
+		case Txn:
+			kind = opTxn
 		}
 		key = AppendKey(key[:0], cfg.KeyPrefix, idx)
-		if kind == opPut && len(value) > 0 {
+		if kind != opGet && len(value) > 0 {
 			// Vary the value a little, so no two writes are alike.
 			value[n%int64(len(value))] = 'a' + byte(n%26)
 		}
@@ -161,10 +190,16 @@ func (p *plan) client(ctx context.Context, id int, d Driver, cs *clientStats) {
 		opCtx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
 		began := time.Now()
 		var err error
-		if kind == opPut {
+		switch kind {
+		case opPut:
 			err = d.Put(opCtx, key, value)
-		} else {
+		case opGet:
 			err = d.Get(opCtx, key, cfg.Level)
+		case opTxn:
+			var ok bool
+			if ok, err = txn.run(opCtx, value); err == nil && !ok {
+				cs.failed++
+			}
 		}
 		lat := time.Since(began)
 		cancel()
@@ -185,4 +220,45 @@ func (p *plan) client(ctx context.Context, id int, d Driver, cs *clientStats) {
 			cs.tally.add(err.Error(), 1)
 		}
 	}
+}
+
+// txnClient is one client's side of the Txn workload: its keys, and what
+// it believes the first of them holds.
+type txnClient struct {
+	d    TxnDriver
+	keys [][]byte
+	// expect is the value the next compare expects of keys[0]; nil: that
+	// the key does not exist. It starts nil, so a client's first
+	// transaction in a loaded store fails its compare and learns the value.
+	expect []byte
+	buf    []byte // expect's storage, never nil
+}
+
+func newTxnClient(cfg Config, id int, d TxnDriver) *txnClient {
+	t := &txnClient{d: d, buf: make([]byte, 0, cfg.ValueSize)}
+	for _, i := range cfg.TxnKeyIndexes(id) {
+		t.keys = append(t.keys, AppendKey(nil, cfg.KeyPrefix, i))
+	}
+	return t
+}
+
+// run runs one transaction writing val and says whether its compare held.
+// After an error expect is kept: if the transaction did apply, the next
+// compare fails and reads the value that is there.
+func (t *txnClient) run(ctx context.Context, val []byte) (bool, error) {
+	ok, cur, err := t.d.Txn(ctx, t.keys, t.expect, val)
+	switch {
+	case err != nil:
+		return false, err
+	case ok:
+		t.expect = append(t.buf[:0], val...)
+	case cur == nil:
+		t.expect = nil
+	default:
+		t.expect = append(t.buf[:0], cur...)
+	}
+	if t.expect != nil {
+		t.buf = t.expect
+	}
+	return ok, nil
 }

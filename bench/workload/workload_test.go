@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,12 +17,14 @@ type memDriver struct {
 	mu         sync.Mutex
 	data       map[string][]byte
 	puts, gets int
+	txns       int
+	txnsBy     map[string]int // transactions by first key
 	levels     map[Level]int
 	putErr     error
 }
 
 func newMemDriver() *memDriver {
-	return &memDriver{data: map[string][]byte{}, levels: map[Level]int{}}
+	return &memDriver{data: map[string][]byte{}, levels: map[Level]int{}, txnsBy: map[string]int{}}
 }
 
 func (d *memDriver) Put(_ context.Context, key, val []byte) error {
@@ -44,6 +47,21 @@ func (d *memDriver) Get(_ context.Context, key []byte, level Level) error {
 		return ErrNotFound
 	}
 	return nil
+}
+
+func (d *memDriver) Txn(_ context.Context, keys [][]byte, expect, val []byte) (bool, []byte, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.txns++
+	d.txnsBy[string(keys[0])]++
+	cur, ok := d.data[string(keys[0])]
+	if ok != (expect != nil) || !bytes.Equal(cur, expect) {
+		return false, cur, nil
+	}
+	for _, k := range keys {
+		d.data[string(k)] = append([]byte{}, val...)
+	}
+	return true, nil, nil
 }
 
 func (d *memDriver) Close() error { return nil }
@@ -201,6 +219,11 @@ func TestConfig_ValidateRejectsNonsense(t *testing.T) {
 		"zipf":     func(c *Config) { c.Zipf = 1 },
 		"duration": func(c *Config) { c.Duration = 0 },
 		"level":    func(c *Config) { c.Level = "eventual" },
+		"txn keys": func(c *Config) { c.Workload, c.TxnKeys = Txn, 0 },
+		"txn many": func(c *Config) { c.Workload, c.TxnKeys = Txn, MaxTxnKeys+1 },
+		"txn zipf": func(c *Config) { c.Workload, c.Zipf = Txn, 0.99 },
+		// 16 clients with 2 keys each need 32 keys.
+		"txn key space": func(c *Config) { c.Workload, c.Keys = Txn, 31 },
 	} {
 		cfg := DefaultConfig()
 		mut(&cfg)
@@ -262,4 +285,100 @@ func TestParseLevel_AcceptsEtcdNames(t *testing.T) {
 func ExampleAppendKey() {
 	fmt.Println(string(AppendKey(nil, DefaultKeyPrefix, 7)))
 	// Output: kvbench/0000000007
+}
+
+func TestRun_TxnKeepsEachClientsKeysInStep(t *testing.T) {
+	cfg := testConfig(Txn)
+	cfg.TxnKeys = 3
+	cfg.Ops = 400
+	d := newMemDriver()
+	// A loaded store: each client's first compare (key absent) fails and
+	// reads the value; every later one holds.
+	for i := range cfg.Keys {
+		d.data[string(AppendKey(nil, cfg.KeyPrefix, i))] = []byte("loaded")
+	}
+	res := mustRun(t, cfg, d, d)
+	if !res.Complete || res.Total.Ops != 400 || res.Total.Errors != 0 || d.txns != 400 {
+		t.Fatalf("complete=%v ops=%d errors=%d driver txns=%d, want true, 400, 0, 400", res.Complete, res.Total.Ops, res.Total.Errors, d.txns)
+	}
+	// A client may start after the others took every operation.
+	if res.Total.CompareFailed != int64(len(d.txnsBy)) || res.TxnKeys != 3 {
+		t.Fatalf("compare failed %d, txn keys %d; want one per client that ran (%d) and 3", res.Total.CompareFailed, res.TxnKeys, len(d.txnsBy))
+	}
+	wrote := 0
+	for id := range cfg.Clients {
+		if d.txnsBy[string(AppendKey(nil, cfg.KeyPrefix, cfg.TxnKeyIndexes(id)[0]))] < 2 {
+			continue // no transaction past the failed first
+		}
+		wrote++
+		var first []byte
+		for j, i := range cfg.TxnKeyIndexes(id) {
+			v := d.data[string(AppendKey(nil, cfg.KeyPrefix, i))]
+			if j == 0 {
+				first = v
+			}
+			if string(v) == "loaded" || !bytes.Equal(v, first) {
+				t.Fatalf("client %d key %d holds %q, its first key %q: want the same written value", id, i, v, first)
+			}
+		}
+	}
+	if wrote == 0 {
+		t.Fatal("no client wrote its keys")
+	}
+	var b strings.Builder
+	if err := res.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), fmt.Sprintf("compare failed: %d of 400", len(d.txnsBy))) {
+		t.Fatalf("table lacks the failed compares:\n%s", b.String())
+	}
+}
+
+func TestRun_TxnWantsATxnDriver(t *testing.T) {
+	_, err := Run(context.Background(), testConfig(Txn), []Driver{blockingDriver{}})
+	if err == nil || !strings.Contains(err.Error(), "runs no transactions") {
+		t.Fatalf("err = %v, want a driver without Txn refused", err)
+	}
+}
+
+func TestConfig_TxnKeyIndexesSpanOneRangeEachOnAnEvenSplit(t *testing.T) {
+	for _, tc := range []struct {
+		keys, clients, txnKeys, ranges int
+	}{
+		{10000, 64, 2, 16},
+		{10000, 64, 4, 16},
+		{10000, 64, 2, 2},
+		{10000, 64, 4, 4},
+		{500, 8, 4, 16},
+		{128, 64, 2, 2}, // as many keys as the clients need, no more
+	} {
+		cfg := DefaultConfig()
+		cfg.Workload, cfg.Keys, cfg.Clients, cfg.TxnKeys = Txn, tc.keys, tc.clients, tc.txnKeys
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%+v: %v", tc, err)
+		}
+		// Range r of an even split holds the indexes [keys*r/ranges,
+		// keys*(r+1)/ranges), as layout.SplitKeys cuts them.
+		rangeOf := func(i int) int {
+			r := 0
+			for r+1 < tc.ranges && i >= tc.keys*(r+1)/tc.ranges {
+				r++
+			}
+			return r
+		}
+		seen := map[int]bool{}
+		for id := range tc.clients {
+			ranges := map[int]bool{}
+			for _, i := range cfg.TxnKeyIndexes(id) {
+				if i < 0 || i >= tc.keys || seen[i] {
+					t.Fatalf("%+v: client %d key %d out of range or another client's", tc, id, i)
+				}
+				seen[i] = true
+				ranges[rangeOf(i)] = true
+			}
+			if len(ranges) != tc.txnKeys {
+				t.Fatalf("%+v: client %d's keys %v lie in %d ranges, want %d", tc, id, cfg.TxnKeyIndexes(id), len(ranges), tc.txnKeys)
+			}
+		}
+	}
 }

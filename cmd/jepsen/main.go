@@ -33,7 +33,7 @@ func run() int {
 	var (
 		nodes    = flag.Int("nodes", 5, "cluster size")
 		duration = flag.Duration("duration", 10*time.Minute, "how long the workload and the nemeses run")
-		nemesis  = flag.String("nemesis", "all", "comma list: partition (or partition-one, -leader, -halves, -bridge, -oneway, -reject), kill, pause, slow, membership, leader-transfer, split, auth-revoke (needs --tls), all (with --tls: and auth-revoke), none")
+		nemesis  = flag.String("nemesis", "all", "comma list: partition (or partition-one, -leader, -halves, -bridge, -oneway, -reject), kill, pause, slow, membership, leader-transfer, split, auth-revoke (needs --tls), kill-coordinator (needs the bank or append workload), all (with --tls: and auth-revoke), none")
 		seed     = flag.Uint64("seed", 0, "seed of every random choice (0: from the clock; printed)")
 		out      = flag.String("out", "", "results folder (default: a new folder under the system temp dir)")
 		clients  = flag.Int("clients", 0, "concurrent clients (default 2 per node)")
@@ -44,7 +44,7 @@ func run() int {
 		linTime  = flag.Duration("linearizable-timeout", 60*time.Second, "how long porcupine may take per key")
 		ranges   = flag.Int("ranges", 0, "pre-split the key space the workload touches into this many user ranges before it starts (0: one range)")
 		withTLS  = flag.Bool("tls", false, "mutual TLS on every link and auth on: the clients run as user jepsen (role rw), the nemeses and final reads as root; adds the auth checker")
-		loads    = flag.String("workloads", "register,watch,lease", "comma list: register (registers, lists, sets, reads at every level), watch (writers and watchers under w/; the watch checker), lease (leases with keys under lease/, a watcher on them; the lease checker)")
+		loads    = flag.String("workloads", "register,watch,lease,bank,append", "comma list: register (registers, lists, sets, reads at every level), watch (writers and watchers under w/; the watch checker), lease (leases with keys under lease/, a watcher on them; the lease checker), bank (transfers between accounts under bank/ over 4 ranges, read-all transactions; the bank checker), append (transactions appending to and reading lists under list/, one range each; the append checker)")
 		watchers = flag.Int("watchers", 2, "watchers on w/ (the watch workload)")
 		bound    = flag.Duration("lease-expiry-bound", 3*time.Second, "how long past its TTL a lease not kept alive may live (faults move it later; see docs/jepsen.md)")
 	)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -60,18 +61,33 @@ has ended exits 4 and writes nothing.`,
 }
 
 func (a *app) getCmd() *cobra.Command {
-	var rf readFlags
+	var (
+		rf      readFlags
+		explain bool
+	)
 	cmd := &cobra.Command{
-		Use:   "get KEY",
+		Use:   "get KEY [--explain]",
 		Short: "Read a value",
 		Long: `Print the value of KEY. The simple format prints the raw bytes, adding a
 newline only when stdout is a terminal, so "kvctl get k > file" is exact.
-A missing key exits with code 4.`,
+A missing key exits with code 4.
+
+--explain asks the replica that answers to explain itself: which node
+served the read and in what role (leader, follower), its locality, why the
+read went to it (the nearest replica by --locality, the first endpoint
+that holds a replica, forwarded to the leader for a linearizable read) and
+why the staleness of the answer is within what was asked. simple prints
+the value on a line of its own, then the explanation; json adds an
+"explain" object (replica_role, chosen_because, staleness_reason,
+locality); table adds the explanation under the row.`,
 		Args: cobra.ExactArgs(1),
 		RunE: a.runE(func(cmd *cobra.Command, args []string) error {
 			opts, err := rf.options()
 			if err != nil {
 				return err
+			}
+			if explain {
+				opts = append(opts, client.WithExplain())
 			}
 			key := []byte(args[0])
 			return a.withClient(cmd, func(ctx context.Context, c *client.Client) error {
@@ -84,6 +100,7 @@ A missing key exits with code 4.`,
 		}),
 	}
 	rf.register(cmd)
+	cmd.Flags().BoolVar(&explain, "explain", false, "say which replica answered, why it was chosen and why its staleness is within what was asked")
 	return cmd
 }
 
@@ -98,13 +115,46 @@ func (a *app) printGet(resp *kvpb.GetResponse) error {
 		t.row(string(kv.GetKey()), string(kv.GetValue()), u64(kv.GetRevision()), h.GetServedBy(),
 			u64(h.GetRangeId()), u64(h.GetAppliedIndex()), client.ConsistencyName(h.GetConsistency()),
 			strconv.FormatInt(h.GetStalenessMs(), 10))
-		return t.flush()
+		if err := t.flush(); err != nil {
+			return err
+		}
+		return writeExplain(w, h)
 	}
 	value := kv.GetValue()
-	if a.env.stdoutTTY {
+	if a.env.stdoutTTY || h.GetExplain() != nil {
+		// With an explanation after it, the value ends its own line.
 		value = append(value[:len(value):len(value)], '\n')
 	}
 	if _, err := w.Write(value); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return writeExplain(w, h)
+}
+
+// writeExplain prints a read's explanation, if it has one, as aligned
+// "name: text" lines.
+func writeExplain(w io.Writer, h *kvpb.ReadHeader) error {
+	e := h.GetExplain()
+	if e == nil {
+		return nil
+	}
+	served := h.GetServedBy() + " (" + e.GetReplicaRole()
+	if loc := e.GetLocality(); loc != "" {
+		served += ", locality " + loc
+	}
+	served += ")"
+	lines := [][2]string{
+		{"served by", served},
+		{"range", fmt.Sprintf("%d, applied index %d", h.GetRangeId(), h.GetAppliedIndex())},
+		{"consistency", client.ConsistencyName(h.GetConsistency())},
+		{"chosen because", e.GetChosenBecause()},
+		{"staleness", e.GetStalenessReason()},
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&b, "%-15s %s\n", l[0]+":", printable(l[1]))
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
 	return nil

@@ -78,10 +78,26 @@ type readResult struct {
 	Consistency  string    `json:"consistency"`
 	StalenessMS  int64     `json:"staleness_ms"`
 	SessionToken string    `json:"session_token"`
+	// Explain is there when the read asked for it (get --explain).
+	Explain *readExplain `json:"explain,omitempty"`
+}
+
+// readExplain is the JSON shape of a read's explanation.
+type readExplain struct {
+	ReplicaRole     string `json:"replica_role"`
+	ChosenBecause   string `json:"chosen_because"`
+	StalenessReason string `json:"staleness_reason"`
+	Locality        string `json:"locality,omitempty"`
 }
 
 func newReadResult(kv *kvpb.KeyValue, h *kvpb.ReadHeader) readResult {
+	var explain *readExplain
+	if e := h.GetExplain(); e != nil {
+		explain = &readExplain{ReplicaRole: e.GetReplicaRole(), ChosenBecause: e.GetChosenBecause(),
+			StalenessReason: e.GetStalenessReason(), Locality: e.GetLocality()}
+	}
 	return readResult{
+		Explain:      explain,
 		Key:          kv.GetKey(),
 		Value:        kv.GetValue(),
 		Revision:     kv.GetRevision(),

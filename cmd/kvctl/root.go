@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dialkv/dialkv/api/client"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 // defaultEndpoints are the gRPC ports of the `make run` cluster.
@@ -46,6 +47,10 @@ type app struct {
 	// KVCTL_PASSWORD); see auth.go.
 	user, password string
 
+	// locality is where kvctl runs (--locality, KVCTL_LOCALITY): weaker
+	// reads go to the replica nearest it.
+	locality string
+
 	// entered is set once a command's RunE starts: errors before that come
 	// from cobra's parsing and are usage errors.
 	entered bool
@@ -75,11 +80,15 @@ const rootLong = `kvctl talks to a dialkv cluster over gRPC.
 Endpoints come from --endpoints, else the KVCTL_ENDPOINTS environment
 variable (comma-separated), else the local "make run" cluster. Any node will
 do: kvctl fetches the cluster's routing table and sends each request to the
-leader of its key's range (weaker reads to a follower), falls back to the
-endpoints, which forward requests, and retries on another endpoint when a
-node is down or not the leader. A write whose outcome is unknown is never
-retried blindly; it fails with exit code 3 and should be checked with a
-read.
+leader of its key's range, falls back to the endpoints, which forward
+requests, and retries on another endpoint when a node is down or not the
+leader. Weaker reads (--consistency bounded, session, stale) go to the
+nearest replica instead: the one sharing the most leading tiers with
+--locality (env KVCTL_LOCALITY, e.g. region=eu,zone=a), else the first
+endpoint that holds one, so "kvctl --endpoints NODE get K --consistency
+stale" is answered by NODE when it holds a replica. A write whose outcome
+is unknown is never retried blindly; it fails with exit code 3 and should
+be checked with a read.
 
 TLS is on when --cacert (env KVCTL_CACERT) names the CA bundle that
 verifies the nodes; --cert and --key (KVCTL_CERT, KVCTL_KEY) are the client
@@ -132,10 +141,11 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.key, "key", "", "key of --cert; env KVCTL_KEY")
 	pf.StringVar(&a.user, "user", "", "authenticate as NAME, or NAME:PASSWORD; env KVCTL_USER")
 	pf.StringVar(&a.password, "password", "", "password of --user (prompted on a terminal when omitted); env KVCTL_PASSWORD")
+	pf.StringVar(&a.locality, "locality", "", "where kvctl runs, as kvd --locality (region=eu,zone=a): weaker reads go to the nearest replica; env KVCTL_LOCALITY")
 
 	root.AddCommand(a.putCmd(), a.getCmd(), a.delCmd(), a.casCmd(), a.scanCmd(), a.importCmd(), a.exportCmd(),
 		a.clusterCmd(), a.memberCmd(), a.rangeCmd(), a.nodeCmd(), a.authCmd(), a.userCmd(), a.roleCmd(),
-		a.watchCmd(), a.leaseCmd())
+		a.watchCmd(), a.leaseCmd(), a.backupCmd(), a.txnCmd())
 	return root
 }
 
@@ -158,12 +168,15 @@ func (a *app) runE(body func(cmd *cobra.Command, args []string) error) func(*cob
 		for _, e := range []struct {
 			flag string
 			to   *string
-		}{{"cacert", &a.cacert}, {"cert", &a.cert}, {"key", &a.key}, {"user", &a.user}, {"password", &a.password}} {
+		}{{"cacert", &a.cacert}, {"cert", &a.cert}, {"key", &a.key}, {"user", &a.user}, {"password", &a.password}, {"locality", &a.locality}} {
 			if !cmd.Flags().Changed(e.flag) {
 				if v := strings.TrimSpace(a.env.getenv("KVCTL_" + strings.ToUpper(e.flag))); v != "" {
 					*e.to = v
 				}
 			}
+		}
+		if _, err := rpctypes.ParseLocality(a.locality); err != nil {
+			return usagef("--locality: %v", err)
 		}
 		return body(cmd, args)
 	}
@@ -190,7 +203,7 @@ func (a *app) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Endpoints: a.endpoints, TLS: tc}
+	cfg := client.Config{Endpoints: a.endpoints, TLS: tc, Locality: a.locality}
 	if cfg.Username, cfg.Password, err = a.credentials(); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/internal/tlsconf"
 )
@@ -36,6 +37,9 @@ type clusterFlags struct {
 	hibernateAfter time.Duration
 	// tls puts TLS on every link, with certificates in dataDir/certs.
 	tls bool
+	// localities are the nodes' --locality values, separated by ';', node
+	// i taking the ((i-1) mod count)th: "zone=a;zone=b;zone=c". Empty: none.
+	localities string
 }
 
 // nodePorts is the port plan of `kvd cluster` (harness.MemberPorts): node
@@ -70,6 +74,7 @@ cluster from its data.`,
 	fl.StringVar(&f.logDir, "log-dir", "", "directory for the nodes' logs (nI.log); default: kvd.log in each node's data directory")
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "the nodes' --hibernate-after: idle ranges sleep after this long (0: never)")
 	fl.BoolVar(&f.tls, "tls", false, "TLS on every link: makes DATA/certs (ca.crt, a certificate per node, client certificate root) once, and starts the nodes with mutual TLS on the client and peer ports")
+	fl.StringVar(&f.localities, "localities", "", "the nodes' --locality, separated by ';' and taken in turn (node i gets the ((i-1) mod count)th): \"region=eu,zone=a;region=eu,zone=b;region=eu,zone=c\"")
 	return cmd
 }
 
@@ -89,6 +94,16 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 	}
 	if f.portBase < 1024 || f.portBase+10*f.nodes+2 > 65535 {
 		return fmt.Errorf("--port-base %d puts ports out of range", f.portBase)
+	}
+	var localities []string
+	if f.localities != "" {
+		for l := range strings.SplitSeq(f.localities, ";") {
+			loc, err := rpctypes.ParseLocality(l)
+			if err != nil || loc == nil {
+				return fmt.Errorf("--localities: %q: want a locality such as region=eu,zone=a (%v)", l, err)
+			}
+			localities = append(localities, loc.String())
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -147,6 +162,9 @@ func runCluster(ctx context.Context, f clusterFlags) error {
 			"--hibernate-after", f.hibernateAfter.String()}
 		if f.tls {
 			args = append(args, nodeTLSArgs(certDir, id)...)
+		}
+		if len(localities) > 0 {
+			args = append(args, "--locality", localities[(i-1)%len(localities)])
 		}
 		c := exec.Command(self, args...)
 		c.Stdout, c.Stderr = logFile, logFile

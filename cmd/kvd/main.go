@@ -19,7 +19,7 @@ func main() {
 		Version:       version.String(),
 	}
 	root.SetVersionTemplate("kvd {{.Version}}\n")
-	root.AddCommand(serveCmd(), clusterCmd(), certCmd())
+	root.AddCommand(serveCmd(), clusterCmd(), certCmd(), restoreCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "kvd:", err)
 		os.Exit(1)

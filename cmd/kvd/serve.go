@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/api"
+	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/auth"
 	"github.com/dialkv/dialkv/internal/tlsconf"
 	"github.com/dialkv/dialkv/raftstore"
@@ -49,6 +50,7 @@ type serveFlags struct {
 	conns                                     clientConnFlags
 	tls                                       tlsFlags
 	authTokenTTL                              time.Duration
+	locality                                  string
 }
 
 func serveCmd() *cobra.Command {
@@ -85,6 +87,7 @@ election.`,
 	fl.StringVar(&f.join, "join", "", "client gRPC address of a member to join through")
 	fl.Int64Var(&f.rangeMaxBytes, "range-max-bytes", 64<<20, "split a range when it grows past this many bytes")
 	fl.IntVar(&f.replicas, "replicas", 3, "replicas per range")
+	fl.StringVar(&f.locality, "locality", "", "where this node runs, ordered tiers from the widest (region=eu,zone=a): placement spreads each range's replicas and leaders over distinct localities, and clients read from the nearest replica")
 	fl.Int64Var(&f.watchRetentionBytes, "watch-retention-bytes", raftstore.DefaultEventRetentionBytes, "keep up to this many bytes of past events per range for watches to resume from (a cursor older than what is kept is COMPACTED)")
 	fl.DurationVar(&f.watchRetentionAge, "watch-retention-age", raftstore.DefaultEventRetentionAge, "keep past events per range for at most this long")
 	fl.IntVar(&f.maxKeyBytes, "max-key-bytes", 4<<10, "largest key accepted")
@@ -153,6 +156,11 @@ func serve(ctx context.Context, f serveFlags) error {
 	cfg.RaftAddr, cfg.GRPCAddr, cfg.HTTPAddr = f.raftAddr, f.grpcAddr, f.httpAddr
 	cfg.InitialCluster, cfg.Join = peers, f.join
 	cfg.RangeMaxBytes, cfg.Replicas = f.rangeMaxBytes, f.replicas
+	locality, err := rpctypes.ParseLocality(f.locality)
+	if err != nil {
+		return fmt.Errorf("--locality: %w", err)
+	}
+	cfg.Locality = locality.String()
 	if f.watchRetentionBytes <= 0 || f.watchRetentionAge <= 0 {
 		return fmt.Errorf("--watch-retention-bytes and --watch-retention-age must be positive")
 	}

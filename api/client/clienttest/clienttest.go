@@ -78,6 +78,8 @@ type Store struct {
 	changed   chan struct{}
 	leases    map[int64]*fakeLease
 	nextLease int64
+	// txns holds each transaction id's outcome (txn.go).
+	txns map[string]txnOutcome
 }
 
 // NewStore returns an empty store: no keys, no nodes, no ranges.
@@ -400,8 +402,12 @@ func (s *Server) readHeaderLocked(key []byte, read *kvpb.ReadOptions) *kvpb.Read
 	if c == kvpb.Consistency_CONSISTENCY_UNSPECIFIED {
 		c = kvpb.Consistency_CONSISTENCY_LINEARIZABLE
 	}
-	return &kvpb.ReadHeader{ServedBy: s.ID, RangeId: s.Store.rangeIDLocked(key), AppliedIndex: s.Store.rev, Consistency: c,
+	h := &kvpb.ReadHeader{ServedBy: s.ID, RangeId: s.Store.rangeIDLocked(key), AppliedIndex: s.Store.rev, Consistency: c,
 		SessionToken: fmt.Sprintf("s%d", s.Store.rev)}
+	if read.GetExplain() {
+		h.Explain = &kvpb.ReadExplain{ReplicaRole: "follower", ChosenBecause: "the node asked holds a replica"}
+	}
+	return h
 }
 
 func (s *Server) Put(_ context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse, error) {

@@ -50,7 +50,11 @@ func (b *bench) compare(ctx context.Context) error {
 
 	var runs []runRecord
 	var setup *rangeSetup
-	total := len(b.o.workloads) * b.o.rounds * len(systems)
+	total := 0
+	for _, name := range b.o.workloads {
+		spec, _ := findWorkload(name)
+		total += b.o.rounds * len(spec.systemsOf())
+	}
 	for _, name := range b.o.workloads {
 		spec, _ := findWorkload(name)
 		if spec.ranges > 1 && setup == nil {
@@ -62,7 +66,7 @@ func (b *bench) compare(ctx context.Context) error {
 			}
 		}
 		for round := 1; round <= b.o.rounds; round++ {
-			for _, s := range systems {
+			for _, s := range spec.systemsOf() {
 				if ctx.Err() != nil {
 					return errInterrupted
 				}
@@ -130,7 +134,7 @@ func summarize(names []string, runs []runRecord) ([]summaryRow, error) {
 		row := summaryRow{Workload: name, Systems: map[string]workload.Stats{}}
 		for _, s := range systems {
 			h := workload.NewHistogram()
-			var errs, misses int64
+			var errs, misses, failed int64
 			var elapsed time.Duration
 			for _, r := range runs {
 				if r.Workload != name || r.System != s {
@@ -143,9 +147,12 @@ func summarize(names []string, runs []runRecord) ([]summaryRow, error) {
 				h.Merge(rh)
 				errs += r.Result.Total.Errors
 				misses += r.Result.Total.Misses
+				failed += r.Result.Total.CompareFailed
 				elapsed += r.Result.Elapsed()
 			}
-			row.Systems[s] = workload.Summarize(h, errs, misses, elapsed)
+			st := workload.Summarize(h, errs, misses, elapsed)
+			st.CompareFailed = failed
+			row.Systems[s] = st
 		}
 		row.Ratio = math.NaN()
 		if e := row.Systems["etcd"].OpsPerSec; e > 0 {
@@ -161,11 +168,11 @@ func (b *bench) printRuns(runs []runRecord) {
 	fmt.Fprintf(b.out, "\nRuns (%v each, %d-byte values, %d keys, %d connection(s) per run; dialkv and etcd alternate)\n",
 		b.o.duration, b.o.valueSize, b.o.keys, b.o.conns)
 	tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\tround\tsystem\tclients\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors")
+	fmt.Fprintln(tw, "workload\tround\tsystem\tclients\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tcompare failed")
 	for _, r := range runs {
 		t := r.Result.Total
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\n",
-			r.Workload, r.Round, r.System, r.Result.Clients, t.OpsPerSec, t.P50Ms, t.P90Ms, t.P99Ms, t.MaxMs, t.Errors)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t%d\n",
+			r.Workload, r.Round, r.System, r.Result.Clients, t.OpsPerSec, t.P50Ms, t.P90Ms, t.P99Ms, t.MaxMs, t.Errors, t.CompareFailed)
 	}
 	tw.Flush()
 }
@@ -176,14 +183,29 @@ func (b *bench) printSummary(rows []summaryRow) {
 	fmt.Fprintln(tw, "workload\tdialkv ops/s\tetcd ops/s\tratio\tdialkv p50\tetcd p50\tdialkv p99\tetcd p99\tdialkv max\tetcd max\terrors d/e")
 	for _, r := range rows {
 		d, e := r.Systems["dialkv"], r.Systems["etcd"]
+		if spec, _ := findWorkload(r.Workload); spec.dialkvOnly {
+			fmt.Fprintf(tw, "%s\t%.0f\t-\t-\t%.3f\t-\t%.3f\t-\t%.3f\t-\t%d/-\n",
+				r.Workload, d.OpsPerSec, d.P50Ms, d.P99Ms, d.MaxMs, d.Errors)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d/%d\n",
 			r.Workload, d.OpsPerSec, e.OpsPerSec, r.Ratio, d.P50Ms, e.P50Ms, d.P99Ms, e.P99Ms, d.MaxMs, e.MaxMs, d.Errors, e.Errors)
 	}
 	tw.Flush()
 	fmt.Fprintln(b.out)
 	for _, r := range rows {
+		if spec, _ := findWorkload(r.Workload); spec.dialkvOnly {
+			continue
+		}
 		fmt.Fprintf(b.out, "RATIO %s %.3f p99 %.3f vs %.3f\n",
 			r.Workload, r.Ratio, r.Systems["dialkv"].P99Ms, r.Systems["etcd"].P99Ms)
+	}
+	for _, r := range rows {
+		if spec, _ := findWorkload(r.Workload); spec.dialkvOnly {
+			d := r.Systems["dialkv"]
+			fmt.Fprintf(b.out, "WORKLOAD %s ops/s %.0f p50 %.3f p99 %.3f errors %d compare_failed %d\n",
+				r.Workload, d.OpsPerSec, d.P50Ms, d.P99Ms, d.Errors, d.CompareFailed)
+		}
 	}
 	for _, s := range scaleRows(rows) {
 		fmt.Fprintf(b.out, "SCALE %s/%s %.3f p99 %.3f vs %.3f\n", s.Workload, s.Base, s.Ratio, s.P99Ms, s.BaseP99Ms)

@@ -110,3 +110,53 @@ func TestParseFlags_RefusesFewerKeysThanRanges(t *testing.T) {
 		t.Fatalf("15 keys for a single-range workload: %v", err)
 	}
 }
+
+func TestPrintSummary_TxnAcrossRangesIsAWorkloadLineNotARatio(t *testing.T) {
+	failed := func(r *workload.Result, n int64) *workload.Result { r.Total.CompareFailed = n; return r }
+	runs := []runRecord{
+		{Workload: "txn-c64", Round: 1, System: "dialkv", Result: failed(result(t, 300, 2*time.Millisecond, time.Second), 64)},
+		{Workload: "txn-c64", Round: 1, System: "etcd", Result: failed(result(t, 200, 3*time.Millisecond, time.Second), 64)},
+		{Workload: "txn-c64-x2", Round: 1, System: "dialkv", Result: failed(result(t, 150, 4*time.Millisecond, time.Second), 60)},
+		{Workload: "txn-c64-x2", Round: 2, System: "dialkv", Result: failed(result(t, 50, 4*time.Millisecond, time.Second), 4)},
+	}
+	names := []string{"txn-c64", "txn-c64-x2"}
+	rows, err := summarize(names, runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	b := &bench{o: &options{rounds: 2}, out: &out, log: io.Discard}
+	b.printSummary(rows)
+	for _, want := range []string{
+		// HDR histograms keep 3 significant digits: 3 ms reads 3.001.
+		"RATIO txn-c64 1.500 p99 2.000 vs 3.001\n",
+		"WORKLOAD txn-c64-x2 ops/s 100 p50 4.001 p99 4.001 errors 0 compare_failed 64\n",
+		"SCALE txn-c64-x2/txn-c64 0.333 p99 4.001 vs 2.000\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "RATIO txn-c64-x2") {
+		t.Errorf("a RATIO line for a dialkv-only workload:\n%s", out.String())
+	}
+}
+
+func TestParseFlags_TxnWorkloadsNeedKeysForEveryClient(t *testing.T) {
+	o, err := parseFlags(append(fakeBinaries(t), "-workloads", "txn-c64-x4,txn-c64,txn-c64-x2,put-c64-r16"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"txn-c64", "txn-c64-x4", "txn-c64-x2", "put-c64-r16"}
+	if !slices.Equal(o.workloads, want) {
+		t.Fatalf("workloads run in the order %v, want %v", o.workloads, want)
+	}
+	// 64 clients with 4 keys of their own each need 256 keys.
+	_, err = parseFlags(append(fakeBinaries(t), "-workloads", "txn-c64-x4", "-keys", "255"), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "-keys 255") {
+		t.Fatalf("err = %v, want -keys 255 refused for txn-c64-x4", err)
+	}
+	if _, err := parseFlags(append(fakeBinaries(t), "-workloads", "txn-c64", "-keys", "128"), io.Discard); err != nil {
+		t.Fatalf("128 keys for txn-c64: %v", err)
+	}
+}

@@ -16,6 +16,14 @@
 //
 //	SCALE <workload>/<single-range workload> <ops/s ratio> p99 <ms> vs <ms>
 //
+// The transaction workloads put 2 (4) keys per transaction if the first
+// still holds what the client last wrote there, each client on keys of
+// its own: txn-c64 in one range on dialkv, against etcd's Txn; txn-c64-x2
+// and txn-c64-x4 on the 16 ranges, 2 (4) of them per transaction, on
+// dialkv alone, each giving a line
+//
+//	WORKLOAD <workload> ops/s <n> p50 <ms> p99 <ms> errors <n> compare_failed <n>
+//
 // With -memory it instead loads -memory-keys keys into each system in turn
 // and reports each server process's peak RSS (VmHWM).
 //
@@ -140,7 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			return nil, fmt.Errorf("%s binary: %w (run `make build bench-build`)", b.name, err)
 		}
 	}
-	maxRanges := 1
+	maxRanges, txnKeys := 1, 0
 	for _, w := range strings.Split(workloads, ",") {
 		if w = strings.TrimSpace(w); w == "" {
 			continue
@@ -151,6 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.workloads = append(o.workloads, w)
 		maxRanges = max(maxRanges, spec.ranges)
+		txnKeys = max(txnKeys, spec.txnKeys)
 	}
 	// Splitting dialkv's key space cannot be undone: the workloads on
 	// fewer ranges run first, whatever order they were given in.
@@ -161,6 +170,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	})
 	if o.keys < maxRanges {
 		return nil, fmt.Errorf("-keys %d: the -r%d workloads need at least one key per range", o.keys, maxRanges)
+	}
+	if o.keys < txnKeys*o.clients {
+		return nil, fmt.Errorf("-keys %d: the txn workloads give each of -clients %d clients %d keys of its own", o.keys, o.clients, txnKeys)
 	}
 	switch {
 	case len(o.workloads) == 0 && !o.memory:

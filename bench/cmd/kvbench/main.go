@@ -1,11 +1,12 @@
 // Command kvbench is a closed-loop load generator for dialkv and, for
-// comparison, etcd. It runs one workload (put, get, mixed or load) with a
+// comparison, etcd. It runs one workload (put, get, mixed, load or txn) with a
 // number of clients over a number of connections and reports ops/s,
 // latency percentiles and errors, as a table or as JSON (-json).
 //
 //	kvbench -system dialkv -endpoints 127.0.0.1:7010 -workload load -keys 10000
 //	kvbench -system dialkv -workload get -consistency stale -clients 64 -duration 10s
 //	kvbench -system etcd -endpoints 127.0.0.1:2379 -workload mixed -read-ratio 0.95 -zipf 0.99
+//	kvbench -system dialkv -workload txn -txn-keys 4 -clients 64
 //
 // Exit codes: 0 the run happened (read its error counts), 1 it could not
 // start or finish, 2 bad flags.
@@ -99,10 +100,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var kind, level string
 	fs.StringVar(&o.system, "system", "dialkv", "system under test: dialkv or etcd")
 	fs.StringVar(&o.endpoints, "endpoints", "", "comma-separated host:port client endpoints (default: `make run`'s for dialkv, 127.0.0.1:2379 for etcd)")
-	fs.StringVar(&kind, "workload", string(workload.Put), "put, get, mixed, or load (write every key once)")
+	fs.StringVar(&kind, "workload", string(workload.Put), "put, get, mixed, load (write every key once), or txn (compare a key, put -txn-keys keys)")
 	fs.StringVar(&level, "consistency", string(workload.Linearizable), "read level: linearizable, stale, bounded or session (etcd: linearizable|l or stale|s)")
 	fs.DurationVar(&o.maxStaleness, "max-staleness", time.Second, "staleness bound of bounded reads")
 	fs.Float64Var(&o.cfg.ReadRatio, "read-ratio", workload.DefaultReadRatio, "fraction of gets in the mixed workload (0.5 = 50/50, 0.95 = 95/5)")
+	fs.IntVar(&o.cfg.TxnKeys, "txn-keys", workload.DefaultTxnKeys, "keys each txn transaction puts, one in each of that many equal stripes of the key space")
 	fs.IntVar(&o.cfg.Clients, "clients", workload.DefaultClients, "concurrent closed-loop clients")
 	fs.IntVar(&o.conns, "conns", 1, "client connections (client objects) the clients are spread over")
 	fs.IntVar(&o.cfg.Keys, "keys", workload.DefaultKeys, "size of the key space")

@@ -38,10 +38,22 @@ func TestParseFlags_EtcdMapsLevelsAndRefusesOthers(t *testing.T) {
 		{"-system", "zookeeper"},
 		{"-conns", "5", "-clients", "2"},
 		{"-workload", "scan"},
+		{"-workload", "txn", "-txn-keys", "0"},
+		{"-workload", "txn", "-txn-keys", "4", "-clients", "64", "-keys", "255"},
 		{"stray"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted", args)
 		}
+	}
+}
+
+func TestParseFlags_TxnTakesItsKeyCount(t *testing.T) {
+	o, err := parseFlags([]string{"-system", "etcd", "-workload", "txn", "-txn-keys", "4", "-clients", "64", "-keys", "256"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.cfg.Workload != workload.Txn || o.cfg.TxnKeys != 4 {
+		t.Fatalf("workload %v with %d keys per transaction, want txn with 4", o.cfg.Workload, o.cfg.TxnKeys)
 	}
 }

@@ -1,5 +1,5 @@
 // Command watchbench measures what watchers and leases cost a dialkv
-// cluster (issue 16): the write throughput with 0, 1 and 100 watchers on
+// cluster (issue 16), and with -systems the same for etcd beside it: the write throughput with 0, 1 and 100 watchers on
 // the written prefix, the events those watchers receive per second and how
 // long after a put's acknowledgement they receive it, and how many leases
 // the cluster grants and keeps alive per second.
@@ -40,11 +40,22 @@
 // earlier counts events of puts acknowledged before the watch opened,
 // which a watch served by a trailing follower delivers (no fault).
 //
+// With -systems dialkv,etcd the same phases then run against a fresh
+// 3-member etcd (etcdnode processes, fsync on; the dialkv nodes stopped
+// first): writes through clientv3, watches and leases over etcd's own
+// gRPC streams, member i mod 3. Its lines name their measurements with
+// "etcd-" before them (WORKLOAD etcd-watch-w100, SCALE
+// etcd-put-c64-w100/etcd-put-c64), and one line per measurement both
+// systems made compares them, dialkv's figure over etcd's:
+//
+//	RATIO put-c64-w100 <ops/s ratio> p99 <dialkv ms> vs <etcd ms>
+//	RATIO watch-w100 <events/s ratio> lag p99 <dialkv ms> vs <etcd ms> (events/s delivered)
+//
 // cpu is each phase's CPU time as % of one core: the 3 kvd processes
 // together and this benchmark's own process (which decodes every event of
 // every watcher on the same 2 cores). Exit code 0 when every check held,
 // 1 on a FAIL or an error (data and logs kept), 2 for bad flags. Every
-// process it starts is stopped by its PID. It builds nothing: kvd is
-// looked up next to its own binary unless given (`make bench-watch`
-// builds both into bin/).
+// process it starts is stopped by its PID. It builds nothing: kvd and
+// etcdnode are looked up next to its own binary unless given (`make
+// bench-watch` builds them all into bin/).
 package main

@@ -6,10 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,11 +20,7 @@ import (
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/dialkv/dialkv/api/client"
-	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/harness"
 
 	"github.com/dialkv/dialkv/bench/cluster"
@@ -56,7 +55,9 @@ const (
 var errInterrupted = errors.New("interrupted")
 
 type options struct {
+	systems      []string
 	kvd          string
+	etcdnode     string
 	workDir      string
 	keep         bool
 	portBase     int
@@ -94,9 +95,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "watchbench:", err)
 		return 1
 	}
-	b := &bench{o: o, out: stdout, log: stderr}
-	// runBench stops every process it started before it returns.
-	failed, err := b.runBench(ctx, dir)
+	// runSystems stops every process it started before it returns.
+	failed, err := runSystems(ctx, o, dir, stdout, stderr)
 	if o.keep || failed || err != nil {
 		fmt.Fprintf(stderr, "watchbench: data and logs kept in %s\n", dir)
 	} else if rerr := os.RemoveAll(dir); rerr != nil {
@@ -117,8 +117,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("watchbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var kvdArgs string
-	watchers := "1,100"
+	watchers, systems := "1,100", sysDialkv
+	fs.StringVar(&systems, "systems", systems, "systems to measure, one after the other: dialkv, etcd or dialkv,etcd (then RATIO lines compare them)")
 	fs.StringVar(&o.kvd, "kvd", "", "kvd binary (default: next to this binary)")
+	fs.StringVar(&o.etcdnode, "etcdnode", "", "etcdnode binary, for -systems etcd (default: next to this binary)")
 	fs.StringVar(&o.workDir, "work-dir", "", "parent of the nodes' data and logs (default: a new temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep data and logs (always kept after a failure)")
 	fs.IntVar(&o.portBase, "port-base", 0, "node i uses port-base+10i..+2 on 127.0.0.1; 0 picks a free base below 32768")
@@ -147,15 +149,26 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if len(o.watchers) > maxPhases-2 {
 		return nil, fmt.Errorf("-watchers: %d counts; at most %d", len(o.watchers), maxPhases-2)
 	}
-	if o.kvd == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		o.kvd = filepath.Join(filepath.Dir(self), "kvd")
+	if o.systems, err = parseSystems(systems); err != nil {
+		return nil, fmt.Errorf("-systems: %w", err)
 	}
-	if _, err := os.Stat(o.kvd); err != nil {
-		return nil, fmt.Errorf("kvd binary: %w (run `make build`, or pass -kvd)", err)
+	for _, bin := range []struct {
+		path       *string
+		name, hint string
+	}{{&o.kvd, "kvd", "run `make build`, or pass -kvd"}, {&o.etcdnode, "etcdnode", "run `make bench-build`, or pass -etcdnode"}} {
+		if bin.name == "etcdnode" && !slices.Contains(o.systems, sysEtcd) {
+			continue
+		}
+		if *bin.path == "" {
+			self, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			*bin.path = filepath.Join(filepath.Dir(self), bin.name)
+		}
+		if _, err := os.Stat(*bin.path); err != nil {
+			return nil, fmt.Errorf("%s binary: %w (%s)", bin.name, err, bin.hint)
+		}
 	}
 	switch {
 	case o.duration < time.Second || o.duration > time.Hour:
@@ -180,6 +193,24 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	return o, nil
 }
 
+// parseSystems parses "dialkv,etcd" into the systems in the order they
+// run, dialkv first.
+func parseSystems(s string) ([]string, error) {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case sysDialkv, sysEtcd:
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		default:
+			return nil, fmt.Errorf("%q: want dialkv, etcd or both, comma-separated", s)
+		}
+	}
+	slices.Sort(out) // "dialkv" < "etcd"
+	return out, nil
+}
+
 // parseCounts parses "1,100" into watcher counts, each 0 to 1000.
 func parseCounts(s string) ([]int, error) {
 	var out []int
@@ -193,49 +224,150 @@ func parseCounts(s string) ([]int, error) {
 	return out, nil
 }
 
+// bench measures one system.
 type bench struct {
 	o        *options
 	out, log io.Writer
+	system   string // sysDialkv or sysEtcd
 	c        *cluster.Cluster
-	cli      *client.Client
+	sys      system
+	res      sysResult
 }
 
-// runBench runs every phase and stops the nodes before it returns. failed
-// says a check did not hold (its FAIL line is printed).
-func (b *bench) runBench(ctx context.Context, dir string) (failed bool, err error) {
+// sysResult is what one system measured, for the RATIO lines: ops/s and
+// p99 of the writes (by watcher count) and of the lease phases, and the
+// events delivered (by watcher count).
+type sysResult struct {
+	puts   map[int]workload.Stats
+	watch  map[int]watchStats
+	grant  workload.Stats
+	keep   workload.Stats
+	failed bool
+}
+
+// watchStats is one watcher phase's delivery.
+type watchStats struct {
+	eventsPerSec float64
+	lagP99Ms     float64
+}
+
+// name is how the lines name a measurement: dialkv's by the name alone,
+// etcd's with "etcd-" before it.
+func (b *bench) name(n string) string {
+	if b.system == sysDialkv {
+		return n
+	}
+	return b.system + "-" + n
+}
+
+// server names the system's server processes on the cpu fields.
+func (b *bench) server() string {
+	if b.system == sysDialkv {
+		return "kvd"
+	}
+	return b.system
+}
+
+// runSystems measures each of o.systems in turn, each on a cluster of
+// its own that is stopped before the next starts, then compares them.
+// failed says a check did not hold (its FAIL line is printed).
+func runSystems(ctx context.Context, o *options, dir string, out, log io.Writer) (failed bool, err error) {
+	results := map[string]sysResult{}
+	for _, s := range o.systems {
+		b := &bench{o: o, out: out, log: log, system: s,
+			res: sysResult{puts: map[int]workload.Stats{}, watch: map[int]watchStats{}}}
+		err := b.runBench(ctx, filepath.Join(dir, s))
+		failed = failed || b.res.failed
+		if err != nil {
+			return failed, fmt.Errorf("%s: %w", s, err)
+		}
+		results[s] = b.res
+	}
+	if d, ok := results[sysDialkv]; ok {
+		if e, ok := results[sysEtcd]; ok {
+			printRatios(out, o, d, e)
+		}
+	}
+	return failed, nil
+}
+
+// printRatios compares dialkv with etcd, as bench-compare's RATIO lines
+// do: dialkv's figure over etcd's, p99s side by side.
+func printRatios(out io.Writer, o *options, d, e sysResult) {
+	ratio := func(a, b float64) float64 {
+		if b <= 0 {
+			return math.NaN()
+		}
+		return a / b
+	}
+	base := fmt.Sprintf("put-c%d", o.clients)
+	ws := slices.Sorted(maps.Keys(d.puts))
+	for _, n := range ws {
+		ep, ok := e.puts[n]
+		if !ok {
+			continue
+		}
+		name := base
+		if n > 0 {
+			name = fmt.Sprintf("%s-w%d", base, n)
+		}
+		dp := d.puts[n]
+		fmt.Fprintf(out, "RATIO %s %.3f p99 %.3f vs %.3f\n", name, ratio(dp.OpsPerSec, ep.OpsPerSec), dp.P99Ms, ep.P99Ms)
+	}
+	for _, n := range ws {
+		dw, ok1 := d.watch[n]
+		ew, ok2 := e.watch[n]
+		if ok1 && ok2 {
+			fmt.Fprintf(out, "RATIO watch-w%d %.3f lag p99 %.3f vs %.3f (events/s delivered)\n",
+				n, ratio(dw.eventsPerSec, ew.eventsPerSec), dw.lagP99Ms, ew.lagP99Ms)
+		}
+	}
+	fmt.Fprintf(out, "RATIO lease-grant-c%d %.3f p99 %.3f vs %.3f\n", o.clients, ratio(d.grant.OpsPerSec, e.grant.OpsPerSec), d.grant.P99Ms, e.grant.P99Ms)
+	fmt.Fprintf(out, "RATIO lease-keepalive-c%d %.3f p99 %.3f vs %.3f\n", o.clients, ratio(d.keep.OpsPerSec, e.keep.OpsPerSec), d.keep.P99Ms, e.keep.P99Ms)
+}
+
+// runBench runs every phase on one system and stops its cluster before
+// it returns. A check that did not hold sets b.res.failed.
+func (b *bench) runBench(ctx context.Context, dir string) (err error) {
 	o := b.o
 	if err := b.start(ctx, dir); err != nil {
-		return false, err
+		return err
 	}
 	defer func() {
 		if err := b.c.Stop(); err != nil {
-			fmt.Fprintf(b.log, "stopping: %v\n", err)
+			fmt.Fprintf(b.log, "stopping %s: %v\n", b.system, err)
 		}
-		fmt.Fprintf(b.log, "stopped pids %v\n", b.c.PIDs())
+		fmt.Fprintf(b.log, "stopped %s pids %v\n", b.system, b.c.PIDs())
 	}()
-	if b.cli, err = client.New(client.Config{Endpoints: b.c.Endpoints}); err != nil {
-		return false, err
+	switch b.system {
+	case sysDialkv:
+		b.sys, err = newDialkvSystem(b.c.Endpoints)
+	case sysEtcd:
+		b.sys, err = newEtcdSystem(ctx, b.c.Endpoints)
 	}
-	defer b.cli.Close()
+	if err != nil {
+		return err
+	}
+	defer b.sys.close()
 
 	fmt.Fprintf(b.log, "warm-up: %v of puts\n", o.warmup)
 	b.write(ctx, o.warmup, time.Now(), 0)
 	if ctx.Err() != nil {
-		return false, errInterrupted
+		return errInterrupted
 	}
 	leader, lerr := b.c.Leader(ctx)
 	if lerr != nil {
 		leader = "unknown (" + lerr.Error() + ")"
 	}
-	fmt.Fprintf(b.out, "watchbench: 3 kvd nodes (leader %s), %d writers, %d keys under %s, %d-byte values, %v per write phase; load average %s\n",
-		leader, o.clients, o.keys, prefix, o.valueSize, o.duration, loadAvg())
+	fmt.Fprintf(b.out, "watchbench: 3 %s nodes (leader %s), %d writers, %d keys under %s, %d-byte values, %v per write phase; load average %s\n",
+		b.server(), leader, o.clients, o.keys, prefix, o.valueSize, o.duration, loadAvg())
 
 	base := fmt.Sprintf("put-c%d", o.clients)
 	// The baseline runs first and, when watchers run, once more after
 	// them, so that drift of a shared machine over the run (and the data's
 	// growth) weighs on both sides of each SCALE line.
 	plan := []phaseSpec{{0, base + "-before"}}
-	puts := map[int]workload.Stats{}
+	puts := b.res.puts
 	for _, n := range o.watchers {
 		if _, dup := puts[n]; n > 0 && !dup {
 			puts[n] = workload.Stats{}
@@ -251,9 +383,9 @@ func (b *bench) runBench(ctx context.Context, dir string) (failed bool, err erro
 	for i, ph := range plan {
 		res, err := b.watchPhase(ctx, ph, i+1)
 		if err != nil {
-			return failed, err
+			return err
 		}
-		failed = failed || res.failed
+		b.res.failed = b.res.failed || res.failed
 		if ph.watchers > 0 {
 			puts[ph.watchers] = res.run.stats()
 			continue
@@ -268,7 +400,7 @@ func (b *bench) runBench(ctx context.Context, dir string) (failed bool, err erro
 	puts[0] = workload.Summarize(baseHist, baseErrs, 0, baseTime)
 	if len(plan) > 1 {
 		p := puts[0]
-		fmt.Fprintf(b.out, "WORKLOAD %s ops/s %.0f p50 %.3f p99 %.3f errors %d (before and after merged)\n", base, p.OpsPerSec, p.P50Ms, p.P99Ms, p.Errors)
+		fmt.Fprintf(b.out, "WORKLOAD %s ops/s %.0f p50 %.3f p99 %.3f errors %d (before and after merged)\n", b.name(base), p.OpsPerSec, p.P50Ms, p.P99Ms, p.Errors)
 	}
 	for _, ph := range plan {
 		if ph.watchers == 0 {
@@ -279,30 +411,37 @@ func (b *bench) runBench(ctx context.Context, dir string) (failed bool, err erro
 		if p.OpsPerSec > 0 {
 			ratio = w.OpsPerSec / p.OpsPerSec
 		}
-		fmt.Fprintf(b.out, "SCALE %s/%s %.3f p99 %.3f vs %.3f\n", ph.name, base, ratio, w.P99Ms, p.P99Ms)
+		fmt.Fprintf(b.out, "SCALE %s/%s %.3f p99 %.3f vs %.3f\n", b.name(ph.name), b.name(base), ratio, w.P99Ms, p.P99Ms)
 		if ratio < goalRatio {
-			fmt.Fprintf(b.out, "NOTE %s: the watchers cost more than issue 16's bound of %.0f%% of the writes\n", ph.name, 100*(1-goalRatio))
+			fmt.Fprintf(b.out, "NOTE %s: the watchers cost more than issue 16's bound of %.0f%% of the writes\n", b.name(ph.name), 100*(1-goalRatio))
 		}
 	}
 
 	if err := b.leasePhases(ctx); err != nil {
-		return failed, err
+		return err
 	}
-	fmt.Fprintf(b.out, "watchbench: done; load average %s\n", loadAvg())
-	return failed, nil
+	fmt.Fprintf(b.out, "watchbench: %s done; load average %s\n", b.system, loadAvg())
+	return nil
 }
 
-// start starts 3 nodes under a fresh directory of dir. With automatic
-// ports a start can lose a port to another process; it is retried.
+// start starts 3 nodes (kvd or etcdnode) under a fresh directory of dir.
+// With automatic ports a start can lose a port to another process; it is
+// retried.
 func (b *bench) start(ctx context.Context, dir string) error {
 	var lastErr error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		d := filepath.Join(dir, fmt.Sprintf("start-%d", attempt))
-		args := append([]string{"--log-level", b.o.logLevel}, b.o.kvdArgs...)
-		c, err := cluster.StartDialkv(ctx, cluster.Options{Binary: b.o.kvd, Dir: d, PortBase: b.o.portBase, ExtraArgs: args})
+		var c *cluster.Cluster
+		var err error
+		if b.system == sysEtcd {
+			c, err = cluster.StartEtcd(ctx, cluster.Options{Binary: b.o.etcdnode, Dir: d, PortBase: b.o.portBase})
+		} else {
+			args := append([]string{"--log-level", b.o.logLevel}, b.o.kvdArgs...)
+			c, err = cluster.StartDialkv(ctx, cluster.Options{Binary: b.o.kvd, Dir: d, PortBase: b.o.portBase, ExtraArgs: args})
+		}
 		if err == nil {
 			b.c = c
-			fmt.Fprintf(b.log, "started 3 kvd nodes: pids %v, endpoints %s, data %s\n", c.PIDs(), strings.Join(c.Endpoints, ","), d)
+			fmt.Fprintf(b.log, "started 3 %s nodes: pids %v, endpoints %s, data %s\n", b.server(), c.PIDs(), strings.Join(c.Endpoints, ","), d)
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -363,7 +502,7 @@ func (b *bench) write(ctx context.Context, d time.Duration, zero time.Time, phas
 				fillValue(val, phase, i, seq)
 				opCtx, cancel := context.WithTimeout(ctx, o.opTimeout)
 				began := time.Now()
-				_, err := b.cli.Put(opCtx, key, val)
+				err := b.sys.put(opCtx, key, val)
 				cancel()
 				if err != nil {
 					w.errs++
@@ -419,7 +558,8 @@ type phaseSpec struct {
 	name     string
 }
 
-// cpuSample is the CPU time used so far by the nodes and by this process.
+// cpuSample is the CPU time used so far by the nodes (kvd or etcd) and
+// by this process.
 type cpuSample struct {
 	at         time.Time
 	kvd, bench time.Duration
@@ -442,9 +582,9 @@ func (b *bench) cpuSince(s cpuSample) string {
 	e := b.cpu()
 	wall := e.at.Sub(s.at).Seconds()
 	if wall <= 0 {
-		return "cpu kvd 0 bench 0"
+		return fmt.Sprintf("cpu %s 0 bench 0", b.server())
 	}
-	return fmt.Sprintf("cpu kvd %.0f%% bench %.0f%%", 100*(e.kvd-s.kvd).Seconds()/wall, 100*(e.bench-s.bench).Seconds()/wall)
+	return fmt.Sprintf("cpu %s %.0f%% bench %.0f%%", b.server(), 100*(e.kvd-s.kvd).Seconds()/wall, 100*(e.bench-s.bench).Seconds()/wall)
 }
 
 // procCPU reads a process's user and system time from /proc/PID/stat; 0
@@ -497,11 +637,9 @@ func (b *bench) watchPhase(ctx context.Context, spec phaseSpec, phase int) (phas
 	defer stopWatchers()
 	ws, wg, err := b.openWatchers(wctx, n, phase, zero)
 	defer func() {
+		// Each watcher closes its connection as its goroutine ends.
 		stopWatchers()
 		wg.Wait()
-		for _, w := range ws {
-			w.conn.Close()
-		}
 	}()
 	if err != nil {
 		return phaseResult{}, err
@@ -517,7 +655,7 @@ func (b *bench) watchPhase(ctx context.Context, spec phaseSpec, phase int) (phas
 	cpu := b.cpuSince(c0)
 	p := run.stats()
 	fmt.Fprintf(b.out, "WORKLOAD %s ops/s %.0f p50 %.3f p99 %.3f errors %d %s load %s\n",
-		name, p.OpsPerSec, p.P50Ms, p.P99Ms, p.Errors, cpu, firstLoad())
+		b.name(name), p.OpsPerSec, p.P50Ms, p.P99Ms, p.Errors, cpu, firstLoad())
 	if n == 0 {
 		return res, nil
 	}
@@ -561,7 +699,7 @@ func (b *bench) watchPhase(ctx context.Context, spec phaseSpec, phase int) (phas
 		w.mu.Unlock()
 		if why := m.problem(w.failure()); why != "" {
 			res.failed = true
-			fmt.Fprintf(b.out, "FAIL %s watcher %d (on %s): %s\n", name, i, w.node, why)
+			fmt.Fprintf(b.out, "FAIL %s watcher %d (on %s): %s\n", b.name(name), i, w.node, why)
 		}
 		if m.repeats > 0 {
 			fmt.Fprintf(b.log, "%s watcher %d: %d puts seen at two indexes (committed twice: a client retry)\n", name, i, m.repeats)
@@ -581,8 +719,9 @@ func (b *bench) watchPhase(ctx context.Context, spec phaseSpec, phase int) (phas
 	if messages > 0 {
 		perMsg = float64(total) / float64(messages)
 	}
-	fmt.Fprintf(b.out, "WORKLOAD watch-w%d events/s %.0f per_watcher %.0f lag p50 %.3f p99 %.3f max %.3f drain_ms %.0f events/msg %.1f missed %d earlier %d\n",
-		n, rate, rate/float64(n), l.P50Ms, l.P99Ms, l.MaxMs, float64(drain.Microseconds())/1000, perMsg, missed, earlier)
+	b.res.watch[n] = watchStats{eventsPerSec: rate, lagP99Ms: l.P99Ms}
+	fmt.Fprintf(b.out, "WORKLOAD %s events/s %.0f per_watcher %.0f lag p50 %.3f p99 %.3f max %.3f drain_ms %.0f events/msg %.1f missed %d earlier %d\n",
+		b.name(fmt.Sprintf("watch-w%d", n)), rate, rate/float64(n), l.P50Ms, l.P99Ms, l.MaxMs, float64(drain.Microseconds())/1000, perMsg, missed, earlier)
 	return res, nil
 }
 
@@ -590,7 +729,6 @@ func (b *bench) watchPhase(ctx context.Context, spec phaseSpec, phase int) (phas
 type watcher struct {
 	node  string
 	phase int
-	conn  *grpc.ClientConn
 
 	mu sync.Mutex
 	// arrivals[w][seq] is when writer w's put seq first arrived (ns since
@@ -607,9 +745,9 @@ type watcher struct {
 	// firstOdd describes the first foreign or out-of-order event, for the
 	// FAIL line.
 	firstOdd  string
-	lastIndex map[uint64]uint64
-	last      int64 // arrival of the last event
-	err       error // why the stream ended early
+	lastIndex map[uint64]uint64 // by event.group
+	last      int64             // arrival of the last event
+	err       error             // why the stream ended early
 }
 
 func (w *watcher) matched() int64 {
@@ -633,13 +771,9 @@ func (b *bench) openWatchers(ctx context.Context, n, phase int, zero time.Time) 
 	ready := make(chan error, n)
 	for i := range n {
 		node := i % len(b.c.Endpoints)
-		cc, err := grpc.NewClient(b.c.Endpoints[node], grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return ws, wg, err
-		}
-		w := &watcher{node: b.c.Procs[node].Name, phase: phase, conn: cc, lastIndex: map[uint64]uint64{}, arrivals: make([][]int64, b.o.clients)}
+		w := &watcher{node: b.c.Procs[node].Name, phase: phase, lastIndex: map[uint64]uint64{}, arrivals: make([][]int64, b.o.clients)}
 		ws = append(ws, w)
-		wg.Go(func() { w.receive(ctx, zero, ready) })
+		wg.Go(func() { w.receive(ctx, b.sys, node, zero, ready) })
 	}
 	timer := time.NewTimer(readyTimeout)
 	defer timer.Stop()
@@ -658,13 +792,15 @@ func (b *bench) openWatchers(ctx context.Context, n, phase int, zero time.Time) 
 	return ws, wg, nil
 }
 
-// receive opens the stream, reports on ready once its first message came
-// (or it failed), then records events until ctx ends or the stream breaks.
-func (w *watcher) receive(ctx context.Context, zero time.Time, ready chan<- error) {
-	stream, err := kvpb.NewKVClient(w.conn).Watch(ctx, &kvpb.WatchRequest{Prefix: []byte(prefix)})
+// receive opens the stream on node, reports on ready once its first
+// message came (or it failed), then records events until ctx ends or the
+// stream breaks. It closes the stream's connection before it returns.
+func (w *watcher) receive(ctx context.Context, sys system, node int, zero time.Time, ready chan<- error) {
+	stream, err := sys.watch(ctx, node)
 	if err == nil {
-		var first *kvpb.WatchResponse
-		if first, err = stream.Recv(); err == nil {
+		defer stream.close()
+		var first []event
+		if first, err = stream.recv(); err == nil {
 			w.record(first, int64(time.Since(zero)))
 		}
 	}
@@ -675,7 +811,7 @@ func (w *watcher) receive(ctx context.Context, zero time.Time, ready chan<- erro
 	// One iteration per message: the loop ends when the stream does, at
 	// the latest when ctx ends.
 	for {
-		resp, err := stream.Recv()
+		resp, err := stream.recv()
 		if err != nil {
 			if ctx.Err() == nil {
 				w.mu.Lock()
@@ -689,27 +825,27 @@ func (w *watcher) receive(ctx context.Context, zero time.Time, ready chan<- erro
 }
 
 // record notes the events of one message, which arrived at now.
-func (w *watcher) record(resp *kvpb.WatchResponse, now int64) {
-	if len(resp.Events) == 0 {
+func (w *watcher) record(events []event, now int64) {
+	if len(events) == 0 {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.last = now
 	w.messages++
-	for _, ev := range resp.Events {
-		if ev.Index <= w.lastIndex[ev.RangeId] {
+	for _, ev := range events {
+		if ev.index <= w.lastIndex[ev.group] {
 			w.outOfOrder++
 			w.noteOdd("out of order", ev)
 		} else {
-			w.lastIndex[ev.RangeId] = ev.Index
+			w.lastIndex[ev.group] = ev.index
 		}
-		phase, wr, seq, ok := parseValue(ev.Value)
-		if ok && ev.Type == kvpb.EventType_EVENT_TYPE_PUT && phase < w.phase {
+		phase, wr, seq, ok := parseValue(ev.value)
+		if ok && ev.put && phase < w.phase {
 			w.earlier++
 			continue
 		}
-		if ev.Type != kvpb.EventType_EVENT_TYPE_PUT || !ok || phase != w.phase || wr >= len(w.arrivals) {
+		if !ev.put || !ok || phase != w.phase || wr >= len(w.arrivals) {
 			w.foreign++
 			w.noteOdd("foreign", ev)
 			continue
@@ -727,13 +863,13 @@ func (w *watcher) record(resp *kvpb.WatchResponse, now int64) {
 }
 
 // noteOdd keeps the first odd event's description; w.mu is held.
-func (w *watcher) noteOdd(what string, ev *kvpb.Event) {
+func (w *watcher) noteOdd(what string, ev event) {
 	if w.firstOdd != "" {
 		return
 	}
-	v := ev.Value[:min(len(ev.Value), headerLen)]
+	v := ev.value[:min(len(ev.value), headerLen)]
 	w.firstOdd = fmt.Sprintf("first odd event (%s): %s %q range %d index %d value %q; last index of that range before it %d",
-		what, ev.Type, ev.Key, ev.RangeId, ev.Index, v, w.lastIndex[ev.RangeId])
+		what, ev.kind(), ev.key, ev.group, ev.index, v, w.lastIndex[ev.group])
 }
 
 // matchResult is one watcher's events checked against the phase's puts.
@@ -821,26 +957,15 @@ func match(arrivals [][]int64, writers []*writerLog, events int64, lag *hdrhisto
 // duration, with the goroutines spread over the nodes.
 func (b *bench) leasePhases(ctx context.Context) error {
 	o := b.o
-	conns := make([]*grpc.ClientConn, len(b.c.Endpoints))
-	for i, ep := range b.c.Endpoints {
-		cc, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		conns[i] = cc
-	}
-	lc := func(i int) kvpb.LeaseClient { return kvpb.NewLeaseClient(conns[i%len(conns)]) }
 	d := o.duration / 2
 
 	fmt.Fprintf(b.log, "lease-grant-c%d: granting for %v\n", o.clients, d)
 	c0 := b.cpu()
 	st := b.timed(d, func(i int, deadline time.Time, h *hdrhistogram.Histogram) (errs int64) {
-		cli := lc(i)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
 			opCtx, cancel := context.WithTimeout(ctx, o.opTimeout)
 			began := time.Now()
-			_, err := cli.Grant(opCtx, &kvpb.LeaseGrantRequest{Ttl: o.leaseTTL})
+			_, err := b.sys.grant(opCtx, i, o.leaseTTL)
 			cancel()
 			if err != nil {
 				errs++
@@ -853,25 +978,26 @@ func (b *bench) leasePhases(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return errInterrupted
 	}
-	fmt.Fprintf(b.out, "WORKLOAD lease-grant-c%d ops/s %.0f p50 %.3f p99 %.3f errors %d %s load %s\n",
-		o.clients, st.OpsPerSec, st.P50Ms, st.P99Ms, st.Errors, b.cpuSince(c0), firstLoad())
+	b.res.grant = st
+	fmt.Fprintf(b.out, "WORKLOAD %s ops/s %.0f p50 %.3f p99 %.3f errors %d %s load %s\n",
+		b.name(fmt.Sprintf("lease-grant-c%d", o.clients)), st.OpsPerSec, st.P50Ms, st.P99Ms, st.Errors, b.cpuSince(c0), firstLoad())
 
 	// Each goroutine's lease is granted before the timed window.
 	ids := make([]int64, o.clients)
 	for i := range ids {
 		opCtx, cancel := context.WithTimeout(ctx, o.opTimeout)
-		resp, err := lc(i).Grant(opCtx, &kvpb.LeaseGrantRequest{Ttl: o.leaseTTL})
+		id, err := b.sys.grant(opCtx, i, o.leaseTTL)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("grant a lease to keep alive: %w", err)
 		}
-		ids[i] = resp.Id
+		ids[i] = id
 	}
 	fmt.Fprintf(b.log, "lease-keepalive-c%d: keeping %d leases alive for %v\n", o.clients, len(ids), d)
 	c0 = b.cpu()
 	st = b.timed(d, func(i int, deadline time.Time, h *hdrhistogram.Histogram) (errs int64) {
 		for errs < maxStreamErrors && time.Now().Before(deadline) && ctx.Err() == nil {
-			if err := keepAlive(ctx, lc(i), ids[i], deadline, o.opTimeout, h); err != nil {
+			if err := keepAlive(ctx, b.sys, i, ids[i], deadline, o.opTimeout, h); err != nil {
 				errs++
 				fmt.Fprintf(b.log, "keepalive of lease %d: %v\n", ids[i], err)
 			}
@@ -881,32 +1007,33 @@ func (b *bench) leasePhases(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return errInterrupted
 	}
-	fmt.Fprintf(b.out, "WORKLOAD lease-keepalive-c%d ops/s %.0f p50 %.3f p99 %.3f errors %d %s load %s\n",
-		o.clients, st.OpsPerSec, st.P50Ms, st.P99Ms, st.Errors, b.cpuSince(c0), firstLoad())
+	b.res.keep = st
+	fmt.Fprintf(b.out, "WORKLOAD %s ops/s %.0f p50 %.3f p99 %.3f errors %d %s load %s\n",
+		b.name(fmt.Sprintf("lease-keepalive-c%d", o.clients)), st.OpsPerSec, st.P50Ms, st.P99Ms, st.Errors, b.cpuSince(c0), firstLoad())
 	return nil
 }
 
-// keepAlive renews lease id on one stream, each request sent once the
-// previous one is answered, until deadline; an error ends the stream.
-func keepAlive(ctx context.Context, cli kvpb.LeaseClient, id int64, deadline time.Time, opTimeout time.Duration, h *hdrhistogram.Histogram) error {
+// keepAlive renews lease id on one stream to node, each request sent once
+// the previous one is answered, until deadline; an error ends the stream.
+func keepAlive(ctx context.Context, sys system, node int, id int64, deadline time.Time, opTimeout time.Duration, h *hdrhistogram.Histogram) error {
 	sctx, cancel := context.WithDeadline(ctx, deadline.Add(opTimeout))
 	defer cancel()
-	stream, err := cli.KeepAlive(sctx)
+	stream, err := sys.keepAlive(sctx, node)
 	if err != nil {
 		return err
 	}
-	defer stream.CloseSend()
+	defer stream.closeSend()
 	for time.Now().Before(deadline) {
 		began := time.Now()
-		if err := stream.Send(&kvpb.LeaseKeepAliveRequest{Id: id}); err != nil {
-			_, err = stream.Recv() // the reason the stream broke
+		if err := stream.send(id); err != nil {
+			_, err = stream.recv() // the reason the stream broke
 			return err
 		}
-		resp, err := stream.Recv()
+		ttl, err := stream.recv()
 		if err != nil {
 			return err
 		}
-		if resp.Ttl <= 0 {
+		if ttl <= 0 {
 			return fmt.Errorf("lease %d ended", id)
 		}
 		_ = h.RecordValue(max(time.Since(began).Microseconds(), 1))

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dialkv/dialkv/api/kvpb"
-
 	"github.com/dialkv/dialkv/bench/workload"
 )
 
@@ -109,16 +107,15 @@ func TestWatcherRecord(t *testing.T) {
 		fillValue(v, phase, wr, seq)
 		return v
 	}
-	put := kvpb.EventType_EVENT_TYPE_PUT
-	w.record(&kvpb.WatchResponse{Cursor: "2:10"}, 1) // progress
-	w.record(&kvpb.WatchResponse{Events: []*kvpb.Event{
-		{Type: put, RangeId: 2, Index: 11, Value: val(1, 0, 7)},
-		{Type: put, RangeId: 2, Index: 12, Value: val(2, 1, 3)},
-		{Type: put, RangeId: 2, Index: 12, Value: val(2, 0, 0)},
-		{Type: put, RangeId: 2, Index: 13, Value: []byte("someone else's")},
-		{Type: kvpb.EventType_EVENT_TYPE_DELETE, RangeId: 2, Index: 14},
-		{Type: put, RangeId: 2, Index: 15, Value: val(2, 5, 0)},
-	}}, 42)
+	w.record(nil, 1) // progress
+	w.record([]event{
+		{put: true, group: 2, index: 11, value: val(1, 0, 7)},
+		{put: true, group: 2, index: 12, value: val(2, 1, 3)},
+		{put: true, group: 2, index: 12, value: val(2, 0, 0)},
+		{put: true, group: 2, index: 13, value: []byte("someone else's")},
+		{put: false, group: 2, index: 14},
+		{put: true, group: 2, index: 15, value: val(2, 5, 0)},
+	}, 42)
 	if w.messages != 1 || w.earlier != 1 || w.events != 2 || w.foreign != 3 || w.outOfOrder != 1 || w.last != 42 {
 		t.Fatalf("messages %d earlier %d events %d foreign %d out of order %d last %d; want 1 1 2 3 1 42",
 			w.messages, w.earlier, w.events, w.foreign, w.outOfOrder, w.last)
@@ -144,10 +141,56 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"-kvd", "/bin/sh", "-duration", "100ms"}, false},
 		{[]string{"-kvd", "/bin/sh", "-port-base", "32700"}, false},
 		{[]string{"-kvd", "/bin/sh", "extra"}, false},
+		{[]string{"-kvd", "/bin/sh", "-systems", "etcd,dialkv", "-etcdnode", "/bin/sh"}, true},
+		{[]string{"-kvd", "/bin/sh", "-systems", "etcd", "-etcdnode", "/nonexistent/etcdnode"}, false},
+		{[]string{"-kvd", "/bin/sh", "-systems", "dialkv", "-etcdnode", "/nonexistent/etcdnode"}, true},
+		{[]string{"-kvd", "/bin/sh", "-systems", "zookeeper"}, false},
+		{[]string{"-kvd", "/bin/sh", "-systems", ""}, false},
 	} {
 		_, err := parseFlags(tc.args, io.Discard)
 		if (err == nil) != tc.ok {
 			t.Errorf("parseFlags(%q): %v, want ok=%v", tc.args, err, tc.ok)
 		}
+	}
+}
+
+func TestParseSystems_DialkvRunsFirst(t *testing.T) {
+	for in, want := range map[string][]string{
+		"dialkv":             {"dialkv"},
+		"etcd":               {"etcd"},
+		"etcd,dialkv":        {"dialkv", "etcd"},
+		" dialkv , etcd ":    {"dialkv", "etcd"},
+		"etcd,dialkv,dialkv": {"dialkv", "etcd"},
+	} {
+		got, err := parseSystems(in)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("parseSystems(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+}
+
+// The RATIO lines put dialkv over etcd for every measurement both made.
+func TestPrintRatios(t *testing.T) {
+	stats := func(ops, p99 float64) workload.Stats { return workload.Stats{OpsPerSec: ops, P99Ms: p99} }
+	d := sysResult{
+		puts:  map[int]workload.Stats{0: stats(9000, 20), 100: stats(3000, 60)},
+		watch: map[int]watchStats{100: {eventsPerSec: 300000, lagP99Ms: 50}},
+		grant: stats(6000, 20), keep: stats(10000, 15),
+	}
+	e := sysResult{
+		puts:  map[int]workload.Stats{0: stats(6000, 30), 100: stats(4000, 40)},
+		watch: map[int]watchStats{100: {eventsPerSec: 400000, lagP99Ms: 10}},
+		grant: stats(3000, 30), keep: stats(0, 0),
+	}
+	var out strings.Builder
+	printRatios(&out, &options{clients: 64}, d, e)
+	want := `RATIO put-c64 1.500 p99 20.000 vs 30.000
+RATIO put-c64-w100 0.750 p99 60.000 vs 40.000
+RATIO watch-w100 0.750 lag p99 50.000 vs 10.000 (events/s delivered)
+RATIO lease-grant-c64 2.000 p99 20.000 vs 30.000
+RATIO lease-keepalive-c64 NaN p99 15.000 vs 0.000
+`
+	if out.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
 	}
 }

@@ -28,7 +28,7 @@ type Driver struct {
 	maxStaleness time.Duration
 }
 
-var _ workload.Driver = (*Driver)(nil)
+var _ workload.TxnDriver = (*Driver)(nil)
 
 // New returns a Driver; it connects lazily.
 func New(opts Options) (*Driver, error) {
@@ -71,6 +71,39 @@ func (d *Driver) Get(ctx context.Context, key []byte, level workload.Level) erro
 		return workload.ErrNotFound
 	}
 	return err
+}
+
+// Txn runs KV.Txn: one Raft entry when keys share a range, two-phase
+// commit across ranges otherwise.
+func (d *Driver) Txn(ctx context.Context, keys [][]byte, expect, val []byte) (bool, []byte, error) {
+	cmp := &kvpb.Compare{Key: keys[0], Target: kvpb.Compare_TARGET_VALUE, Result: kvpb.Compare_RESULT_EQUAL, Value: expect}
+	if expect == nil {
+		cmp = &kvpb.Compare{Key: keys[0], Target: kvpb.Compare_TARGET_EXISTS, Result: kvpb.Compare_RESULT_EQUAL, Exists: false}
+	}
+	puts := make([]*kvpb.TxnOp, len(keys))
+	for i, k := range keys {
+		puts[i] = &kvpb.TxnOp{Op: &kvpb.TxnOp_Put{Put: &kvpb.PutRequest{Key: k, Value: val}}}
+	}
+	resp, err := d.c.Txn(ctx, &kvpb.TxnRequest{
+		Compares: []*kvpb.Compare{cmp},
+		Success:  puts,
+		Failure:  []*kvpb.TxnOp{{Op: &kvpb.TxnOp_Get{Get: &kvpb.GetRequest{Key: keys[0]}}}},
+	})
+	if err != nil {
+		return false, nil, err
+	}
+	if resp.GetSucceeded() {
+		return true, nil, nil
+	}
+	if rs := resp.GetResults(); len(rs) != 1 || rs[0].GetGet() == nil {
+		return false, nil, fmt.Errorf("dialkv driver: a failed compare answered %d results, want the get of %q", len(rs), keys[0])
+	}
+	kv := resp.GetResults()[0].GetGet().GetKv()
+	if kv == nil {
+		return false, nil, nil
+	}
+	// Protobuf decodes an empty value as nil, which would mean "absent".
+	return false, append([]byte{}, kv.GetValue()...), nil
 }
 
 // Close closes the client's connections.

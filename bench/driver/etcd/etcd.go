@@ -22,7 +22,7 @@ type Driver struct {
 	c *clientv3.Client
 }
 
-var _ workload.Driver = (*Driver)(nil)
+var _ workload.TxnDriver = (*Driver)(nil)
 
 // New connects to endpoints (host:port, plain HTTP).
 func New(endpoints []string) (*Driver, error) {
@@ -62,6 +62,38 @@ func (d *Driver) Get(ctx context.Context, key []byte, level workload.Level) erro
 		return workload.ErrNotFound
 	}
 	return nil
+}
+
+// Txn runs etcd's Txn: If(value of keys[0] is expect, or with expect
+// nil its create revision is 0: absent).Then(a put of each
+// key).Else(a get of keys[0]).
+func (d *Driver) Txn(ctx context.Context, keys [][]byte, expect, val []byte) (bool, []byte, error) {
+	first := string(keys[0])
+	cmp := clientv3.Compare(clientv3.Value(first), "=", string(expect))
+	if expect == nil {
+		cmp = clientv3.Compare(clientv3.CreateRevision(first), "=", 0)
+	}
+	puts := make([]clientv3.Op, len(keys))
+	v := string(val)
+	for i, k := range keys {
+		puts[i] = clientv3.OpPut(string(k), v)
+	}
+	resp, err := d.c.Txn(ctx).If(cmp).Then(puts...).Else(clientv3.OpGet(first)).Commit()
+	if err != nil {
+		return false, nil, err
+	}
+	if resp.Succeeded {
+		return true, nil, nil
+	}
+	if len(resp.Responses) != 1 || resp.Responses[0].GetResponseRange() == nil {
+		return false, nil, fmt.Errorf("etcd driver: a failed compare answered %d responses, want the get of %q", len(resp.Responses), first)
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return false, nil, nil
+	}
+	// Protobuf decodes an empty value as nil, which would mean "absent".
+	return false, append([]byte{}, kvs[0].Value...), nil
 }
 
 // Close closes the connection.
