@@ -224,11 +224,19 @@ func (n *Node) requireFeature(ctx context.Context, feature string) error {
 	return nil
 }
 
-// readLease reads lease id's record on the meta leader s.
+// readLease reads lease id's record on the meta leader s, linearizably.
 func readLease(ctx context.Context, s *shard.Shard, id uint64) (leaseRecord, []byte, error) {
 	if _, err := s.ReadIndex(ctx); err != nil {
 		return leaseRecord{}, nil, err
 	}
+	return readLeaseLocal(s, id)
+}
+
+// readLeaseLocal reads lease id's record as the leader has applied it,
+// which may lag what has committed: right for a compare-and-swap's
+// expected value (a stale one only makes the swap fail), not for an
+// answer.
+func readLeaseLocal(s *shard.Shard, id uint64) (leaseRecord, []byte, error) {
 	v, _, found, _, err := s.FSM().Get(leaseKey(id))
 	if err != nil {
 		return leaseRecord{}, nil, err
@@ -290,7 +298,12 @@ func (n *Node) LeaseKeepAlive(ctx context.Context, req *kvpb.LeaseKeepAliveReque
 	return metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseKeepAliveResponse, error) {
 		id := uint64(req.Id)
 		for attempt := 0; attempt < 8; attempt++ {
-			rec, old, err := readLease(ctx, s, id)
+			// The swap checks the record itself, so the first try needs no
+			// read-index round; a refusal or a miss is confirmed with one.
+			rec, old, err := readLeaseLocal(s, id)
+			if err != nil || attempt > 0 {
+				rec, old, err = readLease(ctx, s, id)
+			}
 			if err != nil {
 				return nil, err
 			}
