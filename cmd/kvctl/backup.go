@@ -85,6 +85,7 @@ func (a *app) runBackupSave(ctx context.Context, target string) error {
 	}
 	defer c.Close()
 	started := time.Now().UTC()
+	removeAbandonedStages(target)
 	stage, err := os.MkdirTemp(filepath.Dir(filepath.Clean(target)), "."+filepath.Base(target)+".partial-")
 	if err != nil {
 		return fmt.Errorf("backup save: %w", err)
@@ -230,4 +231,22 @@ func (a *app) backupOne(ctx context.Context, c *client.Client, dir string, id ui
 		return nil, err
 	}
 	return b, nil
+}
+
+// abandonedAfter is how old a save's staging directory (or a tar's
+// partial file) must be before a later save of the same target takes it
+// for one a killed save left behind and removes it. A live save touches
+// its staging directory with every range it writes.
+const abandonedAfter = 10 * time.Minute
+
+// removeAbandonedStages removes what killed saves of target left beside
+// it: ".NAME.partial-*" not changed for abandonedAfter.
+func removeAbandonedStages(target string) {
+	dir, base := filepath.Dir(filepath.Clean(target)), filepath.Base(target)
+	matches, _ := filepath.Glob(filepath.Join(dir, "."+base+".partial-*"))
+	for _, m := range matches {
+		if fi, err := os.Stat(m); err == nil && time.Since(fi.ModTime()) > abandonedAfter {
+			os.RemoveAll(m)
+		}
+	}
 }

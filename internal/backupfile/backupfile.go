@@ -463,11 +463,14 @@ func Commit(tmp, target string, m *Manifest) error {
 		}
 		return syncDir(filepath.Dir(target))
 	}
-	part := target + ".partial"
-	f, err := os.Create(part)
+	// A name of its own, so two saves to one target never share a
+	// partial file; Link below refuses an existing target, where Rename
+	// would replace it.
+	f, err := os.CreateTemp(filepath.Dir(target), "."+filepath.Base(target)+".partial-*")
 	if err != nil {
 		return fmt.Errorf("backupfile: %w", err)
 	}
+	part := f.Name()
 	err = writeTar(f, tmp, m)
 	if err == nil {
 		err = f.Sync()
@@ -476,10 +479,10 @@ func Commit(tmp, target string, m *Manifest) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(part, target)
+		err = os.Link(part, target)
 	}
+	os.Remove(part)
 	if err != nil {
-		os.Remove(part)
 		return fmt.Errorf("backupfile: write %s: %w", target, err)
 	}
 	if err := syncDir(filepath.Dir(target)); err != nil {
