@@ -69,8 +69,12 @@ fuzz_run  = set -e; targets=$$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(f \*testing
 fuzz:
 	@$(call fuzz_run,$(FUZZTIME))
 
+# A count, not a time: with -fuzztime as a duration, Go's fuzzing can end
+# a busy run with "context deadline exceeded" when the time is up while a
+# worker still runs an input (seen in CI under load), failing a run that
+# found nothing.
 fuzz-smoke:
-	@$(call fuzz_run,5s)
+	@$(call fuzz_run,3000x)
 
 # gofmt, go vet and staticcheck (pinned; fetched through the module proxy).
 lint: verify-fmt vet
