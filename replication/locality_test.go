@@ -25,9 +25,17 @@ func inZones(cfg *replication.Config) {
 
 // replicaSets returns every range's replicas, the meta range's as its
 // leader sees them, the others' from the routing table read via node i.
+// A routing table that cannot be read now (the meta range electing after
+// a kill) is nil: the caller polls again.
 func (c *testCluster) replicaSets(i int) map[uint64][]string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	t, err := c.nodes[i].Ranges(ctx, &kvpb.RangesRequest{})
+	if err != nil {
+		return nil
+	}
 	out := map[uint64][]string{}
-	for _, d := range c.ranges(i).Ranges {
+	for _, d := range t.Ranges {
 		out[d.Id] = d.Replicas
 	}
 	for _, n := range c.nodes {
@@ -80,7 +88,12 @@ func TestLocality_ReplicasStayInThreeZones(t *testing.T) {
 	var last string
 	converged := func(avoid ...string) func() bool {
 		return func() bool {
-			ok, why := spread(c.replicaSets(l), 3, avoid...)
+			sets := c.replicaSets(l)
+			if sets == nil {
+				last = "routing table unreadable"
+				return false
+			}
+			ok, why := spread(sets, 3, avoid...)
 			last = why
 			return ok
 		}
