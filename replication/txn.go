@@ -500,7 +500,7 @@ func (n *Node) resolveEverywhere(ctx context.Context, d *raftstore.TxnDecision) 
 		if s.ID() == raftstore.MetaRangeID || !holdsLocksOf(s, d.ID) {
 			continue
 		}
-		if _, err := n.proposeOrForward(ctx, s, cmd, d); err != nil {
+		if _, err := n.proposeIn(ctx, s.ID(), s.Descriptor().Start, cmd); err != nil {
 			n.log.Info("transaction locks left to the resolver", "txn", d.ID, "range", s.ID(), "err", err)
 		}
 	}
@@ -513,15 +513,6 @@ func holdsLocksOf(s *shard.Shard, name string) bool {
 		}
 	}
 	return false
-}
-
-// proposeOrForward commits a resolve in range s through its leader.
-func (n *Node) proposeOrForward(ctx context.Context, s *shard.Shard, cmd *raftstore.Command, _ *raftstore.TxnDecision) (uint64, error) {
-	res, err := n.proposeIn(ctx, s.ID(), s.Descriptor().Start, cmd)
-	if err != nil {
-		return 0, err
-	}
-	return res.Revision, nil
 }
 
 // RangePropose commits an encoded command in a range this node holds, on
@@ -835,13 +826,13 @@ func (n *Node) prepareRange(ctx context.Context, p *txnPartOf) (*raftstore.TxnRe
 	for tries := 0; tries < 3; tries++ {
 		res, err := n.proposeIn(ctx, p.rangeID, p.route, cmd)
 		var locked *raftstore.LockedError
-		if errors.As(err, &locked) || (err != nil && strings.Contains(err.Error(), raftstore.ErrLocked.Error())) {
-			if locked != nil {
-				if s := n.shardByID(p.rangeID); s != nil {
-					if l, ok := s.FSM().LockOf(locked.Key); ok && time.Since(time.UnixMilli(l.At)) >= txnAbandonAfter {
-						if _, serr := n.settleTxn(ctx, l.Txn, true); serr == nil {
-							continue
-						}
+		// proposeIn carries the lock's holder back typed, from whichever
+		// node proposed it (raftstore.DecodeResult).
+		if errors.As(err, &locked) {
+			if s := n.shardByID(p.rangeID); s != nil {
+				if l, ok := s.FSM().LockOf(locked.Key); ok && time.Since(time.UnixMilli(l.At)) >= txnAbandonAfter {
+					if _, serr := n.settleTxn(ctx, l.Txn, true); serr == nil {
+						continue
 					}
 				}
 			}
