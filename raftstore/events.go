@@ -74,6 +74,11 @@ type Event struct {
 	// Seq orders the events one write records at one index (a lease's
 	// end, a transaction): 0, 1, ...
 	Seq uint32
+	// prevOnDisk: PrevValue and PrevExists are not filled in yet. The
+	// write found the key in no overlay, so the previous state is what
+	// bbolt holds for it until the write's own layer commits (resolved by
+	// resolvePrevs and the commit, see putLocked).
+	prevOnDisk bool
 }
 
 // ErrCompacted is returned for events older than what the replica keeps.
@@ -181,23 +186,25 @@ func (f *RangeFSM) EventFloor() uint64 { return f.evFloor.Load() }
 // them and about maxBytes, and upTo: the index through which the feed has
 // been read (the last event returned when the answer was cut short,
 // else the applied index). ErrCompacted when after is below the floor.
-func (f *RangeFSM) Events(after uint64, maxEvents, maxBytes int) (evs []Event, upTo uint64, err error) {
-	evs, upTo, _, err = f.events(after, maxEvents, maxBytes, false)
+// With prev, every event's PrevValue and PrevExists are filled in;
+// without, they may be missing (cheaper for watchers that ignore them).
+func (f *RangeFSM) Events(after uint64, maxEvents, maxBytes int, prev bool) (evs []Event, upTo uint64, err error) {
+	evs, upTo, _, err = f.events(after, maxEvents, maxBytes, false, prev)
 	return evs, upTo, err
 }
 
 // EventsAndDescriptor is Events that also returns the range's descriptor
 // as of upTo's state when the answer was not cut short (else the current
 // one), read under the same lock.
-func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int) (evs []Event, upTo uint64, desc Descriptor, err error) {
-	return f.events(after, maxEvents, maxBytes, true)
+func (f *RangeFSM) EventsAndDescriptor(after uint64, maxEvents, maxBytes int, prev bool) (evs []Event, upTo uint64, desc Descriptor, err error) {
+	return f.events(after, maxEvents, maxBytes, true, prev)
 }
 
 // events is Events, with the descriptor when withDesc. Events from the
 // overlays are shallow copies: an event is never changed once recorded
 // (its key and value share the write's immutable buffer), so a hundred
 // watchers of a range share its bytes instead of copying them each.
-func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc bool) (evs []Event, upTo uint64, desc Descriptor, err error) {
+func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc, withPrev bool) (evs []Event, upTo uint64, desc Descriptor, err error) {
 	if maxEvents <= 0 {
 		maxEvents = 1
 	}
@@ -262,6 +269,7 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc bool) 
 			return nil, 0, desc, fmt.Errorf("raftstore: events: %w", err)
 		}
 	}
+	fromOverlay := len(evs)
 	layers := f.frozen
 	for i := 0; i <= len(layers) && !cut; i++ {
 		l := f.pending
@@ -280,6 +288,11 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc bool) 
 			size += e.size()
 		}
 	}
+	if withPrev {
+		if err := f.resolvePrevs(evs[fromOverlay:]); err != nil {
+			return nil, 0, desc, err
+		}
+	}
 	if cut {
 		return evs, evs[len(evs)-1].Index, desc, nil
 	}
@@ -287,6 +300,91 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc bool) 
 	// nothing after it yet: never answer with less than was asked, which
 	// would make the asker read the same events twice.
 	return evs, max(applied, after), desc, nil
+}
+
+// resolvePrevs fills in the previous values of overlay events (copies)
+// whose write left them to bbolt. Callers hold f.mu (read). A commit may
+// have made the event's layer durable while f.mu was waited for (it
+// drops the layer only after): then bbolt already holds the write itself,
+// and the stored event, resolved by that commit, says what came before.
+func (f *RangeFSM) resolvePrevs(evs []Event) error {
+	var tx *bolt.Tx
+	defer func() {
+		if tx != nil {
+			_ = tx.Rollback() // read-only
+		}
+	}()
+	for i := range evs {
+		e := &evs[i]
+		if !e.prevOnDisk {
+			continue
+		}
+		if tx == nil {
+			var err error
+			if tx, err = f.store.db.Begin(false); err != nil {
+				return fmt.Errorf("raftstore: events: %w", err)
+			}
+		}
+		e.prevOnDisk = false
+		if v := tx.Bucket(metaBucket).Get(appliedKey(f.id)); len(v) == 8 && binary.BigEndian.Uint64(v) >= e.Index {
+			var stored []byte
+			if b := tx.Bucket(eventBucket(f.id)); b != nil {
+				stored = b.Get(eventKey(e))
+			}
+			if stored == nil {
+				return fmt.Errorf("%w: range %d: the event at index %d was trimmed while being read", ErrCompacted, f.id, e.Index)
+			}
+			d, err := decodeEvent(e.Index, stored)
+			if err != nil {
+				return fmt.Errorf("range %d: %w", f.id, err)
+			}
+			e.PrevValue, e.PrevExists = d.PrevValue, d.PrevExists
+			continue
+		}
+		e.PrevValue, e.PrevExists = f.store.diskPrev(tx.Bucket(f.bucket), f.id, e)
+	}
+	return nil
+}
+
+// diskPrev is what bbolt holds for e.Key, as an event's previous value
+// (copied). A stored value that does not decode gives none, as a put
+// does on the apply path: the event loses its prev_value, nothing else.
+func (s *Store) diskPrev(b *bolt.Bucket, id uint64, e *Event) ([]byte, bool) {
+	if b == nil {
+		return nil, false
+	}
+	stored := b.Get(e.Key)
+	if stored == nil {
+		return nil, false
+	}
+	_, v, err := readStoredInfo(id, e.Key, stored)
+	if err != nil {
+		s.log.Warn("previous value unreadable; its event has none", "range", id, "index", e.Index, "err", err)
+		return nil, false
+	}
+	return bytes.Clone(v), true
+}
+
+// resolveJobPrevs gives the job's events whose write left their previous
+// value to bbolt a resolved copy, read from b before the job's writes
+// change it.
+func (s *Store) resolveJobPrevs(b *bolt.Bucket, j *commitJob) map[*Event]*Event {
+	var out map[*Event]*Event
+	for _, layer := range j.layers {
+		for _, e := range layer.events {
+			if !e.prevOnDisk {
+				continue
+			}
+			if out == nil {
+				out = map[*Event]*Event{}
+			}
+			r := *e
+			r.prevOnDisk = false
+			r.PrevValue, r.PrevExists = s.diskPrev(b, j.f.id, e)
+			out[e] = &r
+		}
+	}
+	return out
 }
 
 // LeaseKeys returns the range's keys attached to lease now.
@@ -413,15 +511,21 @@ func (f *RangeFSM) applyLeaseRevokeLocked(cmd *Command, index uint64, at int64) 
 // commitEventsLocked writes a commit job's events and lease index changes
 // and trims the feed to its budget; the caller's transaction is the one
 // that writes the job's keys. now is the commit's clock for age.
-func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time) error {
+func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, resolved map[*Event]*Event) error {
 	meta := tx.Bucket(metaBucket)
 	evb := tx.Bucket(eventBucket(j.f.id))
 	if evb == nil {
 		return nil // the meta range keeps no feed
 	}
+	// Event keys only grow (index, then sequence): full pages, as in an
+	// append-only log, write half as many pages as bbolt's default split.
+	evb.FillPercent = 1.0
 	n, size := loadEventSize(meta, j.f.id)
 	for _, layer := range j.layers {
 		for _, e := range layer.events {
+			if r := resolved[e]; r != nil {
+				e = r
+			}
 			if err := evb.Put(eventKey(e), e.encode()); err != nil {
 				return err
 			}

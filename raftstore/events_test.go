@@ -93,7 +93,7 @@ func evStrings(evs []Event) []string {
 // upTo is then the applied index.
 func allEvents(t *testing.T, f *RangeFSM, after uint64) []Event {
 	t.Helper()
-	evs, upTo, err := f.Events(after, 1<<20, 1<<30)
+	evs, upTo, err := f.Events(after, 1<<20, 1<<30, true)
 	if err != nil {
 		t.Fatalf("events after %d: %v", after, err)
 	}
@@ -140,6 +140,38 @@ var feedEvents = []string{
 	"6 put a=3 prev=2",
 	"8 put c=x",
 	"10 put c=y prev=x",
+}
+
+// TestRangeFSM_PrevResolvedAcrossACommit: a put that finds its key in no
+// overlay leaves its event's previous value to bbolt. It resolves to the
+// value before the write when a watcher reads it from the overlay, when
+// its layer commits, and also when that commit lands between the read of
+// the overlay and the resolution (the commit drops the layer only after
+// its transaction, so bbolt then holds the write itself).
+func TestRangeFSM_PrevResolvedAcrossACommit(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	f := mustRange(t, s, feedRange)
+	f.ApplyBatch([]*raft.Log{put(1, "a", "1")})
+	mustFlush(t, s)
+	f.ApplyBatch([]*raft.Log{put(2, "a", "2"), put(3, "a", "3")})
+	f.mu.RLock()
+	raw := []Event{*f.pending.events[0], *f.pending.events[1]}
+	f.mu.RUnlock()
+	if !raw[0].prevOnDisk || raw[1].prevOnDisk {
+		t.Fatalf("prevOnDisk %v, %v: want the first write's left to bbolt, the second's from the overlay", raw[0].prevOnDisk, raw[1].prevOnDisk)
+	}
+	want := []string{"2 put a=2 prev=1", "3 put a=3 prev=2"}
+	checkEvents(t, "from the overlay", allEvents(t, f, 1), want)
+	mustFlush(t, s)
+	f.mu.RLock()
+	err := f.resolvePrevs(raw)
+	f.mu.RUnlock()
+	if err != nil {
+		t.Fatalf("resolve after the commit: %v", err)
+	}
+	checkEvents(t, "resolved after the commit", raw, want)
+	checkEvents(t, "from bbolt", allEvents(t, f, 1), want)
 }
 
 // TestRangeFSM_EventsRecordChanges: one event per write that changed a
@@ -250,7 +282,7 @@ func TestRangeFSM_EventsPaging(t *testing.T) {
 			var got []uint64
 			after := uint64(0)
 			for range 50 {
-				evs, upTo, err := f.Events(after, tc.max, tc.maxBytes)
+				evs, upTo, err := f.Events(after, tc.max, tc.maxBytes, true)
 				if err != nil {
 					t.Fatalf("events after %d: %v", after, err)
 				}
@@ -286,7 +318,7 @@ func TestRangeFSM_EventsPaging(t *testing.T) {
 
 	// One page that starts in bbolt (durable through 12) and ends in the
 	// overlay.
-	evs, upTo, err := f.Events(10, 5, 1<<20)
+	evs, upTo, err := f.Events(10, 5, 1<<20, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,11 +377,11 @@ func TestRangeFSM_EventRetentionBytes(t *testing.T) {
 					t.Fatalf("%s: floor %d, want %d", step, floor, tc.wantFloor)
 				}
 				if floor > 0 {
-					_, _, err := f.Events(floor-1, 100, 1<<20)
+					_, _, err := f.Events(floor-1, 100, 1<<20, true)
 					if !errors.Is(err, ErrCompacted) {
 						t.Fatalf("%s: events after %d, below the floor %d: %v, want ErrCompacted", step, floor-1, floor, err)
 					}
-					if _, _, err := f.Events(0, 100, 1<<20); !errors.Is(err, ErrCompacted) {
+					if _, _, err := f.Events(0, 100, 1<<20, true); !errors.Is(err, ErrCompacted) {
 						t.Fatalf("%s: events after 0: %v, want ErrCompacted", step, err)
 					}
 				}
@@ -442,7 +474,7 @@ func TestRangeFSM_EventRetentionAge(t *testing.T) {
 				t.Fatalf("events after the floor: %q", evStrings(evs))
 			}
 			if tc.wantFloor > 0 {
-				if _, _, err := f.Events(tc.wantFloor-1, 10, 1<<20); !errors.Is(err, ErrCompacted) {
+				if _, _, err := f.Events(tc.wantFloor-1, 10, 1<<20, true); !errors.Is(err, ErrCompacted) {
 					t.Fatalf("events below the floor: %v, want ErrCompacted", err)
 				}
 			}
@@ -472,7 +504,7 @@ func TestRangeFSM_EventsDuringATrimmingCommit(t *testing.T) {
 			default:
 			}
 			after := f.EventFloor()
-			evs, _, err := f.Events(after, 1000, 1<<20)
+			evs, _, err := f.Events(after, 1000, 1<<20, true)
 			if err != nil {
 				continue // ErrCompacted: the floor rose meanwhile
 			}
@@ -640,7 +672,7 @@ func TestRangeFSM_RestoreResetsFeed(t *testing.T) {
 			t.Fatalf("%s: floor %d, want the snapshot's index 5", step, fl)
 		}
 		for _, after := range []uint64{0, 4} {
-			if _, _, err := g.Events(after, 10, 1<<20); !errors.Is(err, ErrCompacted) {
+			if _, _, err := g.Events(after, 10, 1<<20, true); !errors.Is(err, ErrCompacted) {
 				t.Fatalf("%s: events after %d: %v, want ErrCompacted", step, after, err)
 			}
 		}
@@ -919,7 +951,7 @@ func TestRangeFSM_FeedOfAnUpgradedRange(t *testing.T) {
 				t.Fatalf("floor %d, want %d", fl, tc.want)
 			}
 			if tc.want > 0 {
-				if _, _, err := f.Events(tc.want-1, 10, 1<<20); !errors.Is(err, ErrCompacted) {
+				if _, _, err := f.Events(tc.want-1, 10, 1<<20, true); !errors.Is(err, ErrCompacted) {
 					t.Fatalf("events below the floor: %v, want ErrCompacted", err)
 				}
 			}
@@ -993,7 +1025,7 @@ func TestRangeFSM_EventsOfOneIndexAllKept(t *testing.T) {
 				var got []string
 				after := uint64(3)
 				for page := 0; page < 10 && after < 5; page++ {
-					evs, upTo, err := f.Events(after, pageSize, 1<<20)
+					evs, upTo, err := f.Events(after, pageSize, 1<<20, true)
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -336,21 +336,35 @@ func lockable(op Op) bool {
 // comes down to.
 func (f *RangeFSM) putLocked(key, value []byte, lease, index uint64, at int64) {
 	var prev []byte
-	var prevExists bool
+	var prevExists, prevOnDisk bool
 	var prevInfo keyInfo
 	if !f.desc.IsMeta() {
-		// A put replaces the key whatever it held, so a previous value
-		// that does not decode costs only the event its prev_value (and
-		// the key its version count): the state stays the same on every
-		// replica.
-		err := f.openApplyTx()
-		if err == nil {
-			err = f.lookupFullLocked(key, func(v []byte, ki keyInfo, found bool) {
-				prev, prevExists, prevInfo = bytes.Clone(v), found, ki
-			})
-		}
-		if err != nil {
-			f.store.log.Warn("previous value unreadable; its event has none", "range", f.id, "index", index, "err", err)
+		if oe, ok := f.overlayGetLocked(key); ok {
+			// Overlay buffers are never changed once written: shared.
+			prevExists, prevInfo = !oe.deleted, oe.info()
+			if prevExists {
+				prev = oe.value
+			}
+		} else if f.txn.versioned {
+			// The version needs the stored state now. A put replaces the
+			// key whatever it held, so a previous value that does not
+			// decode costs only the event its prev_value (and the key its
+			// version count): the state stays the same on every replica.
+			err := f.openApplyTx()
+			if err == nil {
+				err = f.lookupFullLocked(key, func(v []byte, ki keyInfo, found bool) {
+					prev, prevExists, prevInfo = bytes.Clone(v), found, ki
+				})
+			}
+			if err != nil {
+				f.store.log.Warn("previous value unreadable; its event has none", "range", f.id, "index", index, "err", err)
+			}
+		} else {
+			// No overlay holds the key, so bbolt does, and keeps it until
+			// this write's own layer commits: the event's previous value is
+			// read there when a watcher asks for it or when the layer
+			// commits, not on the apply path of every put.
+			prevOnDisk = true
 		}
 	}
 	e := newEntry(key, value, index, lease, false)
@@ -358,7 +372,7 @@ func (f *RangeFSM) putLocked(key, value []byte, lease, index uint64, at int64) {
 		e.version = nextVersion(prevExists, prevInfo.version)
 	}
 	f.pending.set(e)
-	f.recordLocked(&Event{Index: index, Type: EventPut, Key: e.key, Value: e.value, PrevValue: prev, PrevExists: prevExists, Lease: lease, At: at})
+	f.recordLocked(&Event{Index: index, Type: EventPut, Key: e.key, Value: e.value, PrevValue: prev, PrevExists: prevExists, prevOnDisk: prevOnDisk, Lease: lease, At: at})
 	if f.observe != nil {
 		f.observe(e.key, e.value, false, index)
 	}
@@ -414,15 +428,9 @@ func (f *RangeFSM) lookupLocked(key []byte, fn func(v []byte, rev uint64, found 
 // lookupFullLocked is lookupLocked that also gives the key's lease and
 // version.
 func (f *RangeFSM) lookupFullLocked(key []byte, fn func(v []byte, ki keyInfo, found bool)) error {
-	if e, ok := f.pending.get(key); ok {
+	if e, ok := f.overlayGetLocked(key); ok {
 		fn(e.value, e.info(), !e.deleted)
 		return nil
-	}
-	for i := len(f.frozen) - 1; i >= 0; i-- {
-		if e, ok := f.frozen[i].get(key); ok {
-			fn(e.value, e.info(), !e.deleted)
-			return nil
-		}
 	}
 	read := func(tx *bolt.Tx) error {
 		b := tx.Bucket(f.bucket)
@@ -445,6 +453,21 @@ func (f *RangeFSM) lookupFullLocked(key []byte, fn func(v []byte, ki keyInfo, fo
 		return read(f.applyTx)
 	}
 	return f.store.db.View(read)
+}
+
+// overlayGetLocked finds key's newest state in the overlays (pending,
+// then frozen from the newest): what applied writes changed that bbolt
+// does not hold yet.
+func (f *RangeFSM) overlayGetLocked(key []byte) (*entry, bool) {
+	if e, ok := f.pending.get(key); ok {
+		return e, true
+	}
+	for i := len(f.frozen) - 1; i >= 0; i-- {
+		if e, ok := f.frozen[i].get(key); ok {
+			return e, true
+		}
+	}
+	return nil, false
 }
 
 // openApplyTx opens the batch's read transaction (see applyTx).

@@ -479,6 +479,8 @@ func (s *Store) commit() error {
 				return fmt.Errorf("range %d: bucket missing", j.f.id)
 			}
 			b.FillPercent = dataFillPercent
+			// Before the writes below replace what bbolt holds.
+			resolved := s.resolveJobPrevs(b, j)
 			lb := tx.Bucket(leaseBucket(j.f.id))
 			j.keys, j.bytes = j.f.sizeKeys.Load(), j.f.sizeBytes.Load()
 			for _, layer := range j.layers {
@@ -510,7 +512,7 @@ func (s *Store) commit() error {
 					return fmt.Errorf("range %d: %w", j.f.id, werr)
 				}
 			}
-			if err := s.commitEvents(tx, j, now); err != nil {
+			if err := s.commitEvents(tx, j, now, resolved); err != nil {
 				return fmt.Errorf("range %d: events: %w", j.f.id, err)
 			}
 			if err := writeTxnState(tx, j.f.id, j.txn); err != nil {

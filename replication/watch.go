@@ -571,9 +571,9 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 		var desc raftstore.Descriptor
 		var err error
 		if first {
-			evs, upTo, desc, err = f.EventsAndDescriptor(after, watchBatchEvents, watchBatchBytes)
+			evs, upTo, desc, err = f.EventsAndDescriptor(after, watchBatchEvents, watchBatchBytes, req.PrevValue)
 		} else {
-			evs, upTo, err = f.Events(after, watchBatchEvents, watchBatchBytes)
+			evs, upTo, err = f.Events(after, watchBatchEvents, watchBatchBytes, req.PrevValue)
 		}
 		if err != nil {
 			if errors.Is(err, raftstore.ErrCompacted) {
