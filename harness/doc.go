@@ -20,6 +20,10 @@
 //     so no server outlives a killed test or benchmark. Stop sends SIGTERM,
 //     escalates to SIGKILL after a grace period, and reaps the child.
 //     Nothing here signals a process it did not start.
+//   - Test servers (binaries.go). BuildBinaries builds dialkv's commands
+//     for a test that runs them as real processes, and StartServer starts
+//     one (such as `kvd cluster`), waits until its output says it is
+//     ready and stops it when the test ends.
 //   - Waiting (poll.go). Poll and Eventually ask a condition again and
 //     again, backing off from 10 ms to a ceiling, and give up after a
 //     timeout and a bounded number of polls. Use them only where there is

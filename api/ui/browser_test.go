@@ -32,12 +32,16 @@ import (
 // turned on, the page must show the 401 and ask for a sign-in.
 func TestConsole_InHeadlessChromium(t *testing.T) {
 	chromium := findChromium(t)
-	kvd, kvctl := buildBinaries(t)
+	bins := harness.BuildBinaries(t, t.TempDir(), "github.com/dialkv/dialkv/cmd/kvd", "github.com/dialkv/dialkv/cmd/kvctl")
+	kvd, kvctl := bins[0], bins[1]
 	base, err := harness.FreePortBase(3, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	startCluster(t, kvd, t.TempDir(), base)
+	data := t.TempDir()
+	// Idle ranges sleep after 2 s, so that the page has sleeping ones.
+	harness.StartServer(t, exec.Command(kvd, "cluster", "--nodes", "3", "--data-dir", data, "--port-base", fmt.Sprint(base), "--hibernate-after", "2s"),
+		harness.ProcOptions{DeathSignal: syscall.SIGTERM}, filepath.Join(data, "cluster.out"), "is ready", 90*time.Second)
 	grpcAddr := func(i int) string { return harness.Addr(harness.MemberPorts(base, i, 3)[0]) }
 	httpAddr := func(i int) string { return harness.Addr(harness.MemberPorts(base, i, 3)[1]) }
 	all := strings.Join([]string{grpcAddr(1), grpcAddr(2), grpcAddr(3)}, ",")
@@ -330,56 +334,4 @@ func keys(m map[string]string) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// buildBinaries builds kvd and kvctl (without -race: they are real
-// processes the test only talks to).
-func buildBinaries(t *testing.T) (kvd, kvctl string) {
-	t.Helper()
-	dir := t.TempDir()
-	kvd, kvctl = filepath.Join(dir, "kvd"), filepath.Join(dir, "kvctl")
-	for _, b := range []struct{ out, pkg string }{{kvd, "github.com/dialkv/dialkv/cmd/kvd"}, {kvctl, "github.com/dialkv/dialkv/cmd/kvctl"}} {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", b.out, b.pkg).CombinedOutput()
-		cancel()
-		if err != nil {
-			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
-		}
-	}
-	return kvd, kvctl
-}
-
-// startCluster runs `kvd cluster` with 3 nodes whose idle ranges sleep
-// after 2 s, and waits until it says it is ready; it is stopped by PID
-// when the test ends.
-func startCluster(t *testing.T, kvd, dataDir string, base int) {
-	t.Helper()
-	out := filepath.Join(dataDir, "cluster.out")
-	f, err := os.Create(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(kvd, "cluster", "--nodes", "3", "--data-dir", dataDir, "--port-base", fmt.Sprint(base), "--hibernate-after", "2s")
-	cmd.Stdout, cmd.Stderr = f, f
-	p, err := harness.Start(cmd, harness.ProcOptions{DeathSignal: syscall.SIGTERM})
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Stop(30 * time.Second); err != nil && !errors.Is(err, harness.ErrKilled) {
-			t.Errorf("stop kvd cluster: %v", err)
-		}
-	})
-	err = harness.Poll(context.Background(), 90*time.Second, 200*time.Millisecond, func(context.Context) (bool, error) {
-		b, _ := os.ReadFile(out)
-		if done, _ := p.Exited(); done {
-			return false, fmt.Errorf("kvd cluster exited:\n%s", b)
-		}
-		return bytes.Contains(b, []byte("is ready")), nil
-	})
-	if err != nil {
-		b, _ := os.ReadFile(out)
-		t.Fatalf("cluster not ready: %v\n%s", err, b)
-	}
 }

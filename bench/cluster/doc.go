@@ -7,4 +7,7 @@
 // too (Pdeathsig). Ports and processes come from package
 // github.com/dialkv/dialkv/harness, shared with the Jepsen-style tests and
 // `kvd cluster`. Nothing here ever signals a process it did not start.
+// The benchmarks' shared set-up is here too: where their server binaries
+// are (Binary) and a start retried when an automatic port was lost
+// (StartRetrying).
 package cluster

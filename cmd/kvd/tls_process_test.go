@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -22,60 +21,6 @@ import (
 	"github.com/dialkv/dialkv/harness"
 	"github.com/dialkv/dialkv/internal/tlsconf"
 )
-
-// buildBinaries builds kvd and kvctl (without -race: they are real
-// processes the test only talks to).
-func buildBinaries(t *testing.T) (kvd, kvctl string) {
-	t.Helper()
-	dir := t.TempDir()
-	kvd, kvctl = filepath.Join(dir, "kvd"), filepath.Join(dir, "kvctl")
-	for _, b := range []struct{ out, pkg string }{{kvd, "github.com/dialkv/dialkv/cmd/kvd"}, {kvctl, "github.com/dialkv/dialkv/cmd/kvctl"}} {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-		out, err := exec.CommandContext(ctx, "go", "build", "-o", b.out, b.pkg).CombinedOutput()
-		cancel()
-		if err != nil {
-			t.Fatalf("go build %s: %v\n%s", b.pkg, err, out)
-		}
-	}
-	return kvd, kvctl
-}
-
-// startTLSCluster runs `kvd cluster --tls` with 3 nodes and waits until it
-// says it is ready; the cluster is stopped by PID when the test ends.
-func startTLSCluster(t *testing.T, kvd, dataDir string, base int) {
-	t.Helper()
-	cmd := exec.Command(kvd, "cluster", "--tls", "--nodes", "3", "--data-dir", dataDir, "--port-base", fmt.Sprint(base))
-	outPath := filepath.Join(dataDir, "cluster.out")
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(outPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = f, f
-	p, err := harness.Start(cmd, harness.ProcOptions{DeathSignal: syscall.SIGTERM})
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Stop(30 * time.Second); err != nil && !errors.Is(err, harness.ErrKilled) {
-			t.Errorf("stop kvd cluster: %v", err)
-		}
-	})
-	err = harness.Poll(context.Background(), 90*time.Second, 200*time.Millisecond, func(context.Context) (bool, error) {
-		b, _ := os.ReadFile(outPath)
-		if done, _ := p.Exited(); done {
-			return false, fmt.Errorf("kvd cluster exited:\n%s", b)
-		}
-		return bytes.Contains(b, []byte("is ready")), nil
-	})
-	if err != nil {
-		b, _ := os.ReadFile(outPath)
-		t.Fatalf("cluster not ready: %v\n%s", err, b)
-	}
-}
 
 // peerHandshake dials a Raft port with a certificate and reports whether
 // the node refused it: a refusal arrives as a TLS alert on the first read,
@@ -99,13 +44,15 @@ func peerHandshake(t *testing.T, addr string, cfg *tls.Config) (refused bool, er
 
 func TestTLSCluster_Process(t *testing.T) {
 	outer := t
-	kvd, kvctl := buildBinaries(t)
+	bins := harness.BuildBinaries(t, t.TempDir(), "github.com/dialkv/dialkv/cmd/kvd", "github.com/dialkv/dialkv/cmd/kvctl")
+	kvd, kvctl := bins[0], bins[1]
 	base, err := harness.FreePortBase(4, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data := t.TempDir()
-	startTLSCluster(t, kvd, data, base)
+	harness.StartServer(t, exec.Command(kvd, "cluster", "--tls", "--nodes", "3", "--data-dir", data, "--port-base", fmt.Sprint(base)),
+		harness.ProcOptions{DeathSignal: syscall.SIGTERM}, filepath.Join(data, "cluster.out"), "is ready", 90*time.Second)
 	certs := filepath.Join(data, "certs")
 	path := func(name string) string { return filepath.Join(certs, name) }
 	grpcAddr := func(i int) string { g, _, _ := nodePorts(base, i); return harness.Addr(g) }

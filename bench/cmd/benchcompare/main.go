@@ -41,7 +41,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -133,19 +132,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	for _, b := range []struct {
 		path *string
 		name string
 	}{{&o.kvd, "kvd"}, {&o.kvbench, "kvbench"}, {&o.etcdnode, "etcdnode"}} {
-		if *b.path == "" {
-			*b.path = filepath.Join(filepath.Dir(self), b.name)
-		}
-		if _, err := os.Stat(*b.path); err != nil {
-			return nil, fmt.Errorf("%s binary: %w (run `make build bench-build`)", b.name, err)
+		var err error
+		if *b.path, err = cluster.Binary(*b.path, b.name, "run `make build bench-build`"); err != nil {
+			return nil, err
 		}
 	}
 	maxRanges, txnKeys := 1, 0

@@ -32,7 +32,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -169,15 +168,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.ranges, err = parseRanges(ranges); err != nil {
 		return nil, err
 	}
-	if o.kvd == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		o.kvd = filepath.Join(filepath.Dir(self), "kvd")
-	}
-	if _, err := os.Stat(o.kvd); err != nil {
-		return nil, fmt.Errorf("kvd binary: %w (run `make build`, or pass -kvd)", err)
+	if o.kvd, err = cluster.Binary(o.kvd, "kvd", "run `make build`, or pass -kvd"); err != nil {
+		return nil, err
 	}
 	switch {
 	case o.settle < 0 || o.settle > time.Hour:

@@ -24,7 +24,6 @@ import (
 
 // Bounds of the waits and polls of one run.
 const (
-	startAttempts   = 3 // a start that lost a race for an automatically chosen port is retried
 	pollInterval    = 250 * time.Millisecond
 	requestTimeout  = 10 * time.Second
 	leaderNoteEvery = 5 * time.Second
@@ -231,28 +230,12 @@ func (b *bench) removeData(dir string) {
 // a start can lose its port to another process; it is retried in a new
 // directory.
 func (b *bench) start(ctx context.Context, dir string) (*cluster.Cluster, error) {
-	var lastErr error
-	for attempt := 1; attempt <= startAttempts; attempt++ {
-		opts := cluster.Options{
-			Binary:    b.o.kvd,
-			Dir:       filepath.Join(dir, fmt.Sprintf("start-%d", attempt)),
-			PortBase:  b.o.portBase,
-			ExtraArgs: append([]string{"--log-level", b.o.logLevel}, b.o.kvdArgs...),
-		}
-		c, err := cluster.StartDialkv(ctx, opts)
-		if err == nil {
-			return c, nil
-		}
-		if ctx.Err() != nil {
-			return nil, errInterrupted
-		}
-		lastErr = err
-		if b.o.portBase != 0 {
-			break
-		}
-		fmt.Fprintf(b.log, "start attempt %d failed: %v\n", attempt, err)
+	opts := cluster.Options{Binary: b.o.kvd, PortBase: b.o.portBase, ExtraArgs: append([]string{"--log-level", b.o.logLevel}, b.o.kvdArgs...)}
+	c, _, err := cluster.StartRetrying(ctx, cluster.StartDialkv, opts, dir, b.log)
+	if err != nil && ctx.Err() != nil {
+		return nil, errInterrupted
 	}
-	return nil, fmt.Errorf("start the cluster: %w", lastErr)
+	return c, err
 }
 
 // evidence prints what the nodes logged, for a run that failed.

@@ -30,9 +30,6 @@ import (
 const (
 	// prefix is where the writers write and the watchers watch.
 	prefix = "b/"
-	// startAttempts bounds retries of a start that lost a race for an
-	// automatically chosen port.
-	startAttempts = 3
 	// readyTimeout bounds the opening of a phase's watch streams.
 	readyTimeout = 30 * time.Second
 	// maxStreamErrors bounds how often one keepalive goroutine reopens a
@@ -152,22 +149,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.systems, err = parseSystems(systems); err != nil {
 		return nil, fmt.Errorf("-systems: %w", err)
 	}
-	for _, bin := range []struct {
-		path       *string
-		name, hint string
-	}{{&o.kvd, "kvd", "run `make build`, or pass -kvd"}, {&o.etcdnode, "etcdnode", "run `make bench-build`, or pass -etcdnode"}} {
-		if bin.name == "etcdnode" && !slices.Contains(o.systems, sysEtcd) {
-			continue
-		}
-		if *bin.path == "" {
-			self, err := os.Executable()
-			if err != nil {
-				return nil, err
-			}
-			*bin.path = filepath.Join(filepath.Dir(self), bin.name)
-		}
-		if _, err := os.Stat(*bin.path); err != nil {
-			return nil, fmt.Errorf("%s binary: %w (%s)", bin.name, err, bin.hint)
+	if o.kvd, err = cluster.Binary(o.kvd, "kvd", "run `make build`, or pass -kvd"); err != nil {
+		return nil, err
+	}
+	if slices.Contains(o.systems, sysEtcd) {
+		if o.etcdnode, err = cluster.Binary(o.etcdnode, "etcdnode", "run `make bench-build`, or pass -etcdnode"); err != nil {
+			return nil, err
 		}
 	}
 	switch {
@@ -428,32 +415,21 @@ func (b *bench) runBench(ctx context.Context, dir string) (err error) {
 // With automatic ports a start can lose a port to another process; it is
 // retried.
 func (b *bench) start(ctx context.Context, dir string) error {
-	var lastErr error
-	for attempt := 1; attempt <= startAttempts; attempt++ {
-		d := filepath.Join(dir, fmt.Sprintf("start-%d", attempt))
-		var c *cluster.Cluster
-		var err error
-		if b.system == sysEtcd {
-			c, err = cluster.StartEtcd(ctx, cluster.Options{Binary: b.o.etcdnode, Dir: d, PortBase: b.o.portBase})
-		} else {
-			args := append([]string{"--log-level", b.o.logLevel}, b.o.kvdArgs...)
-			c, err = cluster.StartDialkv(ctx, cluster.Options{Binary: b.o.kvd, Dir: d, PortBase: b.o.portBase, ExtraArgs: args})
-		}
-		if err == nil {
-			b.c = c
-			fmt.Fprintf(b.log, "started 3 %s nodes: pids %v, endpoints %s, data %s\n", b.server(), c.PIDs(), strings.Join(c.Endpoints, ","), d)
-			return nil
-		}
+	start, opts := cluster.StartDialkv, cluster.Options{Binary: b.o.kvd, PortBase: b.o.portBase,
+		ExtraArgs: append([]string{"--log-level", b.o.logLevel}, b.o.kvdArgs...)}
+	if b.system == sysEtcd {
+		start, opts = cluster.StartEtcd, cluster.Options{Binary: b.o.etcdnode, PortBase: b.o.portBase}
+	}
+	c, d, err := cluster.StartRetrying(ctx, start, opts, dir, b.log)
+	if err != nil {
 		if ctx.Err() != nil {
 			return errInterrupted
 		}
-		lastErr = err
-		if b.o.portBase != 0 {
-			break
-		}
-		fmt.Fprintf(b.log, "start attempt %d failed: %v\n", attempt, err)
+		return err
 	}
-	return fmt.Errorf("start the cluster: %w", lastErr)
+	b.c = c
+	fmt.Fprintf(b.log, "started 3 %s nodes: pids %v, endpoints %s, data %s\n", b.server(), c.PIDs(), strings.Join(c.Endpoints, ","), d)
+	return nil
 }
 
 // writerLog is what one writer did in one phase.
