@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
@@ -225,36 +223,9 @@ type httpAPI struct {
 	svc *Service
 }
 
-// Bytes is how the HTTP API writes keys and values in JSON: a string when
-// valid UTF-8, else {"base64": "..."}.
-type Bytes []byte
-
-func (b Bytes) MarshalJSON() ([]byte, error) {
-	if utf8.Valid(b) {
-		return json.Marshal(string(b))
-	}
-	return json.Marshal(map[string]string{"base64": base64.StdEncoding.EncodeToString(b)})
-}
-
-func (b *Bytes) UnmarshalJSON(data []byte) error {
-	var s string
-	if err := json.Unmarshal(data, &s); err == nil {
-		*b = Bytes(s)
-		return nil
-	}
-	var obj struct {
-		Base64 *string `json:"base64"`
-	}
-	if err := json.Unmarshal(data, &obj); err != nil || obj.Base64 == nil {
-		return errors.New(`want a string or {"base64": "..."}`)
-	}
-	raw, err := base64.StdEncoding.DecodeString(*obj.Base64)
-	if err != nil {
-		return fmt.Errorf("base64: %w", err)
-	}
-	*b = raw
-	return nil
-}
+// Bytes is how the HTTP API writes keys and values in JSON; the type
+// lives in rpctypes so that clients share it without linking the server.
+type Bytes = rpctypes.Bytes
 
 // requestContext applies ?timeout= (default 5s).
 func requestContext(r *http.Request) (context.Context, context.CancelFunc, error) {
@@ -517,21 +488,15 @@ func queryBytes(q url.Values, name string) []byte {
 
 // scanResult is the JSON body of GET /v1/scan.
 type scanResult struct {
-	KVs          []scanKV `json:"kvs"`
-	More         bool     `json:"more"`
-	NextKey      Bytes    `json:"next_key,omitempty"`
-	ServedBy     string   `json:"served_by"`
-	RangeID      uint64   `json:"range_id"`
-	AppliedIndex uint64   `json:"applied_index"`
-	Consistency  string   `json:"consistency"`
-	StalenessMS  int64    `json:"staleness_ms"`
-	SessionToken string   `json:"session_token"`
-}
-
-type scanKV struct {
-	Key      Bytes  `json:"key"`
-	Value    Bytes  `json:"value"`
-	Revision uint64 `json:"revision"`
+	KVs          []rpctypes.KVJSON `json:"kvs"`
+	More         bool              `json:"more"`
+	NextKey      Bytes             `json:"next_key,omitempty"`
+	ServedBy     string            `json:"served_by"`
+	RangeID      uint64            `json:"range_id"`
+	AppliedIndex uint64            `json:"applied_index"`
+	Consistency  string            `json:"consistency"`
+	StalenessMS  int64             `json:"staleness_ms"`
+	SessionToken string            `json:"session_token"`
 }
 
 func (h *httpAPI) scan(w http.ResponseWriter, r *http.Request) {
@@ -564,12 +529,12 @@ func (h *httpAPI) scan(w http.ResponseWriter, r *http.Request) {
 	hd := resp.Header
 	setReadHeaders(w, hd)
 	out := scanResult{
-		KVs: make([]scanKV, len(resp.Kvs)), More: resp.More, NextKey: resp.NextKey,
+		KVs: make([]rpctypes.KVJSON, len(resp.Kvs)), More: resp.More, NextKey: resp.NextKey,
 		ServedBy: hd.GetServedBy(), RangeID: hd.GetRangeId(), AppliedIndex: hd.GetAppliedIndex(),
 		Consistency: levelName(hd.GetConsistency()), StalenessMS: hd.GetStalenessMs(), SessionToken: hd.GetSessionToken(),
 	}
 	for i, kv := range resp.Kvs {
-		out.KVs[i] = scanKV{Key: kv.Key, Value: kv.Value, Revision: kv.Revision}
+		out.KVs[i] = rpctypes.KVJSON{Key: kv.Key, Value: kv.Value, Revision: kv.Revision}
 	}
 	writeJSON(w, out)
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 // txnBody is the JSON body of POST /v1/txn. Keys and values are Bytes: a
@@ -187,98 +188,6 @@ func (o *txnOpJSON) toProto() (*kvpb.TxnOp, error) {
 	}
 }
 
-// txnResult is the JSON answer of POST /v1/txn.
-type txnResult struct {
-	Succeeded bool          `json:"succeeded"`
-	ID        string        `json:"id"`
-	Results   []txnOpResult `json:"results"`
-	// One per range written: the index of the transaction's writes there.
-	Headers      []txnHeader `json:"headers"`
-	SessionToken string      `json:"session_token"`
-}
-
-type txnHeader struct {
-	RangeID      uint64 `json:"range_id"`
-	Revision     uint64 `json:"revision"`
-	ServedBy     string `json:"served_by"`
-	SessionToken string `json:"session_token"`
-}
-
-type txnOpResult struct {
-	Put    *txnWriteResult `json:"put,omitempty"`
-	Delete *txnWriteResult `json:"delete,omitempty"`
-	Get    *txnGetResult   `json:"get,omitempty"`
-	Scan   *txnScanResult  `json:"scan,omitempty"`
-}
-
-type txnWriteResult struct {
-	RangeID  uint64 `json:"range_id"`
-	Revision uint64 `json:"revision"`
-	Deleted  *bool  `json:"deleted,omitempty"`
-}
-
-type txnGetResult struct {
-	Found    bool   `json:"found"`
-	Key      Bytes  `json:"key"`
-	Value    *Bytes `json:"value,omitempty"`
-	Revision uint64 `json:"revision,omitempty"`
-	RangeID  uint64 `json:"range_id"`
-}
-
-type txnScanResult struct {
-	KVs     []scanKV `json:"kvs"`
-	More    bool     `json:"more"`
-	NextKey Bytes    `json:"next_key,omitempty"`
-	RangeID uint64   `json:"range_id"`
-}
-
-// newTxnResult renders resp for req. Results follow the branch that ran;
-// a get of a missing key names the key from the request, since the
-// answer has none. A retry of an id that had already applied carries no
-// per-operation results (the server does not keep them): results is [].
-func newTxnResult(req *kvpb.TxnRequest, resp *kvpb.TxnResponse) txnResult {
-	out := txnResult{Succeeded: resp.GetSucceeded(), ID: resp.GetId(), Results: []txnOpResult{}, Headers: []txnHeader{},
-		SessionToken: resp.GetSessionToken()}
-	for _, h := range resp.GetHeaders() {
-		out.Headers = append(out.Headers, txnHeader{RangeID: h.GetRangeId(), Revision: h.GetRevision(), ServedBy: h.GetServedBy(), SessionToken: h.GetSessionToken()})
-	}
-	branch := req.GetSuccess()
-	if !resp.GetSucceeded() {
-		branch = req.GetFailure()
-	}
-	for i, r := range resp.GetResults() {
-		var op *kvpb.TxnOp
-		if i < len(branch) {
-			op = branch[i]
-		}
-		var res txnOpResult
-		switch {
-		case r.GetPut() != nil:
-			h := r.GetPut().GetHeader()
-			res.Put = &txnWriteResult{RangeID: h.GetRangeId(), Revision: h.GetRevision()}
-		case r.GetDelete() != nil:
-			h := r.GetDelete().GetHeader()
-			deleted := r.GetDelete().GetDeleted()
-			res.Delete = &txnWriteResult{RangeID: h.GetRangeId(), Revision: h.GetRevision(), Deleted: &deleted}
-		case r.GetGet() != nil:
-			g := r.GetGet()
-			res.Get = &txnGetResult{Key: op.GetGet().GetKey(), RangeID: g.GetHeader().GetRangeId()}
-			if kv := g.GetKv(); kv != nil {
-				v := Bytes(kv.GetValue())
-				res.Get.Found, res.Get.Key, res.Get.Value, res.Get.Revision = true, kv.GetKey(), &v, kv.GetRevision()
-			}
-		case r.GetScan() != nil:
-			sc := r.GetScan()
-			res.Scan = &txnScanResult{KVs: make([]scanKV, len(sc.GetKvs())), More: sc.GetMore(), NextKey: sc.GetNextKey(), RangeID: sc.GetHeader().GetRangeId()}
-			for j, kv := range sc.GetKvs() {
-				res.Scan.KVs[j] = scanKV{Key: kv.GetKey(), Value: kv.GetValue(), Revision: kv.GetRevision()}
-			}
-		}
-		out.Results = append(out.Results, res)
-	}
-	return out
-}
-
 func (h *httpAPI) txn(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel, err := requestContext(r)
 	if err != nil {
@@ -305,7 +214,7 @@ func (h *httpAPI) txn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set(HeaderSession, resp.GetSessionToken())
-	writeJSON(w, newTxnResult(req, resp))
+	writeJSON(w, rpctypes.NewTxnResultJSON(req, resp))
 }
 
 // txnStatusResult is the JSON answer of GET /v1/txn/status.

@@ -302,13 +302,13 @@ func TestHTTPTxnStatus(t *testing.T) {
 // the same shape, so clients can use one struct both ways.
 func TestHTTPTxnResultJSONRoundTrip(t *testing.T) {
 	v := Bytes("v")
-	in := txnResult{Succeeded: true, ID: "t", Results: []txnOpResult{{Get: &txnGetResult{Found: true, Key: Bytes("\xff"), Value: &v, Revision: 3, RangeID: 7}}},
-		Headers: []txnHeader{{RangeID: 7, Revision: 3}}, SessionToken: "7:3"}
+	in := rpctypes.TxnResultJSON{Succeeded: true, ID: "t", Results: []rpctypes.TxnOpResultJSON{{Get: &rpctypes.TxnGetResultJSON{Found: true, Key: Bytes("\xff"), Value: &v, Revision: 3, RangeID: 7}}},
+		Headers: []rpctypes.TxnHeaderJSON{{RangeID: 7, Revision: 3}}, SessionToken: "7:3"}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out txnResult
+	var out rpctypes.TxnResultJSON
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatalf("decoding %s: %v", b, err)
 	}

@@ -7,7 +7,9 @@
 //
 // The rest of what both sides must read alike lives here too: the names
 // of the consistency levels, the session token's format (SessionToken),
-// the watch cursor's (WatchCursor), and the one rule for whether a failed call ever left (NeverSent, and
+// the watch cursor's (WatchCursor), the JSON shapes of the HTTP API's
+// answers that kvctl prints as well (Bytes, KVJSON, TxnResultJSON), and
+// the one rule for whether a failed call ever left (NeverSent, and
 // NeverSentHTTP for the HTTP API).
 package rpctypes
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/client"
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 const txnLong = `Run a transaction: if every compare holds, the success operations run,
@@ -524,107 +525,10 @@ func parseOp(line string) (*kvpb.TxnOp, error) {
 
 // ---- output ----
 
-type txnJSON struct {
-	Succeeded    bool            `json:"succeeded"`
-	ID           string          `json:"id"`
-	Results      []txnResultJSON `json:"results"`
-	Headers      []txnHeaderJSON `json:"headers"`
-	SessionToken string          `json:"session_token"`
-}
-
-type txnHeaderJSON struct {
-	RangeID      uint64 `json:"range_id"`
-	Revision     uint64 `json:"revision"`
-	ServedBy     string `json:"served_by"`
-	SessionToken string `json:"session_token"`
-}
-
-type txnResultJSON struct {
-	Put    *txnWriteJSON `json:"put,omitempty"`
-	Delete *txnWriteJSON `json:"delete,omitempty"`
-	Get    *txnGetJSON   `json:"get,omitempty"`
-	Scan   *txnScanJSON  `json:"scan,omitempty"`
-}
-
-type txnWriteJSON struct {
-	RangeID  uint64 `json:"range_id"`
-	Revision uint64 `json:"revision"`
-	Deleted  *bool  `json:"deleted,omitempty"`
-}
-
-type txnGetJSON struct {
-	Found    bool       `json:"found"`
-	Key      jsonBytes  `json:"key"`
-	Value    *jsonBytes `json:"value,omitempty"`
-	Revision uint64     `json:"revision,omitempty"`
-	RangeID  uint64     `json:"range_id"`
-}
-
-type txnScanJSON struct {
-	KVs     []txnKVJSON `json:"kvs"`
-	More    bool        `json:"more"`
-	NextKey jsonBytes   `json:"next_key,omitempty"`
-	RangeID uint64      `json:"range_id"`
-}
-
-type txnKVJSON struct {
-	Key      jsonBytes `json:"key"`
-	Value    jsonBytes `json:"value"`
-	Revision uint64    `json:"revision"`
-}
-
-// branchOps are the operations whose results resp carries.
-func branchOps(req *kvpb.TxnRequest, resp *kvpb.TxnResponse) []*kvpb.TxnOp {
-	if resp.GetSucceeded() {
-		return req.GetSuccess()
-	}
-	return req.GetFailure()
-}
-
-// newTxnJSON is the same shape as POST /v1/txn's answer.
-func newTxnJSON(req *kvpb.TxnRequest, resp *kvpb.TxnResponse) txnJSON {
-	out := txnJSON{Succeeded: resp.GetSucceeded(), ID: resp.GetId(), Results: []txnResultJSON{}, Headers: []txnHeaderJSON{},
-		SessionToken: resp.GetSessionToken()}
-	for _, h := range resp.GetHeaders() {
-		out.Headers = append(out.Headers, txnHeaderJSON{RangeID: h.GetRangeId(), Revision: h.GetRevision(), ServedBy: h.GetServedBy(), SessionToken: h.GetSessionToken()})
-	}
-	ops := branchOps(req, resp)
-	for i, r := range resp.GetResults() {
-		var res txnResultJSON
-		switch {
-		case r.GetPut() != nil:
-			h := r.GetPut().GetHeader()
-			res.Put = &txnWriteJSON{RangeID: h.GetRangeId(), Revision: h.GetRevision()}
-		case r.GetDelete() != nil:
-			h := r.GetDelete().GetHeader()
-			d := r.GetDelete().GetDeleted()
-			res.Delete = &txnWriteJSON{RangeID: h.GetRangeId(), Revision: h.GetRevision(), Deleted: &d}
-		case r.GetGet() != nil:
-			g := r.GetGet()
-			res.Get = &txnGetJSON{RangeID: g.GetHeader().GetRangeId()}
-			if i < len(ops) {
-				res.Get.Key = ops[i].GetGet().GetKey()
-			}
-			if kv := g.GetKv(); kv != nil {
-				v := jsonBytes(kv.GetValue())
-				res.Get.Found, res.Get.Key, res.Get.Value, res.Get.Revision = true, kv.GetKey(), &v, kv.GetRevision()
-			}
-		case r.GetScan() != nil:
-			sc := r.GetScan()
-			res.Scan = &txnScanJSON{KVs: []txnKVJSON{}, More: sc.GetMore(), NextKey: sc.GetNextKey(), RangeID: sc.GetHeader().GetRangeId()}
-			for _, kv := range sc.GetKvs() {
-				res.Scan.KVs = append(res.Scan.KVs, txnKVJSON{Key: kv.GetKey(), Value: kv.GetValue(), Revision: kv.GetRevision()})
-			}
-		}
-		out.Results = append(out.Results, res)
-	}
-	return out
-}
-
 func (a *app) printTxn(req *kvpb.TxnRequest, resp *kvpb.TxnResponse) error {
 	w := a.env.stdout
 	if a.out() == formatJSON {
-		return writeJSONLine(w, newTxnJSON(req, resp))
+		return writeJSONLine(w, rpctypes.NewTxnResultJSON(req, resp))
 	}
 	verdict := "SUCCESS"
 	if !resp.GetSucceeded() {
@@ -635,7 +539,7 @@ func (a *app) printTxn(req *kvpb.TxnRequest, resp *kvpb.TxnResponse) error {
 			return fmt.Errorf("write output: %w", err)
 		}
 		t := newTable(w, "OP", "KEY", "VALUE", "REVISION", "RANGE")
-		for _, r := range newTxnJSON(req, resp).Results {
+		for _, r := range rpctypes.NewTxnResultJSON(req, resp).Results {
 			switch {
 			case r.Put != nil:
 				t.row("put", "", "", u64(r.Put.Revision), u64(r.Put.RangeID))

@@ -48,7 +48,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -162,15 +161,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.rangeMaxBytes, err = parseSize(rangeMax); err != nil {
 		return nil, fmt.Errorf("-range-max-bytes: %w", err)
 	}
-	if o.kvd == "" {
-		self, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		o.kvd = filepath.Join(filepath.Dir(self), "kvd")
-	}
-	if _, err := os.Stat(o.kvd); err != nil {
-		return nil, fmt.Errorf("kvd binary: %w (run `make build`, or pass -kvd)", err)
+	if o.kvd, err = cluster.Binary(o.kvd, "kvd", "run `make build`, or pass -kvd"); err != nil {
+		return nil, err
 	}
 	switch {
 	case o.valueSize < 1 || o.valueSize > 1<<20:

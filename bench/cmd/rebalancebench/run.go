@@ -23,9 +23,6 @@ import (
 const (
 	// replicationFactor is kvd's default --replicas.
 	replicationFactor = 3
-	// startAttempts bounds retries of a start that lost a race for an
-	// automatically chosen port.
-	startAttempts = 3
 	// settleQuiet is how long the range count must stay the same before
 	// the loaded cluster counts as split: kvd checks range sizes every 2 s.
 	settleQuiet = 6 * time.Second
@@ -170,24 +167,13 @@ func (b *bench) runBench(ctx context.Context) (*report, error) {
 // start starts 3 nodes under a fresh directory of b.dir. With automatic
 // ports a start can lose a port to another process; it is retried.
 func (b *bench) start(ctx context.Context) (*cluster.Cluster, string, error) {
-	var lastErr error
-	for attempt := 1; attempt <= startAttempts; attempt++ {
-		dir := filepath.Join(b.dir, fmt.Sprintf("start-%d", attempt))
-		args := append([]string{"--log-level", b.o.logLevel, "--range-max-bytes", fmt.Sprint(b.o.rangeMaxBytes)}, b.o.kvdArgs...)
-		c, err := cluster.StartDialkv(ctx, cluster.Options{Binary: b.o.kvd, Dir: dir, PortBase: b.o.portBase, ExtraArgs: args})
-		if err == nil {
-			return c, dir, nil
-		}
-		if ctx.Err() != nil {
-			return nil, "", errInterrupted
-		}
-		lastErr = err
-		if b.o.portBase != 0 {
-			break
-		}
-		fmt.Fprintf(b.log, "start attempt %d failed: %v\n", attempt, err)
+	args := append([]string{"--log-level", b.o.logLevel, "--range-max-bytes", fmt.Sprint(b.o.rangeMaxBytes)}, b.o.kvdArgs...)
+	opts := cluster.Options{Binary: b.o.kvd, PortBase: b.o.portBase, ExtraArgs: args}
+	c, dir, err := cluster.StartRetrying(ctx, cluster.StartDialkv, opts, b.dir, b.log)
+	if err != nil && ctx.Err() != nil {
+		return nil, "", errInterrupted
 	}
-	return nil, "", fmt.Errorf("start the cluster: %w", lastErr)
+	return c, dir, err
 }
 
 // load writes every key once.
