@@ -29,3 +29,10 @@ func NewAuthStoreForTest(n *Node) *AuthStore {
 // SetWatchRemoteFirstForTest makes the node's watch feeds prefer other
 // nodes' replicas to its own.
 func (n *Node) SetWatchRemoteFirstForTest(on bool) { n.watchRemoteFirst.Store(on) }
+
+// FeedHubsForTest counts the node's running range feed hubs.
+func (n *Node) FeedHubsForTest() int {
+	n.hubs.mu.Lock()
+	defer n.hubs.mu.Unlock()
+	return len(n.hubs.hubs)
+}

@@ -68,6 +68,7 @@ type Node struct {
 	// watchRemoteFirst makes watch feeds read other nodes' replicas
 	// before this node's own (tests of the remote path).
 	watchRemoteFirst atomic.Bool
+	hubs             feedHubs // its own mu, then each hub's (feedhub.go)
 	disk             diskWatch
 	pub              published // its own mu
 

@@ -538,9 +538,12 @@ func (n *Node) WatchRange(ctx context.Context, req *kvpb.WatchRangeRequest, send
 // serveRangeFeed follows one replica's change feed: every batch of events
 // after req.After, then each new batch as the replica applies more, and
 // an empty batch (progress) at least every second. Split events always
-// pass; other events only for keys in [req.Start, req.End). It ends when
-// ctx does, when the replica leaves this node, or when the replica lags
-// its leader by more than watchMaxLag (the feeder tries another).
+// pass; other events only for keys in [req.Start, req.End). Once caught
+// up it reads the batches of the range's hub (feedhub.go), shared with
+// every other feed of the range on this node; behind what the hub keeps,
+// it reads the replica itself. It ends when ctx does, when the replica
+// leaves this node, or when the replica lags its leader by more than
+// watchMaxLag (the feeder tries another).
 func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.WatchRangeRequest, send func(*kvpb.WatchRangeResponse) error) error {
 	f := s.FSM()
 	after := req.After
@@ -555,6 +558,11 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 	if len(end) == 0 {
 		end = nil
 	}
+	wanted := func(e *raftstore.Event) bool {
+		return e.Type == raftstore.EventSplit || (bytes.Compare(e.Key, req.Start) >= 0 && (end == nil || bytes.Compare(e.Key, end) < 0))
+	}
+	hub := n.hubs.acquire(n.ctx, s, req.PrevValue, n.shardByID(s.ID()) == s)
+	defer n.hubs.release(hub)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lastSent, sentUpTo := time.Time{}, after
@@ -566,31 +574,53 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 			return fmt.Errorf("%w: range %d on %s lags its leader by %v", ErrStaleReplica, s.ID(), n.cfg.NodeID, lag)
 		}
 		changed := f.Changed()
-		var evs []raftstore.Event
+		resp := &kvpb.WatchRangeResponse{}
 		var upTo uint64
-		var desc raftstore.Descriptor
-		var err error
+		var hubWake <-chan struct{}
+		moreKept := false
+		batches, wake, shared := hub.since(after)
 		if first {
-			evs, upTo, desc, err = f.EventsAndDescriptor(after, watchBatchEvents, watchBatchBytes, req.PrevValue)
+			shared = false
+		}
+		if shared {
+			hubWake, upTo = wake, after
+			for i, b := range batches {
+				if len(resp.Events) >= watchBatchEvents {
+					moreKept = i < len(batches)
+					break
+				}
+				for j := range b.events {
+					if e := &b.events[j]; e.Index > after && wanted(e) {
+						resp.Events = append(resp.Events, b.pbs[j])
+					}
+				}
+				upTo = b.upTo
+			}
 		} else {
-			evs, upTo, err = f.Events(after, watchBatchEvents, watchBatchBytes, req.PrevValue)
-		}
-		if err != nil {
-			if errors.Is(err, raftstore.ErrCompacted) {
-				return fmt.Errorf("%w: %w", ErrCompacted, err)
+			var evs []raftstore.Event
+			var desc raftstore.Descriptor
+			var err error
+			if first {
+				evs, upTo, desc, err = f.EventsAndDescriptor(after, watchBatchEvents, watchBatchBytes, req.PrevValue)
+			} else {
+				evs, upTo, err = f.Events(after, watchBatchEvents, watchBatchBytes, req.PrevValue)
 			}
-			return err
-		}
-		resp := &kvpb.WatchRangeResponse{UpTo: upTo}
-		for i := range evs {
-			e := &evs[i]
-			if e.Type == raftstore.EventSplit || (bytes.Compare(e.Key, req.Start) >= 0 && (end == nil || bytes.Compare(e.Key, end) < 0)) {
-				resp.Events = append(resp.Events, eventPB(s.ID(), e, req.PrevValue))
+			if err != nil {
+				if errors.Is(err, raftstore.ErrCompacted) {
+					return fmt.Errorf("%w: %w", ErrCompacted, err)
+				}
+				return err
+			}
+			for i := range evs {
+				if e := &evs[i]; wanted(e) {
+					resp.Events = append(resp.Events, eventPB(s.ID(), e, req.PrevValue))
+				}
+			}
+			if first {
+				resp.Range = &kvpb.RangeDescriptor{Id: desc.ID, Start: desc.Start, End: desc.End, Generation: desc.Generation, Replicas: desc.Replicas}
 			}
 		}
-		if first {
-			resp.Range = &kvpb.RangeDescriptor{Id: desc.ID, Start: desc.Start, End: desc.End, Generation: desc.Generation, Replicas: desc.Replicas}
-		}
+		resp.UpTo = upTo
 		// Events outside the span are read past without a message; the
 		// position they reach goes out with the next one, or as progress
 		// once a second.
@@ -604,6 +634,20 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 			}
 			lastSent, first, sentUpTo = time.Now(), false, upTo
 		}
+		if hubWake != nil {
+			if moreKept {
+				continue
+			}
+			// The hub reads the replica for every feed of the range and
+			// wakes them together: wait for its next batch.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-hubWake:
+			case <-tick.C:
+			}
+			continue
+		}
 		if upTo < f.AppliedIndex() {
 			continue // cut short, or more applied meanwhile: read on at once
 		}
@@ -612,8 +656,7 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 			return ctx.Err()
 		case <-changed:
 			// Let a few more writes apply before reading again: one batch
-			// of many events costs a watcher far less than many of one
-			// (every watcher of the range wakes for every applied batch).
+			// of many events costs a watcher far less than many of one.
 			if wait := watchCoalesce - time.Since(lastSent); wait > 0 {
 				select {
 				case <-ctx.Done():

@@ -286,3 +286,70 @@ func TestWatch_FeedMovesWhenItsReplicaStops(t *testing.T) {
 	}
 	checkDelivered(t, mine, append(writes, after...))
 }
+
+// Watches of one range on one node share one read of its feed per batch
+// (one hub per prev_value choice), whenever each started: from now, from
+// an older cursor (read from the replica until caught up), with and
+// without previous values, while writes go on. Each still gets exactly
+// the writes after its starting cursor, once, in order.
+func TestWatch_ManyWatchesShareOneFeed(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	f := (l + 1) % 3
+	var writes []ackedWrite
+	var watchers []*watcher
+	var prevs []bool
+	for round := range 6 {
+		for i := range 10 {
+			writes = append(writes, c.watchPut(l, fmt.Sprintf("s/%02d", i), fmt.Sprintf("r%d-%d", round, i)))
+		}
+		prev := round%2 == 0
+		watchers = append(watchers, startWatch(t, c, f, &kvpb.WatchRequest{Prefix: []byte("s/"), PrevValue: prev}))
+		prevs = append(prevs, prev)
+		if round > 0 {
+			// Resume from the first watch's cursor of now: behind the
+			// hub's start, caught up through the replica.
+			_, cur := watchers[0].snapshot()
+			watchers = append(watchers, startWatch(t, c, f, &kvpb.WatchRequest{Prefix: []byte("s/"), From: cur, PrevValue: true}))
+			prevs = append(prevs, true)
+		}
+	}
+	if hubs := c.nodes[f].FeedHubsForTest(); hubs > 2 {
+		t.Errorf("%d feed hubs on n%d for %d watches of one range, want at most 2 (one per prev_value choice)", hubs, f+1, len(watchers))
+	}
+	for i := range 30 {
+		writes = append(writes, c.watchPut(l, fmt.Sprintf("s/%02d", i%10), fmt.Sprintf("last-%d", i)))
+	}
+	for wi, w := range watchers {
+		start, err := rpctypes.ParseWatchCursor(w.first)
+		if err != nil {
+			t.Fatalf("watch %d: starting cursor %q: %v", wi, w.first, err)
+		}
+		var want []ackedWrite
+		for _, wr := range writes {
+			if wr.index > start[wr.rangeID] {
+				want = append(want, wr)
+			}
+		}
+		waitEvents(t, c, w, len(want))
+		got, _ := w.snapshot()
+		checkDelivered(t, got, want)
+		// Each key's previous value is the write before it, when asked.
+		last := map[string]string{}
+		for _, wr := range writes {
+			if wr.index <= start[wr.rangeID] {
+				last[wr.key] = wr.value
+			}
+		}
+		for _, e := range got {
+			p, had := last[string(e.Key)]
+			switch {
+			case prevs[wi] && (e.PrevExists != had || string(e.PrevValue) != p):
+				t.Errorf("watch %d: event %d %q: prev %q (exists %v), want %q (exists %v)", wi, e.Index, e.Key, e.PrevValue, e.PrevExists, p, had)
+			case !prevs[wi] && (e.PrevExists || len(e.PrevValue) > 0):
+				t.Errorf("watch %d without prev_value: event %d %q carries prev %q", wi, e.Index, e.Key, e.PrevValue)
+			}
+			last[string(e.Key)] = string(e.Value)
+		}
+	}
+}

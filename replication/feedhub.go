@@ -1,0 +1,203 @@
+package replication
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/raftstore"
+	"github.com/dialkv/dialkv/shard"
+)
+
+// A range's change feed is read once per node for all the watches that
+// follow it there, not once per watch. Every range feed served from this
+// node's replica (a local watch's feeder, or another node's through
+// Internal.WatchRange) that has caught up reads the batches of the
+// range's hub: one goroutine that follows the replica's feed, converts
+// each batch for the wire once, and keeps the last few batches. A hundred
+// watchers of a prefix then cost one feed read and one conversion per
+// batch, plus their own sends, instead of a hundred of each. A feed that
+// is behind what the hub keeps (a resume from an old cursor, a slow
+// reader) reads the replica itself, as before, until it catches up.
+
+const (
+	// hubKeep is how many recent batches a hub keeps for feeds a little
+	// behind; hubCoalesce is the least time between two of its reads
+	// while writes keep coming (watchCoalesce's role, for all feeds).
+	hubKeep     = 32
+	hubCoalesce = watchCoalesce
+)
+
+// hubBatch is one read of a range's feed: its events after from, up to
+// and including upTo, converted for the wire once and shared read-only by
+// every feed that sends them (protobuf marshals a message concurrently
+// without changing it).
+type hubBatch struct {
+	from, upTo uint64
+	events     []raftstore.Event
+	pbs        []*kvpb.Event
+}
+
+type hubKey struct {
+	rangeID uint64
+	prev    bool
+}
+
+// feedHubs is the node's hubs, one per range and prev_value choice that
+// some feed follows.
+type feedHubs struct {
+	mu   sync.Mutex
+	hubs map[hubKey]*feedHub
+}
+
+// feedHub follows one replica's feed for the feeds that share it.
+type feedHub struct {
+	s      *shard.Shard
+	key    hubKey
+	cancel context.CancelFunc
+
+	// mu guards the fields below; it is a leaf.
+	mu      sync.Mutex
+	users   int
+	batches []*hubBatch // oldest first, contiguous
+	wake    chan struct{}
+	stopped bool // run has ended (or never ran): nothing more comes
+}
+
+// acquire returns s's hub for prev, starting it on first use; the caller
+// releases it when its feed ends. current says whether s is the node's
+// replica of the range now: a feed of a replica the node has since
+// replaced gets a hub of its own that never runs (it reads its replica
+// directly until it notices), and never stops the current replica's hub.
+func (h *feedHubs) acquire(ctx context.Context, s *shard.Shard, prev, current bool) *feedHub {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := hubKey{rangeID: s.ID(), prev: prev}
+	if hub := h.hubs[k]; hub != nil && hub.s == s {
+		hub.mu.Lock()
+		hub.users++
+		hub.mu.Unlock()
+		return hub
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	hub := &feedHub{s: s, key: k, cancel: cancel, users: 1, wake: make(chan struct{})}
+	if !current {
+		cancel()
+		hub.stopped = true
+		return hub
+	}
+	if h.hubs == nil {
+		h.hubs = map[hubKey]*feedHub{}
+	}
+	if old := h.hubs[k]; old != nil {
+		old.cancel() // the replica it read left the node
+	}
+	h.hubs[k] = hub
+	go hub.run(hctx)
+	return hub
+}
+
+// release ends one user's share; the last one stops the hub.
+func (h *feedHubs) release(hub *feedHub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hub.mu.Lock()
+	hub.users--
+	last := hub.users == 0
+	hub.mu.Unlock()
+	if last {
+		hub.cancel()
+		if h.hubs[hub.key] == hub {
+			delete(h.hubs, hub.key)
+		}
+	}
+}
+
+// since returns the kept batches that hold what comes after index after,
+// and a channel closed when the next batch arrives. ok is false when
+// after is older than what the hub keeps: the caller reads the replica.
+func (hub *feedHub) since(after uint64) (batches []*hubBatch, wake <-chan struct{}, ok bool) {
+	hub.mu.Lock()
+	defer hub.mu.Unlock()
+	if hub.stopped || len(hub.batches) == 0 || after < hub.batches[0].from {
+		return nil, hub.wake, false
+	}
+	for i, b := range hub.batches {
+		if b.upTo > after {
+			return hub.batches[i:], hub.wake, true
+		}
+	}
+	return nil, hub.wake, true
+}
+
+// run reads the replica's feed from its applied index on, one batch per
+// change (at most one per hubCoalesce), until ctx ends. A read that fails
+// (the feed compacted under it, the replica replaced by a snapshot)
+// starts over from the applied index with nothing kept: the feeds behind
+// it read the replica and meet the error themselves.
+func (hub *feedHub) run(ctx context.Context) {
+	defer func() {
+		hub.mu.Lock()
+		hub.stopped, hub.batches = true, nil
+		close(hub.wake)
+		hub.mu.Unlock()
+	}()
+	f := hub.s.FSM()
+	pos := uint64(0)
+	fresh := true
+	for range 1 << 40 { // ends with ctx
+		if ctx.Err() != nil {
+			return
+		}
+		changed := f.Changed()
+		if fresh {
+			pos = max(f.AppliedIndex(), f.EventFloor())
+			fresh = false
+		}
+		evs, upTo, err := f.Events(pos, watchBatchEvents, watchBatchBytes, hub.key.prev)
+		if err != nil {
+			hub.mu.Lock()
+			hub.batches = nil
+			hub.mu.Unlock()
+			fresh = true
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(watchRetryMax):
+			}
+			continue
+		}
+		if upTo > pos {
+			b := &hubBatch{from: pos, upTo: upTo, events: evs, pbs: make([]*kvpb.Event, len(evs))}
+			for i := range evs {
+				b.pbs[i] = eventPB(hub.key.rangeID, &evs[i], hub.key.prev)
+			}
+			hub.mu.Lock()
+			hub.batches = append(hub.batches, b)
+			if n := len(hub.batches); n > hubKeep {
+				hub.batches = append(hub.batches[:0:0], hub.batches[n-hubKeep:]...)
+			}
+			close(hub.wake)
+			hub.wake = make(chan struct{})
+			hub.mu.Unlock()
+			pos = upTo
+		}
+		if upTo < f.AppliedIndex() {
+			continue // cut short, or more applied meanwhile
+		}
+		start := time.Now()
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		if wait := hubCoalesce - time.Since(start); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}
+}
