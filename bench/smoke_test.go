@@ -95,10 +95,17 @@ func kvbench(t *testing.T, bin string, c *cluster.Cluster, args ...string) *work
 	return &res
 }
 
-func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
+// runFor is a workload's run length: half under -short, which keeps every
+// check (work done, no errors) and only shortens the steady state the
+// checks do not look at.
+func runFor(d time.Duration) string {
 	if testing.Short() {
-		t.Skip("starts real kvd processes")
+		d /= 2
 	}
+	return d.String()
+}
+
+func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 	kvd, bin := buildBinaries(t)
 	c := startDialkv(t, kvd)
 
@@ -108,10 +115,10 @@ func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 			load.Complete, load.Total.Ops, load.Total.Errors, load.ErrorSamples)
 	}
 	for _, args := range [][]string{
-		{"-workload", "put", "-clients", "8", "-duration", "2s"},
-		{"-workload", "get", "-consistency", "linearizable", "-clients", "8", "-duration", "2s"},
-		{"-workload", "get", "-consistency", "stale", "-clients", "8", "-conns", "2", "-duration", "1s"},
-		{"-workload", "mixed", "-read-ratio", "0.95", "-zipf", "0.99", "-clients", "8", "-duration", "1s"},
+		{"-workload", "put", "-clients", "8", "-duration", runFor(2 * time.Second)},
+		{"-workload", "get", "-consistency", "linearizable", "-clients", "8", "-duration", runFor(2 * time.Second)},
+		{"-workload", "get", "-consistency", "stale", "-clients", "8", "-conns", "2", "-duration", runFor(time.Second)},
+		{"-workload", "mixed", "-read-ratio", "0.95", "-zipf", "0.99", "-clients", "8", "-duration", runFor(time.Second)},
 	} {
 		res := kvbench(t, bin, c, args...)
 		if res.Total.Ops == 0 || res.Total.Errors != 0 || res.Total.Misses != 0 {
@@ -119,7 +126,7 @@ func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 				strings.Join(args, " "), res.Total.Ops, res.Total.Errors, res.Total.Misses, res.ErrorSamples)
 		}
 	}
-	checkTxn(t, kvbench(t, bin, c, "-workload", "txn", "-clients", "8", "-duration", "1s"), 8)
+	checkTxn(t, kvbench(t, bin, c, "-workload", "txn", "-clients", "8", "-duration", runFor(time.Second)), 8)
 	for _, p := range c.Procs {
 		if done, err := p.Exited(); done {
 			t.Errorf("%s exited during the run (%v):\n%s", p.Name, err, p.LogTail(20))
@@ -142,9 +149,6 @@ func checkTxn(t *testing.T, res *workload.Result, clients int64) {
 // ranges, balance their leaders over the 3 nodes, and write through all
 // of them.
 func TestSmoke_SixteenRangesWithBalancedLeaders(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real kvd processes")
-	}
 	kvd, bin := buildBinaries(t)
 	c := startDialkv(t, kvd)
 	cli, err := client.New(client.Config{Endpoints: c.Endpoints})
@@ -191,12 +195,12 @@ func TestSmoke_SixteenRangesWithBalancedLeaders(t *testing.T) {
 		}
 	}
 
-	res := kvbench(t, bin, c, "-workload", "put", "-clients", "16", "-duration", "1s")
+	res := kvbench(t, bin, c, "-workload", "put", "-clients", "16", "-duration", runFor(time.Second))
 	if res.Total.Ops == 0 || res.Total.Errors != 0 {
 		t.Errorf("puts over 16 ranges: ops=%d errors=%d %v; want ops > 0 and no errors", res.Total.Ops, res.Total.Errors, res.ErrorSamples)
 	}
 	// bench-compare's txn-c64-x4: each transaction's keys in 4 ranges.
-	checkTxn(t, kvbench(t, bin, c, "-workload", "txn", "-txn-keys", "4", "-clients", "16", "-duration", "1s"), 16)
+	checkTxn(t, kvbench(t, bin, c, "-workload", "txn", "-txn-keys", "4", "-clients", "16", "-duration", runFor(time.Second)), 16)
 }
 
 // tlog writes progress lines to the test log.
@@ -212,9 +216,6 @@ func (w tlog) Write(p []byte) (int, error) {
 // its exit code; this asserts that each measurement was made and no
 // operation failed.
 func TestSmoke_Watchbench(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real kvd processes")
-	}
 	kvd, _ := buildBinaries(t)
 	bin := filepath.Join(t.TempDir(), "watchbench")
 	if b, err := exec.Command("go", "build", "-o", bin, "./cmd/watchbench").CombinedOutput(); err != nil {
@@ -222,6 +223,7 @@ func TestSmoke_Watchbench(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// 1s is watchbench's shortest -duration, so -short runs it in full.
 	cmd := exec.CommandContext(ctx, bin, "-kvd", kvd, "-work-dir", t.TempDir(), "-duration", "1s", "-warmup", "0s",
 		"-watchers", "2", "-clients", "4", "-keys", "100", "-value-size", "64")
 	var stdout, stderr bytes.Buffer

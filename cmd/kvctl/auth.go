@@ -13,6 +13,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/client"
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 // credentials returns the user and password of --user NAME[:PASSWORD] and
@@ -408,7 +409,7 @@ func (a *app) printRole(r *kvpb.RoleGetResponse) error {
 	if a.out() == formatJSON {
 		perms := []map[string]any{}
 		for _, p := range r.Permissions {
-			perms = append(perms, map[string]any{"access": accessName(p.Access), "key": jsonBytes(p.Key), "range_end": jsonBytes(p.RangeEnd), "prefix": p.Prefix})
+			perms = append(perms, map[string]any{"access": accessName(p.Access), "key": rpctypes.Bytes(p.Key), "range_end": rpctypes.Bytes(p.RangeEnd), "prefix": p.Prefix})
 		}
 		return writeJSONLine(a.env.stdout, map[string]any{"name": r.Name, "permissions": perms})
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/client"
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 func (a *app) clusterCmd() *cobra.Command {
@@ -92,18 +93,18 @@ func (a *app) clusterStatus(ctx context.Context, c *client.Client) error {
 }
 
 type rangeJSON struct {
-	ID           uint64    `json:"id"`
-	Start        jsonBytes `json:"start"`
-	End          jsonBytes `json:"end"`
-	State        string    `json:"state"`
-	Term         uint64    `json:"term"`
-	CommitIndex  uint64    `json:"commit_index"`
-	AppliedIndex uint64    `json:"applied_index"`
-	Lag          uint64    `json:"lag"`
-	Leader       string    `json:"leader"`
-	Replicas     []string  `json:"replicas"`
-	Keys         uint64    `json:"keys"`
-	SizeBytes    uint64    `json:"size_bytes"`
+	ID           uint64         `json:"id"`
+	Start        rpctypes.Bytes `json:"start"`
+	End          rpctypes.Bytes `json:"end"`
+	State        string         `json:"state"`
+	Term         uint64         `json:"term"`
+	CommitIndex  uint64         `json:"commit_index"`
+	AppliedIndex uint64         `json:"applied_index"`
+	Lag          uint64         `json:"lag"`
+	Leader       string         `json:"leader"`
+	Replicas     []string       `json:"replicas"`
+	Keys         uint64         `json:"keys"`
+	SizeBytes    uint64         `json:"size_bytes"`
 	// AppendFailures and AppendError: see kvpb.RangeStatus.
 	AppendFailures uint64 `json:"append_failures"`
 	AppendError    string `json:"append_error,omitempty"`

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/client"
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 func (a *app) leaseCmd() *cobra.Command {
@@ -239,13 +240,13 @@ by ", attached keys([a b])"; json prints {"id", "granted_ttl", "ttl",
 func (a *app) printTTL(resp *kvpb.LeaseTimeToLiveResponse, withKeys bool) error {
 	if a.out() == formatJSON {
 		out := struct {
-			ID         int64       `json:"id"`
-			GrantedTTL int64       `json:"granted_ttl"`
-			TTL        int64       `json:"ttl"`
-			Keys       []jsonBytes `json:"keys,omitempty"`
+			ID         int64            `json:"id"`
+			GrantedTTL int64            `json:"granted_ttl"`
+			TTL        int64            `json:"ttl"`
+			Keys       []rpctypes.Bytes `json:"keys,omitempty"`
 		}{ID: resp.GetId(), GrantedTTL: resp.GetGrantedTtl(), TTL: resp.GetTtl()}
 		if withKeys {
-			out.Keys = make([]jsonBytes, len(resp.GetKeys()))
+			out.Keys = make([]rpctypes.Bytes, len(resp.GetKeys()))
 			for i, k := range resp.GetKeys() {
 				out.Keys[i] = k
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/client"
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 type format string
@@ -31,33 +31,9 @@ func parseFormat(s string) (format, error) {
 	return "", usagef("unknown output format %q (want simple, json or table)", s)
 }
 
-// jsonBytes is a key or value in JSON output: a string when the bytes are
-// valid UTF-8, else {"base64": "..."}, so that text stays readable and
-// binary data stays exact.
-type jsonBytes []byte
-
-func (b jsonBytes) MarshalJSON() ([]byte, error) {
-	if utf8.Valid(b) {
-		return marshal(string(b))
-	}
-	return marshal(struct {
-		Base64 string `json:"base64"`
-	}{base64.StdEncoding.EncodeToString(b)})
-}
-
-// marshal encodes without HTML escaping: the output is for terminals and
-// jq, not for embedding in HTML.
-func marshal(v any) ([]byte, error) {
-	var b strings.Builder
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return []byte(strings.TrimSuffix(b.String(), "\n")), nil
-}
-
-// writeJSONLine writes v as one line of JSON.
+// writeJSONLine writes v as one line of JSON without HTML escaping: the
+// output is for terminals and jq, and rpctypes.Bytes prints <, > and & as
+// typed only when its encoder does not escape them again.
 func writeJSONLine(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
@@ -69,15 +45,15 @@ func writeJSONLine(w io.Writer, v any) error {
 
 // readResult is the JSON shape of one key returned by get or scan.
 type readResult struct {
-	Key          jsonBytes `json:"key"`
-	Value        jsonBytes `json:"value"`
-	Revision     uint64    `json:"revision"`
-	ServedBy     string    `json:"served_by"`
-	RangeID      uint64    `json:"range_id"`
-	AppliedIndex uint64    `json:"applied_index"`
-	Consistency  string    `json:"consistency"`
-	StalenessMS  int64     `json:"staleness_ms"`
-	SessionToken string    `json:"session_token"`
+	Key          rpctypes.Bytes `json:"key"`
+	Value        rpctypes.Bytes `json:"value"`
+	Revision     uint64         `json:"revision"`
+	ServedBy     string         `json:"served_by"`
+	RangeID      uint64         `json:"range_id"`
+	AppliedIndex uint64         `json:"applied_index"`
+	Consistency  string         `json:"consistency"`
+	StalenessMS  int64          `json:"staleness_ms"`
+	SessionToken string         `json:"session_token"`
 	// Explain is there when the read asked for it (get --explain).
 	Explain *readExplain `json:"explain,omitempty"`
 }
@@ -112,12 +88,12 @@ func newReadResult(kv *kvpb.KeyValue, h *kvpb.ReadHeader) readResult {
 
 // writeResult is the JSON shape of an acknowledged put, del or cas.
 type writeResult struct {
-	Key          jsonBytes `json:"key"`
-	Deleted      *bool     `json:"deleted,omitempty"` // del only
-	Revision     uint64    `json:"revision"`
-	ServedBy     string    `json:"served_by"`
-	RangeID      uint64    `json:"range_id"`
-	SessionToken string    `json:"session_token"`
+	Key          rpctypes.Bytes `json:"key"`
+	Deleted      *bool          `json:"deleted,omitempty"` // del only
+	Revision     uint64         `json:"revision"`
+	ServedBy     string         `json:"served_by"`
+	RangeID      uint64         `json:"range_id"`
+	SessionToken string         `json:"session_token"`
 }
 
 func newWriteResult(key []byte, h *kvpb.WriteHeader) writeResult {

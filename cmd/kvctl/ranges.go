@@ -11,6 +11,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/client"
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
 )
 
 func (a *app) rangeCmd() *cobra.Command {
@@ -66,12 +67,12 @@ error (exit code 2).`,
 
 // rangeDescJSON is a range in range list and range split json output.
 type rangeDescJSON struct {
-	ID         uint64    `json:"id"`
-	Start      jsonBytes `json:"start"`
-	End        jsonBytes `json:"end"`
-	Leader     string    `json:"leader"`
-	Replicas   []string  `json:"replicas"`
-	Generation uint64    `json:"generation"`
+	ID         uint64         `json:"id"`
+	Start      rpctypes.Bytes `json:"start"`
+	End        rpctypes.Bytes `json:"end"`
+	Leader     string         `json:"leader"`
+	Replicas   []string       `json:"replicas"`
+	Generation uint64         `json:"generation"`
 }
 
 func newRangeDescJSON(d *kvpb.RangeDescriptor) rangeDescJSON {

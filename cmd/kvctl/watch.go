@@ -108,15 +108,15 @@ func stoppedBy(ctx context.Context, err error) bool {
 // watchEvent is the JSON of one event, as `kvctl watch -w json` prints it
 // and GET /v1/watch sends it.
 type watchEvent struct {
-	Type      string     `json:"type"`
-	Key       jsonBytes  `json:"key"`
-	Value     *jsonBytes `json:"value,omitempty"`
-	PrevValue *jsonBytes `json:"prev_value,omitempty"`
-	RangeID   uint64     `json:"range_id"`
-	Index     uint64     `json:"index"`
-	Cause     string     `json:"cause,omitempty"`
-	Lease     int64      `json:"lease,omitempty"`
-	Cursor    string     `json:"cursor,omitempty"`
+	Type      string          `json:"type"`
+	Key       rpctypes.Bytes  `json:"key"`
+	Value     *rpctypes.Bytes `json:"value,omitempty"`
+	PrevValue *rpctypes.Bytes `json:"prev_value,omitempty"`
+	RangeID   uint64          `json:"range_id"`
+	Index     uint64          `json:"index"`
+	Cause     string          `json:"cause,omitempty"`
+	Lease     int64           `json:"lease,omitempty"`
+	Cursor    string          `json:"cursor,omitempty"`
 }
 
 // watchProgress is a progress message in JSON (with --progress).
@@ -155,11 +155,11 @@ func deleteCause(c kvpb.DeleteCause) string {
 func newWatchEvent(ev *kvpb.Event, cursor string) watchEvent {
 	out := watchEvent{Type: eventType(ev.GetType()), Key: ev.GetKey(), RangeID: ev.GetRangeId(), Index: ev.GetIndex(), Cursor: cursor}
 	if ev.GetType() == kvpb.EventType_EVENT_TYPE_PUT {
-		v := jsonBytes(ev.GetValue())
+		v := rpctypes.Bytes(ev.GetValue())
 		out.Value = &v
 	}
 	if ev.GetPrevExists() {
-		v := jsonBytes(ev.GetPrevValue())
+		v := rpctypes.Bytes(ev.GetPrevValue())
 		out.PrevValue = &v
 	}
 	if out.Cause = deleteCause(ev.GetCause()); out.Cause != "" {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -117,31 +119,17 @@ func TestProbeWindow_CutsSamplesByStartTime(t *testing.T) {
 // about 20 s, most of it the fixed wait for the split ranges to settle, and
 // make bench-smoke runs it as the tiny bench-rebalance.
 func TestRun_ATinyClusterTakesInAFourthNode(t *testing.T) {
-	kvd := os.Getenv("DIALKV_KVD")
-	if kvd == "" {
-		kvd = filepath.Join(t.TempDir(), "kvd")
-		cmd := exec.Command("go", "build", "-o", kvd, "./cmd/kvd")
-		cmd.Dir = filepath.Join("..", "..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build kvd: %v\n%s", err, out)
-		}
-	}
+	kvd := buildKvd(t)
 	work := t.TempDir()
 	jsonPath := filepath.Join(work, "report.json")
 	var stdout, stderr bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		done <- run([]string{"-kvd", kvd, "-work-dir", filepath.Join(work, "run"),
-			"-size", "4MiB", "-range-max-bytes", "1MiB", "-baseline", "1s", "-hold", "0s", "-quiet", "10s",
-			"-timeout", "2m", "-json", jsonPath, "-kvd-args", "--raft-heartbeat-timeout 500ms --raft-election-timeout 500ms"}, &stdout, &stderr)
-	}()
-	var code int
-	select {
-	case code = <-done:
-	case <-ctx.Done():
-		t.Fatalf("rebalancebench did not finish in 4 minutes; stderr:\n%s", stderr.String())
+	// run ends at the deadline and stops its nodes before it returns, so
+	// a run that overstays fails here with no kvd left behind.
+	code := run(ctx, append(tinyArgs(kvd, filepath.Join(work, "run")), "-json", jsonPath), &stdout, &stderr)
+	if ctx.Err() != nil {
+		t.Fatalf("rebalancebench did not finish in 4 minutes (exit %d, its nodes stopped); stderr:\n%s", code, stderr.String())
 	}
 	t.Logf("stdout:\n%s", stdout.String())
 	if code != 0 {
@@ -170,6 +158,116 @@ func TestRun_ATinyClusterTakesInAFourthNode(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(work, "run")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("work directory left behind: %v", err)
 	}
+}
+
+// TestRun_CancelStopsItsNodes: a run whose context ends, as a test's
+// deadline ends it, stops every kvd it started, by PID, before it returns.
+func TestRun_CancelStopsItsNodes(t *testing.T) {
+	kvd := buildKvd(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	stderr := &pidWatch{pids: make(chan []int, 1)}
+	done := make(chan int, 1)
+	args := tinyArgs(kvd, t.TempDir())
+	go func() { done <- run(ctx, args, io.Discard, stderr) }()
+	var pids []int
+	select {
+	case pids = <-stderr.pids:
+	case code := <-done:
+		t.Fatalf("run ended (exit %d) before it started its nodes; stderr:\n%s", code, stderr)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 1 || !strings.Contains(stderr.String(), "interrupted") {
+			t.Fatalf("exit %d after cancel; want 1, interrupted; stderr:\n%s", code, stderr)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("run did not return within a minute of its context's end; stderr:\n%s", stderr)
+	}
+	if len(pids) != 3 {
+		t.Fatalf("started pids %v; want 3", pids)
+	}
+	for _, pid := range pids {
+		// Stop reaps what it stops, so a stopped node's PID is gone.
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("kvd pid %d after run returned: kill 0 = %v; want ESRCH", pid, err)
+		}
+	}
+}
+
+// buildKvd returns DIALKV_KVD, or kvd built from the main module.
+func buildKvd(t *testing.T) string {
+	t.Helper()
+	if kvd := os.Getenv("DIALKV_KVD"); kvd != "" {
+		return kvd
+	}
+	kvd := filepath.Join(t.TempDir(), "kvd")
+	cmd := exec.Command("go", "build", "-o", kvd, "./cmd/kvd")
+	cmd.Dir = filepath.Join("..", "..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build kvd: %v\n%s", err, out)
+	}
+	return kvd
+}
+
+// tinyArgs are the flags of the smallest run that splits: 4 MiB in 1 MiB
+// ranges.
+func tinyArgs(kvd, workDir string) []string {
+	return []string{"-kvd", kvd, "-work-dir", workDir,
+		"-size", "4MiB", "-range-max-bytes", "1MiB", "-baseline", "1s", "-hold", "0s", "-quiet", "10s",
+		"-timeout", "2m", "-kvd-args", "--raft-heartbeat-timeout 500ms --raft-election-timeout 500ms"}
+}
+
+// pidWatch is run's stderr in a test: it keeps what run writes and hands
+// over, once, the PIDs of its "started 3 kvd nodes: pids [...]" line.
+type pidWatch struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	sent bool
+	pids chan []int // buffered: one send
+}
+
+func (w *pidWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.sent {
+		if pids, ok := startedPIDs(w.buf.String()); ok {
+			w.sent = true
+			w.pids <- pids
+		}
+	}
+	return len(p), nil
+}
+
+func (w *pidWatch) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// startedPIDs parses the PIDs of run's "started 3 kvd nodes" line, once
+// that line has been written in full.
+func startedPIDs(log string) ([]int, bool) {
+	const prefix = "started 3 kvd nodes: pids ["
+	i := strings.Index(log, prefix)
+	if i < 0 {
+		return nil, false
+	}
+	list, _, ok := strings.Cut(log[i+len(prefix):], "]")
+	if !ok {
+		return nil, false
+	}
+	var pids []int
+	for _, f := range strings.Fields(list) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, false
+		}
+		pids = append(pids, pid)
+	}
+	return pids, true
 }
 
 func lastLine(s string) string {
