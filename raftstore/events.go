@@ -86,11 +86,12 @@ var ErrCompacted = errors.New("raftstore: events compacted")
 
 const eventVersion = 1
 
-// size is what the event costs in memory and in the retention budget.
-func (e *Event) size() int { return len(e.Key) + len(e.Value) + len(e.PrevValue) + 48 }
+// Size is what the event costs in memory and in the retention budget,
+// and what the batch limits of Events count.
+func (e *Event) Size() int { return len(e.Key) + len(e.Value) + len(e.PrevValue) + 48 }
 
 func (e *Event) encode() []byte {
-	b := make([]byte, 0, e.size())
+	b := make([]byte, 0, e.Size())
 	b = append(b, eventVersion, byte(e.Type))
 	b = binary.BigEndian.AppendUint64(b, uint64(e.At))
 	var flags byte
@@ -176,7 +177,7 @@ func (f *RangeFSM) recordLocked(e *Event) {
 		e.Seq = f.pending.events[n-1].Seq + 1
 	}
 	f.pending.events = append(f.pending.events, e)
-	f.pending.bytes += e.size()
+	f.pending.bytes += e.Size()
 }
 
 // EventFloor is the index above which every event of the range is kept.
@@ -232,7 +233,10 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc, withP
 		err := f.store.db.View(func(tx *bolt.Tx) error {
 			b := tx.Bucket(eventBucket(f.id))
 			if b == nil {
-				return nil
+				if f.desc.IsMeta() {
+					return nil // the meta range keeps no feed
+				}
+				return fmt.Errorf("%w: range %d", ErrRangeDropped, f.id)
 			}
 			// A commit that trimmed the feed is visible here before it
 			// raises f.evFloor (it takes f.mu only after its transaction):
@@ -258,7 +262,7 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc, withP
 					e.Seq = binary.BigEndian.Uint32(k[8:])
 				}
 				evs = append(evs, e)
-				size += e.size()
+				size += e.Size()
 			}
 			return nil
 		})
@@ -285,7 +289,7 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc, withP
 				break
 			}
 			evs = append(evs, *e)
-			size += e.size()
+			size += e.Size()
 		}
 	}
 	if withPrev {
@@ -326,6 +330,12 @@ func (f *RangeFSM) resolvePrevs(evs []Event) error {
 			}
 		}
 		e.prevOnDisk = false
+		data := tx.Bucket(f.bucket)
+		if data == nil {
+			// Never "no previous value": the state it was in is gone.
+			return fmt.Errorf("%w: range %d", ErrRangeDropped, f.id)
+		}
+		// No applied index stored: nothing committed yet.
 		if v := tx.Bucket(metaBucket).Get(appliedKey(f.id)); len(v) == 8 && binary.BigEndian.Uint64(v) >= e.Index {
 			var stored []byte
 			if b := tx.Bucket(eventBucket(f.id)); b != nil {
@@ -341,15 +351,15 @@ func (f *RangeFSM) resolvePrevs(evs []Event) error {
 			e.PrevValue, e.PrevExists = d.PrevValue, d.PrevExists
 			continue
 		}
-		e.PrevValue, e.PrevExists = f.store.diskPrev(tx.Bucket(f.bucket), f.id, e)
+		e.PrevValue, e.PrevExists = f.store.diskPrev(data, f.id, e, true)
 	}
 	return nil
 }
 
-// diskPrev is what bbolt holds for e.Key, as an event's previous value
-// (copied). A stored value that does not decode gives none, as a put
+// diskPrev is what bbolt holds for e.Key, as an event's previous value:
+// a copy with clone, else bbolt's own memory (valid for b's transaction). A stored value that does not decode gives none, as a put
 // does on the apply path: the event loses its prev_value, nothing else.
-func (s *Store) diskPrev(b *bolt.Bucket, id uint64, e *Event) ([]byte, bool) {
+func (s *Store) diskPrev(b *bolt.Bucket, id uint64, e *Event, clone bool) ([]byte, bool) {
 	if b == nil {
 		return nil, false
 	}
@@ -359,32 +369,17 @@ func (s *Store) diskPrev(b *bolt.Bucket, id uint64, e *Event) ([]byte, bool) {
 	}
 	_, v, err := readStoredInfo(id, e.Key, stored)
 	if err != nil {
-		s.log.Warn("previous value unreadable; its event has none", "range", id, "index", e.Index, "err", err)
+		// Said once, by the commit that stores the event; readers before
+		// it get no previous value either, without a line each.
+		if !clone {
+			s.log.Warn("previous value unreadable; its event has none", "range", id, "index", e.Index, "err", err)
+		}
 		return nil, false
 	}
-	return bytes.Clone(v), true
-}
-
-// resolveJobPrevs gives the job's events whose write left their previous
-// value to bbolt a resolved copy, read from b before the job's writes
-// change it.
-func (s *Store) resolveJobPrevs(b *bolt.Bucket, j *commitJob) map[*Event]*Event {
-	var out map[*Event]*Event
-	for _, layer := range j.layers {
-		for _, e := range layer.events {
-			if !e.prevOnDisk {
-				continue
-			}
-			if out == nil {
-				out = map[*Event]*Event{}
-			}
-			r := *e
-			r.prevOnDisk = false
-			r.PrevValue, r.PrevExists = s.diskPrev(b, j.f.id, e)
-			out[e] = &r
-		}
+	if clone {
+		return bytes.Clone(v), true
 	}
-	return out
+	return v, true
 }
 
 // LeaseKeys returns the range's keys attached to lease now.
@@ -508,10 +503,11 @@ func (f *RangeFSM) applyLeaseRevokeLocked(cmd *Command, index uint64, at int64) 
 	return res
 }
 
-// commitEventsLocked writes a commit job's events and lease index changes
-// and trims the feed to its budget; the caller's transaction is the one
-// that writes the job's keys. now is the commit's clock for age.
-func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, resolved map[*Event]*Event) error {
+// commitEvents writes a commit job's events and trims the feed to its
+// budget, in the transaction that writes the job's keys to data (their
+// bucket), and before it does: an event whose previous value was left to
+// bbolt reads it there. now is the commit's clock for age.
+func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, data *bolt.Bucket) error {
 	meta := tx.Bucket(metaBucket)
 	evb := tx.Bucket(eventBucket(j.f.id))
 	if evb == nil {
@@ -523,14 +519,19 @@ func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, resolved 
 	n, size := loadEventSize(meta, j.f.id)
 	for _, layer := range j.layers {
 		for _, e := range layer.events {
-			if r := resolved[e]; r != nil {
-				e = r
+			if e.prevOnDisk {
+				// Read before the job's writes to data (the caller's
+				// order), within the transaction that keeps the bytes.
+				r := *e
+				r.prevOnDisk = false
+				r.PrevValue, r.PrevExists = s.diskPrev(data, j.f.id, e, false)
+				e = &r
 			}
 			if err := evb.Put(eventKey(e), e.encode()); err != nil {
 				return err
 			}
 			n++
-			size += int64(e.size())
+			size += int64(e.Size())
 		}
 	}
 	floor := j.f.evFloor.Load()
@@ -551,7 +552,7 @@ func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, resolved 
 			return err
 		}
 		n--
-		size -= int64(e.size())
+		size -= int64(e.Size())
 		floor = max(floor, e.Index)
 	}
 	j.evFloor = floor
@@ -648,7 +649,7 @@ func recordSplitEvent(tx *bolt.Tx, f *RangeFSM, index uint64, child *Descriptor)
 	}
 	meta := tx.Bucket(metaBucket)
 	n, size := loadEventSize(meta, f.id)
-	return meta.Put(eventSizeKey(f.id), encodeSize(n+1, size+int64(e.size())))
+	return meta.Put(eventSizeKey(f.id), encodeSize(n+1, size+int64(e.Size())))
 }
 
 // resetFeed empties a range's feed and lease index for a snapshot's state

@@ -172,6 +172,16 @@ func TestRangeFSM_PrevResolvedAcrossACommit(t *testing.T) {
 	}
 	checkEvents(t, "resolved after the commit", raw, want)
 	checkEvents(t, "from bbolt", allEvents(t, f, 1), want)
+
+	// A reader still holding the replica after the range left the node
+	// gets an error, never "no previous value".
+	f.ApplyBatch([]*raft.Log{put(4, "a", "4")})
+	if err := s.DropRange(f.id); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _, err := f.Events(3, 10, 1<<20, true); !errors.Is(err, ErrRangeDropped) {
+		t.Fatalf("events of a dropped range: %q, %v; want ErrRangeDropped", evStrings(evs), err)
+	}
 }
 
 // TestRangeFSM_EventsRecordChanges: one event per write that changed a
@@ -259,7 +269,7 @@ func TestRangeFSM_EventsPaging(t *testing.T) {
 	f.ApplyBatch(logs[:12])
 	mustFlush(t, s)
 	f.ApplyBatch(logs[12:])
-	oneSize := (&Event{Key: []byte("k01"), Value: []byte("0123456789")}).size()
+	oneSize := (&Event{Key: []byte("k01"), Value: []byte("0123456789")}).Size()
 
 	tests := []struct {
 		name          string
@@ -340,7 +350,7 @@ func TestRangeFSM_EventsPaging(t *testing.T) {
 func TestRangeFSM_EventRetentionBytes(t *testing.T) {
 	// Ten puts of distinct keys (no previous values): every event is the
 	// same size.
-	one := (&Event{Key: []byte("k01"), Value: []byte("01234567")}).size()
+	one := (&Event{Key: []byte("k01"), Value: []byte("01234567")}).Size()
 	tests := []struct {
 		name      string
 		budget    int64
@@ -391,7 +401,7 @@ func TestRangeFSM_EventRetentionBytes(t *testing.T) {
 				}
 				size := 0
 				for _, e := range evs {
-					size += e.size()
+					size += e.Size()
 				}
 				if int64(size) > tc.budget {
 					t.Fatalf("%s: kept %d bytes of events, budget %d", step, size, tc.budget)

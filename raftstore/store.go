@@ -71,6 +71,9 @@ func (c Config) Validate() error {
 var (
 	// ErrClosed is returned by operations on a closed Store.
 	ErrClosed = errors.New("raftstore: store closed")
+	// ErrRangeDropped: the range's state left this node (DropRange) while
+	// a reader still held its replica.
+	ErrRangeDropped = errors.New("raftstore: range dropped from this node")
 
 	metaBucket = []byte("meta")
 )
@@ -479,8 +482,11 @@ func (s *Store) commit() error {
 				return fmt.Errorf("range %d: bucket missing", j.f.id)
 			}
 			b.FillPercent = dataFillPercent
-			// Before the writes below replace what bbolt holds.
-			resolved := s.resolveJobPrevs(b, j)
+			// The events first: those whose previous value was left to
+			// bbolt read it before the writes below replace it.
+			if err := s.commitEvents(tx, j, now, b); err != nil {
+				return fmt.Errorf("range %d: events: %w", j.f.id, err)
+			}
 			lb := tx.Bucket(leaseBucket(j.f.id))
 			j.keys, j.bytes = j.f.sizeKeys.Load(), j.f.sizeBytes.Load()
 			for _, layer := range j.layers {
@@ -511,9 +517,6 @@ func (s *Store) commit() error {
 				if werr != nil {
 					return fmt.Errorf("range %d: %w", j.f.id, werr)
 				}
-			}
-			if err := s.commitEvents(tx, j, now, resolved); err != nil {
-				return fmt.Errorf("range %d: events: %w", j.f.id, err)
 			}
 			if err := writeTxnState(tx, j.f.id, j.txn); err != nil {
 				return fmt.Errorf("range %d: transactions: %w", j.f.id, err)
