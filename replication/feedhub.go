@@ -22,11 +22,13 @@ import (
 // reader) reads the replica itself, as before, until it catches up.
 
 const (
-	// hubKeep is how many recent batches a hub keeps for feeds a little
-	// behind; hubCoalesce is the least time between two of its reads
-	// while writes keep coming (watchCoalesce's role, for all feeds).
-	hubKeep     = 32
-	hubCoalesce = watchCoalesce
+	// hubKeep and hubKeepBytes bound the recent batches a hub keeps for
+	// feeds a little behind (the newest is always kept); hubCoalesce is
+	// the least time between two of its reads while writes keep coming
+	// (watchCoalesce's role, for all feeds).
+	hubKeep      = 32
+	hubKeepBytes = 4 * watchBatchBytes
+	hubCoalesce  = watchCoalesce
 )
 
 // hubBatch is one read of a range's feed: its events after from, up to
@@ -37,6 +39,7 @@ type hubBatch struct {
 	from, upTo uint64
 	events     []raftstore.Event
 	pbs        []*kvpb.Event
+	bytes      int // the events' size, as the feed's batch limit counts it
 }
 
 type hubKey struct {
@@ -70,7 +73,7 @@ type feedHub struct {
 // replica of the range now: a feed of a replica the node has since
 // replaced gets a hub of its own that never runs (it reads its replica
 // directly until it notices), and never stops the current replica's hub.
-func (h *feedHubs) acquire(ctx context.Context, s *shard.Shard, prev, current bool) *feedHub {
+func (h *feedHubs) acquire(ctx context.Context, s *shard.Shard, prev bool, current func() bool) *feedHub {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	k := hubKey{rangeID: s.ID(), prev: prev}
@@ -82,7 +85,9 @@ func (h *feedHubs) acquire(ctx context.Context, s *shard.Shard, prev, current bo
 	}
 	hctx, cancel := context.WithCancel(ctx)
 	hub := &feedHub{s: s, key: k, cancel: cancel, users: 1, wake: make(chan struct{})}
-	if !current {
+	// Asked under h.mu, so that two feeds racing a replacement of the
+	// replica cannot each stop the other's hub.
+	if !current() {
 		cancel()
 		hub.stopped = true
 		return hub
@@ -159,6 +164,8 @@ func (hub *feedHub) run(ctx context.Context) {
 		if err != nil {
 			hub.mu.Lock()
 			hub.batches = nil
+			close(hub.wake) // its feeds read the replica meanwhile
+			hub.wake = make(chan struct{})
 			hub.mu.Unlock()
 			fresh = true
 			select {
@@ -172,11 +179,18 @@ func (hub *feedHub) run(ctx context.Context) {
 			b := &hubBatch{from: pos, upTo: upTo, events: evs, pbs: make([]*kvpb.Event, len(evs))}
 			for i := range evs {
 				b.pbs[i] = eventPB(hub.key.rangeID, &evs[i], hub.key.prev)
+				b.bytes += evs[i].Size()
 			}
 			hub.mu.Lock()
 			hub.batches = append(hub.batches, b)
-			if n := len(hub.batches); n > hubKeep {
-				hub.batches = append(hub.batches[:0:0], hub.batches[n-hubKeep:]...)
+			keep, kept := len(hub.batches)-1, b.bytes
+			for keep > 0 && len(hub.batches)-keep < hubKeep && kept+hub.batches[keep-1].bytes <= hubKeepBytes {
+				keep--
+				kept += hub.batches[keep].bytes
+			}
+			if keep > 0 {
+				// A new array: feeds may still hold the old one's batches.
+				hub.batches = append(hub.batches[:0:0], hub.batches[keep:]...)
 			}
 			close(hub.wake)
 			hub.wake = make(chan struct{})

@@ -561,7 +561,7 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 	wanted := func(e *raftstore.Event) bool {
 		return e.Type == raftstore.EventSplit || (bytes.Compare(e.Key, req.Start) >= 0 && (end == nil || bytes.Compare(e.Key, end) < 0))
 	}
-	hub := n.hubs.acquire(n.ctx, s, req.PrevValue, n.shardByID(s.ID()) == s)
+	hub := n.hubs.acquire(n.ctx, s, req.PrevValue, func() bool { return n.shardByID(s.ID()) == s })
 	defer n.hubs.release(hub)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -583,15 +583,19 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 			shared = false
 		}
 		if shared {
+			// Whole batches, at least one, within the batch limits (so a
+			// message stays under twice watchBatchBytes).
 			hubWake, upTo = wake, after
+			size := 0
 			for i, b := range batches {
-				if len(resp.Events) >= watchBatchEvents {
-					moreKept = i < len(batches)
+				if i > 0 && (len(resp.Events) >= watchBatchEvents || size >= watchBatchBytes) {
+					moreKept = true
 					break
 				}
 				for j := range b.events {
 					if e := &b.events[j]; e.Index > after && wanted(e) {
 						resp.Events = append(resp.Events, b.pbs[j])
+						size += e.Size()
 					}
 				}
 				upTo = b.upTo

@@ -12,6 +12,7 @@ import (
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/replication"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -351,5 +352,61 @@ func TestWatch_ManyWatchesShareOneFeed(t *testing.T) {
 			}
 			last[string(e.Key)] = string(e.Value)
 		}
+	}
+}
+
+// A range feed behind its hub (a slow reader) still sends messages
+// within the batch limits: whole hub batches, never many at once, so no
+// message nears a client's 4 MiB receive limit. (A found bug: 7.7 MB.)
+func TestWatch_SlowFeedMessagesStayWithinTheBatchLimit(t *testing.T) {
+	c := newTestCluster(t, 1)
+	l := c.leader()
+	first := c.watchPut(l, "big/0", "x")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	largest, total := 0, 0
+	done := make(chan error, 1)
+	go func() {
+		done <- c.nodes[l].WatchRange(ctx, &kvpb.WatchRangeRequest{RangeId: first.rangeID, After: first.index, Start: []byte("big/"), End: []byte("big0"), PrevValue: true}, func(r *kvpb.WatchRangeResponse) error {
+			mu.Lock()
+			largest = max(largest, proto.Size(r))
+			total += len(r.Events)
+			mu.Unlock()
+			// A slow peer: the hub's batches pile up meanwhile.
+			select {
+			case <-time.After(150 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			return nil
+		})
+	}()
+	val := strings.Repeat("v", 16<<10)
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 60 {
+				if _, err := c.put(l, fmt.Sprintf("big/%02d/%03d", g, i%8), val+fmt.Sprint(i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c.eventually("every event delivered", 60*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return total >= 16*60
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if total != 16*60 {
+		t.Errorf("%d events delivered, want %d", total, 16*60)
+	}
+	if limit := 5 << 19; largest > limit {
+		t.Errorf("a range feed message of %d bytes, over %d (twice the 1 MiB batch limit, with slack)", largest, limit)
 	}
 }
