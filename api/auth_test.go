@@ -41,13 +41,39 @@ func (c *authCluster) waitAuthReady(i int) {
 // mustAuth runs an Auth call that must succeed.
 func mustAuth[T any](t *testing.T, what string, call func(ctx context.Context) (T, error)) T {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := call(ctx)
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
+	resp, _ := adminCall(t, what, call)
 	return resp
+}
+
+// adminCall runs an auth admin call as a careful client does. The meta
+// range may lose its leader while a loaded machine starves it: a call
+// that failed before it applied (UNAVAILABLE) is tried again, and so is
+// one whose answer was lost (INDETERMINATE, a deadline), after which
+// ALREADY_EXISTS means the lost attempt applied. lost reports that an
+// attempt's outcome was lost (the caller may then see its own earlier
+// change as no change).
+func adminCall[T any](t *testing.T, what string, call func(ctx context.Context) (T, error)) (resp T, lost bool) {
+	t.Helper()
+	var err error
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err = call(ctx)
+		cancel()
+		switch {
+		case err == nil:
+			return resp, lost
+		case lost && status.Code(err) == codes.AlreadyExists:
+			return resp, lost
+		case rpctypes.ReasonOf(err) == rpctypes.ReasonIndeterminate || status.Code(err) == codes.DeadlineExceeded:
+			lost = true
+		case status.Code(err) == codes.Unavailable:
+		default:
+			t.Fatalf("%s: %v", what, err)
+		}
+		t.Logf("%s: %v; trying again", what, err)
+	}
+	t.Fatalf("%s: %v (5 attempts)", what, err)
+	return resp, lost
 }
 
 // setupUsers makes, on node 0 with auth off, the roles and users of the
@@ -83,10 +109,10 @@ func setupUsers(t *testing.T, c *authCluster) map[string]string {
 			})
 		}
 	}
-	res := mustAuth(t, "auth enable", func(ctx context.Context) (*kvpb.AuthEnableResponse, error) {
+	res, lost := adminCall(t, "auth enable", func(ctx context.Context) (*kvpb.AuthEnableResponse, error) {
 		return a.AuthEnable(ctx, &kvpb.AuthEnableRequest{})
 	})
-	if !res.Result.Changed || res.Result.RevocationBoundSeconds != uint32(auth.DefaultRevocationBound/time.Second) {
+	if (!res.Result.Changed && !lost) || res.Result.RevocationBoundSeconds != uint32(auth.DefaultRevocationBound/time.Second) {
 		t.Fatalf("auth enable answered %v: want a change and the revocation bound", res.Result)
 	}
 	tokens := map[string]string{}
