@@ -27,7 +27,7 @@ const (
 	// the least time between two of its reads while writes keep coming
 	// (watchCoalesce's role, for all feeds).
 	hubKeep      = 32
-	hubKeepBytes = 4 * watchBatchBytes
+	hubKeepBytes = 2 * watchBatchBytes
 	hubCoalesce  = watchCoalesce
 )
 
@@ -214,4 +214,27 @@ func (hub *feedHub) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// takeBatches gathers a feed's next message from the kept batches since
+// after: the wanted events with a greater index, from whole batches, at
+// least one, until watchBatchEvents events or watchBatchBytes bytes (so a
+// message stays under about twice the limit, whatever the hub keeps).
+// upTo is the last batch taken's; more says batches were left.
+func takeBatches(batches []*hubBatch, after uint64, wanted func(*raftstore.Event) bool) (events []*kvpb.Event, upTo uint64, more bool) {
+	upTo = after
+	size := 0
+	for i, b := range batches {
+		if i > 0 && (len(events) >= watchBatchEvents || size >= watchBatchBytes) {
+			return events, upTo, true
+		}
+		for j := range b.events {
+			if e := &b.events[j]; e.Index > after && wanted(e) {
+				events = append(events, b.pbs[j])
+				size += e.Size()
+			}
+		}
+		upTo = b.upTo
+	}
+	return events, upTo, false
 }

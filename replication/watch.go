@@ -583,23 +583,8 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 			shared = false
 		}
 		if shared {
-			// Whole batches, at least one, within the batch limits (so a
-			// message stays under twice watchBatchBytes).
-			hubWake, upTo = wake, after
-			size := 0
-			for i, b := range batches {
-				if i > 0 && (len(resp.Events) >= watchBatchEvents || size >= watchBatchBytes) {
-					moreKept = true
-					break
-				}
-				for j := range b.events {
-					if e := &b.events[j]; e.Index > after && wanted(e) {
-						resp.Events = append(resp.Events, b.pbs[j])
-						size += e.Size()
-					}
-				}
-				upTo = b.upTo
-			}
+			hubWake = wake
+			resp.Events, upTo, moreKept = takeBatches(batches, after, wanted)
 		} else {
 			var evs []raftstore.Event
 			var desc raftstore.Descriptor

@@ -1,0 +1,95 @@
+package replication
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/dialkv/dialkv/raftstore"
+)
+
+// hubBatches makes contiguous batches from index from on: sizes[i] events
+// in batch i, each with a value of valueBytes, keys alternating a/ and b/.
+func hubBatches(from uint64, valueBytes int, sizes ...int) []*hubBatch {
+	var out []*hubBatch
+	next := from + 1
+	for _, n := range sizes {
+		b := &hubBatch{from: next - 1}
+		for range n {
+			key := fmt.Appendf(nil, "a/%d", next)
+			if next%2 == 0 {
+				key = fmt.Appendf(nil, "b/%d", next)
+			}
+			e := raftstore.Event{Index: next, Type: raftstore.EventPut, Key: key, Value: bytes.Repeat([]byte("v"), valueBytes)}
+			b.events = append(b.events, e)
+			b.pbs = append(b.pbs, eventPB(7, &e, false))
+			b.bytes += e.Size()
+			next++
+		}
+		b.upTo = next - 1
+		out = append(out, b)
+	}
+	return out
+}
+
+func TestTakeBatches(t *testing.T) {
+	all := func(*raftstore.Event) bool { return true }
+	onlyA := func(e *raftstore.Event) bool { return bytes.HasPrefix(e.Key, []byte("a/")) }
+	tests := []struct {
+		name      string
+		batches   []*hubBatch
+		after     uint64
+		wanted    func(*raftstore.Event) bool
+		wantFirst uint64 // first event's index (0: none)
+		wantN     int
+		wantUpTo  uint64
+		wantMore  bool
+	}{
+		{name: "caught up: nothing", batches: nil, after: 10, wanted: all, wantUpTo: 10},
+		{name: "one batch", batches: hubBatches(10, 10, 5), after: 10, wanted: all, wantFirst: 11, wantN: 5, wantUpTo: 15},
+		{name: "inside a batch: only what is after", batches: hubBatches(10, 10, 5, 5), after: 13, wanted: all, wantFirst: 14, wantN: 7, wantUpTo: 20},
+		{name: "filtered by span, position still advances", batches: hubBatches(10, 10, 4), after: 10, wanted: onlyA, wantFirst: 11, wantN: 2, wantUpTo: 14},
+		{name: "event limit stops between batches", batches: hubBatches(0, 10, 200, 100, 50), after: 0, wanted: all, wantFirst: 1, wantN: 300, wantUpTo: 300, wantMore: true},
+		// 32 batches of ~0.5 MiB: without the byte limit one message
+		// would take them all (16 MiB).
+		{name: "byte limit stops between batches", batches: hubBatches(0, 64<<10, slices.Repeat([]int{8}, 32)...), after: 0, wanted: all, wantFirst: 1, wantN: 16, wantUpTo: 16, wantMore: true},
+		{name: "one batch over the limits is still taken whole", batches: hubBatches(0, 64<<10, 40, 1), after: 0, wanted: all, wantFirst: 1, wantN: 40, wantUpTo: 40, wantMore: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			evs, upTo, more := takeBatches(tc.batches, tc.after, tc.wanted)
+			if len(evs) != tc.wantN || upTo != tc.wantUpTo || more != tc.wantMore {
+				t.Fatalf("%d events, upTo %d, more %v; want %d, %d, %v", len(evs), upTo, more, tc.wantN, tc.wantUpTo, tc.wantMore)
+			}
+			size := 0
+			for i, e := range evs {
+				if i == 0 && e.Index != tc.wantFirst {
+					t.Errorf("first event %d, want %d", e.Index, tc.wantFirst)
+				}
+				if i > 0 && e.Index <= evs[i-1].Index {
+					t.Errorf("event %d after %d", e.Index, evs[i-1].Index)
+				}
+				if e.Index <= tc.after || e.Index > upTo {
+					t.Errorf("event %d outside (%d, %d]", e.Index, tc.after, upTo)
+				}
+				size += len(e.Key) + len(e.Value) + 48
+			}
+			if limit := 2*watchBatchBytes + 256<<10; size > limit && len(tc.batches) > 0 && tc.batches[0].bytes <= watchBatchBytes {
+				t.Errorf("a message of %d bytes from batches within the limit, over %d", size, limit)
+			}
+		})
+	}
+}
+
+// The conversion a hub shares is made once per event; what takeBatches
+// hands out are those very values.
+func TestTakeBatches_SharesTheHubsValues(t *testing.T) {
+	bs := hubBatches(0, 1, 3)
+	evs, _, _ := takeBatches(bs, 0, func(*raftstore.Event) bool { return true })
+	for i, e := range evs {
+		if e != bs[0].pbs[i] {
+			t.Fatalf("event %d is a copy, not the hub's", i)
+		}
+	}
+}
