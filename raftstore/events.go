@@ -77,7 +77,7 @@ type Event struct {
 	// prevOnDisk: PrevValue and PrevExists are not filled in yet. The
 	// write found the key in no overlay, so the previous state is what
 	// bbolt holds for it until the write's own layer commits (resolved by
-	// resolvePrevs and the commit, see putLocked).
+	// prevResolver and the commit, see putLocked).
 	prevOnDisk bool
 }
 
@@ -273,7 +273,8 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc, withP
 			return nil, 0, desc, fmt.Errorf("raftstore: events: %w", err)
 		}
 	}
-	fromOverlay := len(evs)
+	pr := prevResolver{f: f}
+	defer pr.close()
 	layers := f.frozen
 	for i := 0; i <= len(layers) && !cut; i++ {
 		l := f.pending
@@ -289,12 +290,13 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc, withP
 				break
 			}
 			evs = append(evs, *e)
-			size += e.Size()
-		}
-	}
-	if withPrev {
-		if err := f.resolvePrevs(evs[fromOverlay:]); err != nil {
-			return nil, 0, desc, err
+			if withPrev {
+				// Before the size counts it: the limits hold with it.
+				if err := pr.resolve(&evs[len(evs)-1]); err != nil {
+					return nil, 0, desc, err
+				}
+			}
+			size += evs[len(evs)-1].Size()
 		}
 	}
 	if cut {
@@ -306,58 +308,65 @@ func (f *RangeFSM) events(after uint64, maxEvents, maxBytes int, withDesc, withP
 	return evs, max(applied, after), desc, nil
 }
 
-// resolvePrevs fills in the previous values of overlay events (copies)
-// whose write left them to bbolt. Callers hold f.mu (read). A commit may
-// have made the event's layer durable while f.mu was waited for (it
-// drops the layer only after): then bbolt already holds the write itself,
-// and the stored event, resolved by that commit, says what came before.
-func (f *RangeFSM) resolvePrevs(evs []Event) error {
-	var tx *bolt.Tx
-	defer func() {
-		if tx != nil {
-			_ = tx.Rollback() // read-only
-		}
-	}()
-	for i := range evs {
-		e := &evs[i]
-		if !e.prevOnDisk {
-			continue
-		}
-		if tx == nil {
-			var err error
-			if tx, err = f.store.db.Begin(false); err != nil {
-				return fmt.Errorf("raftstore: events: %w", err)
-			}
-		}
-		e.prevOnDisk = false
-		data := tx.Bucket(f.bucket)
-		if data == nil {
-			// Never "no previous value": the state it was in is gone.
-			return fmt.Errorf("%w: range %d", ErrRangeDropped, f.id)
-		}
-		// No applied index stored: nothing committed yet.
-		if v := tx.Bucket(metaBucket).Get(appliedKey(f.id)); len(v) == 8 && binary.BigEndian.Uint64(v) >= e.Index {
-			var stored []byte
-			if b := tx.Bucket(eventBucket(f.id)); b != nil {
-				stored = b.Get(eventKey(e))
-			}
-			if stored == nil {
-				return fmt.Errorf("%w: range %d: the event at index %d was trimmed while being read", ErrCompacted, f.id, e.Index)
-			}
-			d, err := decodeEvent(e.Index, stored)
-			if err != nil {
-				return fmt.Errorf("range %d: %w", f.id, err)
-			}
-			e.PrevValue, e.PrevExists = d.PrevValue, d.PrevExists
-			continue
-		}
-		e.PrevValue, e.PrevExists = f.store.diskPrev(data, f.id, e, true)
+// prevResolver fills in the previous values of overlay events (copies)
+// whose write left them to bbolt, through one read transaction opened at
+// the first. Callers hold f.mu (read). A commit may have made the event's
+// layer durable while f.mu was waited for (it drops the layer only
+// after): then bbolt already holds the write itself, and the stored
+// event, resolved by that commit, says what came before.
+type prevResolver struct {
+	f  *RangeFSM
+	tx *bolt.Tx
+}
+
+func (r *prevResolver) close() {
+	if r.tx != nil {
+		_ = r.tx.Rollback() // read-only
+		r.tx = nil
 	}
+}
+
+func (r *prevResolver) resolve(e *Event) error {
+	if !e.prevOnDisk {
+		return nil
+	}
+	f := r.f
+	if r.tx == nil {
+		tx, err := f.store.db.Begin(false)
+		if err != nil {
+			return fmt.Errorf("raftstore: events: %w", err)
+		}
+		r.tx = tx
+	}
+	e.prevOnDisk = false
+	data := r.tx.Bucket(f.bucket)
+	if data == nil {
+		// Never "no previous value": the state it was in is gone.
+		return fmt.Errorf("%w: range %d", ErrRangeDropped, f.id)
+	}
+	// No applied index stored: nothing committed yet.
+	if v := r.tx.Bucket(metaBucket).Get(appliedKey(f.id)); len(v) == 8 && binary.BigEndian.Uint64(v) >= e.Index {
+		var stored []byte
+		if b := r.tx.Bucket(eventBucket(f.id)); b != nil {
+			stored = b.Get(eventKey(e))
+		}
+		if stored == nil {
+			return fmt.Errorf("%w: range %d: the event at index %d was trimmed while being read", ErrCompacted, f.id, e.Index)
+		}
+		d, err := decodeEvent(e.Index, stored)
+		if err != nil {
+			return fmt.Errorf("range %d: %w", f.id, err)
+		}
+		e.PrevValue, e.PrevExists = d.PrevValue, d.PrevExists
+		return nil
+	}
+	e.PrevValue, e.PrevExists = f.store.diskPrev(data, f.id, e, true)
 	return nil
 }
 
 // diskPrev is what bbolt holds for e.Key, as an event's previous value:
-// a copy with clone, else bbolt's own memory (valid for b's transaction). A stored value that does not decode gives none, as a put
+// a copy with clone, else bbolt's own memory, which the caller must use
+// before its transaction writes anything (the commit encodes it at once). A stored value that does not decode gives none, as a put
 // does on the apply path: the event loses its prev_value, nothing else.
 func (s *Store) diskPrev(b *bolt.Bucket, id uint64, e *Event, clone bool) ([]byte, bool) {
 	if b == nil {

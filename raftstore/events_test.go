@@ -165,7 +165,14 @@ func TestRangeFSM_PrevResolvedAcrossACommit(t *testing.T) {
 	checkEvents(t, "from the overlay", allEvents(t, f, 1), want)
 	mustFlush(t, s)
 	f.mu.RLock()
-	err := f.resolvePrevs(raw)
+	pr := prevResolver{f: f}
+	var err error
+	for i := range raw {
+		if err = pr.resolve(&raw[i]); err != nil {
+			break
+		}
+	}
+	pr.close()
 	f.mu.RUnlock()
 	if err != nil {
 		t.Fatalf("resolve after the commit: %v", err)

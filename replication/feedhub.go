@@ -217,15 +217,17 @@ func (hub *feedHub) run(ctx context.Context) {
 }
 
 // takeBatches gathers a feed's next message from the kept batches since
-// after: the wanted events with a greater index, from whole batches, at
-// least one, until watchBatchEvents events or watchBatchBytes bytes (so a
-// message stays under about twice the limit, whatever the hub keeps).
-// upTo is the last batch taken's; more says batches were left.
+// after: the wanted events with a greater index, from whole batches, the
+// first always, the others while the message stays within
+// watchBatchEvents events and watchBatchBytes bytes. A message is then
+// never larger than the larger of the limit and one hub batch, which is
+// what a feed reading the replica itself sends. upTo is the last batch
+// taken's; more says batches were left.
 func takeBatches(batches []*hubBatch, after uint64, wanted func(*raftstore.Event) bool) (events []*kvpb.Event, upTo uint64, more bool) {
 	upTo = after
 	size := 0
 	for i, b := range batches {
-		if i > 0 && (len(events) >= watchBatchEvents || size >= watchBatchBytes) {
+		if i > 0 && (len(events)+len(b.events) > watchBatchEvents || size+b.bytes > watchBatchBytes) {
 			return events, upTo, true
 		}
 		for j := range b.events {
