@@ -55,14 +55,21 @@ func mustAuth[T any](t *testing.T, what string, call func(ctx context.Context) (
 func adminCall[T any](t *testing.T, what string, call func(ctx context.Context) (T, error)) (resp T, lost bool) {
 	t.Helper()
 	var err error
-	for range 5 {
+	pause := 200 * time.Millisecond // an election's time over the attempts
+	for attempt := range 5 {
+		if attempt > 0 {
+			time.Sleep(pause)
+			pause *= 2
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		resp, err = call(ctx)
 		cancel()
 		switch {
 		case err == nil:
 			return resp, lost
-		case lost && status.Code(err) == codes.AlreadyExists:
+		case lost && (status.Code(err) == codes.AlreadyExists || status.Code(err) == codes.Unauthenticated):
+			// The lost attempt applied: an add finds its own work; an
+			// auth enable leaves the retry, which has no token, refused.
 			return resp, lost
 		case rpctypes.ReasonOf(err) == rpctypes.ReasonIndeterminate || status.Code(err) == codes.DeadlineExceeded:
 			lost = true
@@ -112,7 +119,14 @@ func setupUsers(t *testing.T, c *authCluster) map[string]string {
 	res, lost := adminCall(t, "auth enable", func(ctx context.Context) (*kvpb.AuthEnableResponse, error) {
 		return a.AuthEnable(ctx, &kvpb.AuthEnableRequest{})
 	})
-	if (!res.Result.Changed && !lost) || res.Result.RevocationBoundSeconds != uint32(auth.DefaultRevocationBound/time.Second) {
+	if res == nil && lost {
+		st := mustAuth(t, "auth status", func(ctx context.Context) (*kvpb.AuthStatusResponse, error) {
+			return a.AuthStatus(ctx, &kvpb.AuthStatusRequest{})
+		})
+		if !st.Enabled {
+			t.Fatalf("auth enable: its answer was lost, a retry was refused, and auth is not enabled")
+		}
+	} else if !res.Result.Changed || res.Result.RevocationBoundSeconds != uint32(auth.DefaultRevocationBound/time.Second) {
 		t.Fatalf("auth enable answered %v: want a change and the revocation bound", res.Result)
 	}
 	tokens := map[string]string{}
