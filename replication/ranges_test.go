@@ -344,10 +344,19 @@ func TestRanges_WakeByRequestElectsTheSleepingLeaderAtOnce(t *testing.T) {
 func TestMembers_RejoinDuringDecommissionIsNotRemoved(t *testing.T) {
 	c := newTestCluster(t, 3)
 	defer c.closeAll()
-	node := c.nodes[c.leader()]
+	l := c.leader()
+	node := c.nodes[l]
+	// The nodes decommissioned are the two others: the one the test acts
+	// through must stay a member to answer for them.
+	var others []string
+	for i := range c.nodes {
+		if i != l {
+			others = append(others, fmt.Sprintf("n%d", i+1))
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	state := func(id string) string {
+	state := func(t *testing.T, id string) string {
 		t.Helper()
 		st, err := node.NodeStateForTest(ctx, id)
 		if err != nil {
@@ -366,7 +375,7 @@ func TestMembers_RejoinDuringDecommissionIsNotRemoved(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			id := fmt.Sprintf("n%d", i+2)
+			id := others[i]
 			if err := node.SetNodeStateForTest(ctx, id, replication.NodeDecommissioning); err != nil {
 				t.Fatal(err)
 			}
@@ -379,7 +388,7 @@ func TestMembers_RejoinDuringDecommissionIsNotRemoved(t *testing.T) {
 			if err != nil || removed != tt.wantRemoved {
 				t.Fatalf("finishDecommission = %v, %v; want %v", removed, err, tt.wantRemoved)
 			}
-			if got := state(id); got != tt.wantState {
+			if got := state(t, id); got != tt.wantState {
 				t.Fatalf("%s is %q, want %q", id, got, tt.wantState)
 			}
 		})
