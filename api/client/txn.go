@@ -37,10 +37,10 @@ func NewTxnID() string {
 	return "c-" + hex.EncodeToString(b[:])
 }
 
-// txnKey is a key req touches: its first compare's, else its first
-// operation's. It routes the request, and names where to look for a
-// single-range transaction's outcome.
-func txnKey(req *kvpb.TxnRequest) []byte {
+// TxnKey is a key req touches: its first compare's, else its first
+// operation's. It routes the request, and names where to ask TxnStatus
+// for the transaction's outcome.
+func TxnKey(req *kvpb.TxnRequest) []byte {
 	if cs := req.GetCompares(); len(cs) > 0 {
 		return cs[0].GetKey()
 	}
@@ -73,7 +73,7 @@ func (c *Client) Txn(ctx context.Context, req *kvpb.TxnRequest) (*kvpb.TxnRespon
 		req = &kvpb.TxnRequest{}
 	}
 	var resp *kvpb.TxnResponse
-	err := c.invoke(ctx, "txn", classWrite, "", &routeSpec{key: txnKey(req)}, func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
+	err := c.invoke(ctx, "txn", classWrite, "", &routeSpec{key: TxnKey(req)}, func(ctx context.Context, cc *grpc.ClientConn, opts ...grpc.CallOption) (err error) {
 		resp, err = kv(cc).Txn(ctx, req, opts...)
 		return err
 	})
@@ -241,7 +241,7 @@ func (c *Client) settle(ctx context.Context, req *kvpb.TxnRequest) (*kvpb.TxnSta
 	var err error
 	for ask := 1; ; ask++ {
 		var st *kvpb.TxnStatusResponse
-		st, err = c.TxnStatus(ctx, req.GetId(), txnKey(req), true)
+		st, err = c.TxnStatus(ctx, req.GetId(), TxnKey(req), true)
 		if err == nil && st.GetState() != kvpb.TxnState_TXN_STATE_PENDING {
 			return st, nil
 		}

@@ -107,7 +107,7 @@ func (a *app) txnCmd() *cobra.Command {
 					return codedError{exitUsage, err}
 				case client.IsIndeterminate(err):
 					return codedError{exitUnavailable, fmt.Errorf("transaction %s: %w; settle it with: kvctl txn status %s --key %s --abort",
-						req.Id, err, req.Id, shellWord(txnStatusKey(req)))}
+						req.Id, err, req.Id, shellWord(client.TxnKey(req)))}
 				}
 				return err
 			})
@@ -151,32 +151,6 @@ final. json: {"id", "state", "succeeded"}.`,
 	cmd.Flags().StringVar(&key, "key", "", "a key the transaction compared, read or wrote")
 	cmd.Flags().BoolVar(&abort, "abort", false, "abort the transaction if it is still pending")
 	return cmd
-}
-
-// txnStatusKey is the key to ask txn status with: the first the
-// transaction names.
-func txnStatusKey(req *kvpb.TxnRequest) []byte {
-	if len(req.GetCompares()) > 0 {
-		return req.GetCompares()[0].GetKey()
-	}
-	for _, ops := range [][]*kvpb.TxnOp{req.GetSuccess(), req.GetFailure()} {
-		for _, o := range ops {
-			switch {
-			case o.GetPut() != nil:
-				return o.GetPut().GetKey()
-			case o.GetDelete() != nil:
-				return o.GetDelete().GetKey()
-			case o.GetGet() != nil:
-				return o.GetGet().GetKey()
-			case o.GetScan() != nil:
-				if p := o.GetScan().GetPrefix(); len(p) > 0 {
-					return p
-				}
-				return o.GetScan().GetStart()
-			}
-		}
-	}
-	return nil
 }
 
 // shellWord quotes k for a shell when it needs it.
