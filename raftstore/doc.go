@@ -107,6 +107,10 @@
 // Reads (Get, Scan) come from any goroutine and take the range's read lock
 // only for the duration of one lookup. The committer goroutine takes each
 // range's lock briefly to freeze its overlay, then commits without it.
+// Restore writes an incoming snapshot into a staging bucket a chunk per
+// transaction, holding no lock, so a 64 MiB snapshot never stalls the
+// node's other ranges; one small transaction under the committer's lock
+// swaps the staged bucket in (snapshot.go).
 //
 // # Change feed and leases
 //

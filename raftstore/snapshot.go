@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -138,36 +137,64 @@ func (s *fsmSnapshot) write(out io.Writer) error {
 
 func (s *fsmSnapshot) Release() { s.tx.Rollback() }
 
-// Restore replaces the range's state with the snapshot's in one bbolt
-// transaction: a corrupt or truncated stream aborts it and leaves the old
-// state in place.
+// restoreStaging is the top-level bucket an incoming snapshot is written
+// into before it replaces a range's state: one child per range, named as
+// the range's data bucket. Open deletes whatever a stopped node left there.
+// It is transient, so the storage layout keeps its number: a build that
+// predates it never looks at it.
+var restoreStaging = []byte("restore-staging")
+
+// stagedSnapshot is what Restore keeps in memory while the snapshot's data
+// goes to the staging bucket: the records the switch writes itself.
+type stagedSnapshot struct {
+	applied        uint64
+	desc           Descriptor
+	nkeys, nbytes  int64
+	locks, outcome []stagedRecord
+	versioned      bool
+	leased         []stagedRecord // lease index keys
+}
+
+type stagedRecord struct{ k, v []byte }
+
+// Restore replaces the range's state with the snapshot's. The data goes
+// to a staging bucket a chunk (Config.RestoreChunkBytes) per bbolt
+// transaction, without any lock: the node's other ranges keep committing
+// between chunks, and this range keeps serving its old state (with its
+// old applied index) to readers. Once the whole stream is read and its
+// checksum holds, one small transaction under commitMu and the range's
+// lock swaps the staged bucket in and writes the rest. A corrupt or
+// truncated stream, or a crash before the swap, leaves the old state.
 func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	st, err := f.stageSnapshot(rc)
+	if err != nil {
+		return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
+	}
 	f.store.commitMu.Lock()
 	defer f.store.commitMu.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 
-	var applied uint64
-	var desc Descriptor
-	var nkeys, nbytes int64
-	var txn txnState
-	err := f.store.db.Update(func(tx *bolt.Tx) error {
+	txn := newTxnState()
+	err = f.store.db.Update(func(tx *bolt.Tx) error {
+		if st.desc.ID != f.id {
+			return fmt.Errorf("%w: snapshot of range %d offered to range %d", ErrBadSnapshot, st.desc.ID, f.id)
+		}
+		staging := tx.Bucket(restoreStaging)
+		if staging == nil || staging.Bucket(f.bucket) == nil {
+			return fmt.Errorf("staged snapshot of range %d missing", f.id)
+		}
 		if tx.Bucket(f.bucket) != nil {
 			if err := tx.DeleteBucket(f.bucket); err != nil {
 				return err
 			}
 		}
-		b, err := tx.CreateBucket(f.bucket)
-		if err != nil {
-			return err
+		// The staged bucket is not written in this transaction, so
+		// MoveBucket (which moves its header, not a modified copy) is safe.
+		if err := tx.MoveBucket(f.bucket, staging, nil); err != nil {
+			return fmt.Errorf("swap in the staged snapshot: %w", err)
 		}
-		b.FillPercent = dataFillPercent
-		type leased struct {
-			lease uint64
-			key   []byte
-		}
-		var leasedKeys []leased
 		for _, name := range [][]byte{lockBucket(f.id), outcomeBucket(f.id)} {
 			if tx.Bucket(name) != nil {
 				if err := tx.DeleteBucket(name); err != nil {
@@ -183,70 +210,149 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 		if err != nil {
 			return err
 		}
-		txn = newTxnState()
-		applied, desc, err = readSnapshot(rc, func(tag byte, k, stored []byte) error {
-			switch tag {
-			case snapTagLock:
-				l, _ := decodeLock(stored)    // checked by the reader
-				l.At = time.Now().UnixMilli() // see loadTxnState
-				txn.locks[string(k)] = l
-				return locks.Put(k, stored)
-			case snapTagOutcome:
-				o, _ := decodeOutcome(stored)
-				txn.outcomes[string(k)] = o
-				return outcomes.Put(k, stored)
-			case snapTagVersioned:
-				txn.versioned = true
-				return tx.Bucket(metaBucket).Put(versionedKey(f.id), []byte{1})
+		for _, r := range st.locks {
+			l, _ := decodeLock(r.v)       // checked by the reader
+			l.At = time.Now().UnixMilli() // see loadTxnState
+			txn.locks[string(r.k)] = l
+			if err := locks.Put(r.k, r.v); err != nil {
+				return err
 			}
-			nkeys++
-			nbytes += storedSize(k, stored)
-			if ki, _, ok := decodeStored(stored); ok && ki.lease != 0 {
-				leasedKeys = append(leasedKeys, leased{ki.lease, bytes.Clone(k)})
-			}
-			return b.Put(k, stored)
-		})
-		if err != nil {
-			return err
 		}
-		if !desc.IsMeta() {
-			lb, err := resetFeed(tx, f.id, applied)
+		for _, r := range st.outcome {
+			o, _ := decodeOutcome(r.v)
+			txn.outcomes[string(r.k)] = o
+			if err := outcomes.Put(r.k, r.v); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(metaBucket)
+		if st.versioned {
+			txn.versioned = true
+			if err := meta.Put(versionedKey(f.id), []byte{1}); err != nil {
+				return err
+			}
+		}
+		if !st.desc.IsMeta() {
+			lb, err := resetFeed(tx, f.id, st.applied)
 			if err != nil {
 				return err
 			}
-			for _, l := range leasedKeys {
-				if err := lb.Put(leaseIndexKey(l.lease, l.key), nil); err != nil {
+			for _, r := range st.leased {
+				if err := lb.Put(r.k, nil); err != nil {
 					return err
 				}
 			}
 		}
-		if err := tx.Bucket(metaBucket).Put(sizeKey(f.id), encodeSize(nkeys, nbytes)); err != nil {
+		if err := meta.Put(sizeKey(f.id), encodeSize(st.nkeys, st.nbytes)); err != nil {
 			return err
 		}
-		if desc.ID != f.id {
-			return fmt.Errorf("%w: snapshot of range %d offered to range %d", ErrBadSnapshot, desc.ID, f.id)
-		}
-		meta := tx.Bucket(metaBucket)
-		if err := meta.Put(descKey(f.id), desc.Marshal()); err != nil {
+		if err := meta.Put(descKey(f.id), st.desc.Marshal()); err != nil {
 			return err
 		}
-		return meta.Put(appliedKey(f.id), binary.BigEndian.AppendUint64(nil, applied))
+		return meta.Put(appliedKey(f.id), binary.BigEndian.AppendUint64(nil, st.applied))
 	})
 	if err != nil {
-		return fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
+		return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
 	}
 	f.pending = newOverlay()
 	f.frozen = nil
 	f.txn = txn
-	f.desc = desc
-	f.sizeKeys.Store(nkeys)
-	f.sizeBytes.Store(nbytes)
-	f.applied.Store(applied)
-	f.durable.Store(applied)
-	if !desc.IsMeta() {
-		f.evFloor.Store(applied)
+	f.desc = st.desc
+	f.sizeKeys.Store(st.nkeys)
+	f.sizeBytes.Store(st.nbytes)
+	f.applied.Store(st.applied)
+	f.durable.Store(st.applied)
+	if !st.desc.IsMeta() {
+		f.evFloor.Store(st.applied)
 	}
 	f.notifyApplied()
+	return nil
+}
+
+// stageSnapshot reads the stream into the range's staging bucket, a
+// chunk per transaction, and keeps the rest of what Restore writes.
+func (f *RangeFSM) stageSnapshot(r io.Reader) (*stagedSnapshot, error) {
+	db := f.store.db
+	if err := db.Update(func(tx *bolt.Tx) error {
+		staging, err := tx.CreateBucketIfNotExists(restoreStaging)
+		if err != nil {
+			return err
+		}
+		if staging.Bucket(f.bucket) != nil {
+			if err := staging.DeleteBucket(f.bucket); err != nil {
+				return err
+			}
+		}
+		_, err = staging.CreateBucket(f.bucket)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("create the staging bucket: %w", err)
+	}
+	st := &stagedSnapshot{}
+	var chunk []stagedRecord
+	chunkBytes := 0
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
+		}
+		err := db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(restoreStaging).Bucket(f.bucket)
+			b.FillPercent = dataFillPercent
+			for _, r := range chunk {
+				if err := b.Put(r.k, r.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		chunk, chunkBytes = chunk[:0], 0
+		return err
+	}
+	var err error
+	st.applied, st.desc, err = readSnapshot(r, func(tag byte, k, stored []byte) error {
+		switch tag {
+		case snapTagLock:
+			st.locks = append(st.locks, stagedRecord{k, stored})
+			return nil
+		case snapTagOutcome:
+			st.outcome = append(st.outcome, stagedRecord{k, stored})
+			return nil
+		case snapTagVersioned:
+			st.versioned = true
+			return nil
+		}
+		st.nkeys++
+		st.nbytes += storedSize(k, stored)
+		if ki, _, ok := decodeStored(stored); ok && ki.lease != 0 {
+			st.leased = append(st.leased, stagedRecord{k: leaseIndexKey(ki.lease, k)})
+		}
+		chunk = append(chunk, stagedRecord{k, stored})
+		if chunkBytes += len(k) + len(stored); chunkBytes >= f.store.cfg.RestoreChunkBytes {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// dropStaged deletes what stageSnapshot wrote for the range, if anything.
+func (f *RangeFSM) dropStaged() error {
+	err := f.store.db.Update(func(tx *bolt.Tx) error {
+		staging := tx.Bucket(restoreStaging)
+		if staging == nil || staging.Bucket(f.bucket) == nil {
+			return nil
+		}
+		return staging.DeleteBucket(f.bucket)
+	})
+	if err != nil {
+		return fmt.Errorf("raftstore: drop range %d's staged snapshot: %w", f.id, err)
+	}
 	return nil
 }
 

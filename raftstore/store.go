@@ -14,6 +14,7 @@ import (
 
 	"github.com/dialkv/dialkv/raftstore/wal"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Config configures a node's Store.
@@ -32,6 +33,10 @@ type Config struct {
 	// (0: no bound of that kind).
 	EventRetentionBytes int64
 	EventRetentionAge   time.Duration
+	// RestoreChunkBytes is how much of an incoming snapshot one bbolt
+	// transaction writes (Restore): the other ranges' commits and the
+	// disk's other writers wait for at most one chunk, not a whole range.
+	RestoreChunkBytes int
 
 	// crashAt, when set, is called at each step of Open's upgrade pass
 	// (settle); an error stops it there, as a crash would. Tests only.
@@ -43,8 +48,13 @@ func DefaultConfig(dir string) Config {
 	return Config{
 		Dir: dir, CommitInterval: 100 * time.Millisecond, CommitBytes: 8 << 20, Logger: slog.Default(),
 		EventRetentionBytes: DefaultEventRetentionBytes, EventRetentionAge: DefaultEventRetentionAge,
+		RestoreChunkBytes: DefaultRestoreChunkBytes,
 	}
 }
+
+// DefaultRestoreChunkBytes: a 2 MiB write and its fsync take a few
+// milliseconds, which is what a foreground commit may wait behind one.
+const DefaultRestoreChunkBytes = 2 << 20
 
 // The change feed's default budget per range: an hour, or 64 MiB (about
 // as much as the range's own data before it splits).
@@ -64,6 +74,8 @@ func (c Config) Validate() error {
 		return errors.New("raftstore: commit bytes must be positive")
 	case c.EventRetentionBytes < 0 || c.EventRetentionAge < 0:
 		return errors.New("raftstore: event retention must not be negative")
+	case c.RestoreChunkBytes <= 0:
+		return errors.New("raftstore: restore chunk bytes must be positive")
 	}
 	return nil
 }
@@ -87,8 +99,9 @@ var (
 // RangeFSM.mu; never hold s.mu while taking a range's mu (commit copies
 // the ranges out of s.mu first). A range's split takes the node's split
 // lock (RangeFSM.splitLock) before commitMu. stats.mu is a leaf. Nothing
-// waits on Raft while holding commitMu: Restore and a split hold it, on
-// the FSM goroutine, for one bbolt transaction.
+// waits on Raft while holding commitMu: a split holds it, on the FSM
+// goroutine, for one bbolt transaction, and Restore for the small one
+// that switches a staged snapshot in.
 type Store struct {
 	cfg Config
 	db  *bolt.DB
@@ -149,6 +162,11 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: open state.db (is another kvd using %s?): %w", cfg.Dir, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
+		// A snapshot half-installed when the node stopped: its range still
+		// has the state it had before, and Raft sends the snapshot again.
+		if err := tx.DeleteBucket(restoreStaging); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return err
+		}
 		_, err := tx.CreateBucketIfNotExists(metaBucket)
 		return err
 	}); err != nil {
@@ -329,6 +347,11 @@ func (s *Store) DropRange(id uint64) error {
 				if err := tx.DeleteBucket(name); err != nil {
 					return err
 				}
+			}
+		}
+		if st := tx.Bucket(restoreStaging); st != nil && st.Bucket(dataBucket(id)) != nil {
+			if err := st.DeleteBucket(dataBucket(id)); err != nil {
+				return err
 			}
 		}
 		meta := tx.Bucket(metaBucket)
