@@ -117,6 +117,8 @@ func (c *conn) send(m *outMsg, high bool, expire <-chan time.Time) error {
 func (c *conn) writeLoop() {
 	batch := make([]*outMsg, 0, 64)
 	parts := make([][]byte, 0, 128)
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
 	for {
 		var m *outMsg
 		select {
@@ -133,22 +135,17 @@ func (c *conn) writeLoop() {
 		// node many ranges queue within microseconds of each other, and
 		// one write for all of them is the point of the link.
 		runtime.Gosched()
-		batch = append(batch[:0], m)
-		size := m.size()
-	fill:
-		for size < maxBatchBytes && len(batch) < maxBatchMsgs {
-			select {
-			case m = <-c.high:
-			default:
-				select {
-				case m = <-c.high:
-				case m = <-c.low:
-				default:
-					break fill
-				}
+		var size int
+		batch, size = c.fill(append(batch[:0], m), m.size())
+		if c.l.cfg.CoalesceDelay > 0 && allLazy(batch) {
+			var more, open bool
+			batch, size, more, open = c.hold(batch, size, hold)
+			if !open {
+				return
 			}
-			batch = append(batch, m)
-			size += m.size()
+			if more {
+				batch, _ = c.fill(batch, size)
+			}
 		}
 		parts = parts[:0]
 		for _, m := range batch {
@@ -172,6 +169,62 @@ func (c *conn) writeLoop() {
 		c.l.st.msgsSent.Add(uint64(len(batch)))
 		c.l.st.bytesSent.Add(uint64(n))
 	}
+}
+
+// fill adds to batch whatever is queued, high priority first, up to the
+// batch bounds.
+func (c *conn) fill(batch []*outMsg, size int) ([]*outMsg, int) {
+	for size < maxBatchBytes && len(batch) < maxBatchMsgs {
+		var m *outMsg
+		select {
+		case m = <-c.high:
+		default:
+			select {
+			case m = <-c.high:
+			case m = <-c.low:
+			default:
+				return batch, size
+			}
+		}
+		batch = append(batch, m)
+		size += m.size()
+	}
+	return batch, size
+}
+
+// hold keeps a batch of lazy messages for up to CoalesceDelay, adding
+// what arrives meanwhile. more says a message that is not lazy arrived,
+// so the caller should take whatever else is queued and write at once;
+// open is false once the connection has closed.
+func (c *conn) hold(batch []*outMsg, size int, t *time.Timer) (_ []*outMsg, _ int, more, open bool) {
+	t.Reset(c.l.cfg.CoalesceDelay)
+	defer t.Stop()
+	for size < maxBatchBytes && len(batch) < maxBatchMsgs {
+		var m *outMsg
+		select {
+		case m = <-c.high:
+		case m = <-c.low:
+		case <-t.C:
+			return batch, size, false, true
+		case <-c.done:
+			return batch, size, false, false
+		}
+		batch = append(batch, m)
+		size += m.size()
+		if !m.lazy {
+			return batch, size, true, true
+		}
+	}
+	return batch, size, false, true
+}
+
+func allLazy(batch []*outMsg) bool {
+	for _, m := range batch {
+		if !m.lazy {
+			return false
+		}
+	}
+	return true
 }
 
 // next reads the next message.

@@ -57,13 +57,19 @@ type Config struct {
 	// streams is reached through them before the link is tried again:
 	// the peer may have been upgraded meanwhile.
 	ProbeInterval time.Duration
+	// CoalesceDelay is how long a connection's writer may hold a batch of
+	// lazy messages only (empty appends carrying a commit index, and their
+	// answers) for others to join it; anything else ends the wait. An idle
+	// node with many awake ranges then writes (and its peers read) a few
+	// of them at a time instead of each alone. 0 writes at once.
+	CoalesceDelay time.Duration
 	Logger        *slog.Logger
 }
 
 // DefaultConfig returns the defaults; LocalAddr, Listener and Dial must
 // be set.
 func DefaultConfig() Config {
-	return Config{Timeout: 2 * time.Second, MaxInFlight: 2, ProbeInterval: 10 * time.Second}
+	return Config{Timeout: 2 * time.Second, MaxInFlight: 2, ProbeInterval: 10 * time.Second, CoalesceDelay: 5 * time.Millisecond}
 }
 
 // Validate reports a configuration the Link cannot run with.

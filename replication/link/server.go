@@ -207,7 +207,9 @@ func (s *serverConn) runLane(key laneKey, ln *lane) {
 		if !ok {
 			continue // the connection closed: nobody to answer
 		}
-		s.reply(s.l.msgs.newResponse(in.id, resp))
+		m := s.l.msgs.newResponse(in.id, resp)
+		m.lazy = isLazy(cmd)
+		s.reply(m)
 	}
 }
 

@@ -99,6 +99,10 @@ type outMsg struct {
 	headN int
 	body  []byte
 	enc   *codec.Encoder
+	// lazy: nothing waits on this message at once (an empty append that
+	// only carries the commit index, or the answer to one), so the writer
+	// may hold it briefly to share a write with others (Config.CoalesceDelay).
+	lazy bool
 }
 
 // A pool, not a global: each Link has its own (see Link.msgs).
@@ -123,6 +127,7 @@ func (mp *msgPool) put(m *outMsg) {
 	}
 	m.body = m.body[:0]
 	m.headN = 0
+	m.lazy = false
 	mp.p.Put(m)
 }
 
@@ -165,6 +170,7 @@ func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any) (*outMsg, 
 		mp.put(m)
 		return nil, err
 	}
+	m.lazy = isLazy(args)
 	m.head[4] = msgRequest
 	m.head[5] = rpc
 	n := 6
@@ -400,6 +406,16 @@ func decodeCommand(dec *codec.Decoder, rpc byte, body []byte) (any, error) {
 		return nil, fmt.Errorf("link: decode rpc %d: %w", rpc, err)
 	}
 	return cmd, nil
+}
+
+// isLazy reports whether a request may wait a moment for company on the
+// wire, and its answer with it: an append without entries that is not a
+// heartbeat. A leader sends one per follower every CommitTimeout to carry
+// the commit index; nothing waits on it. Heartbeats are never lazy: a
+// linearizable read waits for a round of them (VerifyLeader).
+func isLazy(cmd any) bool {
+	ae, ok := cmd.(*raft.AppendEntriesRequest)
+	return ok && len(ae.Entries) == 0 && !isHeartbeat(cmd)
 }
 
 // isHeartbeat is NetworkTransport's test for the heartbeat fast path.
