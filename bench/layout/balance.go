@@ -55,11 +55,31 @@ func PlanLeaderMoves(l *Layout) []Move {
 	if len(l.Nodes) == 0 {
 		return nil
 	}
+	// The meta range's leadership counts where it is, as kvd's placement
+	// driver counts it (it moves one only when a node leads two more than
+	// another): a plan balancing the user ranges alone could leave kvd a
+	// leadership to move in the middle of a measurement.
+	leads := func(n Node) int {
+		if n.ID == l.MetaLeader {
+			return n.Leaders + 1
+		}
+		return n.Leaders
+	}
+	// The meta leader's node takes one of the extra leaderships first:
+	// then the user ranges' leaders end within one of each other too.
 	nodes := slices.Clone(l.Nodes)
-	slices.SortStableFunc(nodes, func(a, b Node) int { return cmp.Compare(b.Leaders, a.Leaders) })
+	slices.SortStableFunc(nodes, func(a, b Node) int {
+		if am, bm := a.ID == l.MetaLeader, b.ID == l.MetaLeader; am != bm {
+			if am {
+				return -1
+			}
+			return 1
+		}
+		return cmp.Compare(leads(b), leads(a))
+	})
 	total := 0
 	for _, n := range nodes {
-		total += n.Leaders
+		total += leads(n)
 	}
 	surplus := map[string]int{}
 	for i, n := range nodes {
@@ -67,7 +87,7 @@ func PlanLeaderMoves(l *Layout) []Move {
 		if i < total%len(nodes) {
 			target++
 		}
-		surplus[n.ID] = n.Leaders - target
+		surplus[n.ID] = leads(n) - target
 	}
 	var moves []Move
 	for _, r := range l.Ranges {
@@ -100,7 +120,9 @@ type BalanceResult struct {
 }
 
 // BalanceLeaders moves range leaderships (Cluster.TransferLeader) until
-// every active node leads within one of every other (LeadersBalanced),
+// every active node leads within one of every other, the meta range's
+// leadership counted when its leader is known (LeadershipsBalanced, where
+// kvd's placement driver stops moving them; else LeadersBalanced),
 // reading the layout from the nodes before every round and after its
 // moves. It waits for every range to have a leader the replicas confirm
 // before it plans, and gives up after balanceRounds rounds or when ctx
@@ -120,7 +142,7 @@ func BalanceLeaders(ctx context.Context, cli *client.Client, log io.Writer) (Bal
 		if err != nil {
 			return res, fmt.Errorf("layout: before balancing round %d: %w", res.Rounds+1, err)
 		}
-		if l.LeadersBalanced() {
+		if l.balanced() {
 			return res, nil
 		}
 		if res.Rounds >= balanceRounds {

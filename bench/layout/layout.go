@@ -173,6 +173,14 @@ func (l *Layout) LeadershipsBalanced() bool {
 	return hi-lo <= 1
 }
 
+// balanced is what BalanceLeaders aims for.
+func (l *Layout) balanced() bool {
+	if l.MetaLeader != "" {
+		return l.LeadershipsBalanced()
+	}
+	return l.LeadersBalanced()
+}
+
 // FairShare is the number of replicas each node holds when rf replicas of
 // every range are spread evenly over the active nodes.
 func (l *Layout) FairShare(rf int) float64 {

@@ -87,6 +87,35 @@ func TestPlanLeaderMoves_BalancesInOneRoundWithTheFewestMoves(t *testing.T) {
 	}
 }
 
+// With the meta range led by the node the user ranges alone would leave
+// leading most, the plan balances every group's leadership, as kvd does,
+// so kvd has nothing left to move.
+func TestPlanLeaderMoves_CountsTheMetaLeadership(t *testing.T) {
+	l := layoutOf([]string{"n1", "n2", "n3"}, append(repeat("n1", 10), repeat("n2", 6)...))
+	l.MetaLeader = "n1"
+	moves := PlanLeaderMoves(l)
+	apply(t, l, moves)
+	if !l.LeadershipsBalanced() || !l.LeadersBalanced() {
+		t.Fatalf("after the plan (%d moves): %s, want every group's leadership and the user ranges' within one", len(moves), l)
+	}
+	// 17 groups on 3 nodes: 6/6/5, the meta leader's node one of the 6s.
+	if n := l.Node("n1").Leaders; n != 5 {
+		t.Fatalf("n1 leads %d user ranges and the meta range, want 5 and meta", n)
+	}
+	// And for every placement of the meta leadership and of 15 to 18
+	// user leaderships, both balances hold after one plan.
+	for total := 15; total <= 18; total++ {
+		for _, meta := range []string{"n1", "n2", "n3"} {
+			l := layoutOf([]string{"n1", "n2", "n3"}, append(repeat("n2", total-3), repeat("n3", 3)...))
+			l.MetaLeader = meta
+			apply(t, l, PlanLeaderMoves(l))
+			if !l.LeadershipsBalanced() || !l.LeadersBalanced() {
+				t.Fatalf("%d user ranges, meta led by %s: after the plan %s", total, meta, l)
+			}
+		}
+	}
+}
+
 func TestPlanLeaderMoves_MovesOnlyToAReplica(t *testing.T) {
 	// n3 holds no replica of any range: nothing can move there, and the
 	// plan must not pretend otherwise.
