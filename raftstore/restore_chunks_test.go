@@ -198,3 +198,29 @@ func TestRangeFSM_BrokenChunkedRestoreChangesNothing(t *testing.T) {
 		mustMissing(t, h, "k000")
 	})
 }
+
+// A range dropped while its snapshot streams in ends the restore with an
+// error, never a crash of the node. (Raft's shutdown waits for Restore,
+// so DropReplica cannot do this; DropRange alone can.)
+func TestRangeFSM_RestoreOfADroppedRangeFails(t *testing.T) {
+	stream := snapshotOf(t, 1, 300)
+	dst := openStoreWith(t, t.TempDir(), smallChunks)
+	defer dst.Close()
+	g := mustRange(t, dst, 1)
+	pr, pw := io.Pipe()
+	restored := make(chan error, 1)
+	go func() { restored <- g.Restore(pr) }()
+	if _, err := pw.Write(stream[:len(stream)/2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.DropRange(1); err != nil {
+		t.Fatal(err)
+	}
+	go func() { pw.Write(stream[len(stream)/2:]); pw.Close() }()
+	if err := <-restored; err == nil {
+		t.Fatal("restore of a dropped range succeeded")
+	}
+	if n := stagedRanges(t, dst); n > 0 {
+		t.Fatalf("%d staged snapshots left", n)
+	}
+}

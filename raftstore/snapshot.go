@@ -296,7 +296,14 @@ func (f *RangeFSM) stageSnapshot(r io.Reader) (*stagedSnapshot, error) {
 			return nil
 		}
 		err := db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(restoreStaging).Bucket(f.bucket)
+			var b *bolt.Bucket
+			if staging := tx.Bucket(restoreStaging); staging != nil {
+				b = staging.Bucket(f.bucket)
+			}
+			if b == nil {
+				// DropRange (or a reopen) took it: the range is gone.
+				return fmt.Errorf("staged snapshot of range %d vanished mid-restore", f.id)
+			}
 			b.FillPercent = dataFillPercent
 			for _, r := range chunk {
 				if err := b.Put(r.k, r.v); err != nil {
