@@ -849,8 +849,24 @@ const orphanGrace = 10 * time.Second
 // and a freshly added one appears in the table within a second, so both
 // conditions held for orphanGrace mean it was removed.
 func (n *Node) dropOrphans(ctx context.Context, since map[uint64]time.Time) {
-	t := n.routes.cached()
-	if t == nil {
+	// An orphan has no leader; a node whose replicas all have one has
+	// nothing to look up. Otherwise the table is fetched if stale: an idle
+	// node (one being decommissioned, say) reads it for nothing else, and
+	// going by the cache alone it kept a split's child it had been a
+	// non-voter of forever.
+	unled := false
+	for _, s := range n.Shards() {
+		if id, _ := s.Leader(); id == "" {
+			unled = true
+			break
+		}
+	}
+	if !unled {
+		clear(since)
+		return
+	}
+	t, err := n.routes.get(ctx)
+	if err != nil {
 		return
 	}
 	listed := map[uint64]bool{}
