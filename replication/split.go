@@ -21,19 +21,11 @@ func (n *Node) split(ctx context.Context, s *shard.Shard, key []byte) (*kvpb.Spl
 	if !desc.Contains(key) || bytes.Equal(key, desc.Start) {
 		return nil, fmt.Errorf("%w: %q is not strictly inside range %d [%q, %q)", ErrBadSplitKey, key, desc.ID, desc.Start, desc.End)
 	}
-	servers, err := s.Configuration()
-	if err != nil {
-		return nil, err
-	}
 	childID, err := n.allocRangeID(ctx)
 	if err != nil {
 		return nil, err
 	}
-	spec := raftstore.SplitSpec{ChildID: childID}
-	for _, srv := range servers {
-		spec.Replicas = append(spec.Replicas, raftstore.Server{ID: string(srv.ID), Addr: string(srv.Address)})
-	}
-	res, err := s.ProposeSplit(ctx, key, spec)
+	res, err := s.ProposeSplit(ctx, key, childID)
 	if err != nil {
 		return nil, err
 	}

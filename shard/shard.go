@@ -99,16 +99,24 @@ type Shard struct {
 	trans   *wakeTransport
 	log     *slog.Logger
 
-	// Lock order: compactMu, then rmu, then leaderMu or the transport's
-	// hbMu or pipesMu (sleeping stops the instance and tells the leader
-	// watchers, holding rmu). leaderMu, hbMu and pipesMu are leaves. None
-	// is held while waiting on Raft, except compactMu, which is held
-	// across CompactLog's Raft calls and only ever tried by hibernation.
+	// Lock order: memberMu, then compactMu, then rmu, then leaderMu or
+	// the transport's hbMu or pipesMu (sleeping stops the instance and
+	// tells the leader watchers, holding rmu). leaderMu, hbMu and pipesMu
+	// are leaves. None is held while waiting on Raft, except compactMu,
+	// which is held across CompactLog's Raft calls and only ever tried by
+	// hibernation, and memberMu, held across a membership change or a
+	// split until Raft has committed it.
 	//
 	// rc is the configuration every Raft instance starts from; inst is
 	// the current instance (a stopped one while the replica hibernates).
 	rc   raft.Config
 	inst atomic.Pointer[instance]
+	// memberMu orders, on the leader, a split's view of the membership
+	// with membership changes: the split's new range starts with the
+	// members the split read, so no change may commit between that read
+	// and the split (a removed node would be named a replica of a range
+	// it never hears of, and the range lose a member of its quorum).
+	memberMu sync.Mutex
 	// rmu serialises starting, hibernating and stopping instances.
 	rmu         sync.Mutex
 	closed      bool          // guarded by rmu
@@ -628,6 +636,8 @@ func (s *Shard) RemoveServer(ctx context.Context, id string) error {
 }
 
 func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.IndexFuture) error {
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
 	if s.active().State() != raft.Leader {
 		return ErrNotLeader
 	}
@@ -678,8 +688,23 @@ func (s *Shard) StepDown(ctx context.Context) error {
 	return nil
 }
 
-// Propose* for the splits: ProposeSplit commits a split at key.
-func (s *Shard) ProposeSplit(ctx context.Context, key []byte, spec raftstore.SplitSpec) (*raftstore.Result, error) {
+// ProposeSplit commits a split at key into a new range childID whose
+// replicas are this range's members when the split commits: it reads the
+// membership and waits for the split holding memberMu, which every
+// membership change on this leader takes too. (A change committed by
+// another leader comes after the split in the log, or the split is lost
+// with the leadership.)
+func (s *Shard) ProposeSplit(ctx context.Context, key []byte, childID uint64) (*raftstore.Result, error) {
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
+	servers, err := s.Configuration()
+	if err != nil {
+		return nil, err
+	}
+	spec := raftstore.SplitSpec{ChildID: childID}
+	for _, srv := range servers {
+		spec.Replicas = append(spec.Replicas, raftstore.Server{ID: string(srv.ID), Addr: string(srv.Address)})
+	}
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return nil, err
