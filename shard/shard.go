@@ -643,9 +643,21 @@ func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.
 	}
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
-		timeout = time.Until(dl)
+		if timeout = time.Until(dl); timeout <= 0 {
+			return context.DeadlineExceeded
+		}
 	}
-	if err := awaitFuture(ctx, s.activeInst().stop, change(timeout)); err != nil {
+	stop := s.activeInst().stop
+	f := change(timeout)
+	err := awaitFuture(ctx, stop, f)
+	if err != nil && ctx.Err() != nil {
+		// The caller gave up, Raft has not: the change may still be
+		// appended, so memberMu stays held until Raft decides (it answers
+		// on commit, on losing the leadership, or the instance stops), or
+		// a split could read the membership from before it.
+		awaitFuture(context.Background(), stop, f)
+	}
+	if err != nil {
 		return s.applyError(err)
 	}
 	return nil
@@ -703,7 +715,13 @@ func (s *Shard) ProposeSplit(ctx context.Context, key []byte, childID uint64) (*
 	}
 	spec := raftstore.SplitSpec{ChildID: childID}
 	for _, srv := range servers {
-		spec.Replicas = append(spec.Replicas, raftstore.Server{ID: string(srv.ID), Addr: string(srv.Address)})
+		// A non-voter is still catching up (addReplica) and may do so from
+		// a snapshot taken after this split, never creating the new range:
+		// it starts with the voters only, and its node drops the replica it
+		// may open as an orphan; placement re-adds one where needed.
+		if srv.Suffrage == raft.Voter {
+			spec.Replicas = append(spec.Replicas, raftstore.Server{ID: string(srv.ID), Addr: string(srv.Address)})
+		}
 	}
 	b, err := json.Marshal(spec)
 	if err != nil {
