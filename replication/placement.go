@@ -135,7 +135,7 @@ func (n *Node) placementLoop() {
 	t := time.NewTicker(placementInterval)
 	defer t.Stop()
 	lastSplitCheck := time.Time{}
-	orphans := map[uint64]time.Time{}
+	orphans := &orphanWatch{since: map[uint64]time.Time{}}
 	for {
 		// A move done makes room for the next at once; a move failed does
 		// not: it failed for a reason (an election, a node down) that the
@@ -839,6 +839,20 @@ func (n *Node) DropReplica(ctx context.Context, req *kvpb.DropReplicaRequest) (*
 	return &kvpb.DropReplicaResponse{}, nil
 }
 
+// orphanWatch is dropOrphans' memory between ticks.
+type orphanWatch struct {
+	since   map[uint64]time.Time // when each candidate was first seen
+	fetched time.Time            // the last routing table dropOrphans read itself
+}
+
+// How often dropOrphans reads the routing table itself, when no fresher
+// copy is cached: with a replica awake but without a leader (an orphan,
+// or an election), and with only sleeping ones.
+const (
+	orphanFetchAwake  = orphanGrace / 2
+	orphanFetchAsleep = time.Minute
+)
+
 // orphanGrace is how long a replica must have been both absent from the
 // routing table and without a leader before its node drops it.
 const orphanGrace = 10 * time.Second
@@ -848,26 +862,43 @@ const orphanGrace = 10 * time.Second
 // node was down). A replica still in the range always hears from a leader,
 // and a freshly added one appears in the table within a second, so both
 // conditions held for orphanGrace mean it was removed.
-func (n *Node) dropOrphans(ctx context.Context, since map[uint64]time.Time) {
+func (n *Node) dropOrphans(ctx context.Context, w *orphanWatch) {
+	since := w.since
 	// An orphan has no leader; a node whose replicas all have one has
-	// nothing to look up. Otherwise the table is fetched if stale: an idle
-	// node (one being decommissioned, say) reads it for nothing else, and
-	// going by the cache alone it kept a split's child it had been a
-	// non-voter of forever.
-	unled := false
+	// nothing to look up. Otherwise the table is fetched when stale: an
+	// idle node (one being decommissioned, say) reads it for nothing else,
+	// and going by the cache alone it kept a split's child it had been a
+	// non-voter of forever. Sleeping replicas have no leader either (no
+	// Raft runs), and a cluster at rest is mostly asleep, so for them
+	// alone the table is read at most once a minute.
+	awake, asleep := false, false
 	for _, s := range n.Shards() {
 		if id, _ := s.Leader(); id == "" {
-			unled = true
-			break
+			if s.Asleep() {
+				asleep = true
+			} else {
+				awake = true
+			}
 		}
 	}
-	if !unled {
+	if !awake && !asleep {
 		clear(since)
 		return
 	}
-	t, err := n.routes.get(ctx)
-	if err != nil {
-		return
+	t := n.routes.cached()
+	if t == nil {
+		every := orphanFetchAsleep
+		if awake {
+			every = orphanFetchAwake
+		}
+		if time.Since(w.fetched) < every {
+			return
+		}
+		w.fetched = time.Now()
+		var err error
+		if t, err = n.routes.get(ctx); err != nil {
+			return
+		}
 	}
 	listed := map[uint64]bool{}
 	for _, d := range t.Ranges {
