@@ -204,7 +204,18 @@ func (w *watch) startNow() error {
 		}
 		t, err := w.n.routes.get(w.ctx)
 		if err != nil {
-			return err
+			// A node that has never read the routing table (a cluster just
+			// started: its nodes are ready once their own replicas have
+			// leaders) may find the meta range not serving yet: retry
+			// until the start's deadline, as for a table that lags.
+			select {
+			case <-w.ctx.Done():
+				return w.ctx.Err()
+			case <-deadline.C:
+				return err
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
 		for _, d := range userRanges(t) {
 			if _, ok := w.cursor[d.Id]; ok || waiting[d.Id] {

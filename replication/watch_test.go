@@ -413,3 +413,21 @@ func TestWatch_SlowFeedMessagesStayWithinTheBatchLimit(t *testing.T) {
 		t.Errorf("a range feed message of %d bytes, over %d (the 1 MiB batch limit and one event)", largest, limit)
 	}
 }
+
+// A watch opened on every node the moment a cluster starts (before any
+// node has read the routing table) starts, instead of failing because the
+// meta range is not serving yet, and then delivers a write.
+func TestWatch_OpenedAsTheClusterStartsStarts(t *testing.T) {
+	c := newTestCluster(t, 3)
+	var ws []*watcher
+	for i := range c.nodes {
+		ws = append(ws, startWatch(t, c, i, &kvpb.WatchRequest{Prefix: []byte("w/")}))
+	}
+	c.mustPut(c.leader(), "w/1", "v")
+	for i, w := range ws {
+		c.eventually(fmt.Sprintf("n%d's watch delivering the write", i+1), 20*time.Second, func() bool {
+			evs, _ := w.snapshot()
+			return len(evs) == 1 && string(evs[0].Key) == "w/1"
+		})
+	}
+}
