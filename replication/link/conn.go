@@ -120,10 +120,8 @@ func (c *conn) writeLoop() {
 	hold := time.NewTimer(time.Hour)
 	hold.Stop()
 	for {
-		var m *outMsg
-		select {
-		case m = <-c.high:
-		default:
+		m, ok := c.poll()
+		if !ok {
 			select {
 			case m = <-c.high:
 			case m = <-c.low:
@@ -175,21 +173,31 @@ func (c *conn) writeLoop() {
 // batch bounds.
 func (c *conn) fill(batch []*outMsg, size int) ([]*outMsg, int) {
 	for size < maxBatchBytes && len(batch) < maxBatchMsgs {
-		var m *outMsg
-		select {
-		case m = <-c.high:
-		default:
-			select {
-			case m = <-c.high:
-			case m = <-c.low:
-			default:
-				return batch, size
-			}
+		m, ok := c.poll()
+		if !ok {
+			break
 		}
 		batch = append(batch, m)
 		size += m.size()
 	}
 	return batch, size
+}
+
+// poll takes a queued message without waiting, high priority first.
+func (c *conn) poll() (*outMsg, bool) {
+	select {
+	case m := <-c.high:
+		return m, true
+	default:
+		select {
+		case m := <-c.high:
+			return m, true
+		case m := <-c.low:
+			return m, true
+		default:
+			return nil, false
+		}
+	}
 }
 
 // hold keeps a batch of lazy messages for up to CoalesceDelay, adding
