@@ -56,7 +56,7 @@ vet:
 # request bytes, session tokens, read options, bearer tokens. Go fuzzes one
 # target per `go test -fuzz`, so each Fuzz* target runs in turn, FUZZTIME
 # each; a failing input lands in api/testdata/fuzz/ and is re-run by every
-# `go test` from then on. fuzz-smoke (part of test) gives each 5 seconds.
+# `go test` from then on. fuzz-smoke (part of test) gives each 3,000 inputs.
 FUZZTIME ?= 1m
 FUZZ_PKG := ./api
 fuzz_run  = set -e; targets=$$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(f \*testing\.F).*/\1/p' $(FUZZ_PKG)/*_test.go); \

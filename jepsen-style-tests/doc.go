@@ -48,7 +48,7 @@
 //     after the heal, and error honesty (a failed write is never seen).
 //   - nemesis.go: partitions (one node, the leader, halves, bridge, one-way,
 //     reject), kill -9 + restart, pause, slow links, membership change
-//     (remove, wait for the drain, wipe, rejoin), leader transfers (Internal.ChangeReplicas),
+//     (remove, wait for the drain, wipe, rejoin), leader transfers (Cluster.TransferLeader),
 //     range splits during traffic (Cluster.SplitRange), composed faults, on
 //     a seeded schedule with healthy periods.
 //   - runner.go, report.go: Run ties it together and writes the results

@@ -7,6 +7,7 @@
 //
 //	DATA/state.db              bbolt: one bucket per range, plus descriptors, applied indexes, sizes and the storage layout
 //	DATA/wal/                  the node's write-ahead log (package wal): every range's Raft log, term and vote
+//	DATA/ranges/ID/log         a fence file (writeFence): a kvd from before the WAL refuses the directory
 //	DATA/ranges/ID/snapshots/  the range's Raft snapshots (file store)
 //
 // Each range sees its own view of the log (wal.RangeLog, handed out by

@@ -18,7 +18,9 @@
 // (the sentinels below, shard's, or a peer's gRPC status); package api
 // turns them into gRPC codes and HTTP statuses in one table.
 //
-// Raft streams between nodes travel in checked frames (framing.go): a
+// Raft messages between nodes travel in checked frames (package frame),
+// on one shared connection per peer (package link) or, with
+// Config.PerRangeStreams, on each range's own streams (framing.go): a
 // sequence number and a CRC-32C per frame, so a stream with a hole, a
 // repeat or a damaged byte is closed instead of decoded into a different,
 // valid Raft message.

@@ -34,11 +34,9 @@ const (
 	// maxMovesInFlight bounds the moves the driver runs at once, in all.
 	maxMovesInFlight = 8
 	// maxSnapshotsPerNode bounds the replicas being added to one node at
-	// once. A node restores snapshots one at a time (a restore holds its
-	// store's commit lock for the whole range), so a third snapshot would
-	// only wait in line; two keep its disk busy, one streaming in while
-	// the other is written, and bound how long the node's own ranges wait
-	// for that lock to one restore.
+	// once: two keep its disk busy, one streaming in while the other is
+	// written, and more would only share the same disk and slow the
+	// node's own writes further.
 	maxSnapshotsPerNode = 2
 	catchUpTimeout      = 60 * time.Second
 	// catchUpPoll paces the checks of a new replica's progress, at most

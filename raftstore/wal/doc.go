@@ -32,7 +32,9 @@
 // active segment with one write under the log's write lock; its view is
 // updated at once (readable before durable). A single syncer goroutine
 // makes durable, with one fdatasync, everything written before its round
-// began; what is written meanwhile waits for the next round. An append
+// began; what is written meanwhile waits for the next round. A lone
+// writer (nobody else waiting, no round running) makes the round on its
+// own goroutine instead, sparing two hand-offs. An append
 // returns once its round is done. With many writers the rounds would
 // settle into two cohorts taking turns, each half of them; the syncer
 // therefore waits, at most a quarter of a sync, for the writers the last
@@ -105,7 +107,8 @@
 //
 // Lock order: the collector's lock, the views map's, a range's write
 // lock (its writers: Raft's goroutines and the collector), the range's
-// read lock, the log's write lock, the syncer's lock. Readers take a
+// read lock, the round lock (one sync round at a time), the log's write
+// lock, the syncer's lock. Readers take a
 // range's read lock only for one lookup and never wait on a sync.
 //
 // # Upgrading in place
