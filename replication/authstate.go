@@ -110,6 +110,17 @@ func (a *AuthStore) Check(now time.Time) (*auth.State, error) {
 	return st, a.fresh.Check(st, now)
 }
 
+// Ready is nil once the node may decide requests with the auth state it
+// holds (Check), else why not: a node that has not yet read the state
+// from the meta range refuses every request with AUTH_STALE, so it is not
+// ready to serve, whether or not the cluster uses auth.
+func (a *AuthStore) Ready(context.Context) error {
+	if _, err := a.Check(time.Now()); err != nil {
+		return fmt.Errorf("auth state: %w", err)
+	}
+	return nil
+}
+
 // install makes st the held state if it is newer.
 func (a *AuthStore) install(st *auth.State) {
 	a.mu.Lock()

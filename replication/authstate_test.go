@@ -46,6 +46,14 @@ func TestAuthStore_ConcurrentMutationsFromEveryNodeAllLand(t *testing.T) {
 	if _, err := replication.NewAuthStoreForTest(c.nodes[0]).Check(time.Now()); !errors.Is(err, auth.ErrAuthStale) {
 		t.Fatalf("a node that has not read the auth state yet: %v, want ErrAuthStale", err)
 	}
+	// Such a node refuses every request, so /readyz must not call it ready
+	// (a client that waited for /readyz got AUTH_STALE: CI run 33).
+	if err := replication.NewAuthStoreForTest(c.nodes[0]).Ready(context.Background()); !errors.Is(err, auth.ErrAuthStale) {
+		t.Fatalf("Ready before the first read of the auth state: %v, want ErrAuthStale", err)
+	}
+	if err := stores[0].Ready(context.Background()); err != nil {
+		t.Fatalf("Ready once the auth state was read: %v", err)
+	}
 
 	const perNode = 3
 	var wg sync.WaitGroup

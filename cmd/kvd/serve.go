@@ -241,7 +241,13 @@ func serve(ctx context.Context, f serveFlags) error {
 	}
 	grpcSrv, health := api.NewGRPCServer(svc, grpcOpts...)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	httpSrv := &http.Server{Handler: api.NewHTTPHandler(svc, reg, node.Ready), TLSConfig: tlsCfg.http}
+	ready := func(ctx context.Context) error {
+		if err := node.Ready(ctx); err != nil {
+			return err
+		}
+		return authStore.Ready(ctx)
+	}
+	httpSrv := &http.Server{Handler: api.NewHTTPHandler(svc, reg, ready), TLSConfig: tlsCfg.http}
 	f.conns.httpTimeouts(httpSrv)
 
 	if f.pprofAddr != "" {
