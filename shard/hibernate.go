@@ -326,9 +326,54 @@ func (w *wakeTransport) deliver(rpc raft.RPC) {
 // this node's durable log. With parallel leader appends the leader counts
 // its own copy before its fsync returns; followers must not apply an entry
 // the leader could still lose in a power cut.
+//
+// A heartbeat sent while no read-index round is under way may wait on the
+// link for company (lazyTransport): on a node with many awake ranges the
+// heartbeats are most of what it sends while idle.
 func (w *wakeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	w.clampCommit(args)
+	if lt, ok := w.baseTransport.(lazyTransport); ok && isHeartbeat(args) {
+		// The generation is read first: a round that begins after the
+		// check below hurries past it, so its heartbeat never waits.
+		since := lt.HurryGen()
+		if w.s.heartbeatsMayWait(time.Now()) {
+			return lt.AppendEntriesMayWait(since, id, target, args, resp)
+		}
+	}
 	return w.baseTransport.AppendEntries(id, target, args, resp)
+}
+
+// heartbeatsWaitAfter is how long after its last read-index round a
+// range's heartbeats may wait for company: a round's heartbeats reach the
+// followers after the quorum has answered, and a range serving reads now
+// is likely to serve more; holding them would cost each round a hurry.
+const heartbeatsWaitAfter = 100 * time.Millisecond
+
+// heartbeatsMayWait reports whether the range's heartbeats may wait for
+// company at now (see heartbeatsWaitAfter).
+func (s *Shard) heartbeatsMayWait(now time.Time) bool {
+	return s.confirming.Load() == 0 && now.UnixNano()-s.confirmedAt.Load() > int64(heartbeatsWaitAfter)
+}
+
+// lazyTransport is a transport whose requests may wait for company
+// (replication/link's).
+type lazyTransport interface {
+	AppendEntriesMayWait(since uint64, id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error
+	HurryGen() uint64
+	Hurry()
+}
+
+// hurry ends the waits of requests sent with AppendEntriesMayWait.
+func (w *wakeTransport) hurry() {
+	if lt, ok := w.baseTransport.(lazyTransport); ok {
+		lt.Hurry()
+	}
+}
+
+// isHeartbeat reports whether args is what hashicorp/raft's heartbeat
+// goroutine sends: no entries, no commit index, no previous entry.
+func isHeartbeat(args *raft.AppendEntriesRequest) bool {
+	return len(args.Entries) == 0 && args.PrevLogEntry == 0 && args.PrevLogTerm == 0 && args.LeaderCommitIndex == 0
 }
 
 func (w *wakeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {

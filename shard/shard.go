@@ -141,6 +141,12 @@ type Shard struct {
 
 	reads readBatcher
 	fresh freshness
+	// confirming counts read-index rounds under way, and confirmedAt is
+	// when the last began or ended (unix nanos): heartbeats may wait a
+	// moment for company on the link only when there are none and there
+	// were none for heartbeatsWaitAfter (heartbeatsMayWait).
+	confirming  atomic.Int32
+	confirmedAt atomic.Int64
 
 	leaderMu sync.Mutex
 	leaderCh chan struct{} // closed and replaced whenever the leader changes
@@ -605,6 +611,16 @@ func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
 	inst := s.inst.Load()
 	r := inst.raft
 	idx := r.CommitIndex()
+	// The round's heartbeats must leave at once, and one already held
+	// for company (wakeTransport.AppendEntries) must go now: the round
+	// counts its answer.
+	s.confirming.Add(1)
+	s.confirmedAt.Store(time.Now().UnixNano())
+	defer func() {
+		s.confirmedAt.Store(time.Now().UnixNano())
+		s.confirming.Add(-1)
+	}()
+	s.trans.hurry()
 	if err := awaitFuture(ctx, inst.stop, r.VerifyLeader()); err != nil {
 		return 0, ErrNotLeader
 	}

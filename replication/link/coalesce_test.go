@@ -128,3 +128,99 @@ func TestConn_LazyMessageAloneGoesAfterTheDelay(t *testing.T) {
 	c.low <- outRequest(t, n, &raft.AppendEntriesRequest{RPCHeader: header(n.addr), Term: 1, PrevLogEntry: 5, PrevLogTerm: 1, LeaderCommitIndex: 5})
 	receive(t, got, "the lazy message")
 }
+
+// TestLink_HeartbeatThatMayWaitGoesOnHurry: a heartbeat sent with
+// AppendEntriesMayWait waits (here for an hour) for company, and Hurry,
+// which a read-index round calls before it waits for heartbeats, sends it
+// at once.
+func TestLink_HeartbeatThatMayWaitGoesOnHurry(t *testing.T) {
+	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay = time.Hour }})
+	b := newTestNode(t, nodeOpts{})
+	defer b.close()
+	defer a.close()
+	ta, err := a.link.Open(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ta.Close()
+	tb, err := b.link.Open(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	tb.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil) })
+
+	// A first call opens the connection, so that the held one is alone.
+	var resp raft.AppendEntriesResponse
+	hb := &raft.AppendEntriesRequest{RPCHeader: header(a.addr), Term: 1}
+	if err := ta.AppendEntries("b", raft.ServerAddress(b.addr), hb, &resp); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		done <- ta.AppendEntriesMayWait(ta.HurryGen(), "b", raft.ServerAddress(b.addr), hb, &resp)
+	}()
+	harness.Eventually(t, "the heartbeat to be held", 10*time.Second, func() bool {
+		a.link.mu.Lock()
+		defer a.link.mu.Unlock()
+		for c := range a.link.mu.conns {
+			if c.holding.Load() {
+				return true
+			}
+		}
+		return false
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("the heartbeat went before the hurry (%v): it was not held", err)
+	default:
+	}
+	ta.Hurry()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held heartbeat did not go on Hurry")
+	}
+}
+
+// TestLink_HeartbeatDecidedBeforeAHurryGoesAtOnce: a heartbeat whose
+// sender decided it may wait before a hurry (the read began just after
+// the decision) is sent at once, though nothing is held when the hurry
+// comes.
+func TestLink_HeartbeatDecidedBeforeAHurryGoesAtOnce(t *testing.T) {
+	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay = time.Hour }})
+	b := newTestNode(t, nodeOpts{})
+	defer b.close()
+	defer a.close()
+	ta, err := a.link.Open(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ta.Close()
+	tb, err := b.link.Open(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	tb.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil) })
+
+	since := ta.HurryGen()
+	ta.Hurry()
+	done := make(chan error, 1)
+	go func() {
+		var resp raft.AppendEntriesResponse
+		done <- ta.AppendEntriesMayWait(since, "b", raft.ServerAddress(b.addr), &raft.AppendEntriesRequest{RPCHeader: header(a.addr), Term: 1}, &resp)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a heartbeat decided before a hurry was held")
+	}
+}

@@ -37,9 +37,13 @@ type conn struct {
 	mr     msgReader
 
 	high, low chan *outMsg
-	done      chan struct{}
-	once      sync.Once
-	err       error // why it closed; written before done is closed
+	// hurry ends a hold at once (Link.hurry); holding says one is on. A
+	// hurry that comes as a hold ends may cut the next one short: harmless.
+	hurry   chan struct{}
+	holding atomic.Bool
+	done    chan struct{}
+	once    sync.Once
+	err     error // why it closed; written before done is closed
 
 	// waitingSince is when the first request (or ping) went out that
 	// nothing has been read after, in unix nanoseconds; 0 when every
@@ -53,7 +57,7 @@ func newConn(l *Link, nc net.Conn, fr *frame.Reader, fw *frame.Writer, remote st
 	c := &conn{
 		l: l, nc: nc, remote: remote, fw: fw, fr: fr,
 		high: make(chan *outMsg, queueLen), low: make(chan *outMsg, queueLen),
-		done: make(chan struct{}),
+		hurry: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	c.mr.r = fr
 	return c
@@ -135,7 +139,7 @@ func (c *conn) writeLoop() {
 		runtime.Gosched()
 		var size int
 		batch, size = c.fill(append(batch[:0], m), m.size())
-		if c.l.cfg.CoalesceDelay > 0 && allLazy(batch) {
+		if c.l.cfg.CoalesceDelay > 0 && c.allLazy(batch) {
 			var more, open bool
 			batch, size, more, open = c.hold(batch, size, hold)
 			if !open {
@@ -201,10 +205,18 @@ func (c *conn) poll() (*outMsg, bool) {
 }
 
 // hold keeps a batch of lazy messages for up to CoalesceDelay, adding
-// what arrives meanwhile. more says a message that is not lazy arrived,
-// so the caller should take whatever else is queued and write at once;
-// open is false once the connection has closed.
+// what arrives meanwhile. more says a message that is not lazy arrived
+// (or someone hurried the link), so the caller should take whatever else
+// is queued and write at once; open is false once the connection has
+// closed.
 func (c *conn) hold(batch []*outMsg, size int, t *time.Timer) (_ []*outMsg, _ int, more, open bool) {
+	c.holding.Store(true)
+	defer c.holding.Store(false)
+	// A hurry between the caller's check and holding set would be missed:
+	// check again now that it is set.
+	if !c.allLazy(batch) {
+		return batch, size, true, true
+	}
 	t.Reset(c.l.cfg.CoalesceDelay)
 	defer t.Stop()
 	for size < maxBatchBytes && len(batch) < maxBatchMsgs {
@@ -212,6 +224,8 @@ func (c *conn) hold(batch []*outMsg, size int, t *time.Timer) (_ []*outMsg, _ in
 		select {
 		case m = <-c.high:
 		case m = <-c.low:
+		case <-c.hurry:
+			return batch, size, true, true
 		case <-t.C:
 			return batch, size, false, true
 		case <-c.done:
@@ -219,16 +233,16 @@ func (c *conn) hold(batch []*outMsg, size int, t *time.Timer) (_ []*outMsg, _ in
 		}
 		batch = append(batch, m)
 		size += m.size()
-		if !m.lazy {
+		if !c.l.lazyNow(m) {
 			return batch, size, true, true
 		}
 	}
 	return batch, size, false, true
 }
 
-func allLazy(batch []*outMsg) bool {
+func (c *conn) allLazy(batch []*outMsg) bool {
 	for _, m := range batch {
-		if !m.lazy {
+		if !c.l.lazyNow(m) {
 			return false
 		}
 	}

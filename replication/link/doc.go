@@ -21,7 +21,8 @@
 //     vectored write. Small calls (heartbeats, votes) have their own queue
 //     and overtake large appends; a pipeline's appends keep their order.
 //     A batch of lazy messages only (empty appends carrying a commit index,
-//     and their answers) waits up to Config.CoalesceDelay for company.
+//     and their answers; heartbeats no read waits for, AppendEntriesMayWait)
+//     waits up to Config.CoalesceDelay for company; Hurry ends the wait.
 //   - Dispatch. The reader of a connection never waits for a range: each
 //     request goes to a lane of its range (heartbeats, appends in arrival
 //     order, the rest), and each busy lane has a goroutine that decodes its

@@ -59,7 +59,8 @@ type Config struct {
 	ProbeInterval time.Duration
 	// CoalesceDelay is how long a connection's writer may hold a batch of
 	// lazy messages only (empty appends carrying a commit index, and their
-	// answers) for others to join it; anything else ends the wait. An idle
+	// answers; heartbeats sent with AppendEntriesMayWait) for others to
+	// join it; anything else, or a Hurry, ends the wait. An idle
 	// node with many awake ranges then writes (and its peers read) a few
 	// of them at a time instead of each alone. 0 writes at once.
 	CoalesceDelay time.Duration
@@ -95,6 +96,9 @@ func (c Config) Validate() error {
 // per peer, carrying the messages of every range, and the connections
 // peers open to it. Each range reaches it through a RangeTransport (Open).
 type Link struct {
+	// hurries counts Hurry calls, from 1 (see outMsg.since).
+	hurries atomic.Uint64
+
 	cfg  Config
 	log  *slog.Logger
 	h    *codec.MsgpackHandle
@@ -127,6 +131,7 @@ func New(cfg Config) (*Link, error) {
 		cfg.Logger = slog.Default()
 	}
 	l := &Link{cfg: cfg, log: cfg.Logger, h: newHandle(), done: make(chan struct{}), ranges: map[uint64]*RangeTransport{}}
+	l.hurries.Store(1)
 	l.msgs = newMsgPool(l.h)
 	l.decs.New = func() any { return codec.NewDecoderBytes(nil, l.h) }
 	l.mu.peers = map[string]*peer{}
@@ -195,6 +200,30 @@ func (l *Link) addConn(c *conn) bool {
 	}
 	l.mu.conns[c] = struct{}{}
 	return true
+}
+
+// hurry ends every connection's hold, and makes every heartbeat that may
+// wait and was decided before it not lazy (lazyNow): a read waits for a
+// heartbeat that may be held, or on its way to a queue (RangeTransport.Hurry).
+func (l *Link) hurry() {
+	l.hurries.Add(1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.mu.conns {
+		if c.holding.Load() {
+			select {
+			case c.hurry <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// lazyNow reports whether m may still wait for company: it is lazy, and
+// if it is a heartbeat that may wait, no hurry has come since its sender
+// decided so.
+func (l *Link) lazyNow(m *outMsg) bool {
+	return m.lazy && (m.since == 0 || m.since == l.hurries.Load())
 }
 
 func (l *Link) removeConn(c *conn) {

@@ -306,17 +306,18 @@ func (c *clientConn) failAll(err error) {
 // call sends one request and waits for its response, until expire fires
 // or abort closes. ordered requests (a pipeline's) keep their order
 // behind everything queued before them; others may overtake large ones.
-func (c *clientConn) call(rangeID uint64, rpc byte, args, resp any, ordered bool, expire <-chan time.Time, abort <-chan struct{}) error {
+func (c *clientConn) call(rangeID uint64, rpc byte, args, resp any, ordered bool, since uint64, expire <-chan time.Time, abort <-chan struct{}) error {
 	cl := newCall(resp)
-	id, err := c.start(cl, rangeID, rpc, args, ordered, expire)
+	id, err := c.start(cl, rangeID, rpc, args, ordered, since, expire)
 	if err != nil {
 		return err
 	}
 	return c.wait(id, cl, expire, abort)
 }
 
-// start registers and sends a request.
-func (c *clientConn) start(cl *call, rangeID uint64, rpc byte, args any, ordered bool, expire <-chan time.Time) (uint64, error) {
+// start registers and sends a request; since > 0 marks it lazy whatever
+// it is, until a hurry (see AppendEntriesMayWait).
+func (c *clientConn) start(cl *call, rangeID uint64, rpc byte, args any, ordered bool, since uint64, expire <-chan time.Time) (uint64, error) {
 	id, err := c.register(cl)
 	if err != nil {
 		return 0, err
@@ -325,6 +326,9 @@ func (c *clientConn) start(cl *call, rangeID uint64, rpc byte, args any, ordered
 	if err != nil {
 		c.cancel(id)
 		return 0, err
+	}
+	if since > 0 {
+		m.lazy, m.since = true, since
 	}
 	if m.size() > maxMessage {
 		l := m.size()

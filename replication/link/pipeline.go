@@ -101,7 +101,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	timer := time.NewTimer(p.t.l.cfg.Timeout)
 	defer timer.Stop()
 	f := &future{start: time.Now(), args: args, resp: resp, call: newCall(resp), done: make(chan struct{})}
-	id, err := p.cc.start(f.call, p.t.id, rpcAppendEntries, args, true, timer.C)
+	id, err := p.cc.start(f.call, p.t.id, rpcAppendEntries, args, true, 0, timer.C)
 	if err != nil {
 		p.breakWith(err)
 		return nil, p.brokenErr()

@@ -177,6 +177,12 @@ func (t *RangeTransport) legacyHeartbeat(rpc raft.RPC) {
 // call sends one RPC to target over the link, or through the legacy
 // transport if target does not speak the link.
 func (t *RangeTransport) call(target raft.ServerAddress, rpc byte, args, resp any, legacy func(raft.Transport) error) error {
+	return t.callLazy(target, rpc, args, resp, 0, legacy)
+}
+
+// callLazy is call; since > 0 lets the request wait for company (see
+// AppendEntriesMayWait).
+func (t *RangeTransport) callLazy(target raft.ServerAddress, rpc byte, args, resp any, since uint64, legacy func(raft.Transport) error) error {
 	if t.isClosed() {
 		return raft.ErrTransportShutdown
 	}
@@ -189,7 +195,7 @@ func (t *RangeTransport) call(target raft.ServerAddress, rpc byte, args, resp an
 	if err != nil {
 		return err
 	}
-	err = cc.call(t.id, rpc, args, resp, false, timer.C, t.done)
+	err = cc.call(t.id, rpc, args, resp, false, since, timer.C, t.done)
 	if errors.Is(err, errAborted) {
 		return raft.ErrTransportShutdown
 	}
@@ -210,6 +216,29 @@ func (t *RangeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 		return lt.AppendEntries(id, target, args, resp)
 	})
 }
+
+// AppendEntriesMayWait is AppendEntries for a heartbeat that nothing
+// waits on at once (no read is confirming the leadership): it may wait up
+// to the link's CoalesceDelay for other messages to share its write. An
+// idle node with many awake ranges sends each peer a heartbeat per range
+// every 100-200 ms; alone, each would be a write and a read on both ends.
+// Hurry ends such waits.
+//
+// since is HurryGen as read before the caller decided that nothing waits:
+// a Hurry after that makes the heartbeat go at once wherever it is.
+func (t *RangeTransport) AppendEntriesMayWait(since uint64, id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	return t.callLazy(target, rpcAppendEntries, args, resp, since, func(lt raft.Transport) error {
+		return lt.AppendEntries(id, target, args, resp)
+	})
+}
+
+// Hurry sends at once whatever the link's connections hold for company,
+// and every heartbeat that may wait decided before it: a read is about to
+// wait for a round of heartbeats.
+func (t *RangeTransport) Hurry() { t.l.hurry() }
+
+// HurryGen is the link's count of hurries (see AppendEntriesMayWait).
+func (t *RangeTransport) HurryGen() uint64 { return t.l.hurries.Load() }
 
 // RequestVote implements raft.Transport.
 func (t *RangeTransport) RequestVote(id raft.ServerID, target raft.ServerAddress, args *raft.RequestVoteRequest, resp *raft.RequestVoteResponse) error {

@@ -103,6 +103,11 @@ type outMsg struct {
 	// only carries the commit index, or the answer to one), so the writer
 	// may hold it briefly to share a write with others (Config.CoalesceDelay).
 	lazy bool
+	// since, for a heartbeat sent with AppendEntriesMayWait, is the
+	// link's hurry generation its sender read before deciding that no
+	// read waits for it: once a hurry has come since, it is not lazy
+	// (lazyNow). 0 for every other message.
+	since uint64
 }
 
 // A pool, not a global: each Link has its own (see Link.msgs).
@@ -128,6 +133,7 @@ func (mp *msgPool) put(m *outMsg) {
 	m.body = m.body[:0]
 	m.headN = 0
 	m.lazy = false
+	m.since = 0
 	mp.p.Put(m)
 }
 
@@ -411,8 +417,9 @@ func decodeCommand(dec *codec.Decoder, rpc byte, body []byte) (any, error) {
 // isLazy reports whether a request may wait a moment for company on the
 // wire, and its answer with it: an append without entries that is not a
 // heartbeat. A leader sends one per follower every CommitTimeout to carry
-// the commit index; nothing waits on it. Heartbeats are never lazy: a
-// linearizable read waits for a round of them (VerifyLeader).
+// the commit index; nothing waits on it. A heartbeat is lazy only when
+// its sender says so (AppendEntriesMayWait): a linearizable read waits for
+// a round of them (VerifyLeader).
 func isLazy(cmd any) bool {
 	ae, ok := cmd.(*raft.AppendEntriesRequest)
 	return ok && len(ae.Entries) == 0 && !isHeartbeat(cmd)
