@@ -283,14 +283,32 @@ func metaScanLocal(s *shard.Shard, prefix []byte) (*kvpb.MetaScanResponse, error
 	return nil, errors.New("replication: meta range scan did not end")
 }
 
-// allocRangeID returns a range id never used before.
+// allocRangeID returns a range id never used before. A failed increment,
+// even one that may have applied (the meta leader lost its leadership
+// while committing it), is tried again: at worst an id is skipped, never
+// handed out twice. Up to allocAttempts tries, while ctx lasts.
 func (n *Node) allocRangeID(ctx context.Context) (uint64, error) {
-	resp, err := n.MetaIncrement(ctx, &kvpb.MetaIncrementRequest{Key: []byte(metaNextRangeID)})
-	if err != nil {
-		return 0, fmt.Errorf("replication: allocate range id: %w", err)
+	var err error
+	for attempt := range allocAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return 0, fmt.Errorf("replication: allocate range id: %w (then %w)", err, ctx.Err())
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			}
+		}
+		var resp *kvpb.MetaIncrementResponse
+		resp, err = n.MetaIncrement(ctx, &kvpb.MetaIncrementRequest{Key: []byte(metaNextRangeID)})
+		if err == nil {
+			return resp.Value + firstUserRangeID, nil // ids 1 and 2 exist from bootstrap
+		}
 	}
-	return resp.Value + firstUserRangeID, nil // ids 1 and 2 exist from bootstrap
+	return 0, fmt.Errorf("replication: allocate range id: %w", err)
 }
+
+// allocAttempts bounds allocRangeID's tries: a meta leadership change
+// settles in one or two.
+const allocAttempts = 4
 
 // registerLoop keeps this node's addresses in the meta range.
 func (n *Node) registerLoop() {
