@@ -335,6 +335,10 @@ func (w *wakeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddres
 	if lt, ok := w.baseTransport.(lazyTransport); ok && isHeartbeat(args) {
 		// The generation is read first: a round that begins after the
 		// check below hurries past it, so its heartbeat never waits.
+		// Counted first, so that a round beginning after the check below
+		// sees it and hurries.
+		w.s.mayWaitInFlight.Add(1)
+		defer w.s.mayWaitInFlight.Add(-1)
 		since := lt.HurryGen()
 		if w.s.heartbeatsMayWait(time.Now()) {
 			return lt.AppendEntriesMayWait(since, id, target, args, resp)

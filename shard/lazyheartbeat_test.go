@@ -1,8 +1,14 @@
 package shard
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dialkv/dialkv/harness"
+	"github.com/dialkv/dialkv/internal/logadapt"
+	"github.com/dialkv/dialkv/raftstore"
 
 	"github.com/hashicorp/raft"
 )
@@ -75,5 +81,65 @@ func TestWakeTransport_HeartbeatsWaitOnlyWhenNoReadDoes(t *testing.T) {
 	(&wakeTransport{baseTransport: rec}).hurry()
 	if rec.hurries != 1 {
 		t.Fatalf("hurry reached the transport %d times, want 1", rec.hurries)
+	}
+}
+
+// hurryRecorder is an in-memory transport that counts hurries.
+type hurryRecorder struct {
+	*raft.InmemTransport
+	hurries atomic.Int32
+}
+
+func (r *hurryRecorder) AppendEntriesMayWait(_ uint64, id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	return r.AppendEntries(id, target, args, resp)
+}
+func (r *hurryRecorder) HurryGen() uint64 { return 1 }
+func (r *hurryRecorder) Hurry()           { r.hurries.Add(1) }
+
+// TestReadIndex_HurriesOnlyWhenAHeartbeatMayWait: a read-index round
+// hurries the link (which ends every hold on the node) when one of its
+// range's heartbeats may be waiting on it, and only then.
+func TestReadIndex_HurriesOnlyWhenAHeartbeatMayWait(t *testing.T) {
+	cfg := raftstore.DefaultConfig(t.TempDir())
+	cfg.Logger = benchDiscard
+	store, err := raftstore.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	desc := Descriptor{ID: 7, Generation: 2}
+	fsm, err := store.OpenRange(desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storage, err := store.OpenRaftStorage(desc.ID, logadapt.HCLog(benchDiscard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, inmem := raft.NewInmemTransport("n1")
+	trans := &hurryRecorder{InmemTransport: inmem}
+	s, err := New(Config{NodeID: "n1", Descriptor: desc, FSM: fsm, Storage: storage, Transport: trans, Logger: benchDiscard, Timing: benchTiming})
+	if err != nil {
+		storage.Close()
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if err := s.Bootstrap([]raft.Server{{Suffrage: raft.Voter, ID: "n1", Address: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, "n1 to lead", 10*time.Second, s.IsLeader)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range []struct {
+		mayWait     int32
+		wantHurries int32
+	}{{0, 0}, {1, 1}, {0, 1}} {
+		s.mayWaitInFlight.Store(c.mayWait)
+		if _, err := s.ReadIndex(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := trans.hurries.Load(); got != c.wantHurries {
+			t.Fatalf("after a read with %d heartbeats that may wait: %d hurries, want %d", c.mayWait, got, c.wantHurries)
+		}
 	}
 }

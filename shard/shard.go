@@ -147,6 +147,10 @@ type Shard struct {
 	// were none for heartbeatsWaitAfter (heartbeatsMayWait).
 	confirming  atomic.Int32
 	confirmedAt atomic.Int64
+	// mayWaitInFlight counts heartbeats being sent that may be sent
+	// lazily: a round hurries the link only when there are some (a hurry
+	// ends every hold on the node, other ranges' too).
+	mayWaitInFlight atomic.Int32
 
 	leaderMu sync.Mutex
 	leaderCh chan struct{} // closed and replaced whenever the leader changes
@@ -620,7 +624,9 @@ func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
 		s.confirmedAt.Store(time.Now().UnixNano())
 		s.confirming.Add(-1)
 	}()
-	s.trans.hurry()
+	if s.mayWaitInFlight.Load() > 0 {
+		s.trans.hurry()
+	}
 	if err := awaitFuture(ctx, inst.stop, r.VerifyLeader()); err != nil {
 		return 0, ErrNotLeader
 	}

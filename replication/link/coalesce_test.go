@@ -134,7 +134,8 @@ func TestConn_LazyMessageAloneGoesAfterTheDelay(t *testing.T) {
 // which a read-index round calls before it waits for heartbeats, sends it
 // at once.
 func TestLink_HeartbeatThatMayWaitGoesOnHurry(t *testing.T) {
-	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay = time.Hour }})
+	// A call's keepalive ping (after Timeout/2) would end the hold too.
+	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay, c.Timeout = time.Hour, time.Hour }})
 	b := newTestNode(t, nodeOpts{})
 	defer b.close()
 	defer a.close()
@@ -192,7 +193,8 @@ func TestLink_HeartbeatThatMayWaitGoesOnHurry(t *testing.T) {
 // the decision) is sent at once, though nothing is held when the hurry
 // comes.
 func TestLink_HeartbeatDecidedBeforeAHurryGoesAtOnce(t *testing.T) {
-	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay = time.Hour }})
+	// A call's keepalive ping (after Timeout/2) would end the hold too.
+	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay, c.Timeout = time.Hour, time.Hour }})
 	b := newTestNode(t, nodeOpts{})
 	defer b.close()
 	defer a.close()
