@@ -294,7 +294,7 @@ func (n *Node) allocRangeID(ctx context.Context) (uint64, error) {
 			select {
 			case <-ctx.Done():
 				return 0, fmt.Errorf("replication: allocate range id: %w (then %w)", err, ctx.Err())
-			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			case <-time.After(min(time.Duration(attempt)*100*time.Millisecond, 500*time.Millisecond)):
 			}
 		}
 		var resp *kvpb.MetaIncrementResponse
@@ -306,9 +306,9 @@ func (n *Node) allocRangeID(ctx context.Context) (uint64, error) {
 	return 0, fmt.Errorf("replication: allocate range id: %w", err)
 }
 
-// allocAttempts bounds allocRangeID's tries: a meta leadership change
-// settles in one or two.
-const allocAttempts = 4
+// allocAttempts bounds allocRangeID's tries, about 2.5 s in all: long
+// enough for the meta range to elect a new leader.
+const allocAttempts = 8
 
 // registerLoop keeps this node's addresses in the meta range.
 func (n *Node) registerLoop() {

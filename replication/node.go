@@ -47,6 +47,9 @@ type Node struct {
 	// link carries every range's Raft traffic to each peer over one
 	// connection; nil with Config.PerRangeStreams.
 	link *link.Link
+	// unknownCh carries the ranges peers sent messages for that this node
+	// does not host, to adoptLoop.
+	unknownCh chan uint64
 
 	// mu guards shards.
 	mu     sync.RWMutex
@@ -154,16 +157,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     log,
-		store:   store,
-		mux:     mux,
-		link:    lk,
-		shards:  make(map[uint64]*shard.Shard),
-		leases:  newLessor(),
-		peers:   make(map[string]*grpc.ClientConn),
-		started: time.Now(),
-		stop:    make(chan struct{}),
+		cfg:       cfg,
+		log:       log,
+		store:     store,
+		mux:       mux,
+		link:      lk,
+		unknownCh: make(chan uint64, adoptQueue),
+		shards:    make(map[uint64]*shard.Shard),
+		leases:    newLessor(),
+		peers:     make(map[string]*grpc.ClientConn),
+		started:   time.Now(),
+		stop:      make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.deadSince = map[string]time.Time{}
@@ -210,7 +214,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Join != "" {
 		n.routes.addSeedClient(cfg.Join)
 	}
-	n.wg.Add(6)
+	if n.link != nil {
+		n.link.OnUnknownRange(n.unknownRange)
+	}
+	n.wg.Add(7)
+	go n.adoptLoop()
 	go n.leaseLoop()
 	go n.resolverLoop()
 	go n.freshnessLoop()

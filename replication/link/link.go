@@ -98,6 +98,9 @@ func (c Config) Validate() error {
 type Link struct {
 	// hurries counts Hurry calls, from 1 (see outMsg.since).
 	hurries atomic.Uint64
+	// unknown is told of requests for ranges not open here
+	// (OnUnknownRange); nil until set.
+	unknown atomic.Pointer[func(rangeID uint64)]
 
 	cfg  Config
 	log  *slog.Logger
@@ -201,6 +204,12 @@ func (l *Link) addConn(c *conn) bool {
 	l.mu.conns[c] = struct{}{}
 	return true
 }
+
+// OnUnknownRange has fn told, on the connection's reader, of every
+// request for a range not open on this node, before it is answered with
+// ErrRangeNotOpen: the range's leader may count this node a member whose
+// replica was never created. fn must not block.
+func (l *Link) OnUnknownRange(fn func(rangeID uint64)) { l.unknown.Store(&fn) }
 
 // hurry ends every connection's hold, and makes every heartbeat that may
 // wait and was decided before it not lazy (lazyNow): a read waits for a

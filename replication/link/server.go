@@ -143,6 +143,9 @@ func (s *serverConn) dispatch(body []byte) error {
 	t := s.l.rangeTransport(req.rangeID)
 	switch {
 	case t == nil:
+		if fn := s.l.unknown.Load(); fn != nil {
+			(*fn)(req.rangeID)
+		}
 		s.reply(s.l.msgs.newStatus(req.id, statusRangeNotOpen, fmt.Sprintf("range %d is not open on %s", req.rangeID, s.l.cfg.LocalAddr)))
 		return nil
 	case req.rpc == rpcInstallSnapshot:
