@@ -48,7 +48,7 @@ type Node struct {
 	// connection; nil with Config.PerRangeStreams.
 	link *link.Link
 	// unknownCh carries the ranges peers sent messages for that this node
-	// does not host, to adoptLoop.
+	// does not host, to missedSplitLoop.
 	unknownCh chan uint64
 
 	// mu guards shards.
@@ -162,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		store:     store,
 		mux:       mux,
 		link:      lk,
-		unknownCh: make(chan uint64, adoptQueue),
+		unknownCh: make(chan uint64, missedQueue),
 		shards:    make(map[uint64]*shard.Shard),
 		leases:    newLessor(),
 		peers:     make(map[string]*grpc.ClientConn),
@@ -218,7 +218,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.link.OnUnknownRange(n.unknownRange)
 	}
 	n.wg.Add(7)
-	go n.adoptLoop()
+	go n.missedSplitLoop()
 	go n.leaseLoop()
 	go n.resolverLoop()
 	go n.freshnessLoop()
