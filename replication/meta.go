@@ -319,6 +319,14 @@ func (n *Node) registerLoop() {
 	// A node joining with peer TLS on is added through --join first
 	// (peertls.go); without TLS it registers itself over the Raft port.
 	announced := !n.joining || n.cfg.PeerTLS == nil
+	// A joining node (an empty data directory) is a new member, even
+	// under the id of one decommissioned before: it marks itself active,
+	// at its own time, which wins over the old removal (finishDecommission
+	// writes it just above the decommissioning record). Without this, a
+	// node wiped and rejoined without TLS (whose join goes through
+	// AddMember, which marks it) stayed "removed" and was never given a
+	// replica.
+	activated := !n.joining
 	backoff := 100 * time.Millisecond
 	for attempt := 0; attempt < 1<<20; attempt++ {
 		wait := 30 * time.Second
@@ -347,6 +355,18 @@ func (n *Node) registerLoop() {
 				wait = backoff
 				backoff = min(2*backoff, 2*time.Second)
 			}
+		}
+		if registered && !activated {
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			if err := n.setNodeState(ctx, n.cfg.NodeID, NodeActive); err == nil {
+				activated = true
+				n.log.Info("joined: marked active")
+			} else {
+				n.log.Debug("joined, not marked active yet", "err", err)
+				wait = backoff
+				backoff = min(2*backoff, 2*time.Second)
+			}
+			cancel()
 		}
 		select {
 		case <-n.stop:
