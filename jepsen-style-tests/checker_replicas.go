@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,12 @@ import (
 // behind its leader is a fault of its own (issue 12: a follower that
 // could not append after a snapshot install served stale reads for good,
 // and this check, which then only wrote a note, passed).
+//
+// Every range must also have as many replicas as the cluster can give it
+// (see memberCounter). A range with a single replica has nothing to be
+// compared with, and issue 13's did pass as such: a node wiped and
+// rejoined was never given replicas again, and every range ended with
+// one.
 const CheckReplicas = "replicas"
 
 // replicaSource is what the replicas checker asks of the cluster.
@@ -40,6 +47,56 @@ type replicaSource interface {
 // rather than go unseen.
 type rangeLister interface {
 	listRanges(ctx context.Context) ([]uint64, error)
+}
+
+// memberCounter is a replicaSource that knows how many replicas each range
+// can have: the replication factor, capped by the running nodes that are
+// members of the cluster. A range with fewer fails the check, once
+// placement has had until the checker's deadline to add the missing ones.
+type memberCounter interface {
+	// replicationFactor is kvd's --replicas.
+	replicationFactor() int
+	// runningMembers counts the running nodes that are active members:
+	// a node removed (and not yet rejoined) or being drained cannot be
+	// given a replica, so it does not count.
+	runningMembers(ctx context.Context) (int, error)
+}
+
+// defaultReplicationFactor is kvd serve's --replicas default.
+const defaultReplicationFactor = 3
+
+// kvdReplicas is the --replicas among kvd serve's arguments, or its
+// default when they have none.
+func kvdReplicas(args []string) int {
+	n := defaultReplicationFactor
+	for k, a := range args {
+		name, value, inline := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "replicas" {
+			continue
+		}
+		if !inline {
+			if k+1 >= len(args) {
+				continue
+			}
+			value = args[k+1]
+		}
+		if r, err := strconv.Atoi(value); err == nil && r > 0 {
+			n = r
+		}
+	}
+	return n
+}
+
+// countRunningMembers counts the active members (Voter: neither removed
+// nor being removed) for which running is true.
+func countRunningMembers(members []*kvpb.Member, running func(id string) bool) int {
+	seen := map[string]bool{}
+	for _, m := range members {
+		if m.GetVoter() && running(m.GetId()) {
+			seen[m.GetId()] = true
+		}
+	}
+	return len(seen)
 }
 
 // replicaStats counts what the replicas checker saw: user ranges (the
@@ -86,10 +143,16 @@ func replicaResult(ctx context.Context, c replicaSource, w replicaWait, logf fun
 
 // checkReplicas is replicaResult, with counts of what it saw. When c is a
 // rangeLister, every range of the routing table (asked each round) must
-// also be compared.
+// also be compared. When c is a memberCounter, every range must also
+// have as many replicas as it can (asked each round): a range short of
+// them is polled until it has them or the deadline passes, and then
+// fails.
 func checkReplicas(ctx context.Context, c replicaSource, w replicaWait, logf func(string, ...any)) (*CheckResult, replicaStats) {
 	r := newResult(CheckReplicas)
 	lister, _ := c.(rangeLister)
+	counter, _ := c.(memberCounter)
+	want, factor, running := 0, 0, 0 // replicas each range must have: min(factor, running members)
+	wantKnown := false
 	listed := map[uint64]bool{} // every range the routing table listed in any round
 	listedOnce := false
 	start := time.Now()
@@ -99,7 +162,8 @@ func checkReplicas(ctx context.Context, c replicaSource, w replicaWait, logf fun
 	latest := map[uint64]map[string]replicaSeen{}               // range -> node -> its latest report
 	done := map[uint64]bool{}                                   // compared whole at one index
 	failed := map[uint64]bool{}                                 // a mismatch is reported once per range
-	single := map[uint64]bool{}                                 // one replica: nothing to compare
+	single := map[uint64]bool{}                                 // one replica, and no more wanted: nothing to compare
+	var short []uint64                                          // fewer replicas than want, as the last round saw them
 	rounds := 0
 	for maxRounds := int(w.Timeout/max(w.Interval, time.Millisecond)) + 1; rounds < maxRounds && ctx.Err() == nil; rounds++ {
 		if rounds > 0 {
@@ -124,6 +188,15 @@ func checkReplicas(ctx context.Context, c replicaSource, w replicaWait, logf fun
 			listedOnce = listedOnce || err == nil
 			for _, id := range ids {
 				listed[id] = true
+			}
+		}
+		if counter != nil {
+			n, err := counter.runningMembers(ctx)
+			if err != nil {
+				logf("jepsen: replicas: %v", err)
+			} else {
+				factor, running, wantKnown = counter.replicationFactor(), n, true
+				want = min(factor, running)
 			}
 		}
 		for i := range c.N() {
@@ -162,8 +235,19 @@ func checkReplicas(ctx context.Context, c replicaSource, w replicaWait, logf fun
 				at[rep.node] = replicaDigest{sum: rep.st.GetDigest(), keys: rep.st.GetDigestKeys()}
 			}
 		}
+		short = short[:0]
 		for id := range latest {
-			if done[id] || failed[id] || single[id] {
+			if failed[id] {
+				continue
+			}
+			if len(members[id]) < want {
+				// Placement may still be adding its replicas: it is asked
+				// again next round, and compared once it has them all.
+				short = append(short, id)
+				delete(single, id)
+				continue
+			}
+			if done[id] || single[id] {
 				continue
 			}
 			if msg := digestMismatch(id, digests[id]); msg != "" {
@@ -183,9 +267,22 @@ func checkReplicas(ctx context.Context, c replicaSource, w replicaWait, logf fun
 				}
 			}
 		}
-		if len(latest) > 0 && len(done)+len(failed)+len(single) == len(latest) && (lister == nil || listedOnce) && reportedAll(listed, latest) {
+		if len(latest) > 0 && len(done)+len(failed)+len(single) == len(latest) && len(short) == 0 &&
+			(lister == nil || listedOnce) && (counter == nil || wantKnown) && reportedAll(listed, latest) {
 			break
 		}
+	}
+	slices.Sort(short)
+	for _, id := range short {
+		// A mismatch found before the range lost replicas still fails it.
+		if msg := digestMismatch(id, digests[id]); msg != "" {
+			failed[id] = true
+			r.fail("", msg)
+			continue
+		}
+		failed[id] = true
+		r.fail("", fmt.Sprintf("range %d: %s %v, want %d: under-replicated after the heal (replication factor %d, %d running members; %d rounds over %v)",
+			id, plural(len(members[id]), "replica"), members[id], want, factor, running, rounds, time.Since(start).Round(time.Second)))
 	}
 	var open []uint64
 	for id := range latest {
@@ -211,6 +308,9 @@ func checkReplicas(ctx context.Context, c replicaSource, w replicaWait, logf fun
 	if lister != nil && !listedOnce {
 		r.fail("", "no node listed the ranges (Cluster.Ranges), so the ranges compared cannot be checked against the routing table")
 	}
+	if counter != nil && !wantKnown {
+		r.fail("", "no node listed the members (Cluster.Members), so under-replicated ranges cannot be told")
+	}
 	if len(latest) == 0 {
 		r.fail("", "no node reported any range")
 	}
@@ -228,12 +328,23 @@ func checkReplicas(ctx context.Context, c replicaSource, w replicaWait, logf fun
 	if lister != nil {
 		r.note("the routing table listed %d user ranges", len(listed))
 	}
+	if wantKnown {
+		r.note("every range must have %d replicas (replication factor %d, %d running members)", want, factor, running)
+	}
 	if len(single) > 0 {
 		ids := slices.Sorted(maps.Keys(single))
 		r.note("ranges with a single replica, nothing to compare: %v", ids)
 	}
 	r.Took = time.Since(start).Round(time.Millisecond).String()
 	return r, stats
+}
+
+// plural is "1 replica" or "n replicas".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // reportedAll reports whether every listed range was reported by a node.

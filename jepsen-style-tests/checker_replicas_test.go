@@ -180,3 +180,197 @@ func role(node string) string {
 	}
 	return "Follower"
 }
+
+// countedStatus is a scriptedStatus that also says how many nodes are
+// running members, round by round (a memberCounter).
+type countedStatus struct {
+	*scriptedStatus
+	factor  int
+	members func(round int) (int, error)
+}
+
+func (c *countedStatus) replicationFactor() int { return c.factor }
+
+func (c *countedStatus) runningMembers(context.Context) (int, error) {
+	// Asked before the round's status requests, which begin it.
+	return c.members(c.round + 1)
+}
+
+func TestReplicaResult_FailsUnderReplicatedRanges(t *testing.T) {
+	allThree := func(int) (int, error) { return 3, nil }
+	tests := []struct {
+		name    string
+		nodes   []string
+		factor  int
+		members func(round int) (int, error)
+		script  func(round int, node string) []*kvpb.RangeStatus
+		pass    bool
+		checked int
+		want    []string // what the violation says when the check fails
+	}{
+		{
+			// Issue 13: a node wiped and rejoined was never given
+			// replicas again, and every range ended with one.
+			name:  "a range left with one replica",
+			nodes: three, factor: 3, members: allThree,
+			script: func(_ int, node string) []*kvpb.RangeStatus {
+				if node != "n3" {
+					return nil
+				}
+				return []*kvpb.RangeStatus{replicaAt(7, "Leader", 100, "only", "n3")}
+			},
+			want: []string{"range 7: 1 replica [n3], want 3: under-replicated after the heal", "replication factor 3, 3 running members"},
+		},
+		{
+			name:  "a range left with two replicas of three",
+			nodes: three, factor: 3, members: allThree,
+			script: func(_ int, node string) []*kvpb.RangeStatus {
+				if node == "n3" {
+					return []*kvpb.RangeStatus{replicaAt(1, "Follower", 50, "meta", three...)}
+				}
+				return []*kvpb.RangeStatus{replicaAt(1, role(node), 50, "meta", three...), replicaAt(4, role(node), 100, "same", "n1", "n2")}
+			},
+			checked: 1,
+			want:    []string{"range 4: 2 replicas [n1 n2], want 3: under-replicated"},
+		},
+		{
+			name:  "a range that gets its replicas back while polled",
+			nodes: three, factor: 3, members: allThree,
+			script: func(round int, node string) []*kvpb.RangeStatus {
+				if round < 5 {
+					if node != "n1" {
+						return nil
+					}
+					return []*kvpb.RangeStatus{replicaAt(2, "Leader", 90, "early", "n1")}
+				}
+				return []*kvpb.RangeStatus{replicaAt(2, role(node), 100, "same", three...)}
+			},
+			pass: true, checked: 1,
+		},
+		{
+			// Until the membership is known, a range with one replica
+			// cannot be told from a single-node cluster's.
+			name:  "a membership known only after a few rounds",
+			nodes: three, factor: 3,
+			members: func(round int) (int, error) {
+				if round < 4 {
+					return 0, fmt.Errorf("members via n1: unavailable")
+				}
+				return 3, nil
+			},
+			script: func(_ int, node string) []*kvpb.RangeStatus {
+				if node != "n1" {
+					return nil
+				}
+				return []*kvpb.RangeStatus{replicaAt(2, "Leader", 100, "only", "n1")}
+			},
+			want: []string{"range 2: 1 replica [n1], want 3: under-replicated"},
+		},
+		{
+			name:  "a single-node cluster",
+			nodes: []string{"n1"}, factor: 3,
+			members: func(int) (int, error) { return 1, nil },
+			script: func(int, string) []*kvpb.RangeStatus {
+				return []*kvpb.RangeStatus{replicaAt(1, "Leader", 30, "meta", "n1"), replicaAt(2, "Leader", 100, "user", "n1")}
+			},
+			pass: true,
+		},
+		{
+			name:  "a replication factor of one",
+			nodes: three, factor: 1, members: allThree,
+			script: func(_ int, node string) []*kvpb.RangeStatus {
+				return []*kvpb.RangeStatus{replicaAt(map[string]uint64{"n1": 2, "n2": 3, "n3": 4}[node], "Leader", 100, "own", node)}
+			},
+			pass: true,
+		},
+		{
+			// The membership nemesis's removed node is not a member:
+			// two replicas are all the range can have.
+			name:  "two running members",
+			nodes: three, factor: 3,
+			members: func(int) (int, error) { return 2, nil },
+			script: func(_ int, node string) []*kvpb.RangeStatus {
+				if node == "n3" {
+					return nil
+				}
+				return []*kvpb.RangeStatus{replicaAt(2, role(node), 100, "same", "n1", "n2")}
+			},
+			pass: true, checked: 1,
+		},
+		{
+			name:  "a membership no node would list",
+			nodes: three, factor: 3,
+			members: func(int) (int, error) { return 0, fmt.Errorf("members via n1: unavailable") },
+			script: func(_ int, node string) []*kvpb.RangeStatus {
+				return []*kvpb.RangeStatus{replicaAt(2, role(node), 100, "same", three...)}
+			},
+			checked: 1,
+			want:    []string{"no node listed the members"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &countedStatus{scriptedStatus: &scriptedStatus{nodes: tc.nodes, script: tc.script}, factor: tc.factor, members: tc.members}
+			r := replicaResult(context.Background(), src, fastWait, t.Logf)
+			if tc.pass != !r.Failing() || r.Checked != tc.checked {
+				t.Fatalf("verdict %s with %d ranges compared, want pass=%v with %d; violations %+v, notes %v",
+					r.Verdict, r.Checked, tc.pass, tc.checked, r.Violations, r.Notes)
+			}
+			if tc.pass {
+				return
+			}
+			if len(r.Violations) != 1 {
+				t.Errorf("violations %+v, want one", r.Violations)
+			}
+			msg := r.Violations[0].Msg
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("violation %q does not say %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestKvdReplicas(t *testing.T) {
+	tests := []struct {
+		args []string
+		want int
+	}{
+		{nil, defaultReplicationFactor},
+		{[]string{"--range-max-bytes", "4096"}, defaultReplicationFactor},
+		{[]string{"--replicas", "5"}, 5},
+		{[]string{"--replicas=1", "--log-level", "debug"}, 1},
+		{[]string{"-replicas", "2"}, 2},
+		{[]string{"--replicas"}, defaultReplicationFactor},
+		{[]string{"--replicas", "none"}, defaultReplicationFactor},
+		{[]string{"--peer-proxy", "replicas=1"}, defaultReplicationFactor},
+	}
+	for _, tc := range tests {
+		if got := kvdReplicas(tc.args); got != tc.want {
+			t.Errorf("kvdReplicas(%q) = %d, want %d", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestCountRunningMembers(t *testing.T) {
+	up := map[string]bool{"n1": true, "n2": true, "n3": true}
+	tests := []struct {
+		name    string
+		members []*kvpb.Member
+		want    int
+	}{
+		{"every member runs", []*kvpb.Member{{Id: "n1", Voter: true}, {Id: "n2", Voter: true}, {Id: "n3", Voter: true}}, 3},
+		{"a removed member", []*kvpb.Member{{Id: "n1", Voter: true}, {Id: "n2", Voter: true}, {Id: "n3"}}, 2},
+		{"a member not running", []*kvpb.Member{{Id: "n1", Voter: true}, {Id: "n4", Voter: true}}, 1},
+		{"a member listed twice", []*kvpb.Member{{Id: "n1", Voter: true}, {Id: "n1", Voter: true}}, 1},
+		{"no member", nil, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := countRunningMembers(tc.members, func(id string) bool { return up[id] }); got != tc.want {
+				t.Errorf("countRunningMembers = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -393,7 +393,7 @@ func CrashLoop(ctx context.Context, cfg CrashLoopConfig) (*CrashLoopReport, erro
 	}
 	hcancel()
 	finalReads(ctx, l.cs, l.rec, c.N(), wl.OpTimeout, logf)
-	replicas := replicaResult(ctx, c, defaultReplicaWait, logf)
+	replicas := replicaResult(ctx, memberReplicas{c, l.cs}, defaultReplicaWait, logf)
 	if err := l.rec.Close(); err != nil {
 		logf("jepsen: writing the history: %v", err)
 	}

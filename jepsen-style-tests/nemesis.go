@@ -508,7 +508,9 @@ func (e *nemesisEnv) rejoin(x int) error {
 		cancel()
 		if err == nil {
 			for _, m := range resp.GetMembers() {
-				if m.GetId() == e.c.ID(x) {
+				// A removed member stays listed, as not a voter: back
+				// means active again.
+				if m.GetId() == e.c.ID(x) && m.GetVoter() {
 					delete(e.removed, x)
 					return nil
 				}

@@ -444,7 +444,7 @@ wait:
 		// After the lease reads: their applied indexes are targets too.
 		watchers.finish(ctx, logf)
 	}
-	replicas, seen := checkReplicas(ctx, clusterReplicas{c, cs}, defaultReplicaWait, logf)
+	replicas, seen := checkReplicas(ctx, clusterReplicas{memberReplicas{c, cs}}, defaultReplicaWait, logf)
 	keepData = replicas.Failing()
 	ranges.AtEnd, ranges.Compared = seen.userRanges, seen.userCompared
 	if err := rec.Close(); err != nil {
@@ -750,12 +750,45 @@ func (cs *Conns) rangeIDs(ctx context.Context, i int) ([]uint64, error) {
 	return ids, nil
 }
 
-// clusterReplicas is the running cluster as the replicas checker sees it:
-// the nodes' status, and the routing table as the list of ranges that
-// must all be compared.
-type clusterReplicas struct {
+// memberReplicas is the running cluster as the replicas checker sees it:
+// the nodes' status, and the membership that says how many replicas each
+// range must have (a memberCounter).
+type memberReplicas struct {
 	*Cluster
 	cs *Conns
+}
+
+// replicationFactor is the --replicas the nodes were started with.
+func (mr memberReplicas) replicationFactor() int { return kvdReplicas(mr.opts.ExtraArgs) }
+
+// runningMembers asks the running nodes in turn for the membership, and
+// counts its active members that run: the membership nemesis's removed
+// node is not active until it has rejoined.
+func (mr memberReplicas) runningMembers(ctx context.Context) (int, error) {
+	var errs []error
+	for i := range mr.N() {
+		if !mr.Running(i) || mr.Paused(i) {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second) // Members pings every member for up to 1s
+		resp, err := kvpb.NewClusterClient(mr.cs.grpc[i]).Members(rctx, &kvpb.MembersRequest{})
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("members via %s: %w", mr.ID(i), err))
+			continue
+		}
+		return countRunningMembers(resp.GetMembers(), func(id string) bool {
+			j := mr.Index(id)
+			return j >= 0 && mr.Running(j)
+		}), nil
+	}
+	return 0, fmt.Errorf("no node listed the members: %w", errors.Join(errs...))
+}
+
+// clusterReplicas is memberReplicas with the routing table as the list
+// of ranges that must all be compared.
+type clusterReplicas struct {
+	memberReplicas
 }
 
 // listRanges asks the running nodes in turn for the routing table.
