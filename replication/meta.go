@@ -310,6 +310,28 @@ func (n *Node) allocRangeID(ctx context.Context) (uint64, error) {
 // enough for the meta range to elect a new leader.
 const allocAttempts = 8
 
+// activate marks this joining node active, stamped with the time it
+// started: later than any removal of a node of its id before it was
+// wiped, so that removal (which finishDecommission writes just above its
+// decommissioning record) does not hide the new member, and earlier than
+// any removal an operator asks for after it started, which stays.
+func (n *Node) activate(ctx context.Context) error {
+	resp, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{
+		Key:   []byte(metaNodeStatePrefix + n.cfg.NodeID),
+		Value: append(version(uint64(n.started.UnixNano()), 0), NodeActive...),
+	})
+	n.routes.invalidate()
+	if err != nil {
+		return err
+	}
+	if resp.GetWritten() {
+		n.log.Info("joined: marked active")
+	} else {
+		n.log.Info("joined, but a newer membership record stands (removed again since this node started?)")
+	}
+	return nil
+}
+
 // registerLoop keeps this node's addresses in the meta range.
 func (n *Node) registerLoop() {
 	defer n.wg.Done()
@@ -320,13 +342,11 @@ func (n *Node) registerLoop() {
 	// (peertls.go); without TLS it registers itself over the Raft port.
 	announced := !n.joining || n.cfg.PeerTLS == nil
 	// A joining node (an empty data directory) is a new member, even
-	// under the id of one decommissioned before: it marks itself active,
-	// at its own time, which wins over the old removal (finishDecommission
-	// writes it just above the decommissioning record). Without this, a
-	// node wiped and rejoined without TLS (whose join goes through
-	// AddMember, which marks it) stayed "removed" and was never given a
-	// replica.
-	activated := !n.joining
+	// under the id of one decommissioned before: without TLS it marks
+	// itself active (activate). With TLS, AddMember through --join did.
+	// Until both are done the join stays pending in node.json, so a
+	// crash before resumes it on restart.
+	activated := !n.joining || n.cfg.PeerTLS != nil
 	backoff := 100 * time.Millisecond
 	for attempt := 0; attempt < 1<<20; attempt++ {
 		wait := 30 * time.Second
@@ -358,15 +378,21 @@ func (n *Node) registerLoop() {
 		}
 		if registered && !activated {
 			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-			if err := n.setNodeState(ctx, n.cfg.NodeID, NodeActive); err == nil {
+			if err := n.activate(ctx); err == nil {
 				activated = true
-				n.log.Info("joined: marked active")
 			} else {
 				n.log.Debug("joined, not marked active yet", "err", err)
 				wait = backoff
 				backoff = min(2*backoff, 2*time.Second)
 			}
 			cancel()
+		}
+		if n.joining && registered && announced && activated {
+			if err := n.markInitialized(false); err != nil {
+				n.log.Warn("joined, but could not record it; the join resumes on restart", "err", err)
+			} else {
+				n.joining = false
+			}
 		}
 		select {
 		case <-n.stop:

@@ -103,6 +103,10 @@ type identity struct {
 	// join: from then on it never bootstraps again, even if all its ranges
 	// moved away.
 	Initialized bool `json:"initialized"`
+	// JoinPending is set while a node started with --join on an empty
+	// data directory has not yet made itself an active member
+	// (registerLoop): a crash before that resumes the join on restart.
+	JoinPending bool `json:"join_pending,omitempty"`
 }
 
 // Start opens the node's storage, starts its ranges and, on an empty data
@@ -179,11 +183,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	initialized, err := n.identityInitialized()
+	initialized, joinPending, err := n.identityInitialized()
 	if err != nil {
 		n.Close()
 		return nil, err
 	}
+	n.joining = joinPending
 	switch {
 	case initialized || len(descs) > 0:
 		for _, d := range descs {
@@ -204,7 +209,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	default:
 		n.joining = true
 	}
-	if err := n.markInitialized(); err != nil {
+	if err := n.markInitialized(n.joining); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -296,20 +301,22 @@ func checkIdentity(cfg Config) error {
 
 func (n *Node) identityPath() string { return filepath.Join(n.cfg.DataDir, "node.json") }
 
-func (n *Node) identityInitialized() (bool, error) {
+func (n *Node) identityInitialized() (initialized, joinPending bool, err error) {
 	b, err := os.ReadFile(n.identityPath())
 	if err != nil {
-		return false, fmt.Errorf("replication: read node identity: %w", err)
+		return false, false, fmt.Errorf("replication: read node identity: %w", err)
 	}
 	var id identity
 	if err := json.Unmarshal(b, &id); err != nil {
-		return false, fmt.Errorf("replication: %s is corrupt: %w", n.identityPath(), err)
+		return false, false, fmt.Errorf("replication: %s is corrupt: %w", n.identityPath(), err)
 	}
-	return id.Initialized, nil
+	return id.Initialized, id.JoinPending, nil
 }
 
-func (n *Node) markInitialized() error {
-	b, _ := json.Marshal(identity{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, Initialized: true})
+// markInitialized records that the node has bootstrapped or started to
+// join, and whether its join is still to be completed (JoinPending).
+func (n *Node) markInitialized(joinPending bool) error {
+	b, _ := json.Marshal(identity{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, Initialized: true, JoinPending: joinPending})
 	tmp := n.identityPath() + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		return fmt.Errorf("replication: write node identity: %w", err)

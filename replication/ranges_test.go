@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -457,38 +459,50 @@ func (c *testCluster) userRange(i int) (id uint64) {
 // of three until it is removed, wipes it and starts it again with --join
 // under the same id (no TLS): it must become active again and be given a
 // replica of every range. It used to stay "removed", so the ranges stayed
-// on two nodes, and one more decommission left them on one.
+// on two nodes, and one more decommission left them on one. The second
+// case starts it as if it had crashed after recording its join but before
+// marking itself active: the join resumes.
 func TestMembers_ANodeWipedAndRejoinedGetsReplicasAgain(t *testing.T) {
-	c := newTestCluster(t, 3)
-	l := c.leader()
-	c.mustPut(l, "a", "1")
-	c.split(l, "m")
-	x := (l + 1) % 3
-	id := c.nodes[x].ID()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := c.nodes[l].RemoveMember(ctx, &kvpb.RemoveMemberRequest{Id: id}); err != nil {
-		t.Fatal(err)
-	}
-	c.eventually(id+" removed", 30*time.Second, func() bool {
-		st, err := c.nodes[l].NodeStateForTest(ctx, id)
-		return err == nil && st == replication.NodeRemoved
-	})
-	c.stop(x)
-	c.cfgs[x].DataDir = t.TempDir()
-	c.cfgs[x].InitialCluster, c.cfgs[x].Join = nil, c.cfgs[l].GRPCAddr
-	c.start(x)
-	c.eventually(id+" active again", 30*time.Second, func() bool {
-		st, err := c.nodes[l].NodeStateForTest(ctx, id)
-		return err == nil && st == replication.NodeActive
-	})
-	c.eventually("every range back on three nodes, "+id+" among them", 60*time.Second, func() bool {
-		r := c.ranges(l).Ranges
-		for _, d := range r {
-			if len(d.Replicas) != 3 || !slices.Contains(d.Replicas, id) {
-				return false
+	for _, crashed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crashed before activation %v", crashed), func(t *testing.T) {
+			c := newTestCluster(t, 3)
+			l := c.leader()
+			c.mustPut(l, "a", "1")
+			c.split(l, "m")
+			x := (l + 1) % 3
+			id := c.nodes[x].ID()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if _, err := c.nodes[l].RemoveMember(ctx, &kvpb.RemoveMemberRequest{Id: id}); err != nil {
+				t.Fatal(err)
 			}
-		}
-		return len(r) == 2 // the two user ranges
-	})
+			c.eventually(id+" removed", 30*time.Second, func() bool {
+				st, err := c.nodes[l].NodeStateForTest(ctx, id)
+				return err == nil && st == replication.NodeRemoved
+			})
+			c.stop(x)
+			c.cfgs[x].DataDir = t.TempDir()
+			c.cfgs[x].InitialCluster, c.cfgs[x].Join = nil, c.cfgs[l].GRPCAddr
+			if crashed {
+				ident := fmt.Sprintf(`{"id":%q,"raft_addr":%q,"initialized":true,"join_pending":true}`, id, c.cfgs[x].RaftAddr)
+				if err := os.WriteFile(filepath.Join(c.cfgs[x].DataDir, "node.json"), []byte(ident), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.start(x)
+			c.eventually(id+" active again", 30*time.Second, func() bool {
+				st, err := c.nodes[l].NodeStateForTest(ctx, id)
+				return err == nil && st == replication.NodeActive
+			})
+			c.eventually("every range back on three nodes, "+id+" among them", 60*time.Second, func() bool {
+				r := c.ranges(l).Ranges
+				for _, d := range r {
+					if len(d.Replicas) != 3 || !slices.Contains(d.Replicas, id) {
+						return false
+					}
+				}
+				return len(r) == 2 // the two user ranges
+			})
+		})
+	}
 }
