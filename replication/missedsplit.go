@@ -123,15 +123,9 @@ func (n *Node) missed(d *kvpb.RangeDescriptor) bool {
 		return false
 	}
 	for _, s := range n.Shards() {
-		if sd := s.Descriptor(); !sd.IsMeta() && overlaps(sd, desc) {
+		if sd := s.Descriptor(); !sd.IsMeta() && spansOverlap(sd.Start, sd.End, desc.Start, desc.End) {
 			return false
 		}
 	}
 	return true
-}
-
-// overlaps reports whether two ranges share a key.
-func overlaps(a, b shard.Descriptor) bool {
-	endsAfter := func(end, start []byte) bool { return len(end) == 0 || string(end) > string(start) }
-	return endsAfter(a.End, b.Start) && endsAfter(b.End, a.Start)
 }

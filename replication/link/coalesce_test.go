@@ -134,22 +134,7 @@ func TestConn_LazyMessageAloneGoesAfterTheDelay(t *testing.T) {
 // which a read-index round calls before it waits for heartbeats, sends it
 // at once.
 func TestLink_HeartbeatThatMayWaitGoesOnHurry(t *testing.T) {
-	// A call's keepalive ping (after Timeout/2) would end the hold too.
-	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay, c.Timeout = time.Hour, time.Hour }})
-	b := newTestNode(t, nodeOpts{})
-	defer b.close()
-	defer a.close()
-	ta, err := a.link.Open(1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ta.Close()
-	tb, err := b.link.Open(1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tb.Close()
-	tb.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil) })
+	a, b, ta := holdingPair(t)
 
 	// A first call opens the connection, so that the held one is alone.
 	var resp raft.AppendEntriesResponse
@@ -193,22 +178,7 @@ func TestLink_HeartbeatThatMayWaitGoesOnHurry(t *testing.T) {
 // the decision) is sent at once, though nothing is held when the hurry
 // comes.
 func TestLink_HeartbeatDecidedBeforeAHurryGoesAtOnce(t *testing.T) {
-	// A call's keepalive ping (after Timeout/2) would end the hold too.
-	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay, c.Timeout = time.Hour, time.Hour }})
-	b := newTestNode(t, nodeOpts{})
-	defer b.close()
-	defer a.close()
-	ta, err := a.link.Open(1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ta.Close()
-	tb, err := b.link.Open(1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tb.Close()
-	tb.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil) })
+	a, b, ta := holdingPair(t)
 
 	since := ta.HurryGen()
 	ta.Hurry()
@@ -225,4 +195,27 @@ func TestLink_HeartbeatDecidedBeforeAHurryGoesAtOnce(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a heartbeat decided before a hurry was held")
 	}
+}
+
+// holdingPair is two nodes whose range 1 is open on both: a holds lazy
+// messages for an hour (and its calls' keepalive pings, which would end a
+// hold too, come after half an hour), and b answers every heartbeat.
+func holdingPair(t *testing.T) (a, b *testNode, ta *RangeTransport) {
+	t.Helper()
+	a = newTestNode(t, nodeOpts{tweak: func(c *Config) { c.CoalesceDelay, c.Timeout = time.Hour, time.Hour }})
+	b = newTestNode(t, nodeOpts{})
+	t.Cleanup(b.close)
+	t.Cleanup(a.close)
+	ta, err := a.link.Open(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ta.Close() })
+	tb, err := b.link.Open(1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	tb.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil) })
+	return a, b, ta
 }
