@@ -97,11 +97,21 @@ func (s *Shard) AppendHealth() error {
 // leader sends the snapshot again, forever. A Raft instance started on
 // the same stores reads its last entry from the log, so afterInstall
 // restarts the instance when that is the case.
-func (s *Shard) watchInstall(rpc raft.RPC, index uint64) raft.RPC {
+//
+// The returned channel closes once afterInstall is done. Until then no
+// other message may reach Raft: the old instance, which still believes in
+// the old tail, would take an append whose previous entry is that tail's
+// last (a leader whose log holds the same entry) and store it after the
+// emptied stretch. The log then has a hole between the snapshot and its
+// first entry, and every later start of Raft on it fails (CI run 45: a
+// panic in NewRaft, from a restart after an install).
+func (s *Shard) watchInstall(rpc raft.RPC, index uint64) (raft.RPC, <-chan struct{}) {
 	answer := rpc.RespChan
 	ch := make(chan raft.RPCResponse, 1)
+	done := make(chan struct{})
 	rpc.RespChan = ch
 	go func() {
+		defer close(done)
 		// Every RPC handed over is answered: by Raft, or by deliver when
 		// no instance takes it.
 		resp := <-ch
@@ -110,7 +120,7 @@ func (s *Shard) watchInstall(rpc raft.RPC, index uint64) raft.RPC {
 			s.afterInstall(index)
 		}
 	}()
-	return rpc
+	return rpc, done
 }
 
 // afterInstall restarts the Raft instance if, after installing a snapshot

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/dialkv/dialkv/raftstore"
 	"github.com/hashicorp/raft"
 )
 
@@ -70,5 +72,96 @@ func TestWatchedLog_ReportsAppendsThatKeepFailing(t *testing.T) {
 	}
 	if s.AppendFailures() != 3 {
 		t.Fatalf("the count went back to %d: it counts since the start", s.AppendFailures())
+	}
+}
+
+// consumerOnly is a base transport whose only use is its consumer.
+type consumerOnly struct {
+	baseTransport
+	ch chan raft.RPC
+}
+
+func (c *consumerOnly) Consumer() <-chan raft.RPC { return c.ch }
+
+// TestWakeTransport_NothingReachesRaftBetweenAnInstallAndItsCheck: after
+// Raft answers a snapshot install, the next message waits until
+// afterInstall has looked at the instance (and restarted it if need be).
+// The old instance would otherwise take an append after the emptied log's
+// believed tail and leave a hole no later start of Raft gets past.
+func TestWakeTransport_NothingReachesRaftBetweenAnInstallAndItsCheck(t *testing.T) {
+	base := &consumerOnly{ch: make(chan raft.RPC, 2)}
+	s := &Shard{id: 7, closed: true}
+	s.inst.Store(&instance{stop: make(chan struct{})})
+	w := &wakeTransport{baseTransport: base, s: s, consumer: make(chan raft.RPC), done: make(chan struct{})}
+	go w.run()
+	defer close(w.done)
+
+	installAnswer := make(chan raft.RPCResponse, 1)
+	base.ch <- raft.RPC{Command: &raft.InstallSnapshotRequest{LastLogIndex: 5}, RespChan: installAnswer}
+	base.ch <- raft.RPC{Command: &raft.AppendEntriesRequest{Term: 2, PrevLogEntry: 9, PrevLogTerm: 2}, RespChan: make(chan raft.RPCResponse, 1)}
+
+	// afterInstall cannot run while rmu is held.
+	s.rmu.Lock()
+	install := <-w.consumer
+	install.Respond(&raft.InstallSnapshotResponse{Success: true}, nil)
+	if r := <-installAnswer; r.Error != nil {
+		t.Fatalf("install answered %v", r.Error)
+	}
+	select {
+	case rpc := <-w.consumer:
+		t.Fatalf("%T reached Raft before afterInstall ran", rpc.Command)
+	case <-time.After(100 * time.Millisecond):
+	}
+	s.rmu.Unlock()
+	select {
+	case rpc := <-w.consumer:
+		if _, ok := rpc.Command.(*raft.AppendEntriesRequest); !ok {
+			t.Fatalf("got %T, want the append", rpc.Command)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the append never reached Raft after afterInstall")
+	}
+}
+
+// TestCheckLogContinues: Raft starts only on a log that continues from the
+// newest snapshot (NewRaft panics on a hole).
+func TestCheckLogContinues(t *testing.T) {
+	cases := []struct {
+		name        string
+		first, last uint64 // 0, 0: empty
+		snapshot    uint64 // 0: none
+		wantErr     bool
+	}{
+		{"empty log", 0, 0, 0, false},
+		{"log from 1, no snapshot", 1, 10, 0, false},
+		{"log right after the snapshot", 6, 10, 5, false},
+		{"log overlapping the snapshot", 3, 10, 5, false},
+		{"log behind the snapshot", 1, 4, 5, false},
+		{"hole after the snapshot", 8, 10, 5, true},
+		{"hole, no snapshot", 2, 10, 0, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			logs := raft.NewInmemStore()
+			for i := c.first; c.first > 0 && i <= c.last; i++ {
+				if err := logs.StoreLog(&raft.Log{Index: i, Term: 1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			snaps := raft.NewInmemSnapshotStore()
+			if c.snapshot > 0 {
+				sink, err := snaps.Create(raft.SnapshotVersionMax, c.snapshot, 1, raft.Configuration{}, 1, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := sink.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := &Shard{logs: &watchedLog{LogStore: logs}, storage: &raftstore.RaftStorage{Snapshots: snaps}}
+			if err := s.checkLogContinues(); (err != nil) != c.wantErr {
+				t.Fatalf("error %v, want one: %v", err, c.wantErr)
+			}
+		})
 	}
 }

@@ -293,7 +293,15 @@ func (w *wakeTransport) run() {
 				}
 			}
 			if req, ok := rpc.Command.(*raft.InstallSnapshotRequest); ok {
-				rpc = w.s.watchInstall(rpc, req.LastLogIndex)
+				var installed <-chan struct{}
+				rpc, installed = w.s.watchInstall(rpc, req.LastLogIndex)
+				w.deliver(rpc)
+				select {
+				case <-installed:
+				case <-w.done:
+					return
+				}
+				continue
 			}
 			w.deliver(rpc)
 		case <-w.done:
