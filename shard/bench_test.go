@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
-	"github.com/dialkv/dialkv/internal/logadapt"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/hashicorp/raft"
 )
@@ -98,32 +97,12 @@ func startGroup(tb testing.TB, n int, opts groupOptions) []*benchNode {
 		}
 	})
 	for i, nd := range nodes {
-		cfg := raftstore.DefaultConfig(nd.dir)
-		cfg.Logger = benchDiscard
-		store, err := raftstore.Open(cfg)
-		if err != nil {
-			tb.Fatalf("open store %s: %v", nd.id, err)
-		}
-		nd.store = store
-		fsm, err := store.OpenRange(desc)
-		if err != nil {
-			tb.Fatalf("open range on %s: %v", nd.id, err)
-		}
-		storage, err := store.OpenRaftStorage(desc.ID, logadapt.HCLog(benchDiscard))
-		if err != nil {
-			tb.Fatalf("open raft storage on %s: %v", nd.id, err)
-		}
 		var trans raft.Transport = nd.trans
 		if opts.wrap != nil {
 			trans = opts.wrap(i, nd.trans)
 		}
-		s, err := New(Config{NodeID: nd.id, Descriptor: desc, FSM: fsm, Storage: storage, Transport: trans, Logger: benchDiscard, Timing: benchTiming, ParallelLeaderAppend: opts.parallelAppend})
-		if err != nil {
-			storage.Close()
-			tb.Fatalf("start shard %s: %v", nd.id, err)
-		}
-		nd.shard = s
-		if err := s.Bootstrap(servers); err != nil {
+		nd.store, nd.shard = openReplica(tb, nd.dir, desc, nd.id, trans, opts.parallelAppend)
+		if err := nd.shard.Bootstrap(servers); err != nil {
 			tb.Fatalf("bootstrap %s: %v", nd.id, err)
 		}
 	}

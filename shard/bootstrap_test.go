@@ -4,9 +4,6 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/dialkv/dialkv/internal/logadapt"
-	"github.com/dialkv/dialkv/raftstore"
 )
 
 // TestBootstrap_OnlyTheFirstVotersBootstrap: a replica that applied its
@@ -35,28 +32,9 @@ func TestBootstrap_OnlyTheFirstVotersBootstrap(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := raftstore.DefaultConfig(t.TempDir())
-			cfg.Logger = benchDiscard
-			store, err := raftstore.Open(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
-			desc := Descriptor{ID: 7, Generation: 2}
-			fsm, err := store.OpenRange(desc)
-			if err != nil {
-				t.Fatal(err)
-			}
-			storage, err := store.OpenRaftStorage(desc.ID, logadapt.HCLog(benchDiscard))
-			if err != nil {
-				t.Fatal(err)
-			}
 			_, trans := raft.NewInmemTransport(raft.ServerAddress(tc.node))
-			s, err := New(Config{NodeID: tc.node, Descriptor: desc, FSM: fsm, Storage: storage, Transport: trans, Logger: benchDiscard, Timing: benchTiming})
-			if err != nil {
-				storage.Close()
-				t.Fatal(err)
-			}
+			store, s := openReplica(t, t.TempDir(), Descriptor{ID: 7, Generation: 2}, tc.node, trans, false)
+			defer store.Close()
 			defer s.Shutdown()
 			// Twice: a node that crashed before clearing the pending
 			// bootstrap runs it again when it restarts.

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/harness"
-	"github.com/dialkv/dialkv/internal/logadapt"
-	"github.com/dialkv/dialkv/raftstore"
 
 	"github.com/hashicorp/raft"
 )
@@ -100,29 +98,10 @@ func (r *hurryRecorder) Hurry()           { r.hurries.Add(1) }
 // hurries the link (which ends every hold on the node) when one of its
 // range's heartbeats may be waiting on it, and only then.
 func TestReadIndex_HurriesOnlyWhenAHeartbeatMayWait(t *testing.T) {
-	cfg := raftstore.DefaultConfig(t.TempDir())
-	cfg.Logger = benchDiscard
-	store, err := raftstore.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	desc := Descriptor{ID: 7, Generation: 2}
-	fsm, err := store.OpenRange(desc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	storage, err := store.OpenRaftStorage(desc.ID, logadapt.HCLog(benchDiscard))
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, inmem := raft.NewInmemTransport("n1")
 	trans := &hurryRecorder{InmemTransport: inmem}
-	s, err := New(Config{NodeID: "n1", Descriptor: desc, FSM: fsm, Storage: storage, Transport: trans, Logger: benchDiscard, Timing: benchTiming})
-	if err != nil {
-		storage.Close()
-		t.Fatal(err)
-	}
+	store, s := openReplica(t, t.TempDir(), Descriptor{ID: 7, Generation: 2}, "n1", trans, false)
+	defer store.Close()
 	defer s.Shutdown()
 	if err := s.Bootstrap([]raft.Server{{Suffrage: raft.Voter, ID: "n1", Address: "n1"}}); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dialkv/dialkv/internal/logadapt"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/hashicorp/raft"
 )
@@ -232,22 +231,6 @@ func stopNode(t *testing.T, nodes []*benchNode, nd *benchNode) {
 // new transport at the same address.
 func restartNode(t *testing.T, nodes []*benchNode, nd *benchNode) {
 	t.Helper()
-	cfg := raftstore.DefaultConfig(nd.dir)
-	cfg.Logger = benchDiscard
-	store, err := raftstore.Open(cfg)
-	if err != nil {
-		t.Fatalf("reopen store %s: %v", nd.id, err)
-	}
-	nd.store = store
-	desc := Descriptor{ID: 2, Generation: 1}
-	fsm, err := store.OpenRange(desc)
-	if err != nil {
-		t.Fatalf("reopen range on %s: %v", nd.id, err)
-	}
-	storage, err := store.OpenRaftStorage(desc.ID, logadapt.HCLog(benchDiscard))
-	if err != nil {
-		t.Fatalf("reopen raft storage on %s: %v", nd.id, err)
-	}
 	nd.addr, nd.trans = raft.NewInmemTransport(nd.addr)
 	for _, o := range nodes {
 		if o != nd {
@@ -255,12 +238,7 @@ func restartNode(t *testing.T, nodes []*benchNode, nd *benchNode) {
 			nd.trans.Connect(o.addr, o.trans)
 		}
 	}
-	s, err := New(Config{NodeID: nd.id, Descriptor: desc, FSM: fsm, Storage: storage, Transport: nd.trans, Logger: benchDiscard, Timing: benchTiming})
-	if err != nil {
-		storage.Close()
-		t.Fatalf("restart shard %s: %v", nd.id, err)
-	}
-	nd.shard = s
+	nd.store, nd.shard = openReplica(t, nd.dir, Descriptor{ID: 2, Generation: 1}, nd.id, nd.trans, false)
 }
 
 // A deposed leader's log can run past the snapshot it is later sent:
