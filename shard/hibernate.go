@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -451,7 +452,28 @@ type hookedPipeline struct {
 	onClose func() // set by the transport that tracks it; may be nil
 	once    sync.Once
 	err     error
+
+	// What the last append sent carried, for dropping the next ones that
+	// carry nothing new (see AppendEntries). Only the Raft goroutine that
+	// replicates to this follower sends on the pipeline.
+	sent       bool
+	lastTerm   uint64
+	lastPrev   uint64
+	lastPrevT  uint64
+	lastCommit uint64
+	lastSentAt time.Time
 }
+
+// commitResend bounds how long a pipeline goes without resending an append
+// that carries nothing new: a follower whose Raft restarted without the
+// link noticing (its commit index starts at 0) learns the commit index
+// again within it.
+const commitResend = time.Second
+
+// brokenPipeline is what a pipeline that knows it is broken says (the
+// link's): a dropped append must not hide the break, which Raft only
+// notices when a send fails.
+type brokenPipeline interface{ Broken() error }
 
 // Close closes the pipeline once, whoever asks first (Raft, or a stopping
 // instance's closePipelines).
@@ -465,10 +487,65 @@ func (p *hookedPipeline) Close() error {
 	return p.err
 }
 
+// AppendEntries sends args, unless it carries nothing the follower has not
+// been sent already on this pipeline. hashicorp/raft sends each follower
+// an append every CommitTimeout (20-40 ms) so that it learns the commit
+// index when writes stop; on an idle range every one after the first
+// repeats the previous one, and with a hundred ranges they were most of
+// what an idle node sent and received. A dropped append gets no answer at
+// all (its future never reaches Consumer): nothing is made up, and the
+// leader's contact with the follower, which feeds its lease and read
+// confirmations, comes from the heartbeats as before.
 func (p *hookedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	p.before(args)
-	return p.AppendPipeline.AppendEntries(args, resp)
+	now := time.Now()
+	if p.repeats(args, now) {
+		return &unsentAppend{args: args, resp: resp, start: now}, nil
+	}
+	f, err := p.AppendPipeline.AppendEntries(args, resp)
+	if err == nil {
+		p.sent = true
+		p.lastTerm, p.lastPrev, p.lastPrevT, p.lastCommit = args.Term, args.PrevLogEntry, args.PrevLogTerm, args.LeaderCommitIndex
+		if len(args.Entries) > 0 {
+			last := args.Entries[len(args.Entries)-1]
+			p.lastPrev, p.lastPrevT = last.Index, last.Term
+		}
+		p.lastSentAt = now
+	}
+	return f, err
 }
+
+// repeats reports whether args would tell the follower nothing that the
+// last append sent on the pipeline did not, that one was sent less than
+// commitResend ago, and the pipeline is not known to be broken.
+func (p *hookedPipeline) repeats(args *raft.AppendEntriesRequest, now time.Time) bool {
+	if !p.sent || len(args.Entries) > 0 || now.Sub(p.lastSentAt) >= commitResend {
+		return false
+	}
+	if args.Term != p.lastTerm || args.PrevLogEntry != p.lastPrev || args.PrevLogTerm != p.lastPrevT || args.LeaderCommitIndex > p.lastCommit {
+		return false
+	}
+	if b, ok := p.AppendPipeline.(brokenPipeline); ok && b.Broken() != nil {
+		return false
+	}
+	return true
+}
+
+// unsentAppend is the future of an append the pipeline did not send. Raft
+// does not wait on the futures it pipelines (it reads Consumer), and this
+// one never reaches Consumer.
+type unsentAppend struct {
+	args  *raft.AppendEntriesRequest
+	resp  *raft.AppendEntriesResponse
+	start time.Time
+}
+
+var errUnsent = errors.New("shard: append not sent: it repeats the previous one")
+
+func (u *unsentAppend) Error() error                          { return errUnsent }
+func (u *unsentAppend) Start() time.Time                      { return u.start }
+func (u *unsentAppend) Request() *raft.AppendEntriesRequest   { return u.args }
+func (u *unsentAppend) Response() *raft.AppendEntriesResponse { return u.resp }
 
 // Close does nothing: a stopped Raft instance closes its transport
 // (raft's shutdown future does), but this one outlives the instances.

@@ -70,6 +70,10 @@ func (f *future) Start() time.Time                      { return f.start }
 func (f *future) Request() *raft.AppendEntriesRequest   { return f.args }
 func (f *future) Response() *raft.AppendEntriesResponse { return f.resp }
 
+// Broken is the error that broke the pipeline, or nil: a caller that skips
+// a send asks, so as not to hide the break from Raft.
+func (p *pipeline) Broken() error { return p.brokenErr() }
+
 func (p *pipeline) brokenErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -1,0 +1,87 @@
+package shard
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// recordingPipeline counts the appends that reach it.
+type recordingPipeline struct {
+	raft.AppendPipeline
+	sent   []*raft.AppendEntriesRequest
+	broken error
+}
+
+func (r *recordingPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
+	if r.broken != nil {
+		return nil, r.broken
+	}
+	r.sent = append(r.sent, args)
+	return &unsentAppend{args: args, resp: resp}, nil
+}
+
+func (r *recordingPipeline) Broken() error { return r.broken }
+
+// TestHookedPipeline_DropsOnlyAppendsThatRepeatTheLast: of the appends
+// Raft sends every CommitTimeout, those that tell the follower nothing new
+// stay home, unless the last one sent is a second old or the pipeline is
+// broken (Raft must hear of that from a send).
+func TestHookedPipeline_DropsOnlyAppendsThatRepeatTheLast(t *testing.T) {
+	entries := &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 9, PrevLogTerm: 2, LeaderCommitIndex: 9,
+		Entries: []*raft.Log{{Index: 10, Term: 3}, {Index: 11, Term: 3}}}
+	commit := func(c uint64) *raft.AppendEntriesRequest {
+		return &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 11, PrevLogTerm: 3, LeaderCommitIndex: c}
+	}
+	cases := []struct {
+		name     string
+		then     *raft.AppendEntriesRequest
+		age      time.Duration // of the last append sent
+		broken   error
+		wantSent bool
+	}{
+		{"the same commit index again", commit(9), 0, nil, false},
+		{"a newer commit index", commit(11), 0, nil, true},
+		{"the same, a second later", commit(9), commitResend, nil, true},
+		{"the same, on a broken pipeline", commit(9), 0, errors.New("connection lost"), true},
+		{"another previous entry", &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 9}, 0, nil, true},
+		{"another term", &raft.AppendEntriesRequest{Term: 4, PrevLogEntry: 11, PrevLogTerm: 3, LeaderCommitIndex: 9}, 0, nil, true},
+		{"entries", &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 11, PrevLogTerm: 3, LeaderCommitIndex: 9, Entries: []*raft.Log{{Index: 12, Term: 3}}}, 0, nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rec := &recordingPipeline{}
+			p := &hookedPipeline{AppendPipeline: rec, before: func(*raft.AppendEntriesRequest) {}}
+			if _, err := p.AppendEntries(entries, &raft.AppendEntriesResponse{}); err != nil {
+				t.Fatal(err)
+			}
+			p.lastSentAt = p.lastSentAt.Add(-c.age)
+			rec.broken = c.broken
+			_, err := p.AppendEntries(c.then, &raft.AppendEntriesResponse{})
+			sent := len(rec.sent) == 2 || (c.broken != nil && errors.Is(err, c.broken))
+			if sent != c.wantSent {
+				t.Fatalf("sent %v (err %v), want %v", sent, err, c.wantSent)
+			}
+			if !sent && err != nil {
+				t.Fatalf("a dropped append returned %v", err)
+			}
+		})
+	}
+}
+
+// A commit-index append right after a first one, on a new pipeline, is
+// sent: nothing has been sent on it yet.
+func TestHookedPipeline_SendsTheFirstAppend(t *testing.T) {
+	rec := &recordingPipeline{}
+	p := &hookedPipeline{AppendPipeline: rec, before: func(*raft.AppendEntriesRequest) {}}
+	for range 3 {
+		if _, err := p.AppendEntries(&raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 11, PrevLogTerm: 3, LeaderCommitIndex: 11}, &raft.AppendEntriesResponse{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(rec.sent) != 1 {
+		t.Fatalf("%d appends sent, want the first only", len(rec.sent))
+	}
+}
