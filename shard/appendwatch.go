@@ -76,11 +76,15 @@ func (w *watchedLog) health() error {
 func (s *Shard) AppendFailures() uint64 { return s.logs.failures.Load() }
 
 // AppendHealth is nil unless the replica's newest append to its log
-// failed; then it says how many in a row and why. Raft retries, so a
-// replica that stays this way has stopped taking its leader's entries.
+// failed, or its Raft instance last failed to start; then it says why
+// (and for appends how many in a row). Raft retries, so a replica that
+// stays this way has stopped taking its leader's entries.
 func (s *Shard) AppendHealth() error {
 	if err := s.logs.health(); err != nil {
 		return fmt.Errorf("range %d: %w", s.id, err)
+	}
+	if err := s.startFailed.Load(); err != nil {
+		return fmt.Errorf("range %d: its Raft instance could not start: %w", s.id, *err)
 	}
 	return nil
 }
@@ -138,7 +142,11 @@ func (s *Shard) afterInstall(index uint64) {
 		return
 	}
 	believed := inst.raft.LastIndex()
-	if believed <= max(index, logLast) {
+	// Also when the old tail ends exactly at the snapshot's index: its last
+	// entry there may be of another term than the snapshot's, and Raft,
+	// which prefers its cached last entry to the snapshot's at the same
+	// index, would refuse every append after the snapshot.
+	if believed < index || logLast >= believed {
 		return
 	}
 	s.log.Warn("restarting Raft after a snapshot install: it counts log entries its log no longer holds",

@@ -165,3 +165,47 @@ func TestCheckLogContinues(t *testing.T) {
 		})
 	}
 }
+
+// countingSnapshots counts List calls: each start of an instance makes one.
+type countingSnapshots struct {
+	raft.SnapshotStore
+	lists int
+}
+
+func (c *countingSnapshots) List() ([]*raft.SnapshotMeta, error) {
+	c.lists++
+	return c.SnapshotStore.List()
+}
+
+// TestWake_AReplicaThatCannotStartSaysSoAndWaitsBeforeTrying: a replica
+// whose log has a hole stays asleep, reports why in AppendHealth, and the
+// messages that keep coming do not each try (and log) another start.
+func TestWake_AReplicaThatCannotStartSaysSoAndWaitsBeforeTrying(t *testing.T) {
+	logs := raft.NewInmemStore()
+	for i := uint64(8); i <= 10; i++ {
+		if err := logs.StoreLog(&raft.Log{Index: i, Term: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snaps := &countingSnapshots{SnapshotStore: raft.NewInmemSnapshotStore()}
+	s := &Shard{id: 7, log: benchDiscard, logs: &watchedLog{LogStore: logs}, storage: &raftstore.RaftStorage{Snapshots: snaps}}
+	s.asleep.Store(true)
+	for range 50 {
+		s.wake(false)
+	}
+	if !s.asleep.Load() {
+		t.Fatal("a replica with a hole in its log woke")
+	}
+	if snaps.lists != 1 {
+		t.Fatalf("%d starts tried within a second, want 1", snaps.lists)
+	}
+	err := s.AppendHealth()
+	if err == nil || !strings.Contains(err.Error(), "could not start") {
+		t.Fatalf("AppendHealth = %v, want the failed start", err)
+	}
+	s.startErrAt = s.startErrAt.Add(-startRetry)
+	s.wake(false)
+	if snaps.lists != 2 {
+		t.Fatalf("%d starts tried, want another one a second later", snaps.lists)
+	}
+}

@@ -93,6 +93,9 @@ func (s *Shard) wake(campaign bool) {
 	if s.closed || !s.asleep.Load() {
 		return
 	}
+	if s.startErr != nil && time.Since(s.startErrAt) < startRetry {
+		return
+	}
 	s.touch()
 	if err := s.startInstance(); err != nil {
 		s.log.Error("could not wake the range's Raft instance", "err", err)
@@ -395,6 +398,7 @@ func (w *wakeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Serv
 		return nil, err
 	}
 	hp := p.(*hookedPipeline)
+	hp.minGap = w.s.rc.CommitTimeout / 2
 	// onClose is set before the pipeline is shared: closePipelines may
 	// close it from another goroutine as soon as it is in pipes.
 	hp.onClose = func() {
@@ -462,6 +466,13 @@ type hookedPipeline struct {
 	lastPrevT  uint64
 	lastCommit uint64
 	lastSentAt time.Time
+	lastCallAt time.Time // of the last call, sent or not
+	// minGap is half the CommitTimeout. Raft's own commit-index sends
+	// are at least CommitTimeout apart; a repeat that comes sooner was
+	// triggered (a leadership transfer asks again and again until the
+	// follower answers) and is sent, so that the pipeline paces the
+	// asking instead of a dropped send returning at once.
+	minGap time.Duration
 }
 
 // commitResend bounds how long a pipeline goes without resending an append
@@ -499,7 +510,9 @@ func (p *hookedPipeline) Close() error {
 func (p *hookedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	p.before(args)
 	now := time.Now()
-	if p.repeats(args, now) {
+	repeat := p.repeats(args, now)
+	p.lastCallAt = now
+	if repeat {
 		return &unsentAppend{args: args, resp: resp, start: now}, nil
 	}
 	f, err := p.AppendPipeline.AppendEntries(args, resp)
@@ -517,9 +530,10 @@ func (p *hookedPipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *ra
 
 // repeats reports whether args would tell the follower nothing that the
 // last append sent on the pipeline did not, that one was sent less than
-// commitResend ago, and the pipeline is not known to be broken.
+// commitResend ago, the last call came at least minGap ago, and the
+// pipeline is not known to be broken.
 func (p *hookedPipeline) repeats(args *raft.AppendEntriesRequest, now time.Time) bool {
-	if !p.sent || len(args.Entries) > 0 || now.Sub(p.lastSentAt) >= commitResend {
+	if !p.sent || len(args.Entries) > 0 || now.Sub(p.lastSentAt) >= commitResend || now.Sub(p.lastCallAt) < p.minGap {
 		return false
 	}
 	if args.Term != p.lastTerm || args.PrevLogEntry != p.lastPrev || args.PrevLogTerm != p.lastPrevT || args.LeaderCommitIndex > p.lastCommit {

@@ -27,8 +27,10 @@ func (r *recordingPipeline) Broken() error { return r.broken }
 
 // TestHookedPipeline_DropsOnlyAppendsThatRepeatTheLast: of the appends
 // Raft sends every CommitTimeout, those that tell the follower nothing new
-// stay home, unless the last one sent is a second old or the pipeline is
-// broken (Raft must hear of that from a send).
+// stay home, unless the last one sent is a second old, the pipeline is
+// broken (Raft must hear of that from a send), or the repeat comes sooner
+// than Raft's own commit-index sends do (a leadership transfer asking until
+// the follower answers: the pipeline must pace it).
 func TestHookedPipeline_DropsOnlyAppendsThatRepeatTheLast(t *testing.T) {
 	entries := &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 9, PrevLogTerm: 2, LeaderCommitIndex: 9,
 		Entries: []*raft.Log{{Index: 10, Term: 3}, {Index: 11, Term: 3}}}
@@ -40,24 +42,30 @@ func TestHookedPipeline_DropsOnlyAppendsThatRepeatTheLast(t *testing.T) {
 		then     *raft.AppendEntriesRequest
 		age      time.Duration // of the last append sent
 		broken   error
+		minGap   time.Duration
 		wantSent bool
 	}{
-		{"the same commit index again", commit(9), 0, nil, false},
-		{"a newer commit index", commit(11), 0, nil, true},
-		{"the same, a second later", commit(9), commitResend, nil, true},
-		{"the same, on a broken pipeline", commit(9), 0, errors.New("connection lost"), true},
-		{"another previous entry", &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 9}, 0, nil, true},
-		{"another term", &raft.AppendEntriesRequest{Term: 4, PrevLogEntry: 11, PrevLogTerm: 3, LeaderCommitIndex: 9}, 0, nil, true},
-		{"entries", &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 11, PrevLogTerm: 3, LeaderCommitIndex: 9, Entries: []*raft.Log{{Index: 12, Term: 3}}}, 0, nil, true},
+		{"the same commit index again", commit(9), 0, nil, 0, false},
+		{"a newer commit index", commit(11), 0, nil, 0, true},
+		{"the same, a second later", commit(9), commitResend, nil, 0, true},
+		{"the same, on a broken pipeline", commit(9), 0, errors.New("connection lost"), 0, true},
+		{"another previous entry", &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 10, PrevLogTerm: 3, LeaderCommitIndex: 9}, 0, nil, 0, true},
+		{"another term", &raft.AppendEntriesRequest{Term: 4, PrevLogEntry: 11, PrevLogTerm: 3, LeaderCommitIndex: 9}, 0, nil, 0, true},
+		{"the same, sooner than half a commit timeout", commit(9), 0, nil, 50 * time.Millisecond, true},
+		{"entries", &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 11, PrevLogTerm: 3, LeaderCommitIndex: 9, Entries: []*raft.Log{{Index: 12, Term: 3}}}, 0, nil, 0, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			rec := &recordingPipeline{}
-			p := &hookedPipeline{AppendPipeline: rec, before: func(*raft.AppendEntriesRequest) {}}
+			p := &hookedPipeline{AppendPipeline: rec, before: func(*raft.AppendEntriesRequest) {}, minGap: c.minGap}
 			if _, err := p.AppendEntries(entries, &raft.AppendEntriesResponse{}); err != nil {
 				t.Fatal(err)
 			}
 			p.lastSentAt = p.lastSentAt.Add(-c.age)
+			if c.minGap == 0 {
+				// As Raft's commit-index sends: a commit timeout apart.
+				p.lastCallAt = p.lastCallAt.Add(-DefaultCommitTimeout)
+			}
 			rec.broken = c.broken
 			_, err := p.AppendEntries(c.then, &raft.AppendEntriesResponse{})
 			sent := len(rec.sent) == 2 || (c.broken != nil && errors.Is(err, c.broken))

@@ -43,11 +43,13 @@ type Timing struct {
 	// Commit is Raft's CommitTimeout: a leader with nothing new to send
 	// still sends each follower an append every Commit to 2*Commit, so that
 	// followers learn the commit index after the last write of a burst.
-	// It is the main idle cost of an awake range (measured with 100 awake
-	// ranges on 3 nodes: 20 ms, 26-30% of a core per node; 100 ms, 17%;
-	// 200 ms, 13-15%), and how long a follower may take to apply a
-	// write once writes stop, which session and bounded reads served by
-	// followers wait for.
+	// The shard sends only those that carry something new, and a repeat
+	// once a second (hookedPipeline). It was the main idle cost of an
+	// awake range before that (100 awake ranges on 3 nodes: 20 ms, 26-30%
+	// of a core per node; 100 ms, 17%; 200 ms, 13-15%), and it is how long
+	// a follower may take to apply a write once writes stop, which session
+	// and bounded reads served by followers wait for (up to the second of
+	// the repeat for a follower whose Raft restarted meanwhile).
 	Commit time.Duration
 }
 
@@ -125,6 +127,14 @@ type Shard struct {
 	// replica, a request that wakes it stands for election at once;
 	// guarded by rmu.
 	sleepLeader leaderHint
+	// startErr is why the last start of an instance failed, and when;
+	// nil once one starts. A wake within startRetry of a failure does
+	// not try again: every message would, hundreds a second, for a
+	// fault (a hole in the log) that retrying does not mend. Guarded by
+	// rmu; startFailed mirrors it for AppendHealth.
+	startErr    error
+	startErrAt  time.Time
+	startFailed atomic.Pointer[error]
 	// wakeHint is sleepLeader, offered once by ForwardTarget after a
 	// request woke this (follower) replica, before any leader is known.
 	wakeHint atomic.Pointer[leaderHint]
@@ -234,6 +244,23 @@ func New(cfg Config) (*Shard, error) {
 // startInstance starts a Raft instance on the range's log, stores and
 // transport. Callers hold rmu, or own the shard exclusively (New).
 func (s *Shard) startInstance() error {
+	err := s.startInstanceOnce()
+	if err != nil {
+		s.startErr, s.startErrAt = err, time.Now()
+		s.startFailed.Store(&err)
+		return err
+	}
+	s.startErr = nil
+	s.startFailed.Store(nil)
+	return nil
+}
+
+// startRetry is how long after a failed start a wake leaves the replica
+// asleep without trying again.
+const startRetry = time.Second
+
+// startInstanceOnce is startInstance without the bookkeeping of failures.
+func (s *Shard) startInstanceOnce() error {
 	if err := s.checkLogContinues(); err != nil {
 		return fmt.Errorf("shard: start raft for range %d: %w", s.id, err)
 	}
@@ -268,8 +295,9 @@ func (s *Shard) startInstance() error {
 // NewRaft reads every entry from the newest snapshot's index to the last
 // and panics on the first it cannot read. A hole once came from an append
 // taken between a snapshot install and its restart (see watchInstall);
-// should one come again, the replica refuses to start and stays asleep
-// (the next message retries) rather than taking the node down.
+// should one come again, the replica refuses to start: after an install or
+// a wake it stays asleep (a message a second later retries) and says why
+// in AppendHealth; at the node's start, New fails with the reason.
 func (s *Shard) checkLogContinues() error {
 	last, err := s.logs.LastIndex()
 	if err != nil || last == 0 {

@@ -357,6 +357,42 @@ func TestPipeline_BrokenConnectionDeliversNoFutureAndFailsNextSend(t *testing.T)
 	}
 }
 
+// A pipeline with nothing in flight whose connection closes says so in
+// Broken: a caller that skips sends (the shard's repeated commit-index
+// appends) relies on it to let Raft hear of the break.
+func TestPipeline_IdleConnectionLossShowsInBroken(t *testing.T) {
+	a, b := newTestNode(t, nodeOpts{}), newTestNode(t, nodeOpts{})
+	defer b.close()
+	defer a.close()
+	ta, _ := a.link.Open(1, nil)
+	defer ta.Close()
+	tb, _ := b.link.Open(1, nil)
+	defer tb.Close()
+	stop := responder(t, tb, func(rpc raft.RPC) (any, error) {
+		return &raft.AppendEntriesResponse{Term: 1, Success: true}, nil
+	})
+	defer stop()
+
+	p, err := ta.AppendEntriesPipeline("b", raft.ServerAddress(b.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.AppendEntries(&raft.AppendEntriesRequest{RPCHeader: header(a.addr), Term: 1, PrevLogEntry: 1}, &raft.AppendEntriesResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	if f := <-p.Consumer(); !f.Response().Success {
+		t.Fatalf("first append: %+v", f.Response())
+	}
+	if err := p.(*pipeline).Broken(); err != nil {
+		t.Fatalf("a working pipeline says it is broken: %v", err)
+	}
+	a.dropLinks()
+	harness.Eventually(t, "Broken to report the lost connection", 5*time.Second, func() bool {
+		return errors.Is(p.(*pipeline).Broken(), ErrConnClosed)
+	})
+}
+
 func TestPipeline_KeepsOrderPerRange(t *testing.T) {
 	const ranges, perRange = 8, 300
 	a := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.MaxInFlight = 16 }})

@@ -70,9 +70,24 @@ func (f *future) Start() time.Time                      { return f.start }
 func (f *future) Request() *raft.AppendEntriesRequest   { return f.args }
 func (f *future) Response() *raft.AppendEntriesResponse { return f.resp }
 
-// Broken is the error that broke the pipeline, or nil: a caller that skips
-// a send asks, so as not to hide the break from Raft.
-func (p *pipeline) Broken() error { return p.brokenErr() }
+// Broken is why the next AppendEntries would fail at once, or nil: a
+// caller that skips a send asks, so as not to hide a break from Raft. A
+// connection that closed while nothing was in flight counts too.
+func (p *pipeline) Broken() error {
+	if err := p.brokenErr(); err != nil {
+		return err
+	}
+	select {
+	case <-p.stop:
+		return raft.ErrPipelineShutdown
+	case <-p.t.done:
+		return raft.ErrTransportShutdown
+	case <-p.cc.done:
+		return p.cc.closedErr()
+	default:
+		return nil
+	}
+}
 
 func (p *pipeline) brokenErr() error {
 	p.mu.Lock()
