@@ -292,7 +292,7 @@ func (w *wakeTransport) run() {
 				// syncing those (parallel leader append), so they must be
 				// durable before it answers.
 				if err := w.s.rlog.WaitWrittenSynced(); err != nil {
-					rpc.Respond(nil, err)
+					refuse(rpc, err)
 					continue
 				}
 			}
@@ -327,11 +327,33 @@ func (w *wakeTransport) deliver(rpc raft.RPC) {
 			return
 		case <-stop:
 		case <-w.done:
-			rpc.Respond(nil, raft.ErrTransportShutdown)
+			refuse(rpc, raft.ErrTransportShutdown)
 			return
 		}
 	}
-	rpc.Respond(nil, fmt.Errorf("shard: range %d: no Raft instance took the message", w.s.id))
+	refuse(rpc, fmt.Errorf("shard: range %d: no Raft instance took the message", w.s.id))
+}
+
+// refuse answers rpc with err and, as Raft itself always does, a response
+// value of the request's type, empty. The link and NetworkTransport send
+// only the error when there is one; hashicorp/raft's InmemTransport (the
+// shard's tests) copies the value out of a pipelined answer before it
+// looks at the error, and panicked on a nil one.
+func refuse(rpc raft.RPC, err error) {
+	var resp any
+	switch rpc.Command.(type) {
+	case *raft.AppendEntriesRequest:
+		resp = &raft.AppendEntriesResponse{}
+	case *raft.RequestVoteRequest:
+		resp = &raft.RequestVoteResponse{}
+	case *raft.RequestPreVoteRequest:
+		resp = &raft.RequestPreVoteResponse{}
+	case *raft.InstallSnapshotRequest:
+		resp = &raft.InstallSnapshotResponse{}
+	case *raft.TimeoutNowRequest:
+		resp = &raft.TimeoutNowResponse{}
+	}
+	rpc.Respond(resp, err)
 }
 
 // AppendEntries and AppendEntriesPipeline never send a commit index past

@@ -93,3 +93,54 @@ func TestHookedPipeline_SendsTheFirstAppend(t *testing.T) {
 		t.Fatalf("%d appends sent, want the first only", len(rec.sent))
 	}
 }
+
+// unsyncedLog's writes never become durable.
+type unsyncedLog struct {
+	raftLog
+}
+
+func (unsyncedLog) WaitWrittenSynced() error { return errors.New("disk gone") }
+
+// A pipelined append the shard refuses (here: its log cannot sync) is
+// answered with the error and an empty response of the right type, as Raft
+// answers; hashicorp/raft's InmemTransport pipeline, which the shard's
+// tests use, panicked on the nil response the shard used to send.
+func TestWakeTransport_RefusesAPipelinedAppendWithATypedAnswer(t *testing.T) {
+	addr, base := raft.NewInmemTransport("")
+	leaderAddr, leader := raft.NewInmemTransport("")
+	leader.Connect(addr, base)
+	base.Connect(leaderAddr, leader)
+	s := &Shard{id: 2, rlog: unsyncedLog{}}
+	s.inst.Store(&instance{stop: make(chan struct{})})
+	w, err := newWakeTransport(base, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	defer w.shutdown()
+
+	p, err := leader.AppendEntriesPipeline("f", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	req := &raft.AppendEntriesRequest{Term: 2, Entries: []*raft.Log{{Index: 1, Term: 2}}}
+	if _, err := p.AppendEntries(req, &raft.AppendEntriesResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f := <-p.Consumer():
+		if f.Error() == nil || f.Response().Success {
+			t.Fatalf("refused append answered error %v, response %+v", f.Error(), f.Response())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to the refused append")
+	}
+	for _, cmd := range []any{&raft.AppendEntriesRequest{}, &raft.RequestVoteRequest{}, &raft.RequestPreVoteRequest{}, &raft.InstallSnapshotRequest{}, &raft.TimeoutNowRequest{}} {
+		ch := make(chan raft.RPCResponse, 1)
+		refuse(raft.RPC{Command: cmd, RespChan: ch}, errors.New("no"))
+		if r := <-ch; r.Response == nil || r.Error == nil {
+			t.Errorf("%T refused with %+v", cmd, r)
+		}
+	}
+}
