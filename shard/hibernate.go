@@ -225,8 +225,9 @@ type wakeTransport struct {
 	done     chan struct{}
 	once     sync.Once
 
-	// hbMu guards hb and pipesMu pipes; both are leaves (taken under the
-	// shard's rmu when an instance stops, never the other way).
+	// hbMu guards hb and pipesMu pipes and pipesClosed; both are leaves
+	// (taken under the shard's rmu when an instance stops, never the
+	// other way).
 	hbMu sync.Mutex
 	hb   func(raft.RPC)
 
@@ -234,6 +235,11 @@ type wakeTransport struct {
 	// open; closePipelines ends them when it stops.
 	pipesMu sync.Mutex
 	pipes   map[*hookedPipeline]struct{}
+	// pipesClosed is set by closePipelines until the next instance
+	// starts: a stopping instance's replication that falls back to plain
+	// appends and then asks for a new pipeline gets none, or it could
+	// block in one that nobody closes any more.
+	pipesClosed bool
 }
 
 // baseTransport is what a shard needs of the transport it is given.
@@ -429,6 +435,11 @@ func (w *wakeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Serv
 		w.pipesMu.Unlock()
 	}
 	w.pipesMu.Lock()
+	if w.pipesClosed {
+		w.pipesMu.Unlock()
+		hp.Close()
+		return nil, raft.ErrPipelineShutdown
+	}
 	if w.pipes == nil {
 		w.pipes = map[*hookedPipeline]struct{}{}
 	}
@@ -446,6 +457,7 @@ func (w *wakeTransport) AppendEntriesPipeline(id raft.ServerID, target raft.Serv
 // waited forever (CI: a node stopped while a follower was cut off).
 func (w *wakeTransport) closePipelines() {
 	w.pipesMu.Lock()
+	w.pipesClosed = true
 	open := make([]*hookedPipeline, 0, len(w.pipes))
 	for p := range w.pipes {
 		open = append(open, p)
@@ -454,6 +466,13 @@ func (w *wakeTransport) closePipelines() {
 	for _, p := range open {
 		p.Close()
 	}
+}
+
+// openPipelines lets a new instance open pipelines again.
+func (w *wakeTransport) openPipelines() {
+	w.pipesMu.Lock()
+	w.pipesClosed = false
+	w.pipesMu.Unlock()
 }
 
 func (w *wakeTransport) clampCommit(args *raft.AppendEntriesRequest) {

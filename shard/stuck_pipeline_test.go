@@ -117,3 +117,35 @@ func TestShutdown_EndsAPipelineRaftIsStuckIn(t *testing.T) {
 		t.Fatal("the leader's shutdown hung on a pipeline Raft was blocked in")
 	}
 }
+
+// Once a stopping instance's pipelines are closed, its replication gets no
+// new one (it would block in it with nobody left to close it: a shutdown
+// that hung 1 run in 60 here); the next instance gets them again.
+func TestWakeTransport_NoNewPipelineWhileAnInstanceStops(t *testing.T) {
+	addr, base := raft.NewInmemTransport("")
+	peerAddr, peer := raft.NewInmemTransport("")
+	base.Connect(peerAddr, peer)
+	peer.Connect(addr, base)
+	w, err := newWakeTransport(base, &Shard{id: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() error {
+		p, err := w.AppendEntriesPipeline("p", peerAddr)
+		if err == nil {
+			p.Close()
+		}
+		return err
+	}
+	if err := open(); err != nil {
+		t.Fatalf("a running instance's pipeline: %v", err)
+	}
+	w.closePipelines()
+	if err := open(); err == nil {
+		t.Fatal("a pipeline opened after closePipelines")
+	}
+	w.openPipelines()
+	if err := open(); err != nil {
+		t.Fatalf("the next instance's pipeline: %v", err)
+	}
+}
