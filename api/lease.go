@@ -46,8 +46,19 @@ func (s *Service) Grant(ctx context.Context, req *kvpb.LeaseGrantRequest) (*kvpb
 // keepAlive renews a lease once: one request of the KeepAlive stream, or
 // POST /v1/lease/keepalive.
 func (s *Service) keepAlive(ctx context.Context, req *kvpb.LeaseKeepAliveRequest) (*kvpb.LeaseKeepAliveResponse, error) {
+	return s.keepAliveWith(ctx, req, s.b.LeaseKeepAlive)
+}
+
+func (s *Service) keepAliveWith(ctx context.Context, req *kvpb.LeaseKeepAliveRequest, renew func(context.Context, *kvpb.LeaseKeepAliveRequest) (*kvpb.LeaseKeepAliveResponse, error)) (*kvpb.LeaseKeepAliveResponse, error) {
 	return run(s, ctx, "LeaseKeepAlive", opWrite, req, func(r *kvpb.LeaseKeepAliveRequest) error { return checkLeaseID(r.Id) },
-		guarded(anyUser[*kvpb.LeaseKeepAliveRequest](s), s.b.LeaseKeepAlive))
+		guarded(anyUser[*kvpb.LeaseKeepAliveRequest](s), renew))
+}
+
+// keepAliveSessions is a backend that can keep what one stream's
+// keepalives share between them (replication keeps the stream it forwards
+// them to the meta leader on).
+type keepAliveSessions interface {
+	KeepAliveSession(ctx context.Context) (renew func(context.Context, *kvpb.LeaseKeepAliveRequest) (*kvpb.LeaseKeepAliveResponse, error), done func())
 }
 
 // KeepAlive is Lease.KeepAlive: each request renews its lease once and is
@@ -57,6 +68,12 @@ func (s *Service) keepAlive(ctx context.Context, req *kvpb.LeaseKeepAliveRequest
 // stream outlives a token only as long as it sends nothing.
 func (s *Service) KeepAlive(stream kvpb.Lease_KeepAliveServer) error {
 	ctx := stream.Context()
+	renew := s.b.LeaseKeepAlive
+	if ks, ok := s.b.(keepAliveSessions); ok {
+		var done func()
+		renew, done = ks.KeepAliveSession(ctx)
+		defer done()
+	}
 	// One iteration per request the client sends: the loop lasts as long
 	// as the client's stream, and each Recv returns when it ends.
 	for {
@@ -67,7 +84,7 @@ func (s *Service) KeepAlive(stream kvpb.Lease_KeepAliveServer) error {
 		if err != nil {
 			return err
 		}
-		resp, err := s.keepAlive(ctx, req)
+		resp, err := s.keepAliveWith(ctx, req, renew)
 		if err != nil {
 			return err
 		}

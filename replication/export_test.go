@@ -36,3 +36,7 @@ func (n *Node) FeedHubsForTest() int {
 	defer n.hubs.mu.Unlock()
 	return len(n.hubs.hubs)
 }
+
+// KeepAliveStreamsForTest counts the streams the node's keepalive sessions
+// opened to the meta leader.
+func (n *Node) KeepAliveStreamsForTest() uint64 { return n.keepAliveStreams.Load() }

@@ -3,6 +3,7 @@ package replication_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -153,4 +154,76 @@ func TestLease_KeptAliveSurvivesLeaderChangesThenExpires(t *testing.T) {
 // forwarded to.
 func leaseNotFound(err error) bool {
 	return errors.Is(err, replication.ErrLeaseNotFound) || rpctypes.ReasonOf(err) == rpctypes.ReasonLeaseNotFound
+}
+
+// metaLeader is the index of the node leading the meta range.
+func (c *testCluster) metaLeader() int {
+	c.t.Helper()
+	i := -1
+	c.eventually("a meta leader", 20*time.Second, func() bool {
+		for j, n := range c.nodes {
+			if n == nil {
+				continue
+			}
+			for _, s := range n.Shards() {
+				if s.ID() == 1 && s.IsLeader() {
+					i = j
+					return true
+				}
+			}
+		}
+		return false
+	})
+	return i
+}
+
+// A Lease.KeepAlive stream on a node that does not lead the meta range
+// forwards its keepalives on one stream to the leader, not one per
+// keepalive; it follows the leadership when it moves, and the leader's
+// refusal of an ended lease comes back as it is.
+func TestLease_AKeepAliveStreamForwardsOnOneStream(t *testing.T) {
+	c := newTestCluster(t, 3)
+	ml := c.metaLeader()
+	f := (ml + 1) % 3
+	id := c.grant(ml, 60)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	renew, done := c.nodes[f].KeepAliveSession(ctx)
+	defer done()
+	keep := func(n int) {
+		t.Helper()
+		for i := range n {
+			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+			ka, err := renew(rctx, &kvpb.LeaseKeepAliveRequest{Id: id})
+			rcancel()
+			if err != nil {
+				t.Fatalf("keepalive %d: %v", i, err)
+			}
+			if ka.Ttl != 60 || ka.Id != id {
+				t.Fatalf("keepalive %d answered %+v", i, ka)
+			}
+		}
+	}
+	keep(20)
+	if got := c.nodes[f].KeepAliveStreamsForTest(); got != 1 {
+		t.Fatalf("20 keepalives opened %d streams to the meta leader, want 1", got)
+	}
+
+	// The leadership moves to the third node: the session follows it.
+	other := (ml + 2) % 3
+	if _, err := c.nodes[ml].TransferLeader(context.Background(), &kvpb.TransferLeaderRequest{RangeId: 1, ToNode: fmt.Sprintf("n%d", other+1)}); err != nil {
+		t.Fatalf("transfer the meta range to n%d: %v", other+1, err)
+	}
+	c.eventually(fmt.Sprintf("n%d to lead the meta range", other+1), 20*time.Second, func() bool { return c.metaLeader() == other })
+	keep(5)
+	if got := c.nodes[f].KeepAliveStreamsForTest(); got != 2 {
+		t.Fatalf("%d streams after the move, want 2 (one to each leader)", got)
+	}
+
+	if _, err := c.nodes[other].LeaseRevoke(context.Background(), &kvpb.LeaseRevokeRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := renew(ctx, &kvpb.LeaseKeepAliveRequest{Id: id}); !leaseNotFound(err) {
+		t.Fatalf("keepalive of a revoked lease: %v, want LEASE_NOT_FOUND", err)
+	}
 }

@@ -64,6 +64,9 @@ type Node struct {
 	fresh  freshnessDemand
 	routes routeCache // its own mu
 	leases *lessor    // its own mu
+	// keepAliveStreams counts the streams keepalive sessions opened to
+	// forward to the meta leader (tests see one per client stream).
+	keepAliveStreams atomic.Uint64
 
 	// clusterID caches the meta range's cluster id once read (backup.go).
 	clusterID atomic.Pointer[string]
