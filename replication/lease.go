@@ -254,9 +254,13 @@ func readLeaseLocal(s *shard.Shard, id uint64) (leaseRecord, []byte, error) {
 }
 
 // swapLease replaces lease id's record old with rec on the meta leader.
+// It reports false, and no error, when the record was not old any more.
 func swapLease(ctx context.Context, s *shard.Shard, id uint64, old []byte, rec leaseRecord) (bool, error) {
 	cmd := &raftstore.Command{Op: raftstore.OpCompareAndSwap, Key: leaseKey(id), Value: rec.encode(), Expected: old, ExpectMissing: old == nil}
 	res, err := s.Propose(ctx, cmd)
+	if errors.Is(err, shard.ErrCompareFailed) {
+		return false, nil
+	}
 	if err != nil {
 		return false, err
 	}
@@ -393,7 +397,13 @@ func (k *keepAliveSession) keepAlive(ctx context.Context, req *kvpb.LeaseKeepAli
 		// marks of this request.
 		md, _ := metadata.FromOutgoingContext(fctx)
 		sctx, cancel := context.WithCancel(metadata.NewOutgoingContext(k.ctx, md))
+		// Opening the stream is bounded by this keepalive's deadline.
+		stop := context.AfterFunc(ctx, cancel)
 		stream, err := leaseClient(cc).KeepAlive(sctx)
+		if !stop() {
+			cancel()
+			return nil, deadlineStatus(ctx)
+		}
 		if err != nil {
 			cancel()
 			return nil, err
@@ -414,16 +424,18 @@ func (k *keepAliveSession) keepAlive(ctx context.Context, req *kvpb.LeaseKeepAli
 // forwardsToLeader reports whether the open forward stream still goes to
 // the meta leader as this node sees it (when it sees one at all).
 func (k *keepAliveSession) forwardsToLeader() bool {
-	s := k.n.shardByID(raftstore.MetaRangeID)
-	if s == nil {
-		return true // no view of its own: the far end forwards if it must
+	var addr string
+	if s := k.n.shardByID(raftstore.MetaRangeID); s != nil {
+		if s.IsLeader() {
+			return false
+		}
+		_, addr = s.Leader()
+	} else {
+		// No replica of its own: the routing table names the leader.
+		addr = k.n.routes.metaLeaderAddr()
 	}
-	if s.IsLeader() {
-		return false
-	}
-	_, addr := s.Leader()
 	if addr == "" {
-		return true
+		return true // nothing better known: the far end forwards if it must
 	}
 	conn, err := k.n.peer(addr)
 	return err == nil && conn == k.target
@@ -455,8 +467,16 @@ func (k *keepAliveSession) onStream(ctx context.Context, req *kvpb.LeaseKeepAliv
 	case <-ctx.Done():
 		k.drop() // ends the stream, so Recv returns
 		<-ch
-		return nil, ctx.Err()
+		return nil, deadlineStatus(ctx)
 	}
+}
+
+// deadlineStatus is ctx's end as the gRPC status a forwarded call that ran
+// out of time has (DEADLINE_EXCEEDED or CANCELLED), not a write of unknown
+// outcome: clients move to another node on it, and renewing twice is
+// harmless.
+func deadlineStatus(ctx context.Context) error {
+	return status.FromContextError(ctx.Err()).Err()
 }
 
 // keepAliveRetryable reports whether a forwarded keepalive that failed on

@@ -10,6 +10,8 @@ import (
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/replication"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func (c *testCluster) grant(i int, ttl int64) int64 {
@@ -209,6 +211,20 @@ func TestLease_AKeepAliveStreamForwardsOnOneStream(t *testing.T) {
 		t.Fatalf("20 keepalives opened %d streams to the meta leader, want 1", got)
 	}
 
+	// A keepalive out of time gives up with DEADLINE_EXCEEDED (on which
+	// clients go to another node), not a write of unknown outcome, and
+	// its stream, whose next answer would be that keepalive's, is dropped.
+	expired, cancelExpired := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	_, err := renew(expired, &kvpb.LeaseKeepAliveRequest{Id: id})
+	cancelExpired()
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a keepalive out of time: %v, want DEADLINE_EXCEEDED", err)
+	}
+	keep(3)
+	if got := c.nodes[f].KeepAliveStreamsForTest(); got != 2 {
+		t.Fatalf("%d streams after a keepalive ran out of time, want 2 (the first dropped)", got)
+	}
+
 	// The leadership moves to the third node: the session follows it.
 	other := (ml + 2) % 3
 	if _, err := c.nodes[ml].TransferLeader(context.Background(), &kvpb.TransferLeaderRequest{RangeId: 1, ToNode: fmt.Sprintf("n%d", other+1)}); err != nil {
@@ -216,8 +232,8 @@ func TestLease_AKeepAliveStreamForwardsOnOneStream(t *testing.T) {
 	}
 	c.eventually(fmt.Sprintf("n%d to lead the meta range", other+1), 20*time.Second, func() bool { return c.metaLeader() == other })
 	keep(5)
-	if got := c.nodes[f].KeepAliveStreamsForTest(); got != 2 {
-		t.Fatalf("%d streams after the move, want 2 (one to each leader)", got)
+	if got := c.nodes[f].KeepAliveStreamsForTest(); got != 3 {
+		t.Fatalf("%d streams after the move, want 3 (one more, to the new leader)", got)
 	}
 
 	if _, err := c.nodes[other].LeaseRevoke(context.Background(), &kvpb.LeaseRevokeRequest{Id: id}); err != nil {

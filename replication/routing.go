@@ -187,6 +187,29 @@ func (r *routeCache) metaCandidates(self string) []string {
 	return out
 }
 
+// metaLeaderAddr is the peer address of the meta range's leader as the
+// cached table names it, or "".
+func (r *routeCache) metaLeaderAddr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.table
+	if t == nil {
+		return ""
+	}
+	var leader string
+	for _, d := range t.Ranges {
+		if d.Id == raftstore.MetaRangeID {
+			leader = d.Leader
+		}
+	}
+	for _, node := range t.Nodes {
+		if node.Id == leader && node.State != NodeRemoved {
+			return node.RaftAddr
+		}
+	}
+	return ""
+}
+
 func (r *routeCache) knowsNode(id, raftAddr string) bool {
 	t := r.cached()
 	if t == nil {
