@@ -65,7 +65,8 @@ type RangeFSM struct {
 	// observe, when set, sees every write the meta range applies, on the
 	// FSM goroutine with mu held: the node's lease keeper counts a lease's
 	// time from when its replica applied the lease's last renewal.
-	observe func(key, value []byte, deleted bool, index uint64)
+	observe   func(key, value []byte, deleted bool, index uint64)
+	onRestore func() // see SetRestoreHandler
 
 	// applyTx is the read transaction an ApplyBatch looks keys up in,
 	// opened at its first lookup and closed before it returns (or before
@@ -128,6 +129,13 @@ func (f *RangeFSM) SetHibernateHandler(fn func(index uint64)) { f.onHibernate = 
 func (f *RangeFSM) SetApplyObserver(fn func(key, value []byte, deleted bool, index uint64)) {
 	f.observe = fn
 }
+
+// SetRestoreHandler registers fn to run after each snapshot the range
+// restores, on the restoring goroutine with no lock held: what was derived
+// from the applied writes (the apply observer's view) must be read again,
+// since a restore replaces the state without applying anything. Call it
+// before the range's Raft starts.
+func (f *RangeFSM) SetRestoreHandler(fn func()) { f.onRestore = fn }
 
 // SetLogSync registers the wait for the range's log to hold an index
 // durably; ApplyBatch calls it before it applies anything. Call it before

@@ -166,6 +166,16 @@ type stagedRecord struct{ k, v []byte }
 // lock swaps the staged bucket in and writes the rest. A corrupt or
 // truncated stream, or a crash before the swap, leaves the old state.
 func (f *RangeFSM) Restore(rc io.ReadCloser) error {
+	if err := f.restore(rc); err != nil {
+		return err
+	}
+	if f.onRestore != nil {
+		f.onRestore()
+	}
+	return nil
+}
+
+func (f *RangeFSM) restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	st, err := f.stageSnapshot(rc)
 	if err != nil {

@@ -211,6 +211,31 @@ func (l *lessor) load(f *raftstore.RangeFSM) error {
 	return errors.New("replication: lease scan did not end")
 }
 
+// reload forgets every lease and loads them again, a full TTL from now:
+// after a snapshot replaced the meta range's state, what was observed
+// before says nothing of what it holds now.
+func (l *lessor) reload(f *raftstore.RangeFSM) error {
+	l.mu.Lock()
+	clear(l.deadline)
+	clear(l.record)
+	l.mu.Unlock()
+	return l.load(f)
+}
+
+// resync replaces what the lessor holds of lease id, if it is still seen,
+// with current (the record the state machine holds; nil when it has none),
+// a full TTL from now when alive: the expiry of seen was refused, so the
+// record changed in a way this node did not observe.
+func (l *lessor) resync(id uint64, seen, current []byte) {
+	l.mu.Lock()
+	if !bytes.Equal(l.record[id], seen) {
+		l.mu.Unlock()
+		return // observed meanwhile
+	}
+	l.mu.Unlock()
+	l.observe(leaseKey(id), current, current == nil, 0)
+}
+
 // requireFeature refuses a request that would put log entries of a new
 // kind into ranges some member's release cannot apply.
 func (n *Node) requireFeature(ctx context.Context, feature string) error {
@@ -344,7 +369,8 @@ func (n *Node) leaseKeepAlive(ctx context.Context, req *kvpb.LeaseKeepAliveReque
 			}
 			// Another keepalive (or the end) committed in between.
 		}
-		return nil, fmt.Errorf("%w: lease %d: keepalives kept colliding", shard.ErrIndeterminate, id)
+		// Every swap was refused, so nothing was applied.
+		return nil, fmt.Errorf("%w: lease %d: keepalives kept colliding", shard.ErrCompareFailed, id)
 	}, remote)
 }
 
@@ -378,6 +404,9 @@ func (k *keepAliveSession) drop() {
 }
 
 func (k *keepAliveSession) keepAlive(ctx context.Context, req *kvpb.LeaseKeepAliveRequest) (*kvpb.LeaseKeepAliveResponse, error) {
+	if ctx.Err() != nil {
+		return nil, deadlineStatus(ctx) // before anything is sent: the stream stays good
+	}
 	if k.fwd != nil && k.forwardsToLeader() {
 		resp, err := k.onStream(ctx, req)
 		if err == nil {
@@ -533,7 +562,8 @@ func (n *Node) LeaseRevoke(ctx context.Context, req *kvpb.LeaseRevokeRequest) (*
 				return &kvpb.LeaseRevokeResponse{KeysDeleted: deleted}, nil
 			}
 		}
-		return nil, fmt.Errorf("%w: lease %d: keepalives kept colliding with the revoke", shard.ErrIndeterminate, req.Id)
+		// Every swap was refused, so nothing was applied.
+		return nil, fmt.Errorf("%w: lease %d: keepalives kept colliding with the revoke", shard.ErrCompareFailed, req.Id)
 	}, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseRevokeResponse, error) {
 		return leaseClient(cc).Revoke(ctx, req)
 	})
@@ -803,6 +833,18 @@ func (n *Node) expireLeases(s *shard.Shard) {
 		// the state machine holds now: a keepalive applied since then has
 		// changed it, and the swap must fail.
 		ok, err := n.endLease(ctx, s, id, raftstore.CauseLeaseExpired, exp.record)
+		if err == nil && !ok {
+			// Refused: the record changed. An observed keepalive has
+			// moved the deadline already; anything else (a snapshot
+			// this node did not see applied) is read again here, so that
+			// the lease is not tried again every tick.
+			if _, cur, rerr := readLeaseLocal(s, id); rerr == nil || errors.Is(rerr, ErrLeaseNotFound) {
+				if rerr != nil {
+					cur = nil
+				}
+				n.leases.resync(id, exp.record, cur)
+			}
+		}
 		if err == nil {
 			if ok {
 				n.log.Debug("lease expired", "lease", id)

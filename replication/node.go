@@ -347,6 +347,11 @@ func (n *Node) openShard(desc shard.Descriptor) (*shard.Shard, error) {
 			return nil, fmt.Errorf("replication: load leases: %w", err)
 		}
 		fsm.SetApplyObserver(n.leases.observe)
+		fsm.SetRestoreHandler(func() {
+			if err := n.leases.reload(fsm); err != nil {
+				n.log.Error("reading the leases again after a snapshot", "err", err)
+			}
+		})
 	}
 	hl := logadapt.HCLog(n.log.With("range", desc.ID))
 	storage, err := n.store.OpenRaftStorage(desc.ID, hl)

@@ -187,12 +187,10 @@ func (r *routeCache) metaCandidates(self string) []string {
 	return out
 }
 
-// metaLeaderAddr is the peer address of the meta range's leader as the
-// cached table names it, or "".
+// metaLeaderAddr is the peer address of the meta range's leader as a
+// fresh cached table names it, or "".
 func (r *routeCache) metaLeaderAddr() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t := r.table
+	t := r.cached()
 	if t == nil {
 		return ""
 	}

@@ -177,7 +177,7 @@ func (c *Client) keepAlive(ctx context.Context, id int64, ch chan LeaseKeepAlive
 		}
 		failures++
 		switch {
-		case !streamRetryable(err):
+		case !keepAliveRetryable(err):
 		case ttl > 0 && time.Since(lastOK) >= ttl:
 			err = fmt.Errorf("no renewal answered for the lease's TTL of %v; it may have expired: %w", ttl, err)
 		case ttl == 0 && failures >= StreamRetries:
@@ -232,4 +232,11 @@ func keepAliveStream(ctx context.Context, cc *grpc.ClientConn, id int64, onRenew
 // leaseEnded is the error of a renewal that answered no time left.
 func leaseEnded(id int64) error {
 	return rpctypes.Error(codes.NotFound, rpctypes.ReasonLeaseNotFound, fmt.Sprintf("lease %d has ended", id), nil)
+}
+
+// keepAliveRetryable is streamRetryable, and a renewal of unknown outcome
+// too: renewing a lease twice is harmless, and a meta leader that changed
+// in the middle of one must not end the client's keepalives.
+func keepAliveRetryable(err error) bool {
+	return streamRetryable(err) || rpctypes.ReasonOf(err) == rpctypes.ReasonIndeterminate
 }

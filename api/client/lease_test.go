@@ -94,11 +94,23 @@ func TestLease_KeepAliveRenewsUntilTheLeaseEnds(t *testing.T) {
 	}
 }
 
+// TestLease_KeepAliveMovesToTheNextEndpoint: a broken stream, or a
+// renewal of unknown outcome (renewing twice is harmless), sends the
+// keepalives to the next endpoint instead of ending them.
 func TestLease_KeepAliveMovesToTheNextEndpoint(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		fail error
+	}{{"broken stream", brokenStream}, {"unknown outcome", clienttest.Indeterminate()}} {
+		t.Run(c.name, func(t *testing.T) { keepAliveMovesOn(t, c.fail) })
+	}
+}
+
+func keepAliveMovesOn(t *testing.T, fail error) {
 	st := clienttest.NewStore()
 	srv1 := clienttest.Start(t, clienttest.WithStore(st))
 	srv2 := clienttest.Start(t, clienttest.WithStore(st))
-	srv1.Fail(clienttest.MethodLeaseKeepAlive, 1, brokenStream)
+	srv1.Fail(clienttest.MethodLeaseKeepAlive, 1, fail)
 	c := newTestClient(t, Config{Endpoints: []string{srv1.Addr, srv2.Addr}})
 	ctx := testCtx(t)
 	g, err := c.Grant(ctx, 10*time.Second)

@@ -96,7 +96,7 @@ election.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fl.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout (follower waits this long before an election)")
 	fl.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
-	fl.DurationVar(&f.commitTimeout, "raft-commit-timeout", shard.DefaultCommitTimeout, "how long a range leader with nothing new waits before telling its followers the commit index anyway (hashicorp/raft's CommitTimeout; sent only when it changed, else once a second): how long followers may lag after the last write; at most a quarter of --raft-heartbeat-timeout")
+	fl.DurationVar(&f.commitTimeout, "raft-commit-timeout", shard.DefaultCommitTimeout, "how long a range leader with nothing new waits before telling its followers the commit index anyway (hashicorp/raft's CommitTimeout; sent only when it changed, else once a second): followers may lag up to twice this after the last write; at most a quarter of --raft-heartbeat-timeout")
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
