@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
@@ -35,7 +36,9 @@ import (
 // apply of the same entries as a follower, so leader changes neither
 // restart a lease's TTL (leases living forever under leader churn, as in
 // etcd-io/etcd#9888) nor shorten it. Only a restarted node counts a full
-// TTL from its restart, for the leases it did not see renewed since.
+// TTL from its restart, for the leases it did not see renewed since (so
+// does a replica that installed a snapshot, and one whose expiry of a lease
+// was refused for a change it did not see: lessor.reload, lessor.resync).
 //
 // The leader expires a lease by a compare-and-swap of the record it saw
 // (renewal counter included) to an ended one: a keepalive that committed
@@ -120,6 +123,8 @@ type lessor struct {
 	// read (which changes the record) makes the expiry fail instead of
 	// ending a lease just renewed.
 	record map[uint64][]byte
+	// stale is set while a reload has failed (see reload).
+	stale atomic.Bool
 }
 
 func newLessor() *lessor {
@@ -132,9 +137,15 @@ func (l *lessor) observe(key, value []byte, deleted bool, _ uint64) {
 	if !ok {
 		return
 	}
-	rec, ok := decodeLeaseRecord(value)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.noteLocked(id, value, deleted)
+}
+
+// noteLocked counts lease id's TTL from now, by its record value, or
+// forgets the lease when it has ended.
+func (l *lessor) noteLocked(id uint64, value []byte, deleted bool) {
+	rec, ok := decodeLeaseRecord(value)
 	if deleted || !ok || rec.state != leaseAlive {
 		delete(l.deadline, id)
 		delete(l.record, id)
@@ -219,7 +230,11 @@ func (l *lessor) reload(f *raftstore.RangeFSM) error {
 	clear(l.deadline)
 	clear(l.record)
 	l.mu.Unlock()
-	return l.load(f)
+	err := l.load(f)
+	// Until a load succeeds, what the lessor holds may miss leases, which
+	// would then never expire here: expireLeases loads again first.
+	l.stale.Store(err != nil)
+	return err
 }
 
 // resync replaces what the lessor holds of lease id, if it is still seen,
@@ -228,12 +243,11 @@ func (l *lessor) reload(f *raftstore.RangeFSM) error {
 // record changed in a way this node did not observe.
 func (l *lessor) resync(id uint64, seen, current []byte) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if !bytes.Equal(l.record[id], seen) {
-		l.mu.Unlock()
 		return // observed meanwhile
 	}
-	l.mu.Unlock()
-	l.observe(leaseKey(id), current, current == nil, 0)
+	l.noteLocked(id, current, current == nil)
 }
 
 // requireFeature refuses a request that would put log entries of a new
@@ -348,12 +362,24 @@ func (n *Node) LeaseKeepAlive(ctx context.Context, req *kvpb.LeaseKeepAliveReque
 func (n *Node) leaseKeepAlive(ctx context.Context, req *kvpb.LeaseKeepAliveRequest, remote func(context.Context, grpc.ClientConnInterface) (*kvpb.LeaseKeepAliveResponse, error)) (*kvpb.LeaseKeepAliveResponse, error) {
 	return metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseKeepAliveResponse, error) {
 		id := uint64(req.Id)
+		var confirmed bool
+		var confirmedRenew uint64
 		for attempt := 0; attempt < 8; attempt++ {
 			// The swap checks the record itself, so the first try needs no
 			// read-index round; a refusal or a miss is confirmed with one.
 			rec, old, err := readLeaseLocal(s, id)
 			if err != nil || attempt > 0 {
 				rec, old, err = readLease(ctx, s, id)
+				if err == nil && confirmed && rec.renew > confirmedRenew {
+					// Another renewal committed past a read index taken
+					// after this request arrived: no replica applied it
+					// before then, so every one counts the TTL from later
+					// than this request. It renewed the lease for both.
+					return &kvpb.LeaseKeepAliveResponse{Id: req.Id, Ttl: rec.ttl}, nil
+				}
+				if err == nil && !confirmed {
+					confirmed, confirmedRenew = true, rec.renew
+				}
 			}
 			if err != nil {
 				return nil, err
@@ -826,6 +852,12 @@ func (n *Node) leaseLoop() {
 
 // expireLeases ends the leases whose deadline passed on this node's clock.
 func (n *Node) expireLeases(s *shard.Shard) {
+	if n.leases.stale.Load() {
+		if err := n.leases.reload(s.FSM()); err != nil {
+			n.log.Warn("leases not read again yet; none expires meanwhile", "err", err)
+			return
+		}
+	}
 	for _, exp := range n.leases.expired(time.Now(), leaseExpireAtOnce) {
 		id := exp.id
 		ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)

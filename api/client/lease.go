@@ -235,8 +235,13 @@ func leaseEnded(id int64) error {
 }
 
 // keepAliveRetryable is streamRetryable, and a renewal of unknown outcome
-// too: renewing a lease twice is harmless, and a meta leader that changed
-// in the middle of one must not end the client's keepalives.
+// or refused for colliding with others too: renewing a lease twice is
+// harmless, and neither a meta leader that changed in the middle of one
+// nor a busy lease may end the client's keepalives.
 func keepAliveRetryable(err error) bool {
-	return streamRetryable(err) || rpctypes.ReasonOf(err) == rpctypes.ReasonIndeterminate
+	switch rpctypes.ReasonOf(err) {
+	case rpctypes.ReasonIndeterminate, rpctypes.ReasonCompareFailed:
+		return true // the latter: refused, nothing applied
+	}
+	return streamRetryable(err)
 }

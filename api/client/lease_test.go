@@ -9,6 +9,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/client/clienttest"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"google.golang.org/grpc/codes"
 )
 
 func TestLease_GrantAttachRevoke(t *testing.T) {
@@ -94,14 +95,19 @@ func TestLease_KeepAliveRenewsUntilTheLeaseEnds(t *testing.T) {
 	}
 }
 
-// TestLease_KeepAliveMovesToTheNextEndpoint: a broken stream, or a
-// renewal of unknown outcome (renewing twice is harmless), sends the
-// keepalives to the next endpoint instead of ending them.
+// TestLease_KeepAliveMovesToTheNextEndpoint: a broken stream, a renewal
+// of unknown outcome or one refused for colliding (renewing twice is
+// harmless) sends the keepalives to the next endpoint instead of ending
+// them.
 func TestLease_KeepAliveMovesToTheNextEndpoint(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		fail error
-	}{{"broken stream", brokenStream}, {"unknown outcome", clienttest.Indeterminate()}} {
+	}{
+		{"broken stream", brokenStream},
+		{"unknown outcome", clienttest.Indeterminate()},
+		{"refused, colliding with other renewals", rpctypes.Error(codes.Aborted, rpctypes.ReasonCompareFailed, "keepalives kept colliding", nil)},
+	} {
 		t.Run(c.name, func(t *testing.T) { keepAliveMovesOn(t, c.fail) })
 	}
 }
