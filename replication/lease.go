@@ -125,6 +125,10 @@ type lessor struct {
 	record map[uint64][]byte
 	// stale is set while a reload has failed (see reload).
 	stale atomic.Bool
+	// reloadMu makes reloads (after a snapshot, on the FSM goroutine;
+	// after a failed one, from expireLeases) run one after another, so
+	// that the last one decides stale.
+	reloadMu sync.Mutex
 }
 
 func newLessor() *lessor {
@@ -226,6 +230,8 @@ func (l *lessor) load(f *raftstore.RangeFSM) error {
 // after a snapshot replaced the meta range's state, what was observed
 // before says nothing of what it holds now.
 func (l *lessor) reload(f *raftstore.RangeFSM) error {
+	l.reloadMu.Lock()
+	defer l.reloadMu.Unlock()
 	l.mu.Lock()
 	clear(l.deadline)
 	clear(l.record)
