@@ -116,6 +116,38 @@ func TestPlanLeaderMoves_CountsTheMetaLeadership(t *testing.T) {
 	}
 }
 
+// BalanceLeaders stops only when both balances hold: with the meta range
+// on n1, 4/6/6 user leaders balance every group's leadership (5/6/6) but
+// not the user ranges'.
+func TestLayout_BalancedWantsBoth(t *testing.T) {
+	cases := []struct {
+		name    string
+		leaders []string
+		meta    string
+		want    bool
+	}{
+		{"4+meta/6/6", append(append(repeat("n1", 4), repeat("n2", 6)...), repeat("n3", 6)...), "n1", false},
+		{"5+meta/6/5", append(append(repeat("n1", 5), repeat("n2", 6)...), repeat("n3", 5)...), "n1", true},
+		{"6+meta/5/5", append(append(repeat("n1", 6), repeat("n2", 5)...), repeat("n3", 5)...), "n1", false},
+		{"6/5/5, meta unknown", append(append(repeat("n1", 6), repeat("n2", 5)...), repeat("n3", 5)...), "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := layoutOf([]string{"n1", "n2", "n3"}, c.leaders)
+			l.MetaLeader = c.meta
+			if got := l.balanced(); got != c.want {
+				t.Fatalf("balanced() = %v, want %v (%s)", got, c.want, l)
+			}
+			if !c.want {
+				apply(t, l, PlanLeaderMoves(l))
+				if !l.balanced() {
+					t.Fatalf("after one plan: %s, still not balanced", l)
+				}
+			}
+		})
+	}
+}
+
 func TestPlanLeaderMoves_MovesOnlyToAReplica(t *testing.T) {
 	// n3 holds no replica of any range: nothing can move there, and the
 	// plan must not pretend otherwise.
