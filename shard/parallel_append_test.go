@@ -175,16 +175,7 @@ func TestParallelAppend_FormerLeaderAnswersOnlyWhenDurable(t *testing.T) {
 	}
 	<-entered // its sync is now held
 
-	_, peer := raft.NewInmemTransport("")
-	addr, base := raft.NewInmemTransport("")
-	peer.Connect(addr, base)
-	s := &Shard{id: 2, storage: storage, rlog: log}
-	s.inst.Store(&instance{stop: make(chan struct{})})
-	w, err := newWakeTransport(base, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.start()
+	w, peer, addr := startStubWakeTransport(t, &Shard{id: 2, storage: storage, rlog: log})
 	defer w.shutdown()
 
 	// The new leader sends the entry this node already holds.

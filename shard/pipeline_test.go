@@ -106,17 +106,7 @@ func (unsyncedLog) WaitWrittenSynced() error { return errors.New("disk gone") }
 // answers; hashicorp/raft's InmemTransport pipeline, which the shard's
 // tests use, panicked on the nil response the shard used to send.
 func TestWakeTransport_RefusesAPipelinedAppendWithATypedAnswer(t *testing.T) {
-	addr, base := raft.NewInmemTransport("")
-	leaderAddr, leader := raft.NewInmemTransport("")
-	leader.Connect(addr, base)
-	base.Connect(leaderAddr, leader)
-	s := &Shard{id: 2, rlog: unsyncedLog{}}
-	s.inst.Store(&instance{stop: make(chan struct{})})
-	w, err := newWakeTransport(base, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.start()
+	w, leader, addr := startStubWakeTransport(t, &Shard{id: 2, rlog: unsyncedLog{}})
 	defer w.shutdown()
 
 	p, err := leader.AppendEntriesPipeline("f", addr)
@@ -143,4 +133,22 @@ func TestWakeTransport_RefusesAPipelinedAppendWithATypedAnswer(t *testing.T) {
 			t.Errorf("%T refused with %+v", cmd, r)
 		}
 	}
+}
+
+// startStubWakeTransport starts a wake transport for s (a stub shard given
+// an instance placeholder) on an in-memory transport, and returns it, a
+// peer connected to it and its address. The caller shuts it down.
+func startStubWakeTransport(t *testing.T, s *Shard) (*wakeTransport, *raft.InmemTransport, raft.ServerAddress) {
+	t.Helper()
+	addr, base := raft.NewInmemTransport("")
+	peerAddr, peer := raft.NewInmemTransport("")
+	peer.Connect(addr, base)
+	base.Connect(peerAddr, peer)
+	s.inst.Store(&instance{stop: make(chan struct{})})
+	w, err := newWakeTransport(base, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	return w, peer, addr
 }
