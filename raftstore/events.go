@@ -412,6 +412,20 @@ func (f *RangeFSM) LeaseKeys(lease uint64) ([][]byte, error) {
 	return out, nil
 }
 
+// LeaseLocked reports whether a transaction's lock in the range holds a
+// write attached to lease: the key appears when the lock resolves, so a
+// range with one cannot be vouched for as holding none of the lease's keys.
+func (f *RangeFSM) LeaseLocked(lease uint64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, l := range f.txn.locks {
+		if l.Success.Lease == lease || l.Failure.Lease == lease {
+			return true
+		}
+	}
+	return false
+}
+
 // Leases returns the ids of the leases the range's keys may be attached
 // to (a superset: an overlay may have detached a key since).
 func (f *RangeFSM) Leases() ([]uint64, error) {

@@ -1150,3 +1150,31 @@ func TestTxnState_Digest(t *testing.T) {
 		}
 	}
 }
+
+// A lock whose write carries a lease keeps the range from being vouched
+// for as holding none of the lease's keys (the key appears when the lock
+// resolves), whichever outcome carries it; resolving it ends that.
+func TestLeaseLocked(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	f := mustRange(t, s, feedRange)
+	f.ApplyBatch([]*raft.Log{
+		prepareLog(1, TxnPart{ID: "p1", Success: []TxnOp{{Kind: TxnPut, Key: []byte("a"), Value: []byte("v"), Lease: 7}}}),
+		prepareLog(2, TxnPart{ID: "p2", Success: []TxnOp{opPut("b", "2")}, Failure: []TxnOp{{Kind: TxnPut, Key: []byte("c"), Value: []byte("f"), Lease: 9}}}),
+	})
+	for _, tc := range []struct {
+		lease uint64
+		want  bool
+	}{{7, true}, {9, true}, {8, false}} {
+		if got := f.LeaseLocked(tc.lease); got != tc.want {
+			t.Errorf("LeaseLocked(%d) = %v, want %v", tc.lease, got, tc.want)
+		}
+	}
+	f.ApplyBatch([]*raft.Log{resolveLog(3, "p1", true, true)})
+	if f.LeaseLocked(7) {
+		t.Error("lease 7 still locked after its transaction resolved")
+	}
+	if keys, err := f.LeaseKeys(7); err != nil || len(keys) != 1 {
+		t.Errorf("lease 7's keys after the resolve = %q, %v; want [a]", keys, err)
+	}
+}

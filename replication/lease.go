@@ -64,7 +64,7 @@ const (
 )
 
 // nodeFeatures is what this release registers in the meta range.
-var nodeFeatures = []string{leaseFeature, watchFeature, txnFeature}
+var nodeFeatures = []string{leaseFeature, watchFeature, txnFeature, leaseClearFeature}
 
 type leaseState byte
 
@@ -578,7 +578,9 @@ func (n *Node) endLease(ctx context.Context, s *shard.Shard, id uint64, cause ra
 }
 
 // LeaseRevoke ends a lease and deletes its keys. The meta range's leader
-// does both, so the call goes there.
+// does both, so the call goes there. It answers once every range is known
+// to hold none of the lease's keys (clearLeaseKeys): a read that starts
+// after the answer never finds one.
 func (n *Node) LeaseRevoke(ctx context.Context, req *kvpb.LeaseRevokeRequest) (*kvpb.LeaseRevokeResponse, error) {
 	if err := n.requireFeature(ctx, leaseFeature); err != nil {
 		return nil, err
@@ -586,11 +588,19 @@ func (n *Node) LeaseRevoke(ctx context.Context, req *kvpb.LeaseRevokeRequest) (*
 	return metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseRevokeResponse, error) {
 		for attempt := 0; attempt < 8; attempt++ {
 			ok, err := n.endLease(ctx, s, uint64(req.Id), raftstore.CauseLeaseRevoked, nil)
+			if errors.Is(err, ErrLeaseNotFound) {
+				return nil, n.finishEndedLease(ctx, s, uint64(req.Id), err)
+			}
 			if err != nil {
 				return nil, err
 			}
 			if ok {
-				deleted := n.deleteLeaseKeys(ctx, uint64(req.Id), raftstore.CauseLeaseRevoked)
+				cctx, cancel := clearContext(ctx)
+				deleted, err := n.clearLeaseKeys(cctx, uint64(req.Id), raftstore.CauseLeaseRevoked, clearRounds, true)
+				cancel()
+				if err != nil {
+					return nil, err
+				}
 				return &kvpb.LeaseRevokeResponse{KeysDeleted: deleted}, nil
 			}
 		}
@@ -599,48 +609,6 @@ func (n *Node) LeaseRevoke(ctx context.Context, req *kvpb.LeaseRevokeRequest) (*
 	}, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseRevokeResponse, error) {
 		return leaseClient(cc).Revoke(ctx, req)
 	})
-}
-
-// deleteLeaseKeys asks every node to delete, in the ranges it leads, the
-// keys of an ended lease, and returns how many went. A node it cannot
-// reach leaves its ranges to their leaders' sweeps.
-func (n *Node) deleteLeaseKeys(ctx context.Context, id uint64, cause raftstore.DeleteCause) int64 {
-	t, err := n.routes.get(ctx)
-	if err != nil {
-		n.log.Warn("lease keys left to the sweep: no routing table", "lease", id, "err", err)
-		return 0
-	}
-	req := &kvpb.LeaseRevokeLocalRequest{Id: int64(id), Cause: causePB(cause)}
-	var mu sync.Mutex
-	var total int64
-	var wg sync.WaitGroup
-	for _, node := range t.Nodes {
-		if node.State == NodeRemoved {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var resp *kvpb.LeaseRevokeLocalResponse
-			var err error
-			if node.Id == n.cfg.NodeID {
-				resp, err = n.LeaseRevokeLocal(ctx, req)
-			} else if conn, cerr := n.peer(node.RaftAddr); cerr != nil {
-				err = cerr
-			} else {
-				resp, err = kvpb.NewInternalClient(conn).LeaseRevokeLocal(ctx, req)
-			}
-			if err != nil {
-				n.log.Info("lease keys on a node left to its ranges' sweeps", "lease", id, "node", node.Id, "err", err)
-				return
-			}
-			mu.Lock()
-			total += resp.KeysDeleted
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return total
 }
 
 func causePB(c raftstore.DeleteCause) kvpb.DeleteCause {
@@ -745,65 +713,47 @@ func (n *Node) allLeaseKeys(ctx context.Context, id uint64) ([][]byte, error) {
 	return out, nil
 }
 
-// leads reports whether this node should act for range s as its leader:
-// it leads it, or the range sleeps with this node its last leader.
-func (n *Node) leads(s *shard.Shard) bool {
-	if s.Asleep() {
-		id, _ := s.Leader()
-		return id == n.cfg.NodeID
-	}
-	return s.IsLeader()
-}
-
-// LeaseRevokeLocal deletes a lease's keys in the ranges this node leads
-// (Internal.LeaseRevokeLocal); with a range id, in that range, forwarded
-// to its leader.
-func (n *Node) LeaseRevokeLocal(ctx context.Context, req *kvpb.LeaseRevokeLocalRequest) (*kvpb.LeaseRevokeLocalResponse, error) {
-	var total int64
-	for _, s := range n.Shards() {
-		if s.ID() == raftstore.MetaRangeID || (req.RangeId != 0 && s.ID() != req.RangeId) {
-			continue
-		}
-		if req.RangeId == 0 && !n.leads(s) {
-			continue
-		}
-		keys, err := s.FSM().LeaseKeys(uint64(req.Id))
-		if err != nil || (len(keys) == 0 && req.RangeId == 0) {
-			continue
-		}
-		deleted, err := n.revokeInRange(ctx, s, uint64(req.Id), causeOf(req.Cause))
-		if err != nil {
-			n.log.Info("lease keys of a range left to its sweep", "lease", req.Id, "range", s.ID(), "err", err)
-			continue
-		}
-		total += int64(deleted)
-	}
-	return &kvpb.LeaseRevokeLocalResponse{KeysDeleted: total}, nil
-}
-
-// revokeInRange commits an OpLeaseRevoke in range s through its leader.
-func (n *Node) revokeInRange(ctx context.Context, s *shard.Shard, id uint64, cause raftstore.DeleteCause) (int, error) {
+// revokeInRange commits an OpLeaseRevoke in range s through its leader,
+// and returns the keys it deleted and the span it covered: nil when the
+// range split or merged while the revoke was applied, or a leader of the
+// previous release answered.
+func (n *Node) revokeInRange(ctx context.Context, s *shard.Shard, id uint64, cause raftstore.DeleteCause) (int, *kvpb.RangeDescriptor, error) {
 	if s.Asleep() {
 		s.Wake()
 	}
-	res, fwd, err := n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpLeaseRevoke, Lease: id, Cause: cause})
-	if fwd && s.IsLeader() {
-		// Won an election since: propose here.
-		res, fwd, err = n.propose(ctx, s, &raftstore.Command{Op: raftstore.OpLeaseRevoke, Lease: id, Cause: cause})
-	}
-	if fwd {
+	cmd := &raftstore.Command{Op: raftstore.OpLeaseRevoke, Lease: id, Cause: cause}
+	for range 3 {
+		d := s.Descriptor()
+		res, fwd, err := n.propose(ctx, s, cmd)
+		if !fwd {
+			if err != nil {
+				return 0, nil, err
+			}
+			if s.Descriptor().Generation != d.Generation {
+				return res.Deleted, nil, nil
+			}
+			return res.Deleted, spanPB(d, nil), nil
+		}
+		if s.IsLeader() {
+			continue // won an election since: propose here
+		}
 		resp, err := forward(ctx, n, s, true, func(ctx context.Context, cc grpc.ClientConnInterface) (*kvpb.LeaseRevokeLocalResponse, error) {
 			return kvpb.NewInternalClient(cc).LeaseRevokeLocal(ctx, &kvpb.LeaseRevokeLocalRequest{Id: int64(id), Cause: causePB(cause), RangeId: s.ID()})
 		})
-		if err != nil {
-			return 0, err
+		if errors.Is(err, errLeaderIsSelf) {
+			continue // a range woken here elected this replica
 		}
-		return int(resp.KeysDeleted), nil
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, c := range resp.Cleared {
+			if c.Id == s.ID() {
+				return int(resp.KeysDeleted), c, nil
+			}
+		}
+		return int(resp.KeysDeleted), nil, nil
 	}
-	if err != nil {
-		return 0, err
-	}
-	return res.Deleted, nil
+	return 0, nil, fmt.Errorf("%w: range %d: leadership moved during a lease's revoke", shard.ErrNotLeader, s.ID())
 }
 
 // LeaseKeys lists a lease's keys in this node's replicas (Internal.LeaseKeys).
@@ -886,11 +836,20 @@ func (n *Node) expireLeases(s *shard.Shard) {
 		if err == nil {
 			if ok {
 				n.log.Debug("lease expired", "lease", id)
-				go func() {
-					ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
-					defer cancel()
-					n.deleteLeaseKeys(ctx, id, raftstore.CauseLeaseExpired)
-				}()
+				select {
+				case n.expiryClears <- struct{}{}:
+					go func() {
+						defer func() { <-n.expiryClears }()
+						ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+						defer cancel()
+						// One round: what it leaves, the ranges' sweeps delete.
+						if _, err := n.clearLeaseKeys(ctx, id, raftstore.CauseLeaseExpired, 1, false); err != nil {
+							n.log.Info("keys of an expired lease left to the sweeps", "lease", id, "err", err)
+						}
+					}()
+				default:
+					n.log.Debug("keys of an expired lease left to the sweeps: many expiring at once", "lease", id)
+				}
 			}
 		}
 		cancel()
@@ -901,8 +860,9 @@ func (n *Node) expireLeases(s *shard.Shard) {
 	}
 }
 
-// sweepLeaseKeys deletes, in the ranges this node leads and that are
-// awake, keys attached to leases that have ended.
+// sweepLeaseKeys deletes, in the ranges this node leads (or led when they
+// went to sleep), keys attached to leases that have ended. A sleeping
+// range is woken only when it holds such a key.
 func (n *Node) sweepLeaseKeys() {
 	type rangeLeases struct {
 		s   *shard.Shard
@@ -910,7 +870,14 @@ func (n *Node) sweepLeaseKeys() {
 	}
 	var todo []rangeLeases
 	for _, s := range n.Shards() {
-		if s.ID() == raftstore.MetaRangeID || s.Asleep() || !s.IsLeader() {
+		if s.ID() == raftstore.MetaRangeID {
+			continue
+		}
+		if _, leader, _, asleep := s.Sleeping(); asleep {
+			if leader != n.cfg.NodeID {
+				continue
+			}
+		} else if !s.IsLeader() {
 			continue
 		}
 		ids, err := s.FSM().Leases()
@@ -959,7 +926,7 @@ func (n *Node) sweepLeaseKeys() {
 			if k, err := r.s.FSM().LeaseKeys(id); err != nil || len(k) == 0 {
 				continue
 			}
-			if deleted, err := n.revokeInRange(ctx, r.s, id, cause); err == nil && deleted > 0 {
+			if deleted, _, err := n.revokeInRange(ctx, r.s, id, cause); err == nil && deleted > 0 {
 				n.log.Info("swept keys of an ended lease", "lease", id, "range", r.s.ID(), "keys", deleted)
 			}
 		}

@@ -101,6 +101,128 @@ func TestLease_RevokeDeletesItsKeysInEveryRange(t *testing.T) {
 	}
 }
 
+// A revoke is answered only when every range is known to hold none of the
+// lease's keys. One answered while the range holding a key was electing a
+// leader (its leader had just died) left the key for the range's sweep,
+// and a read just after the answer found it (a Jepsen run, 0.4 s after).
+func TestLease_RevokeWaitsForARangeElectingALeader(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	id := c.grant(l, 60)
+	c.putLease(l, "r/a", "v", id)
+	// The meta range led elsewhere, so that only the user range loses
+	// its leader. (Right after the start a transfer can fail while the
+	// nodes learn each other's addresses: tried again.)
+	m := c.metaLeader()
+	to := fmt.Sprintf("n%d", (l+1)%3+1)
+	c.eventually("the meta range led by another node", 10*time.Second, func() bool {
+		if m = c.metaLeader(); m != l {
+			return true
+		}
+		_, err := c.nodes[l].TransferLeader(context.Background(), &kvpb.TransferLeaderRequest{RangeId: 1, ToNode: to})
+		return err == nil && c.metaLeader() != l
+	})
+	if m = c.metaLeader(); m == l {
+		t.Fatalf("n%d leads the meta range again", l+1)
+	}
+	c.stop(l)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.nodes[m].LeaseRevoke(ctx, &kvpb.LeaseRevokeRequest{Id: id}); err != nil {
+		t.Fatalf("revoke while the user range elects a leader: %v", err)
+	}
+	if c.exists(m, "r/a") {
+		t.Fatal("r/a present at a read after its lease's revoke was answered")
+	}
+	// Revoking again finds the lease ended, and says so.
+	if _, err := c.nodes[m].LeaseRevoke(ctx, &kvpb.LeaseRevokeRequest{Id: id}); !leaseNotFound(err) {
+		t.Errorf("second revoke: %v, want LEASE_NOT_FOUND", err)
+	}
+}
+
+// A revoke leaves asleep the ranges that hold none of the lease's keys (a
+// majority of their replicas sleeping without one vouches for them), and
+// clears a sleeping range that holds one.
+func TestLease_RevokeWakesOnlyTheSleepingRangesWithItsKeys(t *testing.T) {
+	c := newTestClusterWith(t, 3, func(cfg *replication.Config) { cfg.HibernateAfter = time.Second })
+	l := c.leader()
+	c.mustPut(l, "k1", "no lease")
+	c.split(l, "k5")
+	id := c.grant(l, 60)
+	right := c.putLease(l, "k7", "v", id).rangeID
+	left := right - 1
+	c.eventually("both user ranges hibernating", 20*time.Second, func() bool {
+		return c.asleepReplicas(left) == 3 && c.asleepReplicas(right) == 3
+	})
+	// Each sleeping replica can vouch for its range: it knows the voters
+	// and the leader of when it went to sleep, the same on all three.
+	leaders := map[string]bool{}
+	for i, n := range c.nodes {
+		for _, s := range n.Shards() {
+			if s.ID() != left {
+				continue
+			}
+			voters, leader, epoch, ok := s.Sleeping()
+			if !ok || len(voters) != 3 || leader == "" || epoch == 0 {
+				t.Fatalf("n%d: range %d asleep with voters %v, leader %q, sleep %d, ok %v", i+1, left, voters, leader, epoch, ok)
+			}
+			leaders[leader] = true
+		}
+	}
+	if len(leaders) != 1 {
+		t.Fatalf("the sleeping replicas name different leaders: %v", leaders)
+	}
+	if _, err := c.nodes[(l+1)%3].LeaseRevoke(context.Background(), &kvpb.LeaseRevokeRequest{Id: id}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.nodes {
+		for _, s := range n.Shards() {
+			if _, _, _, ok := s.Sleeping(); s.ID() == right && !s.Asleep() && ok {
+				t.Errorf("an awake replica of range %d still says it sleeps", right)
+			}
+		}
+	}
+	if n := c.asleepReplicas(left); n != 3 {
+		t.Errorf("the revoke woke %d replicas of range %d, which holds none of its keys", 3-n, left)
+	}
+	if c.exists(l, "k7") {
+		t.Error("k7 present after its lease's revoke was answered")
+	}
+}
+
+// An expired lease's key in a range that sleeps goes within the TTL plus
+// the bound, without a read to wake the range: the node that led it when
+// it went to sleep wakes it to delete the key (it did not: a sleeping
+// replica has no Raft leader to ask, so nobody acted for the range).
+func TestLease_AnExpiredLeasesKeyInASleepingRangeGoes(t *testing.T) {
+	c := newTestClusterWith(t, 3, func(cfg *replication.Config) { cfg.HibernateAfter = time.Second })
+	l := c.leader()
+	const ttl = 6
+	id := c.grant(l, ttl)
+	granted := time.Now()
+	put := c.putLease(l, "s/k", "v", id)
+	c.eventually("the range hibernating", 20*time.Second, func() bool { return c.asleepReplicas(put.rangeID) == 3 })
+	if time.Since(granted) > ttl*time.Second {
+		t.Fatalf("the range took %v to sleep, longer than the TTL", time.Since(granted))
+	}
+	held := func() bool { // on any replica, read locally: no read wakes the range
+		for _, n := range c.nodes {
+			for _, s := range n.Shards() {
+				if s.ID() == put.rangeID {
+					if _, _, found, _, err := s.FSM().Get([]byte("s/k")); err == nil && found {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	c.eventually("the key gone from every replica", 3*ttl*time.Second, func() bool { return !held() })
+	if gone := time.Since(granted); gone > ttl*time.Second+3*time.Second {
+		t.Errorf("key gone %v after its grant, want within TTL %ds + 3s", gone, ttl)
+	}
+}
+
 // A lease kept alive outlives its TTL many times over, through changes of
 // the meta range's leader; once no longer kept alive it expires within its
 // TTL plus a small bound, never before the TTL.

@@ -64,6 +64,9 @@ type Node struct {
 	fresh  freshnessDemand
 	routes routeCache // its own mu
 	leases *lessor    // its own mu
+	// expiryClears bounds the expired leases whose keys are being
+	// deleted at once; more wait for the sweeps.
+	expiryClears chan struct{}
 	// keepAliveStreams counts the streams keepalive sessions opened to
 	// forward to the meta leader (tests see one per client stream).
 	keepAliveStreams atomic.Uint64
@@ -164,17 +167,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       log,
-		store:     store,
-		mux:       mux,
-		link:      lk,
-		unknownCh: make(chan uint64, missedQueue),
-		shards:    make(map[uint64]*shard.Shard),
-		leases:    newLessor(),
-		peers:     make(map[string]*grpc.ClientConn),
-		started:   time.Now(),
-		stop:      make(chan struct{}),
+		cfg:          cfg,
+		log:          log,
+		store:        store,
+		mux:          mux,
+		link:         lk,
+		unknownCh:    make(chan uint64, missedQueue),
+		shards:       make(map[uint64]*shard.Shard),
+		leases:       newLessor(),
+		expiryClears: make(chan struct{}, 4),
+		peers:        make(map[string]*grpc.ClientConn),
+		started:      time.Now(),
+		stop:         make(chan struct{}),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.deadSince = map[string]time.Time{}

@@ -62,6 +62,27 @@ type instance struct {
 // Asleep reports whether the replica is hibernating.
 func (s *Shard) Asleep() bool { return s.asleep.Load() }
 
+// Sleeping reports, for a hibernating replica, the range's voters and its
+// leader when it went to sleep, and which sleep of this replica that was;
+// ok is false when the replica is awake, or sleeps without having applied
+// its whole log (an append slipped in as it stopped, or a restart
+// failed): only a replica that had applied all it held can vouch for
+// what its range holds.
+func (s *Shard) Sleeping() (voters []string, leader string, epoch uint64, ok bool) {
+	info := s.slept.Load()
+	if info == nil || !s.asleep.Load() {
+		return nil, "", 0, false
+	}
+	return info.voters, info.leader, info.epoch, true
+}
+
+// sleepInfo is what Sleeping reports of one sleep.
+type sleepInfo struct {
+	voters []string
+	leader string
+	epoch  uint64
+}
+
 // touch records a request that needed Raft: the range is not idle.
 func (s *Shard) touch() { s.lastActive.Store(time.Now().UnixNano()) }
 
@@ -102,6 +123,7 @@ func (s *Shard) wake(campaign bool) {
 		return
 	}
 	s.asleep.Store(false)
+	s.slept.Store(nil)
 	led := s.sleepLeader
 	s.sleepLeader = leaderHint{}
 	if self := string(s.rc.LocalID); led.id != self {
@@ -201,8 +223,9 @@ func (s *Shard) sleep(index uint64, at time.Time) {
 	if s.fsm.AppliedIndex() != index || inst.raft.LastIndex() != index || s.lastActive.Load() > at.UnixNano() {
 		return
 	}
+	cfgKnown := false
 	if f := inst.raft.GetConfiguration(); f.Error() == nil {
-		s.sleepConfig = f.Configuration().Servers
+		s.sleepConfig, cfgKnown = f.Configuration().Servers, true
 	}
 	a, id := inst.raft.LeaderWithID()
 	s.sleepLeader = leaderHint{id: string(id), addr: string(a)}
@@ -210,6 +233,16 @@ func (s *Shard) sleep(index uint64, at time.Time) {
 	// stopped instance would never answer them.
 	s.trans.setHeartbeatHandler(nil)
 	s.stopInstance(inst)
+	s.sleeps++
+	if last, err := s.rlog.LastIndex(); err == nil && last == index && cfgKnown {
+		info := &sleepInfo{leader: s.sleepLeader.id, epoch: s.sleeps}
+		for _, srv := range s.sleepConfig {
+			if srv.Suffrage == raft.Voter {
+				info.voters = append(info.voters, string(srv.ID))
+			}
+		}
+		s.slept.Store(info)
+	}
 	s.asleep.Store(true)
 	s.leaderChanged()
 	s.log.Info("hibernating", "index", index)

@@ -123,6 +123,10 @@ type Shard struct {
 	rmu         sync.Mutex
 	closed      bool          // guarded by rmu
 	sleepConfig []raft.Server // membership when it went to sleep; guarded by rmu
+	sleeps      uint64        // sleeps so far; guarded by rmu
+	// slept is the last sleep, set once the replica sleeps having applied
+	// its whole log, nil from its wake (Sleeping).
+	slept atomic.Pointer[sleepInfo]
 	// sleepLeader led the range when it went to sleep: if it is this
 	// replica, a request that wakes it stands for election at once;
 	// guarded by rmu.
@@ -659,6 +663,24 @@ func (s *Shard) Recovered() bool {
 // Concurrent calls share one leadership confirmation.
 func (s *Shard) ReadIndex(ctx context.Context) (uint64, error) {
 	s.active()
+	idx, err := s.reads.wait(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.fsm.WaitApplied(ctx, idx); err != nil {
+		return 0, err
+	}
+	return idx, nil
+}
+
+// ReadIndexIdle is ReadIndex for work the range's clients did not ask
+// for (a lease's end checking every range a node leads): it does not
+// count as activity, so it never keeps an idle range from hibernating,
+// and it fails rather than waking a sleeping one.
+func (s *Shard) ReadIndexIdle(ctx context.Context) (uint64, error) {
+	if s.asleep.Load() {
+		return 0, ErrNotLeader
+	}
 	idx, err := s.reads.wait(ctx)
 	if err != nil {
 		return 0, err

@@ -5420,8 +5420,20 @@ func (x *LeaseRevokeLocalRequest) GetRangeId() uint64 {
 }
 
 type LeaseRevokeLocalResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	KeysDeleted   int64                  `protobuf:"varint,1,opt,name=keys_deleted,json=keysDeleted,proto3" json:"keys_deleted,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	KeysDeleted int64                  `protobuf:"varint,1,opt,name=keys_deleted,json=keysDeleted,proto3" json:"keys_deleted,omitempty"`
+	// The spans this node vouches for holding none of the lease's keys, each
+	// as its range held it when checked (id, start, end, generation): it
+	// leads the range and found none at a read index, or a revoke committed
+	// in it. A node of a release before lease-clear-v1 leaves it empty.
+	Cleared []*RangeDescriptor `protobuf:"bytes,2,rep,name=cleared,proto3" json:"cleared,omitempty"`
+	// Replicas here that sleep holding none of the lease's keys, each with
+	// the range's voters when it went to sleep (in replicas): a majority of
+	// those voters saying so, with one descriptor, vouches for the span.
+	AsleepClear []*RangeDescriptor `protobuf:"bytes,3,rep,name=asleep_clear,json=asleepClear,proto3" json:"asleep_clear,omitempty"`
+	// Every user range with a replica here (id, start, end, generation):
+	// ranges a routing table does not list yet are found through these.
+	Hosted        []*RangeDescriptor `protobuf:"bytes,4,rep,name=hosted,proto3" json:"hosted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5461,6 +5473,27 @@ func (x *LeaseRevokeLocalResponse) GetKeysDeleted() int64 {
 		return x.KeysDeleted
 	}
 	return 0
+}
+
+func (x *LeaseRevokeLocalResponse) GetCleared() []*RangeDescriptor {
+	if x != nil {
+		return x.Cleared
+	}
+	return nil
+}
+
+func (x *LeaseRevokeLocalResponse) GetAsleepClear() []*RangeDescriptor {
+	if x != nil {
+		return x.AsleepClear
+	}
+	return nil
+}
+
+func (x *LeaseRevokeLocalResponse) GetHosted() []*RangeDescriptor {
+	if x != nil {
+		return x.Hosted
+	}
+	return nil
 }
 
 type LeaseKeysRequest struct {
@@ -7639,9 +7672,12 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x17LeaseRevokeLocalRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12(\n" +
 	"\x05cause\x18\x02 \x01(\x0e2\x12.kv.v1.DeleteCauseR\x05cause\x12\x19\n" +
-	"\brange_id\x18\x03 \x01(\x04R\arangeId\"=\n" +
+	"\brange_id\x18\x03 \x01(\x04R\arangeId\"\xda\x01\n" +
 	"\x18LeaseRevokeLocalResponse\x12!\n" +
-	"\fkeys_deleted\x18\x01 \x01(\x03R\vkeysDeleted\"\"\n" +
+	"\fkeys_deleted\x18\x01 \x01(\x03R\vkeysDeleted\x120\n" +
+	"\acleared\x18\x02 \x03(\v2\x16.kv.v1.RangeDescriptorR\acleared\x129\n" +
+	"\fasleep_clear\x18\x03 \x03(\v2\x16.kv.v1.RangeDescriptorR\vasleepClear\x12.\n" +
+	"\x06hosted\x18\x04 \x03(\v2\x16.kv.v1.RangeDescriptorR\x06hosted\"\"\n" +
 	"\x10LeaseKeysRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\"'\n" +
 	"\x11LeaseKeysResponse\x12\x12\n" +
@@ -8030,128 +8066,131 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	24,  // 52: kv.v1.WatchRangeResponse.state:type_name -> kv.v1.WatchRangeState
 	47,  // 53: kv.v1.WatchRangeResponse.range:type_name -> kv.v1.RangeDescriptor
 	2,   // 54: kv.v1.LeaseRevokeLocalRequest.cause:type_name -> kv.v1.DeleteCause
-	92,  // 55: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
-	92,  // 56: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
-	92,  // 57: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
-	92,  // 58: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
-	92,  // 59: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
-	92,  // 60: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
-	92,  // 61: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
-	92,  // 62: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
-	92,  // 63: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
-	6,   // 64: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
-	121, // 65: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
-	121, // 66: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
-	92,  // 67: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
-	121, // 68: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
-	92,  // 69: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
-	12,  // 70: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	14,  // 71: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	16,  // 72: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	20,  // 73: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
-	18,  // 74: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
-	23,  // 75: kv.v1.KV.Watch:input_type -> kv.v1.WatchRequest
-	29,  // 76: kv.v1.KV.Txn:input_type -> kv.v1.TxnRequest
-	31,  // 77: kv.v1.KV.TxnStatus:input_type -> kv.v1.TxnStatusRequest
-	33,  // 78: kv.v1.Lease.Grant:input_type -> kv.v1.LeaseGrantRequest
-	35,  // 79: kv.v1.Lease.KeepAlive:input_type -> kv.v1.LeaseKeepAliveRequest
-	37,  // 80: kv.v1.Lease.Revoke:input_type -> kv.v1.LeaseRevokeRequest
-	39,  // 81: kv.v1.Lease.List:input_type -> kv.v1.LeaseListRequest
-	42,  // 82: kv.v1.Lease.TimeToLive:input_type -> kv.v1.LeaseTimeToLiveRequest
-	53,  // 83: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
-	55,  // 84: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
-	57,  // 85: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
-	59,  // 86: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
-	49,  // 87: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
-	51,  // 88: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
-	63,  // 89: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
-	61,  // 90: kv.v1.Cluster.BackupRange:input_type -> kv.v1.BackupRangeRequest
-	68,  // 91: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
-	70,  // 92: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
-	72,  // 93: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
-	78,  // 94: kv.v1.Internal.MetaSwap:input_type -> kv.v1.MetaSwapRequest
-	76,  // 95: kv.v1.Internal.RangePropose:input_type -> kv.v1.RangeProposeRequest
-	74,  // 96: kv.v1.Internal.TxnLocks:input_type -> kv.v1.TxnLocksRequest
-	80,  // 97: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
-	82,  // 98: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
-	84,  // 99: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
-	65,  // 100: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
-	86,  // 101: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
-	88,  // 102: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
-	90,  // 103: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
-	93,  // 104: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
-	95,  // 105: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
-	97,  // 106: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
-	99,  // 107: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
-	101, // 108: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
-	103, // 109: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
-	105, // 110: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
-	107, // 111: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
-	109, // 112: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
-	111, // 113: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
-	113, // 114: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
-	115, // 115: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
-	117, // 116: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
-	119, // 117: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
-	122, // 118: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
-	124, // 119: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
-	126, // 120: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
-	13,  // 121: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	15,  // 122: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	17,  // 123: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	21,  // 124: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
-	19,  // 125: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
-	25,  // 126: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
-	30,  // 127: kv.v1.KV.Txn:output_type -> kv.v1.TxnResponse
-	32,  // 128: kv.v1.KV.TxnStatus:output_type -> kv.v1.TxnStatusResponse
-	34,  // 129: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
-	36,  // 130: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
-	38,  // 131: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
-	41,  // 132: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
-	43,  // 133: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
-	54,  // 134: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
-	56,  // 135: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
-	58,  // 136: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
-	60,  // 137: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
-	50,  // 138: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
-	52,  // 139: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
-	64,  // 140: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
-	62,  // 141: kv.v1.Cluster.BackupRange:output_type -> kv.v1.BackupRangeChunk
-	69,  // 142: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
-	71,  // 143: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
-	73,  // 144: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
-	79,  // 145: kv.v1.Internal.MetaSwap:output_type -> kv.v1.MetaSwapResponse
-	77,  // 146: kv.v1.Internal.RangePropose:output_type -> kv.v1.RangeProposeResponse
-	75,  // 147: kv.v1.Internal.TxnLocks:output_type -> kv.v1.TxnLocksResponse
-	81,  // 148: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
-	83,  // 149: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
-	85,  // 150: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
-	67,  // 151: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
-	87,  // 152: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
-	89,  // 153: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
-	91,  // 154: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
-	94,  // 155: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
-	96,  // 156: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
-	98,  // 157: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
-	100, // 158: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
-	102, // 159: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
-	104, // 160: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
-	106, // 161: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
-	108, // 162: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
-	110, // 163: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
-	112, // 164: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
-	114, // 165: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
-	116, // 166: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
-	118, // 167: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
-	120, // 168: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
-	123, // 169: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
-	125, // 170: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
-	127, // 171: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
-	121, // [121:172] is the sub-list for method output_type
-	70,  // [70:121] is the sub-list for method input_type
-	70,  // [70:70] is the sub-list for extension type_name
-	70,  // [70:70] is the sub-list for extension extendee
-	0,   // [0:70] is the sub-list for field type_name
+	47,  // 55: kv.v1.LeaseRevokeLocalResponse.cleared:type_name -> kv.v1.RangeDescriptor
+	47,  // 56: kv.v1.LeaseRevokeLocalResponse.asleep_clear:type_name -> kv.v1.RangeDescriptor
+	47,  // 57: kv.v1.LeaseRevokeLocalResponse.hosted:type_name -> kv.v1.RangeDescriptor
+	92,  // 58: kv.v1.AuthEnableResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 59: kv.v1.AuthDisableResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 60: kv.v1.UserAddResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 61: kv.v1.UserDeleteResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 62: kv.v1.UserChangePasswordResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 63: kv.v1.UserGrantRoleResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 64: kv.v1.UserRevokeRoleResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 65: kv.v1.RoleAddResponse.result:type_name -> kv.v1.AuthResult
+	92,  // 66: kv.v1.RoleDeleteResponse.result:type_name -> kv.v1.AuthResult
+	6,   // 67: kv.v1.Permission.access:type_name -> kv.v1.Permission.Access
+	121, // 68: kv.v1.RoleGetResponse.permissions:type_name -> kv.v1.Permission
+	121, // 69: kv.v1.RoleGrantPermissionRequest.permission:type_name -> kv.v1.Permission
+	92,  // 70: kv.v1.RoleGrantPermissionResponse.result:type_name -> kv.v1.AuthResult
+	121, // 71: kv.v1.RoleRevokePermissionRequest.permission:type_name -> kv.v1.Permission
+	92,  // 72: kv.v1.RoleRevokePermissionResponse.result:type_name -> kv.v1.AuthResult
+	12,  // 73: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	14,  // 74: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	16,  // 75: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	20,  // 76: kv.v1.KV.Scan:input_type -> kv.v1.ScanRequest
+	18,  // 77: kv.v1.KV.CompareAndSwap:input_type -> kv.v1.CompareAndSwapRequest
+	23,  // 78: kv.v1.KV.Watch:input_type -> kv.v1.WatchRequest
+	29,  // 79: kv.v1.KV.Txn:input_type -> kv.v1.TxnRequest
+	31,  // 80: kv.v1.KV.TxnStatus:input_type -> kv.v1.TxnStatusRequest
+	33,  // 81: kv.v1.Lease.Grant:input_type -> kv.v1.LeaseGrantRequest
+	35,  // 82: kv.v1.Lease.KeepAlive:input_type -> kv.v1.LeaseKeepAliveRequest
+	37,  // 83: kv.v1.Lease.Revoke:input_type -> kv.v1.LeaseRevokeRequest
+	39,  // 84: kv.v1.Lease.List:input_type -> kv.v1.LeaseListRequest
+	42,  // 85: kv.v1.Lease.TimeToLive:input_type -> kv.v1.LeaseTimeToLiveRequest
+	53,  // 86: kv.v1.Cluster.Status:input_type -> kv.v1.StatusRequest
+	55,  // 87: kv.v1.Cluster.Members:input_type -> kv.v1.MembersRequest
+	57,  // 88: kv.v1.Cluster.AddMember:input_type -> kv.v1.AddMemberRequest
+	59,  // 89: kv.v1.Cluster.RemoveMember:input_type -> kv.v1.RemoveMemberRequest
+	49,  // 90: kv.v1.Cluster.Ranges:input_type -> kv.v1.RangesRequest
+	51,  // 91: kv.v1.Cluster.SplitRange:input_type -> kv.v1.SplitRangeRequest
+	63,  // 92: kv.v1.Cluster.TransferLeader:input_type -> kv.v1.TransferLeaderRequest
+	61,  // 93: kv.v1.Cluster.BackupRange:input_type -> kv.v1.BackupRangeRequest
+	68,  // 94: kv.v1.Internal.MetaPut:input_type -> kv.v1.MetaPutRequest
+	70,  // 95: kv.v1.Internal.MetaScan:input_type -> kv.v1.MetaScanRequest
+	72,  // 96: kv.v1.Internal.MetaIncrement:input_type -> kv.v1.MetaIncrementRequest
+	78,  // 97: kv.v1.Internal.MetaSwap:input_type -> kv.v1.MetaSwapRequest
+	76,  // 98: kv.v1.Internal.RangePropose:input_type -> kv.v1.RangeProposeRequest
+	74,  // 99: kv.v1.Internal.TxnLocks:input_type -> kv.v1.TxnLocksRequest
+	80,  // 100: kv.v1.Internal.CreateReplica:input_type -> kv.v1.CreateReplicaRequest
+	82,  // 101: kv.v1.Internal.DropReplica:input_type -> kv.v1.DropReplicaRequest
+	84,  // 102: kv.v1.Internal.ChangeReplicas:input_type -> kv.v1.ChangeReplicasRequest
+	65,  // 103: kv.v1.Internal.ReadIndex:input_type -> kv.v1.ReadIndexRequest
+	86,  // 104: kv.v1.Internal.WatchRange:input_type -> kv.v1.WatchRangeRequest
+	88,  // 105: kv.v1.Internal.LeaseRevokeLocal:input_type -> kv.v1.LeaseRevokeLocalRequest
+	90,  // 106: kv.v1.Internal.LeaseKeys:input_type -> kv.v1.LeaseKeysRequest
+	93,  // 107: kv.v1.Auth.Authenticate:input_type -> kv.v1.AuthenticateRequest
+	95,  // 108: kv.v1.Auth.AuthEnable:input_type -> kv.v1.AuthEnableRequest
+	97,  // 109: kv.v1.Auth.AuthDisable:input_type -> kv.v1.AuthDisableRequest
+	99,  // 110: kv.v1.Auth.AuthStatus:input_type -> kv.v1.AuthStatusRequest
+	101, // 111: kv.v1.Auth.UserAdd:input_type -> kv.v1.UserAddRequest
+	103, // 112: kv.v1.Auth.UserDelete:input_type -> kv.v1.UserDeleteRequest
+	105, // 113: kv.v1.Auth.UserList:input_type -> kv.v1.UserListRequest
+	107, // 114: kv.v1.Auth.UserGet:input_type -> kv.v1.UserGetRequest
+	109, // 115: kv.v1.Auth.UserChangePassword:input_type -> kv.v1.UserChangePasswordRequest
+	111, // 116: kv.v1.Auth.UserGrantRole:input_type -> kv.v1.UserGrantRoleRequest
+	113, // 117: kv.v1.Auth.UserRevokeRole:input_type -> kv.v1.UserRevokeRoleRequest
+	115, // 118: kv.v1.Auth.RoleAdd:input_type -> kv.v1.RoleAddRequest
+	117, // 119: kv.v1.Auth.RoleDelete:input_type -> kv.v1.RoleDeleteRequest
+	119, // 120: kv.v1.Auth.RoleList:input_type -> kv.v1.RoleListRequest
+	122, // 121: kv.v1.Auth.RoleGet:input_type -> kv.v1.RoleGetRequest
+	124, // 122: kv.v1.Auth.RoleGrantPermission:input_type -> kv.v1.RoleGrantPermissionRequest
+	126, // 123: kv.v1.Auth.RoleRevokePermission:input_type -> kv.v1.RoleRevokePermissionRequest
+	13,  // 124: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	15,  // 125: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	17,  // 126: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	21,  // 127: kv.v1.KV.Scan:output_type -> kv.v1.ScanResponse
+	19,  // 128: kv.v1.KV.CompareAndSwap:output_type -> kv.v1.CompareAndSwapResponse
+	25,  // 129: kv.v1.KV.Watch:output_type -> kv.v1.WatchResponse
+	30,  // 130: kv.v1.KV.Txn:output_type -> kv.v1.TxnResponse
+	32,  // 131: kv.v1.KV.TxnStatus:output_type -> kv.v1.TxnStatusResponse
+	34,  // 132: kv.v1.Lease.Grant:output_type -> kv.v1.LeaseGrantResponse
+	36,  // 133: kv.v1.Lease.KeepAlive:output_type -> kv.v1.LeaseKeepAliveResponse
+	38,  // 134: kv.v1.Lease.Revoke:output_type -> kv.v1.LeaseRevokeResponse
+	41,  // 135: kv.v1.Lease.List:output_type -> kv.v1.LeaseListResponse
+	43,  // 136: kv.v1.Lease.TimeToLive:output_type -> kv.v1.LeaseTimeToLiveResponse
+	54,  // 137: kv.v1.Cluster.Status:output_type -> kv.v1.StatusResponse
+	56,  // 138: kv.v1.Cluster.Members:output_type -> kv.v1.MembersResponse
+	58,  // 139: kv.v1.Cluster.AddMember:output_type -> kv.v1.AddMemberResponse
+	60,  // 140: kv.v1.Cluster.RemoveMember:output_type -> kv.v1.RemoveMemberResponse
+	50,  // 141: kv.v1.Cluster.Ranges:output_type -> kv.v1.RangesResponse
+	52,  // 142: kv.v1.Cluster.SplitRange:output_type -> kv.v1.SplitRangeResponse
+	64,  // 143: kv.v1.Cluster.TransferLeader:output_type -> kv.v1.TransferLeaderResponse
+	62,  // 144: kv.v1.Cluster.BackupRange:output_type -> kv.v1.BackupRangeChunk
+	69,  // 145: kv.v1.Internal.MetaPut:output_type -> kv.v1.MetaPutResponse
+	71,  // 146: kv.v1.Internal.MetaScan:output_type -> kv.v1.MetaScanResponse
+	73,  // 147: kv.v1.Internal.MetaIncrement:output_type -> kv.v1.MetaIncrementResponse
+	79,  // 148: kv.v1.Internal.MetaSwap:output_type -> kv.v1.MetaSwapResponse
+	77,  // 149: kv.v1.Internal.RangePropose:output_type -> kv.v1.RangeProposeResponse
+	75,  // 150: kv.v1.Internal.TxnLocks:output_type -> kv.v1.TxnLocksResponse
+	81,  // 151: kv.v1.Internal.CreateReplica:output_type -> kv.v1.CreateReplicaResponse
+	83,  // 152: kv.v1.Internal.DropReplica:output_type -> kv.v1.DropReplicaResponse
+	85,  // 153: kv.v1.Internal.ChangeReplicas:output_type -> kv.v1.ChangeReplicasResponse
+	67,  // 154: kv.v1.Internal.ReadIndex:output_type -> kv.v1.ReadIndexResponse
+	87,  // 155: kv.v1.Internal.WatchRange:output_type -> kv.v1.WatchRangeResponse
+	89,  // 156: kv.v1.Internal.LeaseRevokeLocal:output_type -> kv.v1.LeaseRevokeLocalResponse
+	91,  // 157: kv.v1.Internal.LeaseKeys:output_type -> kv.v1.LeaseKeysResponse
+	94,  // 158: kv.v1.Auth.Authenticate:output_type -> kv.v1.AuthenticateResponse
+	96,  // 159: kv.v1.Auth.AuthEnable:output_type -> kv.v1.AuthEnableResponse
+	98,  // 160: kv.v1.Auth.AuthDisable:output_type -> kv.v1.AuthDisableResponse
+	100, // 161: kv.v1.Auth.AuthStatus:output_type -> kv.v1.AuthStatusResponse
+	102, // 162: kv.v1.Auth.UserAdd:output_type -> kv.v1.UserAddResponse
+	104, // 163: kv.v1.Auth.UserDelete:output_type -> kv.v1.UserDeleteResponse
+	106, // 164: kv.v1.Auth.UserList:output_type -> kv.v1.UserListResponse
+	108, // 165: kv.v1.Auth.UserGet:output_type -> kv.v1.UserGetResponse
+	110, // 166: kv.v1.Auth.UserChangePassword:output_type -> kv.v1.UserChangePasswordResponse
+	112, // 167: kv.v1.Auth.UserGrantRole:output_type -> kv.v1.UserGrantRoleResponse
+	114, // 168: kv.v1.Auth.UserRevokeRole:output_type -> kv.v1.UserRevokeRoleResponse
+	116, // 169: kv.v1.Auth.RoleAdd:output_type -> kv.v1.RoleAddResponse
+	118, // 170: kv.v1.Auth.RoleDelete:output_type -> kv.v1.RoleDeleteResponse
+	120, // 171: kv.v1.Auth.RoleList:output_type -> kv.v1.RoleListResponse
+	123, // 172: kv.v1.Auth.RoleGet:output_type -> kv.v1.RoleGetResponse
+	125, // 173: kv.v1.Auth.RoleGrantPermission:output_type -> kv.v1.RoleGrantPermissionResponse
+	127, // 174: kv.v1.Auth.RoleRevokePermission:output_type -> kv.v1.RoleRevokePermissionResponse
+	124, // [124:175] is the sub-list for method output_type
+	73,  // [73:124] is the sub-list for method input_type
+	73,  // [73:73] is the sub-list for extension type_name
+	73,  // [73:73] is the sub-list for extension extendee
+	0,   // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
