@@ -264,6 +264,25 @@ func (n *testNode) legacy(rangeID uint64) *raft.NetworkTransport {
 	})
 }
 
+// linkedPair starts two nodes (a with oa, b with ob) and opens range 1 on
+// both; the test's end closes the transports, then the nodes.
+func linkedPair(t testing.TB, oa, ob nodeOpts) (a, b *testNode, ta, tb *RangeTransport) {
+	t.Helper()
+	a, b = newTestNode(t, oa), newTestNode(t, ob)
+	t.Cleanup(a.close)
+	t.Cleanup(b.close)
+	var err error
+	if ta, err = a.link.Open(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ta.Close() })
+	if tb, err = b.link.Open(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tb.Close() })
+	return a, b, ta, tb
+}
+
 // open returns the range's transport on this node: the link's with a
 // legacy fallback on a new node, the NetworkTransport on an old one.
 func (n *testNode) open(rangeID uint64) raft.Transport {

@@ -258,13 +258,7 @@ func TestLink_UnknownRangeGetsAnErrorNotAResponse(t *testing.T) {
 }
 
 func TestLink_DroppedConnectionFailsCallsInFlightAndReconnects(t *testing.T) {
-	a, b := newTestNode(t, nodeOpts{}), newTestNode(t, nodeOpts{})
-	defer b.close()
-	defer a.close()
-	ta, _ := a.link.Open(1, nil)
-	defer ta.Close()
-	tb, _ := b.link.Open(1, nil)
-	defer tb.Close()
+	a, b, ta, tb := linkedPair(t, nodeOpts{}, nodeOpts{})
 
 	// b's Raft takes the request and answers only after the connection
 	// has broken: that answer must reach nobody.
@@ -302,13 +296,7 @@ func TestLink_DroppedConnectionFailsCallsInFlightAndReconnects(t *testing.T) {
 }
 
 func TestPipeline_BrokenConnectionDeliversNoFutureAndFailsNextSend(t *testing.T) {
-	a, b := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.MaxInFlight = 8 }}), newTestNode(t, nodeOpts{})
-	defer b.close()
-	defer a.close()
-	ta, _ := a.link.Open(1, nil)
-	defer ta.Close()
-	tb, _ := b.link.Open(1, nil)
-	defer tb.Close()
+	a, b, ta, tb := linkedPair(t, nodeOpts{tweak: func(c *Config) { c.MaxInFlight = 8 }}, nodeOpts{})
 
 	p, err := ta.AppendEntriesPipeline("b", raft.ServerAddress(b.addr))
 	if err != nil {
@@ -361,13 +349,7 @@ func TestPipeline_BrokenConnectionDeliversNoFutureAndFailsNextSend(t *testing.T)
 // Broken: a caller that skips sends (the shard's repeated commit-index
 // appends) relies on it to let Raft hear of the break.
 func TestPipeline_IdleConnectionLossShowsInBroken(t *testing.T) {
-	a, b := newTestNode(t, nodeOpts{}), newTestNode(t, nodeOpts{})
-	defer b.close()
-	defer a.close()
-	ta, _ := a.link.Open(1, nil)
-	defer ta.Close()
-	tb, _ := b.link.Open(1, nil)
-	defer tb.Close()
+	a, b, ta, tb := linkedPair(t, nodeOpts{}, nodeOpts{})
 	stop := responder(t, tb, func(rpc raft.RPC) (any, error) {
 		return &raft.AppendEntriesResponse{Term: 1, Success: true}, nil
 	})
@@ -466,13 +448,7 @@ func TestPipeline_KeepsOrderPerRange(t *testing.T) {
 }
 
 func TestLink_HeartbeatAndVoteOvertakeAStuckAppend(t *testing.T) {
-	a, b := newTestNode(t, nodeOpts{}), newTestNode(t, nodeOpts{})
-	defer b.close()
-	defer a.close()
-	ta, _ := a.link.Open(1, nil)
-	defer ta.Close()
-	tb, _ := b.link.Open(1, nil)
-	defer tb.Close()
+	a, b, ta, tb := linkedPair(t, nodeOpts{}, nodeOpts{})
 	tb.SetHeartbeatHandler(func(rpc raft.RPC) {
 		rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
 	})
@@ -666,13 +642,7 @@ func TestLink_WithoutLegacyTransportAnOldPeerIsAnError(t *testing.T) {
 func TestLink_UnansweredHeartbeatDoesNotStickTheLane(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	tweak := func(c *Config) { c.Timeout = timeout }
-	a, b := newTestNode(t, nodeOpts{tweak: tweak}), newTestNode(t, nodeOpts{tweak: tweak})
-	defer b.close()
-	defer a.close()
-	ta, _ := a.link.Open(1, nil)
-	defer ta.Close()
-	tb, _ := b.link.Open(1, nil)
-	defer tb.Close()
+	a, b, ta, tb := linkedPair(t, nodeOpts{tweak: tweak}, nodeOpts{tweak: tweak})
 	var drop atomic.Bool
 	drop.Store(true)
 	tb.SetHeartbeatHandler(func(rpc raft.RPC) {
@@ -766,13 +736,7 @@ func TestLink_SilentPeerIsDroppedAndRedialled(t *testing.T) {
 func TestLink_StuckRaftKeepsItsConnection(t *testing.T) {
 	const timeout = time.Second
 	tweak := func(c *Config) { c.Timeout = timeout }
-	a, b := newTestNode(t, nodeOpts{tweak: tweak}), newTestNode(t, nodeOpts{tweak: tweak})
-	defer b.close()
-	defer a.close()
-	ta, _ := a.link.Open(1, nil)
-	defer ta.Close()
-	tb, _ := b.link.Open(1, nil)
-	defer tb.Close()
+	a, b, ta, tb := linkedPair(t, nodeOpts{tweak: tweak}, nodeOpts{tweak: tweak})
 	var stuck atomic.Bool
 	stuck.Store(true)
 	answered := make(chan struct{}, 1)
