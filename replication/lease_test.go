@@ -235,6 +235,7 @@ func TestLease_KeptAliveSurvivesLeaderChangesThenExpires(t *testing.T) {
 	c.putLease(l, "e/key", "v", id)
 	deadline := time.Now().Add(3 * ttl * time.Second)
 	var sent time.Time
+	moved := 0
 	for i := 0; time.Now().Before(deadline) && i < 1000; i++ {
 		sent = time.Now()
 		ka, err := c.nodes[i%3].LeaseKeepAlive(context.Background(), &kvpb.LeaseKeepAliveRequest{Id: id})
@@ -247,8 +248,11 @@ func TestLease_KeptAliveSurvivesLeaderChangesThenExpires(t *testing.T) {
 		if i%3 == 1 {
 			// Move the meta range's leadership: the new leader must not
 			// forget the keepalives, nor restart the lease's TTL.
-			if _, err := c.nodes[i%3].TransferLeader(context.Background(), &kvpb.TransferLeaderRequest{RangeId: 1}); err != nil {
-				t.Logf("transfer of the meta range's leadership: %v", err)
+			to := fmt.Sprintf("n%d", (c.metaLeader()+1)%3+1)
+			if _, err := c.nodes[i%3].TransferLeader(context.Background(), &kvpb.TransferLeaderRequest{RangeId: 1, ToNode: to}); err != nil {
+				t.Logf("transfer of the meta range's leadership to %s: %v", to, err)
+			} else {
+				moved++
 			}
 		}
 		if !c.exists(l, "e/key") {
@@ -256,6 +260,10 @@ func TestLease_KeptAliveSurvivesLeaderChangesThenExpires(t *testing.T) {
 		}
 		time.Sleep(ttl * time.Second / 4) // the client's keepalive period, not synchronisation
 	}
+	if moved == 0 {
+		t.Fatal("the meta range's leadership never moved while the lease was kept alive")
+	}
+	t.Logf("the meta range's leadership moved %d times while the lease was kept alive", moved)
 	c.eventually("the key goes once the lease expires", 10*time.Second, func() bool { return !c.exists(l, "e/key") })
 	gone := time.Since(sent)
 	if gone < ttl*time.Second {

@@ -725,7 +725,21 @@ func (n *Node) ChangeReplicas(ctx context.Context, req *kvpb.ChangeReplicasReque
 			}
 		}
 	case req.TransferLeaderTo != "":
-		if err := s.TransferLeadership(req.TransferLeaderTo, addrOf(req.TransferLeaderTo)); err != nil {
+		addr := addrOf(req.TransferLeaderTo)
+		if addr == "" {
+			// A table fetched before the node registered (just after a
+			// start): the range's own membership has its address.
+			servers, _ := s.Configuration()
+			for _, srv := range servers {
+				if string(srv.ID) == req.TransferLeaderTo {
+					addr = string(srv.Address)
+				}
+			}
+		}
+		if addr == "" {
+			return nil, fmt.Errorf("%w: %s holds no replica of range %d", ErrUnknownNode, req.TransferLeaderTo, s.ID())
+		}
+		if err := s.TransferLeadership(req.TransferLeaderTo, addr); err != nil {
 			return nil, err
 		}
 	}
