@@ -426,7 +426,9 @@ func (e *nemesisEnv) split() (string, error) {
 	h := e.rec.History()
 	var keys []string
 	for i := len(h.Ops) - 1; i >= 0 && len(keys) < 200; i-- {
-		if o := &h.Ops[i]; o.Process >= 0 && o.Key != "" && o.F != OpScan {
+		// Clients' keys, the lease workload's included, so that splits
+		// cut through the keys of live and ending leases too.
+		if o := &h.Ops[i]; (o.Process >= 0 || o.F == OpLeasePut) && o.Key != "" && o.F != OpScan {
 			keys = append(keys, o.Key)
 		}
 	}
