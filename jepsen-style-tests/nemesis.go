@@ -424,13 +424,22 @@ func (e *nemesisEnv) transferLeader() (string, error) {
 // that key (Cluster.SplitRange), through a random live node.
 func (e *nemesisEnv) split() (string, error) {
 	h := e.rec.History()
-	var keys []string
+	// The clients' recent keys; and, half the time when there are any, the
+	// lease workload's, which are far fewer: splits must cut through the
+	// keys of live and ending leases too.
+	var keys, leaseKeys []string
 	for i := len(h.Ops) - 1; i >= 0 && len(keys) < 200; i-- {
-		// Clients' keys, the lease workload's included, so that splits
-		// cut through the keys of live and ending leases too.
-		if o := &h.Ops[i]; (o.Process >= 0 || o.F == OpLeasePut) && o.Key != "" && o.F != OpScan {
+		o := &h.Ops[i]
+		switch {
+		case o.Key == "" || o.F == OpScan:
+		case o.F == OpLeasePut && len(leaseKeys) < 50:
+			leaseKeys = append(leaseKeys, o.Key)
+		case o.Process >= 0:
 			keys = append(keys, o.Key)
 		}
+	}
+	if len(leaseKeys) > 0 && (len(keys) == 0 || e.rng.IntN(2) == 0) {
+		keys = leaseKeys
 	}
 	if len(keys) == 0 {
 		return "", errors.New("no key to split at yet")
