@@ -348,6 +348,9 @@ func TestMembers_RejoinDuringDecommissionIsNotRemoved(t *testing.T) {
 	defer c.closeAll()
 	l := c.leader()
 	node := c.nodes[l]
+	// Nodes register in the meta range shortly after they start; a state
+	// read before that finds no such member (CI run 65, 0.9 s in).
+	c.eventually("every node registered", 10*time.Second, func() bool { return len(c.ranges(l).Nodes) == 3 })
 	// The nodes decommissioned are the two others: the one the test acts
 	// through must stay a member to answer for them.
 	var others []string
