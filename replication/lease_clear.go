@@ -94,8 +94,9 @@ func (n *Node) clearLeaseKeys(ctx context.Context, id uint64, cause raftstore.De
 			continue // the meta range is electing: the next round
 		}
 		// Nodes of a release before lease-clear-v1 answer without spans.
-		old := map[string]bool{}
+		old, addrs := map[string]bool{}, map[string]string{}
 		for _, ni := range t.Nodes {
+			addrs[ni.Id] = ni.RaftAddr
 			if ni.State != NodeRemoved && !slices.Contains(ni.Features, leaseClearFeature) {
 				old[ni.Id] = true
 			}
@@ -118,7 +119,7 @@ func (n *Node) clearLeaseKeys(ctx context.Context, id uint64, cause raftstore.De
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				got, spans, err := n.clearRange(ctx, t, tg, id, cause, old)
+				got, spans, err := n.clearRange(ctx, addrs, tg, id, cause, old)
 				if err != nil {
 					return
 				}
@@ -282,11 +283,7 @@ func (n *Node) askNodesToClear(ctx context.Context, t *kvpb.RangesResponse, id u
 // (old) answers without spans: its answer vouches for the span the range
 // was last seen with, which is what that release promised (during a
 // rolling upgrade, a revoke is as strong as the oldest node makes it).
-func (n *Node) clearRange(ctx context.Context, t *kvpb.RangesResponse, tg clearTarget, id uint64, cause raftstore.DeleteCause, old map[string]bool) (int64, []*kvpb.RangeDescriptor, error) {
-	addrs := map[string]string{}
-	for _, node := range t.Nodes {
-		addrs[node.Id] = node.RaftAddr
-	}
+func (n *Node) clearRange(ctx context.Context, addrs map[string]string, tg clearTarget, id uint64, cause raftstore.DeleteCause, old map[string]bool) (int64, []*kvpb.RangeDescriptor, error) {
 	req := &kvpb.LeaseRevokeLocalRequest{Id: int64(id), Cause: causePB(cause), RangeId: tg.d.Id}
 	err := fmt.Errorf("%w: range %d lists no replicas", ErrNoLeader, tg.d.Id)
 	seen := map[string]bool{}

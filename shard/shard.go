@@ -663,6 +663,12 @@ func (s *Shard) Recovered() bool {
 // Concurrent calls share one leadership confirmation.
 func (s *Shard) ReadIndex(ctx context.Context) (uint64, error) {
 	s.active()
+	return s.readIndex(ctx)
+}
+
+// readIndex confirms leadership and waits until the state machine has
+// applied the commit index noted then.
+func (s *Shard) readIndex(ctx context.Context) (uint64, error) {
 	idx, err := s.reads.wait(ctx)
 	if err != nil {
 		return 0, err
@@ -681,14 +687,7 @@ func (s *Shard) ReadIndexIdle(ctx context.Context) (uint64, error) {
 	if s.asleep.Load() {
 		return 0, ErrNotLeader
 	}
-	idx, err := s.reads.wait(ctx)
-	if err != nil {
-		return 0, err
-	}
-	if err := s.fsm.WaitApplied(ctx, idx); err != nil {
-		return 0, err
-	}
-	return idx, nil
+	return s.readIndex(ctx)
 }
 
 // confirmRead runs one read-index round for a batch of waiting readers.
