@@ -151,7 +151,9 @@ func mentionedTargets(doc string) []string {
 
 var (
 	fenceRe = regexp.MustCompile("(?ms)^```[^\n]*\n(.*?)^```")
-	spanRe  = regexp.MustCompile("`([^`\n]+)`")
+	// A code span may wrap onto the next line (Markdown renders the line
+	// break as a space), but never across a blank line.
+	spanRe = regexp.MustCompile("`([^`\n]+(?:\n[^`\n]+)*)`")
 )
 
 // codeOf returns the fenced blocks and inline code spans of doc.
@@ -161,7 +163,7 @@ func codeOf(doc string) []string {
 		out = append(out, m[1])
 	}
 	for _, m := range spanRe.FindAllStringSubmatch(fenceRe.ReplaceAllString(doc, ""), -1) {
-		out = append(out, m[1])
+		out = append(out, strings.ReplaceAll(m[1], "\n", " "))
 	}
 	return out
 }
