@@ -299,20 +299,35 @@ func TestRanges_WakeByRequestElectsTheSleepingLeaderAtOnce(t *testing.T) {
 	})
 	l := c.leader()
 	c.mustPut(l, "k0001", "v1")
-	// asleep notes, while it waits, which replica leads range 2 before
-	// it sleeps: placement may hand a leadership over before a range
-	// sleeps (it balances leaders), and the replica to stand at once on
-	// the wake is the one that led when the range went to sleep.
-	sleepLeader := l
+	// The replica to stand at once on the wake is the one that led when
+	// the range went to sleep, as the sleeping replicas recorded it:
+	// placement may hand a leadership over before a range sleeps (it
+	// balances leaders), and a follower that missed heartbeats may win
+	// an election just before the sleep, too briefly for a poll of who
+	// leads to notice.
+	sleepLeader := -1
 	asleep := func() bool {
+		if c.asleepReplicas(2) != 3 {
+			return false
+		}
+		sleepLeader = -1
 		for i, n := range c.nodes {
 			for _, s := range n.Shards() {
-				if s.ID() == 2 && s.IsLeader() {
-					sleepLeader = i
+				if s.ID() != 2 {
+					continue
 				}
+				_, leader, _, ok := s.Sleeping()
+				if !ok || leader == "" {
+					continue
+				}
+				j := slices.IndexFunc(c.nodes, func(n *replication.Node) bool { return n != nil && n.ID() == leader })
+				if j < 0 || (sleepLeader >= 0 && j != sleepLeader) {
+					t.Fatalf("n%d slept under leader %q; another replica under n%d", i+1, leader, sleepLeader+1)
+				}
+				sleepLeader = j
 			}
 		}
-		return c.asleepReplicas(2) == 3
+		return sleepLeader >= 0
 	}
 	c.eventually("every replica of range 2 hibernating", 30*time.Second, asleep)
 
