@@ -167,15 +167,29 @@ func (lc *leaseClient) one(ctx context.Context) {
 			keys = append(keys, put.Key)
 		}
 	}
-	mode := lc.rng.IntN(4) // 0 expire, 1 keep alive then expire, 2 keep alive then revoke, 3 revoke
+	// 0 expire, 1 keep alive then expire, 2 keep alive then revoke,
+	// 3 revoke, 4 revoke racing one more put with the lease (the put's
+	// check may pass just before the revoke commits: the revoke must
+	// still leave no key behind).
+	mode := lc.rng.IntN(5)
 	if mode == 1 || mode == 2 {
 		keep := time.Duration(float64(ttlD) * (1 + 2*lc.rng.Float64()))
 		if end := lc.keepAlive(ctx, id, ttlD, keep, keys); end > 0 {
 			lastEnd = end
 		}
 	}
+	var racing chan Op
+	if mode == 4 && ctx.Err() == nil {
+		lc.seq++
+		node, key, value := lc.node(), leaseKey(id, 3), fmt.Sprintf("lc%d-%d", -lc.proc, lc.seq)
+		racing = make(chan Op, 1)
+		go func() {
+			s := lc.rec.Now()
+			racing <- lc.record(lc.cs.write(node, OpLeasePut, key, value, "", id, lc.timeout), s)
+		}()
+	}
 	revoked := false
-	if (mode == 2 || mode == 3) && ctx.Err() == nil {
+	if mode >= 2 && ctx.Err() == nil {
 		node := lc.node()
 		s := lc.rec.Now()
 		rop := Op{Node: lc.cs.ids[node], API: APIGRPC, F: OpLeaseRevoke, Lease: id}
@@ -188,6 +202,11 @@ func (lc *leaseClient) one(ctx context.Context) {
 			rop.Type = OK
 		}
 		revoked = lc.record(rop, s).Type == OK
+	}
+	if racing != nil {
+		if put := <-racing; put.Type != Fail {
+			keys = append(keys, put.Key)
+		}
 	}
 	// Read the keys once the lease must have ended (faults may have moved
 	// that later: the checker decides).

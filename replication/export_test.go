@@ -40,3 +40,21 @@ func (n *Node) FeedHubsForTest() int {
 // KeepAliveStreamsForTest counts the streams the node's keepalive sessions
 // opened to the meta leader.
 func (n *Node) KeepAliveStreamsForTest() uint64 { return n.keepAliveStreams.Load() }
+
+// HoldLeasePutsForTest makes every put (or transaction) with a lease on
+// the node call hold between its lease check and its proposal (or
+// prepare); nil: no more.
+func (n *Node) HoldLeasePutsForTest(hold func()) {
+	if hold == nil {
+		n.afterLeaseCheck.Store(nil)
+		return
+	}
+	n.afterLeaseCheck.Store(&hold)
+}
+
+// LeaseDrainsForTest counts the revokes waiting on the node for its puts
+// with a lease to settle.
+func (n *Node) LeaseDrainsForTest() int {
+	_, drains := n.leaseWrites.count(0)
+	return drains
+}

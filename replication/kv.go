@@ -147,10 +147,20 @@ func (c *recordingConn) neverSent(err error) bool { return rpctypes.NeverSent(er
 // propose commits cmd on the local leader, or forwards via fwd when this
 // replica is not the leader.
 func (n *Node) propose(ctx context.Context, s *shard.Shard, cmd *raftstore.Command) (*raftstore.Result, bool, error) {
+	return n.proposeLeased(ctx, s, cmd, nil)
+}
+
+// proposeLeased is propose for a write counted in lw (leaseWrites) until
+// its entry settles.
+func (n *Node) proposeLeased(ctx context.Context, s *shard.Shard, cmd *raftstore.Command, lw *leaseWrite) (*raftstore.Result, bool, error) {
 	if !s.IsLeader() {
 		return nil, true, nil
 	}
-	res, err := s.Propose(ctx, cmd)
+	settle, ok := lw.propose()
+	if !ok {
+		return nil, false, lw.endedErr()
+	}
+	res, err := s.ProposeSettled(ctx, cmd, settle)
 	if errors.Is(err, shard.ErrNotLeader) {
 		return nil, true, nil
 	}
@@ -173,17 +183,24 @@ func (n *Node) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.PutResponse, error) {
 		cmd := &raftstore.Command{Op: raftstore.OpPut, Key: req.Key, Value: req.Value}
+		var lw *leaseWrite
 		if req.Lease != 0 {
-			// Checked where the put is proposed, once.
+			// Checked where the put is proposed, once, and counted from
+			// before the check (leaseWrites).
 			if !s.IsLeader() {
 				return forward(ctx, n, s, true, remote)
 			}
+			lw = n.leaseWrites.begin(uint64(req.Lease))
+			defer lw.release()
 			if err := n.checkLeaseForPut(ctx, req.Lease); err != nil {
 				return nil, err
 			}
+			if h := n.afterLeaseCheck.Load(); h != nil {
+				(*h)()
+			}
 			cmd.Op, cmd.Lease = raftstore.OpPutLease, uint64(req.Lease)
 		}
-		res, fwd, err := n.proposeMeeting(ctx, s, cmd)
+		res, fwd, err := n.proposeMeeting(ctx, s, cmd, lw)
 		if fwd {
 			return forward(ctx, n, s, true, remote)
 		}
@@ -200,7 +217,7 @@ func (n *Node) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.Delet
 		return kvpb.NewKVClient(conn).Delete(ctx, req)
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.DeleteResponse, error) {
-		res, fwd, err := n.proposeMeeting(ctx, s, &raftstore.Command{Op: raftstore.OpDelete, Key: req.Key})
+		res, fwd, err := n.proposeMeeting(ctx, s, &raftstore.Command{Op: raftstore.OpDelete, Key: req.Key}, nil)
 		if fwd {
 			return forward(ctx, n, s, true, remote)
 		}
@@ -218,7 +235,7 @@ func (n *Node) CompareAndSwap(ctx context.Context, req *kvpb.CompareAndSwapReque
 	}
 	return route(ctx, n, req.Key, func(s *shard.Shard) (*kvpb.CompareAndSwapResponse, error) {
 		cmd := &raftstore.Command{Op: raftstore.OpCompareAndSwap, Key: req.Key, Value: req.NewValue, Expected: req.ExpectedValue, ExpectMissing: req.ExpectMissing}
-		res, fwd, err := n.proposeMeeting(ctx, s, cmd)
+		res, fwd, err := n.proposeMeeting(ctx, s, cmd, nil)
 		if fwd {
 			return forward(ctx, n, s, true, remote)
 		}

@@ -45,11 +45,11 @@ import (
 // in between makes the swap fail, and a deposed leader's swap either
 // commits before any later keepalive (which then finds the lease ended and
 // is refused: the client never heard it renewed) or not at all. Then the
-// nodes delete the lease's keys: each node, for the ranges it leads, with
-// an OpLeaseRevoke through the range's log, whose delete events carry the
-// cause. A key put with a lease that raced the end of its lease, or in a
-// range whose leader was unreachable, is found by that range's leader's
-// sweep (every leaseSweepInterval) and deleted the same way.
+// lease's keys are deleted with an OpLeaseRevoke through each range's log,
+// whose delete events carry the cause, until every range is known to hold
+// none (lease_clear.go); a put racing the end waits in leaseWrites. A key
+// left in a range whose leader was unreachable is found by that range's
+// leader's sweep (every leaseSweepEvery) and deleted the same way.
 
 const (
 	metaLeasePrefix   = "lease/r/"
@@ -729,7 +729,7 @@ func (n *Node) revokeInRange(ctx context.Context, s *shard.Shard, id uint64, cau
 			if err != nil {
 				return 0, nil, err
 			}
-			if s.Descriptor().Generation != d.Generation {
+			if s.Descriptor().Generation != d.Generation || !leaseGone(s, id) {
 				return res.Deleted, nil, nil
 			}
 			return res.Deleted, spanPB(d, nil), nil
@@ -756,6 +756,17 @@ func (n *Node) revokeInRange(ctx context.Context, s *shard.Shard, id uint64, cau
 	return 0, nil, fmt.Errorf("%w: range %d: leadership moved during a lease's revoke", shard.ErrNotLeader, s.ID())
 }
 
+// leaseGone reports whether s, as applied here, holds no key of lease id
+// and no lock that may add one: after a revoke entry, a transaction's
+// lock may still resolve into one.
+func leaseGone(s *shard.Shard, id uint64) bool {
+	if s.FSM().LeaseLocked(id) {
+		return false
+	}
+	keys, err := s.FSM().LeaseKeys(id)
+	return err == nil && len(keys) == 0
+}
+
 // LeaseKeys lists a lease's keys in this node's replicas (Internal.LeaseKeys).
 func (n *Node) LeaseKeys(ctx context.Context, req *kvpb.LeaseKeysRequest) (*kvpb.LeaseKeysResponse, error) {
 	resp := &kvpb.LeaseKeysResponse{}
@@ -772,15 +783,26 @@ func (n *Node) LeaseKeys(ctx context.Context, req *kvpb.LeaseKeysRequest) (*kvpb
 	return resp, nil
 }
 
-// checkLeaseForPut refuses a put with a lease that is not alive. It runs
-// where the put is proposed; a lease that ends between this check and the
-// put's commit leaves a key its range's sweep deletes.
+// checkLeaseForPut refuses a put with a lease that is not alive (a
+// linearizable read of the meta range). It runs where the put is
+// proposed, registered in leaseWrites before it, so that a revoke racing
+// the put waits for its entry.
 func (n *Node) checkLeaseForPut(ctx context.Context, id int64) error {
 	if err := n.requireFeature(ctx, leaseFeature); err != nil {
 		return err
 	}
 	_, err := n.LeaseTimeToLive(ctx, &kvpb.LeaseTimeToLiveRequest{Id: id})
 	return err
+}
+
+// checkLeasesForPut is checkLeaseForPut for each of ids.
+func (n *Node) checkLeasesForPut(ctx context.Context, ids []uint64) error {
+	for _, id := range ids {
+		if err := n.checkLeaseForPut(ctx, int64(id)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // leaseLoop expires leases (on the meta range leader) and sweeps the

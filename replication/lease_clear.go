@@ -30,9 +30,9 @@ import (
 // leader just elected may not have applied a put yet (a Jepsen run read a
 // key 0.4 s after its lease's revoke was answered).
 //
-// Not covered: a put whose lease check passed before the lease ended and
-// that commits after its range was vouched for; its range's sweep deletes
-// that key (leaseSweepEvery).
+// A put whose lease check passed just before the lease ended is fenced or
+// waited for by the node proposing it before that node vouches for
+// anything (leaseWrites).
 
 const (
 	// clearRounds bounds a revoke's rounds of asking; the expiry path
@@ -205,7 +205,11 @@ type asleepVote struct {
 }
 
 // asleepMajorities returns the spans that a majority of their range's
-// voters at sleep vouch for, all with the same descriptor and voters.
+// voters at sleep vouch for, all with the same descriptor, voters and
+// leader, the leader among them: a put its leader appended as the range
+// went to sleep may be in no follower's log (a follower holding it does
+// not vouch), and the leader, which does not vouch when its log holds
+// more than its sleep's entry, may commit it when the range wakes.
 func asleepMajorities(votes []asleepVote) []*kvpb.RangeDescriptor {
 	type group struct {
 		d      *kvpb.RangeDescriptor
@@ -214,7 +218,7 @@ func asleepMajorities(votes []asleepVote) []*kvpb.RangeDescriptor {
 	groups := map[string]*group{}
 	for _, v := range votes {
 		voters := slices.Sorted(slices.Values(v.d.Replicas))
-		key := fmt.Sprintf("%d/%d/%x/%x/%s", v.d.Id, v.d.Generation, v.d.Start, v.d.End, strings.Join(voters, ","))
+		key := fmt.Sprintf("%d/%d/%x/%x/%s/%s", v.d.Id, v.d.Generation, v.d.Start, v.d.End, strings.Join(voters, ","), v.d.Leader)
 		g := groups[key]
 		if g == nil {
 			g = &group{d: v.d, voters: map[string]bool{}}
@@ -226,7 +230,7 @@ func asleepMajorities(votes []asleepVote) []*kvpb.RangeDescriptor {
 	}
 	var out []*kvpb.RangeDescriptor
 	for _, g := range groups {
-		if len(g.d.Replicas) > 0 && len(g.voters) > len(g.d.Replicas)/2 {
+		if len(g.d.Replicas) > 0 && len(g.voters) > len(g.d.Replicas)/2 && g.voters[g.d.Leader] {
 			out = append(out, g.d)
 		}
 	}
@@ -332,6 +336,11 @@ func (n *Node) revokeLocalOn(ctx context.Context, nid, raftAddr string, req *kvp
 // failing when this node holds no replica of it.
 func (n *Node) LeaseRevokeLocal(ctx context.Context, req *kvpb.LeaseRevokeLocalRequest) (*kvpb.LeaseRevokeLocalResponse, error) {
 	id, cause := uint64(req.Id), causeOf(req.Cause)
+	// This node's puts with the lease settle first: the read indexes and
+	// sleeping replicas below then cover their entries (leaseWrites).
+	if err := n.leaseWrites.drain(ctx, id); err != nil {
+		return nil, fmt.Errorf("%w: waiting for this node's puts with lease %d: %w", shard.ErrIndeterminate, id, err)
+	}
 	shards := n.Shards()
 	if req.RangeId != 0 {
 		i := slices.IndexFunc(shards, func(s *shard.Shard) bool { return s.ID() == req.RangeId })
@@ -366,14 +375,17 @@ func (n *Node) LeaseRevokeLocal(ctx context.Context, req *kvpb.LeaseRevokeLocalR
 		d := s.Descriptor()
 		resp.Hosted = append(resp.Hosted, spanPB(d, nil))
 		if voters, leader, epoch, ok := s.Sleeping(); ok {
+			locked := s.FSM().LeaseLocked(id)
 			keys, err := s.FSM().LeaseKeys(id)
 			if err != nil {
 				continue
 			}
-			if len(keys) == 0 && !s.FSM().LeaseLocked(id) {
+			if len(keys) == 0 && !locked {
 				// Vouched for only if it slept throughout.
 				if _, _, e, still := s.Sleeping(); still && e == epoch && s.Descriptor().Generation == d.Generation {
-					resp.AsleepClear = append(resp.AsleepClear, spanPB(d, voters))
+					span := spanPB(d, voters)
+					span.Leader = leader
+					resp.AsleepClear = append(resp.AsleepClear, span)
 				}
 				continue
 			}
@@ -415,13 +427,15 @@ func (n *Node) clearLedRange(ctx context.Context, s *shard.Shard, id uint64, cau
 		if _, err := s.ReadIndexIdle(ctx); err != nil {
 			return 0, nil
 		}
-		keys, err := s.FSM().LeaseKeys(id)
-		if err != nil {
-			return 0, nil
-		}
+		// The locks before the keys: a lock resolving in between shows
+		// up as a key.
 		if s.FSM().LeaseLocked(id) {
 			// A transaction's write with the lease waits in a lock: its
 			// key appears when the lock resolves. Asked again next round.
+			return 0, nil
+		}
+		keys, err := s.FSM().LeaseKeys(id)
+		if err != nil {
 			return 0, nil
 		}
 		if len(keys) == 0 {

@@ -69,9 +69,10 @@ func TestSpanCover_OverlapsGap(t *testing.T) {
 // Sleeping replicas vouch for a span only as a majority of the voters
 // their range had when it went to sleep, all describing it the same way.
 func TestAsleepMajorities(t *testing.T) {
-	desc := func(gen uint64, voters ...string) *kvpb.RangeDescriptor {
-		return &kvpb.RangeDescriptor{Id: 2, Start: []byte("a"), End: []byte("m"), Generation: gen, Replicas: voters}
+	led := func(leader string, gen uint64, voters ...string) *kvpb.RangeDescriptor {
+		return &kvpb.RangeDescriptor{Id: 2, Start: []byte("a"), End: []byte("m"), Generation: gen, Replicas: voters, Leader: leader}
 	}
+	desc := func(gen uint64, voters ...string) *kvpb.RangeDescriptor { return led("n1", gen, voters...) }
 	v := func(node string, d *kvpb.RangeDescriptor) asleepVote { return asleepVote{node: node, d: d} }
 	for _, tc := range []struct {
 		name  string
@@ -86,6 +87,10 @@ func TestAsleepMajorities(t *testing.T) {
 		{"the same node twice counts once", []asleepVote{v("n1", desc(3, "n1", "n2", "n3")), v("n1", desc(3, "n1", "n2", "n3"))}, 0},
 		{"two of four", []asleepVote{v("n1", desc(3, "n1", "n2", "n3", "n4")), v("n2", desc(3, "n1", "n2", "n3", "n4"))}, 0},
 		{"no voters known", []asleepVote{v("n1", desc(3)), v("n2", desc(3))}, 0},
+		{"two of three without the leader at sleep", []asleepVote{v("n2", desc(3, "n1", "n2", "n3")), v("n3", desc(3, "n1", "n2", "n3"))}, 0},
+		{"two of three with the leader at sleep", []asleepVote{v("n2", led("n3", 3, "n1", "n2", "n3")), v("n3", led("n3", 3, "n1", "n2", "n3"))}, 1},
+		{"two of three naming different leaders", []asleepVote{v("n1", led("n1", 3, "n1", "n2", "n3")), v("n2", led("n2", 3, "n1", "n2", "n3"))}, 0},
+		{"no leader known at sleep", []asleepVote{v("n1", led("", 3, "n1", "n2", "n3")), v("n2", led("", 3, "n1", "n2", "n3"))}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := asleepMajorities(tc.votes); len(got) != tc.want {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/replication"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -138,6 +140,142 @@ func TestLease_RevokeWaitsForARangeElectingALeader(t *testing.T) {
 	if _, err := c.nodes[m].LeaseRevoke(ctx, &kvpb.LeaseRevokeRequest{Id: id}); !leaseNotFound(err) {
 		t.Errorf("second revoke: %v, want LEASE_NOT_FOUND", err)
 	}
+}
+
+// A put whose lease check passed just before the lease's revoke committed
+// is proposed after it: the revoke must not answer before the put's entry
+// settles, or the key outlives the revoke's answer (until the range's
+// sweep).
+func TestLease_RevokeWaitsForAPutThatPassedItsCheck(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	id := c.grant(l, 60)
+	c.putLease(l, "r/a", "v", id)
+	err := c.revokeDuringHeldWrite(id, func(ctx context.Context) error {
+		_, err := c.nodes[l].Put(ctx, &kvpb.PutRequest{Key: []byte("r/b"), Value: []byte("v"), Lease: id})
+		return err
+	})
+	t.Logf("the put with the lease answered %v", err)
+	if err != nil && !leaseNotFound(err) {
+		t.Errorf("the put answered %v, want success (its key then deleted by the revoke) or LEASE_NOT_FOUND", err)
+	}
+	for _, key := range []string{"r/a", "r/b"} {
+		if c.exists(l, key) {
+			t.Errorf("%s present at a read after its lease's revoke was answered", key)
+		}
+	}
+}
+
+// The same for a transaction across ranges, coordinated by a node that
+// leads none of them: its ranges' leaders propose no write of its own to
+// wait for or fence, so it checks its leases again once its locks are in
+// place, and gives up.
+func TestLease_ATransactionThatPassedItsCheckBeforeARevokeWritesNothing(t *testing.T) {
+	c := newTestCluster(t, 3)
+	l := c.leader()
+	c.mustPut(l, "r/a", "v")
+	c.split(l, "r/m")
+	c.eventually("two user ranges", 10*time.Second, func() bool { return len(c.ranges(l).Ranges) == 2 })
+	id := c.grant(l, 60)
+	coordinator := l
+	c.eventually("a node leading neither user range", 20*time.Second, func() bool {
+		leads := map[int]bool{}
+		for i, n := range c.nodes {
+			for _, s := range n.Shards() {
+				if s.ID() != raftstore.MetaRangeID && s.IsLeader() {
+					leads[i] = true
+				}
+			}
+		}
+		for i := range c.nodes {
+			if !leads[i] {
+				coordinator = i
+				return true
+			}
+		}
+		return false
+	})
+	put := func(k string) *kvpb.TxnOp {
+		op := txnPut(k, "v")
+		op.GetPut().Lease = id
+		return op
+	}
+	err := c.revokeDuringHeldWrite(id, func(ctx context.Context) error {
+		_, err := c.nodes[coordinator].Txn(ctx, &kvpb.TxnRequest{Success: []*kvpb.TxnOp{put("r/b"), put("r/x")}})
+		return err
+	})
+	if !leaseNotFound(err) {
+		t.Errorf("the transaction answered %v, want LEASE_NOT_FOUND", err)
+	}
+	for _, key := range []string{"r/b", "r/x"} {
+		if c.exists(l, key) {
+			t.Errorf("%s present at a read after its lease's revoke was answered", key)
+		}
+	}
+}
+
+// revokeDuringHeldWrite runs write, holds it just after its lease check
+// passed, revokes lease id meanwhile, lets the write go on once the revoke
+// has answered or waits for it, and returns the write's answer after the
+// revoke's (which must succeed).
+func (c *testCluster) revokeDuringHeldWrite(id int64, write func(context.Context) error) error {
+	c.t.Helper()
+	held, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hold := func() {
+		once.Do(func() {
+			close(held)
+			<-resume
+		})
+	}
+	// On every node: a leadership that moved makes the write forward,
+	// and the leader it reaches checks the lease.
+	for _, n := range c.nodes {
+		n.HoldLeasePutsForTest(hold)
+		defer n.HoldLeasePutsForTest(nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	writeDone := make(chan error, 1)
+	go func() { writeDone <- write(ctx) }()
+	select {
+	case <-held:
+	case err := <-writeDone:
+		c.t.Fatalf("the write with the lease answered %v before its check passed", err)
+	case <-ctx.Done():
+		c.t.Fatal("the write with the lease never passed its check")
+	}
+	revokeDone := make(chan error, 1)
+	go func() {
+		_, err := c.nodes[c.metaLeader()].LeaseRevoke(ctx, &kvpb.LeaseRevokeRequest{Id: id})
+		revokeDone <- err
+	}()
+	var revokeErr error
+	answered := false
+	c.eventually("the revoke answered or waiting for the write", 15*time.Second, func() bool {
+		select {
+		case revokeErr = <-revokeDone:
+			answered = true
+			return true
+		default:
+			for _, n := range c.nodes {
+				if n.LeaseDrainsForTest() > 0 {
+					return true
+				}
+			}
+			return false
+		}
+	})
+	close(resume)
+	writeErr := <-writeDone
+	if !answered {
+		revokeErr = <-revokeDone
+	}
+	if revokeErr != nil {
+		c.t.Fatalf("revoke: %v", revokeErr)
+	}
+	c.t.Logf("the revoke answered before the held write went on: %v", answered)
+	return writeErr
 }
 
 // A revoke leaves asleep the ranges that hold none of the lease's keys (a

@@ -64,6 +64,12 @@ type Node struct {
 	fresh  freshnessDemand
 	routes routeCache // its own mu
 	leases *lessor    // its own mu
+	// leaseWrites are the puts with a lease this node proposes, which a
+	// revoke waits for (its own mu).
+	leaseWrites leaseWrites
+	// afterLeaseCheck, when set, runs between a put's lease check and its
+	// proposal (tests hold a put there).
+	afterLeaseCheck atomic.Pointer[func()]
 	// expiryClears bounds the expired leases whose keys are being
 	// deleted at once; more wait for the sweeps.
 	expiryClears chan struct{}

@@ -156,6 +156,19 @@ type txnPlan struct {
 	success, failure []raftstore.TxnOp
 }
 
+// leases returns the leases the plan's puts attach keys to, each once.
+func (p *txnPlan) leases() []uint64 {
+	var out []uint64
+	for _, ops := range [][]raftstore.TxnOp{p.success, p.failure} {
+		for _, o := range ops {
+			if o.Kind == raftstore.TxnPut && o.Lease != 0 && !slices.Contains(out, o.Lease) {
+				out = append(out, o.Lease)
+			}
+		}
+	}
+	return out
+}
+
 func planTxn(req *kvpb.TxnRequest) (*txnPlan, error) {
 	p := &txnPlan{id: req.Id}
 	for _, c := range req.Compares {
@@ -258,14 +271,18 @@ func (n *Node) Txn(ctx context.Context, req *kvpb.TxnRequest) (*kvpb.TxnResponse
 	if plan.id == "" {
 		plan.id = newTxnID(n.cfg.NodeID)
 	}
-	for _, ops := range [][]raftstore.TxnOp{plan.success, plan.failure} {
-		for _, o := range ops {
-			if o.Kind == raftstore.TxnPut && o.Lease != 0 {
-				if err := n.checkLeaseForPut(ctx, int64(o.Lease)); err != nil {
-					return nil, err
-				}
-			}
-		}
+	// Counted from before the check (leaseWrites): in one range, this
+	// node proposes the entry when it leads the range, else the leader
+	// it forwards to checks again (and counts it); across ranges, the
+	// leases are checked again after the prepare.
+	leases := plan.leases()
+	lw := n.leaseWrites.begin(leases...)
+	defer lw.release()
+	if err := n.checkLeasesForPut(ctx, leases); err != nil {
+		return nil, err
+	}
+	if h := n.afterLeaseCheck.Load(); h != nil && len(leases) > 0 {
+		(*h)()
 	}
 	for attempt := uint64(1); ; attempt++ {
 		t, err := n.routes.get(ctx)
@@ -279,7 +296,7 @@ func (n *Node) Txn(ctx context.Context, req *kvpb.TxnRequest) (*kvpb.TxnResponse
 		var resp *kvpb.TxnResponse
 		if len(ranges) == 1 {
 			for _, key := range ranges {
-				resp, err = n.txnOneRange(ctx, plan, key)
+				resp, err = n.txnOneRange(ctx, plan, key, lw)
 			}
 		} else {
 			resp, err = n.txnAcross(ctx, plan, t, attempt)
@@ -323,14 +340,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // txnOneRange proposes a single-range transaction on its range's leader.
-func (n *Node) txnOneRange(ctx context.Context, plan *txnPlan, key []byte) (*kvpb.TxnResponse, error) {
+func (n *Node) txnOneRange(ctx context.Context, plan *txnPlan, key []byte, lw *leaseWrite) (*kvpb.TxnResponse, error) {
 	spec := &raftstore.TxnSpec{ID: plan.id, Compares: plan.compares, Success: plan.success, Failure: plan.failure}
 	cmd := &raftstore.Command{Op: raftstore.OpTxn, Value: spec.Encode()}
 	remote := func(ctx context.Context, conn grpc.ClientConnInterface) (*kvpb.TxnResponse, error) {
 		return kvpb.NewKVClient(conn).Txn(ctx, planRequest(plan))
 	}
 	return route(ctx, n, key, func(s *shard.Shard) (*kvpb.TxnResponse, error) {
-		res, fwd, err := n.proposeMeeting(ctx, s, cmd)
+		res, fwd, err := n.proposeMeeting(ctx, s, cmd, lw)
 		if fwd {
 			return forward(ctx, n, s, true, remote)
 		}
@@ -428,9 +445,9 @@ func opResultPB(o raftstore.TxnOp, res raftstore.TxnOpResult, rangeID, index uin
 // when a transaction's lock is in the way, deals with that transaction
 // (resolves it once decided, aborts it once abandoned, else waits a
 // little) and proposes again, until ctx ends.
-func (n *Node) proposeMeeting(ctx context.Context, s *shard.Shard, cmd *raftstore.Command) (*raftstore.Result, bool, error) {
+func (n *Node) proposeMeeting(ctx context.Context, s *shard.Shard, cmd *raftstore.Command, lw *leaseWrite) (*raftstore.Result, bool, error) {
 	for attempt := 0; ; attempt++ {
-		res, fwd, err := n.propose(ctx, s, cmd)
+		res, fwd, err := n.proposeLeased(ctx, s, cmd, lw)
 		var locked *raftstore.LockedError
 		if fwd || !errors.As(err, &locked) {
 			return res, fwd, err
@@ -713,6 +730,13 @@ func (n *Node) txnAcross(ctx context.Context, plan *txnPlan, t *kvpb.RangesRespo
 				reads[k] = r.res.Ops[i]
 			}
 		}
+	}
+	if firstErr == nil {
+		// The leases again, now that every lock is in place: a revoke
+		// committed before this finds the lease ended here; one after
+		// it finds the locks, which keep it from vouching for their
+		// ranges until they resolve (leaseWrites).
+		firstErr = n.checkLeasesForPut(ctx, plan.leases())
 	}
 	if firstErr != nil {
 		// Undo: no record was written, so nothing can commit this

@@ -55,8 +55,11 @@ func sleepDelays(commit time.Duration) (leader, follower time.Duration) {
 type instance struct {
 	raft     *raft.Raft
 	observer *raft.Observer
-	stop     chan struct{} // closed when the instance stops
-	wg       sync.WaitGroup
+	stop     chan struct{} // closed when the instance starts to stop
+	// stopped is closed once Raft has shut down: nothing this instance
+	// took in can be appended after that.
+	stopped chan struct{}
+	wg      sync.WaitGroup
 }
 
 // Asleep reports whether the replica is hibernating.

@@ -282,7 +282,7 @@ func (s *Shard) startInstanceOnce() error {
 		// node appending a leader's entries has become a follower first).
 		s.rlog.SetSyncBehind(func() bool { return r.State() == raft.Leader })
 	}
-	inst := &instance{raft: r, stop: make(chan struct{})}
+	inst := &instance{raft: r, stop: make(chan struct{}), stopped: make(chan struct{})}
 	observations := make(chan raft.Observation, 16)
 	inst.observer = raft.NewObserver(observations, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -338,6 +338,7 @@ func (s *Shard) stopInstance(inst *instance) error {
 	s.trans.closePipelines()
 	err := f.Error()
 	inst.wg.Wait()
+	close(inst.stopped)
 	return err
 }
 
@@ -507,20 +508,33 @@ func (s *Shard) Leader() (id, addr string) {
 // ErrIndeterminate (may have been applied, also when the replica stops
 // meanwhile), ErrCompareFailed (applied as a no-op).
 func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore.Result, error) {
+	return s.ProposeSettled(ctx, cmd, func() {})
+}
+
+// ProposeSettled is Propose, calling settled once the entry can no longer
+// be appended in the term this replica leads: Raft answered or refused
+// it, or the instance has shut down. When ctx ends or the instance starts
+// to stop first, it returns at once and settled comes later. A lease's revoke waits for the puts with the
+// lease that its leader is proposing (replication's leaseWrites): a put
+// abandoned by its caller may still be appended and commit after the
+// revoke's read index, so it counts until then.
+func (s *Shard) ProposeSettled(ctx context.Context, cmd *raftstore.Command, settled func()) (*raftstore.Result, error) {
 	inst := s.activeInst()
 	r := inst.raft
 	if r.State() != raft.Leader {
+		settled()
 		return nil, ErrNotLeader
 	}
 	timeout := time.Duration(0)
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
+			settled()
 			return nil, context.DeadlineExceeded
 		}
 	}
 	f := r.Apply(cmd.Encode(make([]byte, 0, 16+len(cmd.Key)+len(cmd.Value)+len(cmd.Expected))), timeout)
-	if err := awaitFuture(ctx, inst.stop, f); err != nil {
+	if err := awaitFutureThen(ctx, inst.stop, inst.stopped, f, settled); err != nil {
 		return nil, s.applyError(err) // a ctx error too: the entry may still commit
 	}
 	res, ok := f.Response().(*raftstore.Result)
@@ -548,20 +562,45 @@ var errAbandoned = errors.New("shard: raft stopped without answering")
 // or a shard's shutdown hangs on it. The goroutine left waiting on such a
 // future is the price: one per entry Raft dropped.
 func awaitFuture(ctx context.Context, stop <-chan struct{}, f raft.Future) error {
+	return awaitFutureThen(ctx, stop, nil, f, func() {})
+}
+
+// awaitFutureThen is awaitFuture, calling settled once f is answered or
+// stopped closes (Raft has shut down; nil: stop), which may be after it
+// returned.
+func awaitFutureThen(ctx context.Context, stop, stopped <-chan struct{}, f raft.Future, settled func()) error {
+	if stopped == nil {
+		stopped = stop
+	}
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
+	settleLater := func() {
+		go func() {
+			select {
+			case <-done:
+			case <-stopped:
+			}
+			settled()
+		}()
+	}
 	select {
 	case err := <-done:
+		settled()
 		return err
 	case <-stop:
 		// Raft may have answered just as stop closed.
 		select {
 		case err := <-done:
+			settled()
 			return err
 		default:
+			// Raft's goroutines may still append what it took in
+			// until it has shut down.
+			settleLater()
 			return errAbandoned
 		}
 	case <-ctx.Done():
+		settleLater()
 		return ctx.Err()
 	}
 }
