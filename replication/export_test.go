@@ -54,7 +54,4 @@ func (n *Node) HoldLeasePutsForTest(hold func()) {
 
 // LeaseDrainsForTest counts the revokes waiting on the node for its puts
 // with a lease to settle.
-func (n *Node) LeaseDrainsForTest() int {
-	_, drains := n.leaseWrites.count(0)
-	return drains
-}
+func (n *Node) LeaseDrainsForTest() int { return n.leaseWrites.waiting() }

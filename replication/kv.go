@@ -195,9 +195,7 @@ func (n *Node) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.PutResponse
 			if err := n.checkLeaseForPut(ctx, req.Lease); err != nil {
 				return nil, err
 			}
-			if h := n.afterLeaseCheck.Load(); h != nil {
-				(*h)()
-			}
+			n.leaseChecked()
 			cmd.Op, cmd.Lease = raftstore.OpPutLease, uint64(req.Lease)
 		}
 		res, fwd, err := n.proposeMeeting(ctx, s, cmd, lw)

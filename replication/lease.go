@@ -756,15 +756,20 @@ func (n *Node) revokeInRange(ctx context.Context, s *shard.Shard, id uint64, cau
 	return 0, nil, fmt.Errorf("%w: range %d: leadership moved during a lease's revoke", shard.ErrNotLeader, s.ID())
 }
 
-// leaseGone reports whether s, as applied here, holds no key of lease id
-// and no lock that may add one: after a revoke entry, a transaction's
-// lock may still resolve into one.
+// leaseLeft reports what s, as applied here, still holds of lease id: a
+// transaction's lock with a write attached to it (the key appears when
+// the lock resolves), and its keys. The locks are read first, so a lock
+// resolving in between shows up as a key.
+func leaseLeft(s *shard.Shard, id uint64) (locked, keys bool, err error) {
+	locked = s.FSM().LeaseLocked(id)
+	k, err := s.FSM().LeaseKeys(id)
+	return locked, len(k) > 0, err
+}
+
+// leaseGone reports whether s holds nothing of lease id (leaseLeft).
 func leaseGone(s *shard.Shard, id uint64) bool {
-	if s.FSM().LeaseLocked(id) {
-		return false
-	}
-	keys, err := s.FSM().LeaseKeys(id)
-	return err == nil && len(keys) == 0
+	locked, keys, err := leaseLeft(s, id)
+	return err == nil && !locked && !keys
 }
 
 // LeaseKeys lists a lease's keys in this node's replicas (Internal.LeaseKeys).
@@ -793,6 +798,14 @@ func (n *Node) checkLeaseForPut(ctx context.Context, id int64) error {
 	}
 	_, err := n.LeaseTimeToLive(ctx, &kvpb.LeaseTimeToLiveRequest{Id: id})
 	return err
+}
+
+// leaseChecked runs the test hook held between a write's lease check
+// and its proposal, if one is set.
+func (n *Node) leaseChecked() {
+	if h := n.afterLeaseCheck.Load(); h != nil {
+		(*h)()
+	}
 }
 
 // checkLeasesForPut is checkLeaseForPut for each of ids.

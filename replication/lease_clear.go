@@ -375,12 +375,11 @@ func (n *Node) LeaseRevokeLocal(ctx context.Context, req *kvpb.LeaseRevokeLocalR
 		d := s.Descriptor()
 		resp.Hosted = append(resp.Hosted, spanPB(d, nil))
 		if voters, leader, epoch, ok := s.Sleeping(); ok {
-			locked := s.FSM().LeaseLocked(id)
-			keys, err := s.FSM().LeaseKeys(id)
+			locked, keys, err := leaseLeft(s, id)
 			if err != nil {
 				continue
 			}
-			if len(keys) == 0 && !locked {
+			if !keys && !locked {
 				// Vouched for only if it slept throughout.
 				if _, _, e, still := s.Sleeping(); still && e == epoch && s.Descriptor().Generation == d.Generation {
 					span := spanPB(d, voters)
@@ -427,18 +426,13 @@ func (n *Node) clearLedRange(ctx context.Context, s *shard.Shard, id uint64, cau
 		if _, err := s.ReadIndexIdle(ctx); err != nil {
 			return 0, nil
 		}
-		// The locks before the keys: a lock resolving in between shows
-		// up as a key.
-		if s.FSM().LeaseLocked(id) {
-			// A transaction's write with the lease waits in a lock: its
-			// key appears when the lock resolves. Asked again next round.
+		locked, keys, err := leaseLeft(s, id)
+		if err != nil || locked {
+			// A lock's key appears when it resolves: asked again next
+			// round.
 			return 0, nil
 		}
-		keys, err := s.FSM().LeaseKeys(id)
-		if err != nil {
-			return 0, nil
-		}
-		if len(keys) == 0 {
+		if !keys {
 			if s.Descriptor().Generation != d.Generation {
 				return 0, nil // split or merged meanwhile: asked again
 			}

@@ -72,11 +72,11 @@ func (w *leaseWrites) begin(ids ...uint64) *leaseWrite {
 }
 
 // propose counts a proposal about to be made, until the returned settle
-// is called; ok is false when a drain fenced the request (one of its
-// leases has ended: it must not propose).
+// is called (nil: nothing to count); ok is false when a drain fenced the
+// request (one of its leases has ended: it must not propose).
 func (lw *leaseWrite) propose() (settle func(), ok bool) {
 	if lw == nil {
-		return func() {}, true
+		return nil, true
 	}
 	w := lw.w
 	w.mu.Lock()
@@ -174,10 +174,16 @@ func (w *leaseWrites) drain(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// count is how many requests with lease id are pending and how many
-// drains wait (tests).
-func (w *leaseWrites) count(id uint64) (pending, drains int) {
+// pendingFor is how many requests with lease id are pending (tests).
+func (w *leaseWrites) pendingFor(id uint64) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.pending[id]), w.drains
+	return len(w.pending[id])
+}
+
+// waiting is how many drains wait (tests).
+func (w *leaseWrites) waiting() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.drains
 }

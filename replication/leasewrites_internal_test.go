@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/dialkv/dialkv/harness"
 )
 
 func TestLeaseWrites(t *testing.T) {
@@ -65,8 +67,9 @@ func TestLeaseWrites(t *testing.T) {
 		}, true, false},
 		{"no leases: nothing tracked", func(w *leaseWrites) *leaseWrite {
 			lw := w.begin()
-			settle, _ := lw.propose()
-			settle()
+			if settle, ok := lw.propose(); settle != nil || !ok {
+				t.Fatalf("a write with no lease: settle %v, ok %v; want none to call, allowed", settle != nil, ok)
+			}
 			return lw
 		}, true, true},
 	} {
@@ -79,7 +82,7 @@ func TestLeaseWrites(t *testing.T) {
 			if _, ok := lw.propose(); ok != tc.wantPropose {
 				t.Errorf("a proposal after the drain allowed: %v, want %v", ok, tc.wantPropose)
 			}
-			if _, drains := w.count(7); drains != 0 {
+			if drains := w.waiting(); drains != 0 {
 				t.Errorf("%d drains still counted after theirs ended", drains)
 			}
 		})
@@ -98,16 +101,7 @@ func TestLeaseWrites_DrainWaitsOnlyForEarlierProposals(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- w.drain(context.Background(), 7) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, drains := w.count(7); drains == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the drain never began")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	harness.Eventually(t, "the drain waiting", 10*time.Second, func() bool { return w.waiting() == 1 })
 	later := w.begin(7)
 	defer later.release()
 	if _, ok := later.propose(); !ok {
@@ -128,7 +122,7 @@ func TestLeaseWrites_DrainWaitsOnlyForEarlierProposals(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the drain waited for a write registered after it began")
 	}
-	if pending, drains := w.count(7); pending != 1 || drains != 0 {
+	if pending, drains := w.pendingFor(7), w.waiting(); pending != 1 || drains != 0 {
 		t.Errorf("%d pending, %d drains; want 1, 0", pending, drains)
 	}
 }

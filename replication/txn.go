@@ -281,8 +281,8 @@ func (n *Node) Txn(ctx context.Context, req *kvpb.TxnRequest) (*kvpb.TxnResponse
 	if err := n.checkLeasesForPut(ctx, leases); err != nil {
 		return nil, err
 	}
-	if h := n.afterLeaseCheck.Load(); h != nil && len(leases) > 0 {
-		(*h)()
+	if len(leases) > 0 {
+		n.leaseChecked()
 	}
 	for attempt := uint64(1); ; attempt++ {
 		t, err := n.routes.get(ctx)

@@ -508,29 +508,34 @@ func (s *Shard) Leader() (id, addr string) {
 // ErrIndeterminate (may have been applied, also when the replica stops
 // meanwhile), ErrCompareFailed (applied as a no-op).
 func (s *Shard) Propose(ctx context.Context, cmd *raftstore.Command) (*raftstore.Result, error) {
-	return s.ProposeSettled(ctx, cmd, func() {})
+	return s.ProposeSettled(ctx, cmd, nil)
 }
 
 // ProposeSettled is Propose, calling settled once the entry can no longer
 // be appended in the term this replica leads: Raft answered or refused
 // it, or the instance has shut down. When ctx ends or the instance starts
-// to stop first, it returns at once and settled comes later. A lease's revoke waits for the puts with the
+// to stop first, it returns at once and settled comes later (nil: none). A lease's revoke waits for the puts with the
 // lease that its leader is proposing (replication's leaseWrites): a put
 // abandoned by its caller may still be appended and commit after the
 // revoke's read index, so it counts until then.
 func (s *Shard) ProposeSettled(ctx context.Context, cmd *raftstore.Command, settled func()) (*raftstore.Result, error) {
+	// Refused before it reached Raft: settled at once.
+	refuse := func(err error) (*raftstore.Result, error) {
+		if settled != nil {
+			settled()
+		}
+		return nil, err
+	}
 	inst := s.activeInst()
 	r := inst.raft
 	if r.State() != raft.Leader {
-		settled()
-		return nil, ErrNotLeader
+		return refuse(ErrNotLeader)
 	}
 	timeout := time.Duration(0)
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 		if timeout <= 0 {
-			settled()
-			return nil, context.DeadlineExceeded
+			return refuse(context.DeadlineExceeded)
 		}
 	}
 	f := r.Apply(cmd.Encode(make([]byte, 0, 16+len(cmd.Key)+len(cmd.Value)+len(cmd.Expected))), timeout)
@@ -562,19 +567,26 @@ var errAbandoned = errors.New("shard: raft stopped without answering")
 // or a shard's shutdown hangs on it. The goroutine left waiting on such a
 // future is the price: one per entry Raft dropped.
 func awaitFuture(ctx context.Context, stop <-chan struct{}, f raft.Future) error {
-	return awaitFutureThen(ctx, stop, nil, f, func() {})
+	return awaitFutureThen(ctx, stop, nil, f, nil)
 }
 
-// awaitFutureThen is awaitFuture, calling settled once f is answered or
-// stopped closes (Raft has shut down; nil: stop), which may be after it
-// returned.
+// awaitFutureThen is awaitFuture, calling settled (if any) once f is
+// answered or stopped closes (Raft has shut down; nil: stop), which may be
+// after it returned.
 func awaitFutureThen(ctx context.Context, stop, stopped <-chan struct{}, f raft.Future, settled func()) error {
+	none := settled == nil
+	if none {
+		settled = func() {}
+	}
 	if stopped == nil {
 		stopped = stop
 	}
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	settleLater := func() {
+		if none {
+			return
+		}
 		go func() {
 			select {
 			case <-done:
