@@ -26,39 +26,64 @@ import (
 // route or a reason cannot ship undocumented, and a documented one cannot
 // quietly disappear. Each failure names the row to add or remove.
 
-const readmePath = "../README.md"
+const (
+	readmePath = "../README.md"
+	// apiDocPath holds the gRPC table method by method; the README lists
+	// the methods per service.
+	apiDocPath = "../docs/api.md"
+)
 
 func TestREADME_GRPCTableNamesEveryClientRPC(t *testing.T) {
 	services := protoServices(t)
-	rows := readmeTable(t, "gRPC API")
-	documented := map[string]bool{}
-	for _, r := range rows {
-		if len(r) < 2 {
-			t.Errorf("README gRPC API table: row %q has no method column", r)
-			continue
-		}
-		name := unquote(r[0]) + "." + unquote(r[1])
-		documented[name] = true
-		svc, method, _ := strings.Cut(name, ".")
-		if svc == "Internal" {
-			t.Errorf("README gRPC API table lists %s, but kv.v1.Internal is served only on the peer port: remove the row", name)
-		} else if !slices.Contains(services[svc], method) {
-			t.Errorf("README gRPC API table lists %s, which api/proto/kv/v1/kv.proto does not define: remove or rename the row", name)
-		}
-	}
-	for svc, methods := range services {
-		if svc == "Internal" {
-			continue
-		}
-		for _, m := range methods {
-			if !documented[svc+"."+m] {
-				t.Errorf("README gRPC API table lacks kv.v1.%s/%s: add a row | `%s` | `%s` | what it does |", svc, m, svc, m)
-			}
-		}
-	}
 	if len(services["KV"]) == 0 || len(services["Cluster"]) == 0 {
 		t.Fatalf("found no KV or Cluster rpcs in kv.proto (%v): the proto parser is broken", services)
 	}
+	// checkListed holds a documented set of Service.Method names to the
+	// proto, both ways.
+	checkListed := func(where string, documented map[string]bool) {
+		for name := range documented {
+			svc, method, _ := strings.Cut(name, ".")
+			if svc == "Internal" {
+				t.Errorf("%s lists %s, but kv.v1.Internal is served only on the peer port: remove it", where, name)
+			} else if !slices.Contains(services[svc], method) {
+				t.Errorf("%s lists %s, which api/proto/kv/v1/kv.proto does not define: remove or rename it", where, name)
+			}
+		}
+		for svc, methods := range services {
+			if svc == "Internal" {
+				continue
+			}
+			for _, m := range methods {
+				if !documented[svc+"."+m] {
+					t.Errorf("%s lacks kv.v1.%s/%s: add it", where, svc, m)
+				}
+			}
+		}
+	}
+
+	// docs/api.md: one row per method, | `Service` | `Method` | does |.
+	full := map[string]bool{}
+	for _, r := range docTable(t, apiDocPath, "gRPC API") {
+		if len(r) < 3 {
+			t.Errorf("docs/api.md gRPC API table: row %q needs service, method and what it does", r)
+			continue
+		}
+		full[unquote(r[0])+"."+unquote(r[1])] = true
+	}
+	checkListed("the docs/api.md gRPC API table", full)
+
+	// The README: one row per service, | `Service` | for | `M1`, `M2` |.
+	brief := map[string]bool{}
+	for _, r := range readmeTable(t, "gRPC API") {
+		if len(r) < 3 {
+			t.Errorf("README gRPC API table: row %q needs service, use and methods", r)
+			continue
+		}
+		for _, m := range strings.Split(r[2], ",") {
+			brief[unquote(r[0])+"."+unquote(strings.TrimSpace(m))] = true
+		}
+	}
+	checkListed("the README gRPC API table", brief)
 
 	// Every full method name the README spells out (grpcurl examples) exists.
 	for _, m := range regexp.MustCompile(`kv\.v1\.(\w+)/(\w+)`).FindAllStringSubmatch(readFile(t, readmePath), -1) {
@@ -292,10 +317,17 @@ func parseDir(t *testing.T, dir string) []*ast.File {
 // the README section with the given heading.
 func readmeTable(t *testing.T, heading string) [][]string {
 	t.Helper()
-	doc := readFile(t, readmePath)
+	return docTable(t, readmePath, heading)
+}
+
+// docTable returns the cells of every body row of the first table in the
+// section of the Markdown file at path with the given heading.
+func docTable(t *testing.T, path, heading string) [][]string {
+	t.Helper()
+	doc := readFile(t, path)
 	start := strings.Index(doc, "\n## "+heading+"\n")
 	if start < 0 {
-		t.Fatalf("README has no section %q", "## "+heading)
+		t.Fatalf("%s has no section %q", path, "## "+heading)
 	}
 	body := doc[start+len(heading)+5:]
 	if end := strings.Index(body, "\n## "); end >= 0 {
@@ -320,7 +352,7 @@ func readmeTable(t *testing.T, heading string) [][]string {
 		rows = append(rows, splitRow(line))
 	}
 	if len(rows) == 0 {
-		t.Fatalf("README section %q has no table", heading)
+		t.Fatalf("%s section %q has no table", path, heading)
 	}
 	return rows
 }

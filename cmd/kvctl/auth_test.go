@@ -82,8 +82,9 @@ func startAuthNode(t *testing.T) string {
 	return cfg.GRPCAddr
 }
 
-// TestKvctl_UsersAndRoles follows the README: a root user, auth on, a
-// prefix-scoped user; then an allowed and a denied request.
+// TestKvctl_UsersAndRoles follows docs/security.md (the README shows its
+// start): a root user, auth on, a prefix-scoped user; then an allowed and
+// a denied request.
 func TestKvctl_UsersAndRoles(t *testing.T) {
 	ep := startAuthNode(t)
 	harness.Eventually(t, "the node confirms its auth state", 30*time.Second, func() bool {
