@@ -11,7 +11,8 @@
 //     under b/ for -duration, with no watcher (the baseline; it runs again
 //     after the watcher phases, and the two are merged);
 //  2. for each count in -watchers: opens that many KV.Watch streams on the
-//     prefix b/, spread over the 3 nodes, one connection each, waits until
+//     prefix b/, spread over the 3 nodes, one connection each (a static
+//     4 MiB flow-control window; messages read as bytes, rawwatch.go), waits until
 //     every stream has sent its first message (from then on it watches),
 //     and runs the same writers for -duration. Each value names its
 //     writer and its sequence number, so each event is matched to its put:
