@@ -295,8 +295,21 @@ func fakeStream[T any](f *fakeBackend, ctx context.Context, method string, req a
 	return err
 }
 
-func (f *fakeBackend) Watch(ctx context.Context, r *kvpb.WatchRequest, send func(*kvpb.WatchResponse) error) error {
-	return fakeStream(f, ctx, "Watch", r, send, func() watchScript[*kvpb.WatchResponse] {
+func (f *fakeBackend) Watch(ctx context.Context, r *kvpb.WatchRequest, send func(*rpctypes.WatchMessage) error) error {
+	// Messages with events go out as a node sends them: each event
+	// encoded once (rpctypes.EncodeWatchEvent), for the server's codec.
+	resp := func(m *kvpb.WatchResponse) error {
+		wm := &rpctypes.WatchMessage{Resp: m}
+		for _, e := range m.Events {
+			enc, err := rpctypes.EncodeWatchEvent(e)
+			if err != nil {
+				return err
+			}
+			wm.Encoded = append(wm.Encoded, enc)
+		}
+		return send(wm)
+	}
+	return fakeStream(f, ctx, "Watch", r, resp, func() watchScript[*kvpb.WatchResponse] {
 		return watchScript[*kvpb.WatchResponse]{{Cursor: "7:41"}}
 	})
 }

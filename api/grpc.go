@@ -40,6 +40,7 @@ func NewGRPCServer(svc *Service, extra ...grpc.ServerOption) (*grpc.Server, *hea
 	opts := append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(svc.grpcMaxRecv()),
 		grpc.MaxSendMsgSize(64 << 20),
+		grpc.ForceServerCodecV2(newWatchCodec()),
 		grpc.ChainUnaryInterceptor(dropPeerHeadersUnary),
 		grpc.ChainStreamInterceptor(dropPeerHeadersStream),
 	}, extra...)
@@ -60,6 +61,7 @@ func NewPeerGRPCServer(svc *Service) *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(svc.grpcMaxRecv()),
 		grpc.MaxSendMsgSize(64<<20),
+		grpc.ForceServerCodecV2(newWatchCodec()),
 		grpc.ChainUnaryInterceptor(markPeerUnary),
 		grpc.ChainStreamInterceptor(markPeerStream),
 	)

@@ -40,7 +40,7 @@ type Backend interface {
 
 	// Watch streams req's events, calling send (never concurrently) for
 	// each message until ctx ends or an error; see api/watch.go.
-	Watch(ctx context.Context, req *kvpb.WatchRequest, send func(*kvpb.WatchResponse) error) error
+	Watch(ctx context.Context, req *kvpb.WatchRequest, send func(*rpctypes.WatchMessage) error) error
 	WatchRange(ctx context.Context, req *kvpb.WatchRangeRequest, send func(*kvpb.WatchRangeResponse) error) error
 
 	LeaseGrant(context.Context, *kvpb.LeaseGrantRequest) (*kvpb.LeaseGrantResponse, error)

@@ -71,7 +71,7 @@ func (s *Service) authorizeWatch(ctx context.Context, r *kvpb.WatchRequest) erro
 
 // watch serves one watch, for gRPC and HTTP alike: send is called for each
 // message, never concurrently. The error is a status from the error table.
-func (s *Service) watch(ctx context.Context, req *kvpb.WatchRequest, send func(*kvpb.WatchResponse) error) error {
+func (s *Service) watch(ctx context.Context, req *kvpb.WatchRequest, send func(*rpctypes.WatchMessage) error) error {
 	defer s.metrics.watchOpened()()
 	err := s.checkWatch(req)
 	if err == nil {
@@ -79,7 +79,7 @@ func (s *Service) watch(ctx context.Context, req *kvpb.WatchRequest, send func(*
 	}
 	var sendErr error
 	if err == nil {
-		err = s.b.Watch(ctx, req, func(m *kvpb.WatchResponse) error {
+		err = s.b.Watch(ctx, req, func(m *rpctypes.WatchMessage) error {
 			if e := send(m); e != nil {
 				sendErr = e
 				return e
@@ -97,9 +97,10 @@ func (s *Service) watch(ctx context.Context, req *kvpb.WatchRequest, send func(*
 	return err
 }
 
-// Watch is KV.Watch.
+// Watch is KV.Watch. Its messages go out through SendMsg, so that the
+// server's codec (watchCodec) sends the events' shared encodings.
 func (s *Service) Watch(req *kvpb.WatchRequest, stream kvpb.KV_WatchServer) error {
-	return s.watch(stream.Context(), req, stream.Send)
+	return s.watch(stream.Context(), req, func(m *rpctypes.WatchMessage) error { return stream.SendMsg(m) })
 }
 
 // WatchRange is Internal.WatchRange: a peer reads one range's events from
@@ -262,7 +263,8 @@ func (h *httpAPI) watch(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	started := false
 	var buf bytes.Buffer
-	err = h.svc.watch(r.Context(), req, func(resp *kvpb.WatchResponse) error {
+	err = h.svc.watch(r.Context(), req, func(m *rpctypes.WatchMessage) error {
+		resp := m.Resp
 		if !started {
 			// The server's read and write timeouts bound a request; a
 			// watch is one request for as long as the client stays.

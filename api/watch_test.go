@@ -99,6 +99,36 @@ func TestWatch_StreamHasTheClientsContext(t *testing.T) {
 	}
 }
 
+// The server's codec sends the events a node encoded once for all its
+// watchers: a client decodes exactly the response, every field kept.
+func TestWatch_SharedEncodingsDecodeAsTheResponse(t *testing.T) {
+	conn, fb := newGRPCEnv(t, testLimits())
+	want := []*kvpb.WatchResponse{
+		{Cursor: "7:1", Ranges: []*kvpb.WatchRangeState{{RangeId: 7, ServedBy: "n2", AppliedIndex: 1, StalenessMs: 3}}},
+		{Cursor: "7:3,9:1", Events: []*kvpb.Event{
+			{Type: kvpb.EventType_EVENT_TYPE_PUT, Key: []byte("p1"), Value: []byte("v"), PrevValue: []byte("old"), PrevExists: true, RangeId: 7, Index: 2, Lease: 11},
+			{Type: kvpb.EventType_EVENT_TYPE_DELETE, Key: []byte("p2"), RangeId: 7, Index: 3, Cause: kvpb.DeleteCause_DELETE_CAUSE_LEASE_EXPIRED, Lease: 11},
+			{Type: kvpb.EventType_EVENT_TYPE_PUT, Key: []byte("p3"), Value: bytes.Repeat([]byte("x"), 300<<10), RangeId: 9, Index: 1},
+		}},
+	}
+	fb.setHook(func(context.Context, string, any) (any, error) { return watchScript[*kvpb.WatchResponse](want), nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := kvpb.NewKVClient(conn).Watch(ctx, &kvpb.WatchRequest{Prefix: []byte("p")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		got, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !proto.Equal(got, w) {
+			t.Fatalf("message %d: got %v, want %v", i, got, w)
+		}
+	}
+}
+
 // TestWatch_ErrorsEndTheStreamThroughTheTable: messages already sent
 // arrive, then the backend's error as the table maps it.
 func TestWatch_ErrorsEndTheStreamThroughTheTable(t *testing.T) {
@@ -162,7 +192,7 @@ func TestWatch_NeedsReadPermissionOnTheWholeSpan(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			fb.reset()
-			err := svc.watch(tt.ctx, tt.req, func(*kvpb.WatchResponse) error { return nil })
+			err := svc.watch(tt.ctx, tt.req, func(*rpctypes.WatchMessage) error { return nil })
 			if tt.reason == "" {
 				if err != nil || fb.numCalls() != 1 {
 					t.Fatalf("watch: %v (%d backend calls); want it served", err, fb.numCalls())

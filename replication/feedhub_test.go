@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
+	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/raftstore"
 )
 
@@ -61,9 +63,24 @@ func TestTakeBatches(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			evs, upTo, more := takeBatches(tc.batches, tc.after, tc.wanted)
+			evs, wire, upTo, more := takeBatches(tc.batches, tc.after, tc.wanted, true)
 			if len(evs) != tc.wantN || upTo != tc.wantUpTo || more != tc.wantMore {
 				t.Fatalf("%d events, upTo %d, more %v; want %d, %d, %v", len(evs), upTo, more, tc.wantN, tc.wantUpTo, tc.wantMore)
+			}
+			if len(wire) != len(evs) {
+				t.Fatalf("%d encodings for %d events", len(wire), len(evs))
+			}
+			for i, e := range evs {
+				want, err := rpctypes.EncodeWatchEvent(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(wire[i], want) {
+					t.Fatalf("event %d's encoding is not its own", e.Index)
+				}
+			}
+			if evs2, wire2, _, _ := takeBatches(tc.batches, tc.after, tc.wanted, false); wire2 != nil || len(evs2) != len(evs) {
+				t.Fatalf("without encode: %d encodings, %d events; want none, %d", len(wire2), len(evs2), len(evs))
 			}
 			size := 0
 			for i, e := range evs {
@@ -87,14 +104,42 @@ func TestTakeBatches(t *testing.T) {
 	}
 }
 
-// The conversion a hub shares is made once per event; what takeBatches
-// hands out are those very values.
+// The conversion and the encoding a hub shares are made once per event;
+// what takeBatches hands out are those very values.
 func TestTakeBatches_SharesTheHubsValues(t *testing.T) {
 	bs := hubBatches(0, 1, 3)
-	evs, _, _ := takeBatches(bs, 0, func(*raftstore.Event) bool { return true })
+	all := func(*raftstore.Event) bool { return true }
+	evs, wire, _, _ := takeBatches(bs, 0, all, true)
+	_, again, _, _ := takeBatches(bs, 1, all, true)
 	for i, e := range evs {
 		if e != bs[0].pbs[i] {
 			t.Fatalf("event %d is a copy, not the hub's", i)
+		}
+		if i > 0 && &wire[i][0] != &again[i-1][0] {
+			t.Fatalf("event %d was encoded twice", i)
+		}
+	}
+}
+
+func TestHubWindow(t *testing.T) {
+	tests := []struct {
+		feeds int
+		want  time.Duration
+	}{
+		{0, hubCoalesce},
+		{1, hubCoalesce},
+		{2, hubCoalesce + (hubCoalesceMax-hubCoalesce)/(hubCoalesceFeeds-1)},
+		{hubCoalesceFeeds, hubCoalesceMax},
+		{1000, hubCoalesceMax},
+	}
+	for _, tc := range tests {
+		if got := hubWindow(tc.feeds); got != tc.want {
+			t.Errorf("hubWindow(%d) = %v, want %v", tc.feeds, got, tc.want)
+		}
+	}
+	for f := 1; f < 2*hubCoalesceFeeds; f++ {
+		if hubWindow(f+1) < hubWindow(f) {
+			t.Fatalf("the window shrinks from %d feeds to %d", f, f+1)
 		}
 	}
 }

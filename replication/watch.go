@@ -61,13 +61,16 @@ type feedMsg struct {
 	state   *kvpb.WatchRangeState
 	desc    *kvpb.RangeDescriptor // set on a feed's first batch
 	err     error                 // the feeder gave up: the watch ends with it
+	// wire, when not nil, is events encoded for the client's stream
+	// (rpctypes.EncodeWatchEvent), shared with the node's other watches.
+	wire [][]byte
 }
 
 // Watch streams the committed writes to req's span, calling send for each
 // message, until ctx ends or an error (ErrCompacted, ErrKeyOutOfRange...).
 // The first message is a progress message carrying the starting cursor.
 // send is never called concurrently.
-func (n *Node) Watch(ctx context.Context, req *kvpb.WatchRequest, send func(*kvpb.WatchResponse) error) error {
+func (n *Node) Watch(ctx context.Context, req *kvpb.WatchRequest, send func(*rpctypes.WatchMessage) error) error {
 	start, end := watchSpan(req)
 	cursor, err := rpctypes.ParseWatchCursor(req.From)
 	if err != nil {
@@ -95,7 +98,7 @@ func (n *Node) Watch(ctx context.Context, req *kvpb.WatchRequest, send func(*kvp
 	} else if err := w.startNow(); err != nil {
 		return err
 	}
-	if err := send(w.progress()); err != nil {
+	if err := send(&rpctypes.WatchMessage{Resp: w.progress()}); err != nil {
 		return err
 	}
 	for _, m := range w.backlog {
@@ -117,7 +120,7 @@ func (n *Node) Watch(ctx context.Context, req *kvpb.WatchRequest, send func(*kvp
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
-			if err := send(w.progress()); err != nil {
+			if err := send(&rpctypes.WatchMessage{Resp: w.progress()}); err != nil {
 				return err
 			}
 		case m := <-w.in:
@@ -281,7 +284,7 @@ func (w *watch) startNow() error {
 
 // absorb takes one feeder batch: the events the client wants, the cursor
 // after them, and the new ranges of any split.
-func (w *watch) absorb(m feedMsg) (*kvpb.WatchResponse, error) {
+func (w *watch) absorb(m feedMsg) (*rpctypes.WatchMessage, error) {
 	if m.err != nil {
 		return nil, m.err
 	}
@@ -292,7 +295,8 @@ func (w *watch) absorb(m feedMsg) (*kvpb.WatchResponse, error) {
 		return nil, nil
 	}
 	var out []*kvpb.Event
-	for _, e := range m.events {
+	var wire [][]byte
+	for i, e := range m.events {
 		if e.ChildRange != 0 {
 			if _, known := w.cursor[e.ChildRange]; !known && w.overlaps(e.ChildStart, e.ChildEnd) {
 				if len(w.cursor) >= watchMaxRanges {
@@ -304,13 +308,17 @@ func (w *watch) absorb(m feedMsg) (*kvpb.WatchResponse, error) {
 		}
 		if w.wants(e.Key) {
 			out = append(out, e)
+			if m.wire != nil {
+				wire = append(wire, m.wire[i])
+			}
 		}
 	}
 	w.cursor[m.rangeID] = max(w.cursor[m.rangeID], m.upTo)
 	if len(out) == 0 {
 		return nil, nil // progress goes out on the ticker
 	}
-	return &kvpb.WatchResponse{Events: out, Cursor: rpctypes.WatchCursor(w.cursor).String()}, nil
+	resp := &kvpb.WatchResponse{Events: out, Cursor: rpctypes.WatchCursor(w.cursor).String()}
+	return &rpctypes.WatchMessage{Resp: resp, Encoded: wire}, nil
 }
 
 func (w *watch) progress() *kvpb.WatchResponse {
@@ -386,8 +394,8 @@ func (n *Node) feed(ctx context.Context, out chan<- feedMsg, id, after uint64, s
 	var lastErr error
 	for attempt := 0; ctx.Err() == nil && attempt < 1<<20; attempt++ {
 		handed := false
-		handle := func(resp *kvpb.WatchRangeResponse) error {
-			m := feedMsg{rangeID: id, events: resp.Events, upTo: resp.UpTo, state: resp.State}
+		handle := func(resp *kvpb.WatchRangeResponse, wire [][]byte) error {
+			m := feedMsg{rangeID: id, events: resp.Events, upTo: resp.UpTo, state: resp.State, wire: wire}
 			if first {
 				if resp.Range == nil {
 					return fmt.Errorf("replication: range %d's first watch batch lacks its descriptor", id)
@@ -499,14 +507,14 @@ func (n *Node) feedTargets(ctx context.Context, id uint64, hint []string) ([]fee
 }
 
 // feedFrom reads range id's feed from one replica until it fails.
-func (n *Node) feedFrom(ctx context.Context, t feedTarget, id, after uint64, start, end []byte, prev bool, handle func(*kvpb.WatchRangeResponse) error) error {
+func (n *Node) feedFrom(ctx context.Context, t feedTarget, id, after uint64, start, end []byte, prev bool, handle func(*kvpb.WatchRangeResponse, [][]byte) error) error {
 	req := &kvpb.WatchRangeRequest{RangeId: id, After: after, Start: start, End: end, PrevValue: prev}
 	if t.raftAddr == "" {
 		s := n.shardByID(id)
 		if s == nil {
 			return fmt.Errorf("%w: range %d left this node", ErrUnknownRange, id)
 		}
-		return n.serveRangeFeed(ctx, s, req, handle)
+		return n.serveRangeFeed(ctx, s, req, true, handle)
 	}
 	conn, err := n.peer(t.raftAddr)
 	if err != nil {
@@ -529,7 +537,7 @@ func (n *Node) feedFrom(ctx context.Context, t feedTarget, id, after uint64, sta
 			}
 			return err
 		}
-		if err := handle(resp); err != nil {
+		if err := handle(resp, nil); err != nil {
 			return err
 		}
 	}
@@ -543,7 +551,7 @@ func (n *Node) WatchRange(ctx context.Context, req *kvpb.WatchRangeRequest, send
 	if s == nil {
 		return fmt.Errorf("%w: range %d has no replica on %s", ErrUnknownRange, req.RangeId, n.cfg.NodeID)
 	}
-	return n.serveRangeFeed(ctx, s, req, send)
+	return n.serveRangeFeed(ctx, s, req, false, func(resp *kvpb.WatchRangeResponse, _ [][]byte) error { return send(resp) })
 }
 
 // serveRangeFeed follows one replica's change feed: every batch of events
@@ -554,8 +562,9 @@ func (n *Node) WatchRange(ctx context.Context, req *kvpb.WatchRangeRequest, send
 // every other feed of the range on this node; behind what the hub keeps,
 // it reads the replica itself. It ends when ctx does, when the replica
 // leaves this node, or when the replica lags its leader by more than
-// watchMaxLag (the feeder tries another).
-func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.WatchRangeRequest, send func(*kvpb.WatchRangeResponse) error) error {
+// watchMaxLag (the feeder tries another). With encode, send gets the
+// events' encodings for a client's stream when the hub has them.
+func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.WatchRangeRequest, encode bool, send func(*kvpb.WatchRangeResponse, [][]byte) error) error {
 	f := s.FSM()
 	after := req.After
 	first := true
@@ -586,6 +595,7 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 		}
 		changed := f.Changed()
 		resp := &kvpb.WatchRangeResponse{}
+		var wire [][]byte
 		var upTo uint64
 		var hubWake <-chan struct{}
 		moreKept := false
@@ -595,7 +605,7 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 		}
 		if shared {
 			hubWake = wake
-			resp.Events, upTo, moreKept = takeBatches(batches, after, wanted)
+			resp.Events, wire, upTo, moreKept = takeBatches(batches, after, wanted, encode)
 		} else {
 			var evs []raftstore.Event
 			var desc raftstore.Descriptor
@@ -629,7 +639,7 @@ func (n *Node) serveRangeFeed(ctx context.Context, s *shard.Shard, req *kvpb.Wat
 			st := &kvpb.WatchRangeState{RangeId: s.ID(), ServedBy: n.cfg.NodeID, AppliedIndex: f.AppliedIndex()}
 			st.StalenessMs = stalenessMS(s.Staleness(time.Now()))
 			resp.State = st
-			if err := send(resp); err != nil {
+			if err := send(resp, wire); err != nil {
 				return err
 			}
 			lastSent, first, sentUpTo = time.Now(), false, upTo

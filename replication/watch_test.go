@@ -25,6 +25,9 @@ type watcher struct {
 	states map[uint64]*kvpb.WatchRangeState
 	done   chan error
 	cancel context.CancelFunc
+	// encoded counts the messages whose events came encoded once for
+	// every watch of the node.
+	encoded int
 }
 
 func startWatch(t *testing.T, c *testCluster, i int, req *kvpb.WatchRequest) *watcher {
@@ -33,9 +36,23 @@ func startWatch(t *testing.T, c *testCluster, i int, req *kvpb.WatchRequest) *wa
 	w := &watcher{done: make(chan error, 1), cancel: cancel}
 	started := make(chan struct{})
 	go func() {
-		w.done <- c.nodes[i].Watch(ctx, req, func(resp *kvpb.WatchResponse) error {
+		w.done <- c.nodes[i].Watch(ctx, req, func(m *rpctypes.WatchMessage) error {
+			resp := m.Resp
+			// What a gRPC client would decode is the response itself,
+			// whether its events were encoded once for every watcher or not.
+			wire, err := m.AppendWire(nil)
+			if err != nil {
+				return err
+			}
+			var decoded kvpb.WatchResponse
+			if err := proto.Unmarshal(wire, &decoded); err != nil || !proto.Equal(&decoded, resp) {
+				return fmt.Errorf("the watch message's wire form (%d encodings) decodes to %v (err %v), not %v", len(m.Encoded), &decoded, err, resp)
+			}
 			w.mu.Lock()
 			defer w.mu.Unlock()
+			if m.Encoded != nil && len(resp.Events) > 0 {
+				w.encoded++
+			}
 			if w.first == "" && len(w.events) == 0 {
 				w.first = resp.Cursor
 				close(started)
@@ -209,7 +226,7 @@ func TestWatch_CursorBelowRetentionIsCompacted(t *testing.T) {
 		return true
 	})
 	from := fmt.Sprintf("%d:1", last.rangeID)
-	err := c.nodes[l].Watch(context.Background(), &kvpb.WatchRequest{Prefix: []byte("k"), From: from}, func(*kvpb.WatchResponse) error { return nil })
+	err := c.nodes[l].Watch(context.Background(), &kvpb.WatchRequest{Prefix: []byte("k"), From: from}, func(*rpctypes.WatchMessage) error { return nil })
 	if !errors.Is(err, replication.ErrCompacted) {
 		t.Fatalf("watch from %s: %v, want ErrCompacted", from, err)
 	}
@@ -335,6 +352,12 @@ func TestWatch_ManyWatchesShareOneFeed(t *testing.T) {
 		waitEvents(t, c, w, len(want))
 		got, _ := w.snapshot()
 		checkDelivered(t, got, want)
+		w.mu.Lock()
+		encoded := w.encoded
+		w.mu.Unlock()
+		if encoded == 0 {
+			t.Errorf("watch %d: no message carried the hub's shared encodings", wi)
+		}
 		// Each key's previous value is the write before it, when asked.
 		last := map[string]string{}
 		for _, wr := range writes {
