@@ -45,6 +45,7 @@ func NewGRPCServer(svc *Service, extra ...grpc.ServerOption) (*grpc.Server, *hea
 		grpc.ChainStreamInterceptor(dropPeerHeadersStream),
 	}, extra...)
 	srv := grpc.NewServer(opts...)
+	svc.watchCodec = true
 	kvpb.RegisterKVServer(srv, svc)
 	kvpb.RegisterClusterServer(srv, svc)
 	kvpb.RegisterLeaseServer(srv, svc)
@@ -65,6 +66,7 @@ func NewPeerGRPCServer(svc *Service) *grpc.Server {
 		grpc.ChainUnaryInterceptor(markPeerUnary),
 		grpc.ChainStreamInterceptor(markPeerStream),
 	)
+	svc.watchCodec = true
 	kvpb.RegisterKVServer(srv, svc)
 	kvpb.RegisterClusterServer(srv, svc)
 	kvpb.RegisterLeaseServer(srv, svc)

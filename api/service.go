@@ -94,6 +94,9 @@ type Service struct {
 	// passwordCost is the bcrypt cost of new password hashes (see
 	// SetPasswordCost); zero is bcrypt's default.
 	passwordCost int
+	// watchCodec says the service is served by a server with watchCodec
+	// (set by NewGRPCServer and NewPeerGRPCServer before they serve).
+	watchCodec bool
 }
 
 // NewService wraps b. metrics may be shared with the HTTP server.

@@ -97,10 +97,16 @@ func (s *Service) watch(ctx context.Context, req *kvpb.WatchRequest, send func(*
 	return err
 }
 
-// Watch is KV.Watch. Its messages go out through SendMsg, so that the
-// server's codec (watchCodec) sends the events' shared encodings.
+// Watch is KV.Watch. On the servers NewGRPCServer and NewPeerGRPCServer
+// build, its messages go out whole through SendMsg, so that their codec
+// (watchCodec) sends the events' shared encodings; on any other server,
+// as plain responses.
 func (s *Service) Watch(req *kvpb.WatchRequest, stream kvpb.KV_WatchServer) error {
-	return s.watch(stream.Context(), req, func(m *rpctypes.WatchMessage) error { return stream.SendMsg(m) })
+	send := func(m *rpctypes.WatchMessage) error { return stream.Send(m.Resp) }
+	if s.watchCodec {
+		send = func(m *rpctypes.WatchMessage) error { return stream.SendMsg(m) }
+	}
+	return s.watch(stream.Context(), req, send)
 }
 
 // WatchRange is Internal.WatchRange: a peer reads one range's events from

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
@@ -61,28 +62,28 @@ type hubBatch struct {
 	pbs        []*kvpb.Event
 	bytes      int // the events' size, as the feed's batch limit counts it
 
-	// wire is pbs encoded for a client's WatchResponse
-	// (rpctypes.EncodeWatchEvent), made by the first watch that sends
-	// them; nil if encoding failed (each watch then marshals its own).
-	wireOnce sync.Once
-	wire     [][]byte
+	// wire[i] is pbs[i] encoded for a client's WatchResponse
+	// (rpctypes.EncodeWatchEvent), made by the first client stream that
+	// sends it and shared by the others. Only events some watch wants
+	// are encoded; the encodings at most double what a kept batch holds.
+	wire []atomic.Pointer[[]byte]
 }
 
-// encoded returns b's events encoded for a client's watch stream, once
-// for every watch of the node.
-func (b *hubBatch) encoded() [][]byte {
-	b.wireOnce.Do(func() {
-		wire := make([][]byte, len(b.pbs))
-		for i, e := range b.pbs {
-			enc, err := rpctypes.EncodeWatchEvent(e)
-			if err != nil {
-				return
-			}
-			wire[i] = enc
-		}
-		b.wire = wire
-	})
-	return b.wire
+// encoded returns event i of b encoded for a client's watch stream,
+// once for every watch of the node; nil if it cannot be encoded (the
+// stream then marshals its own copy).
+func (b *hubBatch) encoded(i int) []byte {
+	if p := b.wire[i].Load(); p != nil {
+		return *p
+	}
+	enc, err := rpctypes.EncodeWatchEvent(b.pbs[i])
+	if err != nil {
+		return nil
+	}
+	if !b.wire[i].CompareAndSwap(nil, &enc) {
+		return *b.wire[i].Load()
+	}
+	return enc
 }
 
 type hubKey struct {
@@ -219,7 +220,7 @@ func (hub *feedHub) run(ctx context.Context) {
 			continue
 		}
 		if upTo > pos {
-			b := &hubBatch{from: pos, upTo: upTo, events: evs, pbs: make([]*kvpb.Event, len(evs))}
+			b := &hubBatch{from: pos, upTo: upTo, events: evs, pbs: make([]*kvpb.Event, len(evs)), wire: make([]atomic.Pointer[[]byte], len(evs))}
 			for i := range evs {
 				b.pbs[i] = eventPB(hub.key.rangeID, &evs[i], hub.key.prev)
 				b.bytes += evs[i].Size()
@@ -279,17 +280,15 @@ func takeBatches(batches []*hubBatch, after uint64, wanted func(*raftstore.Event
 		if i > 0 && (len(events)+len(b.events) > watchBatchEvents || size+b.bytes > watchBatchBytes) {
 			return events, wire, upTo, true
 		}
-		var enc [][]byte
-		if encode {
-			if enc = b.encoded(); enc == nil {
-				encode, wire = false, nil
-			}
-		}
 		for j := range b.events {
 			if e := &b.events[j]; e.Index > after && wanted(e) {
 				events = append(events, b.pbs[j])
 				if encode {
-					wire = append(wire, enc[j])
+					if enc := b.encoded(j); enc != nil {
+						wire = append(wire, enc)
+					} else {
+						encode, wire = false, nil
+					}
 				}
 				size += e.Size()
 			}

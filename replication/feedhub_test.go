@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func hubBatches(from uint64, valueBytes int, sizes ...int) []*hubBatch {
 			next++
 		}
 		b.upTo = next - 1
+		b.wire = make([]atomic.Pointer[[]byte], len(b.pbs))
 		out = append(out, b)
 	}
 	return out
@@ -118,6 +120,18 @@ func TestTakeBatches_SharesTheHubsValues(t *testing.T) {
 		if i > 0 && &wire[i][0] != &again[i-1][0] {
 			t.Fatalf("event %d was encoded twice", i)
 		}
+	}
+	// Only the events some watch wants are encoded.
+	bs = hubBatches(0, 1, 4)
+	onlyA := func(e *raftstore.Event) bool { return bytes.HasPrefix(e.Key, []byte("a/")) }
+	evs, _, _, _ = takeBatches(bs, 0, onlyA, true)
+	for j, e := range bs[0].events {
+		if encoded := bs[0].wire[j].Load() != nil; encoded != onlyA(&e) {
+			t.Errorf("event %d (%q): encoded %v", e.Index, e.Key, encoded)
+		}
+	}
+	if len(evs) != 2 {
+		t.Fatalf("%d events of a/, want 2", len(evs))
 	}
 }
 
