@@ -209,6 +209,15 @@ func (n *Node) boundedStaleness(ctx context.Context, s *shard.Shard, maxStalenes
 	}
 	rctx, cancel := context.WithTimeout(ctx, min(refreshTimeout, maxStaleness+refreshTimeout/2))
 	defer cancel()
+	if _, addr := s.Leader(); addr == "" {
+		// A replica that has not heard from this term's leader yet (just
+		// started, or an election under way) waits for one within the
+		// refresh's time, rather than refusing a read it may well serve
+		// a moment later.
+		if _, _, err := s.WaitLeader(rctx); err != nil {
+			return 0, fmt.Errorf("%w: range %d on %s cannot confirm its freshness: %w: %w", ErrStaleReplica, s.ID(), n.cfg.NodeID, ErrNoLeader, err)
+		}
+	}
 	if err := n.refresh(rctx, []*shard.Shard{s}); err != nil {
 		return 0, fmt.Errorf("%w: range %d on %s cannot confirm its freshness: %w", ErrStaleReplica, s.ID(), n.cfg.NodeID, err)
 	}
