@@ -300,12 +300,12 @@ func (f *fakeBackend) Watch(ctx context.Context, r *kvpb.WatchRequest, send func
 	// encoded once (rpctypes.EncodeWatchEvent), for the server's codec.
 	resp := func(m *kvpb.WatchResponse) error {
 		wm := &rpctypes.WatchMessage{Resp: m}
-		for _, e := range m.Events {
-			enc, err := rpctypes.EncodeWatchEvent(e)
+		if len(m.Events) > 0 {
+			enc, err := rpctypes.EncodeWatchEvents(m.Events)
 			if err != nil {
 				return err
 			}
-			wm.Encoded = append(wm.Encoded, enc)
+			wm.Encoded = enc
 		}
 		return send(wm)
 	}

@@ -23,13 +23,9 @@ func TestWatchCodec_Marshal(t *testing.T) {
 		{Type: kvpb.EventType_EVENT_TYPE_DELETE, Key: []byte("k2"), RangeId: 7, Index: 4},
 	}
 	encode := func(evs []*kvpb.Event) [][]byte {
-		var out [][]byte
-		for _, e := range evs {
-			b, err := rpctypes.EncodeWatchEvent(e)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, b)
+		out, err := rpctypes.EncodeWatchEvents(evs)
+		if err != nil {
+			t.Fatal(err)
 		}
 		return out
 	}

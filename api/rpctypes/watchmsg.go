@@ -42,6 +42,20 @@ func EncodeWatchEvent(e *kvpb.Event) ([]byte, error) {
 	return b, nil
 }
 
+// EncodeWatchEvents encodes each of events with EncodeWatchEvent, for a
+// WatchMessage's Encoded.
+func EncodeWatchEvents(events []*kvpb.Event) ([][]byte, error) {
+	out := make([][]byte, 0, len(events))
+	for _, e := range events {
+		b, err := EncodeWatchEvent(e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
 // AppendWire appends m's protobuf encoding to b: the same bytes a
 // receiver decodes as m.Resp, with the events taken from m.Encoded when
 // it is set.

@@ -14,13 +14,9 @@ func TestWatchMessage_AppendWire(t *testing.T) {
 		{Type: kvpb.EventType_EVENT_TYPE_DELETE, Key: []byte("b"), RangeId: 7, Index: 5, Cause: kvpb.DeleteCause_DELETE_CAUSE_LEASE_REVOKED, Lease: 9},
 	}
 	encode := func(evs []*kvpb.Event) [][]byte {
-		var out [][]byte
-		for _, e := range evs {
-			b, err := EncodeWatchEvent(e)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, b)
+		out, err := EncodeWatchEvents(evs)
+		if err != nil {
+			t.Fatal(err)
 		}
 		return out
 	}
