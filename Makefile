@@ -147,7 +147,7 @@ bench-ranges: build bench-build
 # REBALANCE. Minutes at 1GiB; SIZE=64MiB RANGE_MAX_BYTES=4MiB for a quick run.
 bench-rebalance: build
 	cd bench && $(GO) build -o ../$(BIN)/rebalancebench ./cmd/rebalancebench
-	$(BIN)/rebalancebench -size $(call bench_var,SIZE,1GiB) -range-max-bytes $(call bench_var,RANGE_MAX_BYTES,64MiB) $(if $(JSON),-json $(JSON))
+	$(BIN)/rebalancebench -size $(call bench_var,SIZE,1GiB) -range-max-bytes $(call bench_var,RANGE_MAX_BYTES,64MiB) $(if $(KVD_ARGS),-kvd-args "$(KVD_ARGS)") $(if $(JSON),-json $(JSON))
 
 # Watchers and leases (issue 16): CLIENTS writers' puts/s with no watcher,
 # then with each count of WATCHERS (default 1,100) watching their prefix

@@ -111,7 +111,10 @@
 // Restore writes an incoming snapshot into a staging bucket a chunk per
 // transaction, holding no lock, so a 64 MiB snapshot never stalls the
 // node's other ranges; one small transaction under the committer's lock
-// swaps the staged bucket in (snapshot.go).
+// swaps the staged bucket in (snapshot.go). Snapshot files are synced as
+// they grow, so no file's closing fsync holds the node's WAL syncs behind
+// a whole range, and Config.SnapshotRate paces what snapshots write and
+// restore, node-wide (snappace.go).
 //
 // # Change feed and leases
 //

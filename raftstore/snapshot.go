@@ -177,7 +177,7 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 
 func (f *RangeFSM) restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, err := f.stageSnapshot(rc)
+	st, err := f.stageSnapshot(pacedReader{r: rc, lim: f.store.snapPace, stop: f.store.stop})
 	if err != nil {
 		return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
 	}

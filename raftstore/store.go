@@ -15,6 +15,7 @@ import (
 	"github.com/dialkv/dialkv/raftstore/wal"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+	"golang.org/x/time/rate"
 )
 
 // Config configures a node's Store.
@@ -37,6 +38,10 @@ type Config struct {
 	// transaction writes (Restore): the other ranges' commits and the
 	// disk's other writers wait for at most one chunk, not a whole range.
 	RestoreChunkBytes int
+	// SnapshotRate bounds, in bytes a second, what the node's snapshots
+	// write to their files and read into restores, all ranges together
+	// (snappace.go); 0: no bound, else at least MinSnapshotRate.
+	SnapshotRate int64
 
 	// crashAt, when set, is called at each step of Open's upgrade pass
 	// (settle); an error stops it there, as a crash would. Tests only.
@@ -76,6 +81,8 @@ func (c Config) Validate() error {
 		return errors.New("raftstore: event retention must not be negative")
 	case c.RestoreChunkBytes <= 0:
 		return errors.New("raftstore: restore chunk bytes must be positive")
+	case c.SnapshotRate < 0 || (c.SnapshotRate > 0 && c.SnapshotRate < MinSnapshotRate):
+		return fmt.Errorf("raftstore: snapshot rate %d bytes/s: want 0 (no bound) or at least %d", c.SnapshotRate, MinSnapshotRate)
 	}
 	return nil
 }
@@ -123,6 +130,10 @@ type Store struct {
 	done chan struct{}
 
 	stats CommitStats // its own mu
+
+	// snapPace paces snapshot files and restores (Config.SnapshotRate);
+	// nil: no bound.
+	snapPace *rate.Limiter
 }
 
 // CommitStats counts the committer's work, for metrics and tests. mu
@@ -187,14 +198,15 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("raftstore: open the write-ahead log: %w", err)
 	}
 	s := &Store{
-		cfg:    cfg,
-		db:     db,
-		wal:    w,
-		log:    cfg.Logger,
-		ranges: make(map[uint64]*RangeFSM),
-		kick:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		cfg:      cfg,
+		db:       db,
+		wal:      w,
+		log:      cfg.Logger,
+		ranges:   make(map[uint64]*RangeFSM),
+		kick:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		snapPace: newPacer(cfg.SnapshotRate),
+		done:     make(chan struct{}),
 	}
 	if err := s.settle(layout); err != nil {
 		return nil, errors.Join(err, w.Close(), db.Close())

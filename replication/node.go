@@ -145,6 +145,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.WatchRetentionAge > 0 {
 		scfg.EventRetentionAge = cfg.WatchRetentionAge
 	}
+	scfg.SnapshotRate = cfg.SnapshotRate
 	store, err := raftstore.Open(scfg)
 	if err != nil {
 		return nil, err

@@ -47,6 +47,7 @@ type serveFlags struct {
 	pprofAddr                                 string
 	raftMetrics, parallelAppend               bool
 	perRangeStreams                           bool
+	snapshotRate                              int64
 	conns                                     clientConnFlags
 	tls                                       tlsFlags
 	authTokenTTL                              time.Duration
@@ -100,6 +101,7 @@ election.`,
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
+	fl.Int64Var(&f.snapshotRate, "snapshot-rate-bytes", 0, "bound, in bytes a second, what this node's snapshots write to disk and restore when replicas move (a node joining or leaving), so that foreground writes keep the disk; 0: no bound, else at least 4 MiB (4194304)")
 	fl.BoolVar(&f.perRangeStreams, "per-range-streams", false, "give each range its own connections to peers instead of sharing one link per peer (how releases before the link worked; for comparisons)")
 	fl.BoolVar(&f.raftMetrics, "raft-metrics", false, "export hashicorp/raft's internal timings (commit time, log dispatch, follower log store, per-peer AppendEntries) on /metrics as dialkv_raft_*; costs some CPU per write")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
@@ -177,6 +179,10 @@ func serve(ctx context.Context, f serveFlags) error {
 	cfg.HibernateAfter = f.hibernateAfter
 	cfg.ParallelLeaderAppend = f.parallelAppend
 	cfg.PerRangeStreams = f.perRangeStreams
+	if f.snapshotRate < 0 || (f.snapshotRate > 0 && f.snapshotRate < raftstore.MinSnapshotRate) {
+		return fmt.Errorf("--snapshot-rate-bytes %d: want 0 (no bound) or at least %d (4 MiB)", f.snapshotRate, raftstore.MinSnapshotRate)
+	}
+	cfg.SnapshotRate = f.snapshotRate
 	cfg.Logger = log
 	if len(proxies) > 0 {
 		cfg.DialAddr = func(a string) string {
