@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -57,11 +56,7 @@ func newAuthCluster(t *testing.T, n int) *authCluster {
 func newAuthClusterTLS(t *testing.T, n int, tc *clusterTLS) *authCluster {
 	t.Helper()
 	c := &authCluster{t: t, tls: tc}
-	level := slog.LevelWarn
-	if os.Getenv("DIALKV_TEST_LOG") == "debug" {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: level}))
+	logger := harness.TestLogger(t, slog.LevelWarn)
 	ports, err := harness.FreePorts(3 * n)
 	if err != nil {
 		t.Fatal(err)
@@ -89,13 +84,6 @@ func newAuthClusterTLS(t *testing.T, n int, tc *clusterTLS) *authCluster {
 		}
 	})
 	return c
-}
-
-type testLogWriter struct{ t *testing.T }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
 }
 
 // start starts node i (again, after stop, on the same data directory).

@@ -10,19 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialkv/dialkv/harness"
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
+	return harness.TestLogger(t, slog.LevelWarn)
 }
 
 // openStore opens a store whose committer effectively never fires on its

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,18 +31,6 @@ type testCluster struct {
 	srvs  []*grpc.Server  // client port
 	peers []*grpc.Server  // peer port (internal listener)
 	addrs map[string]bool // every address handed to a node, so none twice
-}
-
-type logWriter struct {
-	mu sync.Mutex
-	t  *testing.T
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // freeAddr returns a 127.0.0.1 address that was free a moment ago, below
@@ -79,11 +64,7 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 
 func newTestClusterWith(t *testing.T, n int, tweak func(*replication.Config)) *testCluster {
 	t.Helper()
-	level := slog.LevelWarn
-	if os.Getenv("DIALKV_TEST_LOG") == "debug" { // DIALKV_TEST_LOG=debug go test -v: every node's log
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: level}))
+	logger := harness.TestLogger(t, slog.LevelWarn) // DIALKV_TEST_LOG=debug go test -v: every node's log
 	c := &testCluster{t: t, nodes: make([]*replication.Node, n), srvs: make([]*grpc.Server, n), peers: make([]*grpc.Server, n), addrs: map[string]bool{}}
 	var peers []replication.Peer
 	for i := range n {

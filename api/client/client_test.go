@@ -17,13 +17,14 @@ import (
 	"github.com/dialkv/dialkv/api/client/clienttest"
 	"github.com/dialkv/dialkv/api/kvpb"
 	"github.com/dialkv/dialkv/api/rpctypes"
+	"github.com/dialkv/dialkv/harness"
 )
 
 // newTestClient returns a client with tiny backoff so retry tests are fast.
 func newTestClient(t *testing.T, cfg Config) *Client {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		cfg.Logger = harness.TestLogger(t, slog.LevelDebug)
 	}
 	c, err := New(cfg)
 	if err != nil {
@@ -36,13 +37,6 @@ func newTestClient(t *testing.T, cfg Config) *Client {
 		}
 	})
 	return c
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 func testCtx(t *testing.T) context.Context {

@@ -6,8 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,25 +23,7 @@ func TestMain(m *testing.M) {
 
 // testLogger writes to the test's log, warnings and above unless
 // DIALKV_TEST_LOG=debug.
-func testLogger(t testing.TB) *slog.Logger {
-	level := slog.LevelWarn
-	if os.Getenv("DIALKV_TEST_LOG") == "debug" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(&logWriter{t: t}, &slog.HandlerOptions{Level: level}))
-}
-
-type logWriter struct {
-	mu sync.Mutex
-	t  testing.TB
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return harness.TestLogger(t, slog.LevelWarn) }
 
 // listenLow listens on 127.0.0.1 at a port below the kernel's ephemeral
 // range (harness.ListenLocal), so that no outgoing connection can have
