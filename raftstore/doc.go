@@ -113,8 +113,8 @@
 // node's other ranges; one small transaction under the committer's lock
 // swaps the staged bucket in (snapshot.go). Snapshot files are synced as
 // they grow, so no file's closing fsync holds the node's WAL syncs behind
-// a whole range, and Config.SnapshotRate paces what snapshots write and
-// restore, node-wide (snappace.go).
+// a whole range, and Config.SnapshotRate paces the snapshots a node
+// receives and its restores, node-wide (snappace.go).
 //
 // # Change feed and leases
 //

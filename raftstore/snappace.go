@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,12 +17,16 @@ import (
 // those writes, and the fsync that ends each file, hold every foreground
 // WAL sync of the node behind them. So every snapshot file a range writes
 // is synced as it grows (snapshotSyncBytes at a time, never a whole range
-// at its close), and Config.SnapshotRate, when set, paces the bytes
-// written into snapshot files and read into restores, node-wide.
+// at its close), and Config.SnapshotRate, when set, paces the bytes of
+// snapshots a node receives and of its restores, node-wide. A snapshot
+// the node takes itself (Persist) is not paced: it holds a bbolt read
+// transaction, which would hold back the file's growth for as long.
 
-// MinSnapshotRate is the least Config.SnapshotRate: a peer allows a
-// snapshot stream 2 s per 256 KiB, and a few streams may share the rate.
-const MinSnapshotRate = 4 << 20
+// MinSnapshotRate is the least Config.SnapshotRate. Placement gives a
+// move a minute to catch up, with two snapshots arriving at a node at
+// once, each written and restored: a 64 MiB range must cross the rate
+// four times within it.
+const MinSnapshotRate = 16 << 20
 
 // snapshotSyncBytes is how much of a snapshot file may wait in the page
 // cache: its fsync is a few milliseconds of the disk's time.
@@ -48,6 +53,9 @@ func pace(lim *rate.Limiter, n int, stop <-chan struct{}) error {
 		return nil
 	}
 	r := lim.ReserveN(time.Now(), min(n, paceBurst))
+	if !r.OK() {
+		return nil // n > burst: cannot happen, n is capped
+	}
 	d := r.Delay()
 	if d <= 0 {
 		return nil
@@ -63,22 +71,40 @@ func pace(lim *rate.Limiter, n int, stop <-chan struct{}) error {
 	}
 }
 
-// pacedReader reads r no faster than lim allows (Restore's stream).
-type pacedReader struct {
-	r    io.Reader
+// meter charges a limiter in whole bursts. The limiter serves
+// reservations in turn, so streams charging it per write would share it
+// in proportion to their write sizes (hashicorp/raft copies an incoming
+// snapshot 32 KiB at a time, a restore reads 256 KiB): charged by the
+// burst, every stream gets an equal turn.
+type meter struct {
 	lim  *rate.Limiter
 	stop <-chan struct{}
+	owed int
+}
+
+func (m *meter) charge(n int) error {
+	if m.lim == nil {
+		return nil
+	}
+	// At most n/paceBurst+1 turns: one per burst the caller moved.
+	for m.owed += n; m.owed >= paceBurst; m.owed -= paceBurst {
+		if err := pace(m.lim, paceBurst, m.stop); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pacedReader reads r no faster than its meter allows (Restore's stream).
+type pacedReader struct {
+	r io.Reader
+	m *meter
 }
 
 func (p pacedReader) Read(b []byte) (int, error) {
-	if p.lim == nil {
-		return p.r.Read(b)
-	}
 	n, err := p.r.Read(b[:min(len(b), paceBurst)])
-	if n > 0 {
-		if perr := pace(p.lim, n, p.stop); perr != nil && err == nil {
-			err = perr
-		}
+	if perr := p.m.charge(n); perr != nil && err == nil {
+		err = perr
 	}
 	return n, err
 }
@@ -90,6 +116,7 @@ type syncedSnapshots struct {
 	dir  string // FileSnapshotStore's snapshots directory
 	lim  *rate.Limiter
 	stop <-chan struct{}
+	log  *slog.Logger
 }
 
 func (s *syncedSnapshots) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration, configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
@@ -97,7 +124,7 @@ func (s *syncedSnapshots) Create(version raft.SnapshotVersion, index, term uint6
 	if err != nil {
 		return nil, err
 	}
-	return &syncedSink{SnapshotSink: sink, path: snapshotStatePath(s.dir, sink.ID()), lim: s.lim, stop: s.stop}, nil
+	return &syncedSink{SnapshotSink: sink, path: snapshotStatePath(s.dir, sink.ID()), m: meter{lim: s.lim, stop: s.stop}, log: s.log}, nil
 }
 
 // snapshotStatePath is where hashicorp/raft's FileSnapshotStore (v1.8)
@@ -107,31 +134,42 @@ func snapshotStatePath(dir, id string) string {
 	return filepath.Join(dir, id+".tmp", "state.bin")
 }
 
-// syncedSink writes through to a FileSnapshotSink, paced, and every
-// snapshotSyncBytes fsyncs the file it writes through a handle of its
-// own: fsync flushes the file's pages whichever descriptor asks. The
-// sink's own Close still syncs what is left and decides the snapshot's
-// fate; a failed intermediate sync only leaves more for that one.
+// syncedSink writes through to a FileSnapshotSink, paced (unless the
+// node's own Persist writes it), and every snapshotSyncBytes fsyncs the
+// file it writes through a handle of its own: fsync flushes the file's
+// pages whichever descriptor asks. The sink's own Close still syncs what
+// is left and decides the snapshot's fate; a failed intermediate sync
+// only leaves more for that one. A failed Write makes Close cancel: the
+// snapshot is never finished short.
 type syncedSink struct {
 	raft.SnapshotSink
 	path     string
-	lim      *rate.Limiter
-	stop     <-chan struct{}
+	m        meter
+	log      *slog.Logger
 	f        *os.File // nil until the first sync, or if it cannot open
 	tried    bool
 	unsynced int
+	err      error // the first Write error
 }
 
+// unpaced stops pacing the sink: Persist holds a bbolt read transaction
+// while it writes.
+func (s *syncedSink) unpaced() { s.m.lim = nil }
+
 func (s *syncedSink) Write(b []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
 	written := 0
 	for len(b) > 0 {
 		n := min(len(b), paceBurst)
-		if err := pace(s.lim, n, s.stop); err != nil {
-			return written, err
-		}
 		m, err := s.SnapshotSink.Write(b[:n])
 		written += m
+		if err == nil {
+			err = s.m.charge(m)
+		}
 		if err != nil {
+			s.err = err
 			return written, err
 		}
 		b = b[n:]
@@ -146,7 +184,11 @@ func (s *syncedSink) syncSoFar() {
 	s.unsynced = 0
 	if !s.tried {
 		s.tried = true
-		s.f, _ = os.OpenFile(s.path, os.O_WRONLY, 0) // see syncedSink
+		var err error
+		if s.f, err = os.OpenFile(s.path, os.O_WRONLY, 0); err != nil && s.log != nil {
+			// Only the syncs as it grows are lost; the sink's Close still syncs.
+			s.log.Warn("raftstore: cannot sync a snapshot file as it grows", "err", err)
+		}
 	}
 	if s.f != nil {
 		s.f.Sync()
@@ -155,6 +197,10 @@ func (s *syncedSink) syncSoFar() {
 
 func (s *syncedSink) Close() error {
 	s.release()
+	if s.err != nil {
+		s.SnapshotSink.Cancel()
+		return s.err
+	}
 	return s.SnapshotSink.Close()
 }
 

@@ -22,7 +22,7 @@ func TestConfig_ValidateSnapshotRate(t *testing.T) {
 		{MinSnapshotRate, true},
 		{1 << 30, true},
 		{-1, false},
-		{1 << 20, false},
+		{4 << 20, false},
 		{MinSnapshotRate - 1, false},
 	} {
 		cfg := DefaultConfig(t.TempDir())
@@ -47,11 +47,11 @@ func TestPacedReader_YieldsTheDataNoFasterThanTheRate(t *testing.T) {
 		least time.Duration
 	}{
 		{"no bound", 0, 0},
-		{"4 MiB/s", MinSnapshotRate, leastTime(len(data), MinSnapshotRate)},
+		{"16 MiB/s", MinSnapshotRate, leastTime(len(data), MinSnapshotRate)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			got, err := io.ReadAll(pacedReader{r: bytes.NewReader(data), lim: newPacer(tc.rate), stop: make(chan struct{})})
+			got, err := io.ReadAll(pacedReader{r: bytes.NewReader(data), m: &meter{lim: newPacer(tc.rate), stop: make(chan struct{})}})
 			if took := time.Since(start); took < tc.least {
 				t.Errorf("read %d bytes in %v at %d bytes/s: want at least %v", len(data), took, tc.rate, tc.least)
 			}
@@ -144,5 +144,116 @@ func TestRangeFSM_PacedRestoreRestoresAll(t *testing.T) {
 	}
 	for _, i := range []int{0, 2500, 4999} {
 		mustGet(t, g, fmt.Sprintf("k%03d", i), fmt.Sprintf("%0100d", i))
+	}
+}
+
+// Streams that write in small pieces must get the same turns as those
+// that write in large ones: the meter charges the limiter by the burst.
+func TestMeter_ChargesTheLimiterByTheBurst(t *testing.T) {
+	lim := newPacer(MinSnapshotRate)
+	lim.SetLimit(1) // no refill worth counting during the test
+	m := &meter{lim: lim, stop: make(chan struct{})}
+	for range paceBurst/(32<<10) - 1 {
+		if err := m.charge(32 << 10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tokens := lim.Tokens(); tokens < paceBurst-1 {
+		t.Fatalf("after %d bytes, less than a burst, the limiter has %.0f tokens, want the full burst %d", paceBurst-32<<10, tokens, paceBurst)
+	}
+	if err := m.charge(32 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if tokens := lim.Tokens(); tokens > 1 {
+		t.Fatalf("after a whole burst the limiter still has %.0f tokens, want none", tokens)
+	}
+}
+
+// The node's own snapshot holds a bbolt read transaction while Persist
+// writes it: it must not wait for the rate.
+func TestSyncedSink_PersistIsNotPaced(t *testing.T) {
+	s := openStoreWith(t, t.TempDir(), func(c *Config) { c.SnapshotRate = MinSnapshotRate })
+	defer s.Close()
+	s.snapPace.SetLimit(paceBurst / 60) // a paced burst would wait a minute
+	f := mustRange(t, s, 1)
+	var logs []*raft.Log
+	for i := range 3000 { // about 330 KiB: more than a burst
+		logs = append(logs, put(uint64(i+1), fmt.Sprintf("k%04d", i), fmt.Sprintf("%0100d", i)))
+	}
+	f.ApplyBatch(logs)
+	st, err := s.OpenRaftStorage(1, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := st.Snapshots.Create(raft.SnapshotVersionMax, 3000, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	done := make(chan error, 1)
+	go func() { done <- snap.Persist(sink) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		s.StopSnapshots()
+		t.Fatal("Persist waited for the snapshot rate")
+	}
+	if list, err := st.Snapshots.List(); err != nil || len(list) != 1 {
+		t.Fatalf("snapshots after Persist: %v, %v; want the one written", list, err)
+	}
+}
+
+// A node shutting down must not wait for paced snapshot work: its Raft
+// groups' shutdown waits for it.
+func TestStore_StopSnapshotsEndsPacedWork(t *testing.T) {
+	stream := snapshotOf(t, 1, 5000) // about 560 KiB: more than a burst
+	s := openStoreWith(t, t.TempDir(), func(c *Config) { c.SnapshotRate = MinSnapshotRate })
+	defer s.Close()
+	s.snapPace.SetLimit(paceBurst / 60)
+	g := mustRange(t, s, 1)
+	g.ApplyBatch([]*raft.Log{put(1, "old", "kept")})
+
+	st, err := s.OpenRaftStorage(1, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := st.Snapshots.Create(raft.SnapshotVersionMax, 5000, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored, copied := make(chan error, 1), make(chan error, 1)
+	go func() { restored <- g.Restore(io.NopCloser(bytes.NewReader(stream))) }()
+	go func() {
+		_, err := io.Copy(sink, bytes.NewReader(stream)) // as hashicorp/raft receives one
+		if cerr := sink.Close(); err == nil {
+			err = fmt.Errorf("the copy ended without an error, and Close said %v", cerr)
+		} else if cerr == nil {
+			err = errors.New("Close after a failed write finished the snapshot")
+		}
+		copied <- err
+	}()
+	s.StopSnapshots()
+	for name, ch := range map[string]chan error{"restore": restored, "received copy": copied} {
+		select {
+		case err := <-ch:
+			if err == nil {
+				t.Errorf("%s: finished despite StopSnapshots", name)
+			} else if name == "received copy" && !errors.Is(err, ErrClosed) {
+				t.Errorf("%s: %v, want ErrClosed", name, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: still waiting for the rate after StopSnapshots", name)
+		}
+	}
+	mustGet(t, g, "old", "kept")
+	if list, err := st.Snapshots.List(); err != nil || len(list) != 0 {
+		t.Fatalf("snapshots after a stopped copy: %v, %v; want none", list, err)
 	}
 }

@@ -66,6 +66,9 @@ type fsmSnapshot struct {
 }
 
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if ss, ok := sink.(*syncedSink); ok {
+		ss.unpaced() // see snappace.go
+	}
 	if err := s.write(sink); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("raftstore: persist snapshot: %w", err)
@@ -177,7 +180,7 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 
 func (f *RangeFSM) restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, err := f.stageSnapshot(pacedReader{r: rc, lim: f.store.snapPace, stop: f.store.stop})
+	st, err := f.stageSnapshot(pacedReader{r: rc, m: &meter{lim: f.store.snapPace, stop: f.store.snapStop}})
 	if err != nil {
 		return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
 	}

@@ -38,9 +38,10 @@ type Config struct {
 	// transaction writes (Restore): the other ranges' commits and the
 	// disk's other writers wait for at most one chunk, not a whole range.
 	RestoreChunkBytes int
-	// SnapshotRate bounds, in bytes a second, what the node's snapshots
-	// write to their files and read into restores, all ranges together
-	// (snappace.go); 0: no bound, else at least MinSnapshotRate.
+	// SnapshotRate bounds, in bytes a second, the snapshots the node
+	// receives and the restores it runs, all ranges together, each stream
+	// taking equal turns (snappace.go); 0: no bound, else at least
+	// MinSnapshotRate.
 	SnapshotRate int64
 
 	// crashAt, when set, is called at each step of Open's upgrade pass
@@ -131,9 +132,12 @@ type Store struct {
 
 	stats CommitStats // its own mu
 
-	// snapPace paces snapshot files and restores (Config.SnapshotRate);
-	// nil: no bound.
-	snapPace *rate.Limiter
+	// snapPace paces received snapshots and restores
+	// (Config.SnapshotRate); nil: no bound. snapStop, closed by
+	// StopSnapshots (once, snapStopOnce), ends the waits of both.
+	snapPace     *rate.Limiter
+	snapStop     chan struct{}
+	snapStopOnce sync.Once
 }
 
 // CommitStats counts the committer's work, for metrics and tests. mu
@@ -206,6 +210,7 @@ func Open(cfg Config) (*Store, error) {
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		snapPace: newPacer(cfg.SnapshotRate),
+		snapStop: make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	if err := s.settle(layout); err != nil {
@@ -342,6 +347,13 @@ func (s *Store) Descriptors() ([]Descriptor, error) {
 	return out, err
 }
 
+// StopSnapshots ends every paced snapshot write and restore at once with
+// ErrClosed, and every later one: a node shutting down calls it before it
+// stops its ranges' Raft groups, which wait for those to end.
+func (s *Store) StopSnapshots() {
+	s.snapStopOnce.Do(func() { close(s.snapStop) })
+}
+
 // DropRange deletes everything the node holds for range id: its data,
 // descriptor and applied index, then its log and stable store (durably
 // dropped from the WAL) and snapshots. The range's Raft group must be
@@ -426,6 +438,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	close(s.stop)
+	s.StopSnapshots()
 	<-s.done
 	err := s.commit()
 	if cerr := s.db.Close(); err == nil {

@@ -58,9 +58,9 @@ type Config struct {
 	// peers over streams of its own, as releases before the link did. For
 	// comparisons; peers on either setting understand each other.
 	PerRangeStreams bool
-	// SnapshotRate bounds the bytes a second the node's snapshots write
-	// to disk and restore, when replicas move (raftstore.Config's); 0: no
-	// bound.
+	// SnapshotRate bounds the bytes a second of the snapshots the node
+	// receives and of its restores, when replicas move (raftstore.Config's);
+	// 0: no bound.
 	SnapshotRate int64
 
 	// PeerTLS puts mutual TLS on the Raft port: both ends present a node

@@ -524,6 +524,9 @@ func (n *Node) Close() error {
 	}
 	close(n.stop)
 	n.cancel()
+	// A paced snapshot copy or restore would hold its Raft group's
+	// shutdown for as long as the rate makes it last.
+	n.store.StopSnapshots()
 	// Shards stop in parallel (16 at a time): each waits for its Raft
 	// goroutines and in-flight RPCs, and a node with a thousand ranges
 	// took longer than SIGTERM's grace period one after another.

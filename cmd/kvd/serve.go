@@ -101,7 +101,7 @@ election.`,
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
-	fl.Int64Var(&f.snapshotRate, "snapshot-rate-bytes", 0, "bound, in bytes a second, what this node's snapshots write to disk and restore when replicas move (a node joining or leaving), so that foreground writes keep the disk; 0: no bound, else at least 4 MiB (4194304)")
+	fl.Int64Var(&f.snapshotRate, "snapshot-rate-bytes", 0, "bound, in bytes a second, what this node's snapshots write to disk and restore when replicas move (a node joining or leaving), so that foreground writes keep the disk; 0: no bound, else at least 16 MiB (16777216) and an eighth of --range-max-bytes; it paces the snapshots this node receives and its restores")
 	fl.BoolVar(&f.perRangeStreams, "per-range-streams", false, "give each range its own connections to peers instead of sharing one link per peer (how releases before the link worked; for comparisons)")
 	fl.BoolVar(&f.raftMetrics, "raft-metrics", false, "export hashicorp/raft's internal timings (commit time, log dispatch, follower log store, per-peer AppendEntries) on /metrics as dialkv_raft_*; costs some CPU per write")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
@@ -179,8 +179,8 @@ func serve(ctx context.Context, f serveFlags) error {
 	cfg.HibernateAfter = f.hibernateAfter
 	cfg.ParallelLeaderAppend = f.parallelAppend
 	cfg.PerRangeStreams = f.perRangeStreams
-	if f.snapshotRate < 0 || (f.snapshotRate > 0 && f.snapshotRate < raftstore.MinSnapshotRate) {
-		return fmt.Errorf("--snapshot-rate-bytes %d: want 0 (no bound) or at least %d (4 MiB)", f.snapshotRate, raftstore.MinSnapshotRate)
+	if err := checkSnapshotRate(f.snapshotRate, f.rangeMaxBytes); err != nil {
+		return err
 	}
 	cfg.SnapshotRate = f.snapshotRate
 	cfg.Logger = log
@@ -447,4 +447,15 @@ func (t *tlsFlags) load(joining bool, log *slog.Logger) (serveTLS, error) {
 		out.dialClient = src
 	}
 	return out, nil
+}
+
+// checkSnapshotRate refuses a --snapshot-rate-bytes under which a move
+// could not finish: placement gives a move a minute to catch up, with two
+// snapshots arriving at a node at once, each written and restored
+// (raftstore.MinSnapshotRate).
+func checkSnapshotRate(rate, rangeMaxBytes int64) error {
+	if least := max(raftstore.MinSnapshotRate, rangeMaxBytes/8); rate < 0 || (rate > 0 && rate < least) {
+		return fmt.Errorf("--snapshot-rate-bytes %d: want 0 (no bound) or at least %d (16 MiB, and an eighth of --range-max-bytes)", rate, least)
+	}
+	return nil
 }
