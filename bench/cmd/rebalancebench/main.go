@@ -68,6 +68,7 @@ type options struct {
 	valueSize     int
 	loadClients   int
 	probeRate     float64
+	slow          time.Duration
 	probeValue    int
 	baseline      time.Duration
 	hold          time.Duration
@@ -143,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.loadClients, "load-clients", 32, "closed-loop writers of the load")
 	fs.Float64Var(&o.probeRate, "probe-rate", 50, "foreground probe puts per second")
 	fs.IntVar(&o.probeValue, "probe-value-size", 256, "bytes per probe put")
+	fs.DurationVar(&o.slow, "slow", 0, "list every probe put during the rebalancing that took at least this long, with its key and time from the 4th node's start (0: none), to read beside the nodes' logs (-keep -log-level info)")
 	fs.DurationVar(&o.baseline, "baseline", 10*time.Second, "probe window before the join")
 	fs.DurationVar(&o.hold, "hold", 5*time.Second, "how long the new node's share and the leader balance must hold to count as done")
 	fs.DurationVar(&o.quiet, "quiet", 30*time.Second, "with the share in place but the leaders not balanced, end when nothing has moved for this long (kvd moves leaderships once no replica is moving, each range at most once per 10s)")
@@ -180,6 +182,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-load-clients %d: want 1 to 1024", o.loadClients)
 	case o.probeRate <= 0 || o.probeRate > 10000:
 		return nil, fmt.Errorf("-probe-rate %v: want more than 0 and at most 10000 puts/s", o.probeRate)
+	case o.slow < 0 || o.slow > time.Hour:
+		return nil, fmt.Errorf("-slow %v: want 0 to 1h", o.slow)
 	case o.probeValue < 0 || o.probeValue > 1<<20:
 		return nil, fmt.Errorf("-probe-value-size %d: want 0 to 1048576", o.probeValue)
 	case o.baseline < time.Second || o.baseline > time.Hour:

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,6 +72,7 @@ func TestParseFlags_RefusesBadSettings(t *testing.T) {
 		{"-port-base", "40000"},
 		{"-quiet", "0s"},
 		{"-baseline", "10ms"},
+		{"-slow", "-1ms"},
 		{"extra"},
 	} {
 		if _, err := parseFlags(append([]string{"-kvd", kvd}, args...), io.Discard); err == nil {
@@ -110,6 +113,26 @@ func TestProbeWindow_CutsSamplesByStartTime(t *testing.T) {
 	}
 	if during.Ops != 3 || during.Errors != 1 || during.MaxMs < 59 || during.MaxMs > 61 || during.From != 0 || during.To != 10 {
 		t.Fatalf("during: %+v, want 3 puts up to 60 ms, 1 error, window 0 to 10 s", during)
+	}
+}
+
+func TestProbeSlow_ListsTheSlowAndFailedPutsOfTheWindow(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	p := &probe{}
+	for i, ms := range []int{50, 1, 9, 10, 2} { // the first is before the window
+		p.samples = append(p.samples, sample{at: t0.Add(time.Duration(i-1) * time.Second), took: time.Duration(ms) * time.Millisecond, key: fmt.Sprint("k", i)})
+	}
+	p.samples = append(p.samples, sample{at: t0.Add(4 * time.Second), failed: true, key: "kf"})
+	got := p.slow(t0, t0, t0.Add(10*time.Second), 9*time.Millisecond)
+	var keys []string
+	for _, s := range got {
+		keys = append(keys, s.Key)
+	}
+	if want := []string{"k2", "k3", "kf"}; !slices.Equal(keys, want) {
+		t.Fatalf("slow puts %v, want %v (at least 9 ms, or failed, inside the window)", keys, want)
+	}
+	if got[0].AtSec != 1 || got[0].Ms != 9 || got[2].Failed != true {
+		t.Fatalf("slow puts %+v: want k2 at 1 s taking 9 ms, kf failed", got)
 	}
 }
 

@@ -18,6 +18,7 @@ type sample struct {
 	at     time.Time
 	took   time.Duration
 	failed bool
+	key    string
 }
 
 // probe is the light foreground load: one client putting a value on a
@@ -65,7 +66,7 @@ func (p *probe) run(ctx context.Context) {
 			return // cut short by the end of the run, not failed
 		}
 		p.mu.Lock()
-		p.samples = append(p.samples, sample{at: began, took: took, failed: err != nil})
+		p.samples = append(p.samples, sample{at: began, took: took, failed: err != nil, key: string(key)})
 		p.mu.Unlock()
 	}
 }
@@ -103,4 +104,28 @@ func (p *probe) window(zero, from, to time.Time) probeStats {
 	sum := workload.Summarize(h, st.Errors, 0, to.Sub(from))
 	st.Ops, st.P50Ms, st.P99Ms, st.MaxMs = sum.Ops, sum.P50Ms, sum.P99Ms, sum.MaxMs
 	return st
+}
+
+// slowPut is a probe put that took at least the -slow threshold.
+type slowPut struct {
+	At     string  `json:"at"`   // wall clock, UTC
+	AtSec  float64 `json:"at_s"` // from the 4th node's start
+	Key    string  `json:"key"`
+	Ms     float64 `json:"ms"`
+	Failed bool    `json:"failed,omitempty"`
+}
+
+// slow lists the puts that started in [from, to) and took at least min
+// (or failed), in time order, so they can be read beside the nodes' logs.
+func (p *probe) slow(zero, from, to time.Time, min time.Duration) []slowPut {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []slowPut
+	for _, s := range p.samples {
+		if s.at.Before(from) || !s.at.Before(to) || (s.took < min && !s.failed) {
+			continue
+		}
+		out = append(out, slowPut{At: s.at.UTC().Format("15:04:05.000"), AtSec: s.at.Sub(zero).Seconds(), Key: s.key, Ms: float64(s.took.Microseconds()) / 1000, Failed: s.failed})
+	}
+	return out
 }

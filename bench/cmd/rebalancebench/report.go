@@ -51,6 +51,7 @@ type report struct {
 
 	ProbeBefore probeStats `json:"probe_before"`
 	ProbeDuring probeStats `json:"probe_during"`
+	SlowPuts    []slowPut  `json:"slow_puts,omitempty"` // with -slow
 }
 
 // nodeRow is one node's share of the ranges.
@@ -134,6 +135,16 @@ func (r *report) writeJoin(w io.Writer) {
 		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%d\t%d\t%.2f\t%.2f\t%.2f\n", p.name, p.s.From, p.s.To, p.s.Ops, p.s.Errors, p.s.P50Ms, p.s.P99Ms, p.s.MaxMs)
 	}
 	tw.Flush()
+	if len(r.SlowPuts) > 0 {
+		fmt.Fprintln(w, "slow probe puts during rebalancing (-slow; wall clock in UTC, as the nodes' logs):")
+		for _, s := range r.SlowPuts {
+			failed := ""
+			if s.Failed {
+				failed = "  failed"
+			}
+			fmt.Fprintf(w, "  %s  %6.2fs  %8.2f ms  %s%s\n", s.At, s.AtSec, s.Ms, s.Key, failed)
+		}
+	}
 }
 
 func secs(s float64) string {

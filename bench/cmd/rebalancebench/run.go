@@ -140,6 +140,9 @@ func (b *bench) runBench(ctx context.Context) (*report, error) {
 	// A window shorter than a second or two says little; it still covers
 	// the puts that ran while the replicas moved.
 	rep.ProbeDuring = pr.window(t0, t0, end)
+	if o.slow > 0 {
+		rep.SlowPuts = pr.slow(t0, t0, end, o.slow)
+	}
 	rep.ShareSec = secondsFrom(t0, w.shareAt)
 	rep.LeadersSec = secondsFrom(t0, w.balancedAt)
 	rep.LeadershipsSec = secondsFrom(t0, w.allBalancedAt)
