@@ -32,9 +32,9 @@ const MinSnapshotRate = 16 << 20
 // cache: its fsync is a few milliseconds of the disk's time.
 const snapshotSyncBytes = 4 << 20
 
-// paceBurst is the most one write or read takes before it waits for the
-// rate: enough for the 64-256 KiB buffers in front of it, small enough
-// that the rate holds within a fraction of a second.
+// paceBurst is the unit a stream is charged in, one turn of the rate:
+// enough for the 32-256 KiB buffers in front of it, small enough that the
+// rate holds within a fraction of a second.
 const paceBurst = 256 << 10
 
 // newPacer returns a limiter of bytesPerSec, or nil for no bound.
@@ -45,17 +45,11 @@ func newPacer(bytesPerSec int64) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(bytesPerSec), paceBurst)
 }
 
-// pace takes n bytes (at most paceBurst) of lim's budget, waiting until
-// they are due; nil lim does not wait. It returns ErrClosed, its budget
-// handed back, if stop closes first.
-func pace(lim *rate.Limiter, n int, stop <-chan struct{}) error {
-	if lim == nil {
-		return nil
-	}
-	r := lim.ReserveN(time.Now(), min(n, paceBurst))
-	if !r.OK() {
-		return nil // n > burst: cannot happen, n is capped
-	}
+// takeBurst takes paceBurst bytes of lim's budget (its burst, so the
+// reservation always succeeds), waiting until they are due. It returns
+// ErrClosed, its budget handed back, if stop closes first.
+func takeBurst(lim *rate.Limiter, stop <-chan struct{}) error {
+	r := lim.ReserveN(time.Now(), paceBurst)
 	d := r.Delay()
 	if d <= 0 {
 		return nil
@@ -88,7 +82,7 @@ func (m *meter) charge(n int) error {
 	}
 	// At most n/paceBurst+1 turns: one per burst the caller moved.
 	for m.owed += n; m.owed >= paceBurst; m.owed -= paceBurst {
-		if err := pace(m.lim, paceBurst, m.stop); err != nil {
+		if err := takeBurst(m.lim, m.stop); err != nil {
 			return err
 		}
 	}
@@ -102,7 +96,7 @@ type pacedReader struct {
 }
 
 func (p pacedReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b[:min(len(b), paceBurst)])
+	n, err := p.r.Read(b)
 	if perr := p.m.charge(n); perr != nil && err == nil {
 		err = perr
 	}
@@ -160,24 +154,18 @@ func (s *syncedSink) Write(b []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
-	written := 0
-	for len(b) > 0 {
-		n := min(len(b), paceBurst)
-		m, err := s.SnapshotSink.Write(b[:n])
-		written += m
-		if err == nil {
-			err = s.m.charge(m)
-		}
-		if err != nil {
-			s.err = err
-			return written, err
-		}
-		b = b[n:]
-		if s.unsynced += m; s.unsynced >= snapshotSyncBytes {
-			s.syncSoFar()
-		}
+	n, err := s.SnapshotSink.Write(b)
+	if err == nil {
+		err = s.m.charge(n)
 	}
-	return written, nil
+	if err != nil {
+		s.err = err
+		return n, err
+	}
+	if s.unsynced += n; s.unsynced >= snapshotSyncBytes {
+		s.syncSoFar()
+	}
+	return n, nil
 }
 
 func (s *syncedSink) syncSoFar() {

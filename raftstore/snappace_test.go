@@ -62,15 +62,15 @@ func TestPacedReader_YieldsTheDataNoFasterThanTheRate(t *testing.T) {
 	}
 }
 
-func TestPace_AWaitEndsWhenTheStoreCloses(t *testing.T) {
+func TestTakeBurst_AWaitEndsWhenTheStoreCloses(t *testing.T) {
 	stop := make(chan struct{})
 	lim := newPacer(MinSnapshotRate)
 	lim.SetLimit(paceBurst / 60) // the second burst is a minute away
-	if err := pace(lim, paceBurst, stop); err != nil {
+	if err := takeBurst(lim, stop); err != nil {
 		t.Fatalf("first burst: %v", err)
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- pace(lim, paceBurst, stop) }()
+	go func() { errc <- takeBurst(lim, stop) }()
 	close(stop)
 	select {
 	case err := <-errc:
@@ -169,6 +169,21 @@ func TestMeter_ChargesTheLimiterByTheBurst(t *testing.T) {
 	}
 }
 
+// rangeSink opens range id's Raft storage in s, as a shard does, and a
+// snapshot sink on it at index.
+func rangeSink(t *testing.T, s *Store, id, index uint64) (*RaftStorage, raft.SnapshotSink) {
+	t.Helper()
+	st, err := s.OpenRaftStorage(id, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := st.Snapshots.Create(raft.SnapshotVersionMax, index, 1, raft.Configuration{}, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, sink
+}
+
 // The node's own snapshot holds a bbolt read transaction while Persist
 // writes it: it must not wait for the rate.
 func TestSyncedSink_PersistIsNotPaced(t *testing.T) {
@@ -181,14 +196,7 @@ func TestSyncedSink_PersistIsNotPaced(t *testing.T) {
 		logs = append(logs, put(uint64(i+1), fmt.Sprintf("k%04d", i), fmt.Sprintf("%0100d", i)))
 	}
 	f.ApplyBatch(logs)
-	st, err := s.OpenRaftStorage(1, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := st.Snapshots.Create(raft.SnapshotVersionMax, 3000, 1, raft.Configuration{}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, sink := rangeSink(t, s, 1, 3000)
 	snap, err := f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -220,14 +228,7 @@ func TestStore_StopSnapshotsEndsPacedWork(t *testing.T) {
 	g := mustRange(t, s, 1)
 	g.ApplyBatch([]*raft.Log{put(1, "old", "kept")})
 
-	st, err := s.OpenRaftStorage(1, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := st.Snapshots.Create(raft.SnapshotVersionMax, 5000, 1, raft.Configuration{}, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, sink := rangeSink(t, s, 1, 5000)
 	restored, copied := make(chan error, 1), make(chan error, 1)
 	go func() { restored <- g.Restore(io.NopCloser(bytes.NewReader(stream))) }()
 	go func() {
