@@ -29,8 +29,9 @@ import (
 const MinSnapshotRate = 16 << 20
 
 // snapshotSyncBytes is how much of a snapshot file may wait in the page
-// cache: its fsync is a few milliseconds of the disk's time.
-const snapshotSyncBytes = 4 << 20
+// cache: its fsync is what a foreground WAL sync may queue behind on a
+// shared disk (1 MiB: a probe p99 12% below 4 MiB's, docs/performance.md).
+const snapshotSyncBytes = 1 << 20
 
 // paceBurst is the unit a stream is charged in, one turn of the rate:
 // enough for the 32-256 KiB buffers in front of it, small enough that the

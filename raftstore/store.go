@@ -58,9 +58,10 @@ func DefaultConfig(dir string) Config {
 	}
 }
 
-// DefaultRestoreChunkBytes: a 2 MiB write and its fsync take a few
-// milliseconds, which is what a foreground commit may wait behind one.
-const DefaultRestoreChunkBytes = 2 << 20
+// DefaultRestoreChunkBytes: a 1 MiB write and its fsync take a few
+// milliseconds, which is what a foreground sync may wait behind on a
+// shared disk (snapshotSyncBytes).
+const DefaultRestoreChunkBytes = 1 << 20
 
 // The change feed's default budget per range: an hour, or 64 MiB (about
 // as much as the range's own data before it splits).
