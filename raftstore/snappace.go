@@ -34,8 +34,8 @@ const MinSnapshotRate = 16 << 20
 const snapshotSyncBytes = 1 << 20
 
 // paceBurst is the unit a stream is charged in, one turn of the rate:
-// enough for the 32-256 KiB buffers in front of it, small enough that the
-// rate holds within a fraction of a second.
+// small enough that the rate holds within a fraction of a second (a
+// larger read or write is charged as several turns).
 const paceBurst = 256 << 10
 
 // newPacer returns a limiter of bytesPerSec, or nil for no bound.
@@ -69,7 +69,8 @@ func takeBurst(lim *rate.Limiter, stop <-chan struct{}) error {
 // meter charges a limiter in whole bursts. The limiter serves
 // reservations in turn, so streams charging it per write would share it
 // in proportion to their write sizes (hashicorp/raft copies an incoming
-// snapshot 32 KiB at a time, a restore reads 256 KiB): charged by the
+// snapshot 32 KiB at a time, a restore reads 256 KiB or a whole large
+// value): charged by the
 // burst, every stream gets an equal turn.
 type meter struct {
 	lim  *rate.Limiter
@@ -144,6 +145,7 @@ type syncedSink struct {
 	f        *os.File // nil until the first sync, or if it cannot open
 	tried    bool
 	unsynced int
+	syncs    int   // intermediate syncs so far (tests)
 	err      error // the first Write error
 }
 
@@ -151,26 +153,34 @@ type syncedSink struct {
 // while it writes.
 func (s *syncedSink) unpaced() { s.m.lim = nil }
 
+// Write cuts b at the sync boundaries: Persist may hand over a whole large
+// value at once, and no sync may flush more than snapshotSyncBytes.
 func (s *syncedSink) Write(b []byte) (int, error) {
 	if s.err != nil {
 		return 0, s.err
 	}
-	n, err := s.SnapshotSink.Write(b)
-	if err == nil {
-		err = s.m.charge(n)
+	written := 0
+	for len(b) > 0 {
+		n, err := s.SnapshotSink.Write(b[:min(len(b), snapshotSyncBytes-s.unsynced)])
+		written += n
+		if err == nil {
+			err = s.m.charge(n)
+		}
+		if err != nil {
+			s.err = err
+			return written, err
+		}
+		b = b[n:]
+		if s.unsynced += n; s.unsynced >= snapshotSyncBytes {
+			s.syncSoFar()
+		}
 	}
-	if err != nil {
-		s.err = err
-		return n, err
-	}
-	if s.unsynced += n; s.unsynced >= snapshotSyncBytes {
-		s.syncSoFar()
-	}
-	return n, nil
+	return written, nil
 }
 
 func (s *syncedSink) syncSoFar() {
 	s.unsynced = 0
+	s.syncs++
 	if !s.tried {
 		s.tried = true
 		var err error

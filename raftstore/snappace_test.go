@@ -108,6 +108,11 @@ func TestSyncedSnapshots_SyncTheFileFileSnapshotStoreWrites(t *testing.T) {
 			if s.f == nil {
 				t.Fatalf("wrote %d bytes and never synced the file", len(data))
 			}
+			// One Write of 2 MiB and more: a sync at each MiB, not one
+			// for the whole Write.
+			if want := len(data) / snapshotSyncBytes; s.syncs != want {
+				t.Fatalf("one Write of %d bytes made %d syncs, want %d", len(data), s.syncs, want)
+			}
 			if err := sink.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -232,7 +237,9 @@ func TestStore_StopSnapshotsEndsPacedWork(t *testing.T) {
 	restored, copied := make(chan error, 1), make(chan error, 1)
 	go func() { restored <- g.Restore(io.NopCloser(bytes.NewReader(stream))) }()
 	go func() {
-		_, err := io.Copy(sink, bytes.NewReader(stream)) // as hashicorp/raft receives one
+		// 32 KiB at a time, as hashicorp/raft receives one (a bare
+		// Reader: bytes.Reader's WriteTo would make it one Write).
+		_, err := io.Copy(sink, struct{ io.Reader }{bytes.NewReader(stream)})
 		if cerr := sink.Close(); err == nil {
 			err = fmt.Errorf("the copy ended without an error, and Close said %v", cerr)
 		} else if cerr == nil {
