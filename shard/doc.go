@@ -9,6 +9,12 @@
 // nodes' addresses or clients: forwarding and routing live in package
 // replication, request validation in package api.
 //
+// The quorum is asked through the transport when it can ask many ranges'
+// followers at once (leadershipConfirmer: the node link's questions, one
+// message per peer for every range reading at that moment, which a
+// follower answers from its replica's term and leader; confirm.go), and
+// through raft.VerifyLeader's heartbeats when it cannot or a peer says no.
+//
 // A new leader may only serve read-index reads once an entry of its own term
 // has committed. hashicorp/raft commits a no-op at the start of each term
 // but never hands no-ops to the FSM, so the Shard applies a marker command

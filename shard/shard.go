@@ -155,6 +155,11 @@ type Shard struct {
 
 	reads readBatcher
 	fresh freshness
+	// confirmer, when the transport has one, confirms reads' leadership
+	// for many ranges at once (confirm.go); memberGen counts membership
+	// changes begun and ended, so it is odd while one is under way.
+	confirmer leadershipConfirmer
+	memberGen atomic.Uint64
 	// confirming counts read-index rounds under way, and confirmedAt is
 	// when the last began or ended (unix nanos): heartbeats may wait a
 	// moment for company on the link only when there are none and there
@@ -241,6 +246,10 @@ func New(cfg Config) (*Shard, error) {
 		return nil, err
 	}
 	trans.start()
+	if lc, ok := cfg.Transport.(leadershipConfirmer); ok {
+		s.confirmer = lc
+		lc.SetLeadershipCheck(s.followsLeader)
+	}
 	s.recoverIndex, _ = s.rlog.LastIndex()
 	return s, nil
 }
@@ -750,6 +759,12 @@ func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
 	inst := s.inst.Load()
 	r := inst.raft
 	idx := r.CommitIndex()
+	if s.confirmByLink(ctx, r, term) {
+		if r.CurrentTerm() != term {
+			return 0, ErrNotLeader
+		}
+		return idx, nil
+	}
 	// The round's heartbeats must leave at once, and one already held
 	// for company (wakeTransport.AppendEntries) must go now: the round
 	// counts its answer.
@@ -798,6 +813,10 @@ func (s *Shard) membership(ctx context.Context, change func(time.Duration) raft.
 	if s.active().State() != raft.Leader {
 		return ErrNotLeader
 	}
+	// Odd while the change may be under way: a read confirmed by the
+	// link counts a quorum of the configuration it read (confirmByLink).
+	s.memberGen.Add(1)
+	defer s.memberGen.Add(1)
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		if timeout = time.Until(dl); timeout <= 0 {

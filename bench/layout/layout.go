@@ -31,6 +31,11 @@ type Layout struct {
 	// leader is only the routing table's hint, because no replica said it
 	// leads (a hibernating range, or one electing).
 	Unled, Hinted int
+	// Misrouted counts ranges whose routing-table hint names another
+	// node (or none) than the leader their replicas report: a client
+	// sends their requests to a node that forwards them until the hint
+	// catches up (a new range's first publication, a moved leadership).
+	Misrouted int
 	// MetaLeader is the node whose replica of the meta range (the
 	// cluster's metadata, not a user range) reports State Leader, or "".
 	MetaLeader string
@@ -108,6 +113,9 @@ func Read(ctx context.Context, cli *client.Client) (*Layout, error) {
 		r := Range{ID: d.Id, Start: d.Start, End: d.End, Replicas: d.Replicas}
 		if c, ok := leads[d.Id]; ok {
 			r.Leader = c.node
+			if d.Leader != c.node {
+				l.Misrouted++
+			}
 		} else if d.Leader != "" {
 			r.Leader, r.Hinted = d.Leader, true
 			l.Hinted++
@@ -140,6 +148,11 @@ func (l *Layout) Node(id string) *Node {
 // LeadersSettled reports whether every range's leader is known from the
 // replicas themselves, not only from the routing table's hint.
 func (l *Layout) LeadersSettled() bool { return l.Unled == 0 && l.Hinted == 0 }
+
+// RoutingCurrent reports whether the leaders are settled and the routing
+// table names each of them: a client that fetches the table now sends
+// every request straight to its leader.
+func (l *Layout) RoutingCurrent() bool { return l.LeadersSettled() && l.Misrouted == 0 }
 
 // LeadersBalanced reports whether every range has a known leader and the
 // active nodes' leader counts differ by at most one: 16 ranges on 3 nodes
@@ -225,6 +238,9 @@ func (l *Layout) String() string {
 	}
 	if l.Unled > 0 {
 		fmt.Fprintf(&b, "; %d without a leader", l.Unled)
+	}
+	if l.Misrouted > 0 {
+		fmt.Fprintf(&b, "; %d misrouted", l.Misrouted)
 	}
 	if l.MetaLeader != "" {
 		fmt.Fprintf(&b, "; meta led by %s", l.MetaLeader)

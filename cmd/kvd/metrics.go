@@ -168,6 +168,8 @@ var linkCounters = []struct {
 	{"legacy_fallbacks_total", "Times a peer was found to speak only per-range streams (a node of an older release).", func(s link.Stats) uint64 { return s.LegacyFallbacks }},
 	{"legacy_calls_total", "Calls sent through a range's per-range stream to such a peer.", func(s link.Stats) uint64 { return s.LegacyCalls }},
 	{"legacy_received_total", "Raft RPCs that came in through per-range streams.", func(s link.Stats) uint64 { return s.LegacyReceived }},
+	{"confirm_requests_total", "Leadership-question requests for linearizable reads that peers answered (link version 2).", func(s link.Stats) uint64 { return s.ConfirmRequests }},
+	{"confirm_questions_total", "Ranges' questions those requests carried: questions per request is how many ranges share one.", func(s link.Stats) uint64 { return s.ConfirmQuestions }},
 }
 
 func newLinkCollector(src linkSource) *linkCollector {

@@ -192,11 +192,13 @@ func TestLinkCollector_ExportsTheLinksCounters(t *testing.T) {
 		want map[string]float64
 	}{
 		{"link", fixedLink{ok: true, st: link.Stats{MessagesSent: 900, Writes: 300, BytesSent: 1 << 20, MessagesReceived: 880,
-			BytesReceived: 2 << 20, Dials: 4, LegacyFallbacks: 1, LegacyCalls: 7, LegacyReceived: 9}},
+			BytesReceived: 2 << 20, Dials: 4, LegacyFallbacks: 1, LegacyCalls: 7, LegacyReceived: 9,
+			ConfirmRequests: 11, ConfirmQuestions: 40}},
 			map[string]float64{
 				"dialkv_link_messages_sent_total": 900, "dialkv_link_writes_total": 300, "dialkv_link_sent_bytes_total": 1 << 20,
 				"dialkv_link_messages_received_total": 880, "dialkv_link_received_bytes_total": 2 << 20, "dialkv_link_dials_total": 4,
 				"dialkv_link_legacy_fallbacks_total": 1, "dialkv_link_legacy_calls_total": 7, "dialkv_link_legacy_received_total": 9,
+				"dialkv_link_confirm_requests_total": 11, "dialkv_link_confirm_questions_total": 40,
 			}},
 		{"per-range streams", fixedLink{}, map[string]float64{}},
 	}

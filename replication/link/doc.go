@@ -32,6 +32,12 @@
 //     error and leaves its response untouched; a pipeline that loses a
 //     request delivers no further futures (raft counts any delivered
 //     future as contact with the follower, which feeds the leader lease).
+//   - Leadership questions (link version 2, confirm.go). A linearizable
+//     read's round asks each peer, in one message for every range of the
+//     node reading at that moment, whether its replica is in the leader's
+//     term and follows it; the peer answers on the reader from each
+//     replica's state (SetLeadershipCheck). The range falls back to
+//     raft.VerifyLeader's heartbeats when that is not a quorum of yes.
 //   - Snapshots each travel on a connection of their own.
 //   - Mixed versions. A peer that closes the hello unanswered runs a
 //     release from before the link (its mux closes an unknown kind byte);

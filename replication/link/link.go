@@ -65,6 +65,18 @@ type Config struct {
 	// of them at a time instead of each alone. 0 writes at once.
 	CoalesceDelay time.Duration
 	Logger        *slog.Logger
+
+	// maxVersion, when not 0, is the highest link version spoken instead
+	// of versionMax: a test's node of an earlier release.
+	maxVersion uint16
+}
+
+// topVersion is the highest link version this node speaks.
+func (c Config) topVersion() uint16 {
+	if c.maxVersion != 0 {
+		return c.maxVersion
+	}
+	return versionMax
 }
 
 // DefaultConfig returns the defaults; LocalAddr, Listener and Dial must
@@ -342,10 +354,15 @@ type Stats struct {
 	// transport, LegacyReceived the RPCs that came in through one. Both
 	// stay still once every node of the cluster speaks the link.
 	LegacyCalls, LegacyReceived uint64
+	// ConfirmRequests counts the leadership-question requests answered by
+	// peers, ConfirmQuestions the ranges' questions they carried: their
+	// ratio is how many ranges share one (link version 2).
+	ConfirmRequests, ConfirmQuestions uint64
 }
 
 type stats struct {
 	msgsSent, writes, bytesSent, msgsRecv, bytesRecv, dials, fallbacks, legacyCalls, legacyRecv atomic.Uint64
+	confirmRequests, confirmQuestions                                                           atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -354,6 +371,7 @@ func (l *Link) Stats() Stats {
 		MessagesSent: l.st.msgsSent.Load(), Writes: l.st.writes.Load(), BytesSent: l.st.bytesSent.Load(),
 		MessagesReceived: l.st.msgsRecv.Load(), BytesReceived: l.st.bytesRecv.Load(),
 		Dials: l.st.dials.Load(), LegacyFallbacks: l.st.fallbacks.Load(), LegacyCalls: l.st.legacyCalls.Load(), LegacyReceived: l.st.legacyRecv.Load(),
+		ConfirmRequests: l.st.confirmRequests.Load(), ConfirmQuestions: l.st.confirmQuestions.Load(),
 	}
 }
 

@@ -47,6 +47,7 @@ const redialBackoff = 100 * time.Millisecond
 type peer struct {
 	l    *Link
 	addr string
+	asks asker // leadership questions (confirm.go)
 
 	mu struct {
 		sync.Mutex
@@ -172,11 +173,12 @@ func (p *peer) maybeProbeLocked() {
 // dialRPC opens the multiplexed connection to addr. legacy reports a peer
 // that does not speak the link.
 func (l *Link) dialRPC(addr string) (*clientConn, bool, error) {
-	nc, fr, fw, legacy, err := l.handshake(addr, modeRPC)
+	nc, fr, fw, version, legacy, err := l.handshake(addr, modeRPC)
 	if err != nil || legacy {
 		return nil, legacy, err
 	}
 	cc := newClientConn(l, nc, fr, fw, addr)
+	cc.version = version
 	if !l.addConn(cc.conn) {
 		nc.Close()
 		return nil, false, ErrClosed
@@ -193,22 +195,22 @@ func (l *Link) dialRPC(addr string) (*clientConn, bool, error) {
 // connection without answering is a node from before the link: its mux
 // closes a connection with a kind byte it does not know at once. legacy
 // is true then, and when the peer answers that it shares no version.
-func (l *Link) handshake(addr string, mode byte) (nc net.Conn, fr *frame.Reader, fw *frame.Writer, legacy bool, err error) {
+func (l *Link) handshake(addr string, mode byte) (nc net.Conn, fr *frame.Reader, fw *frame.Writer, version uint16, legacy bool, err error) {
 	nc, err = l.cfg.Dial(addr, l.cfg.Timeout)
 	if err != nil {
-		return nil, nil, nil, false, fmt.Errorf("link: dial %s: %w", addr, err)
+		return nil, nil, nil, 0, false, fmt.Errorf("link: dial %s: %w", addr, err)
 	}
 	l.st.dials.Add(1)
-	fail := func(err error) (net.Conn, *frame.Reader, *frame.Writer, bool, error) {
+	fail := func(err error) (net.Conn, *frame.Reader, *frame.Writer, uint16, bool, error) {
 		nc.Close()
 		if closedAtOnce(err) {
-			return nil, nil, nil, true, nil
+			return nil, nil, nil, 0, true, nil
 		}
-		return nil, nil, nil, false, fmt.Errorf("link: handshake with %s: %w", addr, err)
+		return nil, nil, nil, 0, false, fmt.Errorf("link: handshake with %s: %w", addr, err)
 	}
 	nc.SetDeadline(time.Now().Add(l.cfg.Timeout))
 	fw = frame.NewWriter(nc)
-	h := hello{min: versionMin, max: versionMax, mode: mode, addr: string(l.cfg.LocalAddr)}
+	h := hello{min: versionMin, max: l.cfg.topVersion(), mode: mode, addr: string(l.cfg.LocalAddr)}
 	if _, err := fw.WriteVec([][]byte{h.encode()}); err != nil {
 		return fail(err)
 	}
@@ -221,15 +223,19 @@ func (l *Link) handshake(addr string, mode byte) (nc net.Conn, fr *frame.Reader,
 	ack, err := decodeHelloAck(typ, body)
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, false, fmt.Errorf("link: handshake with %s: %w", addr, err)
+		return nil, nil, nil, 0, false, fmt.Errorf("link: handshake with %s: %w", addr, err)
 	}
 	if ack.version == 0 {
 		nc.Close()
 		l.log.Warn("link: peer shares no link version with this node; reaching it through per-range streams", "peer", addr, "reason", ack.reason)
-		return nil, nil, nil, true, nil
+		return nil, nil, nil, 0, true, nil
+	}
+	if ack.version < versionMin || ack.version > l.cfg.topVersion() {
+		nc.Close()
+		return nil, nil, nil, 0, false, fmt.Errorf("link: handshake with %s: %w: it chose version %d, not one of %d to %d", addr, errProtocol, ack.version, versionMin, l.cfg.topVersion())
 	}
 	nc.SetDeadline(time.Time{})
-	return nc, fr, fw, false, nil
+	return nc, fr, fw, ack.version, false, nil
 }
 
 // closedAtOnce reports an error that means the peer closed the
@@ -242,8 +248,9 @@ func closedAtOnce(err error) bool {
 // out, responses come back matched by request id.
 type clientConn struct {
 	*conn
-	dec *codec.Decoder // the reader goroutine's, for responses
-	mu  struct {
+	version uint16         // the link version the peer chose
+	dec     *codec.Decoder // the reader goroutine's, for responses
+	mu      struct {
 		sync.Mutex
 		nextID  uint64
 		pending map[uint64]*call // nil once the connection is closed
@@ -409,6 +416,10 @@ func (c *clientConn) complete(r response) {
 func decodeResult(dec *codec.Decoder, r response, resp any, remote string) error {
 	switch r.status {
 	case statusOK:
+		if raw, ok := resp.(*rawBody); ok {
+			*raw = append((*raw)[:0], r.body...)
+			return nil
+		}
 		dec.ResetBytes(r.body)
 		if err := dec.Decode(resp); err != nil {
 			return fmt.Errorf("link: decode response from %s: %w", remote, err)

@@ -54,8 +54,9 @@ type inbound struct {
 // in, each range's go to that range's transport, and responses go back.
 type serverConn struct {
 	*conn
-	mu    sync.Mutex
-	lanes map[laneKey]*lane
+	version uint16 // the link version chosen in the hello
+	mu      sync.Mutex
+	lanes   map[laneKey]*lane
 }
 
 // serve runs an accepted connection: the handshake, then its mode.
@@ -75,10 +76,10 @@ func (l *Link) serve(nc net.Conn) {
 		nc.Close()
 		return
 	}
-	ack := helloAck{version: chooseVersion(h)}
+	ack := helloAck{version: chooseVersion(h, l.cfg.topVersion())}
 	switch {
 	case ack.version == 0:
-		ack.reason = fmt.Sprintf("this node speaks link versions %d to %d, the dialler %d to %d", versionMin, versionMax, h.min, h.max)
+		ack.reason = fmt.Sprintf("this node speaks link versions %d to %d, the dialler %d to %d", versionMin, l.cfg.topVersion(), h.min, h.max)
 	case h.mode != modeRPC && h.mode != modeSnapshot:
 		ack.version, ack.reason = 0, fmt.Sprintf("unknown connection mode %d", h.mode)
 	}
@@ -95,7 +96,7 @@ func (l *Link) serve(nc net.Conn) {
 		l.serveSnapshot(nc, fr, fw, h.addr)
 		return
 	}
-	sc := &serverConn{conn: newConn(l, nc, fr, fw, h.addr), lanes: map[laneKey]*lane{}}
+	sc := &serverConn{conn: newConn(l, nc, fr, fw, h.addr), version: ack.version, lanes: map[laneKey]*lane{}}
 	sc.mr.fresh = true
 	if !l.addConn(sc.conn) {
 		nc.Close()
@@ -139,6 +140,10 @@ func (s *serverConn) dispatch(body []byte) error {
 	req, err := parseRequest(body)
 	if err != nil {
 		return err
+	}
+	if req.rpc == rpcConfirmLeader && s.version >= versionConfirm {
+		s.answerConfirm(req)
+		return nil
 	}
 	t := s.l.rangeTransport(req.rangeID)
 	switch {

@@ -26,7 +26,7 @@ func snapshotTimeout(timeout time.Duration, size int64) time.Duration {
 
 func (t *RangeTransport) sendSnapshot(p *peer, args *raft.InstallSnapshotRequest, resp *raft.InstallSnapshotResponse, data io.Reader, legacy func(raft.Transport) error) error {
 	l := t.l
-	nc, fr, fw, isLegacy, err := l.handshake(p.addr, modeSnapshot)
+	nc, fr, fw, _, isLegacy, err := l.handshake(p.addr, modeSnapshot)
 	if isLegacy {
 		p.markLegacy()
 		return t.viaLegacy(fmt.Errorf("%w: %s", ErrLegacyPeer, p.addr), legacy)

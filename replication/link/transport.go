@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,6 +25,8 @@ type RangeTransport struct {
 	// hbMu guards hb; a leaf, never held while hb runs.
 	hbMu sync.Mutex
 	hb   func(raft.RPC)
+
+	followsFn atomic.Pointer[func(leader raft.ServerAddress, term uint64) bool] // SetLeadershipCheck
 }
 
 var (

@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// The link protocol, version 1. Every connection starts (after the mux's
+// The link protocol, versions 1 and 2. Every connection starts (after the mux's
 // kind byte) with a hello from the dialler and an answer from the
 // acceptor, each one message in the first checked frame of its direction.
 // The hello names the versions the dialler speaks; the answer names the
@@ -30,6 +30,14 @@ import (
 //	response   request id uvarint | status u8 | statusOK: msgpack(response), else: error text
 //	ping/pong  nonce u64
 //
+// Version 2 adds one request, rpc rpcConfirmLeader with range id 0, and
+// its answer (confirm.go):
+//
+//	question   count uvarint | count × (range id uvarint | term uvarint)
+//	answer     statusOK: count × u8, 1 where the receiver's replica of the
+//	           range is in that term and follows the sender, else 0
+//
+// A node sends it only on a connection whose peer chose version 2.
 // (uvarint: encoding/binary's. Most messages are heartbeats of a hundred
 // bytes or so, and fixed 8-byte ids would add a tenth to each.) The
 // heartbeat bit is the sender's verdict by NetworkTransport's test: the
@@ -43,7 +51,9 @@ import (
 // no response value at all: the sender never sees a made-up one.
 const (
 	versionMin uint16 = 1
-	versionMax uint16 = 1
+	versionMax uint16 = 2
+	// versionConfirm is the first version with rpcConfirmLeader.
+	versionConfirm uint16 = 2
 
 	magic = "DKVL"
 
@@ -64,6 +74,9 @@ const (
 	rpcTimeoutNow      byte = 3
 	rpcRequestPreVote  byte = 4
 	rpcHeartbeatBit    byte = 0x80
+	// rpcConfirmLeader is the link's own request (version 2), not one of
+	// Raft's: it carries many ranges' questions at once.
+	rpcConfirmLeader byte = 0x10
 
 	statusOK           byte = 0
 	statusError        byte = 1 // the receiving Raft's error, as text
@@ -161,6 +174,11 @@ func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any) (*outMsg, 
 		rpc |= rpcHeartbeatBit
 	}
 	m := mp.get()
+	if raw, ok := args.(rawBody); ok {
+		m.body = append(m.body[:0], raw...)
+		m.putRequestHead(rpc, id, rangeID)
+		return m, nil
+	}
 	if ae, ok := args.(*raft.AppendEntriesRequest); ok {
 		// Size the buffer once: grown by the encoder, a large append
 		// allocates about twice its size on the way.
@@ -177,6 +195,11 @@ func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any) (*outMsg, 
 		return nil, err
 	}
 	m.lazy = isLazy(args)
+	m.putRequestHead(rpc, id, rangeID)
+	return m, nil
+}
+
+func (m *outMsg) putRequestHead(rpc byte, id, rangeID uint64) {
 	m.head[4] = msgRequest
 	m.head[5] = rpc
 	n := 6
@@ -184,7 +207,19 @@ func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any) (*outMsg, 
 	n += binary.PutUvarint(m.head[n:], rangeID)
 	m.headN = n
 	m.setLen()
-	return m, nil
+}
+
+// rawBody is a request or response value the link lays out itself
+// (rpcConfirmLeader's), sent and received as it is rather than through
+// msgpack.
+type rawBody []byte
+
+// newRawResponse is a statusOK response carrying body as it is.
+func (mp *msgPool) newRawResponse(id uint64, body []byte) *outMsg {
+	m := mp.get()
+	m.body = append(m.body[:0], body...)
+	m.putResponseHead(id, statusOK)
+	return m
 }
 
 // newResponse encodes Raft's answer to request id: its response, or its
@@ -297,9 +332,9 @@ func decodeHelloAck(typ byte, b []byte) (helloAck, error) {
 }
 
 // chooseVersion is the acceptor's decision: the highest version both
-// speak, or 0.
-func chooseVersion(h hello) uint16 {
-	lo, hi := max(h.min, versionMin), min(h.max, versionMax)
+// speak (this node up to top), or 0.
+func chooseVersion(h hello, top uint16) uint16 {
+	lo, hi := max(h.min, versionMin), min(h.max, top)
 	if lo > hi {
 		return 0
 	}

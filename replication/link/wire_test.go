@@ -181,9 +181,10 @@ func TestHandshake_ChoosesTheHighestCommonVersionOrRefuses(t *testing.T) {
 		h           hello
 		wantVersion uint16
 	}{
-		{"this release", hello{min: 1, max: 1, mode: modeRPC}, 1},
-		{"a later release that still speaks 1", hello{min: 1, max: 5, mode: modeRPC}, 1},
-		{"a release that dropped 1", hello{min: 2, max: 3, mode: modeRPC}, 0},
+		{"this release", hello{min: 1, max: 2, mode: modeRPC}, 2},
+		{"the release before leadership questions", hello{min: 1, max: 1, mode: modeRPC}, 1},
+		{"a later release that still speaks 2", hello{min: 1, max: 5, mode: modeRPC}, 2},
+		{"a release that dropped 1 and 2", hello{min: 3, max: 4, mode: modeRPC}, 0},
 		{"an unknown connection mode", hello{min: 1, max: 1, mode: 9}, 0},
 	}
 	for _, tt := range tests {
