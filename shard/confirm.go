@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -24,20 +25,45 @@ type leadershipConfirmer interface {
 // meanwhile (which hashicorp/raft allows one at a time, so the latest
 // configuration is the only one a rival could count on otherwise) makes
 // it say no and the caller fall back.
-func (s *Shard) confirmByLink(ctx context.Context, r *raft.Raft, term uint64) bool {
+//
+// It waits at most linkConfirmWait, so that a peer that hangs (a paused
+// process, a network dropping everything) leaves the fallback the rest of
+// the round. Rounds confirmed here do not count as rounds for the
+// heartbeats' laziness (heartbeatsMayWait): no heartbeat is waited for.
+func (s *Shard) confirmByLink(ctx context.Context, inst *instance, term uint64) bool {
 	if s.confirmer == nil {
 		return false
 	}
+	r := inst.raft
 	gen := s.memberGen.Load()
-	if gen%2 == 1 {
+	if gen%2 == 1 || r.State() != raft.Leader {
 		return false
 	}
 	peers, need, ok := s.quorumPeers(r)
 	if !ok {
 		return false
 	}
+	ctx, cancel := context.WithTimeout(ctx, linkConfirmWait)
+	defer cancel()
 	yes, err := s.confirmer.ConfirmLeadership(ctx, term, peers, need)
-	return err == nil && yes && s.memberGen.Load() == gen
+	// The instance asked for must still be the one leading in term: a
+	// replica that slept and woke meanwhile runs another.
+	return err == nil && yes && s.memberGen.Load() == gen &&
+		r.State() == raft.Leader && r.CurrentTerm() == term && s.inst.Load() == inst && !stopped(inst)
+}
+
+// linkConfirmWait bounds the link's part of a read round (answers take a
+// round trip on the link; a loaded two-core machine answers within a few
+// milliseconds).
+const linkConfirmWait = 250 * time.Millisecond
+
+func stopped(inst *instance) bool {
+	select {
+	case <-inst.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // quorumPeers returns the other voters' addresses and how many of them
@@ -78,6 +104,12 @@ func (s *Shard) followsLeader(leader raft.ServerAddress, term uint64) bool {
 	if r.CurrentTerm() != term || r.State() != raft.Follower {
 		return false
 	}
-	addr, _ := r.LeaderWithID()
-	return addr == leader
+	if addr, _ := r.LeaderWithID(); addr != leader {
+		return false
+	}
+	// A stopped instance's state is frozen (a heartbeat that raced its
+	// Shutdown may even have set it back to Follower) while the instance
+	// that replaced it may have voted in a later term: only the running
+	// one's answer counts.
+	return !stopped(inst) && s.inst.Load() == inst && !s.asleep.Load()
 }

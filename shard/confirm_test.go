@@ -20,6 +20,7 @@ type questionNet struct {
 	checks map[raft.ServerAddress]func(raft.ServerAddress, uint64) bool
 	cut    map[raft.ServerAddress]bool
 	asked  atomic.Int64
+	yes    atomic.Int64 // questions a quorum said yes to
 }
 
 // confirmingTransport is one replica's transport with the questions.
@@ -44,6 +45,9 @@ func (c *confirmingTransport) ConfirmLeadership(_ context.Context, term uint64, 
 			yes++
 		}
 	}
+	if yes >= need {
+		c.net.yes.Add(1)
+	}
 	return yes >= need, nil
 }
 
@@ -67,7 +71,7 @@ func TestConfirmRead_PeersAnswersConfirmAReadIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := qn.asked.Load()
+	before := qn.yes.Load()
 	idx, err := leader.ReadIndex(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +79,69 @@ func TestConfirmRead_PeersAnswersConfirmAReadIndex(t *testing.T) {
 	if idx < res.Revision {
 		t.Fatalf("read index %d is before the acknowledged write's %d", idx, res.Revision)
 	}
-	if qn.asked.Load() == before {
+	if qn.yes.Load() == before {
 		t.Fatal("the read was not confirmed through the peers' answers")
+	}
+
+	// A membership change counts as under way (odd) for exactly its
+	// length: the questions are not used across one.
+	gen := leader.memberGen.Load()
+	if err := leader.AddNonvoter(ctx, "n9", "n9"); err != nil {
+		t.Fatal(err)
+	}
+	if got := leader.memberGen.Load(); got != gen+2 {
+		t.Fatalf("membership generation %d after a change from %d, want %d", got, gen, gen+2)
+	}
+}
+
+// A follower says yes only for the leader it follows, in its term, while
+// its instance runs and is awake; a leader never does.
+func TestFollowsLeader(t *testing.T) {
+	nodes, _ := startQuestionGroup(t)
+	leader := waitReadyLeader(t, nodes)
+	term := leader.shard.r().CurrentTerm()
+	var follower *benchNode
+	deadline := time.Now().Add(10 * time.Second)
+	for follower == nil {
+		for _, nd := range nodes {
+			if addr, _ := nd.shard.r().LeaderWithID(); nd != leader && addr == leader.addr {
+				follower = nd
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no follower knows the leader after 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	other := nodes[0].addr
+	for _, nd := range nodes {
+		if nd != leader && nd != follower {
+			other = nd.addr
+		}
+	}
+	tests := []struct {
+		name   string
+		s      *Shard
+		leader raft.ServerAddress
+		term   uint64
+		asleep bool
+		want   bool
+	}{
+		{"its leader, its term", follower.shard, leader.addr, term, false, true},
+		{"an earlier term", follower.shard, leader.addr, term - 1, false, false},
+		{"a later term", follower.shard, leader.addr, term + 1, false, false},
+		{"another node", follower.shard, other, term, false, false},
+		{"asleep", follower.shard, leader.addr, term, true, false},
+		{"the leader itself", leader.shard, leader.addr, term, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.s.asleep.Store(tt.asleep)
+			defer tt.s.asleep.Store(false)
+			if got := tt.s.followsLeader(tt.leader, tt.term); got != tt.want {
+				t.Fatalf("followsLeader = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -86,17 +151,17 @@ func TestConfirmRead_PeersAnswersConfirmAReadIndex(t *testing.T) {
 func TestConfirmRead_DeposedLeaderIsNotConfirmed(t *testing.T) {
 	nodes, qn := startQuestionGroup(t)
 	old := waitReadyLeader(t, nodes)
-	r := old.shard.r()
-	term := r.CurrentTerm()
+	inst := old.shard.inst.Load()
+	term := inst.raft.CurrentTerm()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if !old.shard.confirmByLink(ctx, r, term) {
+	if !old.shard.confirmByLink(ctx, inst, term) {
 		t.Fatal("the leader is not confirmed while it leads")
 	}
 
 	old.shard.memberGen.Add(1)
 	asked := qn.asked.Load()
-	if old.shard.confirmByLink(ctx, r, term) || qn.asked.Load() != asked {
+	if old.shard.confirmByLink(ctx, inst, term) || qn.asked.Load() != asked {
 		t.Fatal("a leader whose membership is changing was confirmed through the peers")
 	}
 	old.shard.memberGen.Add(1)
@@ -124,7 +189,19 @@ func TestConfirmRead_DeposedLeaderIsNotConfirmed(t *testing.T) {
 	}
 	// The questions still reach the peers (only Raft's messages were
 	// cut): their answers alone must say no.
-	if old.shard.confirmByLink(ctx, r, term) {
-		t.Fatalf("the leader of term %d was confirmed after a later leader was elected", term)
+	qn.mu.Lock()
+	peerChecks := map[raft.ServerAddress]func(raft.ServerAddress, uint64) bool{}
+	for a, fn := range qn.checks {
+		peerChecks[a] = fn
+	}
+	qn.mu.Unlock()
+	for a, fn := range peerChecks {
+		if a != old.addr && fn(old.addr, term) {
+			t.Fatalf("%s still says it follows the leader of term %d", a, term)
+		}
+	}
+	// And a read there fails rather than answer.
+	if _, err := old.shard.ReadIndex(ctx); err == nil {
+		t.Fatal("a read on the deposed leader was served")
 	}
 }

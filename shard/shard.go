@@ -759,10 +759,7 @@ func (s *Shard) confirmRead(ctx context.Context) (uint64, error) {
 	inst := s.inst.Load()
 	r := inst.raft
 	idx := r.CommitIndex()
-	if s.confirmByLink(ctx, r, term) {
-		if r.CurrentTerm() != term {
-			return 0, ErrNotLeader
-		}
+	if s.confirmByLink(ctx, inst, term) {
 		return idx, nil
 	}
 	// The round's heartbeats must leave at once, and one already held

@@ -83,9 +83,9 @@ type asker struct {
 
 // ConfirmLeadership asks peers whether their replicas of the range are in
 // term and follow this node, and reports true once need of them said yes,
-// false once that can no longer happen. A peer that cannot be asked (not
-// reachable, a release before link version 2, a broken connection, no
-// answer within Config.Timeout) counts as a no: the caller then falls
+// false once that can no longer happen. A peer that cannot be asked (no
+// link connection open to it, a release before link version 2, a broken
+// connection, no answer within Config.Timeout) counts as a no: the caller then falls
 // back to raft.VerifyLeader. ctx ends the wait, not the questions, which
 // are shared with other ranges' and end with their request.
 func (t *RangeTransport) ConfirmLeadership(ctx context.Context, term uint64, peers []raft.ServerAddress, need int) (bool, error) {
@@ -180,15 +180,19 @@ func (p *peer) askLoop() {
 	}
 }
 
-// confirm sends one request of questions and returns one answer byte per
-// question.
+// confirm sends one request of questions on the peer's connection and
+// returns one answer byte per question. It never dials: a leader's Raft
+// traffic keeps the connection to each follower open, and a peer without
+// one is not a quick yes.
 func (p *peer) confirm(batch []*question) ([]byte, error) {
+	p.mu.Lock()
+	cc := p.mu.cc
+	p.mu.Unlock()
+	if cc == nil || cc.closed() {
+		return nil, fmt.Errorf("link: no connection to %s to ask on", p.addr)
+	}
 	timer := time.NewTimer(p.l.cfg.Timeout)
 	defer timer.Stop()
-	cc, err := p.get(timer.C, true)
-	if err != nil {
-		return nil, err
-	}
 	if cc.version < versionConfirm {
 		return nil, fmt.Errorf("%w: %s chose version %d", errNoConfirm, p.addr, cc.version)
 	}

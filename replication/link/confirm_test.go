@@ -44,6 +44,17 @@ func openRange(t *testing.T, n *testNode, id uint64) *RangeTransport {
 	return tr
 }
 
+// connect opens from's link connection to to, as the Raft traffic of a
+// leader to its followers does: questions go only on an open one.
+func connect(t *testing.T, from *testNode, to string) {
+	t.Helper()
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	if _, err := from.link.peer(to).get(timer.C, false); err != nil {
+		t.Fatalf("dial %s: %v", to, err)
+	}
+}
+
 func confirm(t *testing.T, tr *RangeTransport, term uint64, peers []raft.ServerAddress, need int) bool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -82,6 +93,8 @@ func TestConfirm_PeersChecksDecide(t *testing.T) {
 			c1, c2 := &checkRecorder{yes: tt.yes1}, &checkRecorder{yes: tt.yes2}
 			openRange(t, p1, 5).SetLeadershipCheck(c1.check)
 			openRange(t, p2, 5).SetLeadershipCheck(c2.check)
+			connect(t, leader, p1.addr)
+			connect(t, leader, p2.addr)
 
 			got := confirm(t, tl, 9, []raft.ServerAddress{raft.ServerAddress(p1.addr), raft.ServerAddress(p2.addr)}, tt.need)
 			if got != tt.want {
@@ -133,10 +146,17 @@ func TestConfirm_PeersThatCannotAnswerAreNo(t *testing.T) {
 	t.Cleanup(live.close)
 	openRange(t, live, 5).SetLeadershipCheck((&checkRecorder{yes: true}).check)
 
+	notDialled := newTestNode(t, nodeOpts{})
+	t.Cleanup(notDialled.close)
+	openRange(t, notDialled, 5).SetLeadershipCheck(yes.check)
+	for _, n := range []*testNode{notOpen, noCheck, v1, live} {
+		connect(t, leader, n.addr)
+	}
+
 	for _, p := range []struct {
 		name string
 		addr string
-	}{{"range not open", notOpen.addr}, {"no check", noCheck.addr}, {"link version 1", v1.addr}, {"nobody there", goneAddr}} {
+	}{{"range not open", notOpen.addr}, {"no check", noCheck.addr}, {"link version 1", v1.addr}, {"nobody there", goneAddr}, {"no connection open", notDialled.addr}} {
 		if confirm(t, tl, 3, []raft.ServerAddress{raft.ServerAddress(p.addr)}, 1) {
 			t.Errorf("%s: confirmed", p.name)
 		}
@@ -178,6 +198,7 @@ func TestConfirm_QuestionsOfManyRangesShareARequest(t *testing.T) {
 			return true
 		})
 	}
+	connect(t, leader, peer.addr)
 	peers := []raft.ServerAddress{raft.ServerAddress(peer.addr)}
 	results := make(chan bool, ranges)
 	go func() { results <- confirm(t, trs[0], 1, peers, 1) }()
@@ -250,5 +271,41 @@ func TestParseQuestions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A peer that does not answer holds up only the waits that gave up on
+// it: the caller's context ends its wait, and a connection of version 1
+// refuses a question sent on it anyway with an error, never an answer.
+func TestConfirm_SilentPeerEndsWithTheCallersContext(t *testing.T) {
+	leader, peer := newTestNode(t, nodeOpts{}), newTestNode(t, nodeOpts{})
+	t.Cleanup(leader.close)
+	t.Cleanup(peer.close)
+	tl := openRange(t, leader, 5)
+	release := make(chan struct{})
+	openRange(t, peer, 5).SetLeadershipCheck(func(raft.ServerAddress, uint64) bool { <-release; return true })
+	connect(t, leader, peer.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	ok, err := tl.ConfirmLeadership(ctx, 1, []raft.ServerAddress{raft.ServerAddress(peer.addr)}, 1)
+	close(release)
+	if ok || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("confirmed %v, err %v; want false and the context's deadline", ok, err)
+	}
+
+	v1 := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.maxVersion = 1 }})
+	t.Cleanup(v1.close)
+	openRange(t, v1, 5).SetLeadershipCheck(func(raft.ServerAddress, uint64) bool { return true })
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	cc, err := leader.link.peer(v1.addr).get(timer.C, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answers rawBody
+	body := binary.AppendUvarint(binary.AppendUvarint(binary.AppendUvarint(nil, 1), 5), 1)
+	err = cc.call(0, rpcConfirmLeader, rawBody(body), &answers, false, 0, timer.C, nil)
+	if err == nil || len(answers) != 0 {
+		t.Fatalf("a version 1 connection answered a question: %v, err %v", answers, err)
 	}
 }

@@ -141,7 +141,11 @@ func (s *serverConn) dispatch(body []byte) error {
 	if err != nil {
 		return err
 	}
-	if req.rpc == rpcConfirmLeader && s.version >= versionConfirm {
+	if req.rpc == rpcConfirmLeader {
+		if s.version < versionConfirm {
+			s.reply(s.l.msgs.newStatus(req.id, statusError, fmt.Sprintf("link: leadership questions need link version %d; this connection chose %d", versionConfirm, s.version)))
+			return nil
+		}
 		s.answerConfirm(req)
 		return nil
 	}
