@@ -101,6 +101,15 @@ func (f *RangeFSM) Descriptor() Descriptor {
 	return f.desc.Clone()
 }
 
+// HoldsUserKey reports whether key lies in this range and the range is a
+// user range, without copying the descriptor: a node looks up every
+// request's range this way, over all its ranges.
+func (f *RangeFSM) HoldsUserKey(key []byte) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return !f.desc.IsMeta() && f.desc.Contains(key)
+}
+
 // SetSplitHandler registers fn to run after each split of this range is
 // durable, on the FSM goroutine: the node starts the new range's replica
 // there. lock (may be nil) is held from just before the parent's

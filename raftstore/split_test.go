@@ -182,3 +182,27 @@ func TestRangeFSM_SizeIsExact(t *testing.T) {
 	check("restored", child)
 	s.Close()
 }
+
+// HoldsUserKey follows the range's bounds through a split, and the meta
+// range holds no user key.
+func TestRangeFSM_HoldsUserKey(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	f := openUserRange(t, s, 2)
+	meta := mustRange(t, s, MetaRangeID)
+	f.ApplyBatch([]*raft.Log{splitLog(1, "m", 3)})
+	tests := []struct {
+		fsm  *RangeFSM
+		key  string
+		want bool
+	}{
+		{f, "", true}, {f, "a", true}, {f, "lzz", true}, {f, "m", false}, {f, "z", false},
+		{meta, "a", false}, {meta, "", false},
+	}
+	for _, tt := range tests {
+		if got := tt.fsm.HoldsUserKey([]byte(tt.key)); got != tt.want {
+			d := tt.fsm.Descriptor()
+			t.Errorf("range %d [%q, %q) holds %q: %v, want %v", d.ID, d.Start, d.End, tt.key, got, tt.want)
+		}
+	}
+}

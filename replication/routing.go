@@ -350,8 +350,7 @@ func (n *Node) localShard(key []byte) (*shard.Shard, error) {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	for _, s := range n.shards {
-		d := s.Descriptor()
-		if !d.IsMeta() && d.Contains(key) {
+		if s.FSM().HoldsUserKey(key) {
 			return s, nil
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -156,6 +157,9 @@ func (p *peer) failAsks() {
 // askLoop sends what is pending, one request at a time, until nothing is.
 func (p *peer) askLoop() {
 	for {
+		// Let the ranges whose rounds are starting now ask first: one
+		// request for all of them is the point.
+		runtime.Gosched()
 		p.asks.mu.Lock()
 		batch := p.asks.pending
 		if len(batch) > maxQuestions {
