@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,36 +43,51 @@ const maxQuestions = 1 << 14
 // errNoConfirm is a peer's link that predates version 2.
 var errNoConfirm = errors.New("link: the peer's link version has no leadership confirmation")
 
-// question is one range's round: asked of several peers at once, decided
-// by the first need yes answers, or as soon as they can no longer come.
+// question is one range's round. It is asked of need peers first, the
+// ones most likely to answer at once; each no (or failure) brings in the
+// next, so it is decided by need yes answers, or as soon as they can no
+// longer come. Asking only as many as needed halves the link's writes for
+// reads in a group of three: one follower's yes, with the leader's own,
+// is a quorum.
 type question struct {
 	rangeID, term uint64
 	need          int
 	done          chan bool // buffered: the decision, sent once
+	l             *Link
 
 	mu      sync.Mutex
 	yes     int
-	left    int // peers yet to answer
+	out     int                  // peers asked that have not answered
+	rest    []raft.ServerAddress // peers not asked yet, best first
 	decided bool
 }
 
 func (q *question) answer(yes bool) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	if q.decided {
+		q.mu.Unlock()
 		return
 	}
-	q.left--
+	q.out--
 	if yes {
 		q.yes++
 	}
+	var next []raft.ServerAddress
 	switch {
 	case q.yes >= q.need:
 		q.decided = true
 		q.done <- true
-	case q.yes+q.left < q.need:
+	case q.yes+q.out+len(q.rest) < q.need:
 		q.decided = true
 		q.done <- false
+	case q.yes+q.out < q.need:
+		n := q.need - q.yes - q.out
+		next, q.rest = q.rest[:n:n], q.rest[n:]
+		q.out += n
+	}
+	q.mu.Unlock()
+	for _, addr := range next {
+		q.l.peer(string(addr)).ask(q)
 	}
 }
 
@@ -80,15 +97,21 @@ type asker struct {
 	mu      sync.Mutex
 	pending []*question
 	running bool
+	sentAt  time.Time // when the request out now left; zero when none is
 }
+
+// hedgeAfter is how long a request may be out before a peer counts as
+// slow: new questions go to another peer first.
+const hedgeAfter = 20 * time.Millisecond
 
 // ConfirmLeadership asks peers whether their replicas of the range are in
 // term and follow this node, and reports true once need of them said yes,
 // false once that can no longer happen. A peer that cannot be asked (no
 // link connection open to it, a release before link version 2, a broken
-// connection, no answer within Config.Timeout) counts as a no: the caller then falls
-// back to raft.VerifyLeader. ctx ends the wait, not the questions, which
-// are shared with other ranges' and end with their request.
+// connection, no answer within Config.Timeout) counts as a no: the caller
+// then falls back to raft.VerifyLeader. ctx ends the wait, not the
+// questions, which are shared with other ranges' and end with their
+// request.
 func (t *RangeTransport) ConfirmLeadership(ctx context.Context, term uint64, peers []raft.ServerAddress, need int) (bool, error) {
 	switch {
 	case need <= 0:
@@ -98,8 +121,9 @@ func (t *RangeTransport) ConfirmLeadership(ctx context.Context, term uint64, pee
 	case t.isClosed():
 		return false, raft.ErrTransportShutdown
 	}
-	q := &question{rangeID: t.id, term: term, need: need, left: len(peers), done: make(chan bool, 1)}
-	for _, addr := range peers {
+	order := t.l.askOrder(peers)
+	q := &question{rangeID: t.id, term: term, need: need, done: make(chan bool, 1), l: t.l, out: need, rest: order[need:]}
+	for _, addr := range order[:need] {
 		t.l.peer(string(addr)).ask(q)
 	}
 	select {
@@ -110,6 +134,46 @@ func (t *RangeTransport) ConfirmLeadership(ctx context.Context, term uint64, pee
 	case <-t.done:
 		return false, raft.ErrTransportShutdown
 	}
+}
+
+// askOrder returns peers in the order to ask them: those that can answer
+// at once (a connection of version 2 open, no request out for longer than
+// hedgeAfter) first; within each kind, a fixed order rotated by this
+// node's address, so that every range of the node asks the same peer (one
+// request carries them all) and different nodes ask different peers.
+func (l *Link) askOrder(peers []raft.ServerAddress) []raft.ServerAddress {
+	order := slices.Clone(peers)
+	slices.Sort(order)
+	h := fnv.New32a()
+	h.Write([]byte(l.cfg.LocalAddr))
+	k := int(h.Sum32() % uint32(len(order)))
+	order = append(order[k:], order[:k]...)
+	ready := make([]bool, len(order))
+	for i, a := range order {
+		ready[i] = l.peer(string(a)).ready()
+	}
+	out := make([]raft.ServerAddress, 0, len(order))
+	for _, want := range []bool{true, false} {
+		for i, a := range order {
+			if ready[i] == want {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// ready reports whether the peer can answer a question at once.
+func (p *peer) ready() bool {
+	p.mu.Lock()
+	cc := p.mu.cc
+	p.mu.Unlock()
+	if cc == nil || cc.closed() || cc.version < versionConfirm {
+		return false
+	}
+	p.asks.mu.Lock()
+	defer p.asks.mu.Unlock()
+	return p.asks.sentAt.IsZero() || time.Since(p.asks.sentAt) < hedgeAfter
 }
 
 // SetLeadershipCheck sets how this node answers a peer's question about
@@ -173,8 +237,12 @@ func (p *peer) askLoop() {
 			p.asks.mu.Unlock()
 			return
 		}
+		p.asks.sentAt = time.Now()
 		p.asks.mu.Unlock()
 		answers, err := p.confirm(batch)
+		p.asks.mu.Lock()
+		p.asks.sentAt = time.Time{}
+		p.asks.mu.Unlock()
 		if err != nil {
 			p.l.log.Debug("link: leadership questions unanswered", "peer", p.addr, "questions", len(batch), "err", err)
 		}

@@ -309,3 +309,44 @@ func TestConfirm_SilentPeerEndsWithTheCallersContext(t *testing.T) {
 		t.Fatalf("a version 1 connection answered a question: %v, err %v", answers, err)
 	}
 }
+
+// Only as many peers as the quorum needs are asked, the same one for
+// every range of the node; a no brings in the next.
+func TestConfirm_AsksOnlyAsManyPeersAsNeeded(t *testing.T) {
+	leader, p1, p2 := newTestNode(t, nodeOpts{}), newTestNode(t, nodeOpts{}), newTestNode(t, nodeOpts{})
+	for _, n := range []*testNode{leader, p1, p2} {
+		t.Cleanup(n.close)
+	}
+	const ranges = 4
+	c1, c2 := &checkRecorder{yes: true}, &checkRecorder{yes: true}
+	trs := make([]*RangeTransport, ranges)
+	for i := range trs {
+		trs[i] = openRange(t, leader, uint64(i+1))
+		openRange(t, p1, uint64(i+1)).SetLeadershipCheck(c1.check)
+		openRange(t, p2, uint64(i+1)).SetLeadershipCheck(c2.check)
+	}
+	connect(t, leader, p1.addr)
+	connect(t, leader, p2.addr)
+	peers := []raft.ServerAddress{raft.ServerAddress(p1.addr), raft.ServerAddress(p2.addr)}
+	for _, tr := range trs {
+		if !confirm(t, tr, 4, peers, 1) {
+			t.Fatal("not confirmed")
+		}
+	}
+	if c1.asked()+c2.asked() != ranges || (c1.asked() != 0 && c2.asked() != 0) {
+		t.Fatalf("asked %d and %d times; want %d questions, all to one peer", c1.asked(), c2.asked(), ranges)
+	}
+	first, second := c1, c2
+	if c2.asked() > 0 {
+		first, second = c2, c1
+	}
+	first.mu.Lock()
+	first.yes = false
+	first.mu.Unlock()
+	if !confirm(t, trs[0], 4, peers, 1) {
+		t.Fatal("the second peer's yes did not confirm after the first said no")
+	}
+	if second.asked() != 1 {
+		t.Fatalf("the second peer was asked %d times after the first said no, want 1", second.asked())
+	}
+}
