@@ -130,10 +130,20 @@ func (t *RangeTransport) ConfirmLeadership(ctx context.Context, term uint64, pee
 	case ok := <-q.done:
 		return ok, nil
 	case <-ctx.Done():
+		q.abandon()
 		return false, ctx.Err()
 	case <-t.done:
+		q.abandon()
 		return false, raft.ErrTransportShutdown
 	}
+}
+
+// abandon decides q for nobody: answers still to come bring in no
+// further peers.
+func (q *question) abandon() {
+	q.mu.Lock()
+	q.decided = true
+	q.mu.Unlock()
 }
 
 // askOrder returns peers in the order to ask them: those that can answer

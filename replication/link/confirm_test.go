@@ -350,3 +350,89 @@ func TestConfirm_AsksOnlyAsManyPeersAsNeeded(t *testing.T) {
 		t.Fatalf("the second peer was asked %d times after the first said no, want 1", second.asked())
 	}
 }
+
+// A question decides once: by need yes answers, by too many no answers
+// with no peer left to ask, or by its asker giving up; a no while peers
+// are left brings in the next one, unless the question was abandoned.
+func TestQuestion_Answers(t *testing.T) {
+	l := newTestNode(t, nodeOpts{})
+	t.Cleanup(l.close)
+	tests := []struct {
+		name     string
+		need     int
+		peers    int // asked first: need; the rest wait
+		answers  []bool
+		abandon  bool
+		want     *bool
+		wantOut  int
+		wantRest int
+	}{
+		{"one yes of one needed", 1, 2, []bool{true}, false, ptr(true), 0, 1},
+		{"a no brings in the next", 1, 2, []bool{false}, false, nil, 1, 0},
+		{"then its yes decides", 1, 2, []bool{false, true}, false, ptr(true), 0, 0},
+		{"no peer left", 1, 2, []bool{false, false}, false, ptr(false), 0, 0},
+		{"two of four, one no", 2, 4, []bool{true, false}, false, nil, 1, 1},
+		{"abandoned: a no asks nobody", 1, 2, []bool{false}, true, nil, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The peers left wait behind a request "out" (their asker
+			// marked running), so a question brought in stays queued.
+			const waiting = "127.0.0.1:1"
+			p := l.link.peer(waiting)
+			p.asks.mu.Lock()
+			p.asks.running, p.asks.pending = true, nil
+			p.asks.mu.Unlock()
+			defer func() {
+				p.asks.mu.Lock()
+				p.asks.running, p.asks.pending = false, nil
+				p.asks.mu.Unlock()
+			}()
+			var rest []raft.ServerAddress
+			for range tt.peers - tt.need {
+				rest = append(rest, waiting)
+			}
+			q := &question{need: tt.need, done: make(chan bool, 1), l: l.link, out: tt.need, rest: rest}
+			if tt.abandon {
+				q.abandon()
+			}
+			for _, a := range tt.answers {
+				q.mu.Lock()
+				decided := q.decided
+				q.mu.Unlock()
+				if decided && !tt.abandon {
+					break
+				}
+				q.answer(a)
+			}
+			q.mu.Lock()
+			out, left := q.out, len(q.rest)
+			q.mu.Unlock()
+			p.asks.mu.Lock()
+			queued := len(p.asks.pending)
+			p.asks.mu.Unlock()
+			if queued != tt.peers-tt.need-left {
+				t.Fatalf("%d questions queued for the peers left, want %d", queued, tt.peers-tt.need-left)
+			}
+			if tt.want == nil {
+				select {
+				case got := <-q.done:
+					t.Fatalf("decided %v, want undecided", got)
+				default:
+				}
+				if tt.abandon && (out != tt.wantOut || left != tt.wantRest) {
+					t.Fatalf("abandoned question moved on: %d out, %d left", out, left)
+				}
+				if !tt.abandon && (out != tt.wantOut || left != tt.wantRest) {
+					t.Fatalf("%d out and %d left, want %d and %d", out, left, tt.wantOut, tt.wantRest)
+				}
+				return
+			}
+			if got := <-q.done; got != *tt.want {
+				t.Fatalf("decided %v, want %v", got, *tt.want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
