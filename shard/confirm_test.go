@@ -205,3 +205,51 @@ func TestConfirmRead_DeposedLeaderIsNotConfirmed(t *testing.T) {
 		t.Fatal("a read on the deposed leader was served")
 	}
 }
+
+// Raft's heartbeat fast path runs beside its main loop, so it may only
+// take a heartbeat that cannot move the replica's term or state: a
+// follower's, in its own term, with a leader heard from recently. A
+// heartbeat of a later term reaching a leader (hashicorp/raft#695: the
+// leader's loop could write a client's entry under the new term) or a
+// follower goes through the main loop.
+func TestFastHeartbeatSafe(t *testing.T) {
+	nodes, _ := startQuestionGroup(t)
+	leader := waitReadyLeader(t, nodes)
+	term := leader.shard.r().CurrentTerm()
+	var follower *benchNode
+	deadline := time.Now().Add(10 * time.Second)
+	for follower == nil {
+		for _, nd := range nodes {
+			r := nd.shard.r()
+			if nd != leader && r.State() == raft.Follower && time.Since(r.LastContact()) < benchTiming.Heartbeat/4 {
+				follower = nd
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no follower in contact with the leader after 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	hb := func(term uint64) raft.RPC {
+		return raft.RPC{Command: &raft.AppendEntriesRequest{Term: term, RPCHeader: raft.RPCHeader{Addr: []byte(leader.addr)}}}
+	}
+	tests := []struct {
+		name string
+		s    *Shard
+		rpc  raft.RPC
+		want bool
+	}{
+		{"follower, its term", follower.shard, hb(term), true},
+		{"follower, a later term", follower.shard, hb(term + 1), false},
+		{"leader, a later term", leader.shard, hb(term + 1), false},
+		{"leader, its own term", leader.shard, hb(term), false},
+		{"not an append", follower.shard, raft.RPC{Command: &raft.RequestVoteRequest{Term: term}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.s.fastHeartbeatSafe(tt.rpc); got != tt.want {
+				t.Fatalf("fastHeartbeatSafe = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -32,6 +32,12 @@
 // is the range's own: a range waits only for the sync round that covers
 // its own writes.
 //
+// Heartbeats reach hashicorp/raft's fast path (run beside its main loop)
+// only when they cannot move the replica's term or state
+// (fastHeartbeatSafe); a heartbeat of a later term goes through the main
+// loop, since on the fast path it could make a leader write a client's
+// entry under the new term (hashicorp/raft#695).
+//
 // Raft is given the range's log through a wrapper that counts the appends
 // the log refuses (AppendFailures, AppendHealth): Raft only logs those, so
 // a replica that stopped taking its leader's entries looked healthy

@@ -317,11 +317,34 @@ func (w *wakeTransport) heartbeat(rpc raft.RPC) {
 	w.hbMu.Lock()
 	fn := w.hb
 	w.hbMu.Unlock()
-	if fn != nil {
+	if fn != nil && w.s.fastHeartbeatSafe(rpc) {
 		fn(rpc)
 		return
 	}
 	w.deliver(rpc)
+}
+
+// fastHeartbeatSafe reports whether Raft's heartbeat fast path may take
+// rpc. hashicorp/raft runs it (appendEntries) on the transport's goroutine,
+// beside its main loop, and a heartbeat of a later term moves the replica
+// to that term and to Follower from there: a leader whose loop is
+// dispatching a client's entry at that moment reads the new term and
+// writes the entry under it, at the index where the new leader wrote its
+// own, and the replicas diverge (hashicorp/raft#695; a jepsen run of
+// ours found one: docs/track-record.md). So the fast path gets only a
+// heartbeat that changes nothing but the replica's last contact: the
+// replica is a follower in the heartbeat's term and heard from a leader
+// recently, so its loop cannot become a candidate (which moves the term)
+// while the heartbeat runs. Any other heartbeat goes through the main
+// loop, in order with everything else.
+func (s *Shard) fastHeartbeatSafe(rpc raft.RPC) bool {
+	ae, ok := rpc.Command.(*raft.AppendEntriesRequest)
+	if !ok {
+		return false
+	}
+	r := s.inst.Load().raft
+	return r.State() == raft.Follower && r.CurrentTerm() == ae.Term &&
+		time.Since(r.LastContact()) < s.rc.HeartbeatTimeout/2
 }
 
 func (w *wakeTransport) run() {
