@@ -100,19 +100,10 @@ func TestFollowsLeader(t *testing.T) {
 	nodes, _ := startQuestionGroup(t)
 	leader := waitReadyLeader(t, nodes)
 	term := leader.shard.r().CurrentTerm()
-	var follower *benchNode
-	deadline := time.Now().Add(10 * time.Second)
-	for follower == nil {
-		for _, nd := range nodes {
-			if addr, _ := nd.shard.r().LeaderWithID(); nd != leader && addr == leader.addr {
-				follower = nd
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no follower knows the leader after 10s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	follower := waitFollower(t, nodes, leader, func(r *raft.Raft) bool {
+		addr, _ := r.LeaderWithID()
+		return addr == leader.addr
+	})
 	other := nodes[0].addr
 	for _, nd := range nodes {
 		if nd != leader && nd != follower {
@@ -216,20 +207,9 @@ func TestFastHeartbeatSafe(t *testing.T) {
 	nodes, _ := startQuestionGroup(t)
 	leader := waitReadyLeader(t, nodes)
 	term := leader.shard.r().CurrentTerm()
-	var follower *benchNode
-	deadline := time.Now().Add(10 * time.Second)
-	for follower == nil {
-		for _, nd := range nodes {
-			r := nd.shard.r()
-			if nd != leader && r.State() == raft.Follower && time.Since(r.LastContact()) < benchTiming.Heartbeat/4 {
-				follower = nd
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no follower in contact with the leader after 10s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	follower := waitFollower(t, nodes, leader, func(r *raft.Raft) bool {
+		return r.State() == raft.Follower && time.Since(r.LastContact()) < benchTiming.Heartbeat/4
+	})
 	hb := func(term uint64) raft.RPC {
 		return raft.RPC{Command: &raft.AppendEntriesRequest{Term: term, RPCHeader: raft.RPCHeader{Addr: []byte(leader.addr)}}}
 	}
@@ -251,5 +231,23 @@ func TestFastHeartbeatSafe(t *testing.T) {
 				t.Fatalf("fastHeartbeatSafe = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// waitFollower returns a replica other than leader for which ok holds,
+// waiting up to 10 s for one.
+func waitFollower(t *testing.T, nodes []*benchNode, leader *benchNode, ok func(*raft.Raft) bool) *benchNode {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, nd := range nodes {
+			if nd != leader && ok(nd.shard.r()) {
+				return nd
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no follower as wanted after 10s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

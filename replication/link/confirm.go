@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"runtime"
 	"slices"
 	"sync"
@@ -154,9 +153,7 @@ func (q *question) abandon() {
 func (l *Link) askOrder(peers []raft.ServerAddress) []raft.ServerAddress {
 	order := slices.Clone(peers)
 	slices.Sort(order)
-	h := fnv.New32a()
-	h.Write([]byte(l.cfg.LocalAddr))
-	k := int(h.Sum32() % uint32(len(order)))
+	k := int(l.askSeed % uint32(len(order)))
 	order = append(order[k:], order[:k]...)
 	ready := make([]bool, len(order))
 	for i, a := range order {

@@ -3,6 +3,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"sync"
@@ -114,13 +115,16 @@ type Link struct {
 	// (OnUnknownRange); nil until set.
 	unknown atomic.Pointer[func(rangeID uint64)]
 
-	cfg  Config
-	log  *slog.Logger
-	h    *codec.MsgpackHandle
-	msgs *msgPool
-	decs sync.Pool // *codec.Decoder, for requests decoded on lanes
-	st   stats
-	done chan struct{} // closed by Close
+	cfg Config
+	// askSeed, a hash of LocalAddr, rotates the order peers are asked
+	// leadership questions in (askOrder).
+	askSeed uint32
+	log     *slog.Logger
+	h       *codec.MsgpackHandle
+	msgs    *msgPool
+	decs    sync.Pool // *codec.Decoder, for requests decoded on lanes
+	st      stats
+	done    chan struct{} // closed by Close
 
 	// Lock order: a peer's mu, then this one. Nothing else is locked
 	// while this one is held. rangesMu is a leaf, never held with mu.
@@ -147,6 +151,9 @@ func New(cfg Config) (*Link, error) {
 	}
 	l := &Link{cfg: cfg, log: cfg.Logger, h: newHandle(), done: make(chan struct{}), ranges: map[uint64]*RangeTransport{}}
 	l.hurries.Store(1)
+	h := fnv.New32a()
+	h.Write([]byte(cfg.LocalAddr))
+	l.askSeed = h.Sum32()
 	l.msgs = newMsgPool(l.h)
 	l.decs.New = func() any { return codec.NewDecoderBytes(nil, l.h) }
 	l.mu.peers = map[string]*peer{}
