@@ -33,6 +33,16 @@ func (s *Service) grpcMaxRecv() int {
 	return 2*s.limits.MaxValueBytes + 2*s.limits.MaxKeyBytes + 64<<10
 }
 
+// streamWorkers is how many goroutines each gRPC server keeps to run
+// requests (more run on goroutines of their own, as without workers).
+// A kept goroutine's stack has already grown to what a request needs; a
+// new one per request grows it again, copying it at each step, which took
+// 7.7% of a node's CPU under 64 clients' linearizable gets (docs/
+// performance.md, session 20). Long streams (watches, keepalives) hold a
+// worker for their life, so there are more than a node's usual in-flight
+// unary requests.
+const streamWorkers = 128
+
 // NewGRPCServer returns the client port's gRPC server: the KV, Cluster,
 // Lease and Auth services, the standard health service and server reflection (so grpcurl
 // works). extra options (connection limits, keepalive) are appended.
@@ -43,6 +53,7 @@ func NewGRPCServer(svc *Service, extra ...grpc.ServerOption) (*grpc.Server, *hea
 		grpc.ForceServerCodecV2(newWatchCodec()),
 		grpc.ChainUnaryInterceptor(dropPeerHeadersUnary),
 		grpc.ChainStreamInterceptor(dropPeerHeadersStream),
+		grpc.NumStreamWorkers(streamWorkers),
 	}, extra...)
 	srv := grpc.NewServer(opts...)
 	svc.watchCodec = true
@@ -65,6 +76,7 @@ func NewPeerGRPCServer(svc *Service) *grpc.Server {
 		grpc.ForceServerCodecV2(newWatchCodec()),
 		grpc.ChainUnaryInterceptor(markPeerUnary),
 		grpc.ChainStreamInterceptor(markPeerStream),
+		grpc.NumStreamWorkers(streamWorkers),
 	)
 	svc.watchCodec = true
 	kvpb.RegisterKVServer(srv, svc)
