@@ -49,10 +49,19 @@ type Config struct {
 	crashAt func(migrateStep) error
 }
 
+// DefaultCommitInterval: a commit writes every page its writes touched
+// since the last one, so when writes keep coming back to the same pages
+// (a hot key space) a longer interval writes each page less often. At
+// 100 ms the commits took 30% of a node's CPU under 64 writers over 10,000
+// keys, at 500 ms 18% (docs/performance.md, session 20). What it costs: a
+// restart replays up to this much more of the log, and overlays hold up
+// to this much more in memory (CommitBytes commits early).
+const DefaultCommitInterval = 500 * time.Millisecond
+
 // DefaultConfig returns the configuration kvd runs with.
 func DefaultConfig(dir string) Config {
 	return Config{
-		Dir: dir, CommitInterval: 100 * time.Millisecond, CommitBytes: 8 << 20, Logger: slog.Default(),
+		Dir: dir, CommitInterval: DefaultCommitInterval, CommitBytes: 8 << 20, Logger: slog.Default(),
 		EventRetentionBytes: DefaultEventRetentionBytes, EventRetentionAge: DefaultEventRetentionAge,
 		RestoreChunkBytes: DefaultRestoreChunkBytes,
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/internal/tlsconf"
+	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/shard"
 )
 
@@ -41,7 +42,10 @@ type Config struct {
 	// explanations name it.
 	Locality string
 
-	Timing         shard.Timing
+	Timing shard.Timing
+	// CommitInterval is how often the node's applied writes go to its
+	// state database (raftstore.Config.CommitInterval); at most
+	// MaxCommitInterval.
 	CommitInterval time.Duration
 	// WatchRetentionBytes and WatchRetentionAge bound each range's change
 	// feed on this node (0: raftstore's defaults); a watch cursor older
@@ -84,13 +88,20 @@ func DefaultConfig() Config {
 		Replicas:       3,
 		RangeMaxBytes:  64 << 20,
 		Timing:         shard.DefaultTiming(),
-		CommitInterval: 100 * time.Millisecond,
+		CommitInterval: DefaultCommitInterval,
 		HibernateAfter: 30 * time.Second,
 		Logger:         slog.Default(),
 
 		ParallelLeaderAppend: true,
 	}
 }
+
+// DefaultCommitInterval is kvd's --state-commit-interval.
+const DefaultCommitInterval = raftstore.DefaultCommitInterval
+
+// MaxCommitInterval bounds CommitInterval: the log behind a range's
+// last commit stays on disk until the next one.
+const MaxCommitInterval = 10 * time.Second
 
 // Validate reports the first problem with c.
 func (c *Config) Validate() error {
@@ -130,6 +141,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Replicas < 1 {
 		return fmt.Errorf("replication: replicas must be at least 1, got %d", c.Replicas)
+	}
+	if c.CommitInterval < 0 || c.CommitInterval > MaxCommitInterval {
+		return fmt.Errorf("replication: state commit interval %v: want at most %v (0: the default)", c.CommitInterval, MaxCommitInterval)
 	}
 	if c.RangeMaxBytes < 1<<10 {
 		return fmt.Errorf("replication: range max bytes must be at least 1 KiB, got %d", c.RangeMaxBytes)

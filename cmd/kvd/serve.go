@@ -43,6 +43,7 @@ type serveFlags struct {
 	logLevel, logFormat                       string
 	heartbeat, election, hibernateAfter       time.Duration
 	commitTimeout                             time.Duration
+	stateCommit                               time.Duration
 	peerProxies                               []string
 	pprofAddr                                 string
 	raftMetrics, parallelAppend               bool
@@ -98,6 +99,7 @@ election.`,
 	fl.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", time.Second, "Raft heartbeat timeout (follower waits this long before an election)")
 	fl.DurationVar(&f.election, "raft-election-timeout", time.Second, "Raft election timeout")
 	fl.DurationVar(&f.commitTimeout, "raft-commit-timeout", shard.DefaultCommitTimeout, "how long a range leader with nothing new waits before telling its followers the commit index anyway (hashicorp/raft's CommitTimeout; sent only when it changed, else once a second): followers may lag up to twice this after the last write; at most a quarter of --raft-heartbeat-timeout")
+	fl.DurationVar(&f.stateCommit, "state-commit-interval", replication.DefaultCommitInterval, "how often the node writes its ranges' applied writes to its state database (bbolt, two fsyncs each time); longer writes a page written again and again less often, and replays more of the log after a crash; at most 10s")
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
@@ -177,6 +179,10 @@ func serve(ctx context.Context, f serveFlags) error {
 		return fmt.Errorf("--hibernate-after %v: must not be negative", f.hibernateAfter)
 	}
 	cfg.HibernateAfter = f.hibernateAfter
+	if err := checkStateCommit(f.stateCommit); err != nil {
+		return err
+	}
+	cfg.CommitInterval = f.stateCommit
 	cfg.ParallelLeaderAppend = f.parallelAppend
 	cfg.PerRangeStreams = f.perRangeStreams
 	if err := checkSnapshotRate(f.snapshotRate, f.rangeMaxBytes); err != nil {
@@ -453,6 +459,13 @@ func (t *tlsFlags) load(joining bool, log *slog.Logger) (serveTLS, error) {
 // could not finish: placement gives a move a minute to catch up, with two
 // snapshots arriving at a node at once, each written and restored
 // (raftstore.MinSnapshotRate).
+func checkStateCommit(d time.Duration) error {
+	if d <= 0 || d > replication.MaxCommitInterval {
+		return fmt.Errorf("--state-commit-interval %v: want more than 0 and at most %v", d, replication.MaxCommitInterval)
+	}
+	return nil
+}
+
 func checkSnapshotRate(rate, rangeMaxBytes int64) error {
 	if least := max(raftstore.MinSnapshotRate, rangeMaxBytes/8); rate < 0 || (rate > 0 && rate < least) {
 		return fmt.Errorf("--snapshot-rate-bytes %d: want 0 (no bound) or at least %d (16 MiB, and an eighth of --range-max-bytes)", rate, least)

@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestCheckSnapshotRate(t *testing.T) {
 	const mib = 1 << 20
@@ -18,6 +21,24 @@ func TestCheckSnapshotRate(t *testing.T) {
 	} {
 		if err := checkSnapshotRate(tc.rate, tc.rangeMax); (err == nil) != tc.ok {
 			t.Errorf("checkSnapshotRate(%d, %d) = %v, want ok %v", tc.rate, tc.rangeMax, err, tc.ok)
+		}
+	}
+}
+
+func TestCheckStateCommit(t *testing.T) {
+	for _, tc := range []struct {
+		d  time.Duration
+		ok bool
+	}{
+		{time.Millisecond, true},
+		{500 * time.Millisecond, true},
+		{10 * time.Second, true},
+		{0, false},
+		{-time.Second, false},
+		{10*time.Second + 1, false},
+	} {
+		if err := checkStateCommit(tc.d); (err == nil) != tc.ok {
+			t.Errorf("checkStateCommit(%v) = %v, want ok %v", tc.d, err, tc.ok)
 		}
 	}
 }
