@@ -76,7 +76,7 @@ func coalesceConn(t *testing.T, n *testNode) (*conn, <-chan int) {
 
 func outRequest(t *testing.T, n *testNode, args any) *outMsg {
 	t.Helper()
-	m, err := n.link.msgs.newRequest(rpcAppendEntries, 1, 1, args)
+	m, err := n.link.msgs.newRequest(rpcAppendEntries, 1, 1, args, versionMax)
 	if err != nil {
 		t.Fatal(err)
 	}

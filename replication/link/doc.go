@@ -38,6 +38,9 @@
 //     term and follows it; the peer answers on the reader from each
 //     replica's state (SetLeadershipCheck). The range falls back to
 //     raft.VerifyLeader's heartbeats when that is not a quorum of yes.
+//   - Appends in the link's own layout (version 3, appendcodec.go):
+//     AppendEntries requests and responses, almost all of a busy node's
+//     messages, skip msgpack's reflection; everything else keeps it.
 //   - Snapshots each travel on a connection of their own.
 //   - Mixed versions. A peer that closes the hello unanswered runs a
 //     release from before the link (its mux closes an unknown kind byte);

@@ -63,13 +63,16 @@ func header(addr string) raft.RPCHeader {
 	return raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(addr), Addr: []byte(addr)}
 }
 
+// The nodes speak link versions 1, 2 and 3 (two of them), so every pair
+// of versions, in both directions, carries every request.
 func TestLink_RPCsRoundTripBetweenNodesForEveryRange(t *testing.T) {
-	const nodes, ranges = 3, 40
+	const nodes, ranges = 4, 40
+	versions := [nodes]uint16{1, 2, 0, 0} // 0: this release's
 	var ns []*testNode
 	trans := make([][]*RangeTransport, nodes)
 	var fastHeartbeats atomic.Int64
 	for i := range nodes {
-		n := newTestNode(t, nodeOpts{})
+		n := newTestNode(t, nodeOpts{tweak: func(c *Config) { c.maxVersion = versions[i] }})
 		ns = append(ns, n)
 		for r := uint64(1); r <= ranges; r++ {
 			tr := n.open(r).(*RangeTransport)

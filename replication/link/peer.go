@@ -3,14 +3,15 @@ package link
 import (
 	"errors"
 	"fmt"
-	"github.com/dialkv/dialkv/replication/frame"
 	"io"
 	"net"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/dialkv/dialkv/replication/frame"
 	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
 )
 
 // PeerMode is how this node reaches a peer.
@@ -329,7 +330,7 @@ func (c *clientConn) start(cl *call, rangeID uint64, rpc byte, args any, ordered
 	if err != nil {
 		return 0, err
 	}
-	m, err := c.l.msgs.newRequest(rpc, id, rangeID, args)
+	m, err := c.l.msgs.newRequest(rpc, id, rangeID, args, c.version)
 	if err != nil {
 		c.cancel(id)
 		return 0, err
@@ -408,16 +409,23 @@ func (c *clientConn) complete(r response) {
 	if cl == nil {
 		return // timed out or cancelled: nobody reads its value any more
 	}
-	cl.done <- decodeResult(c.dec, r, cl.resp, c.remote)
+	cl.done <- decodeResult(c.dec, r, cl.resp, c.remote, c.version)
 }
 
-// decodeResult turns a response into the call's result: its value decoded
-// into resp, or an error and resp untouched.
-func decodeResult(dec *codec.Decoder, r response, resp any, remote string) error {
+// decodeResult turns a response from a connection of the given link
+// version into the call's result: its value decoded into resp, or an
+// error and resp untouched.
+func decodeResult(dec *codec.Decoder, r response, resp any, remote string, version uint16) error {
 	switch r.status {
 	case statusOK:
 		if raw, ok := resp.(*rawBody); ok {
 			*raw = append((*raw)[:0], r.body...)
+			return nil
+		}
+		if ae, ok := resp.(*raft.AppendEntriesResponse); ok && version >= versionAppendLayout {
+			if err := decodeAppendResponse(r.body, ae); err != nil {
+				return fmt.Errorf("link: decode response from %s: %w", remote, err)
+			}
 			return nil
 		}
 		dec.ResetBytes(r.body)

@@ -207,7 +207,7 @@ func (s *serverConn) runLane(key laneKey, ln *lane) {
 		ln.q = ln.q[1:]
 		s.mu.Unlock()
 		dec := s.l.decs.Get().(*codec.Decoder)
-		cmd, err := decodeCommand(dec, in.rpc, in.body)
+		cmd, err := decodeCommand(dec, in.rpc, in.body, s.version)
 		s.l.decs.Put(dec)
 		if err != nil {
 			s.reply(s.l.msgs.newStatus(in.id, statusError, err.Error()))
@@ -219,7 +219,7 @@ func (s *serverConn) runLane(key laneKey, ln *lane) {
 		if !ok {
 			continue // the connection closed: nobody to answer
 		}
-		m := s.l.msgs.newResponse(in.id, resp)
+		m := s.l.msgs.newResponse(in.id, resp, s.version)
 		m.lazy = isLazy(cmd)
 		s.reply(m)
 	}

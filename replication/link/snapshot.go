@@ -52,7 +52,7 @@ func (t *RangeTransport) sendSnapshot(p *peer, args *raft.InstallSnapshotRequest
 	}()
 	nc.SetDeadline(time.Now().Add(snapshotTimeout(l.cfg.Timeout, args.Size)))
 
-	m, err := l.msgs.newRequest(rpcInstallSnapshot, 1, t.id, args)
+	m, err := l.msgs.newRequest(rpcInstallSnapshot, 1, t.id, args, versionMin)
 	if err != nil {
 		return err
 	}
@@ -84,7 +84,7 @@ func (t *RangeTransport) sendSnapshot(p *peer, args *raft.InstallSnapshotRequest
 	if r.id != 1 {
 		return fmt.Errorf("%w: snapshot answered as request %d", errProtocol, r.id)
 	}
-	return decodeResult(codec.NewDecoderBytes(nil, l.h), r, resp, p.addr)
+	return decodeResult(codec.NewDecoderBytes(nil, l.h), r, resp, p.addr, versionMin)
 }
 
 // serveSnapshot runs an accepted snapshot stream: one request whose data
@@ -123,7 +123,7 @@ func (l *Link) serveSnapshot(nc net.Conn, fr *frame.Reader, fw *frame.Writer, re
 		answer(l.msgs.newStatus(req.id, statusRangeNotOpen, fmt.Sprintf("range %d is not open on %s", req.rangeID, l.cfg.LocalAddr)))
 		return
 	}
-	cmd, err := decodeCommand(codec.NewDecoderBytes(nil, l.h), req.rpc, req.body)
+	cmd, err := decodeCommand(codec.NewDecoderBytes(nil, l.h), req.rpc, req.body, versionMin)
 	if err != nil {
 		answer(l.msgs.newStatus(req.id, statusError, err.Error()))
 		return
@@ -136,5 +136,5 @@ func (l *Link) serveSnapshot(nc net.Conn, fr *frame.Reader, fw *frame.Writer, re
 	if !ok {
 		return
 	}
-	answer(l.msgs.newResponse(req.id, resp))
+	answer(l.msgs.newResponse(req.id, resp, versionMin))
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// The link protocol, versions 1 and 2. Every connection starts (after the mux's
+// The link protocol, versions 1 to 3. Every connection starts (after the mux's
 // kind byte) with a hello from the dialler and an answer from the
 // acceptor, each one message in the first checked frame of its direction.
 // The hello names the versions the dialler speaks; the answer names the
@@ -37,7 +37,11 @@ import (
 //	answer     statusOK: count × u8, 1 where the receiver's replica of the
 //	           range is in that term and follows the sender, else 0
 //
-// A node sends it only on a connection whose peer chose version 2.
+// A node sends it only on a connection whose peer chose version 2 or later.
+//
+// Version 3 changes only the bodies of AppendEntries requests and of
+// their statusOK responses: the link's own layout (appendcodec.go)
+// instead of msgpack. Everything else is as in version 2.
 // (uvarint: encoding/binary's. Most messages are heartbeats of a hundred
 // bytes or so, and fixed 8-byte ids would add a tenth to each.) The
 // heartbeat bit is the sender's verdict by NetworkTransport's test: the
@@ -51,9 +55,12 @@ import (
 // no response value at all: the sender never sees a made-up one.
 const (
 	versionMin uint16 = 1
-	versionMax uint16 = 2
+	versionMax uint16 = 3
 	// versionConfirm is the first version with rpcConfirmLeader.
 	versionConfirm uint16 = 2
+	// versionAppendLayout is the first version whose AppendEntries
+	// requests and responses use the link's own layout (appendcodec.go).
+	versionAppendLayout uint16 = 3
 
 	magic = "DKVL"
 
@@ -168,8 +175,9 @@ func (m *outMsg) setLen() {
 	binary.BigEndian.PutUint32(m.head[0:], uint32(m.headN-lenPrefix+len(m.body)))
 }
 
-// newRequest encodes a request. args must not change until it is written.
-func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any) (*outMsg, error) {
+// newRequest encodes a request for a connection of the given link version.
+// args must not change until it is written.
+func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any, version uint16) (*outMsg, error) {
 	if rpc == rpcAppendEntries && isHeartbeat(args) {
 		rpc |= rpcHeartbeatBit
 	}
@@ -188,6 +196,17 @@ func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any) (*outMsg, 
 		}
 		if cap(m.body) < n {
 			m.body = make([]byte, 0, n)
+		}
+		if version >= versionAppendLayout {
+			body, err := encodeAppendRequest(m.body[:0], ae)
+			if err != nil {
+				mp.put(m)
+				return nil, err
+			}
+			m.body = body
+			m.lazy = isLazy(args)
+			m.putRequestHead(rpc, id, rangeID)
+			return m, nil
 		}
 	}
 	if err := mp.encodeBody(m, args); err != nil {
@@ -222,9 +241,9 @@ func (mp *msgPool) newRawResponse(id uint64, body []byte) *outMsg {
 	return m
 }
 
-// newResponse encodes Raft's answer to request id: its response, or its
-// error and nothing else.
-func (mp *msgPool) newResponse(id uint64, resp raft.RPCResponse) *outMsg {
+// newResponse encodes Raft's answer to request id, for a connection of the
+// given link version: its response, or its error and nothing else.
+func (mp *msgPool) newResponse(id uint64, resp raft.RPCResponse, version uint16) *outMsg {
 	if resp.Error != nil {
 		return mp.newStatus(id, statusError, resp.Error.Error())
 	}
@@ -234,6 +253,11 @@ func (mp *msgPool) newResponse(id uint64, resp raft.RPCResponse) *outMsg {
 		return mp.newStatus(id, statusError, "link: the receiving Raft answered with nothing")
 	}
 	m := mp.get()
+	if ae, ok := resp.Response.(*raft.AppendEntriesResponse); ok && version >= versionAppendLayout {
+		m.body = encodeAppendResponse(m.body[:0], ae)
+		m.putResponseHead(id, statusOK)
+		return m
+	}
 	if err := mp.encodeBody(m, resp.Response); err != nil {
 		mp.put(m)
 		return mp.newStatus(id, statusError, err.Error())
@@ -344,8 +368,9 @@ func chooseVersion(h hello, top uint16) uint16 {
 // msgReader reads messages from a checked byte stream. Unless fresh is
 // set, its buffer is reused: a message's body is valid until the next
 // read (msgpack decoding copies every []byte it fills in, so decoded
-// values do not alias it). With fresh, each body is a new slice the
-// caller owns: an acceptor hands requests to other goroutines.
+// values do not alias it, nor does a version 3 response). With fresh,
+// each body is a new slice the caller owns: an acceptor hands requests to
+// other goroutines, and a version 3 append's entries alias it.
 type msgReader struct {
 	r     io.Reader
 	len   [lenPrefix + 1]byte
@@ -425,11 +450,20 @@ func parseResponse(b []byte) (response, error) {
 }
 
 // decodeCommand decodes a request's value into the type its rpc number
-// names, as NetworkTransport's handleCommand does.
-func decodeCommand(dec *codec.Decoder, rpc byte, body []byte) (any, error) {
+// names, as NetworkTransport's handleCommand does, from a connection of
+// the given link version. An append's entries may alias body, which the
+// caller must own.
+func decodeCommand(dec *codec.Decoder, rpc byte, body []byte, version uint16) (any, error) {
 	var cmd any
 	switch rpc {
 	case rpcAppendEntries:
+		if version >= versionAppendLayout {
+			ae, err := decodeAppendRequest(body)
+			if err != nil {
+				return nil, fmt.Errorf("link: decode rpc %d: %w", rpc, err)
+			}
+			return ae, nil
+		}
 		cmd = &raft.AppendEntriesRequest{}
 	case rpcRequestVote:
 		cmd = &raft.RequestVoteRequest{}
