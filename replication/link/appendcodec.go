@@ -57,6 +57,7 @@ func encodeAppendRequest(b []byte, r *raft.AppendEntriesRequest) ([]byte, error)
 	b = append(b, appendLayout1)
 	b = appendRPCHeader(b, r.RPCHeader)
 	b = binary.AppendUvarint(b, r.Term)
+	//lint:ignore SA1019 raft still sends it, and reads it from old senders
 	b = appendBytes(b, r.Leader)
 	b = binary.AppendUvarint(b, r.PrevLogEntry)
 	b = binary.AppendUvarint(b, r.PrevLogTerm)
@@ -202,6 +203,7 @@ func decodeAppendRequest(body []byte) (*raft.AppendEntriesRequest, error) {
 	r.layout()
 	req := &raft.AppendEntriesRequest{RPCHeader: r.header()}
 	req.Term = r.uvarint("term")
+	//lint:ignore SA1019 raft still sends it, and reads it from old senders
 	req.Leader = r.bytes("leader")
 	req.PrevLogEntry = r.uvarint("prev log index")
 	req.PrevLogTerm = r.uvarint("prev log term")
