@@ -218,7 +218,11 @@ func New(cfg Config) (*Shard, error) {
 	rc.ElectionTimeout = cfg.Timing.Election
 	rc.LeaderLeaseTimeout = cfg.Timing.LeaderLease
 	rc.CommitTimeout = cfg.Timing.Commit
-	rc.MaxAppendEntries = 512
+	// hashicorp/raft allocates a slice of this capacity for every append
+	// it sends and every batch it commits (4 KiB each at 512, 3% of a
+	// node's CPU with appends of two puts over 16 ranges); 128 still
+	// holds a batch of 64 clients' writes twice over.
+	rc.MaxAppendEntries = 128
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = 16384
 	rc.TrailingLogs = 10240
