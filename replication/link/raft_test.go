@@ -45,6 +45,9 @@ type raftCluster struct {
 	addrs  []string
 	nodes  []*raftNode
 	tweak  func(*Config)
+	// version, when set, is the highest link version node i speaks
+	// when it (re)starts (0: this release's).
+	version func(i int) uint16
 }
 
 type raftNode struct {
@@ -57,7 +60,13 @@ type raftNode struct {
 }
 
 func newRaftCluster(t *testing.T, nodes, groups int, old func(i int) bool) *raftCluster {
-	c := &raftCluster{t: t, groups: groups, tweak: func(cfg *Config) { cfg.ProbeInterval = 300 * time.Millisecond }}
+	return newRaftClusterOf(t, nodes, groups, old, nil)
+}
+
+// newRaftClusterOf is newRaftCluster whose nodes speak the link versions
+// version names.
+func newRaftClusterOf(t *testing.T, nodes, groups int, old func(i int) bool, version func(i int) uint16) *raftCluster {
+	c := &raftCluster{t: t, groups: groups, tweak: func(cfg *Config) { cfg.ProbeInterval = 300 * time.Millisecond }, version: version}
 	lns := make([]net.Listener, nodes)
 	for i := range nodes {
 		lns[i] = listenLow(t)
@@ -86,7 +95,12 @@ func (c *raftCluster) start(i int, old bool, ln net.Listener, bootstrap bool) {
 	if ln == nil {
 		ln = restartListener(c.t, c.addrs[i])
 	}
-	n.tn = newTestNode(c.t, nodeOpts{old: old, listen: ln, tweak: c.tweak})
+	tweak := c.tweak
+	if c.version != nil {
+		v := c.version(i)
+		tweak = func(cfg *Config) { c.tweak(cfg); cfg.maxVersion = v }
+	}
+	n.tn = newTestNode(c.t, nodeOpts{old: old, listen: ln, tweak: tweak})
 	n.rafts, n.trans, n.fsms = nil, nil, nil
 	var servers []raft.Server
 	for j, a := range c.addrs {
@@ -304,4 +318,68 @@ func TestRaft_RollingUpgradeKeepsEveryGroupCommitting(t *testing.T) {
 	c.restart(1, true)
 	step("node 2 rolled back")
 	c.caughtUp(want)
+}
+
+// Link versions 2 and 3 in one cluster: a node of the previous release
+// (version 2, appends in msgpack) and two of this one (version 3, appends
+// in the link's layout) commit in every group whoever leads it, and keep
+// committing while the old node is upgraded and then rolled back, on the
+// same address and stores.
+func TestRaft_LinkVersionsMixInOneCluster(t *testing.T) {
+	const nodes, groups = 3, 6
+	versions := []uint16{versionConfirm, 0, 0}
+	var mu sync.Mutex
+	c := newRaftClusterOf(t, nodes, groups, func(int) bool { return false }, func(i int) uint16 {
+		mu.Lock()
+		defer mu.Unlock()
+		return versions[i]
+	})
+	chosen := func(from, to int) uint16 {
+		timer := time.NewTimer(10 * time.Second)
+		defer timer.Stop()
+		cc, err := c.nodes[from].tn.link.peer(c.addrs[to]).get(timer.C, false)
+		if err != nil {
+			t.Fatalf("node %d to %d: %v", from+1, to+1, err)
+		}
+		return cc.version
+	}
+	var want []string
+	step := func(name string) {
+		t.Helper()
+		c.applyAll(name)
+		want = append(want, name)
+		c.caughtUp(want)
+	}
+	check := func(stage string, pairs map[[2]int]uint16) {
+		t.Helper()
+		for p, v := range pairs {
+			if got := chosen(p[0], p[1]); got != v {
+				t.Errorf("%s: node %d to %d chose link version %d, want %d", stage, p[0]+1, p[1]+1, got, v)
+			}
+		}
+	}
+	// Every node leads two groups, so appends go every way between them.
+	for g := range groups {
+		c.leadGroup(g%nodes, g)
+	}
+	step("mixed")
+	check("mixed", map[[2]int]uint16{{0, 1}: 2, {1, 0}: 2, {1, 2}: 3, {2, 1}: 3})
+	mu.Lock()
+	versions[0] = 0
+	mu.Unlock()
+	c.restart(0, false)
+	step("node 1 upgraded")
+	for g := range groups {
+		c.leadGroup(g%nodes, g)
+	}
+	step("node 1 upgraded and leading")
+	check("upgraded", map[[2]int]uint16{{0, 1}: 3, {1, 0}: 3, {0, 2}: 3})
+	mu.Lock()
+	versions[0] = versionConfirm
+	mu.Unlock()
+	c.restart(0, false)
+	step("node 1 rolled back")
+	c.leadGroup(0, 0)
+	step("node 1 rolled back and leading")
+	check("rolled back", map[[2]int]uint16{{0, 2}: 2, {2, 0}: 2})
 }
