@@ -82,9 +82,10 @@
 // repro_test.go reproduces server bugs the suite found (testdata/ keeps
 // their histories and logs); limits_process_test.go floods a leader's
 // client ports with idle and half-sent connections and checks that Raft
-// and other clients never notice; upgrade_process_test.go builds the
-// previous release from git, upgrades a cluster of it node by node under
-// writes (mixed links both ways), and rolls a node back.
+// and other clients never notice; upgrade_process_test.go builds
+// previous releases from git (the one before the write-ahead log and the
+// one before link version 3), upgrades a cluster of each node by node
+// under writes (mixed links both ways), and rolls a node back.
 // DIALKV_KVD_BIN and DIALKV_KVCTL_BIN test prebuilt binaries.
 //
 // Node indices are 0-based everywhere in this package: index i is node id

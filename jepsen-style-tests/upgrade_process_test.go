@@ -24,11 +24,30 @@ import (
 // the first start) and the peer protocol (per-range 'F' streams become one
 // multiplexed link per pair of nodes, with a fallback to the streams for
 // peers that do not speak it), so the middle states run mixed links both
-// ways. A second test rolls one node back to the previous release.
+// ways. It runs again from the release before link version 3 (the link's
+// own layout for appends) and 500 ms state commits, whose nodes speak the
+// link at version 2. A second test rolls one node back to the release
+// before the write-ahead log.
 
-// previousRelease is the last commit of the release before the node-wide
-// write-ahead log and the shared Raft link: where a rolling upgrade starts.
-const previousRelease = "2e126ce6f766d9222a674d8a70837ee09a9a1a09"
+// release is a release a rolling upgrade starts from.
+type release struct {
+	commit string
+	// perRangeLogs: each range keeps a Raft log and stable store of its
+	// own, which the new build moves into its write-ahead log on its
+	// first start.
+	perRangeLogs bool
+	// perRangeStreams: it reaches peers through per-range 'F' streams
+	// only, and hands leadership over through Internal.ChangeReplicas.
+	perRangeStreams bool
+}
+
+var (
+	// releaseBeforeWAL is the last commit of the release before the
+	// node-wide write-ahead log and the shared Raft link.
+	releaseBeforeWAL = release{commit: "2e126ce6f766d9222a674d8a70837ee09a9a1a09", perRangeLogs: true, perRangeStreams: true}
+	// releaseLinkV2 is the last commit before link version 3.
+	releaseLinkV2 = release{commit: "c2373ed61b68d0ab9b0cdf2cf6a32bc897710e42"}
+)
 
 const (
 	// upgradeMaxUnavailable bounds, for every range, the longest stretch
@@ -55,10 +74,16 @@ const (
 	linkUpMsg     = `msg="link: peer speaks the link now"`
 )
 
-// buildPreviousRelease builds kvd of previousRelease into dir: the source
-// comes out of the repository with git archive (no worktree to clean up,
-// the checkout untouched) and is removed after the build.
+// buildPreviousRelease builds kvd of the release the rollback test goes
+// back to into dir.
 func buildPreviousRelease(dir string) (string, error) {
+	return buildRelease(dir, releaseBeforeWAL.commit)
+}
+
+// buildRelease builds kvd of commit into dir: the source comes out of the
+// repository with git archive (no worktree to clean up, the checkout
+// untouched) and is removed after the build.
+func buildRelease(dir, commit string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
@@ -72,45 +97,53 @@ func buildPreviousRelease(dir string) (string, error) {
 	defer os.RemoveAll(src)
 	archive := filepath.Join(dir, "src.tar")
 	defer os.Remove(archive)
-	bin := filepath.Join(dir, "kvd-"+previousRelease[:7])
+	bin := filepath.Join(dir, "kvd-"+commit[:7])
 	for _, cmd := range []*exec.Cmd{
-		exec.CommandContext(ctx, "git", "-C", root, "archive", "--format=tar", "-o", archive, previousRelease),
+		exec.CommandContext(ctx, "git", "-C", root, "archive", "--format=tar", "-o", archive, commit),
 		exec.CommandContext(ctx, "tar", "-xf", archive, "-C", src),
 		exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/kvd"),
 	} {
 		cmd.Dir = src
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("building the previous release %s: %s: %w\n%s", previousRelease[:7], strings.Join(cmd.Args, " "), err, out)
+			return "", fmt.Errorf("building the release %s: %s: %w\n%s", commit[:7], strings.Join(cmd.Args, " "), err, out)
 		}
 	}
 	return bin, nil
 }
 
-// TestProcess_RollingUpgradeLosesNothing upgrades a 3-node cluster of the
+// TestProcess_RollingUpgradeLosesNothing upgrades a 3-node cluster of a
 // previous release, split into 9 ranges under writes, one node at a time,
-// each new node migrating its data directory on its first start. After
+// each new node migrating its data directory on its first start (from the
+// release before the write-ahead log). After
 // every step: the restarted node has caught up, every acknowledged write
 // reads back linearizably, and each range was unavailable for at most
 // upgradeMaxUnavailable. In
 // the middle states the new nodes reach old peers through per-range
-// streams and each other through the link, with ranges led by new and by
+// streams (or the link at the old node's version) and each other through
+// the link, with ranges led by new and by
 // old nodes (entries flow both ways). At the end: every checker over the
 // whole history, and every range's replicas agree by digest.
 func TestProcess_RollingUpgradeLosesNothing(t *testing.T) {
 	if buildErr != nil {
 		t.Fatalf("building the binaries: %v", buildErr)
 	}
+	for _, rel := range []release{releaseBeforeWAL, releaseLinkV2} {
+		t.Run("from "+rel.commit[:7], func(t *testing.T) { rollingUpgrade(t, rel) })
+	}
+}
+
+func rollingUpgrade(t *testing.T, rel release) {
 	began := time.Now()
 	logf := func(format string, args ...any) {
 		t.Helper()
 		t.Logf(time.Now().UTC().Format("15:04:05.000 ")+format, args...)
 	}
 	buildStart := time.Now()
-	oldBin, err := buildPreviousRelease(t.TempDir())
+	oldBin, err := buildRelease(t.TempDir(), rel.commit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logf("built the previous release %s in %v", previousRelease[:7], time.Since(buildStart).Round(time.Millisecond))
+	logf("built the previous release %s in %v", rel.commit[:7], time.Since(buildStart).Round(time.Millisecond))
 
 	out, err := os.MkdirTemp("", "dialkv-upgrade-")
 	if err != nil {
@@ -155,7 +188,7 @@ func TestProcess_RollingUpgradeLosesNothing(t *testing.T) {
 		t.Fatalf("split the key space on the previous release: %v", err)
 	}
 
-	r := &rolling{t: t, c: c, cs: cs, rec: rec, keys: keys, logf: logf, oldBin: oldBin, newBin: kvdBin,
+	r := &rolling{t: t, c: c, cs: cs, rec: rec, keys: keys, logf: logf, rel: rel, oldBin: oldBin, newBin: kvdBin,
 		bins: []string{oldBin, oldBin, oldBin}}
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
@@ -233,6 +266,7 @@ type rolling struct {
 	rec            *Recorder
 	keys           crashKeys
 	logf           func(string, ...any)
+	rel            release // what oldBin was built from
 	oldBin, newBin string
 	bins           []string // the binary each node runs now
 	steps          []stepReport
@@ -254,7 +288,7 @@ type stepReport struct {
 
 func (r *rolling) binName(bin string) string {
 	if bin == r.oldBin {
-		return "previous release " + previousRelease[:7]
+		return "previous release " + r.rel.commit[:7]
 	}
 	return "new build"
 }
@@ -277,7 +311,7 @@ func (r *rolling) step(ctx context.Context, i int, bin, why string) bool {
 	}
 	// The previous release's layout, each range with a log of its own,
 	// is what the new build has to migrate.
-	migrating := r.bins[i] == r.oldBin && bin == r.newBin
+	migrating := r.bins[i] == r.oldBin && bin == r.newBin && r.rel.perRangeLogs
 	oldLogs, err := filepath.Glob(filepath.Join(c.DataDir(i), "ranges", "*", "log"))
 	if err != nil {
 		t.Fatal(err)
@@ -633,14 +667,14 @@ func (r *rolling) linkLines(i int, addr string) ([]string, error) {
 }
 
 // transferLeader hands range id's leadership from leader to node to,
-// through the API the leader's binary has: the previous release's
-// Internal.ChangeReplicas on its client port, the new build's
+// through the API the leader's binary has: the release before the link's
+// Internal.ChangeReplicas on its client port, later ones'
 // Cluster.TransferLeader.
 func (r *rolling) transferLeader(ctx context.Context, id uint64, leader, to int) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var err error
-	if r.bins[leader] == r.oldBin {
+	if r.bins[leader] == r.oldBin && r.rel.perRangeStreams {
 		_, err = kvpb.NewInternalClient(r.cs.grpc[leader]).ChangeReplicas(ctx, &kvpb.ChangeReplicasRequest{RangeId: id, TransferLeaderTo: r.c.ID(to)})
 	} else {
 		_, err = kvpb.NewClusterClient(r.cs.grpc[leader]).TransferLeader(ctx, &kvpb.TransferLeaderRequest{RangeId: id, ToNode: r.c.ID(to)})
@@ -730,6 +764,12 @@ func (r *rolling) checkMixedLinks(ctx context.Context, newer, older []int) {
 	}
 	if err := r.waitCaughtUp(ctx, all); err != nil {
 		t.Errorf("%s: with ranges led by new and old nodes: %v", state, err)
+	}
+	if !r.rel.perRangeStreams {
+		// Old and new speak the link, at the old node's version; the
+		// versions chosen are checked in replication/link's tests.
+		r.logf("%s: ranges led by new and old nodes, every replica caught up", state)
+		return
 	}
 	// A new node that leads a range calls its old replicas at once, and a
 	// new peer first marked legacy (it was old then) is probed again
