@@ -33,9 +33,12 @@ const (
 	appendFlagSuccess        byte = 1
 	appendFlagNoRetryBackoff byte = 2
 
-	// minEntryBytes is the least an entry takes on the wire: it bounds
-	// what a count can ask the decoder to allocate.
-	minEntryBytes = 6
+	// minEntryBytes is the least an entry takes on the wire, and
+	// maxWireEntries the most entries an append may carry (hashicorp/raft
+	// refuses a MaxAppendEntries above 1024): together they bound what a
+	// count can ask the decoder to allocate (about 100 bytes an entry).
+	minEntryBytes  = 6
+	maxWireEntries = 1024
 )
 
 // errAppendLayout is a body that is not a well-formed layout 1.
@@ -62,6 +65,9 @@ func encodeAppendRequest(b []byte, r *raft.AppendEntriesRequest) ([]byte, error)
 	b = binary.AppendUvarint(b, r.PrevLogEntry)
 	b = binary.AppendUvarint(b, r.PrevLogTerm)
 	b = binary.AppendUvarint(b, r.LeaderCommitIndex)
+	if len(r.Entries) > maxWireEntries {
+		return nil, fmt.Errorf("link: encode append: %d entries, at most %d", len(r.Entries), maxWireEntries)
+	}
 	b = binary.AppendUvarint(b, uint64(len(r.Entries)))
 	for i, e := range r.Entries {
 		if e == nil {
@@ -209,7 +215,7 @@ func decodeAppendRequest(body []byte) (*raft.AppendEntriesRequest, error) {
 	req.PrevLogTerm = r.uvarint("prev log term")
 	req.LeaderCommitIndex = r.uvarint("leader commit")
 	n := r.uvarint("entry count")
-	if r.err == nil && n > uint64(len(r.b)/minEntryBytes) {
+	if r.err == nil && (n > uint64(len(r.b)/minEntryBytes) || n > maxWireEntries) {
 		r.fail(fmt.Sprintf("%d entries in %d bytes", n, len(r.b)))
 	}
 	if r.err == nil && n > 0 {

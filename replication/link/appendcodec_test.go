@@ -88,6 +88,21 @@ func TestAppendLayout_RequestsRoundTrip(t *testing.T) {
 	if _, err := encodeAppendRequest(nil, &raft.AppendEntriesRequest{Entries: []*raft.Log{nil}}); err == nil {
 		t.Error("a nil entry was encoded")
 	}
+	many := &raft.AppendEntriesRequest{}
+	for i := range maxWireEntries + 1 {
+		many.Entries = append(many.Entries, &raft.Log{Index: uint64(i + 1)})
+	}
+	if _, err := encodeAppendRequest(nil, many); err == nil {
+		t.Errorf("%d entries were encoded", len(many.Entries))
+	}
+	many.Entries = many.Entries[:maxWireEntries]
+	b, err := encodeAppendRequest(nil, many)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decodeAppendRequest(b); err != nil || len(got.Entries) != maxWireEntries {
+		t.Errorf("%d entries: err %v", maxWireEntries, err)
+	}
 }
 
 func TestAppendLayout_ResponsesRoundTrip(t *testing.T) {
@@ -138,7 +153,9 @@ func TestAppendLayout_MalformedBodiesAreErrors(t *testing.T) {
 		"a byte too many":  append(slices.Clone(full), 0),
 		"layout 2":         append([]byte{2}, full[1:]...),
 		"huge entry count": append(encodeTail(t), 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 1, 1, 1, 1, 1, 1),
-		"bad time flag":    badTimeFlag(t),
+		// 1,025 entries of 7 bytes would fit the body, not raft's bound.
+		"more entries than raft sends": append(append(encodeTail(t), 0x81, 0x08), bytes.Repeat([]byte{1, 1, 0, 0, 0, 0, 0}, 1025)...),
+		"bad time flag":                badTimeFlag(t),
 	} {
 		if _, err := decodeAppendRequest(body); !errors.Is(err, errAppendLayout) {
 			t.Errorf("%s: err %v", name, err)

@@ -196,6 +196,29 @@ func TestLink_RPCsRoundTripBetweenNodesForEveryRange(t *testing.T) {
 			}
 		})
 	}
+	// Each pair spoke the higher version both know.
+	top := func(i int) uint16 {
+		if versions[i] == 0 {
+			return versionMax
+		}
+		return versions[i]
+	}
+	for i := range nodes {
+		for j := range nodes {
+			if i == j {
+				continue
+			}
+			timer := time.NewTimer(10 * time.Second)
+			cc, err := ns[i].link.peer(ns[j].addr).get(timer.C, false)
+			timer.Stop()
+			if err != nil {
+				t.Fatalf("node %d to %d: %v", i, j, err)
+			}
+			if want := min(top(i), top(j)); cc.version != want {
+				t.Errorf("node %d (version %d) to %d (version %d) chose version %d", i, top(i), j, top(j), cc.version)
+			}
+		}
+	}
 	if got, want := fastHeartbeats.Load(), int64(nodes*(nodes-1)*ranges); got != want {
 		t.Errorf("%d heartbeats took the fast path, want %d", got, want)
 	}

@@ -117,7 +117,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	if err := p.brokenErr(); err != nil {
 		return nil, err
 	}
-	trimAppend(args)
+	trimAppend(args, maxPipelineAppendBytes)
 	timer := time.NewTimer(p.t.l.cfg.Timeout)
 	defer timer.Stop()
 	f := &future{start: time.Now(), args: args, resp: resp, call: newCall(resp), done: make(chan struct{})}

@@ -213,24 +213,35 @@ func (t *RangeTransport) viaLegacy(why error, fn func(raft.Transport) error) err
 	return fn(t.legacy)
 }
 
-// maxAppendBytes bounds the entries one append carries, by their data:
 // Raft bounds an append only by its count (MaxAppendEntries), so a
 // follower catching up on large values (1 MiB each, or transactions of
-// many) would get appends of hundreds of MiB, past what a message may be
-// (maxMessage, refused every time: the follower would never catch up),
-// and holding the shared connection for every other range meanwhile.
-const maxAppendBytes = 4 << 20
+// many) could be sent appends of hundreds of MiB: past what a message may
+// be (maxMessage, refused every time, so the follower would never catch
+// up), and holding the shared connection for every other range
+// meanwhile. The link cuts an append's entries to the longest prefix
+// within a bound, never to fewer than one. Raft reads the request's last
+// entry after the call to learn how far the follower got (replicateTo,
+// pipelineSend and pipelineDecode alike), so the rest goes in the next
+// append. How soon differs:
+//   - maxAppendBytes, for appends sent one at a time: replicateTo sends
+//     the next at once, looping until the follower has everything, so a
+//     catch-up goes in pieces that leave room for other ranges.
+//   - maxPipelineAppendBytes, for pipelined appends: raft's pipeline
+//     sends once per new entry or per commit timeout, so the rest of a
+//     burst that stopped would wait up to two commit timeouts. Only what
+//     could break the message bound is cut there.
+const (
+	maxAppendBytes         = 4 << 20
+	maxPipelineAppendBytes = maxMessage / 2
+)
 
 // trimAppend cuts args's entries to the longest prefix whose data fits
-// maxAppendBytes, and never to fewer than one. Raft reads the request's
-// last entry after the call to learn how far the follower got (in
-// replicateTo, pipelineSend and pipelineDecode alike), so the rest simply
-// goes in the next append.
-func trimAppend(args *raft.AppendEntriesRequest) {
+// limit, and never to fewer than one.
+func trimAppend(args *raft.AppendEntriesRequest, limit int) {
 	n := 0
 	for i, e := range args.Entries {
 		n += len(e.Data) + len(e.Extensions)
-		if n > maxAppendBytes && i > 0 {
+		if n > limit && i > 0 {
 			args.Entries = args.Entries[:i]
 			return
 		}
@@ -239,7 +250,7 @@ func trimAppend(args *raft.AppendEntriesRequest) {
 
 // AppendEntries implements raft.Transport.
 func (t *RangeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	trimAppend(args)
+	trimAppend(args, maxAppendBytes)
 	return t.call(target, rpcAppendEntries, args, resp, func(lt raft.Transport) error {
 		return lt.AppendEntries(id, target, args, resp)
 	})

@@ -157,6 +157,25 @@ func TestMsgReader_DecodedRequestsDoNotAliasTheBuffer(t *testing.T) {
 	}
 }
 
+// Which body an append and its answer carry is the connection's version's:
+// msgpack (a map) before version 3, the link's layout from it.
+func TestMsgPool_AppendBodiesFollowTheVersion(t *testing.T) {
+	mp := newMsgPool(newHandle())
+	for v, layout := range map[uint16]bool{1: false, 2: false, 3: true} {
+		m, err := mp.newRequest(rpcAppendEntries, 1, 1, &raft.AppendEntriesRequest{Term: 3, Entries: []*raft.Log{{Index: 1, Data: []byte("x")}}}, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := mp.newResponse(1, raft.RPCResponse{Response: &raft.AppendEntriesResponse{Term: 3, Success: true}}, v)
+		if got := m.body[0] == appendLayout1; got != layout {
+			t.Errorf("version %d: request body starts %#x", v, m.body[0])
+		}
+		if got := r.body[0] == appendLayout1; got != layout {
+			t.Errorf("version %d: response body starts %#x", v, r.body[0])
+		}
+	}
+}
+
 // rawHello dials n's link and sends a hello by hand.
 func rawHello(t *testing.T, n *testNode, h hello) (helloAck, error) {
 	t.Helper()
