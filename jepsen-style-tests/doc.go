@@ -85,7 +85,7 @@
 // and other clients never notice; upgrade_process_test.go builds
 // previous releases from git (the one before the write-ahead log and the
 // one before link version 3), upgrades a cluster of each node by node
-// under writes (mixed links both ways), and rolls a node back.
+// under writes (mixed links both ways), and rolls a node back to each.
 // DIALKV_KVD_BIN and DIALKV_KVCTL_BIN test prebuilt binaries.
 //
 // Node indices are 0-based everywhere in this package: index i is node id

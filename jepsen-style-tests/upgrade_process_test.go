@@ -74,12 +74,6 @@ const (
 	linkUpMsg     = `msg="link: peer speaks the link now"`
 )
 
-// buildPreviousRelease builds kvd of the release the rollback test goes
-// back to into dir.
-func buildPreviousRelease(dir string) (string, error) {
-	return buildRelease(dir, releaseBeforeWAL.commit)
-}
-
 // buildRelease builds kvd of commit into dir: the source comes out of the
 // repository with git archive (no worktree to clean up, the checkout
 // untouched) and is removed after the build.
@@ -860,12 +854,13 @@ func (r *rolling) checkMigrated(i, ranges int) {
 }
 
 // TestProcess_RollbackToPreviousReleaseKeepsAcknowledgedWrites rolls one
-// node of a cluster on the new build back to the previous release at the
+// node of a cluster on the new build back to a previous release at the
 // worst moment: its data directory holds acknowledged writes that only it
-// and a node that is down have. The previous release knows nothing of the
-// write-ahead log, so it must either refuse the data directory (exit with
-// an error and leave it as it was, for the new build to start on again)
-// or run on the Raft state the directory holds. Running with an empty Raft
+// and a node that is down have. The release before the write-ahead log
+// knows nothing of it, so it must either refuse the data directory (exit
+// with an error and leave it as it was, for the new build to start on
+// again) or run on the Raft state the directory holds; the release before
+// link version 3 runs on it and talks to the others at version 2. Running with an empty Raft
 // log and no vote on record would let the node that missed the writes win
 // an election with its vote and drop them.
 //
@@ -880,21 +875,22 @@ func TestProcess_RollbackToPreviousReleaseKeepsAcknowledgedWrites(t *testing.T) 
 		t.Fatalf("building the binaries: %v", buildErr)
 	}
 	for _, tc := range []struct {
-		name     string
-		rollBack bool
+		name string
+		to   string // the release's commit; "" for the new build
 	}{
-		{"restart on the new build", false},
-		{"roll back to the previous release", true},
+		{"restart on the new build", ""},
+		{"roll back to the release before the write-ahead log", releaseBeforeWAL.commit},
+		{"roll back to the release before link version 3", releaseLinkV2.commit},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bin := kvdBin
-			if tc.rollBack {
+			if tc.to != "" {
 				var err error
-				if bin, err = buildPreviousRelease(t.TempDir()); err != nil {
+				if bin, err = buildRelease(t.TempDir(), tc.to); err != nil {
 					t.Fatal(err)
 				}
 			}
-			rollbackCase(t, bin, tc.rollBack)
+			rollbackCase(t, bin, tc.to != "")
 		})
 	}
 }
