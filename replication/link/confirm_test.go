@@ -44,15 +44,18 @@ func openRange(t *testing.T, n *testNode, id uint64) *RangeTransport {
 	return tr
 }
 
-// connect opens from's link connection to to, as the Raft traffic of a
-// leader to its followers does: questions go only on an open one.
-func connect(t *testing.T, from *testNode, to string) {
+// connect opens from's link connection to to (or finds it open), as the
+// Raft traffic of a leader to its followers does: questions go only on an
+// open one.
+func connect(t *testing.T, from *testNode, to string) *clientConn {
 	t.Helper()
 	timer := time.NewTimer(10 * time.Second)
 	defer timer.Stop()
-	if _, err := from.link.peer(to).get(timer.C, false); err != nil {
+	cc, err := from.link.peer(to).get(timer.C, false)
+	if err != nil {
 		t.Fatalf("dial %s: %v", to, err)
 	}
+	return cc
 }
 
 func confirm(t *testing.T, tr *RangeTransport, term uint64, peers []raft.ServerAddress, need int) bool {

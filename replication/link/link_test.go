@@ -208,14 +208,8 @@ func TestLink_RPCsRoundTripBetweenNodesForEveryRange(t *testing.T) {
 			if i == j {
 				continue
 			}
-			timer := time.NewTimer(10 * time.Second)
-			cc, err := ns[i].link.peer(ns[j].addr).get(timer.C, false)
-			timer.Stop()
-			if err != nil {
-				t.Fatalf("node %d to %d: %v", i, j, err)
-			}
-			if want := min(top(i), top(j)); cc.version != want {
-				t.Errorf("node %d (version %d) to %d (version %d) chose version %d", i, top(i), j, top(j), cc.version)
+			if got, want := connect(t, ns[i], ns[j].addr).version, min(top(i), top(j)); got != want {
+				t.Errorf("node %d (version %d) to %d (version %d) chose version %d", i, top(i), j, top(j), got)
 			}
 		}
 	}

@@ -334,15 +334,7 @@ func TestRaft_LinkVersionsMixInOneCluster(t *testing.T) {
 		defer mu.Unlock()
 		return versions[i]
 	})
-	chosen := func(from, to int) uint16 {
-		timer := time.NewTimer(10 * time.Second)
-		defer timer.Stop()
-		cc, err := c.nodes[from].tn.link.peer(c.addrs[to]).get(timer.C, false)
-		if err != nil {
-			t.Fatalf("node %d to %d: %v", from+1, to+1, err)
-		}
-		return cc.version
-	}
+	chosen := func(from, to int) uint16 { return connect(t, c.nodes[from].tn, c.addrs[to]).version }
 	var want []string
 	step := func(name string) {
 		t.Helper()

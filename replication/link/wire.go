@@ -187,6 +187,7 @@ func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any, version ui
 		m.putRequestHead(rpc, id, rangeID)
 		return m, nil
 	}
+	var err error
 	if ae, ok := args.(*raft.AppendEntriesRequest); ok {
 		// Size the buffer once: grown by the encoder, a large append
 		// allocates about twice its size on the way.
@@ -198,18 +199,14 @@ func (mp *msgPool) newRequest(rpc byte, id, rangeID uint64, args any, version ui
 			m.body = make([]byte, 0, n)
 		}
 		if version >= versionAppendLayout {
-			body, err := encodeAppendRequest(m.body[:0], ae)
-			if err != nil {
-				mp.put(m)
-				return nil, err
-			}
-			m.body = body
-			m.lazy = isLazy(args)
-			m.putRequestHead(rpc, id, rangeID)
-			return m, nil
+			m.body, err = encodeAppendRequest(m.body[:0], ae)
+		} else {
+			err = mp.encodeBody(m, args)
 		}
+	} else {
+		err = mp.encodeBody(m, args)
 	}
-	if err := mp.encodeBody(m, args); err != nil {
+	if err != nil {
 		mp.put(m)
 		return nil, err
 	}
