@@ -84,7 +84,8 @@ type walSource interface {
 // how well ranges share them.
 type walCollector struct {
 	src                                    walSource
-	fsyncs, appends, written, rewritten    *prometheus.Desc
+	fsyncs, appends, fileWrites, written   *prometheus.Desc
+	rewritten                              *prometheus.Desc
 	collections, segments, bytes, lastSync *prometheus.Desc
 	fsync                                  *prometheus.Desc
 }
@@ -96,7 +97,8 @@ func newWALCollector(src walSource) *walCollector {
 	return &walCollector{
 		src:         src,
 		fsyncs:      d("fsyncs_total", "File syncs of the node's write-ahead log: group commits, sealed and new segments, the floor file."),
-		appends:     d("appends_total", "Records appended to the write-ahead log, one write each: a range's batch of entries, a cut, a stable value, a collector's copy."),
+		appends:     d("appends_total", "Records appended to the write-ahead log: a range's batch of entries, a cut, a stable value, a collector's copy."),
+		fileWrites:  d("file_writes_total", "Writes that put those records in the log's files: the appends a group commit covers go in one."),
 		written:     d("written_bytes_total", "Bytes appended to the write-ahead log, the collector's copies included."),
 		rewritten:   d("collector_copied_bytes_total", "Live bytes the collector copied out of old segments so that they could be freed."),
 		collections: d("collector_freed_segments_total", "Segments the collector freed."),
@@ -108,7 +110,7 @@ func newWALCollector(src walSource) *walCollector {
 }
 
 func (c *walCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.fsyncs, c.appends, c.written, c.rewritten, c.collections, c.segments, c.bytes, c.lastSync, c.fsync} {
+	for _, d := range []*prometheus.Desc{c.fsyncs, c.appends, c.fileWrites, c.written, c.rewritten, c.collections, c.segments, c.bytes, c.lastSync, c.fsync} {
 		ch <- d
 	}
 }
@@ -123,6 +125,7 @@ func (c *walCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.fsyncs, st.Syncs)
 	counter(c.appends, st.Writes)
+	counter(c.fileWrites, st.FileWrites)
 	counter(c.written, st.WrittenBytes)
 	counter(c.rewritten, st.RewrittenBytes)
 	counter(c.collections, st.Collections)

@@ -64,7 +64,7 @@ func (f fixedWAL) WALStats() wal.Stats { return wal.Stats(f) }
 func TestWALCollector_ExportsTheLogsStats(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(newWALCollector(fixedWAL{
-		Writes: 1000, WrittenBytes: 300000, Syncs: 90, LastSync: 1500 * time.Microsecond,
+		Writes: 1000, FileWrites: 120, WrittenBytes: 300000, Syncs: 90, LastSync: 1500 * time.Microsecond,
 		Segments: 3, Bytes: 150000000, RewrittenBytes: 4096, Collections: 2,
 		SyncHistogram: syncHistogram(map[int]uint64{0: 50, 9: 30, 10: 6, len(wal.SyncBuckets()): 4}), SyncTime: 20 * time.Second,
 	}))
@@ -93,6 +93,7 @@ func TestWALCollector_ExportsTheLogsStats(t *testing.T) {
 	want := map[string]metric{
 		"dialkv_wal_fsyncs_total":                   {dto.MetricType_COUNTER, 90},
 		"dialkv_wal_appends_total":                  {dto.MetricType_COUNTER, 1000},
+		"dialkv_wal_file_writes_total":              {dto.MetricType_COUNTER, 120},
 		"dialkv_wal_written_bytes_total":            {dto.MetricType_COUNTER, 300000},
 		"dialkv_wal_collector_copied_bytes_total":   {dto.MetricType_COUNTER, 4096},
 		"dialkv_wal_collector_freed_segments_total": {dto.MetricType_COUNTER, 2},

@@ -29,10 +29,12 @@
 // # Writes and group commit
 //
 // A range encodes its record on its own goroutine and appends it to the
-// active segment with one write under the log's write lock; its view is
-// updated at once (readable before durable). A single syncer goroutine
-// makes durable, with one fdatasync, everything written before its round
-// began; what is written meanwhile waits for the next round. A lone
+// active segment's tail in memory under the log's write lock; its view is
+// updated at once (readable before durable: a read of an entry not yet in
+// the file writes the tail first). A single syncer goroutine makes
+// durable, with one write of the tail and one fdatasync, everything
+// appended before its round began; what is appended meanwhile waits for
+// the next round. A lone
 // writer (nobody else waiting, no round running) makes the round on its
 // own goroutine instead, sparing two hand-offs. An append
 // returns once its round is done. With many writers the rounds would

@@ -151,3 +151,17 @@ func (w *WAL) rotate() error {
 	_, err := w.rotateLocked()
 	return err
 }
+
+// flushTail writes the active segment's unwritten tail to its file.
+func (w *WAL) flushTail() error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return w.flushLocked(w.segs[len(w.segs)-1])
+}
+
+// pendLen returns the length of the active segment's unwritten tail.
+func (w *WAL) pendLen() int {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return len(w.segs[len(w.segs)-1].pend)
+}

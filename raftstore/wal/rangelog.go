@@ -126,7 +126,7 @@ func (r *RangeLog) GetLog(i uint64, log *raft.Log) error {
 	if !ok {
 		return fmt.Errorf("%w: range %d: no record holds entry %d", ErrCorrupt, r.id, i)
 	}
-	rec, err := readRecord(seg, b)
+	rec, err := r.w.readRecord(seg, b)
 	if err != nil {
 		return fmt.Errorf("wal: range %d: entry %d: %w", r.id, i, err)
 	}
@@ -154,7 +154,10 @@ func (r *RangeLog) GetLog(i uint64, log *raft.Log) error {
 
 // readRecord reads and checks the record of block b in seg. The
 // record's slices alias a fresh buffer.
-func readRecord(seg *segment, b block) (record, error) {
+func (w *WAL) readRecord(seg *segment, b block) (record, error) {
+	if err := w.flushFor(seg, b.off+b.size); err != nil {
+		return record{}, err
+	}
 	buf := make([]byte, b.size)
 	if _, err := seg.f.ReadAt(buf, b.off); err != nil {
 		return record{}, fmt.Errorf("read %s at %d: %w", seg.name, b.off, err)

@@ -75,9 +75,21 @@ type segment struct {
 	seq   uint64
 	name  string
 	f     file
-	size  int64 // bytes written (header included); guarded by WAL.wmu while active
+	size  int64 // bytes appended (header included); guarded by WAL.wmu while active
 	alloc int64 // bytes preallocated; guarded by WAL.wmu
+	// The active segment's tail: appends wait in pend until a round (or
+	// a read, a seal, pendMax) writes them to the file, so that the
+	// appends one fsync covers cost one write, not one each. flushed is
+	// how much of size is in the file (written under WAL.wmu, read by
+	// readers without it).
+	pend    []byte
+	flushed atomic.Int64
 }
+
+// pendMax bounds a segment's unwritten tail: appends that nobody waits
+// for (a leader's, the collector's) would otherwise pile up while a sync
+// is held.
+const pendMax = 1 << 20
 
 // syncItem is a write someone waits for, or whose durability moves a
 // range's synced index.
@@ -142,6 +154,7 @@ type WAL struct {
 	closed  atomic.Bool
 	counter struct {
 		writes, bytes, syncs, rewritten, collections atomic.Uint64
+		fileWrites                                   atomic.Uint64
 		lastSync                                     atomic.Int64 // ns
 		// Group commits' sync times, for a latency histogram: per
 		// bucket of syncBounds (the last past them all), and their sum.
@@ -345,6 +358,7 @@ func (w *WAL) replaySegment(seq uint64, newest bool, ranges map[uint64]*replayRa
 		return nil, fmt.Errorf("wal: %w", err)
 	}
 	seg := &segment{seq: seq, name: name, f: f}
+	defer func() { seg.flushed.Store(seg.size) }()
 	size, err := f.Size()
 	if err != nil {
 		return seg, fmt.Errorf("wal: %s: %w", name, err)
@@ -513,7 +527,9 @@ func (w *WAL) createSegment(seq uint64) (*segment, error) {
 		f.Close()
 		return nil, fmt.Errorf("wal: new segment: %w", err)
 	}
-	return &segment{seq: seq, name: name, f: f, size: segHeaderSize, alloc: segHeaderSize}, nil
+	seg := &segment{seq: seq, name: name, f: f, size: segHeaderSize, alloc: segHeaderSize}
+	seg.flushed.Store(segHeaderSize)
+	return seg, nil
 }
 
 // syncFile makes f's data durable, through the test hook.
@@ -550,10 +566,10 @@ func (w *WAL) failure() error {
 	return nil
 }
 
-// write appends buf (whole records) to the active segment with one
-// write. If it is for a range, item names the range and the index its
-// synced index reaches once the write is durable. With wait, the caller
-// then waits on done (see waitDurable).
+// write appends buf (whole records) to the active segment's tail (see
+// segment.pend). If it is for a range, item names the range and the
+// index its synced index reaches once the write is durable. With wait,
+// the caller then waits on done (see waitDurable).
 func (w *WAL) write(buf []byte, item syncItem, wait bool) (seg *segment, off int64, seq uint64, done chan struct{}, err error) {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
@@ -570,18 +586,13 @@ func (w *WAL) write(buf []byte, item syncItem, wait bool) (seg *segment, off int
 		seg.f.Allocate(end + grow)
 		seg.alloc = end + grow
 	}
-	if _, err := seg.f.WriteAt(buf, off); err != nil {
-		// What reached the page cache is unknown, and a later write
-		// could leave part of this one after it: stop, as for a failed
-		// sync.
-		err = fmt.Errorf("wal: write %s: %w", seg.name, err)
-		w.smu.Lock()
-		w.failLocked(err)
-		w.scond.Broadcast()
-		w.smu.Unlock()
-		return nil, 0, 0, nil, err
-	}
+	seg.pend = append(seg.pend, buf...)
 	seg.size += int64(len(buf))
+	if len(seg.pend) >= pendMax {
+		if err := w.flushLocked(seg); err != nil {
+			return nil, 0, 0, nil, err
+		}
+	}
 	w.wseq++
 	w.counter.writes.Add(1)
 	w.counter.bytes.Add(uint64(len(buf)))
@@ -603,6 +614,46 @@ func (w *WAL) write(buf []byte, item syncItem, wait bool) (seg *segment, off int
 		w.kickSyncer()
 	}
 	return seg, off, item.seq, item.done, nil
+}
+
+// flushLocked writes seg's unwritten tail to its file. Caller holds wmu.
+func (w *WAL) flushLocked(seg *segment) error {
+	if len(seg.pend) == 0 {
+		return nil
+	}
+	off := seg.flushed.Load()
+	if _, err := seg.f.WriteAt(seg.pend, off); err != nil {
+		// What reached the page cache is unknown, and a later write
+		// could leave part of this one after it: stop, as for a failed
+		// sync.
+		err = fmt.Errorf("wal: write %s: %w", seg.name, err)
+		w.smu.Lock()
+		w.failLocked(err)
+		w.scond.Broadcast()
+		w.smu.Unlock()
+		return err
+	}
+	w.counter.fileWrites.Add(1)
+	seg.flushed.Store(off + int64(len(seg.pend)))
+	if cap(seg.pend) > 2*pendMax {
+		seg.pend = nil // one huge batch does not keep its buffer
+	} else {
+		seg.pend = seg.pend[:0]
+	}
+	return nil
+}
+
+// flushFor makes sure the file holds seg up to end, for a reader.
+func (w *WAL) flushFor(seg *segment, end int64) error {
+	if seg.flushed.Load() >= end {
+		return nil
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if err := w.failure(); err != nil {
+		return err
+	}
+	return w.flushLocked(seg)
 }
 
 // waitDurable waits until write seq (done its channel) is durable. A
@@ -662,6 +713,10 @@ func (w *WAL) tailFor(need int64) (*segment, error) {
 // wmu.
 func (w *WAL) rotateLocked() (*segment, error) {
 	seg := w.segs[len(w.segs)-1]
+	if err := w.flushLocked(seg); err != nil {
+		return nil, err
+	}
+	seg.pend = nil // a sealed segment keeps no tail buffer
 	// Replay refuses damage in any segment but the newest, so a segment
 	// is synced whole before the next one takes a write. Its preallocated
 	// tail goes first; should that not reach the disk, zeros are harmless.
@@ -733,6 +788,10 @@ func (w *WAL) alone() bool {
 func (w *WAL) round() {
 	w.wmu.Lock()
 	target, seg := w.wseq, w.segs[len(w.segs)-1]
+	if err := w.flushLocked(seg); err != nil {
+		w.wmu.Unlock()
+		return
+	}
 	w.smu.Lock()
 	if target <= w.synced || w.err != nil {
 		w.smu.Unlock()
@@ -932,7 +991,8 @@ func (w *WAL) viewList() []*RangeLog {
 
 // Stats are counters for metrics and benchmarks.
 type Stats struct {
-	Writes         uint64        // records written in one write each (a batch of entries, a cut, a stable value)
+	Writes         uint64        // records appended (a batch of entries, a cut, a stable value)
+	FileWrites     uint64        // writes that put them in the files: about one per sync round
 	WrittenBytes   uint64        // bytes of those records, the collector's copies included
 	Syncs          uint64        // file syncs (group commits, seals, new segments, floor)
 	LastSync       time.Duration // how long the last group commit's sync took
@@ -956,6 +1016,7 @@ func (w *WAL) Stats() Stats {
 	}
 	w.wmu.Unlock()
 	s.Writes = w.counter.writes.Load()
+	s.FileWrites = w.counter.fileWrites.Load()
 	s.WrittenBytes = w.counter.bytes.Load()
 	s.Syncs = w.counter.syncs.Load()
 	s.LastSync = time.Duration(w.counter.lastSync.Load())
@@ -986,7 +1047,9 @@ func (w *WAL) Close() error {
 	needSync := w.err == nil && w.synced < w.wseq
 	w.smu.Unlock()
 	if needSync {
-		err = w.syncFile(w.segs[len(w.segs)-1].f)
+		if err = w.flushLocked(w.segs[len(w.segs)-1]); err == nil {
+			err = w.syncFile(w.segs[len(w.segs)-1].f)
+		}
 	}
 	w.smu.Lock()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -534,5 +535,112 @@ func TestWAL_ConcurrentAppendsShareSyncs(t *testing.T) {
 	t.Logf("%d appends, %d syncs", ranges*appends, syncs)
 	for r := uint64(1); r <= ranges; r++ {
 		checkRange(t, w.Range(r), &modelRange{logs: entries(r, 1, appends, 1)})
+	}
+}
+
+// Appends that wait for the same sync reach the file in one write: while
+// one round's sync is held, seven ranges append and wait, and the next
+// round writes all seven with one write.
+func TestWAL_AppendsSharingASyncShareOneWrite(t *testing.T) {
+	w := testOpenDir(t, t.TempDir(), Options{})
+	g := gateSyncs(w)
+	errs := make(chan error, 8)
+	go func() { errs <- w.Range(1).StoreLogs(entries(1, 1, 2, 1)) }()
+	<-g.entered // range 1's round holds its sync; its write is in the file
+	base := w.Stats()
+	for id := uint64(2); id <= 8; id++ {
+		go func() { errs <- w.Range(id).StoreLogs(entries(id, 1, 2, 1)) }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for w.Stats().Writes < base.Writes+7 {
+		if time.Now().After(deadline) {
+			t.Fatalf("appends made: %d of 7", w.Stats().Writes-base.Writes)
+		}
+		time.Sleep(time.Millisecond) // no event marks an append that waits
+	}
+	if got := w.Stats().FileWrites; got != base.FileWrites {
+		t.Fatalf("file writes %d before the next round, want %d: appends went to the file one by one", got, base.FileWrites)
+	}
+	g.release <- nil // range 1's sync
+	<-g.entered      // the round of the seven
+	g.release <- nil
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := w.Stats().FileWrites - base.FileWrites; got != 1 {
+		t.Fatalf("the seven appends took %d file writes, want 1", got)
+	}
+	w.SetSyncFunc(nil)
+	for id := uint64(1); id <= 8; id++ {
+		checkRange(t, w.Range(id), &modelRange{logs: entries(id, 1, 2, 1)})
+	}
+}
+
+// An entry that is neither in the cache nor yet in the file (a leader's
+// append, its sync held) is read from the file after a write of the tail.
+func TestWAL_ReadOfAnUnwrittenTailWritesItFirst(t *testing.T) {
+	w := testOpenDir(t, t.TempDir(), Options{CacheBytes: 1})
+	v := w.Range(1)
+	v.SetSyncBehind(func() bool { return true })
+	g := gateSyncs(w)
+	mustStore(t, v, entries(1, 1, 1, 1))
+	<-g.entered // the round wrote entry 1 and holds its sync
+	mustStore(t, v, entries(1, 2, 4, 1))
+	before := w.Stats().FileWrites
+	var got raft.Log
+	if err := v.GetLog(3, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !sameEntry(&got, entry(1, 3, 1)) {
+		t.Fatalf("entry 3: %+v", got)
+	}
+	if n := w.Stats().FileWrites - before; n != 1 {
+		t.Fatalf("the read took %d file writes, want 1", n)
+	}
+	w.SetSyncFunc(nil) // before the release: the next round must not wait
+	g.release <- nil
+	if err := v.WaitSynced(4); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Appends nobody waits for do not pile up past pendMax while a sync is
+// held: the tail goes to the file once it is that long.
+func TestWAL_UnwaitedAppendsAreWrittenAtPendMax(t *testing.T) {
+	w := testOpenDir(t, t.TempDir(), Options{})
+	v := w.Range(1)
+	v.SetSyncBehind(func() bool { return true })
+	g := gateSyncs(w)
+	mustStore(t, v, entries(1, 1, 1, 1))
+	<-g.entered
+	before := w.Stats().FileWrites
+	big := make([]byte, 64<<10)
+	for i := uint64(2); i <= uint64(2+2*pendMax/len(big)); i++ {
+		e := entry(1, i, 1)
+		e.Type, e.Data = raft.LogCommand, big // a command: it syncs behind
+		mustStore(t, v, []*raft.Log{e})
+	}
+	if n := w.Stats().FileWrites - before; n < 2 {
+		t.Fatalf("%d file writes for 2 MiB of appends with the sync held, want at least 2", n)
+	}
+	if n := w.pendLen(); n >= pendMax {
+		t.Fatalf("unwritten tail %d bytes, want under %d", n, pendMax)
+	}
+	w.SetSyncFunc(nil)
+	g.release <- nil
+	if err := v.WaitSynced(uint64(2 + 2*pendMax/len(big))); err != nil {
+		t.Fatal(err)
+	}
+	// A sealed segment lets its tail buffer go: sealed ones can be many.
+	if err := w.rotate(); err != nil {
+		t.Fatal(err)
+	}
+	w.wmu.Lock()
+	sealed := w.segs[len(w.segs)-2]
+	w.wmu.Unlock()
+	if sealed.pend != nil {
+		t.Fatalf("sealed segment keeps a tail buffer of %d bytes", cap(sealed.pend))
 	}
 }
