@@ -67,7 +67,8 @@ func startJoiner(t *testing.T, c *Cluster, id string, via int) (grpcAddr string,
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--raft-addr", fmt.Sprintf("127.0.0.1:%d", ports[2]),
 		"--join", c.GRPCAddrs()[via],
-		"--raft-heartbeat-timeout", "500ms", "--raft-election-timeout", "500ms")
+		"--raft-heartbeat-timeout", "500ms", "--raft-election-timeout", "500ms",
+		"--snapshot-rate-adaptive") // as the cluster's nodes
 	cmd.Stdout, cmd.Stderr = logf, logf
 	p, err := harness.Start(cmd, harness.ProcOptions{})
 	logf.Close() // the child has its own descriptor
@@ -99,8 +100,10 @@ func TestProcess_RangesSurviveSplitsJoinRemoveAndKill(t *testing.T) {
 	defer cancel()
 	c, err := Start(ctx, Options{
 		KvdPath: kvdBin, Dir: t.TempDir(), Nodes: 5,
-		// Small ranges, so that 10,000 keys make many of them.
-		ExtraArgs: []string{"--range-max-bytes", "65536"},
+		// Small ranges, so that 10,000 keys make many of them. Moves are
+		// paced adaptively: the join and the decommission below must still
+		// finish in time (other process tests move replicas unpaced).
+		ExtraArgs: []string{"--range-max-bytes", "65536", "--snapshot-rate-adaptive"},
 		Logf:      func(f string, a ...any) { t.Logf(f, a...) },
 	})
 	if err != nil {

@@ -62,5 +62,5 @@ func (s *Store) OpenRaftStorage(id uint64, logger hclog.Logger) (*RaftStorage, e
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open snapshots of range %d: %w", id, err)
 	}
-	return &RaftStorage{log: s.wal.Range(id), Snapshots: &syncedSnapshots{FileSnapshotStore: snaps, dir: filepath.Join(dir, "snapshots"), lim: s.snapPace, stop: s.snapStop, log: s.log}}, nil
+	return &RaftStorage{log: s.wal.Range(id), Snapshots: &syncedSnapshots{FileSnapshotStore: snaps, dir: filepath.Join(dir, "snapshots"), lim: s.snapPace, flow: &s.snapFlow, stop: s.snapStop, log: s.log}}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -75,12 +76,16 @@ func takeBurst(lim *rate.Limiter, stop <-chan struct{}) error {
 type meter struct {
 	lim  *rate.Limiter
 	stop <-chan struct{}
+	flow *atomic.Int64 // bytes paced, for adaptive pacing (snapadapt.go); may be nil
 	owed int
 }
 
 func (m *meter) charge(n int) error {
 	if m.lim == nil {
 		return nil
+	}
+	if m.flow != nil {
+		m.flow.Add(int64(n))
 	}
 	// At most n/paceBurst+1 turns: one per burst the caller moved.
 	for m.owed += n; m.owed >= paceBurst; m.owed -= paceBurst {
@@ -111,6 +116,7 @@ type syncedSnapshots struct {
 	*raft.FileSnapshotStore
 	dir  string // FileSnapshotStore's snapshots directory
 	lim  *rate.Limiter
+	flow *atomic.Int64
 	stop <-chan struct{}
 	log  *slog.Logger
 }
@@ -120,7 +126,7 @@ func (s *syncedSnapshots) Create(version raft.SnapshotVersion, index, term uint6
 	if err != nil {
 		return nil, err
 	}
-	return &syncedSink{SnapshotSink: sink, path: snapshotStatePath(s.dir, sink.ID()), m: meter{lim: s.lim, stop: s.stop}, log: s.log}, nil
+	return &syncedSink{SnapshotSink: sink, path: snapshotStatePath(s.dir, sink.ID()), m: meter{lim: s.lim, stop: s.stop, flow: s.flow}, log: s.log}, nil
 }
 
 // snapshotStatePath is where hashicorp/raft's FileSnapshotStore (v1.8)

@@ -180,7 +180,7 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 
 func (f *RangeFSM) restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, err := f.stageSnapshot(pacedReader{r: rc, m: &meter{lim: f.store.snapPace, stop: f.store.snapStop}})
+	st, err := f.stageSnapshot(pacedReader{r: rc, m: &meter{lim: f.store.snapPace, stop: f.store.snapStop, flow: &f.store.snapFlow}})
 	if err != nil {
 		return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
 	}

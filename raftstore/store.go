@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dialkv/dialkv/raftstore/wal"
@@ -43,6 +44,9 @@ type Config struct {
 	// taking equal turns (snappace.go); 0: no bound, else at least
 	// MinSnapshotRate.
 	SnapshotRate int64
+	// SnapshotRateAdaptive steers that pace by the node's WAL sync time
+	// (snapadapt.go), up to SnapshotRate if set.
+	SnapshotRateAdaptive bool
 
 	// crashAt, when set, is called at each step of Open's upgrade pass
 	// (settle); an error stops it there, as a crash would. Tests only.
@@ -148,6 +152,13 @@ type Store struct {
 	snapPace     *rate.Limiter
 	snapStop     chan struct{}
 	snapStopOnce sync.Once
+	// With Config.SnapshotRateAdaptive: the bytes paced since the last
+	// tick, the pace set, the WAL's resting sync time it learned (ns),
+	// and adapt's end (nil when not adaptive).
+	snapFlow  atomic.Int64
+	snapRate  atomic.Int64
+	snapBase  atomic.Int64
+	adaptDone chan struct{}
 }
 
 // CommitStats counts the committer's work, for metrics and tests. mu
@@ -211,6 +222,12 @@ func Open(cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("raftstore: open the write-ahead log: %w", err)
 	}
+	pace := cfg.SnapshotRate
+	var ctl *paceControl
+	if cfg.SnapshotRateAdaptive {
+		ctl = newPaceControl(cfg.SnapshotRate)
+		pace = int64(ctl.cur)
+	}
 	s := &Store{
 		cfg:      cfg,
 		db:       db,
@@ -219,12 +236,17 @@ func Open(cfg Config) (*Store, error) {
 		ranges:   make(map[uint64]*RangeFSM),
 		kick:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
-		snapPace: newPacer(cfg.SnapshotRate),
+		snapPace: newPacer(pace),
 		snapStop: make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	if err := s.settle(layout); err != nil {
 		return nil, errors.Join(err, w.Close(), db.Close())
+	}
+	if ctl != nil {
+		s.snapRate.Store(int64(ctl.cur))
+		s.adaptDone = make(chan struct{})
+		go s.adapt(ctl, &s.snapFlow)
 	}
 	go s.run()
 	return s, nil
@@ -450,6 +472,9 @@ func (s *Store) Close() error {
 	close(s.stop)
 	s.StopSnapshots()
 	<-s.done
+	if s.adaptDone != nil {
+		<-s.adaptDone
+	}
 	err := s.commit()
 	if cerr := s.db.Close(); err == nil {
 		err = cerr

@@ -66,6 +66,9 @@ type Config struct {
 	// receives and of its restores, when replicas move (raftstore.Config's);
 	// 0: no bound.
 	SnapshotRate int64
+	// SnapshotRateAdaptive steers that pace by the node's WAL sync time,
+	// up to SnapshotRate if set (raftstore.Config's).
+	SnapshotRateAdaptive bool
 
 	// PeerTLS puts mutual TLS on the Raft port: both ends present a node
 	// certificate signed by its CA, and an accepted peer must name a

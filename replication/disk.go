@@ -49,3 +49,7 @@ func (n *Node) diskReady() error {
 // WALStats returns the counters of the node's write-ahead log, which
 // holds every hosted range's Raft log (for metrics).
 func (n *Node) WALStats() wal.Stats { return n.store.WALStats() }
+
+// SnapshotPace returns the bytes a second moves' snapshots are paced at
+// now on this node, 0 for no bound (for metrics).
+func (n *Node) SnapshotPace() int64 { return n.store.SnapshotPace() }

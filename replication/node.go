@@ -146,6 +146,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		scfg.EventRetentionAge = cfg.WatchRetentionAge
 	}
 	scfg.SnapshotRate = cfg.SnapshotRate
+	scfg.SnapshotRateAdaptive = cfg.SnapshotRateAdaptive
 	store, err := raftstore.Open(scfg)
 	if err != nil {
 		return nil, err
