@@ -31,7 +31,7 @@
 // A range encodes its record on its own goroutine and appends it to the
 // active segment's tail in memory under the log's write lock; its view is
 // updated at once (readable before durable: a read of an entry not yet in
-// the file writes the tail first). A single syncer goroutine makes
+// the file copies it out of the tail). A single syncer goroutine makes
 // durable, with one write of the tail and one fdatasync, everything
 // appended before its round began; what is appended meanwhile waits for
 // the next round. A lone

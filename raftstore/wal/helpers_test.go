@@ -124,7 +124,11 @@ func diffRange(v *RangeLog, want *modelRange) error {
 // asks, and a failed sync fails the test instead of stopping it.
 func testOpen(t testing.TB, fsys fileSystem, opts Options) *WAL {
 	t.Helper()
-	w, err := open(fsys, opts, knobs{noAutoGC: true, failed: func(err error) { t.Logf("sync failed: %v", err) }})
+	k := knobs{noAutoGC: true, failed: func(err error) { t.Logf("sync failed: %v", err) }}
+	if m, ok := fsys.(*memFS); ok {
+		k.appended = m.noteAppend
+	}
+	w, err := open(fsys, opts, k)
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -150,13 +154,6 @@ func (w *WAL) rotate() error {
 	defer w.wmu.Unlock()
 	_, err := w.rotateLocked()
 	return err
-}
-
-// flushTail writes the active segment's unwritten tail to its file.
-func (w *WAL) flushTail() error {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	return w.flushLocked(w.segs[len(w.segs)-1])
 }
 
 // pendLen returns the length of the active segment's unwritten tail.

@@ -42,6 +42,10 @@ type memFile struct {
 	data     []byte
 	durable  []byte
 	unsynced []memWrite // since the last Sync, in order
+	// appends the log made to its tail that have not reached the file
+	// yet, each tagged with the operation that made it (noteAppend):
+	// WriteAt splits a write of several of them into one write each.
+	appends []memWrite
 	// maxTag is the highest tag of a record write in durable.
 	maxTag int
 }
@@ -161,6 +165,26 @@ func (h *memHandle) ReadAt(b []byte, off int64) (int, error) {
 	return n, nil
 }
 
+// noteAppend is the log's knobs.appended: the n bytes at off were
+// appended by the operation running now, and reach the file later.
+func (m *memFS) noteAppend(f file, off, n int64) {
+	h, ok := f.(*memHandle)
+	if !ok || h.fs != m {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tag := -1
+	if m.tag != nil {
+		tag = m.tag()
+	}
+	h.f.appends = append(h.f.appends, memWrite{off: off, data: make([]byte, n), tag: tag})
+}
+
+// WriteAt records one write, or, when b holds appends the log noted
+// (several operations' records written together from its tail), one
+// write per append, each tagged with the operation that made it: a crash
+// may keep any prefix of them, as it may of separate writes.
 func (h *memHandle) WriteAt(b []byte, off int64) (int, error) {
 	m := h.fs
 	m.mu.Lock()
@@ -169,17 +193,41 @@ func (h *memHandle) WriteAt(b []byte, off int64) (int, error) {
 		h.f.data = append(h.f.data, make([]byte, end-int64(len(h.f.data)))...)
 	}
 	copy(h.f.data[off:], b)
-	m.seq++
 	record := strings.HasSuffix(h.f.name, segSuffix) && off >= segHeaderSize
-	if record {
-		m.records++
-	}
 	tag := -1
 	if m.tag != nil {
 		tag = m.tag()
 	}
-	h.f.unsynced = append(h.f.unsynced, memWrite{off: off, data: slices.Clone(b), seq: m.seq, tag: tag, record: record})
-	m.changed("write " + h.f.name)
+	pieces := []memWrite{{off: off, data: b, tag: tag}}
+	noted := 0 // how many of pieces are noted appends
+	if len(h.f.appends) > 0 && h.f.appends[0].off == off {
+		pieces = pieces[:0]
+		at := off
+		for _, a := range h.f.appends {
+			if a.off != at || at+int64(len(a.data)) > off+int64(len(b)) {
+				break
+			}
+			pieces = append(pieces, memWrite{off: at, data: b[at-off : at-off+int64(len(a.data))], tag: a.tag})
+			at += int64(len(a.data))
+		}
+		if at != off+int64(len(b)) {
+			panic(fmt.Sprintf("memfs: a write of %s [%d, %d) is not the appends noted (%d noted, matched to %d)", h.f.name, off, off+int64(len(b)), len(h.f.appends), at))
+		}
+		noted = len(pieces)
+	}
+	for i, p := range pieces {
+		if i < noted {
+			// One at a time: an image taken between two pieces sees the
+			// rest as appends still in the tail.
+			h.f.appends = h.f.appends[1:]
+		}
+		m.seq++
+		if record {
+			m.records++
+		}
+		h.f.unsynced = append(h.f.unsynced, memWrite{off: p.off, data: slices.Clone(p.data), seq: m.seq, tag: p.tag, record: record})
+		m.changed("write " + h.f.name)
+	}
 	return len(b), nil
 }
 
@@ -313,6 +361,15 @@ func (m *memFS) image(rng *rand.Rand, what string) crashImage {
 	}
 	if firstMissing >= 0 {
 		img.ops = firstMissingTag
+	} else {
+		// Appends still in the log's tail come after every write: the
+		// first of them is the first operation the image lacks.
+		for _, f := range m.files {
+			if len(f.appends) > 0 && f.appends[0].tag >= 0 {
+				img.ops = min(img.ops, f.appends[0].tag)
+				img.missing = fmt.Sprintf("op %d's append, not yet written to %s", f.appends[0].tag, f.name)
+			}
+		}
 	}
 	return img
 }

@@ -155,12 +155,12 @@ func (r *RangeLog) GetLog(i uint64, log *raft.Log) error {
 // readRecord reads and checks the record of block b in seg. The
 // record's slices alias a fresh buffer.
 func (w *WAL) readRecord(seg *segment, b block) (record, error) {
-	if err := w.flushFor(seg, b.off+b.size); err != nil {
-		return record{}, err
-	}
-	buf := make([]byte, b.size)
-	if _, err := seg.f.ReadAt(buf, b.off); err != nil {
-		return record{}, fmt.Errorf("read %s at %d: %w", seg.name, b.off, err)
+	buf, ok := seg.readTail(b.off, b.size)
+	if !ok {
+		buf = make([]byte, b.size)
+		if _, err := seg.f.ReadAt(buf, b.off); err != nil {
+			return record{}, fmt.Errorf("read %s at %d: %w", seg.name, b.off, err)
+		}
 	}
 	payload, n, ok := checkRecord(buf)
 	if !ok || int64(n) != b.size {

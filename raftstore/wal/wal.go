@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -67,6 +68,10 @@ var (
 type knobs struct {
 	noAutoGC bool        // collect only when the test says so
 	failed   func(error) // replaces stopOnSyncFailure
+	// appended is told of each append to a segment's tail (under wmu),
+	// before it reaches the file: the crash test's file system tags the
+	// append's bytes with the operation that made it.
+	appended func(f file, off, n int64)
 }
 
 // segment is one file of the log. Only the newest (active) one is
@@ -78,10 +83,13 @@ type segment struct {
 	size  int64 // bytes appended (header included); guarded by WAL.wmu while active
 	alloc int64 // bytes preallocated; guarded by WAL.wmu
 	// The active segment's tail: appends wait in pend until a round (or
-	// a read, a seal, pendMax) writes them to the file, so that the
-	// appends one fsync covers cost one write, not one each. flushed is
-	// how much of size is in the file (written under WAL.wmu, read by
-	// readers without it).
+	// a seal, pendMax) writes them to the file, so that the appends one
+	// fsync covers cost one write, not one each. flushed is how much of
+	// size is in the file; records never straddle it. tmu guards pend
+	// and the write that empties it (taken inside WAL.wmu), so that a
+	// reader copies a record out of pend without waiting for wmu, which
+	// a seal holds across its sync.
+	tmu     sync.Mutex
 	pend    []byte
 	flushed atomic.Int64
 }
@@ -110,7 +118,8 @@ type WAL struct {
 	gens   atomic.Uint64 // cache generations, unique across ranges
 	failed func(error)
 	autoGC bool
-	bufs   sync.Pool // *encodeBuf, kept for the node rather than per range
+	noted  func(f file, off, n int64) // knobs.appended; nil but in tests
+	bufs   sync.Pool                  // *encodeBuf, kept for the node rather than per range
 
 	// Lock order: gcMu, vmu, a range's wmu, the range's mu, roundMu, wmu,
 	// smu.
@@ -217,6 +226,7 @@ func open(fsys fileSystem, opts Options, k knobs) (*WAL, error) {
 		cache:  newEntryCache(opts.CacheBytes),
 		failed: stopOnSyncFailure,
 		autoGC: !k.noAutoGC,
+		noted:  k.appended,
 		views:  make(map[uint64]*RangeLog),
 		syncFn: func(sync func() error) error { return sync() },
 		kick:   make(chan struct{}, 1),
@@ -586,7 +596,12 @@ func (w *WAL) write(buf []byte, item syncItem, wait bool) (seg *segment, off int
 		seg.f.Allocate(end + grow)
 		seg.alloc = end + grow
 	}
+	seg.tmu.Lock()
 	seg.pend = append(seg.pend, buf...)
+	seg.tmu.Unlock()
+	if w.noted != nil {
+		w.noted(seg.f, off, int64(len(buf)))
+	}
 	seg.size += int64(len(buf))
 	if len(seg.pend) >= pendMax {
 		if err := w.flushLocked(seg); err != nil {
@@ -621,6 +636,8 @@ func (w *WAL) flushLocked(seg *segment) error {
 	if len(seg.pend) == 0 {
 		return nil
 	}
+	seg.tmu.Lock()
+	defer seg.tmu.Unlock()
 	off := seg.flushed.Load()
 	if _, err := seg.f.WriteAt(seg.pend, off); err != nil {
 		// What reached the page cache is unknown, and a later write
@@ -643,17 +660,19 @@ func (w *WAL) flushLocked(seg *segment) error {
 	return nil
 }
 
-// flushFor makes sure the file holds seg up to end, for a reader.
-func (w *WAL) flushFor(seg *segment, end int64) error {
-	if seg.flushed.Load() >= end {
-		return nil
+// readTail copies the record at off (size bytes) out of seg's unwritten
+// tail, or returns false if the file holds it.
+func (seg *segment) readTail(off, size int64) ([]byte, bool) {
+	if off < seg.flushed.Load() {
+		return nil, false
 	}
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	if err := w.failure(); err != nil {
-		return err
+	seg.tmu.Lock()
+	defer seg.tmu.Unlock()
+	at := off - seg.flushed.Load()
+	if at < 0 || at+size > int64(len(seg.pend)) {
+		return nil, false // written meanwhile (or not there: the caller's read fails its check)
 	}
-	return w.flushLocked(seg)
+	return bytes.Clone(seg.pend[at : at+size]), true
 }
 
 // waitDurable waits until write seq (done its channel) is durable. A
@@ -716,7 +735,9 @@ func (w *WAL) rotateLocked() (*segment, error) {
 	if err := w.flushLocked(seg); err != nil {
 		return nil, err
 	}
+	seg.tmu.Lock()
 	seg.pend = nil // a sealed segment keeps no tail buffer
+	seg.tmu.Unlock()
 	// Replay refuses damage in any segment but the newest, so a segment
 	// is synced whole before the next one takes a write. Its preallocated
 	// tail goes first; should that not reach the disk, zeros are harmless.
@@ -788,7 +809,8 @@ func (w *WAL) alone() bool {
 func (w *WAL) round() {
 	w.wmu.Lock()
 	target, seg := w.wseq, w.segs[len(w.segs)-1]
-	if err := w.flushLocked(seg); err != nil {
+	if w.failure() != nil || w.flushLocked(seg) != nil {
+		// A failed log writes nothing more (failLocked released everyone).
 		w.wmu.Unlock()
 		return
 	}
@@ -997,7 +1019,7 @@ type Stats struct {
 	Syncs          uint64        // file syncs (group commits, seals, new segments, floor)
 	LastSync       time.Duration // how long the last group commit's sync took
 	Segments       int           // files, the active one included
-	Bytes          int64         // bytes in them
+	Bytes          int64         // bytes appended to them (the active one's tail may not be in its file yet)
 	RewrittenBytes uint64        // live bytes the collector copied forward
 	Collections    uint64        // segments the collector freed
 	// SyncHistogram counts group commits by how long their sync took:
