@@ -28,6 +28,8 @@ type memFS struct {
 	// number); after runs after every change, with mu held.
 	tag   func() int
 	after func(m *memFS, what string)
+	// writeErr, when set, fails every WriteAt without writing.
+	writeErr error
 }
 
 type dirOp struct {
@@ -189,6 +191,9 @@ func (h *memHandle) WriteAt(b []byte, off int64) (int, error) {
 	m := h.fs
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.writeErr != nil {
+		return 0, m.writeErr
+	}
 	if end := off + int64(len(b)); end > int64(len(h.f.data)) {
 		h.f.data = append(h.f.data, make([]byte, end-int64(len(h.f.data)))...)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -656,5 +657,40 @@ func TestWAL_UnwaitedAppendsAreWrittenAtPendMax(t *testing.T) {
 	w.wmu.Unlock()
 	if sealed.pend != nil {
 		t.Fatalf("sealed segment keeps a tail buffer of %d bytes", cap(sealed.pend))
+	}
+}
+
+// A failed write of the tail fails the log as a failed sync does: the
+// append waiting for it gets the error, its range's synced index stays,
+// no sync follows, the process is stopped once, and later appends fail.
+func TestWAL_FailedTailWriteStopsTheLog(t *testing.T) {
+	fsys := newMemFS()
+	var stops atomic.Int32
+	w, err := open(fsys, Options{}, knobs{noAutoGC: true, failed: func(error) { stops.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	v := w.Range(1)
+	mustStore(t, v, entries(1, 1, 2, 1))
+	syncs := w.Stats().Syncs
+	boom := errors.New("disk gone")
+	fsys.mu.Lock()
+	fsys.writeErr = boom
+	fsys.mu.Unlock()
+	if err := v.StoreLogs(entries(1, 3, 4, 1)); !errors.Is(err, boom) {
+		t.Fatalf("append over a failing write: %v, want %v", err, boom)
+	}
+	if got := v.SyncedIndex(); got != 2 {
+		t.Fatalf("synced index %d after the failed write, want 2", got)
+	}
+	if got := w.Stats().Syncs; got != syncs {
+		t.Fatalf("%d syncs after the failed write", got-syncs)
+	}
+	if err := v.StoreLogs(entries(1, 5, 5, 1)); err == nil {
+		t.Fatal("an append after the failure succeeded")
+	}
+	if n := stops.Load(); n != 1 {
+		t.Fatalf("the process was stopped %d times, want once", n)
 	}
 }
