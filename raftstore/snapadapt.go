@@ -1,7 +1,6 @@
 package raftstore
 
 import (
-	"sync/atomic"
 	"time"
 
 	"github.com/dialkv/dialkv/raftstore/wal"
@@ -102,7 +101,7 @@ func syncCounts(st wal.Stats) (uint64, time.Duration) {
 }
 
 // adapt sets the snapshot pace every adaptTick until the store closes.
-func (s *Store) adapt(c *paceControl, paced *atomic.Int64) {
+func (s *Store) adapt(c *paceControl) {
 	defer close(s.adaptDone)
 	t := time.NewTicker(adaptTick)
 	defer t.Stop()
@@ -114,10 +113,9 @@ func (s *Store) adapt(c *paceControl, paced *atomic.Int64) {
 			return
 		case now := <-t.C:
 			n, took := syncCounts(s.wal.Stats())
-			pace := c.next(n, took, paced.Swap(0), now.Sub(last))
+			pace := c.next(n, took, s.snapFlow.Swap(0), now.Sub(last))
 			last = now
 			s.snapPace.SetLimit(rate.Limit(pace))
-			s.snapRate.Store(int64(pace))
 			s.snapBase.Store(int64(c.base))
 		}
 	}
@@ -126,8 +124,8 @@ func (s *Store) adapt(c *paceControl, paced *atomic.Int64) {
 // SnapshotPace returns the bytes a second snapshots are paced at now: the
 // fixed Config.SnapshotRate, the adaptive pace, or 0 for no bound.
 func (s *Store) SnapshotPace() int64 {
-	if s.cfg.SnapshotRateAdaptive {
-		return s.snapRate.Load()
+	if s.snapPace == nil {
+		return 0
 	}
-	return s.cfg.SnapshotRate
+	return int64(s.snapPace.Limit())
 }

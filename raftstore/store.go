@@ -153,10 +153,9 @@ type Store struct {
 	snapStop     chan struct{}
 	snapStopOnce sync.Once
 	// With Config.SnapshotRateAdaptive: the bytes paced since the last
-	// tick, the pace set, the WAL's resting sync time it learned (ns),
-	// and adapt's end (nil when not adaptive).
+	// tick, the WAL's resting sync time it learned (ns, for tests), and
+	// adapt's end (nil when not adaptive).
 	snapFlow  atomic.Int64
-	snapRate  atomic.Int64
 	snapBase  atomic.Int64
 	adaptDone chan struct{}
 }
@@ -244,9 +243,8 @@ func Open(cfg Config) (*Store, error) {
 		return nil, errors.Join(err, w.Close(), db.Close())
 	}
 	if ctl != nil {
-		s.snapRate.Store(int64(ctl.cur))
 		s.adaptDone = make(chan struct{})
-		go s.adapt(ctl, &s.snapFlow)
+		go s.adapt(ctl)
 	}
 	go s.run()
 	return s, nil

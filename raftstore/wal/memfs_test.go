@@ -47,9 +47,16 @@ type memFile struct {
 	// appends the log made to its tail that have not reached the file
 	// yet, each tagged with the operation that made it (noteAppend):
 	// WriteAt splits a write of several of them into one write each.
-	appends []memWrite
+	appends []memAppend
 	// maxTag is the highest tag of a record write in durable.
 	maxTag int
+}
+
+// memAppend is an append the log noted: n bytes at off, made by
+// operation tag.
+type memAppend struct {
+	off, n int64
+	tag    int
 }
 
 type memWrite struct {
@@ -180,7 +187,7 @@ func (m *memFS) noteAppend(f file, off, n int64) {
 	if m.tag != nil {
 		tag = m.tag()
 	}
-	h.f.appends = append(h.f.appends, memWrite{off: off, data: make([]byte, n), tag: tag})
+	h.f.appends = append(h.f.appends, memAppend{off: off, n: n, tag: tag})
 }
 
 // WriteAt records one write, or, when b holds appends the log noted
@@ -209,11 +216,11 @@ func (h *memHandle) WriteAt(b []byte, off int64) (int, error) {
 		pieces = pieces[:0]
 		at := off
 		for _, a := range h.f.appends {
-			if a.off != at || at+int64(len(a.data)) > off+int64(len(b)) {
+			if a.off != at || at+a.n > off+int64(len(b)) {
 				break
 			}
-			pieces = append(pieces, memWrite{off: at, data: b[at-off : at-off+int64(len(a.data))], tag: a.tag})
-			at += int64(len(a.data))
+			pieces = append(pieces, memWrite{off: at, data: b[at-off : at-off+a.n], tag: a.tag})
+			at += a.n
 		}
 		if at != off+int64(len(b)) {
 			panic(fmt.Sprintf("memfs: a write of %s [%d, %d) is not the appends noted (%d noted, matched to %d)", h.f.name, off, off+int64(len(b)), len(h.f.appends), at))

@@ -596,18 +596,25 @@ func (w *WAL) write(buf []byte, item syncItem, wait bool) (seg *segment, off int
 		seg.f.Allocate(end + grow)
 		seg.alloc = end + grow
 	}
-	seg.tmu.Lock()
-	seg.pend = append(seg.pend, buf...)
-	seg.tmu.Unlock()
 	if w.noted != nil {
 		w.noted(seg.f, off, int64(len(buf)))
 	}
-	seg.size += int64(len(buf))
-	if len(seg.pend) >= pendMax {
-		if err := w.flushLocked(seg); err != nil {
-			return nil, 0, 0, nil, err
+	if len(buf) >= pendMax {
+		// A batch this large goes to the file as it is, behind the
+		// tail: copied into the tail, it would be held twice.
+		err = w.writeOut(seg, buf)
+	} else {
+		seg.tmu.Lock()
+		seg.pend = append(seg.pend, buf...)
+		seg.tmu.Unlock()
+		if len(seg.pend) >= pendMax {
+			err = w.flushLocked(seg)
 		}
 	}
+	if err != nil {
+		return nil, 0, 0, nil, err
+	}
+	seg.size += int64(len(buf))
 	w.wseq++
 	w.counter.writes.Add(1)
 	w.counter.bytes.Add(uint64(len(buf)))
@@ -636,26 +643,36 @@ func (w *WAL) flushLocked(seg *segment) error {
 	if len(seg.pend) == 0 {
 		return nil
 	}
+	return w.writeOut(seg, nil)
+}
+
+// writeOut writes seg's unwritten tail, then more (records appended
+// after it), to the file, one write each. Caller holds wmu.
+func (w *WAL) writeOut(seg *segment, more []byte) error {
 	seg.tmu.Lock()
 	defer seg.tmu.Unlock()
-	off := seg.flushed.Load()
-	if _, err := seg.f.WriteAt(seg.pend, off); err != nil {
-		// What reached the page cache is unknown, and a later write
-		// could leave part of this one after it: stop, as for a failed
-		// sync.
-		err = fmt.Errorf("wal: write %s: %w", seg.name, err)
-		w.smu.Lock()
-		w.failLocked(err)
-		w.scond.Broadcast()
-		w.smu.Unlock()
-		return err
-	}
-	w.counter.fileWrites.Add(1)
-	seg.flushed.Store(off + int64(len(seg.pend)))
-	if cap(seg.pend) > 2*pendMax {
-		seg.pend = nil // one huge batch does not keep its buffer
-	} else {
-		seg.pend = seg.pend[:0]
+	for i, b := range [2][]byte{seg.pend, more} {
+		if len(b) == 0 {
+			continue
+		}
+		off := seg.flushed.Load()
+		if _, err := seg.f.WriteAt(b, off); err != nil {
+			// What reached the page cache is unknown, and a later write
+			// could leave part of this one after it: stop, as for a
+			// failed sync.
+			err = fmt.Errorf("wal: write %s: %w", seg.name, err)
+			w.smu.Lock()
+			w.failLocked(err)
+			w.scond.Broadcast()
+			w.smu.Unlock()
+			return err
+		}
+		w.counter.fileWrites.Add(1)
+		// With flushed, in one step under tmu: readers index pend from it.
+		seg.flushed.Store(off + int64(len(b)))
+		if i == 0 {
+			seg.pend = seg.pend[:0]
+		}
 	}
 	return nil
 }

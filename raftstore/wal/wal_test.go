@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -692,5 +693,33 @@ func TestWAL_FailedTailWriteStopsTheLog(t *testing.T) {
 	}
 	if n := stops.Load(); n != 1 {
 		t.Fatalf("the process was stopped %d times, want once", n)
+	}
+}
+
+// A batch of pendMax or more is written as it is, not copied into the
+// tail first, and reads back from the file.
+func TestWAL_LargeBatchBypassesTheTail(t *testing.T) {
+	w := testOpenDir(t, t.TempDir(), Options{CacheBytes: 1})
+	v := w.Range(1)
+	v.SetSyncBehind(func() bool { return true })
+	g := gateSyncs(t, w)
+	mustStore(t, v, entries(1, 1, 1, 1))
+	<-g.entered // the tail is written; its sync is held
+	before := w.Stats().FileWrites
+	e := entry(1, 2, 1)
+	e.Type, e.Data = raft.LogCommand, bytes.Repeat([]byte("v"), pendMax+1)
+	mustStore(t, v, []*raft.Log{e})
+	if n := w.Stats().FileWrites - before; n != 1 {
+		t.Fatalf("a %d-byte batch took %d file writes, want 1", len(e.Data), n)
+	}
+	w.wmu.Lock()
+	tail := w.segs[len(w.segs)-1].pend
+	w.wmu.Unlock()
+	if len(tail) != 0 || cap(tail) >= pendMax {
+		t.Fatalf("tail of %d bytes (capacity %d) after a large batch: it went through the tail", len(tail), cap(tail))
+	}
+	var got raft.Log
+	if err := v.GetLog(2, &got); err != nil || !bytes.Equal(got.Data, e.Data) {
+		t.Fatalf("entry 2 read back: %d bytes, %v", len(got.Data), err)
 	}
 }
