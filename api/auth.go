@@ -92,10 +92,8 @@ func requestCreds(ctx context.Context) creds {
 		return c
 	}
 	var c creds
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(AuthorizationHeader); len(v) > 0 {
-			c.token = bearer(v[len(v)-1])
-		}
+	if v := metadata.ValueFromIncomingContext(ctx, AuthorizationHeader); len(v) > 0 {
+		c.token = bearer(v[len(v)-1])
 	}
 	if p, ok := peer.FromContext(ctx); ok {
 		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {

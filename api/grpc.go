@@ -88,6 +88,18 @@ func NewPeerGRPCServer(svc *Service) *grpc.Server {
 
 // withoutPeerHeaders returns ctx with the peer-only metadata removed.
 func withoutPeerHeaders(ctx context.Context) context.Context {
+	// Looking each header up copies nothing; the whole metadata is copied
+	// only in the rare request that carries one (every request passes here).
+	present := false
+	for _, k := range rpctypes.PeerHeaders {
+		if metadata.ValueFromIncomingContext(ctx, k) != nil {
+			present = true
+			break
+		}
+	}
+	if !present {
+		return ctx
+	}
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok {
 		return ctx

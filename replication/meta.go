@@ -67,11 +67,7 @@ func metaKeyID(prefix string, id uint64) []byte {
 
 // hops returns how many times the request has been forwarded.
 func hops(ctx context.Context) int {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return 0
-	}
-	v := md.Get(rpctypes.ForwardedHeader)
+	v := metadata.ValueFromIncomingContext(ctx, rpctypes.ForwardedHeader)
 	if len(v) == 0 {
 		return 0
 	}
@@ -83,11 +79,7 @@ func hops(ctx context.Context) int {
 }
 
 func metaHops(ctx context.Context) int {
-	md, ok := metadata.FromIncomingContext(ctx)
-	if !ok {
-		return 0
-	}
-	v := md.Get(rpctypes.MetaHopsHeader)
+	v := metadata.ValueFromIncomingContext(ctx, rpctypes.MetaHopsHeader)
 	if len(v) == 0 {
 		return 0
 	}
