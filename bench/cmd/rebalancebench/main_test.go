@@ -116,6 +116,41 @@ func TestProbeWindow_CutsSamplesByStartTime(t *testing.T) {
 	}
 }
 
+func TestProbe_StartsPutsAtItsRateWhileOthersAreOut(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{}, 2*maxProbeInFlight)
+	put := func(ctx context.Context, _, _ []byte) error {
+		started <- struct{}{}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p := newProbe(put, 100, 8, 1000)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.run(ctx); close(done) }()
+	// Every put is held: a probe that waited for each one would start
+	// one and no more.
+	deadline := time.After(10 * time.Second)
+	for i := 0; i < maxProbeInFlight; i++ {
+		select {
+		case <-started:
+		case <-deadline:
+			t.Fatalf("%d puts started while the first was out, want %d", i, maxProbeInFlight)
+		}
+	}
+	close(release)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
+
 func TestProbeSlow_ListsTheSlowAndFailedPutsOfTheWindow(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	p := &probe{}

@@ -21,11 +21,13 @@ type sample struct {
 	key    string
 }
 
-// probe is the light foreground load: one client putting a value on a
-// random loaded key at a fixed rate. A put that outlasts the interval
-// delays the next one (the ticker drops the missed ticks), so a stall
-// shows as one long latency, not as many queued ones. Every sample is
-// kept, so that windows can be cut afterwards by time.
+// probe is the light foreground load: puts of a value on random loaded
+// keys, started at a fixed rate whether or not earlier ones have
+// returned (at most maxProbeInFlight at once). A probe that waited for
+// each put before starting the next would take fewer samples exactly
+// when puts are slow (coordinated omission) and understate the p99 of a
+// stall. Every sample is kept, so that windows can be cut afterwards by
+// time.
 type probe struct {
 	put      func(ctx context.Context, key, val []byte) error
 	keys     int
@@ -34,7 +36,12 @@ type probe struct {
 
 	mu      sync.Mutex
 	samples []sample
+	skipped []time.Time // ticks that found maxProbeInFlight puts out
 }
+
+// maxProbeInFlight bounds the probe's puts out at once: a cluster that
+// stops answering is not buried under a queue of them.
+const maxProbeInFlight = 64
 
 func newProbe(put func(ctx context.Context, key, val []byte) error, keys, valueSize int, rate float64) *probe {
 	p := &probe{put: put, keys: keys, value: make([]byte, valueSize), interval: time.Duration(float64(time.Second) / rate)}
@@ -44,31 +51,52 @@ func newProbe(put func(ctx context.Context, key, val []byte) error, keys, valueS
 	return p
 }
 
-// run puts until ctx ends.
+// run starts puts until ctx ends, and returns once every put it started
+// has returned.
 func (p *probe) run(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
-	var key []byte
+	sem := make(chan struct{}, maxProbeInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
+		var tick time.Time
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case tick = <-t.C:
 		}
-		key = workload.AppendKey(key[:0], workload.DefaultKeyPrefix, rng.IntN(p.keys))
-		opCtx, cancel := context.WithTimeout(ctx, probeOpTimeout)
-		began := time.Now()
-		err := p.put(opCtx, key, p.value)
-		took := time.Since(began)
-		cancel()
-		if ctx.Err() != nil {
-			return // cut short by the end of the run, not failed
+		select {
+		case sem <- struct{}{}:
+		default:
+			p.mu.Lock()
+			p.skipped = append(p.skipped, tick)
+			p.mu.Unlock()
+			continue
 		}
-		p.mu.Lock()
-		p.samples = append(p.samples, sample{at: began, took: took, failed: err != nil, key: string(key)})
-		p.mu.Unlock()
+		key := workload.AppendKey(nil, workload.DefaultKeyPrefix, rng.IntN(p.keys))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			p.putOne(ctx, key)
+		}()
 	}
+}
+
+func (p *probe) putOne(ctx context.Context, key []byte) {
+	opCtx, cancel := context.WithTimeout(ctx, probeOpTimeout)
+	began := time.Now()
+	err := p.put(opCtx, key, p.value)
+	took := time.Since(began)
+	cancel()
+	if ctx.Err() != nil {
+		return // cut short by the end of the run, not failed
+	}
+	p.mu.Lock()
+	p.samples = append(p.samples, sample{at: began, took: took, failed: err != nil, key: string(key)})
+	p.mu.Unlock()
 }
 
 // probeStats is the probe over one window.
@@ -77,9 +105,12 @@ type probeStats struct {
 	To     float64 `json:"to_s"`
 	Ops    int64   `json:"ops"`
 	Errors int64   `json:"errors"`
-	P50Ms  float64 `json:"p50_ms"`
-	P99Ms  float64 `json:"p99_ms"`
-	MaxMs  float64 `json:"max_ms"`
+	// Skipped counts the ticks in the window that found maxProbeInFlight
+	// puts still out and started none.
+	Skipped int64   `json:"skipped,omitempty"`
+	P50Ms   float64 `json:"p50_ms"`
+	P99Ms   float64 `json:"p99_ms"`
+	MaxMs   float64 `json:"max_ms"`
 }
 
 // window summarises the puts that started in [from, to); zero is the
@@ -100,6 +131,11 @@ func (p *probe) window(zero, from, to time.Time) probeStats {
 		// RecordValue fails only beyond the histogram's minute; a put is
 		// bounded by probeOpTimeout.
 		_ = h.RecordValue(max(s.took.Microseconds(), 1))
+	}
+	for _, at := range p.skipped {
+		if !at.Before(from) && at.Before(to) {
+			st.Skipped++
+		}
 	}
 	sum := workload.Summarize(h, st.Errors, 0, to.Sub(from))
 	st.Ops, st.P50Ms, st.P99Ms, st.MaxMs = sum.Ops, sum.P50Ms, sum.P99Ms, sum.MaxMs
