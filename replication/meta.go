@@ -400,9 +400,10 @@ func (n *Node) registerLoop() {
 // published remembers what this node last wrote to the meta range for
 // each range it leads, so that unchanged descriptors are not written again.
 type published struct {
-	mu      sync.Mutex
-	content map[uint64][]byte // range id -> descriptor content last written
-	term    map[uint64]uint64 // range id -> term whose leadership was last written
+	mu          sync.Mutex
+	content     map[uint64][]byte // range id -> descriptor content last written
+	contentTerm map[uint64]uint64 // range id -> term in which that content was written
+	term        map[uint64]uint64 // range id -> term whose leadership was last written
 }
 
 // publishLoop keeps the descriptor and leader of every range this node
@@ -446,13 +447,19 @@ func (n *Node) publish(ctx context.Context, s *shard.Shard) error {
 		return err
 	}
 	content := []byte(fmt.Sprint(d.Generation, d.Replicas, string(d.Start), string(d.End)))
+	term := s.Raft().CurrentTerm()
 	p := &n.pub
 	p.mu.Lock()
 	if p.content == nil {
-		p.content, p.term = map[uint64][]byte{}, map[uint64]uint64{}
+		p.content, p.contentTerm, p.term = map[uint64][]byte{}, map[uint64]uint64{}, map[uint64]uint64{}
 	}
-	same := bytes.Equal(p.content[d.Id], content)
 	publishedTerm := p.term[d.Id]
+	// What this node wrote is current only if it wrote it in this term:
+	// in a term it did not lead, another leader may have written another
+	// replica set (a replica removed), and a configuration that has come
+	// back to what this node wrote before (the replica added again) would
+	// otherwise never be written again.
+	same := bytes.Equal(p.content[d.Id], content) && p.contentTerm[d.Id] == term
 	p.mu.Unlock()
 	if !same {
 		body, _ := proto.Marshal(d)
@@ -464,12 +471,11 @@ func (n *Node) publish(ctx context.Context, s *shard.Shard) error {
 		}
 		if resp.Written {
 			p.mu.Lock()
-			p.content[d.Id] = content
+			p.content[d.Id], p.contentTerm[d.Id] = content, term
 			p.mu.Unlock()
 			n.routes.invalidate()
 		}
 	}
-	term := s.Raft().CurrentTerm()
 	if publishedTerm != term {
 		if _, err := n.MetaPut(ctx, &kvpb.MetaPutRequest{Key: metaKeyID(metaLeaderPrefix, d.Id), Value: append(version(term, 0), n.cfg.NodeID...)}); err == nil {
 			p.mu.Lock()
