@@ -281,7 +281,7 @@ func (r *RangeLog) rewriteRun(run []*chunk) error {
 		// new ones), so they can be walked while it runs.
 		c.each(func(b block) bool {
 			var rec record
-			if rec, err = r.w.readRecord(c.seg, b); err != nil {
+			if rec, err = readRecord(c.seg, b); err != nil {
 				err = fmt.Errorf("wal: range %d: rewrite: %w", r.id, err)
 				return false
 			}

@@ -211,8 +211,8 @@ func (h *memHandle) WriteAt(b []byte, off int64) (int, error) {
 		tag = m.tag()
 	}
 	pieces := []memWrite{{off: off, data: b, tag: tag}}
-	noted := 0 // how many of pieces are noted appends
-	if len(h.f.appends) > 0 && h.f.appends[0].off == off {
+	noted := len(h.f.appends) > 0 && h.f.appends[0].off == off // pieces are noted appends
+	if noted {
 		pieces = pieces[:0]
 		at := off
 		for _, a := range h.f.appends {
@@ -225,10 +225,9 @@ func (h *memHandle) WriteAt(b []byte, off int64) (int, error) {
 		if at != off+int64(len(b)) {
 			panic(fmt.Sprintf("memfs: a write of %s [%d, %d) is not the appends noted (%d noted, matched to %d)", h.f.name, off, off+int64(len(b)), len(h.f.appends), at))
 		}
-		noted = len(pieces)
 	}
-	for i, p := range pieces {
-		if i < noted {
+	for _, p := range pieces {
+		if noted {
 			// One at a time: an image taken between two pieces sees the
 			// rest as appends still in the tail.
 			h.f.appends = h.f.appends[1:]

@@ -126,7 +126,7 @@ func (r *RangeLog) GetLog(i uint64, log *raft.Log) error {
 	if !ok {
 		return fmt.Errorf("%w: range %d: no record holds entry %d", ErrCorrupt, r.id, i)
 	}
-	rec, err := r.w.readRecord(seg, b)
+	rec, err := readRecord(seg, b)
 	if err != nil {
 		return fmt.Errorf("wal: range %d: entry %d: %w", r.id, i, err)
 	}
@@ -154,7 +154,7 @@ func (r *RangeLog) GetLog(i uint64, log *raft.Log) error {
 
 // readRecord reads and checks the record of block b in seg. The
 // record's slices alias a fresh buffer.
-func (w *WAL) readRecord(seg *segment, b block) (record, error) {
+func readRecord(seg *segment, b block) (record, error) {
 	buf, ok := seg.readTail(b.off, b.size)
 	if !ok {
 		buf = make([]byte, b.size)

@@ -586,16 +586,25 @@ func TestWAL_AppendsSharingASyncShareOneWrite(t *testing.T) {
 	}
 }
 
-// An entry that is neither in the cache nor yet in the file (a leader's
-// append, its sync held) is copied out of the unwritten tail: the read
-// neither writes nor waits for the lock a seal holds across its sync.
-func TestWAL_ReadOfAnUnwrittenTailWritesItFirst(t *testing.T) {
-	w := testOpenDir(t, t.TempDir(), Options{CacheBytes: 1})
+// syncHeldAfterFirstRound opens a log whose range 1 syncs behind (as a
+// leader's does) and stores entry 1: its round has written the tail and
+// holds the sync until the test releases g.
+func syncHeldAfterFirstRound(t *testing.T, opts Options) (*WAL, *RangeLog, *gatedSync) {
+	t.Helper()
+	w := testOpenDir(t, t.TempDir(), opts)
 	v := w.Range(1)
 	v.SetSyncBehind(func() bool { return true })
 	g := gateSyncs(t, w)
 	mustStore(t, v, entries(1, 1, 1, 1))
-	<-g.entered // the round wrote entry 1 and holds its sync
+	<-g.entered
+	return w, v, g
+}
+
+// An entry that is neither in the cache nor yet in the file (a leader's
+// append, its sync held) is copied out of the unwritten tail: the read
+// neither writes nor waits for the lock a seal holds across its sync.
+func TestWAL_ReadOfAnUnwrittenTailCopiesItOut(t *testing.T) {
+	w, v, g := syncHeldAfterFirstRound(t, Options{CacheBytes: 1})
 	mustStore(t, v, entries(1, 2, 4, 1))
 	before := w.Stats().FileWrites
 	var got raft.Log
@@ -625,12 +634,7 @@ func TestWAL_ReadOfAnUnwrittenTailWritesItFirst(t *testing.T) {
 // Appends nobody waits for do not pile up past pendMax while a sync is
 // held: the tail goes to the file once it is that long.
 func TestWAL_UnwaitedAppendsAreWrittenAtPendMax(t *testing.T) {
-	w := testOpenDir(t, t.TempDir(), Options{})
-	v := w.Range(1)
-	v.SetSyncBehind(func() bool { return true })
-	g := gateSyncs(t, w)
-	mustStore(t, v, entries(1, 1, 1, 1))
-	<-g.entered
+	w, v, g := syncHeldAfterFirstRound(t, Options{})
 	before := w.Stats().FileWrites
 	big := make([]byte, 64<<10)
 	for i := uint64(2); i <= uint64(2+2*pendMax/len(big)); i++ {
@@ -699,12 +703,7 @@ func TestWAL_FailedTailWriteStopsTheLog(t *testing.T) {
 // A batch of pendMax or more is written as it is, not copied into the
 // tail first, and reads back from the file.
 func TestWAL_LargeBatchBypassesTheTail(t *testing.T) {
-	w := testOpenDir(t, t.TempDir(), Options{CacheBytes: 1})
-	v := w.Range(1)
-	v.SetSyncBehind(func() bool { return true })
-	g := gateSyncs(t, w)
-	mustStore(t, v, entries(1, 1, 1, 1))
-	<-g.entered // the tail is written; its sync is held
+	w, v, _ := syncHeldAfterFirstRound(t, Options{CacheBytes: 1})
 	before := w.Stats().FileWrites
 	e := entry(1, 2, 1)
 	e.Type, e.Data = raft.LogCommand, bytes.Repeat([]byte("v"), pendMax+1)
