@@ -8,7 +8,7 @@
 //	DATA/state.db              bbolt: one bucket per range, plus descriptors, applied indexes, sizes and the storage layout
 //	DATA/wal/                  the node's write-ahead log (package wal): every range's Raft log, term and vote
 //	DATA/ranges/ID/log         a fence file (writeFence): a kvd from before the WAL refuses the directory
-//	DATA/ranges/ID/snapshots/  the range's Raft snapshots (file store)
+//	DATA/ranges/ID/snapshots/  the range's Raft snapshots: references to state.db (refsnap.go)
 //
 // Each range sees its own view of the log (wal.RangeLog, handed out by
 // OpenRaftStorage); Store opens the log with state.db and closes it last.
@@ -111,10 +111,11 @@
 // Restore writes an incoming snapshot into a staging bucket a chunk per
 // transaction, holding no lock, so a 64 MiB snapshot never stalls the
 // node's other ranges; one small transaction under the committer's lock
-// swaps the staged bucket in (snapshot.go). Snapshot files are synced as
-// they grow, so no file's closing fsync holds the node's WAL syncs behind
-// a whole range, and Config.SnapshotRate paces the snapshots a node
-// receives and its restores, node-wide (snappace.go).
+// swaps the staged bucket in (snapshot.go). A received snapshot is staged
+// as it arrives and its snapshot file only refers to the staged data; a
+// range's own snapshot refers to state.db, and sending one streams the
+// range from a read transaction (refsnap.go). Config.SnapshotRate paces
+// the snapshots a node receives, node-wide (snappace.go).
 //
 // # Change feed and leases
 //

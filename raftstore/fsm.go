@@ -68,6 +68,13 @@ type RangeFSM struct {
 	observe   func(key, value []byte, deleted bool, index uint64)
 	onRestore func() // see SetRestoreHandler
 
+	// stagedMu guards what a received snapshot staged (refsnap.go):
+	// the snapshot's id and what Restore writes besides the staged
+	// bucket; nil when nothing waits to be swapped in.
+	stagedMu sync.Mutex
+	stagedID string
+	staged   *stagedSnapshot
+
 	// applyTx is the read transaction an ApplyBatch looks keys up in,
 	// opened at its first lookup and closed before it returns (or before
 	// a split, which writes): one per batch instead of one per key. Only

@@ -35,6 +35,20 @@ func (r *RaftStorage) Close() error {
 	return nil
 }
 
+// DropSnapshot removes snapshot id: one Open refused with
+// ErrSnapshotBehind, whose staged data a restart lost, before Raft starts
+// on it. Raft never answered the leader for it, and sends it again.
+func (r *RaftStorage) DropSnapshot(id string) error {
+	s, ok := r.Snapshots.(*refStore)
+	if !ok || id == "" || id != filepath.Base(id) {
+		return fmt.Errorf("raftstore: drop snapshot %q: not one of the range's", id)
+	}
+	if err := os.RemoveAll(filepath.Join(s.dir, id)); err != nil {
+		return fmt.Errorf("raftstore: drop snapshot %s: %w", id, err)
+	}
+	return syncDir(s.dir)
+}
+
 // RangeDir is where range id keeps its snapshots.
 func (s *Store) RangeDir(id uint64) string {
 	return filepath.Join(s.cfg.Dir, "ranges", strconv.FormatUint(id, 10))
@@ -62,5 +76,5 @@ func (s *Store) OpenRaftStorage(id uint64, logger hclog.Logger) (*RaftStorage, e
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open snapshots of range %d: %w", id, err)
 	}
-	return &RaftStorage{log: s.wal.Range(id), Snapshots: &syncedSnapshots{FileSnapshotStore: snaps, dir: filepath.Join(dir, "snapshots"), lim: s.snapPace, flow: &s.snapFlow, stop: s.snapStop, log: s.log}}, nil
+	return &RaftStorage{log: s.wal.Range(id), Snapshots: &refStore{FileSnapshotStore: snaps, dir: filepath.Join(dir, "snapshots"), refs: rangeRef{store: s, id: id}, lim: s.snapPace, flow: &s.snapFlow, stop: s.snapStop}}, nil
 }

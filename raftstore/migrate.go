@@ -28,8 +28,14 @@ const (
 	// layoutWAL: the ranges' logs and stable stores are in the node's
 	// write-ahead log (DATA/wal, format versioned inside: raftstore/wal).
 	layoutWAL uint64 = 2
+	// layoutRefSnapshots: a range's own snapshots are references to
+	// state.db, not copies of the range (refsnap.go). Nothing moves on
+	// the way up: files written whole are still read. The number keeps
+	// a build before it, which would send a reference's few bytes as a
+	// snapshot, from opening the directory.
+	layoutRefSnapshots uint64 = 3
 
-	layoutCurrent = layoutWAL
+	layoutCurrent = layoutRefSnapshots
 )
 
 var layoutKey = []byte("layout")

@@ -265,13 +265,19 @@ func TestOpenRaftStorage_RunsRaftOnTheWAL(t *testing.T) {
 		conf.TrailingLogs = 20
 		conf.Logger = hclog.NewNullLogger()
 		_, trans := raft.NewInmemTransport("n1")
+		// The range's own snapshot store keeps references to a RangeFSM's
+		// state; MockFSM's snapshots go to files of their own.
+		snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dir, "mock-snapshots"), 2, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
 		if bootstrap {
-			if err := raft.BootstrapCluster(conf, st.Log(), st.Stable(), st.Snapshots, trans, raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: "n1"}}}); err != nil {
+			if err := raft.BootstrapCluster(conf, st.Log(), st.Stable(), snaps, trans, raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: "n1"}}}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		fsm := &raft.MockFSM{}
-		r, err := raft.NewRaft(conf, fsm, st.Log(), st.Stable(), st.Snapshots, trans)
+		r, err := raft.NewRaft(conf, fsm, st.Log(), st.Stable(), snaps, trans)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"testing"
 	"time"
 
@@ -82,56 +81,6 @@ func TestTakeBurst_AWaitEndsWhenTheStoreCloses(t *testing.T) {
 	}
 }
 
-// The sink must sync the very file hashicorp/raft writes: if a new
-// release of it moved the file, the syncs would silently stop.
-func TestSyncedSnapshots_SyncTheFileFileSnapshotStoreWrites(t *testing.T) {
-	for _, rate := range []int64{0, 64 << 20} {
-		t.Run(fmt.Sprintf("rate %d", rate), func(t *testing.T) {
-			dir := t.TempDir()
-			fs, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hclog.NewNullLogger())
-			if err != nil {
-				t.Fatal(err)
-			}
-			store := &syncedSnapshots{FileSnapshotStore: fs, dir: dir + "/snapshots", lim: newPacer(rate), stop: make(chan struct{})}
-			sink, err := store.Create(raft.SnapshotVersionMax, 10, 2, raft.Configuration{}, 1, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := sink.(*syncedSink)
-			if _, err := os.Stat(s.path); err != nil {
-				t.Fatalf("the sink's file is not where syncedSink looks (%v): hashicorp/raft changed its layout", err)
-			}
-			data := bytes.Repeat([]byte{7, 1, 2}, (2*snapshotSyncBytes+12345)/3)
-			if _, err := sink.Write(data); err != nil {
-				t.Fatal(err)
-			}
-			if s.f == nil {
-				t.Fatalf("wrote %d bytes and never synced the file", len(data))
-			}
-			// One Write of 2 MiB and more: a sync at each MiB, not one
-			// for the whole Write.
-			if want := len(data) / snapshotSyncBytes; s.syncs != want {
-				t.Fatalf("one Write of %d bytes made %d syncs, want %d", len(data), s.syncs, want)
-			}
-			if err := sink.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if s.f != nil {
-				t.Fatal("Close left the sync handle open")
-			}
-			_, rc, err := store.Open(sink.ID())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rc.Close()
-			got, err := io.ReadAll(rc)
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("snapshot read back: %d bytes, err %v; want the %d written", len(got), err, len(data))
-			}
-		})
-	}
-}
-
 func TestRangeFSM_PacedRestoreRestoresAll(t *testing.T) {
 	stream := snapshotOf(t, 1, 5000) // about 560 KiB: a free burst, then paced
 	dst := openStoreWith(t, t.TempDir(), func(c *Config) { c.SnapshotRate = MinSnapshotRate; smallChunks(c) })
@@ -189,9 +138,9 @@ func rangeSink(t *testing.T, s *Store, id, index uint64) (*RaftStorage, raft.Sna
 	return st, sink
 }
 
-// The node's own snapshot holds a bbolt read transaction while Persist
-// writes it: it must not wait for the rate.
-func TestSyncedSink_PersistIsNotPaced(t *testing.T) {
+// The node's own snapshot is a reference: it must not wait for the
+// rate, nor copy the range.
+func TestRefSink_PersistIsNotPaced(t *testing.T) {
 	s := openStoreWith(t, t.TempDir(), func(c *Config) { c.SnapshotRate = MinSnapshotRate })
 	defer s.Close()
 	s.snapPace.SetLimit(paceBurst / 60) // a paced burst would wait a minute
@@ -218,8 +167,12 @@ func TestSyncedSink_PersistIsNotPaced(t *testing.T) {
 		s.StopSnapshots()
 		t.Fatal("Persist waited for the snapshot rate")
 	}
-	if list, err := st.Snapshots.List(); err != nil || len(list) != 1 {
+	list, err := st.Snapshots.List()
+	if err != nil || len(list) != 1 {
 		t.Fatalf("snapshots after Persist: %v, %v; want the one written", list, err)
+	}
+	if list[0].Size > 32 {
+		t.Fatalf("the snapshot file holds %d bytes: want a reference, not the range", list[0].Size)
 	}
 }
 
@@ -233,13 +186,16 @@ func TestStore_StopSnapshotsEndsPacedWork(t *testing.T) {
 	g := mustRange(t, s, 1)
 	g.ApplyBatch([]*raft.Log{put(1, "old", "kept")})
 
-	st, sink := rangeSink(t, s, 1, 5000)
+	// Range 2 receives while range 1 restores a file of an older build.
+	mustRange(t, s, 2)
+	received := snapshotOf(t, 2, 5000)
+	st, sink := rangeSink(t, s, 2, 5000)
 	restored, copied := make(chan error, 1), make(chan error, 1)
 	go func() { restored <- g.Restore(io.NopCloser(bytes.NewReader(stream))) }()
 	go func() {
 		// 32 KiB at a time, as hashicorp/raft receives one (a bare
 		// Reader: bytes.Reader's WriteTo would make it one Write).
-		_, err := io.Copy(sink, struct{ io.Reader }{bytes.NewReader(stream)})
+		_, err := io.Copy(sink, struct{ io.Reader }{bytes.NewReader(received)})
 		if cerr := sink.Close(); err == nil {
 			err = fmt.Errorf("the copy ended without an error, and Close said %v", cerr)
 		} else if cerr == nil {

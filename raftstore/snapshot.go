@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -65,9 +66,15 @@ type fsmSnapshot struct {
 	desc    Descriptor
 }
 
+// Persist writes a reference when the sink is a range's own store
+// (refsnap.go), and the whole stream to any other sink.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if ss, ok := sink.(*syncedSink); ok {
-		ss.unpaced() // see snappace.go
+	if ss, ok := sink.(*refSink); ok {
+		if err := ss.persistRef(s.applied); err != nil {
+			sink.Cancel()
+			return fmt.Errorf("raftstore: persist snapshot: %w", err)
+		}
+		return sink.Close()
 	}
 	if err := s.write(sink); err != nil {
 		sink.Cancel()
@@ -180,9 +187,24 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 
 func (f *RangeFSM) restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st, err := f.stageSnapshot(pacedReader{r: rc, m: &meter{lim: f.store.snapPace, stop: f.store.snapStop, flow: &f.store.snapFlow}})
-	if err != nil {
-		return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
+	var st *stagedSnapshot
+	head := make([]byte, len(stagedMagic))
+	n, _ := io.ReadFull(rc, head)
+	if n == len(head) && bytes.Equal(head, stagedMagic) {
+		// Received and staged as it arrived (refsnap.go).
+		id, err := readStagedToken(rc)
+		if err != nil {
+			return fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
+		}
+		if st = f.takeStaged(id); st == nil {
+			return fmt.Errorf("raftstore: restore range %d: snapshot %s is no longer staged", f.id, id)
+		}
+	} else {
+		var err error
+		st, err = f.stageSnapshot(pacedReader{r: io.MultiReader(bytes.NewReader(head[:n]), rc), m: &meter{lim: f.store.snapPace, stop: f.store.snapStop, flow: &f.store.snapFlow}})
+		if err != nil {
+			return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
+		}
 	}
 	f.store.commitMu.Lock()
 	defer f.store.commitMu.Unlock()
@@ -190,7 +212,7 @@ func (f *RangeFSM) restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 
 	txn := newTxnState()
-	err = f.store.db.Update(func(tx *bolt.Tx) error {
+	err := f.store.db.Update(func(tx *bolt.Tx) error {
 		if st.desc.ID != f.id {
 			return fmt.Errorf("%w: snapshot of range %d offered to range %d", ErrBadSnapshot, st.desc.ID, f.id)
 		}
@@ -449,6 +471,9 @@ func readSnapshotBody(r io.Reader, put func(tag byte, k, stored []byte) error, d
 	}
 	if binary.BigEndian.Uint32(trailer[:]) != sum {
 		return 0, fmt.Errorf("%w: checksum mismatch", ErrBadSnapshot)
+	}
+	if _, err := br.Peek(1); !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("%w: bytes past the end of the stream", ErrBadSnapshot)
 	}
 	return applied, nil
 }

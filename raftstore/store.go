@@ -40,7 +40,8 @@ type Config struct {
 	// disk's other writers wait for at most one chunk, not a whole range.
 	RestoreChunkBytes int
 	// SnapshotRate bounds, in bytes a second, the snapshots the node
-	// receives and the restores it runs, all ranges together, each stream
+	// receives (and restores of whole snapshot files of older builds),
+	// all ranges together, each stream
 	// taking equal turns (snappace.go); 0: no bound, else at least
 	// MinSnapshotRate.
 	SnapshotRate int64
@@ -73,7 +74,7 @@ func DefaultConfig(dir string) Config {
 
 // DefaultRestoreChunkBytes: a 1 MiB write and its fsync take a few
 // milliseconds, which is what a foreground sync may wait behind on a
-// shared disk (snapshotSyncBytes).
+// shared disk.
 const DefaultRestoreChunkBytes = 1 << 20
 
 // The change feed's default budget per range: an hour, or 64 MiB (about
@@ -146,7 +147,7 @@ type Store struct {
 
 	stats CommitStats // its own mu
 
-	// snapPace paces received snapshots and restores
+	// snapPace paces received snapshots (and restores of whole files)
 	// (Config.SnapshotRate); nil: no bound. snapStop, closed by
 	// StopSnapshots (once, snapStopOnce), ends the waits of both.
 	snapPace     *rate.Limiter

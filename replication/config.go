@@ -63,7 +63,7 @@ type Config struct {
 	// comparisons; peers on either setting understand each other.
 	PerRangeStreams bool
 	// SnapshotRate bounds the bytes a second of the snapshots the node
-	// receives and of its restores, when replicas move (raftstore.Config's);
+	// receives, when replicas move (raftstore.Config's);
 	// 0: no bound.
 	SnapshotRate int64
 	// SnapshotRateAdaptive steers that pace by the node's WAL sync time,

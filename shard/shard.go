@@ -445,25 +445,40 @@ func (s *Shard) waitLeaderWhile(ctx context.Context, cond func(id, addr string) 
 }
 
 // recoverFromSnapshot restores the newest snapshot into the FSM when the
-// FSM's durable state is older than it (for example a state.db that was
-// lost): with NoSnapshotRestoreOnStart Raft would otherwise replay only the
-// log after the snapshot and the range would silently miss data.
+// FSM's durable state is older than it (a snapshot file received by a
+// build before references, whose restore a stop interrupted): with
+// NoSnapshotRestoreOnStart Raft would otherwise replay only the log after
+// the snapshot and the range would silently miss data.
+//
+// A received snapshot is a reference to data staged in the state
+// database, which a stop before Restore swapped it in loses (raftstore's
+// refsnap.go). Raft had not answered the leader for it, so it goes, and
+// the next newest is looked at: the leader sends the snapshot again.
 func (s *Shard) recoverFromSnapshot() error {
 	metas, err := s.storage.Snapshots.List()
-	if err != nil || len(metas) == 0 {
-		return nil
-	}
-	newest := metas[0]
-	if s.fsm.AppliedIndex() >= newest.Index {
-		return nil
-	}
-	s.log.Warn("state machine is older than the newest snapshot; restoring it", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index)
-	_, rc, err := s.storage.Snapshots.Open(newest.ID)
 	if err != nil {
-		return fmt.Errorf("shard: range %d: open snapshot %s: %w", s.id, newest.ID, err)
+		return nil
 	}
-	if err := s.fsm.Restore(rc); err != nil {
-		return fmt.Errorf("shard: range %d: %w", s.id, err)
+	for _, newest := range metas {
+		if s.fsm.AppliedIndex() >= newest.Index {
+			return nil
+		}
+		_, rc, err := s.storage.Snapshots.Open(newest.ID)
+		if errors.Is(err, raftstore.ErrSnapshotBehind) {
+			s.log.Warn("dropping a received snapshot whose staged data the stop lost; the leader sends it again", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index, "id", newest.ID)
+			if err := s.storage.DropSnapshot(newest.ID); err != nil {
+				return fmt.Errorf("shard: range %d: %w", s.id, err)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("shard: range %d: open snapshot %s: %w", s.id, newest.ID, err)
+		}
+		s.log.Warn("state machine is older than the newest snapshot; restoring it", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index)
+		if err := s.fsm.Restore(rc); err != nil {
+			return fmt.Errorf("shard: range %d: %w", s.id, err)
+		}
+		return nil
 	}
 	return nil
 }

@@ -104,8 +104,8 @@ election.`,
 	fl.DurationVar(&f.hibernateAfter, "hibernate-after", 30*time.Second, "put a range's Raft group to sleep after it has been idle this long (0: never); the next request wakes it")
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
-	fl.BoolVar(&f.snapshotAdaptive, "snapshot-rate-adaptive", false, "pace the snapshots this node receives and its restores by its write-ahead log's sync time: faster while foreground syncs take as long as at rest, halved when they take twice as long (up to --snapshot-rate-bytes if set)")
-	fl.Int64Var(&f.snapshotRate, "snapshot-rate-bytes", 0, "bound, in bytes a second, what this node's snapshots write to disk and restore when replicas move (a node joining or leaving), so that foreground writes keep the disk; 0: no bound, else at least 16 MiB (16777216) and an eighth of --range-max-bytes; it paces the snapshots this node receives and its restores")
+	fl.BoolVar(&f.snapshotAdaptive, "snapshot-rate-adaptive", false, "pace the snapshots this node receives by its write-ahead log's sync time: faster while foreground syncs take as long as at rest, halved when they take twice as long (up to --snapshot-rate-bytes if set)")
+	fl.Int64Var(&f.snapshotRate, "snapshot-rate-bytes", 0, "bound, in bytes a second, what the snapshots this node receives write to its disk when replicas move (a node joining or leaving), so that foreground writes keep the disk; 0: no bound, else at least 16 MiB (16777216) and an eighth of --range-max-bytes")
 	fl.BoolVar(&f.perRangeStreams, "per-range-streams", false, "give each range its own connections to peers instead of sharing one link per peer (how releases before the link worked; for comparisons)")
 	fl.BoolVar(&f.raftMetrics, "raft-metrics", false, "export hashicorp/raft's internal timings (commit time, log dispatch, follower log store, per-peer AppendEntries) on /metrics as dialkv_raft_*; costs some CPU per write")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
@@ -243,7 +243,7 @@ func serve(ctx context.Context, f serveFlags) error {
 	reg.MustRegister(newRangeCollector(node), newWALCollector(node), newLinkCollector(node), newHostCollector(node, f.dataDir, dataDiskSpace),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "dialkv_snapshot_pace_bytes",
-			Help: "Bytes a second the snapshots this node receives and its restores are paced at now (--snapshot-rate-bytes, or the adaptive pace); 0: no bound.",
+			Help: "Bytes a second the snapshots this node receives are paced at now (--snapshot-rate-bytes, or the adaptive pace); 0: no bound.",
 		}, func() float64 { return float64(node.SnapshotPace()) }))
 	if f.raftMetrics {
 		if err := exportRaftMetrics(reg); err != nil {

@@ -1,0 +1,404 @@
+package raftstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+	"golang.org/x/time/rate"
+)
+
+// Snapshots by reference. The state machine is durable in state.db, so a
+// snapshot file that copies a whole range only duplicates it: a range of
+// 64 MiB used to write 64 MiB every SnapshotThreshold entries, and a
+// moved replica was written three times (the sender's file, the
+// receiver's file, the receiver's restore). Instead:
+//
+//   - Persist (the node's own snapshot) writes a reference, a few bytes
+//     naming the applied index the state database holds at least. The
+//     FSM's Snapshot committed the range first, so the database is at or
+//     past the snapshot's index from then on.
+//   - Open of a reference streams the range from a state.db read
+//     transaction, in the same format a snapshot file holds, at whatever
+//     applied index the database has reached (never below the
+//     snapshot's). Its exact size, which hashicorp/raft sends ahead of the
+//     stream, is measured by a first pass over the same transaction.
+//   - A received stream goes straight into the range's staging bucket as
+//     it arrives (stageSnapshot), and the sink records a reference. The
+//     FSM's Restore, which Raft calls next with what Open returns for that
+//     reference, swaps the staged bucket in. The range is written once.
+//
+// A stream at an applied index past the snapshot's index is sound: the
+// receiver's FSM skips every entry at or below its applied index, and
+// Raft sends the entries after the snapshot's index as for any snapshot.
+//
+// A received reference is only as good as its staged bucket, which lives
+// in memory until Restore swaps it in: a node that stops in between finds
+// a reference its state database is behind. Raft had not answered the
+// leader yet, so OpenRaftStorage's callers drop such a snapshot
+// (RaftStorage.DropSnapshot) and the leader sends it again.
+//
+// Files written whole by a build before references are still read as
+// they are. The storage layout (layoutRefSnapshots) keeps a build that
+// would send a reference's few bytes as a snapshot from opening the
+// directory.
+
+// snapRefMagic starts a reference; a snapshot stream starts with
+// snapMagic, whose first seven bytes differ.
+var snapRefMagic = []byte("DKVSREF\x01")
+
+// ErrSnapshotBehind is Open's error for a reference the range's state
+// database is behind: a received snapshot whose staged data a restart
+// lost. Drop the snapshot (RaftStorage.DropSnapshot).
+var ErrSnapshotBehind = errors.New("raftstore: the state database is behind the snapshot")
+
+// encodeRef is a reference's content: the magic and the applied index
+// the state database held when it was written.
+func encodeRef(applied uint64) []byte {
+	return binary.AppendUvarint(bytes.Clone(snapRefMagic), applied)
+}
+
+// rangeRef resolves a range's references: it streams the range's
+// state, or hands Restore what a sink staged.
+type rangeRef struct {
+	store *Store
+	id    uint64
+}
+
+func (r rangeRef) fsm() (*RangeFSM, error) {
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	f := r.store.ranges[r.id]
+	if f == nil {
+		return nil, fmt.Errorf("raftstore: snapshot of range %d: the range is not open", r.id)
+	}
+	return f, nil
+}
+
+// Open opens snapshot id: a reference resolved against the state
+// database, or a file written whole as it is.
+func (s *refStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.FileSnapshotStore.Open(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	head := make([]byte, len(snapRefMagic))
+	n, err := io.ReadFull(rc, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		rc.Close()
+		return nil, nil, fmt.Errorf("raftstore: open snapshot %s: %w", id, err)
+	}
+	if n < len(head) || !bytes.Equal(head, snapRefMagic) {
+		return meta, struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(head[:n]), rc), rc}, nil
+	}
+	rc.Close()
+	f, err := s.refs.fsm()
+	if err != nil {
+		return nil, nil, err
+	}
+	if f.hasStaged(id) {
+		token := stagedToken(id)
+		m := *meta
+		m.Size = int64(len(token))
+		return &m, io.NopCloser(bytes.NewReader(token)), nil
+	}
+	st, err := f.openStateStream(meta.Index)
+	if err != nil {
+		return nil, nil, fmt.Errorf("raftstore: open snapshot %s: %w", id, err)
+	}
+	m := *meta
+	m.Size = st.size
+	return &m, st, nil
+}
+
+// stagedMagic starts what Open streams for a received snapshot whose
+// data is staged: the magic and the snapshot's id, which Restore reads to
+// swap the staged data in (hashicorp/raft wraps the reader it hands
+// Restore, so a token in the stream is what reaches it). Only this node's
+// Restore sees it: a leader never holds a staged snapshot, and any other
+// reader refuses the magic.
+var stagedMagic = []byte("DKVSTGD\x01")
+
+func stagedToken(id string) []byte {
+	b := binary.AppendUvarint(bytes.Clone(stagedMagic), uint64(len(id)))
+	return append(b, id...)
+}
+
+// readStagedToken reads the id that follows stagedMagic.
+func readStagedToken(r io.Reader) (string, error) {
+	br := &byteReader{r: r}
+	id, err := readField(br, nil)
+	if err != nil || len(id) > 256 {
+		return "", fmt.Errorf("%w: staged snapshot token", ErrBadSnapshot)
+	}
+	return string(id), nil
+}
+
+// stateStream is a range's state streamed from one state.db read
+// transaction in the snapshot format.
+type stateStream struct {
+	pr   *io.PipeReader
+	snap *fsmSnapshot
+	size int64
+	done chan struct{}
+	once sync.Once
+}
+
+// openStateStream pins the range's committed state, which must be at or
+// past index, and measures the stream it makes.
+func (f *RangeFSM) openStateStream(index uint64) (*stateStream, error) {
+	tx, err := f.store.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("range %d: %w", f.id, err)
+	}
+	meta := tx.Bucket(metaBucket)
+	var applied uint64
+	if v := meta.Get(appliedKey(f.id)); len(v) == 8 {
+		applied = binary.BigEndian.Uint64(v)
+	}
+	if applied < index {
+		tx.Rollback()
+		return nil, fmt.Errorf("%w: range %d's committed state is at index %d, the snapshot at %d", ErrSnapshotBehind, f.id, applied, index)
+	}
+	desc, err := UnmarshalDescriptor(meta.Get(descKey(f.id)))
+	if err != nil {
+		tx.Rollback()
+		return nil, fmt.Errorf("range %d: %w", f.id, err)
+	}
+	snap := &fsmSnapshot{tx: tx, bucket: f.bucket, applied: applied, desc: desc}
+	var c countingWriter
+	if err := snap.write(&c); err != nil {
+		tx.Rollback()
+		return nil, fmt.Errorf("range %d: %w", f.id, err)
+	}
+	pr, pw := io.Pipe()
+	s := &stateStream{pr: pr, snap: snap, size: c.n, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		pw.CloseWithError(snap.write(pw))
+	}()
+	return s, nil
+}
+
+func (s *stateStream) Read(b []byte) (int, error) { return s.pr.Read(b) }
+
+// Close ends the stream, read to its end or not, and releases the
+// transaction once the writer has stopped using it.
+func (s *stateStream) Close() error {
+	s.once.Do(func() {
+		s.pr.CloseWithError(errors.New("raftstore: snapshot stream closed"))
+		<-s.done
+		s.snap.tx.Rollback()
+	})
+	return nil
+}
+
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	c.n += int64(len(b))
+	return len(b), nil
+}
+
+// staging is a received stream on its way into the staging bucket.
+type staging struct {
+	f    *RangeFSM
+	pw   *io.PipeWriter
+	done chan struct{}
+	st   *stagedSnapshot
+	err  error
+}
+
+// startStaging begins taking a received stream into the staging bucket;
+// whatever an earlier stream staged is forgotten (it is overwritten).
+func (f *RangeFSM) startStaging() *staging {
+	f.setStaged("", nil)
+	pr, pw := io.Pipe()
+	sg := &staging{f: f, pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(sg.done)
+		sg.st, sg.err = f.stageSnapshot(pr)
+		if sg.err != nil {
+			sg.err = errors.Join(sg.err, f.dropStaged())
+			pr.CloseWithError(sg.err)
+			return
+		}
+		// The stream has ended (its checksum read): any more bytes are
+		// not part of it.
+		pr.CloseWithError(fmt.Errorf("%w: bytes past the end of the stream", ErrBadSnapshot))
+	}()
+	return sg
+}
+
+// finish waits for the staging to end after the last write; abort makes
+// it end with err.
+func (sg *staging) finish() (*stagedSnapshot, error) {
+	sg.pw.Close()
+	<-sg.done
+	return sg.st, sg.err
+}
+
+func (sg *staging) abort(err error) {
+	sg.pw.CloseWithError(err)
+	<-sg.done
+	if sg.err == nil {
+		// It had read the whole stream already: drop what it staged.
+		sg.f.dropStaged()
+	}
+}
+
+// setStaged records what snapshot id staged (nil: nothing staged).
+func (f *RangeFSM) setStaged(id string, st *stagedSnapshot) {
+	f.stagedMu.Lock()
+	defer f.stagedMu.Unlock()
+	f.stagedID, f.staged = id, st
+}
+
+func (f *RangeFSM) hasStaged(id string) bool {
+	f.stagedMu.Lock()
+	defer f.stagedMu.Unlock()
+	return f.staged != nil && f.stagedID == id
+}
+
+// takeStaged returns what snapshot id staged and forgets it.
+func (f *RangeFSM) takeStaged(id string) *stagedSnapshot {
+	f.stagedMu.Lock()
+	defer f.stagedMu.Unlock()
+	if f.staged == nil || f.stagedID != id {
+		return nil
+	}
+	st := f.staged
+	f.stagedID, f.staged = "", nil
+	return st
+}
+
+// refStore is a range's snapshot store: hashicorp/raft's
+// FileSnapshotStore keeps each snapshot's metadata and a reference in
+// place of its data. Received streams are paced on their way into the
+// state database (snappace.go).
+type refStore struct {
+	*raft.FileSnapshotStore
+	dir  string // FileSnapshotStore's snapshots directory
+	refs rangeRef
+	lim  *rate.Limiter
+	flow *atomic.Int64
+	stop <-chan struct{}
+}
+
+func (s *refStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration, configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := s.FileSnapshotStore.Create(version, index, term, configuration, configurationIndex, trans)
+	if err != nil {
+		return nil, err
+	}
+	return &refSink{SnapshotSink: sink, refs: s.refs, m: meter{lim: s.lim, stop: s.stop, flow: s.flow}}, nil
+}
+
+// refSink is a snapshot being made. The node's own (Persist) writes a
+// reference through persistRef; a received one is Written, paced, into
+// the range's staging bucket, and Close records a reference to it once
+// the whole stream is staged and its checksum holds. A failed Write makes
+// Close cancel: no snapshot is ever finished short.
+type refSink struct {
+	raft.SnapshotSink
+	refs  rangeRef
+	m     meter
+	stage *staging // the received stream's; nil until its first Write
+	local bool     // Persist wrote a reference
+	err   error    // the first Write error
+}
+
+// persistRef finishes the node's own snapshot as a reference to the
+// state database, which the FSM's Snapshot committed at applied.
+func (s *refSink) persistRef(applied uint64) error {
+	s.local = true
+	_, err := s.SnapshotSink.Write(encodeRef(applied))
+	return err
+}
+
+// Write takes the next part of a received stream: paced, cut at
+// paceBurst so that a whole large value is not one turn of the rate.
+func (s *refSink) Write(b []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	if s.local {
+		s.err = errors.New("raftstore: a snapshot written by reference takes no stream")
+		return 0, s.err
+	}
+	if s.stage == nil {
+		f, err := s.refs.fsm()
+		if err != nil {
+			s.err = err
+			return 0, err
+		}
+		s.stage = f.startStaging()
+	}
+	written := 0
+	for len(b) > 0 {
+		n, err := s.stage.pw.Write(b[:min(len(b), paceBurst)])
+		written += n
+		if err == nil {
+			err = s.m.charge(n)
+		}
+		if err != nil {
+			s.err = err
+			return written, err
+		}
+		b = b[n:]
+	}
+	return written, nil
+}
+
+func (s *refSink) Close() error {
+	if s.local {
+		return s.SnapshotSink.Close()
+	}
+	if s.err != nil {
+		s.cancelStage(s.err)
+		s.SnapshotSink.Cancel()
+		return s.err
+	}
+	if s.stage == nil {
+		s.SnapshotSink.Cancel()
+		return fmt.Errorf("%w: empty stream", ErrBadSnapshot)
+	}
+	st, err := s.stage.finish()
+	if err == nil {
+		_, err = s.SnapshotSink.Write(encodeRef(st.applied))
+	}
+	if err != nil {
+		if st != nil {
+			s.stage.f.dropStaged()
+		}
+		s.SnapshotSink.Cancel()
+		return err
+	}
+	// Before the reference exists: Restore may be asked for it at once.
+	s.stage.f.setStaged(s.ID(), st)
+	if err := s.SnapshotSink.Close(); err != nil {
+		s.stage.f.setStaged("", nil)
+		s.stage.f.dropStaged()
+		return err
+	}
+	return nil
+}
+
+func (s *refSink) Cancel() error {
+	s.cancelStage(errors.New("raftstore: snapshot canceled"))
+	return s.SnapshotSink.Cancel()
+}
+
+func (s *refSink) cancelStage(err error) {
+	if s.stage != nil && !s.local {
+		s.stage.abort(err)
+		s.stage = nil
+	}
+}
