@@ -40,13 +40,10 @@ func (r *RaftStorage) Close() error {
 // on it. Raft never answered the leader for it, and sends it again.
 func (r *RaftStorage) DropSnapshot(id string) error {
 	s, ok := r.Snapshots.(*refStore)
-	if !ok || id == "" || id != filepath.Base(id) {
+	if !ok {
 		return fmt.Errorf("raftstore: drop snapshot %q: not one of the range's", id)
 	}
-	if err := os.RemoveAll(filepath.Join(s.dir, id)); err != nil {
-		return fmt.Errorf("raftstore: drop snapshot %s: %w", id, err)
-	}
-	return syncDir(s.dir)
+	return s.drop(id)
 }
 
 // RangeDir is where range id keeps its snapshots.
@@ -70,6 +67,9 @@ func (s *Store) OpenRaftStorage(id uint64, logger hclog.Logger) (*RaftStorage, e
 	// Before Raft writes anything for the range: an older kvd must
 	// refuse this directory rather than open the range empty.
 	if err := writeFence(dir); err != nil {
+		return nil, fmt.Errorf("raftstore: range %d: %w", id, err)
+	}
+	if err := cleanSnapshotDir(filepath.Join(dir, "snapshots")); err != nil {
 		return nil, fmt.Errorf("raftstore: range %d: %w", id, err)
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, logger.Named("snapshots"))

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -23,25 +25,31 @@ import (
 //     naming the applied index the state database holds at least. The
 //     FSM's Snapshot committed the range first, so the database is at or
 //     past the snapshot's index from then on.
-//   - Open of a reference streams the range from a state.db read
-//     transaction, in the same format a snapshot file holds, at whatever
-//     applied index the database has reached (never below the
-//     snapshot's). Its exact size, which hashicorp/raft sends ahead of the
-//     stream, is measured by a first pass over the same transaction.
+//   - Open of a reference (to send it) writes the range from a state.db
+//     read transaction to an unlinked, unsynced file, in the format a
+//     snapshot file always had, at whatever applied index the database
+//     has reached (never below the snapshot's), and sends that.
 //   - A received stream goes straight into the range's staging bucket as
 //     it arrives (stageSnapshot), and the sink records a reference. The
 //     FSM's Restore, which Raft calls next with what Open returns for that
-//     reference, swaps the staged bucket in. The range is written once.
+//     reference, swaps the staged bucket in. The range is written to the
+//     receiver's disk once.
 //
 // A stream at an applied index past the snapshot's index is sound: the
 // receiver's FSM skips every entry at or below its applied index, and
 // Raft sends the entries after the snapshot's index as for any snapshot.
+// What applying a skipped entry would have started on the node is not
+// started: a split's new range there (replication/missedsplit.go has the
+// node leave it, and placement adds a replica back) and a hibernation
+// (the range stays awake). A snapshot taken after the split has the same
+// effect, so both were already handled.
 //
 // A received reference is only as good as its staged bucket, which lives
 // in memory until Restore swaps it in: a node that stops in between finds
 // a reference its state database is behind. Raft had not answered the
-// leader yet, so OpenRaftStorage's callers drop such a snapshot
-// (RaftStorage.DropSnapshot) and the leader sends it again.
+// leader yet, so the shard drops such a snapshot before Raft starts
+// (RaftStorage.DropSnapshot) and the leader sends it again. A Restore or
+// a sink's Close that fails drops its reference at once.
 //
 // Files written whole by a build before references are still read as
 // they are. The storage layout (layoutRefSnapshots) keeps a build that
@@ -52,15 +60,25 @@ import (
 // snapMagic, whose first seven bytes differ.
 var snapRefMagic = []byte("DKVSREF\x01")
 
-// ErrSnapshotBehind is Open's error for a reference the range's state
-// database is behind: a received snapshot whose staged data a restart
-// lost. Drop the snapshot (RaftStorage.DropSnapshot).
-var ErrSnapshotBehind = errors.New("raftstore: the state database is behind the snapshot")
+// ErrSnapshotBehind is Open's error for a received snapshot the range's
+// state database is behind: one whose staged data a restart lost. Drop
+// the snapshot (RaftStorage.DropSnapshot). A range's own snapshot the
+// database is behind is another error: the database lost what it had.
+var ErrSnapshotBehind = errors.New("raftstore: the state database is behind a received snapshot")
 
-// encodeRef is a reference's content: the magic and the applied index
-// the state database held when it was written.
-func encodeRef(applied uint64) []byte {
-	return binary.AppendUvarint(bytes.Clone(snapRefMagic), applied)
+// errStateBehind is openStateStream's: Open tells which of the above.
+var errStateBehind = errors.New("raftstore: committed state behind the snapshot")
+
+// A reference's kind: the node's own snapshot, or a received one.
+const (
+	refOwn      byte = 1
+	refReceived byte = 2
+)
+
+// encodeRef is a reference's content: the magic, its kind and the
+// applied index the state database held when it was written.
+func encodeRef(kind byte, applied uint64) []byte {
+	return binary.AppendUvarint(append(bytes.Clone(snapRefMagic), kind), applied)
 }
 
 // rangeRef resolves a range's references: it streams the range's
@@ -99,7 +117,12 @@ func (s *refStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 			io.Closer
 		}{io.MultiReader(bytes.NewReader(head[:n]), rc), rc}, nil
 	}
+	rest, err := io.ReadAll(io.LimitReader(rc, 32))
 	rc.Close()
+	if err != nil || len(rest) == 0 || (rest[0] != refOwn && rest[0] != refReceived) {
+		return nil, nil, fmt.Errorf("raftstore: open snapshot %s: %w: a reference of unknown kind", id, ErrBadSnapshot)
+	}
+	kind := rest[0]
 	f, err := s.refs.fsm()
 	if err != nil {
 		return nil, nil, err
@@ -110,13 +133,20 @@ func (s *refStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 		m.Size = int64(len(token))
 		return &m, io.NopCloser(bytes.NewReader(token)), nil
 	}
-	st, err := f.openStateStream(meta.Index)
+	file, size, err := f.openStateStream(meta.Index, s.dir)
+	if errors.Is(err, errStateBehind) {
+		if kind == refReceived {
+			err = fmt.Errorf("%w: %w", ErrSnapshotBehind, err)
+		} else {
+			err = fmt.Errorf("state.db is behind the range's own snapshot, which only refers to it (state.db lost or replaced?): %w", err)
+		}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("raftstore: open snapshot %s: %w", id, err)
 	}
 	m := *meta
-	m.Size = st.size
-	return &m, st, nil
+	m.Size = size
+	return &m, file, nil
 }
 
 // stagedMagic starts what Open streams for a received snapshot whose
@@ -142,70 +172,67 @@ func readStagedToken(r io.Reader) (string, error) {
 	return string(id), nil
 }
 
-// stateStream is a range's state streamed from one state.db read
-// transaction in the snapshot format.
-type stateStream struct {
-	pr   *io.PipeReader
-	snap *fsmSnapshot
-	size int64
-	done chan struct{}
-	once sync.Once
-}
-
-// openStateStream pins the range's committed state, which must be at or
-// past index, and measures the stream it makes.
-func (f *RangeFSM) openStateStream(index uint64) (*stateStream, error) {
+// openStateStream writes the range's committed state, which must be at
+// or past index, to an unlinked file in dir at the local disk's pace, and
+// returns that file to send. The stream is not sent straight from the
+// read transaction: a send runs at the receiver's pace, and a bbolt read
+// transaction held that long keeps a commit that grows the file past its
+// mapping (and every read behind that commit) waiting for it. Nothing
+// syncs the file and it is gone once closed, so a send that ends soon
+// leaves its bytes in the page cache only.
+func (f *RangeFSM) openStateStream(index uint64, dir string) (*os.File, int64, error) {
 	tx, err := f.store.db.Begin(false)
 	if err != nil {
-		return nil, fmt.Errorf("range %d: %w", f.id, err)
+		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
 	}
+	defer tx.Rollback()
 	meta := tx.Bucket(metaBucket)
 	var applied uint64
 	if v := meta.Get(appliedKey(f.id)); len(v) == 8 {
 		applied = binary.BigEndian.Uint64(v)
 	}
 	if applied < index {
-		tx.Rollback()
-		return nil, fmt.Errorf("%w: range %d's committed state is at index %d, the snapshot at %d", ErrSnapshotBehind, f.id, applied, index)
+		return nil, 0, fmt.Errorf("%w: range %d's committed state is at index %d, the snapshot at %d", errStateBehind, f.id, applied, index)
 	}
 	desc, err := UnmarshalDescriptor(meta.Get(descKey(f.id)))
 	if err != nil {
-		tx.Rollback()
-		return nil, fmt.Errorf("range %d: %w", f.id, err)
+		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
 	}
+	file, err := os.CreateTemp(dir, sendFilePrefix+"*")
+	if err != nil {
+		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
+	}
+	// Unlinked at once: a stop at any point leaves nothing behind (but a
+	// crash between these two lines, which cleanSnapshotDir cleans).
+	if err := os.Remove(file.Name()); err != nil {
+		file.Close()
+		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
+	}
+	c := &countingWriter{w: file}
 	snap := &fsmSnapshot{tx: tx, bucket: f.bucket, applied: applied, desc: desc}
-	var c countingWriter
-	if err := snap.write(&c); err != nil {
-		tx.Rollback()
-		return nil, fmt.Errorf("range %d: %w", f.id, err)
+	if err := snap.write(c); err != nil {
+		file.Close()
+		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
 	}
-	pr, pw := io.Pipe()
-	s := &stateStream{pr: pr, snap: snap, size: c.n, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		pw.CloseWithError(snap.write(pw))
-	}()
-	return s, nil
+	if _, err := file.Seek(0, io.SeekStart); err != nil {
+		file.Close()
+		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
+	}
+	return file, c.n, nil
 }
 
-func (s *stateStream) Read(b []byte) (int, error) { return s.pr.Read(b) }
+// sendFilePrefix names the files openStateStream writes.
+const sendFilePrefix = "send-"
 
-// Close ends the stream, read to its end or not, and releases the
-// transaction once the writer has stopped using it.
-func (s *stateStream) Close() error {
-	s.once.Do(func() {
-		s.pr.CloseWithError(errors.New("raftstore: snapshot stream closed"))
-		<-s.done
-		s.snap.tx.Rollback()
-	})
-	return nil
+type countingWriter struct {
+	w io.Writer
+	n int64
 }
-
-type countingWriter struct{ n int64 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
-	c.n += int64(len(b))
-	return len(b), nil
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }
 
 // staging is a received stream on its way into the staging bucket.
@@ -298,7 +325,7 @@ func (s *refStore) Create(version raft.SnapshotVersion, index, term uint64, conf
 	if err != nil {
 		return nil, err
 	}
-	return &refSink{SnapshotSink: sink, refs: s.refs, m: meter{lim: s.lim, stop: s.stop, flow: s.flow}}, nil
+	return &refSink{SnapshotSink: sink, store: s, refs: s.refs, m: meter{lim: s.lim, stop: s.stop, flow: s.flow}}, nil
 }
 
 // refSink is a snapshot being made. The node's own (Persist) writes a
@@ -308,6 +335,7 @@ func (s *refStore) Create(version raft.SnapshotVersion, index, term uint64, conf
 // Close cancel: no snapshot is ever finished short.
 type refSink struct {
 	raft.SnapshotSink
+	store *refStore
 	refs  rangeRef
 	m     meter
 	stage *staging // the received stream's; nil until its first Write
@@ -319,7 +347,7 @@ type refSink struct {
 // state database, which the FSM's Snapshot committed at applied.
 func (s *refSink) persistRef(applied uint64) error {
 	s.local = true
-	_, err := s.SnapshotSink.Write(encodeRef(applied))
+	_, err := s.SnapshotSink.Write(encodeRef(refOwn, applied))
 	return err
 }
 
@@ -372,7 +400,7 @@ func (s *refSink) Close() error {
 	}
 	st, err := s.stage.finish()
 	if err == nil {
-		_, err = s.SnapshotSink.Write(encodeRef(st.applied))
+		_, err = s.SnapshotSink.Write(encodeRef(refReceived, st.applied))
 	}
 	if err != nil {
 		if st != nil {
@@ -381,12 +409,15 @@ func (s *refSink) Close() error {
 		s.SnapshotSink.Cancel()
 		return err
 	}
+	// A reference to staged data that is never swapped in must not stay
+	// listed: Raft trusts a listed snapshot's index when it restarts.
+	id := s.ID()
+	st.dropRef = func() error { return s.store.drop(id) }
 	// Before the reference exists: Restore may be asked for it at once.
-	s.stage.f.setStaged(s.ID(), st)
+	s.stage.f.setStaged(id, st)
 	if err := s.SnapshotSink.Close(); err != nil {
 		s.stage.f.setStaged("", nil)
-		s.stage.f.dropStaged()
-		return err
+		return errors.Join(err, s.stage.f.dropStaged(), st.dropRef())
 	}
 	return nil
 }
@@ -401,4 +432,50 @@ func (s *refSink) cancelStage(err error) {
 		s.stage.abort(err)
 		s.stage = nil
 	}
+}
+
+// drop removes snapshot id for good: renamed to a name List skips first
+// (FileSnapshotStore ignores ".tmp" directories), so a crash halfway
+// through the removal leaves nothing listed; the next OpenRaftStorage
+// removes the rest (cleanSnapshotDir).
+func (s *refStore) drop(id string) error {
+	if id == "" || id == "." || id == ".." || id != filepath.Base(id) || strings.HasSuffix(id, tmpSnapshotSuffix) {
+		return fmt.Errorf("raftstore: drop snapshot %q: not one of the range's", id)
+	}
+	gone := filepath.Join(s.dir, id+tmpSnapshotSuffix)
+	if err := os.Rename(filepath.Join(s.dir, id), gone); err != nil {
+		return fmt.Errorf("raftstore: drop snapshot %s: %w", id, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("raftstore: drop snapshot %s: %w", id, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		return fmt.Errorf("raftstore: drop snapshot %s: %w", id, err)
+	}
+	return nil
+}
+
+// tmpSnapshotSuffix is hashicorp/raft's FileSnapshotStore's (v1.8) for a
+// snapshot being written, which its List skips and nothing reaps.
+const tmpSnapshotSuffix = ".tmp"
+
+// cleanSnapshotDir removes what stopped work left in a range's snapshots
+// directory before its Raft group starts: snapshots a sink was writing
+// or drop was removing, and files openStateStream was writing.
+func cleanSnapshotDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	for _, e := range entries {
+		if n := e.Name(); (e.IsDir() && strings.HasSuffix(n, tmpSnapshotSuffix)) || (!e.IsDir() && strings.HasPrefix(n, sendFilePrefix)) {
+			if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -225,7 +225,7 @@ func TestRefSnapshots_AReceivedSnapshotAStopLostIsBehindAndDropped(t *testing.T)
 	if f.AppliedIndex() != 0 {
 		t.Fatalf("applied %d, want 0: nothing was restored", f.AppliedIndex())
 	}
-	for _, bad := range []string{"", "..", "../1", "a/b"} {
+	for _, bad := range []string{"", ".", "..", "../1", "a/b", id + ".tmp"} {
 		if err := st.DropSnapshot(bad); err == nil {
 			t.Errorf("DropSnapshot(%q) removed something", bad)
 		}
@@ -267,33 +267,136 @@ func TestRefSnapshots_AWholeFileOfAnOlderBuildIsReadAsItIs(t *testing.T) {
 	mustGet(t, f, "k1999", fmt.Sprintf("%0100d", 1999))
 }
 
-// A stream closed before its end releases its read transaction and its
-// writer (goleak checks the goroutine at the package's end); so does one
-// never read.
-func TestRefSnapshots_AStreamClosedEarlyReleasesItsTransaction(t *testing.T) {
+// Open writes the range out and releases its read transaction before it
+// returns: a send runs at the receiver's pace, too long to hold one. The
+// file it sends from is unlinked, and a stream closed early or late
+// leaves nothing in the directory.
+func TestRefSnapshots_OpenHoldsNoTransactionAndLeavesNoFile(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	defer s.Close()
 	f := mustRange(t, s, 1)
 	applyPuts(f, 0, 3000, 0)
 	st := openRaftStorage(t, s, 1)
 	id := takeSnapshot(t, st, f)
+	dir := filepath.Join(s.RangeDir(1), "snapshots")
 	for _, read := range []int{0, 100, 64 << 10} {
 		_, rc, err := st.Snapshots.Open(id)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if n := s.db.Stats().OpenTxN; n != 0 {
+			t.Fatalf("%d read transactions open while a stream is", n)
+		}
 		if _, err := io.ReadFull(rc, make([]byte, read)); err != nil {
 			t.Fatal(err)
 		}
 		rc.Close()
-		rc.Close() // twice is harmless
 	}
-	if n := s.db.Stats().OpenTxN; n != 0 {
-		t.Fatalf("%d read transactions open after the streams closed", n)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != id {
+			t.Errorf("left in the snapshots directory: %s", e.Name())
+		}
 	}
 	// The file of a reference is just that.
-	data, err := os.ReadFile(filepath.Join(s.RangeDir(1), "snapshots", id, "state.bin"))
-	if err != nil || !bytes.HasPrefix(data, snapRefMagic) {
+	data, err := os.ReadFile(filepath.Join(dir, id, "state.bin"))
+	if err != nil || !bytes.HasPrefix(data, snapRefMagic) || len(data) > 32 {
 		t.Fatalf("state.bin: %q, %v; want a reference", data, err)
+	}
+}
+
+// A range's own snapshot that state.db is behind (state.db lost or
+// replaced) is an error of its own, never a received snapshot to drop.
+func TestRefSnapshots_StateBehindItsOwnSnapshotIsNotDroppable(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	f := mustRange(t, s, 1)
+	applyPuts(f, 0, 100, 0)
+	st := openRaftStorage(t, s, 1)
+	id := takeSnapshot(t, st, f)
+	s.Close()
+	// A fresh state.db under the same range directory.
+	if err := os.Remove(filepath.Join(dir, "state.db")); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	defer s.Close()
+	mustRange(t, s, 1)
+	st = openRaftStorage(t, s, 1)
+	_, _, err := st.Snapshots.Open(id)
+	if err == nil || errors.Is(err, ErrSnapshotBehind) {
+		t.Fatalf("Open of the range's own snapshot over an empty state.db: %v; want an error that is not ErrSnapshotBehind", err)
+	}
+}
+
+// A received snapshot whose swap fails drops its reference at once, so a
+// listed snapshot is never one the state database does not hold.
+func TestRefSnapshots_AFailedSwapDropsTheReference(t *testing.T) {
+	stream := snapshotOf(t, 1, 2000)
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	f := mustRange(t, s, 1)
+	st := openRaftStorage(t, s, 1)
+	id, err := receive(t, st, 2000, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rc, err := st.Snapshots.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.dropStaged(); err != nil { // the swap finds nothing staged
+		t.Fatal(err)
+	}
+	if err := f.Restore(rc); err == nil {
+		t.Fatal("Restore swapped in a staged bucket that was gone")
+	}
+	if list, err := st.Snapshots.List(); err != nil || len(list) != 0 {
+		t.Fatalf("snapshots after the failed swap: %v, %v; want none", list, err)
+	}
+}
+
+// What a stop leaves in a snapshots directory (a snapshot being written
+// or dropped, a file being sent) is gone when the range's storage opens
+// again, and what is finished stays.
+func TestOpenRaftStorage_CleansWhatAStopLeftInTheSnapshotsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	f := mustRange(t, s, 1)
+	applyPuts(f, 0, 100, 0)
+	st := openRaftStorage(t, s, 1)
+	id := takeSnapshot(t, st, f)
+	s.Close()
+	snaps := filepath.Join(s.RangeDir(1), "snapshots")
+	leftovers := []string{"2-5-123.tmp/state.bin", "3-9-456.tmp/meta.json", sendFilePrefix + "123"}
+	for _, l := range leftovers {
+		p := filepath.Join(snaps, l)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s = openStore(t, dir)
+	defer s.Close()
+	mustRange(t, s, 1)
+	st = openRaftStorage(t, s, 1)
+	entries, err := os.ReadDir(snaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != id {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("snapshots directory holds %v, want only %s", names, id)
+	}
+	if list, err := st.Snapshots.List(); err != nil || len(list) != 1 {
+		t.Fatalf("snapshots: %v, %v; want the one taken", list, err)
 	}
 }

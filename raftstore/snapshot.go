@@ -157,6 +157,7 @@ var restoreStaging = []byte("restore-staging")
 // stagedSnapshot is what Restore keeps in memory while the snapshot's data
 // goes to the staging bucket: the records the switch writes itself.
 type stagedSnapshot struct {
+	dropRef        func() error // a received one's: drops its reference (refsnap.go)
 	applied        uint64
 	desc           Descriptor
 	nkeys, nbytes  int64
@@ -287,7 +288,11 @@ func (f *RangeFSM) restore(rc io.ReadCloser) error {
 		return meta.Put(appliedKey(f.id), binary.BigEndian.AppendUint64(nil, st.applied))
 	})
 	if err != nil {
-		return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
+		err = errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
+		if st.dropRef != nil {
+			err = errors.Join(err, st.dropRef())
+		}
+		return err
 	}
 	f.pending = newOverlay()
 	f.frozen = nil

@@ -300,6 +300,30 @@ func TestOpen_UpgradeInterruptedAnywhereCompletes(t *testing.T) {
 	}
 }
 
+// A directory of layout 2 (the WAL, snapshots written whole) opens as
+// layout 3 with nothing to move: its whole snapshot files stay readable.
+func TestOpen_UpgradesTheWALLayoutToReferences(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	f := mustRange(t, s, 1)
+	applyPuts(f, 0, 10, 0)
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(metaBucket).Put(layoutKey, binary.BigEndian.AppendUint64(nil, layoutWAL))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openStore(t, dir)
+	defer s.Close()
+	if layout, err := readLayout(s.db); err != nil || layout != layoutRefSnapshots {
+		t.Fatalf("storage layout %d, %v; want %d", layout, err, layoutRefSnapshots)
+	}
+	mustGet(t, mustRange(t, s, 1), "k009", fmt.Sprintf("%0100d", 9))
+}
+
 // A layout newer than this build knows is refused, and left as it is.
 func TestOpen_RefusesANewerLayout(t *testing.T) {
 	dir := t.TempDir()

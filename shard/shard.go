@@ -455,11 +455,17 @@ func (s *Shard) waitLeaderWhile(ctx context.Context, cond func(id, addr string) 
 // refsnap.go). Raft had not answered the leader for it, so it goes, and
 // the next newest is looked at: the leader sends the snapshot again.
 func (s *Shard) recoverFromSnapshot() error {
-	metas, err := s.storage.Snapshots.List()
-	if err != nil {
-		return nil
-	}
-	for _, newest := range metas {
+	// Bounded: each round drops a snapshot or returns, and the store
+	// retains two (a drop lets List show an older one).
+	for range 8 {
+		metas, err := s.storage.Snapshots.List()
+		if err != nil {
+			return fmt.Errorf("shard: range %d: list snapshots: %w", s.id, err)
+		}
+		if len(metas) == 0 {
+			return nil
+		}
+		newest := metas[0]
 		if s.fsm.AppliedIndex() >= newest.Index {
 			return nil
 		}
@@ -480,7 +486,7 @@ func (s *Shard) recoverFromSnapshot() error {
 		}
 		return nil
 	}
-	return nil
+	return fmt.Errorf("shard: range %d: snapshots still behind the state machine after 8 were dropped", s.id)
 }
 
 // Descriptor returns the range descriptor as the state machine has it
