@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -25,10 +26,12 @@ import (
 //     naming the applied index the state database holds at least. The
 //     FSM's Snapshot committed the range first, so the database is at or
 //     past the snapshot's index from then on.
-//   - Open of a reference (to send it) writes the range from a state.db
-//     read transaction to an unlinked, unsynced file, in the format a
-//     snapshot file always had, at whatever applied index the database
-//     has reached (never below the snapshot's), and sends that.
+//   - Open of a reference (to send it) streams the range from a state.db
+//     read transaction, in the format a snapshot file always had, at
+//     whatever applied index the database has reached (never below the
+//     snapshot's), as fast as the receiver takes it. Its exact size,
+//     which hashicorp/raft sends ahead of the stream, is counted by a
+//     first pass over the same transaction.
 //   - A received stream goes straight into the range's staging bucket as
 //     it arrives (stageSnapshot), and the sink records a reference. The
 //     FSM's Restore, which Raft calls next with what Open returns for that
@@ -133,7 +136,7 @@ func (s *refStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 		m.Size = int64(len(token))
 		return &m, io.NopCloser(bytes.NewReader(token)), nil
 	}
-	file, size, err := f.openStateStream(meta.Index, s.dir)
+	st, err := f.openStateStream(meta.Index)
 	if errors.Is(err, errStateBehind) {
 		if kind == refReceived {
 			err = fmt.Errorf("%w: %w", ErrSnapshotBehind, err)
@@ -145,8 +148,8 @@ func (s *refStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 		return nil, nil, fmt.Errorf("raftstore: open snapshot %s: %w", id, err)
 	}
 	m := *meta
-	m.Size = size
-	return &m, file, nil
+	m.Size = st.size
+	return &m, st, nil
 }
 
 // stagedMagic starts what Open streams for a received snapshot whose
@@ -172,57 +175,68 @@ func readStagedToken(r io.Reader) (string, error) {
 	return string(id), nil
 }
 
-// openStateStream writes the range's committed state, which must be at
-// or past index, to an unlinked file in dir at the local disk's pace, and
-// returns that file to send. The stream is not sent straight from the
-// read transaction: a send runs at the receiver's pace, and a bbolt read
-// transaction held that long keeps a commit that grows the file past its
-// mapping (and every read behind that commit) waiting for it. Nothing
-// syncs the file and it is gone once closed, so a send that ends soon
-// leaves its bytes in the page cache only.
-func (f *RangeFSM) openStateStream(index uint64, dir string) (*os.File, int64, error) {
+// stateStream is a range's state streamed from one state.db read
+// transaction in the snapshot format, at the receiver's pace. The
+// transaction stays open for the whole send; the state database is
+// mapped far beyond its size (Store's Open), so no commit has to remap it
+// meanwhile (a remap waits for every reader).
+type stateStream struct {
+	pr   *io.PipeReader
+	snap *fsmSnapshot
+	size int64
+	done chan struct{}
+	once sync.Once
+}
+
+// openStateStream pins the range's committed state, which must be at or
+// past index, and measures the stream it makes: hashicorp/raft sends the
+// size first, so a first pass over the same transaction counts it.
+func (f *RangeFSM) openStateStream(index uint64) (*stateStream, error) {
 	tx, err := f.store.db.Begin(false)
 	if err != nil {
-		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
+		return nil, fmt.Errorf("range %d: %w", f.id, err)
 	}
-	defer tx.Rollback()
 	meta := tx.Bucket(metaBucket)
 	var applied uint64
 	if v := meta.Get(appliedKey(f.id)); len(v) == 8 {
 		applied = binary.BigEndian.Uint64(v)
 	}
 	if applied < index {
-		return nil, 0, fmt.Errorf("%w: range %d's committed state is at index %d, the snapshot at %d", errStateBehind, f.id, applied, index)
+		tx.Rollback()
+		return nil, fmt.Errorf("%w: range %d's committed state is at index %d, the snapshot at %d", errStateBehind, f.id, applied, index)
 	}
 	desc, err := UnmarshalDescriptor(meta.Get(descKey(f.id)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
+		tx.Rollback()
+		return nil, fmt.Errorf("range %d: %w", f.id, err)
 	}
-	file, err := os.CreateTemp(dir, sendFilePrefix+"*")
-	if err != nil {
-		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
-	}
-	// Unlinked at once: a stop at any point leaves nothing behind (but a
-	// crash between these two lines, which cleanSnapshotDir cleans).
-	if err := os.Remove(file.Name()); err != nil {
-		file.Close()
-		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
-	}
-	c := &countingWriter{w: file}
 	snap := &fsmSnapshot{tx: tx, bucket: f.bucket, applied: applied, desc: desc}
+	c := &countingWriter{w: io.Discard}
 	if err := snap.write(c); err != nil {
-		file.Close()
-		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
+		tx.Rollback()
+		return nil, fmt.Errorf("range %d: %w", f.id, err)
 	}
-	if _, err := file.Seek(0, io.SeekStart); err != nil {
-		file.Close()
-		return nil, 0, fmt.Errorf("range %d: %w", f.id, err)
-	}
-	return file, c.n, nil
+	pr, pw := io.Pipe()
+	s := &stateStream{pr: pr, snap: snap, size: c.n, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		pw.CloseWithError(snap.write(pw))
+	}()
+	return s, nil
 }
 
-// sendFilePrefix names the files openStateStream writes.
-const sendFilePrefix = "send-"
+func (s *stateStream) Read(b []byte) (int, error) { return s.pr.Read(b) }
+
+// Close ends the stream, read to its end or not, and releases the
+// transaction once the writer has stopped using it.
+func (s *stateStream) Close() error {
+	s.once.Do(func() {
+		s.pr.CloseWithError(errors.New("raftstore: snapshot stream closed"))
+		<-s.done
+		s.snap.tx.Rollback()
+	})
+	return nil
+}
 
 type countingWriter struct {
 	w io.Writer
@@ -461,7 +475,7 @@ const tmpSnapshotSuffix = ".tmp"
 
 // cleanSnapshotDir removes what stopped work left in a range's snapshots
 // directory before its Raft group starts: snapshots a sink was writing
-// or drop was removing, and files openStateStream was writing.
+// or drop was removing.
 func cleanSnapshotDir(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -471,7 +485,7 @@ func cleanSnapshotDir(dir string) error {
 		return err
 	}
 	for _, e := range entries {
-		if n := e.Name(); (e.IsDir() && strings.HasSuffix(n, tmpSnapshotSuffix)) || (!e.IsDir() && strings.HasPrefix(n, sendFilePrefix)) {
+		if n := e.Name(); e.IsDir() && strings.HasSuffix(n, tmpSnapshotSuffix) {
 			if err := os.RemoveAll(filepath.Join(dir, n)); err != nil {
 				return err
 			}

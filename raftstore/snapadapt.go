@@ -8,9 +8,10 @@ import (
 )
 
 // A fixed Config.SnapshotRate trades one thing for the other: no bound
-// moves a node's share of 1 GiB in about 12 s here but lets foreground
-// p99 grow 3.5-6x, while 64 MiB/s keeps it within about 2x and takes
-// twice as long (docs/performance.md, sessions 17 and 18). What the
+// moves a node's share of 1 GiB fastest (7-9 s here since snapshots are
+// references, 12 s before) but lets foreground p99 grow about 2x or more,
+// while a bound keeps it lower and takes longer (docs/performance.md,
+// sessions 17, 18 and 23). What the
 // foreground waits for is the node's WAL fsync, queued on the disk behind
 // the snapshots' writes. So Config.SnapshotRateAdaptive steers the pace
 // by that wait: additive increase while the WAL's syncs take about as

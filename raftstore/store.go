@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dialkv/dialkv/raftstore/wal"
@@ -171,6 +172,26 @@ type CommitStats struct {
 	Duration time.Duration
 }
 
+// state.db's map. Virtual address space only: a map larger than the file
+// means a commit never has to remap it until the file outgrows the map,
+// and a remap waits for every read transaction, among them those of
+// snapshots being sent, which last as long as the receiver takes
+// (refsnap.go). 64 GiB leaves room for thousands of stores in one
+// process (tests) in a 47-bit address space.
+const (
+	stateMapBytes         = 64 << 30
+	stateMapFallbackBytes = 4 << 30
+)
+
+func openStateDB(path string, mapBytes int) (*bolt.DB, error) {
+	return bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         2 * time.Second,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: mapBytes,
+	})
+}
+
 // Open opens (creating if needed) the store under cfg.Dir: state.db and
 // the node's write-ahead log (DATA/wal). A data directory of an older
 // layout is upgraded in place first (see settle). Then it starts the
@@ -185,15 +206,12 @@ func Open(cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("raftstore: create data dir: %w", err)
 	}
-	db, err := bolt.Open(filepath.Join(cfg.Dir, "state.db"), 0o600, &bolt.Options{
-		Timeout:        2 * time.Second,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-		// Virtual address space only: a map larger than the file means
-		// the committer never has to remap (and so never waits for a long
-		// snapshot read transaction) until the file outgrows it.
-		InitialMmapSize: 4 << 30,
-	})
+	db, err := openStateDB(filepath.Join(cfg.Dir, "state.db"), stateMapBytes)
+	if errors.Is(err, syscall.ENOMEM) {
+		// A bound on the address space (ulimit -v): map what it allows.
+		cfg.Logger.Warn("raftstore: cannot map state.db as far as wanted; a commit that grows it past the map will wait for snapshots being sent", "wanted", stateMapBytes, "err", err)
+		db, err = openStateDB(filepath.Join(cfg.Dir, "state.db"), stateMapFallbackBytes)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open state.db (is another kvd using %s?): %w", cfg.Dir, err)
 	}
