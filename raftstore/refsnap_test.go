@@ -58,6 +58,17 @@ func receive(t *testing.T, st *RaftStorage, index uint64, stream []byte) (string
 	return sink.ID(), sink.Close()
 }
 
+// closedStoreWithOwnSnapshot leaves in dir a store whose range 1 holds
+// 100 keys and took a snapshot of them, and returns the snapshot's id.
+func closedStoreWithOwnSnapshot(t *testing.T, dir string) string {
+	t.Helper()
+	s := openStore(t, dir)
+	defer s.Close()
+	f := mustRange(t, s, 1)
+	applyPuts(f, 0, 100, 0)
+	return takeSnapshot(t, openRaftStorage(t, s, 1), f)
+}
+
 func openRaftStorage(t *testing.T, s *Store, id uint64) *RaftStorage {
 	t.Helper()
 	st, err := s.OpenRaftStorage(id, hclog.NewNullLogger())
@@ -307,20 +318,15 @@ func TestRefSnapshots_AStreamClosedEarlyReleasesItsTransaction(t *testing.T) {
 // replaced) is an error of its own, never a received snapshot to drop.
 func TestRefSnapshots_StateBehindItsOwnSnapshotIsNotDroppable(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, dir)
-	f := mustRange(t, s, 1)
-	applyPuts(f, 0, 100, 0)
-	st := openRaftStorage(t, s, 1)
-	id := takeSnapshot(t, st, f)
-	s.Close()
+	id := closedStoreWithOwnSnapshot(t, dir)
 	// A fresh state.db under the same range directory.
 	if err := os.Remove(filepath.Join(dir, "state.db")); err != nil {
 		t.Fatal(err)
 	}
-	s = openStore(t, dir)
+	s := openStore(t, dir)
 	defer s.Close()
 	mustRange(t, s, 1)
-	st = openRaftStorage(t, s, 1)
+	st := openRaftStorage(t, s, 1)
 	_, _, err := st.Snapshots.Open(id)
 	if err == nil || errors.Is(err, ErrSnapshotBehind) {
 		t.Fatalf("Open of the range's own snapshot over an empty state.db: %v; want an error that is not ErrSnapshotBehind", err)
@@ -359,13 +365,8 @@ func TestRefSnapshots_AFailedSwapDropsTheReference(t *testing.T) {
 // again, and what is finished stays.
 func TestOpenRaftStorage_CleansWhatAStopLeftInTheSnapshotsDirectory(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, dir)
-	f := mustRange(t, s, 1)
-	applyPuts(f, 0, 100, 0)
-	st := openRaftStorage(t, s, 1)
-	id := takeSnapshot(t, st, f)
-	s.Close()
-	snaps := filepath.Join(s.RangeDir(1), "snapshots")
+	id := closedStoreWithOwnSnapshot(t, dir)
+	snaps := filepath.Join(dir, "ranges", "1", "snapshots")
 	leftovers := []string{"2-5-123.tmp/state.bin", "3-9-456.tmp/meta.json"}
 	for _, l := range leftovers {
 		p := filepath.Join(snaps, l)
@@ -376,10 +377,10 @@ func TestOpenRaftStorage_CleansWhatAStopLeftInTheSnapshotsDirectory(t *testing.T
 			t.Fatal(err)
 		}
 	}
-	s = openStore(t, dir)
+	s := openStore(t, dir)
 	defer s.Close()
 	mustRange(t, s, 1)
-	st = openRaftStorage(t, s, 1)
+	st := openRaftStorage(t, s, 1)
 	entries, err := os.ReadDir(snaps)
 	if err != nil {
 		t.Fatal(err)
