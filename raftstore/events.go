@@ -345,7 +345,7 @@ func (r *prevResolver) resolve(e *Event) error {
 		return fmt.Errorf("%w: range %d", ErrRangeDropped, f.id)
 	}
 	// No applied index stored: nothing committed yet.
-	if v := r.tx.Bucket(metaBucket).Get(appliedKey(f.id)); len(v) == 8 && binary.BigEndian.Uint64(v) >= e.Index {
+	if applied, ok := storedApplied(r.tx.Bucket(metaBucket), f.id); ok && applied >= e.Index {
 		var stored []byte
 		if b := r.tx.Bucket(eventBucket(f.id)); b != nil {
 			stored = b.Get(eventKey(e))

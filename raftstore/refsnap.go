@@ -108,17 +108,16 @@ func (s *refStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	head := make([]byte, len(snapRefMagic))
-	n, err := io.ReadFull(rc, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+	isRef, whole, err := peekMagic(rc, snapRefMagic)
+	if err != nil {
 		rc.Close()
 		return nil, nil, fmt.Errorf("raftstore: open snapshot %s: %w", id, err)
 	}
-	if n < len(head) || !bytes.Equal(head, snapRefMagic) {
+	if !isRef {
 		return meta, struct {
 			io.Reader
 			io.Closer
-		}{io.MultiReader(bytes.NewReader(head[:n]), rc), rc}, nil
+		}{whole, rc}, nil
 	}
 	rest, err := io.ReadAll(io.LimitReader(rc, 32))
 	rc.Close()
@@ -150,6 +149,21 @@ func (s *refStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
 	m := *meta
 	m.Size = st.size
 	return &m, st, nil
+}
+
+// peekMagic reads the first len(magic) bytes of r and says whether they
+// are magic. If they are, r is past them; if not, whole reads r from its
+// start. A stream shorter than magic is not it.
+func peekMagic(r io.Reader, magic []byte) (bool, io.Reader, error) {
+	head := make([]byte, len(magic))
+	n, err := io.ReadFull(r, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return false, nil, err
+	}
+	if n == len(head) && bytes.Equal(head, magic) {
+		return true, r, nil
+	}
+	return false, io.MultiReader(bytes.NewReader(head[:n]), r), nil
 }
 
 // stagedMagic starts what Open streams for a received snapshot whose
@@ -197,10 +211,7 @@ func (f *RangeFSM) openStateStream(index uint64) (*stateStream, error) {
 		return nil, fmt.Errorf("range %d: %w", f.id, err)
 	}
 	meta := tx.Bucket(metaBucket)
-	var applied uint64
-	if v := meta.Get(appliedKey(f.id)); len(v) == 8 {
-		applied = binary.BigEndian.Uint64(v)
-	}
+	applied, _ := storedApplied(meta, f.id)
 	if applied < index {
 		tx.Rollback()
 		return nil, fmt.Errorf("%w: range %d's committed state is at index %d, the snapshot at %d", errStateBehind, f.id, applied, index)
@@ -211,13 +222,13 @@ func (f *RangeFSM) openStateStream(index uint64) (*stateStream, error) {
 		return nil, fmt.Errorf("range %d: %w", f.id, err)
 	}
 	snap := &fsmSnapshot{tx: tx, bucket: f.bucket, applied: applied, desc: desc}
-	c := &countingWriter{w: io.Discard}
-	if err := snap.write(c); err != nil {
+	var c byteCounter
+	if err := snap.write(&c); err != nil {
 		tx.Rollback()
 		return nil, fmt.Errorf("range %d: %w", f.id, err)
 	}
 	pr, pw := io.Pipe()
-	s := &stateStream{pr: pr, snap: snap, size: c.n, done: make(chan struct{})}
+	s := &stateStream{pr: pr, snap: snap, size: int64(c), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		pw.CloseWithError(snap.write(pw))
@@ -238,15 +249,12 @@ func (s *stateStream) Close() error {
 	return nil
 }
 
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
+// byteCounter counts what is written to it and keeps nothing.
+type byteCounter int64
 
-func (c *countingWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
+func (c *byteCounter) Write(b []byte) (int, error) {
+	*c += byteCounter(len(b))
+	return len(b), nil
 }
 
 // staging is a received stream on its way into the staging bucket.
@@ -287,13 +295,14 @@ func (sg *staging) finish() (*stagedSnapshot, error) {
 	return sg.st, sg.err
 }
 
-func (sg *staging) abort(err error) {
+func (sg *staging) abort(err error) error {
 	sg.pw.CloseWithError(err)
 	<-sg.done
 	if sg.err == nil {
 		// It had read the whole stream already: drop what it staged.
-		sg.f.dropStaged()
+		return sg.f.dropStaged()
 	}
+	return nil // the staging's own failure dropped it
 }
 
 // setStaged records what snapshot id staged (nil: nothing staged).
@@ -404,9 +413,9 @@ func (s *refSink) Close() error {
 		return s.SnapshotSink.Close()
 	}
 	if s.err != nil {
-		s.cancelStage(s.err)
+		err := errors.Join(s.err, s.cancelStage(s.err))
 		s.SnapshotSink.Cancel()
-		return s.err
+		return err
 	}
 	if s.stage == nil {
 		s.SnapshotSink.Cancel()
@@ -418,7 +427,7 @@ func (s *refSink) Close() error {
 	}
 	if err != nil {
 		if st != nil {
-			s.stage.f.dropStaged()
+			err = errors.Join(err, s.stage.f.dropStaged())
 		}
 		s.SnapshotSink.Cancel()
 		return err
@@ -437,15 +446,16 @@ func (s *refSink) Close() error {
 }
 
 func (s *refSink) Cancel() error {
-	s.cancelStage(errors.New("raftstore: snapshot canceled"))
-	return s.SnapshotSink.Cancel()
+	return errors.Join(s.cancelStage(errors.New("raftstore: snapshot canceled")), s.SnapshotSink.Cancel())
 }
 
-func (s *refSink) cancelStage(err error) {
-	if s.stage != nil && !s.local {
-		s.stage.abort(err)
-		s.stage = nil
+func (s *refSink) cancelStage(err error) error {
+	if s.stage == nil || s.local {
+		return nil
 	}
+	aerr := s.stage.abort(err)
+	s.stage = nil
+	return aerr
 }
 
 // drop removes snapshot id for good: renamed to a name List skips first

@@ -188,7 +188,10 @@ func TestRefSnapshots_ABadReceivedStreamLeavesNothing(t *testing.T) {
 			if list, err := st.Snapshots.List(); err != nil || len(list) != 0 {
 				t.Fatalf("snapshots: %v, %v; want none", list, err)
 			}
-			if f.hasStaged("") || f.staged != nil {
+			f.stagedMu.Lock()
+			staged := f.staged
+			f.stagedMu.Unlock()
+			if staged != nil {
 				t.Fatal("something is recorded as staged")
 			}
 			if err := s.db.View(func(tx *bolt.Tx) error {

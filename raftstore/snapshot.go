@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -189,9 +188,11 @@ func (f *RangeFSM) Restore(rc io.ReadCloser) error {
 func (f *RangeFSM) restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	var st *stagedSnapshot
-	head := make([]byte, len(stagedMagic))
-	n, _ := io.ReadFull(rc, head)
-	if n == len(head) && bytes.Equal(head, stagedMagic) {
+	staged, whole, err := peekMagic(rc, stagedMagic)
+	if err != nil {
+		return fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
+	}
+	if staged {
 		// Received and staged as it arrived (refsnap.go).
 		id, err := readStagedToken(rc)
 		if err != nil {
@@ -202,7 +203,7 @@ func (f *RangeFSM) restore(rc io.ReadCloser) error {
 		}
 	} else {
 		var err error
-		st, err = f.stageSnapshot(pacedReader{r: io.MultiReader(bytes.NewReader(head[:n]), rc), m: &meter{lim: f.store.snapPace, stop: f.store.snapStop, flow: &f.store.snapFlow}})
+		st, err = f.stageSnapshot(pacedReader{r: whole, m: &meter{lim: f.store.snapPace, stop: f.store.snapStop, flow: &f.store.snapFlow}})
 		if err != nil {
 			return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
 		}
@@ -213,7 +214,7 @@ func (f *RangeFSM) restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 
 	txn := newTxnState()
-	err := f.store.db.Update(func(tx *bolt.Tx) error {
+	err = f.store.db.Update(func(tx *bolt.Tx) error {
 		if st.desc.ID != f.id {
 			return fmt.Errorf("%w: snapshot of range %d offered to range %d", ErrBadSnapshot, st.desc.ID, f.id)
 		}

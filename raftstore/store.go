@@ -284,6 +284,16 @@ func dataBucket(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte("r"), id)
 }
 
+// storedApplied is range id's applied index as committed in meta (the
+// meta bucket of some transaction); false if none is stored yet.
+func storedApplied(meta *bolt.Bucket, id uint64) (uint64, bool) {
+	v := meta.Get(appliedKey(id))
+	if len(v) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(v), true
+}
+
 func appliedKey(id uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte("applied/"), id)
 }
@@ -343,8 +353,8 @@ func (s *Store) OpenRange(desc Descriptor) (*RangeFSM, error) {
 			return err
 		}
 		meta := tx.Bucket(metaBucket)
-		if v := meta.Get(appliedKey(desc.ID)); len(v) == 8 {
-			f.applied.Store(binary.BigEndian.Uint64(v))
+		if applied, ok := storedApplied(meta, desc.ID); ok {
+			f.applied.Store(applied)
 		}
 		if err := openFeed(tx, desc, f); err != nil {
 			return err
