@@ -367,7 +367,11 @@ type refSink struct {
 }
 
 // persistRef finishes the node's own snapshot as a reference to the
-// state database, which the FSM's Snapshot committed at applied.
+// state database, which the FSM's Snapshot committed at applied. Open
+// and the shard's start check state.db against the snapshot's index,
+// which equals applied because every entry hashicorp/raft counts reaches
+// the FSM; a Barrier would not (Raft counts it, ApplyBatch never sees
+// it), so nothing here issues one.
 func (s *refSink) persistRef(applied uint64) error {
 	s.local = true
 	_, err := s.SnapshotSink.Write(encodeRef(refOwn, applied))

@@ -208,9 +208,6 @@ func New(cfg Config) (*Shard, error) {
 		stop:     make(chan struct{}),
 	}
 	s.reads.s = s
-	if err := s.recoverFromSnapshot(); err != nil {
-		return nil, err
-	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
@@ -280,6 +277,14 @@ const startRetry = time.Second
 
 // startInstanceOnce is startInstance without the bookkeeping of failures.
 func (s *Shard) startInstanceOnce() error {
+	// Every start, not only the node's: a Raft instance restarted in the
+	// process (a wake, afterInstall) also takes the newest snapshot's
+	// index as applied, and one received but never swapped in (Raft
+	// stopped between the sink's Close and the restore, or the restore
+	// failed before the swap) stays listed until this looks at it.
+	if err := s.recoverFromSnapshot(); err != nil {
+		return err
+	}
 	if err := s.checkLogContinues(); err != nil {
 		return fmt.Errorf("shard: start raft for range %d: %w", s.id, err)
 	}
@@ -445,15 +450,17 @@ func (s *Shard) waitLeaderWhile(ctx context.Context, cond func(id, addr string) 
 }
 
 // recoverFromSnapshot restores the newest snapshot into the FSM when the
-// FSM's durable state is older than it (a snapshot file received by a
-// build before references, whose restore a stop interrupted): with
+// FSM's state is older than it (a snapshot file received by a build
+// before references, whose restore a stop interrupted; a received one
+// still staged, whose swap a stopped Raft never asked for): with
 // NoSnapshotRestoreOnStart Raft would otherwise replay only the log after
 // the snapshot and the range would silently miss data.
 //
 // A received snapshot is a reference to data staged in the state
-// database, which a stop before Restore swapped it in loses (raftstore's
-// refsnap.go). Raft had not answered the leader for it, so it goes, and
-// the next newest is looked at: the leader sends the snapshot again.
+// database, which a stop of the node before Restore swapped it in loses
+// (raftstore's refsnap.go), as does a restore that failed before its
+// swap. Raft had not answered the leader for it, so it goes, and the next
+// newest is looked at: the leader sends the snapshot again.
 func (s *Shard) recoverFromSnapshot() error {
 	// Bounded: each round drops a snapshot or returns, and the store
 	// retains two (a drop lets List show an older one).
@@ -471,7 +478,7 @@ func (s *Shard) recoverFromSnapshot() error {
 		}
 		_, rc, err := s.storage.Snapshots.Open(newest.ID)
 		if errors.Is(err, raftstore.ErrSnapshotBehind) {
-			s.log.Warn("dropping a received snapshot whose staged data the stop lost; the leader sends it again", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index, "id", newest.ID)
+			s.log.Warn("dropping a received snapshot whose staged data is gone (a stop, or a restore that failed before its swap); the leader sends it again", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index, "id", newest.ID)
 			if err := s.storage.DropSnapshot(newest.ID); err != nil {
 				return fmt.Errorf("shard: range %d: %w", s.id, err)
 			}

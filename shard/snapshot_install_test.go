@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -287,4 +288,60 @@ func TestSnapshotInstall_DeposedLeaderWithALongerLogContinuesFromTheSnapshot(t *
 	writeKeys(t, others, 30, 40)
 	waitCaughtUp(t, nodes, x)
 	checkSameState(t, nodes)
+}
+
+// A received snapshot that Raft never handed to the state machine (it
+// stopped between the sink's Close and the restore) is listed and staged.
+// A Raft instance restarted in the same process, as a wake or afterInstall
+// does, takes the newest snapshot's index as applied: unless the start
+// swaps the staged data in first, the replica skips every entry up to it.
+func TestSnapshotInstall_InProcessRestartSwapsInAReceivedSnapshot(t *testing.T) {
+	src := startGroup(t, 1, groupOptions{})
+	writeKeys(t, src, 0, 64)
+	if err := src[0].shard.Raft().Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	metas, err := src[0].shard.storage.Snapshots.List()
+	if err != nil || len(metas) == 0 {
+		t.Fatalf("list the source's snapshots: %d, %v", len(metas), err)
+	}
+	meta, rc, err := src[0].shard.storage.Snapshots.Open(metas[0].ID)
+	if err != nil {
+		t.Fatalf("open the source's snapshot: %v", err)
+	}
+	defer rc.Close()
+
+	dstNode := startGroup(t, 1, groupOptions{})[0]
+	dst := dstNode.shard
+	dst.rmu.Lock()
+	defer dst.rmu.Unlock()
+	if err := dst.stopInstance(dst.inst.Load()); err != nil {
+		t.Fatalf("stop the receiver's Raft: %v", err)
+	}
+	sink, err := dst.storage.Snapshots.Create(meta.Version, meta.Index, meta.Term, meta.Configuration, meta.ConfigurationIndex, dstNode.trans)
+	if err != nil {
+		t.Fatalf("create the received snapshot: %v", err)
+	}
+	if _, err := io.Copy(sink, rc); err != nil {
+		t.Fatalf("receive the snapshot: %v", err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatalf("close the received snapshot: %v", err)
+	}
+	if got := dst.fsm.AppliedIndex(); got >= meta.Index {
+		t.Fatalf("the receiver applied %d before the restart, want below the snapshot's %d", got, meta.Index)
+	}
+	if err := dst.startInstance(); err != nil {
+		t.Fatalf("restart the receiver's Raft: %v", err)
+	}
+	if got := dst.fsm.AppliedIndex(); got < meta.Index {
+		t.Fatalf("after the restart the receiver applied %d, below the snapshot's %d that Raft now counts as applied", got, meta.Index)
+	}
+	for i := range 64 {
+		key := fmt.Appendf(nil, "k%05d", i)
+		v, _, found, _, err := dst.fsm.Get(key)
+		if err != nil || !found || string(v) != fmt.Sprintf("v%d", i) {
+			t.Fatalf("the receiver's %s = %q, found %v, %v; want v%d", key, v, found, err, i)
+		}
+	}
 }
