@@ -77,6 +77,10 @@ election.`,
 				// rather than refusing it.
 				f.commitTimeout = min(f.commitTimeout, f.heartbeat/4)
 			}
+			if !cmd.Flags().Changed("snapshot-rate-bytes") {
+				// Likewise, it follows larger ranges up.
+				f.snapshotRate = defaultSnapshotRate(f.rangeMaxBytes)
+			}
 			return serve(cmd.Context(), f)
 		},
 	}
@@ -105,7 +109,7 @@ election.`,
 	fl.StringVar(&f.pprofAddr, "pprof-addr", "", "serve Go's /debug/pprof profiles on this address (off when empty)")
 	fl.BoolVar(&f.parallelAppend, "parallel-leader-append", true, "let the leader's log fsync overlap the replication of the same entries (Raft thesis 10.2.1); false: sync, then replicate, as hashicorp/raft does")
 	fl.BoolVar(&f.snapshotAdaptive, "snapshot-rate-adaptive", false, "pace the snapshots this node receives by its write-ahead log's sync time: faster while foreground syncs take as long as at rest, halved when they take twice as long (up to --snapshot-rate-bytes if set)")
-	fl.Int64Var(&f.snapshotRate, "snapshot-rate-bytes", 0, "bound, in bytes a second, what the snapshots this node receives write to its disk when replicas move (a node joining or leaving), so that foreground writes keep the disk; 0: no bound, else at least 16 MiB (16777216) and an eighth of --range-max-bytes")
+	fl.Int64Var(&f.snapshotRate, "snapshot-rate-bytes", snapshotRateDefault, "bound, in bytes a second, what the snapshots this node receives write to its disk when replicas move (a node joining or leaving, or a range re-replicated), so that foreground writes keep the disk; 0: no bound, else at least 16 MiB (16777216) and an eighth of --range-max-bytes (the default, 96 MiB, rises to that eighth for larger ranges)")
 	fl.BoolVar(&f.perRangeStreams, "per-range-streams", false, "give each range its own connections to peers instead of sharing one link per peer (how releases before the link worked; for comparisons)")
 	fl.BoolVar(&f.raftMetrics, "raft-metrics", false, "export hashicorp/raft's internal timings (commit time, log dispatch, follower log store, per-peer AppendEntries) on /metrics as dialkv_raft_*; costs some CPU per write")
 	fl.StringSliceVar(&f.peerProxies, "peer-proxy", nil, "dial RAFTADDR through PROXYADDR (RAFTADDR=PROXYADDR, repeatable); for fault-injection tests")
@@ -462,10 +466,6 @@ func (t *tlsFlags) load(joining bool, log *slog.Logger) (serveTLS, error) {
 	return out, nil
 }
 
-// checkSnapshotRate refuses a --snapshot-rate-bytes under which a move
-// could not finish: placement gives a move a minute to catch up, with two
-// snapshots arriving at a node at once, each written and restored
-// (raftstore.MinSnapshotRate).
 func checkStateCommit(d time.Duration) error {
 	if d <= 0 || d > replication.MaxCommitInterval {
 		return fmt.Errorf("--state-commit-interval %v: want more than 0 and at most %v", d, replication.MaxCommitInterval)
@@ -473,6 +473,25 @@ func checkStateCommit(d time.Duration) error {
 	return nil
 }
 
+// snapshotRateDefault is --snapshot-rate-bytes unless set: 96 MiB/s.
+// Without a bound a node joining 3 that hold 1 GiB took its share in
+// 9-10 s here with foreground p99 2.1-2.7 times the p99 before; at 96
+// MiB/s, 11.5-11.8 s at 1.35-1.36 times (docs/performance.md, session
+// 24). TiKV bounds snapshot writes by default too (100 MB/s). Replacing
+// a failed node's replicas takes 2-3 s more per GiB a node receives,
+// after the 30 s placement waits before it re-creates them.
+const snapshotRateDefault = 96 << 20
+
+// defaultSnapshotRate is --snapshot-rate-bytes when not given: the
+// default, raised to the least checkSnapshotRate allows for the ranges'
+// size.
+func defaultSnapshotRate(rangeMaxBytes int64) int64 {
+	return max(snapshotRateDefault, rangeMaxBytes/8)
+}
+
+// checkSnapshotRate refuses a --snapshot-rate-bytes under which a move
+// could not finish: placement gives a move a minute to catch up, with two
+// snapshots arriving at a node at once (raftstore.MinSnapshotRate).
 func checkSnapshotRate(rate, rangeMaxBytes int64) error {
 	if least := max(raftstore.MinSnapshotRate, rangeMaxBytes/8); rate < 0 || (rate > 0 && rate < least) {
 		return fmt.Errorf("--snapshot-rate-bytes %d: want 0 (no bound) or at least %d (16 MiB, and an eighth of --range-max-bytes)", rate, least)

@@ -25,6 +25,23 @@ func TestCheckSnapshotRate(t *testing.T) {
 	}
 }
 
+func TestDefaultSnapshotRate_FollowsLargerRangesUp(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct{ rangeMax, want int64 }{
+		{64 * mib, 96 * mib},
+		{768 * mib, 96 * mib},
+		{1024 * mib, 128 * mib},
+	} {
+		got := defaultSnapshotRate(tc.rangeMax)
+		if got != tc.want {
+			t.Errorf("defaultSnapshotRate(%d) = %d, want %d", tc.rangeMax, got, tc.want)
+		}
+		if err := checkSnapshotRate(got, tc.rangeMax); err != nil {
+			t.Errorf("the default for --range-max-bytes %d is refused: %v", tc.rangeMax, err)
+		}
+	}
+}
+
 func TestCheckStateCommit(t *testing.T) {
 	for _, tc := range []struct {
 		d  time.Duration
