@@ -399,3 +399,67 @@ func TestOpenRaftStorage_CleansWhatAStopLeftInTheSnapshotsDirectory(t *testing.T
 		t.Fatalf("snapshots: %v, %v; want the one taken", list, err)
 	}
 }
+
+// A snapshot whose state is behind what the range has applied (a second
+// install, from a leader whose state database lagged the first's) leaves
+// the state where it is, durable: swapping it in would move the replica
+// back, and Raft compacts its log up to the snapshot next.
+func TestRefSnapshots_AnOlderSnapshotKeepsTheStateAhead(t *testing.T) {
+	src := openStore(t, t.TempDir())
+	defer src.Close()
+	f := mustRange(t, src, 1)
+	applyPuts(f, 0, 100, 0)
+	srcSt := openRaftStorage(t, src, 1)
+	id := takeSnapshot(t, srcSt, f)
+	meta, rc, err := srcSt.Snapshots.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	dst := openStoreWith(t, dir, smallChunks)
+	g := mustRange(t, dst, 1)
+	applyPuts(g, 0, 100, 0)
+	applyPuts(g, 100, 10, 7) // the same history, further on: not yet committed
+	dstSt := openRaftStorage(t, dst, 1)
+	rid, err := receive(t, dstSt, meta.Index, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rrc, err := dstSt.Snapshots.Open(rid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Restore(rrc); err != nil {
+		t.Fatal(err)
+	}
+	if g.AppliedIndex() != 110 {
+		t.Fatalf("applied %d after restoring a snapshot at %d, want the 110 it had", g.AppliedIndex(), meta.Index)
+	}
+	mustGet(t, g, "k005", fmt.Sprintf("%0100d", 5+7))
+	if err := dst.db.View(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(restoreStaging); b != nil && b.Bucket(g.bucket) != nil {
+			return errors.New("the staged copy is still there")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dstSt.Close()
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Durable: reopened, the state is still the newer one.
+	again := openStore(t, dir)
+	defer again.Close()
+	h := mustRange(t, again, 1)
+	if h.AppliedIndex() != 110 {
+		t.Fatalf("applied %d after a reopen, want 110", h.AppliedIndex())
+	}
+	mustGet(t, h, "k005", fmt.Sprintf("%0100d", 5+7))
+}

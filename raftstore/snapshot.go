@@ -208,6 +208,9 @@ func (f *RangeFSM) restore(rc io.ReadCloser) error {
 			return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
 		}
 	}
+	if st.applied <= f.applied.Load() {
+		return f.keepAhead(st)
+	}
 	f.store.commitMu.Lock()
 	defer f.store.commitMu.Unlock()
 	f.mu.Lock()
@@ -387,6 +390,30 @@ func (f *RangeFSM) stageSnapshot(r io.Reader) (*stagedSnapshot, error) {
 		return nil, err
 	}
 	return st, nil
+}
+
+// keepAhead ends a restore whose snapshot is at or behind what the range
+// has applied: a second install from a leader whose state database
+// lagged the first's. Both states are of the range's one committed
+// history, so swapping in the older would only move the replica back
+// (its stale reads, its change feed) until Raft re-sent the entries.
+// The staged copy goes; the state is kept, made durable first, because
+// Raft compacts its log up to the snapshot's index next and some of the
+// entries the state holds may so far be only in that log.
+func (f *RangeFSM) keepAhead(st *stagedSnapshot) error {
+	err := f.dropStaged()
+	if err == nil {
+		err = f.store.Flush()
+	}
+	if err != nil {
+		err = fmt.Errorf("raftstore: restore range %d, keeping its state at %d over the snapshot's %d: %w", f.id, f.applied.Load(), st.applied, err)
+		if st.dropRef != nil {
+			err = errors.Join(err, st.dropRef())
+		}
+		return err
+	}
+	f.store.log.Info("kept a range's state over an older snapshot", "range", f.id, "applied", f.applied.Load(), "snapshot_state", st.applied)
+	return nil
 }
 
 // dropStaged deletes what stageSnapshot wrote for the range, if anything.
