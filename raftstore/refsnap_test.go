@@ -424,6 +424,8 @@ func TestRefSnapshots_AnOlderSnapshotKeepsTheStateAhead(t *testing.T) {
 	dir := t.TempDir()
 	dst := openStoreWith(t, dir, smallChunks)
 	g := mustRange(t, dst, 1)
+	restores := 0
+	g.SetRestoreHandler(func() { restores++ })
 	applyPuts(g, 0, 100, 0)
 	applyPuts(g, 100, 10, 7) // the same history, further on: not yet committed
 	dstSt := openRaftStorage(t, dst, 1)
@@ -440,6 +442,9 @@ func TestRefSnapshots_AnOlderSnapshotKeepsTheStateAhead(t *testing.T) {
 	}
 	if g.AppliedIndex() != 110 {
 		t.Fatalf("applied %d after restoring a snapshot at %d, want the 110 it had", g.AppliedIndex(), meta.Index)
+	}
+	if restores != 0 {
+		t.Fatalf("the restore handler ran %d times for a state that did not change", restores)
 	}
 	mustGet(t, g, "k005", fmt.Sprintf("%0100d", 5+7))
 	if err := dst.db.View(func(tx *bolt.Tx) error {
@@ -462,4 +467,43 @@ func TestRefSnapshots_AnOlderSnapshotKeepsTheStateAhead(t *testing.T) {
 		t.Fatalf("applied %d after a reopen, want 110", h.AppliedIndex())
 	}
 	mustGet(t, h, "k005", fmt.Sprintf("%0100d", 5+7))
+}
+
+// Another range's snapshot is refused even when this range has applied
+// further than it: what is behind is kept only if it is this range's.
+func TestRefSnapshots_AnotherRangesSnapshotIsRefusedWhateverItsIndex(t *testing.T) {
+	src := openStore(t, t.TempDir())
+	defer src.Close()
+	f := mustRange(t, src, 1)
+	applyPuts(f, 0, 50, 0)
+	srcSt := openRaftStorage(t, src, 1)
+	meta, rc, err := srcSt.Snapshots.Open(takeSnapshot(t, srcSt, f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := openStore(t, t.TempDir())
+	defer dst.Close()
+	g := mustRange(t, dst, 2)
+	applyPuts(g, 0, 100, 3)
+	dstSt := openRaftStorage(t, dst, 2)
+	rid, err := receive(t, dstSt, meta.Index, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rrc, err := dstSt.Snapshots.Open(rid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Restore(rrc); !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("range 2 restoring range 1's snapshot: %v, want ErrBadSnapshot", err)
+	}
+	if metas, err := dstSt.Snapshots.List(); err != nil || len(metas) != 0 {
+		t.Fatalf("after the refusal %d snapshots are listed (%v), want none", len(metas), err)
+	}
+	mustGet(t, g, "k005", fmt.Sprintf("%0100d", 5+3))
 }

@@ -176,40 +176,46 @@ type stagedRecord struct{ k, v []byte }
 // lock swaps the staged bucket in and writes the rest. A corrupt or
 // truncated stream, or a crash before the swap, leaves the old state.
 func (f *RangeFSM) Restore(rc io.ReadCloser) error {
-	if err := f.restore(rc); err != nil {
+	swapped, err := f.restore(rc)
+	if err != nil {
 		return err
 	}
-	if f.onRestore != nil {
+	if swapped && f.onRestore != nil {
 		f.onRestore()
 	}
 	return nil
 }
 
-func (f *RangeFSM) restore(rc io.ReadCloser) error {
+// restore says whether it swapped the snapshot in (false: it kept the
+// state ahead of it, keepAhead).
+func (f *RangeFSM) restore(rc io.ReadCloser) (bool, error) {
 	defer rc.Close()
 	var st *stagedSnapshot
 	staged, whole, err := peekMagic(rc, stagedMagic)
 	if err != nil {
-		return fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
+		return false, fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
 	}
 	if staged {
 		// Received and staged as it arrived (refsnap.go).
 		id, err := readStagedToken(rc)
 		if err != nil {
-			return fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
+			return false, fmt.Errorf("raftstore: restore range %d: %w", f.id, err)
 		}
 		if st = f.takeStaged(id); st == nil {
-			return fmt.Errorf("raftstore: restore range %d: snapshot %s is no longer staged", f.id, id)
+			return false, fmt.Errorf("raftstore: restore range %d: snapshot %s is no longer staged", f.id, id)
 		}
 	} else {
 		var err error
 		st, err = f.stageSnapshot(pacedReader{r: whole, m: &meter{lim: f.store.snapPace, stop: f.store.snapStop, flow: &f.store.snapFlow}})
 		if err != nil {
-			return errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
+			return false, errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
 		}
 	}
+	if st.desc.ID != f.id {
+		return false, f.dropFailed(st, fmt.Errorf("%w: snapshot of range %d offered to range %d", ErrBadSnapshot, st.desc.ID, f.id))
+	}
 	if st.applied <= f.applied.Load() {
-		return f.keepAhead(st)
+		return false, f.keepAhead(st)
 	}
 	f.store.commitMu.Lock()
 	defer f.store.commitMu.Unlock()
@@ -218,9 +224,6 @@ func (f *RangeFSM) restore(rc io.ReadCloser) error {
 
 	txn := newTxnState()
 	err = f.store.db.Update(func(tx *bolt.Tx) error {
-		if st.desc.ID != f.id {
-			return fmt.Errorf("%w: snapshot of range %d offered to range %d", ErrBadSnapshot, st.desc.ID, f.id)
-		}
 		staging := tx.Bucket(restoreStaging)
 		if staging == nil || staging.Bucket(f.bucket) == nil {
 			return fmt.Errorf("staged snapshot of range %d missing", f.id)
@@ -292,11 +295,7 @@ func (f *RangeFSM) restore(rc io.ReadCloser) error {
 		return meta.Put(appliedKey(f.id), binary.BigEndian.AppendUint64(nil, st.applied))
 	})
 	if err != nil {
-		err = errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
-		if st.dropRef != nil {
-			err = errors.Join(err, st.dropRef())
-		}
-		return err
+		return false, f.dropFailed(st, err)
 	}
 	f.pending = newOverlay()
 	f.frozen = nil
@@ -310,7 +309,7 @@ func (f *RangeFSM) restore(rc io.ReadCloser) error {
 		f.evFloor.Store(st.applied)
 	}
 	f.notifyApplied()
-	return nil
+	return true, nil
 }
 
 // stageSnapshot reads the stream into the range's staging bucket, a
@@ -406,14 +405,37 @@ func (f *RangeFSM) keepAhead(st *stagedSnapshot) error {
 		err = f.store.Flush()
 	}
 	if err != nil {
-		err = fmt.Errorf("raftstore: restore range %d, keeping its state at %d over the snapshot's %d: %w", f.id, f.applied.Load(), st.applied, err)
-		if st.dropRef != nil {
-			err = errors.Join(err, st.dropRef())
-		}
-		return err
+		return f.dropFailed(st, fmt.Errorf("keep its state at %d over the snapshot's %d: %w", f.applied.Load(), st.applied, err))
 	}
 	f.store.log.Info("kept a range's state over an older snapshot", "range", f.id, "applied", f.applied.Load(), "snapshot_state", st.applied)
 	return nil
+}
+
+// dropFailed ends a restore that failed once staged: the staged data
+// goes, and a received snapshot's reference with it (Raft would trust a
+// listed snapshot's index at its next start).
+func (f *RangeFSM) dropFailed(st *stagedSnapshot, cause error) error {
+	err := errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, cause), f.dropStaged())
+	if st.dropRef != nil {
+		err = errors.Join(err, st.dropRef())
+	}
+	return err
+}
+
+// DiscardStaged forgets a received snapshot that was staged but never
+// restored, and deletes its data: a Raft instance that starts never
+// restores it (the shard's start swaps in one the state is behind, so
+// what is left is one the state is past), and Open would hand a token
+// for it to a follower.
+func (f *RangeFSM) DiscardStaged() error {
+	f.stagedMu.Lock()
+	had := f.staged != nil
+	f.stagedID, f.staged = "", nil
+	f.stagedMu.Unlock()
+	if !had {
+		return nil
+	}
+	return f.dropStaged()
 }
 
 // dropStaged deletes what stageSnapshot wrote for the range, if anything.

@@ -288,6 +288,9 @@ func (s *Shard) startInstanceOnce() error {
 	if err := s.checkLogContinues(); err != nil {
 		return fmt.Errorf("shard: start raft for range %d: %w", s.id, err)
 	}
+	if err := s.fsm.DiscardStaged(); err != nil {
+		return fmt.Errorf("shard: start raft for range %d: %w", s.id, err)
+	}
 	s.trans.openPipelines()
 	notify := make(chan bool, 8)
 	rc := s.rc

@@ -298,27 +298,85 @@ func TestSnapshotInstall_DeposedLeaderWithALongerLogContinuesFromTheSnapshot(t *
 func TestSnapshotInstall_InProcessRestartSwapsInAReceivedSnapshot(t *testing.T) {
 	src := startGroup(t, 1, groupOptions{})
 	writeKeys(t, src, 0, 64)
-	if err := src[0].shard.Raft().Snapshot().Error(); err != nil {
+	dst := startGroup(t, 1, groupOptions{})[0]
+	meta, _ := receiveWhileStopped(t, src[0], dst)
+	if err := dst.shard.startInstance(); err != nil {
+		t.Fatalf("restart the receiver's Raft: %v", err)
+	}
+	if got := dst.shard.fsm.AppliedIndex(); got < meta.Index {
+		t.Fatalf("after the restart the receiver applied %d, below the snapshot's %d that Raft now counts as applied", got, meta.Index)
+	}
+	for i := range 64 {
+		key := fmt.Appendf(nil, "k%05d", i)
+		v, _, found, _, err := dst.shard.fsm.Get(key)
+		if err != nil || !found || string(v) != fmt.Sprintf("v%d", i) {
+			t.Fatalf("the receiver's %s = %q, found %v, %v; want v%d", key, v, found, err, i)
+		}
+	}
+}
+
+// The same with the receiver's state already past the snapshot: nothing
+// restores the staged data after the start, so the start discards it;
+// kept, it would go to a follower as a token for data only this node has.
+func TestSnapshotInstall_InProcessRestartDiscardsAStagedSnapshotItIsPast(t *testing.T) {
+	src := startGroup(t, 1, groupOptions{})
+	writeKeys(t, src, 0, 16)
+	dst := startGroup(t, 1, groupOptions{})
+	writeKeys(t, dst, 0, 64)
+	meta, id := receiveWhileStopped(t, src[0], dst[0])
+	applied := dst[0].shard.fsm.AppliedIndex()
+	if applied < meta.Index {
+		t.Fatalf("the receiver applied %d, want at least the snapshot's %d", applied, meta.Index)
+	}
+	if err := dst[0].shard.startInstance(); err != nil {
+		t.Fatalf("restart the receiver's Raft: %v", err)
+	}
+	if got := dst[0].shard.fsm.AppliedIndex(); got != applied {
+		t.Fatalf("the restart moved the receiver from %d to %d", applied, got)
+	}
+	// Committed, as the state is within 500 ms: until then Open says the
+	// state database is behind, and the leader tries again.
+	if err := dst[0].store.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_, rc, err := dst[0].shard.storage.Snapshots.Open(id)
+	if err != nil {
+		t.Fatalf("open the received snapshot to send it: %v", err)
+	}
+	defer rc.Close()
+	head := make([]byte, 8)
+	if _, err := io.ReadFull(rc, head); err != nil {
+		t.Fatalf("read the received snapshot: %v", err)
+	}
+	if string(head) == "DKVSTGD\x01" {
+		t.Fatal("the received snapshot still opens as a token for staged data after the start")
+	}
+}
+
+// receiveWhileStopped stops dst's Raft instance and has it receive src's
+// snapshot (taken now) as Raft's installSnapshot would, without the
+// restore; it returns the snapshot's meta and the received one's id. The
+// caller restarts dst's instance: dst's rmu is held until the test ends.
+func receiveWhileStopped(t *testing.T, src, dst *benchNode) (*raft.SnapshotMeta, string) {
+	t.Helper()
+	if err := src.shard.Raft().Snapshot().Error(); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
-	metas, err := src[0].shard.storage.Snapshots.List()
+	metas, err := src.shard.storage.Snapshots.List()
 	if err != nil || len(metas) == 0 {
 		t.Fatalf("list the source's snapshots: %d, %v", len(metas), err)
 	}
-	meta, rc, err := src[0].shard.storage.Snapshots.Open(metas[0].ID)
+	meta, rc, err := src.shard.storage.Snapshots.Open(metas[0].ID)
 	if err != nil {
 		t.Fatalf("open the source's snapshot: %v", err)
 	}
 	defer rc.Close()
-
-	dstNode := startGroup(t, 1, groupOptions{})[0]
-	dst := dstNode.shard
-	dst.rmu.Lock()
-	defer dst.rmu.Unlock()
-	if err := dst.stopInstance(dst.inst.Load()); err != nil {
+	dst.shard.rmu.Lock()
+	t.Cleanup(dst.shard.rmu.Unlock)
+	if err := dst.shard.stopInstance(dst.shard.inst.Load()); err != nil {
 		t.Fatalf("stop the receiver's Raft: %v", err)
 	}
-	sink, err := dst.storage.Snapshots.Create(meta.Version, meta.Index, meta.Term, meta.Configuration, meta.ConfigurationIndex, dstNode.trans)
+	sink, err := dst.shard.storage.Snapshots.Create(meta.Version, meta.Index, meta.Term, meta.Configuration, meta.ConfigurationIndex, dst.trans)
 	if err != nil {
 		t.Fatalf("create the received snapshot: %v", err)
 	}
@@ -328,20 +386,5 @@ func TestSnapshotInstall_InProcessRestartSwapsInAReceivedSnapshot(t *testing.T) 
 	if err := sink.Close(); err != nil {
 		t.Fatalf("close the received snapshot: %v", err)
 	}
-	if got := dst.fsm.AppliedIndex(); got >= meta.Index {
-		t.Fatalf("the receiver applied %d before the restart, want below the snapshot's %d", got, meta.Index)
-	}
-	if err := dst.startInstance(); err != nil {
-		t.Fatalf("restart the receiver's Raft: %v", err)
-	}
-	if got := dst.fsm.AppliedIndex(); got < meta.Index {
-		t.Fatalf("after the restart the receiver applied %d, below the snapshot's %d that Raft now counts as applied", got, meta.Index)
-	}
-	for i := range 64 {
-		key := fmt.Appendf(nil, "k%05d", i)
-		v, _, found, _, err := dst.fsm.Get(key)
-		if err != nil || !found || string(v) != fmt.Sprintf("v%d", i) {
-			t.Fatalf("the receiver's %s = %q, found %v, %v; want v%d", key, v, found, err, i)
-		}
-	}
+	return meta, sink.ID()
 }
