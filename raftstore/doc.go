@@ -114,8 +114,11 @@
 // swaps the staged bucket in (snapshot.go). A received snapshot is staged
 // as it arrives and its snapshot file only refers to the staged data; a
 // range's own snapshot refers to state.db, and sending one streams the
-// range from a read transaction (refsnap.go). Config.SnapshotRate paces
-// the snapshots a node receives, node-wide (snappace.go).
+// range from a read transaction (refsnap.go), at whatever index state.db
+// has reached: so a snapshot's state can be past its index, and a range
+// already at or past a snapshot's state keeps its own instead of moving
+// back (keepAhead). Config.SnapshotRate paces the snapshots a node
+// receives, node-wide (snappace.go).
 //
 // # Change feed and leases
 //

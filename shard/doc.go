@@ -44,4 +44,11 @@
 // everywhere else. And after Raft installs a leader's snapshot, the Shard
 // restarts the Raft instance if it still counts log entries past the
 // snapshot that its emptied log no longer holds (watchInstall).
+//
+// Raft starts with NoSnapshotRestoreOnStart, since the state machine is
+// durable, so it takes the newest snapshot's index as applied. Every start
+// of an instance (the node's, a wake, the restart after an install) first
+// makes that true: it swaps in a received snapshot still staged, drops one
+// whose staged data is gone (the leader sends it again), and discards
+// staging nothing will restore (recoverFromSnapshot).
 package shard
