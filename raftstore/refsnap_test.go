@@ -58,6 +58,50 @@ func receive(t *testing.T, st *RaftStorage, index uint64, stream []byte) (string
 	return sink.ID(), sink.Close()
 }
 
+// withOwnSnapshot opens a store in a new directory whose range 1 holds
+// n keys (applyPuts) and took a snapshot of them; it returns the store,
+// the range, its Raft storage and the snapshot's id. The store closes
+// when the test ends.
+func withOwnSnapshot(t *testing.T, n int) (*Store, *RangeFSM, *RaftStorage, string) {
+	t.Helper()
+	s := openStore(t, t.TempDir())
+	t.Cleanup(func() { s.Close() })
+	f := mustRange(t, s, 1)
+	applyPuts(f, 0, n, 0)
+	st := openRaftStorage(t, s, 1)
+	return s, f, st, takeSnapshot(t, st, f)
+}
+
+// streamOf opens snapshot id of st and reads all it streams.
+func streamOf(t *testing.T, st *RaftStorage, id string) (*raft.SnapshotMeta, []byte) {
+	t.Helper()
+	meta, rc, err := st.Snapshots.Open(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	stream, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return meta, stream
+}
+
+// restoreReceived has f's st receive stream as a snapshot at index, then
+// restores it, as Raft's installSnapshot does, and returns Restore's error.
+func restoreReceived(t *testing.T, st *RaftStorage, f *RangeFSM, index uint64, stream []byte) error {
+	t.Helper()
+	rid, err := receive(t, st, index, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rc, err := st.Snapshots.Open(rid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.Restore(rc)
+}
+
 // closedStoreWithOwnSnapshot leaves in dir a store whose range 1 holds
 // 100 keys and took a snapshot of them, and returns the snapshot's id.
 func closedStoreWithOwnSnapshot(t *testing.T, dir string) string {
@@ -83,12 +127,7 @@ func openRaftStorage(t *testing.T, s *Store, id uint64) *RaftStorage {
 // index at or past the snapshot's, in a stream of exactly the size Open
 // announces; a receiver stages it as it arrives and Restore swaps it in.
 func TestRefSnapshots_OwnSnapshotStreamsTheStateAndAReceiverRestoresIt(t *testing.T) {
-	src := openStore(t, t.TempDir())
-	defer src.Close()
-	f := mustRange(t, src, 1)
-	applyPuts(f, 0, 3000, 0)
-	srcSt := openRaftStorage(t, src, 1)
-	id := takeSnapshot(t, srcSt, f)
+	src, f, srcSt, id := withOwnSnapshot(t, 3000)
 	metas, err := srcSt.Snapshots.List()
 	if err != nil || len(metas) != 1 || metas[0].Index != 3000 {
 		t.Fatalf("snapshots: %+v, %v; want one at index 3000", metas, err)
@@ -101,15 +140,7 @@ func TestRefSnapshots_OwnSnapshotStreamsTheStateAndAReceiverRestoresIt(t *testin
 	if err := src.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	meta, rc, err := srcSt.Snapshots.Open(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	meta, stream := streamOf(t, srcSt, id)
 	if int64(len(stream)) != meta.Size {
 		t.Fatalf("Open announced %d bytes and streamed %d", meta.Size, len(stream))
 	}
@@ -405,21 +436,8 @@ func TestOpenRaftStorage_CleansWhatAStopLeftInTheSnapshotsDirectory(t *testing.T
 // the state where it is, durable: swapping it in would move the replica
 // back, and Raft compacts its log up to the snapshot next.
 func TestRefSnapshots_AnOlderSnapshotKeepsTheStateAhead(t *testing.T) {
-	src := openStore(t, t.TempDir())
-	defer src.Close()
-	f := mustRange(t, src, 1)
-	applyPuts(f, 0, 100, 0)
-	srcSt := openRaftStorage(t, src, 1)
-	id := takeSnapshot(t, srcSt, f)
-	meta, rc, err := srcSt.Snapshots.Open(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, srcSt, id := withOwnSnapshot(t, 100)
+	meta, stream := streamOf(t, srcSt, id)
 
 	dir := t.TempDir()
 	dst := openStoreWith(t, dir, smallChunks)
@@ -429,15 +447,7 @@ func TestRefSnapshots_AnOlderSnapshotKeepsTheStateAhead(t *testing.T) {
 	applyPuts(g, 0, 100, 0)
 	applyPuts(g, 100, 10, 7) // the same history, further on: not yet committed
 	dstSt := openRaftStorage(t, dst, 1)
-	rid, err := receive(t, dstSt, meta.Index, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rrc, err := dstSt.Snapshots.Open(rid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Restore(rrc); err != nil {
+	if err := restoreReceived(t, dstSt, g, meta.Index, stream); err != nil {
 		t.Fatal(err)
 	}
 	if g.AppliedIndex() != 110 {
@@ -472,34 +482,14 @@ func TestRefSnapshots_AnOlderSnapshotKeepsTheStateAhead(t *testing.T) {
 // Another range's snapshot is refused even when this range has applied
 // further than it: what is behind is kept only if it is this range's.
 func TestRefSnapshots_AnotherRangesSnapshotIsRefusedWhateverItsIndex(t *testing.T) {
-	src := openStore(t, t.TempDir())
-	defer src.Close()
-	f := mustRange(t, src, 1)
-	applyPuts(f, 0, 50, 0)
-	srcSt := openRaftStorage(t, src, 1)
-	meta, rc, err := srcSt.Snapshots.Open(takeSnapshot(t, srcSt, f))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, srcSt, id := withOwnSnapshot(t, 50)
+	meta, stream := streamOf(t, srcSt, id)
 	dst := openStore(t, t.TempDir())
 	defer dst.Close()
 	g := mustRange(t, dst, 2)
 	applyPuts(g, 0, 100, 3)
 	dstSt := openRaftStorage(t, dst, 2)
-	rid, err := receive(t, dstSt, meta.Index, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rrc, err := dstSt.Snapshots.Open(rid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Restore(rrc); !errors.Is(err, ErrBadSnapshot) {
+	if err := restoreReceived(t, dstSt, g, meta.Index, stream); !errors.Is(err, ErrBadSnapshot) {
 		t.Fatalf("range 2 restoring range 1's snapshot: %v, want ErrBadSnapshot", err)
 	}
 	if metas, err := dstSt.Snapshots.List(); err != nil || len(metas) != 0 {
