@@ -305,11 +305,14 @@ func (sg *staging) abort(err error) error {
 	return nil // the staging's own failure dropped it
 }
 
-// setStaged records what snapshot id staged (nil: nothing staged).
-func (f *RangeFSM) setStaged(id string, st *stagedSnapshot) {
+// setStaged records what snapshot id staged (nil: nothing staged) and
+// returns what was recorded before.
+func (f *RangeFSM) setStaged(id string, st *stagedSnapshot) *stagedSnapshot {
 	f.stagedMu.Lock()
 	defer f.stagedMu.Unlock()
+	prev := f.staged
 	f.stagedID, f.staged = id, st
+	return prev
 }
 
 func (f *RangeFSM) hasStaged(id string) bool {

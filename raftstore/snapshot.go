@@ -208,7 +208,7 @@ func (f *RangeFSM) restore(rc io.ReadCloser) (bool, error) {
 		var err error
 		st, err = f.stageSnapshot(pacedReader{r: whole, m: &meter{lim: f.store.snapPace, stop: f.store.snapStop, flow: &f.store.snapFlow}})
 		if err != nil {
-			return false, errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, err), f.dropStaged())
+			return false, f.dropFailed(nil, err)
 		}
 	}
 	if st.desc.ID != f.id {
@@ -400,23 +400,24 @@ func (f *RangeFSM) stageSnapshot(r io.Reader) (*stagedSnapshot, error) {
 // Raft compacts its log up to the snapshot's index next and some of the
 // entries the state holds may so far be only in that log.
 func (f *RangeFSM) keepAhead(st *stagedSnapshot) error {
-	err := f.dropStaged()
-	if err == nil {
-		err = f.store.Flush()
-	}
-	if err != nil {
+	if err := f.store.Flush(); err != nil {
 		return f.dropFailed(st, fmt.Errorf("keep its state at %d over the snapshot's %d: %w", f.applied.Load(), st.applied, err))
+	}
+	// The state is durable and past the snapshot's index, so the
+	// reference stays valid whatever becomes of the staged copy.
+	if err := f.dropStaged(); err != nil {
+		return fmt.Errorf("raftstore: restore range %d, keeping its state: %w", f.id, err)
 	}
 	f.store.log.Info("kept a range's state over an older snapshot", "range", f.id, "applied", f.applied.Load(), "snapshot_state", st.applied)
 	return nil
 }
 
-// dropFailed ends a restore that failed once staged: the staged data
-// goes, and a received snapshot's reference with it (Raft would trust a
-// listed snapshot's index at its next start).
+// dropFailed ends a failed restore: the staged data goes, and a received
+// snapshot's reference with it (Raft would trust a listed snapshot's
+// index at its next start); st is nil when staging itself failed.
 func (f *RangeFSM) dropFailed(st *stagedSnapshot, cause error) error {
 	err := errors.Join(fmt.Errorf("raftstore: restore range %d: %w", f.id, cause), f.dropStaged())
-	if st.dropRef != nil {
+	if st != nil && st.dropRef != nil {
 		err = errors.Join(err, st.dropRef())
 	}
 	return err
@@ -428,11 +429,7 @@ func (f *RangeFSM) dropFailed(st *stagedSnapshot, cause error) error {
 // what is left is one the state is past), and Open would hand a token
 // for it to a follower.
 func (f *RangeFSM) DiscardStaged() error {
-	f.stagedMu.Lock()
-	had := f.staged != nil
-	f.stagedID, f.staged = "", nil
-	f.stagedMu.Unlock()
-	if !had {
+	if f.setStaged("", nil) == nil {
 		return nil
 	}
 	return f.dropStaged()

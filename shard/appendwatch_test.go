@@ -148,18 +148,8 @@ func TestCheckLogContinues(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			snaps := raft.NewInmemSnapshotStore()
-			if c.snapshot > 0 {
-				sink, err := snaps.Create(raft.SnapshotVersionMax, c.snapshot, 1, raft.Configuration{}, 1, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := sink.Close(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			s := &Shard{logs: &watchedLog{LogStore: logs}, storage: &raftstore.RaftStorage{Snapshots: snaps}}
-			if err := s.checkLogContinues(); (err != nil) != c.wantErr {
+			s := &Shard{logs: &watchedLog{LogStore: logs}}
+			if err := s.checkLogContinues(c.snapshot); (err != nil) != c.wantErr {
 				t.Fatalf("error %v, want one: %v", err, c.wantErr)
 			}
 		})
@@ -167,7 +157,7 @@ func TestCheckLogContinues(t *testing.T) {
 }
 
 // countingSnapshots counts List calls: each start of an instance makes
-// some.
+// one (recoverFromSnapshot).
 type countingSnapshots struct {
 	raft.SnapshotStore
 	lists int

@@ -282,10 +282,11 @@ func (s *Shard) startInstanceOnce() error {
 	// index as applied, and one received but never swapped in (Raft
 	// stopped between the sink's Close and the restore, or the restore
 	// failed before the swap) stays listed until this looks at it.
-	if err := s.recoverFromSnapshot(); err != nil {
+	snap, err := s.recoverFromSnapshot()
+	if err != nil {
 		return err
 	}
-	if err := s.checkLogContinues(); err != nil {
+	if err := s.checkLogContinues(snap); err != nil {
 		return fmt.Errorf("shard: start raft for range %d: %w", s.id, err)
 	}
 	if err := s.fsm.DiscardStaged(); err != nil {
@@ -325,8 +326,9 @@ func (s *Shard) startInstanceOnce() error {
 // taken between a snapshot install and its restart (see watchInstall);
 // should one come again, the replica refuses to start: after an install or
 // a wake it stays asleep (a message a second later retries) and says why
-// in AppendHealth; at the node's start, New fails with the reason.
-func (s *Shard) checkLogContinues() error {
+// in AppendHealth; at the node's start, New fails with the reason. snap is
+// the newest snapshot's index (0: none).
+func (s *Shard) checkLogContinues(snap uint64) error {
 	last, err := s.logs.LastIndex()
 	if err != nil || last == 0 {
 		return err
@@ -334,12 +336,6 @@ func (s *Shard) checkLogContinues() error {
 	var e raft.Log
 	if err := s.logs.GetLog(last, &e); err != nil {
 		return fmt.Errorf("its last log entry %d: %w", last, err)
-	}
-	var snap uint64
-	if metas, err := s.storage.Snapshots.List(); err != nil {
-		return fmt.Errorf("list snapshots: %w", err)
-	} else if len(metas) > 0 {
-		snap = metas[0].Index
 	}
 	first, err := s.logs.FirstIndex()
 	if err != nil {
@@ -464,39 +460,41 @@ func (s *Shard) waitLeaderWhile(ctx context.Context, cond func(id, addr string) 
 // (raftstore's refsnap.go), as does a restore that failed before its
 // swap. Raft had not answered the leader for it, so it goes, and the next
 // newest is looked at: the leader sends the snapshot again.
-func (s *Shard) recoverFromSnapshot() error {
+//
+// It returns the index of the newest snapshot it leaves (0: none).
+func (s *Shard) recoverFromSnapshot() (uint64, error) {
 	// Bounded: each round drops a snapshot or returns, and the store
 	// retains two (a drop lets List show an older one).
 	for range 8 {
 		metas, err := s.storage.Snapshots.List()
 		if err != nil {
-			return fmt.Errorf("shard: range %d: list snapshots: %w", s.id, err)
+			return 0, fmt.Errorf("shard: range %d: list snapshots: %w", s.id, err)
 		}
 		if len(metas) == 0 {
-			return nil
+			return 0, nil
 		}
 		newest := metas[0]
 		if s.fsm.AppliedIndex() >= newest.Index {
-			return nil
+			return newest.Index, nil
 		}
 		_, rc, err := s.storage.Snapshots.Open(newest.ID)
 		if errors.Is(err, raftstore.ErrSnapshotBehind) {
 			s.log.Warn("dropping a received snapshot whose staged data is gone (a stop, or a restore that failed before its swap); the leader sends it again", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index, "id", newest.ID)
 			if err := s.storage.DropSnapshot(newest.ID); err != nil {
-				return fmt.Errorf("shard: range %d: %w", s.id, err)
+				return 0, fmt.Errorf("shard: range %d: %w", s.id, err)
 			}
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("shard: range %d: open snapshot %s: %w", s.id, newest.ID, err)
+			return 0, fmt.Errorf("shard: range %d: open snapshot %s: %w", s.id, newest.ID, err)
 		}
 		s.log.Warn("state machine is older than the newest snapshot; restoring it", "applied", s.fsm.AppliedIndex(), "snapshot", newest.Index)
 		if err := s.fsm.Restore(rc); err != nil {
-			return fmt.Errorf("shard: range %d: %w", s.id, err)
+			return 0, fmt.Errorf("shard: range %d: %w", s.id, err)
 		}
-		return nil
+		return newest.Index, nil
 	}
-	return fmt.Errorf("shard: range %d: snapshots still behind the state machine after 8 were dropped", s.id)
+	return 0, fmt.Errorf("shard: range %d: snapshots still behind the state machine after 8 were dropped", s.id)
 }
 
 // Descriptor returns the range descriptor as the state machine has it

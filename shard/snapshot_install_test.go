@@ -348,7 +348,7 @@ func TestSnapshotInstall_InProcessRestartDiscardsAStagedSnapshotItIsPast(t *test
 	if _, err := io.ReadFull(rc, head); err != nil {
 		t.Fatalf("read the received snapshot: %v", err)
 	}
-	if string(head) == "DKVSTGD\x01" {
+	if string(head) == "DKVSTGD\x01" { // raftstore's stagedMagic, unexported
 		t.Fatal("the received snapshot still opens as a token for staged data after the start")
 	}
 }

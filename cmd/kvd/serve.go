@@ -474,26 +474,32 @@ func checkStateCommit(d time.Duration) error {
 }
 
 // snapshotRateDefault is --snapshot-rate-bytes unless set: 96 MiB/s.
-// Without a bound a node joining 3 that hold 1 GiB took its share in
-// 9-10 s here with foreground p99 2.1-2.7 times the p99 before; at 96
-// MiB/s, 11.5-11.8 s at 1.35-1.36 times (docs/performance.md, session
-// 24). TiKV bounds snapshot writes by default too (100 MB/s). Replacing
-// a failed node's replicas takes 2-3 s more per GiB a node receives,
-// after the 30 s placement waits before it re-creates them.
+// Unbounded, a node joining 3 that hold 1 GiB doubled the foreground p99
+// or more in every run here; at 96 MiB/s none did, and the move still
+// took under 15 s (docs/performance.md, session 24). TiKV bounds snapshot
+// writes by default too (100 MB/s). Replacing a failed node's replicas
+// takes 2-3 s more per GiB a node receives, after the 30 s placement
+// waits before it re-creates them.
 const snapshotRateDefault = 96 << 20
 
 // defaultSnapshotRate is --snapshot-rate-bytes when not given: the
-// default, raised to the least checkSnapshotRate allows for the ranges'
-// size.
+// default, raised to the least the ranges' size allows.
 func defaultSnapshotRate(rangeMaxBytes int64) int64 {
-	return max(snapshotRateDefault, rangeMaxBytes/8)
+	return max(snapshotRateDefault, leastSnapshotRate(rangeMaxBytes))
 }
 
-// checkSnapshotRate refuses a --snapshot-rate-bytes under which a move
-// could not finish: placement gives a move a minute to catch up, with two
-// snapshots arriving at a node at once (raftstore.MinSnapshotRate).
+// leastSnapshotRate is the least --snapshot-rate-bytes under which a move
+// can finish: placement gives a move a minute to catch up, with two
+// snapshots arriving at a node at once (raftstore.MinSnapshotRate), and
+// a range grows to --range-max-bytes before it splits.
+func leastSnapshotRate(rangeMaxBytes int64) int64 {
+	return max(raftstore.MinSnapshotRate, rangeMaxBytes/8)
+}
+
+// checkSnapshotRate refuses a --snapshot-rate-bytes below
+// leastSnapshotRate, except 0 (no bound).
 func checkSnapshotRate(rate, rangeMaxBytes int64) error {
-	if least := max(raftstore.MinSnapshotRate, rangeMaxBytes/8); rate < 0 || (rate > 0 && rate < least) {
+	if least := leastSnapshotRate(rangeMaxBytes); rate < 0 || (rate > 0 && rate < least) {
 		return fmt.Errorf("--snapshot-rate-bytes %d: want 0 (no bound) or at least %d (16 MiB, and an eighth of --range-max-bytes)", rate, least)
 	}
 	return nil
