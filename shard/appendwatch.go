@@ -19,6 +19,11 @@ type watchedLog struct {
 	raft.LogStore
 	failures atomic.Uint64 // appends refused since the replica started
 
+	// keepFrom, while a snapshot the log already continues is installed,
+	// is that snapshot's index: Raft's deletions stop below it (see
+	// continuesPast).
+	keepFrom atomic.Uint64
+
 	mu      sync.Mutex
 	failing int       // appends refused since the last one stored
 	since   time.Time // when the first of those was refused
@@ -43,6 +48,17 @@ func (w *watchedLog) StoreLog(log *raft.Log) error {
 // StoreLogs implements raft.LogStore.
 func (w *watchedLog) StoreLogs(logs []*raft.Log) error {
 	return w.note(w.LogStore.StoreLogs(logs))
+}
+
+// DeleteRange implements raft.LogStore.
+func (w *watchedLog) DeleteRange(min, max uint64) error {
+	if k := w.keepFrom.Load(); k > 0 && max >= k {
+		if min >= k {
+			return nil
+		}
+		max = k - 1
+	}
+	return w.LogStore.DeleteRange(min, max)
 }
 
 func (w *watchedLog) note(err error) error {
@@ -109,7 +125,15 @@ func (s *Shard) AppendHealth() error {
 // emptied stretch. The log then has a hole between the snapshot and its
 // first entry, and every later start of Raft on it fails (CI run 45: a
 // panic in NewRaft, from a restart after an install).
-func (s *Shard) watchInstall(rpc raft.RPC, index uint64) (raft.RPC, <-chan struct{}) {
+//
+// A snapshot the log already continues (continuesPast) is installed with
+// the log kept from the snapshot's index on.
+func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (raft.RPC, <-chan struct{}) {
+	index := req.LastLogIndex
+	kept := s.continuesPast(index, req.LastLogTerm)
+	if kept {
+		s.logs.keepFrom.Store(index)
+	}
 	answer := rpc.RespChan
 	ch := make(chan raft.RPCResponse, 1)
 	done := make(chan struct{})
@@ -119,18 +143,64 @@ func (s *Shard) watchInstall(rpc raft.RPC, index uint64) (raft.RPC, <-chan struc
 		// Every RPC handed over is answered: by Raft, or by deliver when
 		// no instance takes it.
 		resp := <-ch
+		if kept {
+			s.logs.keepFrom.Store(0)
+		}
 		answer <- resp
 		if r, ok := resp.Response.(*raft.InstallSnapshotResponse); ok && resp.Error == nil && r.Success {
-			s.afterInstall(index)
+			s.afterInstall(index, kept)
 		}
 	}()
 	return rpc, done
 }
 
+// continuesPast reports whether the range's log runs past the entry a
+// snapshot ends at (index, term) and continues it: it holds that entry,
+// or starts right after it and the replica holds a snapshot ending there.
+// Installing such a snapshot is redundant, and emptying the log as Raft
+// does after it would forget entries the replica acknowledged, which its
+// leader may have counted to commit them.
+//
+// Raft sends one anyway: a replicator of hashicorp/raft v1.8.0 sleeps out
+// its failure backoff (up to 10 s) without watching its stop channel, so a
+// replicator for a peer removed while unreachable wakes after the peer
+// was added back, and sends it the leader's newest snapshot from a next
+// index of its own (Jepsen, session 24: n4 installed range 46's snapshot
+// at 3682 with its log at 4061).
+func (s *Shard) continuesPast(index, term uint64) bool {
+	if s.logs == nil || index == 0 {
+		return false
+	}
+	first, err := s.logs.FirstIndex()
+	if err != nil || first == 0 || first > index+1 {
+		return false
+	}
+	last, err := s.logs.LastIndex()
+	if err != nil || last <= index {
+		return false
+	}
+	if first <= index {
+		var e raft.Log
+		return s.logs.GetLog(index, &e) == nil && e.Term == term
+	}
+	metas, err := s.storage.Snapshots.List()
+	if err != nil {
+		return false
+	}
+	for _, m := range metas {
+		if m.Index == index && m.Term == term {
+			return true
+		}
+	}
+	return false
+}
+
 // afterInstall restarts the Raft instance if, after installing a snapshot
 // up to index, it believes in log entries past it that its log no longer
-// holds (see watchInstall).
-func (s *Shard) afterInstall(index uint64) {
+// holds (see watchInstall), or if the log was kept: Raft took the
+// snapshot's configuration as its latest, and only a start reads the
+// newer ones in the kept entries again.
+func (s *Shard) afterInstall(index uint64, kept bool) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	if s.closed || s.asleep.Load() {
@@ -146,11 +216,16 @@ func (s *Shard) afterInstall(index uint64) {
 	// entry there may be of another term than the snapshot's, and Raft,
 	// which prefers its cached last entry to the snapshot's at the same
 	// index, would refuse every append after the snapshot.
-	if believed < index || logLast >= believed {
+	switch {
+	case kept:
+		s.log.Warn("restarting Raft after installing a snapshot its log already ran past; the log is kept",
+			"snapshot", index, "log_last", logLast)
+	case believed < index || logLast >= believed:
 		return
+	default:
+		s.log.Warn("restarting Raft after a snapshot install: it counts log entries its log no longer holds",
+			"snapshot", index, "believed_last", believed, "log_last", logLast)
 	}
-	s.log.Warn("restarting Raft after a snapshot install: it counts log entries its log no longer holds",
-		"snapshot", index, "believed_last", believed, "log_last", logLast)
 	// As when it hibernates: heartbeats wait in the consumer meanwhile.
 	s.trans.setHeartbeatHandler(nil)
 	if err := s.stopInstance(inst); err != nil {

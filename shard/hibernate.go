@@ -363,7 +363,7 @@ func (w *wakeTransport) run() {
 			}
 			if req, ok := rpc.Command.(*raft.InstallSnapshotRequest); ok {
 				var installed <-chan struct{}
-				rpc, installed = w.s.watchInstall(rpc, req.LastLogIndex)
+				rpc, installed = w.s.watchInstall(rpc, req)
 				w.deliver(rpc)
 				select {
 				case <-installed:

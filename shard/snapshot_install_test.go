@@ -292,6 +292,109 @@ func TestSnapshotInstall_DeposedLeaderWithALongerLogContinuesFromTheSnapshot(t *
 
 // A received snapshot that Raft never handed to the state machine (it
 // stopped between the sink's Close and the restore) is listed and staged.
+// A leader can send a follower a snapshot its log already runs past: a
+// replicator for a peer removed while unreachable sleeps out its failure
+// backoff, wakes after the peer was added back and sends it the leader's
+// newest snapshot (see continuesPast). Raft installs whatever it is sent
+// and empties the monotonic log; the follower forgot entries it had
+// acknowledged (Jepsen, session 24). The install must keep them, in both
+// shapes such a log takes: holding the snapshot's entry, or starting
+// right after it because the follower installed that snapshot before.
+func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, nodes []*benchNode, f *benchNode) (leader *benchNode)
+	}{
+		{"the log holds the snapshot's entry", func(t *testing.T, nodes []*benchNode, f *benchNode) *benchNode {
+			leader := writeKeys(t, nodes, 0, 50)
+			if err := leader.shard.Raft().Snapshot().Error(); err != nil {
+				t.Fatalf("snapshot: %v", err)
+			}
+			return writeKeys(t, nodes, 50, 80)
+		}},
+		{"the log starts after the snapshot, installed before", func(t *testing.T, nodes []*benchNode, f *benchNode) *benchNode {
+			writeKeys(t, nodes, 0, 50)
+			stopNode(t, nodes, f)
+			leader := writeKeys(t, nodes, 50, 100)
+			if err := leader.shard.CompactLog(); err != nil {
+				t.Fatalf("compact log: %v", err)
+			}
+			restartNode(t, nodes, f)
+			writeKeys(t, nodes, 100, 110)
+			waitCaughtUp(t, nodes, f)
+			return writeKeys(t, nodes, 110, 140)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := startGroup(t, 3, groupOptions{})
+			leader := waitReadyLeader(t, nodes)
+			var f *benchNode
+			for _, nd := range nodes {
+				if nd != leader {
+					f = nd
+					break
+				}
+			}
+			leader = tc.prepare(t, nodes, f)
+			waitCaughtUp(t, nodes, f)
+			last, _ := f.shard.storage.Log().LastIndex()
+			applied := f.shard.FSM().AppliedIndex()
+
+			meta := sendNewestSnapshot(t, leader, f)
+			if meta.Index >= last {
+				t.Fatalf("the snapshot ends at %d, %s's log at %d: the test needs the log past it", meta.Index, f.id, last)
+			}
+			if got, _ := f.shard.storage.Log().LastIndex(); got < last {
+				t.Fatalf("%s's log ends at %d after the install, having held entries up to %d", f.id, got, last)
+			}
+			checkReadable(t, f, meta.Index+1, last)
+			if got := f.shard.FSM().AppliedIndex(); got < applied {
+				t.Fatalf("the install moved %s back from %d to %d", f.id, applied, got)
+			}
+
+			writeKeys(t, nodes, 200, 220)
+			checkSameState(t, nodes)
+			stopNode(t, nodes, f)
+			restartNode(t, nodes, f)
+			writeKeys(t, nodes, 220, 230)
+			checkSameState(t, nodes)
+		})
+	}
+}
+
+// sendNewestSnapshot sends to's replica from's newest snapshot, as from's
+// Raft would, and returns its meta once to answered success.
+func sendNewestSnapshot(t *testing.T, from, to *benchNode) *raft.SnapshotMeta {
+	t.Helper()
+	metas, err := from.shard.storage.Snapshots.List()
+	if err != nil || len(metas) == 0 {
+		t.Fatalf("list %s's snapshots: %d, %v", from.id, len(metas), err)
+	}
+	meta, rc, err := from.shard.storage.Snapshots.Open(metas[0].ID)
+	if err != nil {
+		t.Fatalf("open %s's snapshot: %v", from.id, err)
+	}
+	defer rc.Close()
+	peer := from.trans.EncodePeer(raft.ServerID(from.id), from.addr)
+	req := &raft.InstallSnapshotRequest{
+		RPCHeader:          raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(from.id), Addr: peer},
+		SnapshotVersion:    meta.Version,
+		Term:               from.shard.Raft().CurrentTerm(),
+		Leader:             peer,
+		LastLogIndex:       meta.Index,
+		LastLogTerm:        meta.Term,
+		Size:               meta.Size,
+		Configuration:      raft.EncodeConfiguration(meta.Configuration),
+		ConfigurationIndex: meta.ConfigurationIndex,
+	}
+	var resp raft.InstallSnapshotResponse
+	if err := from.trans.InstallSnapshot(raft.ServerID(to.id), to.addr, req, &resp, rc); err != nil || !resp.Success {
+		t.Fatalf("install %s's snapshot at %d on %s: success %v, %v", from.id, meta.Index, to.id, resp.Success, err)
+	}
+	return meta
+}
+
 // A Raft instance restarted in the same process, as a wake or afterInstall
 // does, takes the newest snapshot's index as applied: unless the start
 // swaps the staged data in first, the replica skips every entry up to it.
