@@ -2,6 +2,7 @@ package shard
 
 import (
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -211,11 +212,18 @@ func (s *Shard) afterInstall(index uint64, kept bool) {
 	if err != nil {
 		return
 	}
-	believed := inst.raft.LastIndex()
-	// Also when the old tail ends exactly at the snapshot's index: its last
-	// entry there may be of another term than the snapshot's, and Raft,
-	// which prefers its cached last entry to the snapshot's at the same
-	// index, would refuse every append after the snapshot.
+	// Raft's cached last entry, not LastIndex, which is at least the
+	// snapshot's now: a cache below the snapshot's index is ignored (Raft
+	// takes its last entry from the snapshot), as on a new replica, which
+	// so needs no restart. Also restart when the old tail ends exactly at
+	// the snapshot's index: its last entry there may be of another term
+	// than the snapshot's, and Raft, which prefers its cached last entry
+	// to the snapshot's at the same index, would refuse every append
+	// after the snapshot.
+	believed, err := strconv.ParseUint(inst.raft.Stats()["last_log_index"], 10, 64)
+	if err != nil {
+		believed = inst.raft.LastIndex()
+	}
 	switch {
 	case kept:
 		s.log.Warn("restarting Raft after installing a snapshot its log already ran past; the log is kept",
