@@ -2,6 +2,7 @@ package shard
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,10 +21,14 @@ type watchedLog struct {
 	raft.LogStore
 	failures atomic.Uint64 // appends refused since the replica started
 
-	// keepFrom, while a snapshot the log already continues is installed,
-	// is that snapshot's index: Raft's deletions stop below it (see
-	// continuesPast).
+	// keepFrom is the index of the snapshot being installed while Raft
+	// looks whether the log continues it, and while it installs one the
+	// log does: Raft's deletions stop below it (see keepLog).
 	keepFrom atomic.Uint64
+	// lastKept is the last install kept through a snapshot of the
+	// replica's own: the snapshot's index and term, and the log's last
+	// index then (guarded by mu).
+	lastKept [3]uint64
 
 	mu      sync.Mutex
 	failing int       // appends refused since the last one stored
@@ -127,14 +132,15 @@ func (s *Shard) AppendHealth() error {
 // first entry, and every later start of Raft on it fails (CI run 45: a
 // panic in NewRaft, from a restart after an install).
 //
-// A snapshot the log already continues (continuesPast) is installed with
-// the log kept from the snapshot's index on.
+// A snapshot the log already continues is installed with the log kept
+// (keepLog). That is decided on the first read of the snapshot's data,
+// inside Raft's installSnapshot: an append handed to Raft just before may
+// still be running when the install is handed over, and once Raft reads
+// the data nothing else in its main loop touches the log.
 func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (raft.RPC, <-chan struct{}) {
-	index := req.LastLogIndex
-	kept := s.continuesPast(index, req.LastLogTerm)
-	if kept {
-		s.logs.keepFrom.Store(index)
-	}
+	index, term := req.LastLogIndex, req.LastLogTerm
+	data := &installReader{Reader: rpc.Reader, decide: func() bool { return s.keepLog(index, term) }}
+	rpc.Reader = data
 	answer := rpc.RespChan
 	ch := make(chan raft.RPCResponse, 1)
 	done := make(chan struct{})
@@ -144,6 +150,7 @@ func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (ra
 		// Every RPC handed over is answered: by Raft, or by deliver when
 		// no instance takes it.
 		resp := <-ch
+		kept := data.kept.Load()
 		if kept {
 			s.logs.keepFrom.Store(0)
 		}
@@ -155,12 +162,63 @@ func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (ra
 	return rpc, done
 }
 
+// installReader is an InstallSnapshot's data; its first read decides
+// whether the install keeps the log.
+type installReader struct {
+	io.Reader
+	once   sync.Once
+	decide func() bool
+	kept   atomic.Bool
+}
+
+func (r *installReader) Read(p []byte) (int, error) {
+	r.once.Do(func() { r.kept.Store(r.decide()) })
+	return r.Reader.Read(p)
+}
+
+// keepLog reports whether installing a snapshot ending at (index, term)
+// keeps the log, and if so leaves keepFrom set to index so that Raft's
+// deletions stop below it.
+//
+// A log kept through a snapshot of the replica's own (one that starts
+// after the leader's snapshot's index) can leave the replica refusing
+// its leader: hashicorp/raft matches an append's previous entry only
+// against the log and its last entry, so a leader that steps back to
+// that index (an entry of the kept log conflicts with its own) is refused
+// there and sends the snapshot again. The same snapshot arriving again
+// while the log has not moved is installed as Raft does, emptying the log.
+func (s *Shard) keepLog(index, term uint64) bool {
+	// Set first: Raft's compaction, which runs beside its main loop,
+	// then keeps whatever entry the check below finds.
+	s.logs.keepFrom.Store(index)
+	keep, viaSnapshot := s.continuesPast(index, term)
+	if keep && viaSnapshot {
+		last, err := s.logs.LastIndex()
+		s.logs.mu.Lock()
+		again := err != nil || s.logs.lastKept == [3]uint64{index, term, last}
+		s.logs.lastKept = [3]uint64{index, term, last}
+		s.logs.mu.Unlock()
+		if again {
+			s.log.Warn("installing a snapshot as sent, emptying the log: it came again and the log has not moved since the last install kept it",
+				"snapshot", index, "log_last", last)
+			keep = false
+		}
+	}
+	if !keep {
+		s.logs.keepFrom.Store(0)
+	}
+	return keep
+}
+
 // continuesPast reports whether the range's log runs past the entry a
 // snapshot ends at (index, term) and continues it: it holds that entry,
-// or starts right after it and the replica holds a snapshot ending there.
-// Installing such a snapshot is redundant, and emptying the log as Raft
-// does after it would forget entries the replica acknowledged, which its
-// leader may have counted to commit them.
+// or it continues a snapshot of the replica's own that ends there or
+// later (a snapshot holds only committed entries, which every replica
+// shares, so one past the leader's holds all of it; the restart after
+// the install takes it up again, as the newest); viaSnapshot says it is
+// the latter. Such a snapshot needs no change to the log, and emptying
+// the log as Raft does after an install would forget entries the replica
+// acknowledged, which its leader may have counted to commit them.
 //
 // Raft sends one anyway: a replicator of hashicorp/raft v1.8.0 sleeps out
 // its failure backoff (up to 10 s) without watching its stop channel, so a
@@ -168,32 +226,32 @@ func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (ra
 // was added back, and sends it the leader's newest snapshot from a next
 // index of its own (Jepsen, session 24: n4 installed range 46's snapshot
 // at 3682 with its log at 4061).
-func (s *Shard) continuesPast(index, term uint64) bool {
-	if s.logs == nil || index == 0 {
-		return false
+func (s *Shard) continuesPast(index, term uint64) (keep, viaSnapshot bool) {
+	if index == 0 {
+		return false, false
 	}
 	first, err := s.logs.FirstIndex()
-	if err != nil || first == 0 || first > index+1 {
-		return false
+	if err != nil || first == 0 {
+		return false, false
 	}
 	last, err := s.logs.LastIndex()
 	if err != nil || last <= index {
-		return false
+		return false, false
 	}
 	if first <= index {
 		var e raft.Log
-		return s.logs.GetLog(index, &e) == nil && e.Term == term
+		return s.logs.GetLog(index, &e) == nil && e.Term == term, false
 	}
 	metas, err := s.storage.Snapshots.List()
 	if err != nil {
-		return false
+		return false, false
 	}
 	for _, m := range metas {
-		if m.Index == index && m.Term == term {
-			return true
+		if m.Index+1 >= first && (m.Index > index || m.Index == index && m.Term == term) {
+			return true, true
 		}
 	}
-	return false
+	return false, false
 }
 
 // afterInstall restarts the Raft instance if, after installing a snapshot
@@ -209,7 +267,7 @@ func (s *Shard) afterInstall(index uint64, kept bool) {
 	}
 	inst := s.inst.Load()
 	logLast, err := s.logs.LastIndex()
-	if err != nil {
+	if err != nil && !kept {
 		return
 	}
 	// Raft's cached last entry, not LastIndex, which is at least the

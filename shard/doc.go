@@ -46,8 +46,8 @@
 // snapshot that its emptied log no longer holds (watchInstall). A
 // snapshot the log already runs past, which a leader's replicator for a
 // peer it removed can send after the peer was added back, is installed
-// with the log kept from the snapshot's index (continuesPast): emptied,
-// the replica would forget entries it acknowledged.
+// with the log kept (keepLog): emptied, the replica would forget entries
+// it acknowledged.
 //
 // Raft starts with NoSnapshotRestoreOnStart, since the state machine is
 // durable, so it takes the newest snapshot's index as applied. Every start

@@ -290,8 +290,6 @@ func TestSnapshotInstall_DeposedLeaderWithALongerLogContinuesFromTheSnapshot(t *
 	checkSameState(t, nodes)
 }
 
-// A received snapshot that Raft never handed to the state machine (it
-// stopped between the sink's Close and the restore) is listed and staged.
 // A new replica's first snapshot needs no restart of its Raft instance:
 // its cached last entry is below the snapshot's and Raft takes the
 // snapshot's. Every install used to restart the instance (166 times in a
@@ -333,9 +331,10 @@ func TestSnapshotInstall_ANewReplicaKeepsItsRaftInstance(t *testing.T) {
 // backoff, wakes after the peer was added back and sends it the leader's
 // newest snapshot (see continuesPast). Raft installs whatever it is sent
 // and empties the monotonic log; the follower forgot entries it had
-// acknowledged (Jepsen, session 24). The install must keep them, in both
-// shapes such a log takes: holding the snapshot's entry, or starting
-// right after it because the follower installed that snapshot before.
+// acknowledged (Jepsen, session 24). The install must keep them, in the
+// three shapes such a log takes: holding the snapshot's entry, starting
+// right after it because the follower installed that snapshot before, or
+// starting after a later snapshot the follower took itself.
 func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -360,6 +359,24 @@ func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
 			waitCaughtUp(t, nodes, f)
 			return writeKeys(t, nodes, 110, 140)
 		}},
+		{"the log starts after a later snapshot of the follower's own", func(t *testing.T, nodes []*benchNode, f *benchNode) *benchNode {
+			leader := writeKeys(t, nodes, 0, 50)
+			if err := leader.shard.Raft().Snapshot().Error(); err != nil {
+				t.Fatalf("snapshot: %v", err)
+			}
+			writeKeys(t, nodes, 50, 100)
+			waitCaughtUp(t, nodes, f)
+			r := f.shard.Raft()
+			rc := r.ReloadableConfig()
+			rc.TrailingLogs = 4
+			if err := r.ReloadConfig(rc); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Snapshot().Error(); err != nil {
+				t.Fatalf("%s's snapshot: %v", f.id, err)
+			}
+			return writeKeys(t, nodes, 100, 130)
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -377,14 +394,16 @@ func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
 			last, _ := f.shard.storage.Log().LastIndex()
 			applied := f.shard.FSM().AppliedIndex()
 
+			first, _ := f.shard.storage.Log().FirstIndex()
 			meta := sendNewestSnapshot(t, leader, f)
+			t.Logf("%s's log [%d, %d], the leader's snapshot at %d", f.id, first, last, meta.Index)
 			if meta.Index >= last {
 				t.Fatalf("the snapshot ends at %d, %s's log at %d: the test needs the log past it", meta.Index, f.id, last)
 			}
 			if got, _ := f.shard.storage.Log().LastIndex(); got < last {
 				t.Fatalf("%s's log ends at %d after the install, having held entries up to %d", f.id, got, last)
 			}
-			checkReadable(t, f, meta.Index+1, last)
+			checkReadable(t, f, max(first, meta.Index+1), last)
 			if got := f.shard.FSM().AppliedIndex(); got < applied {
 				t.Fatalf("the install moved %s back from %d to %d", f.id, applied, got)
 			}
@@ -396,6 +415,52 @@ func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
 			writeKeys(t, nodes, 220, 230)
 			checkSameState(t, nodes)
 		})
+	}
+}
+
+// A log kept through the follower's own snapshot can leave it refusing
+// its leader's appends at the snapshot's index (an entry of the kept log
+// conflicts with the leader's), and the leader then sends the snapshot
+// again: the same snapshot arriving while the log has not moved is
+// installed as sent, and only then.
+func TestSnapshotInstall_TheSameSnapshotOnAnUnmovedLogIsInstalledAsSent(t *testing.T) {
+	nodes := startGroup(t, 3, groupOptions{})
+	leader := waitReadyLeader(t, nodes)
+	var f *benchNode
+	for _, nd := range nodes {
+		if nd != leader {
+			f = nd
+			break
+		}
+	}
+	writeKeys(t, nodes, 0, 20)
+	stopNode(t, nodes, f)
+	leader = writeKeys(t, nodes, 20, 40)
+	if err := leader.shard.CompactLog(); err != nil {
+		t.Fatalf("compact log: %v", err)
+	}
+	restartNode(t, nodes, f)
+	writeKeys(t, nodes, 40, 50)
+	waitCaughtUp(t, nodes, f)
+	metas, err := f.shard.storage.Snapshots.List()
+	if err != nil || len(metas) == 0 {
+		t.Fatalf("%s holds no snapshot (%v)", f.id, err)
+	}
+	snap := metas[0]
+	if first, _ := f.shard.storage.Log().FirstIndex(); first != snap.Index+1 {
+		t.Fatalf("%s's log starts at %d, want right after its snapshot at %d", f.id, first, snap.Index)
+	}
+
+	for i, want := range []bool{true, false, true} {
+		if i == 2 {
+			writeKeys(t, nodes, 50, 55)
+			waitCaughtUp(t, nodes, f)
+		}
+		got := f.shard.keepLog(snap.Index, snap.Term)
+		f.shard.logs.keepFrom.Store(0)
+		if got != want {
+			t.Fatalf("offer %d of the snapshot at %d: keep the log %v, want %v", i+1, snap.Index, got, want)
+		}
 	}
 }
 
@@ -431,6 +496,8 @@ func sendNewestSnapshot(t *testing.T, from, to *benchNode) *raft.SnapshotMeta {
 	return meta
 }
 
+// A received snapshot that Raft never handed to the state machine (it
+// stopped between the sink's Close and the restore) is listed and staged.
 // A Raft instance restarted in the same process, as a wake or afterInstall
 // does, takes the newest snapshot's index as applied: unless the start
 // swaps the staged data in first, the replica skips every entry up to it.
