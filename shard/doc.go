@@ -55,4 +55,7 @@
 // makes that true: it swaps in a received snapshot still staged, drops one
 // whose staged data is gone (the leader sends it again), and discards
 // staging nothing will restore (recoverFromSnapshot).
+//
+// docs/design/raft-library.md lists every behaviour of hashicorp/raft
+// these guards answer, with the test that fails without each.
 package shard
