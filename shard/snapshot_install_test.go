@@ -27,15 +27,7 @@ func TestSnapshotInstall_FollowerWithEntriesOfItsOwnContinuesFromTheSnapshot(t *
 		compact func(t *testing.T, leader *benchNode)
 	}{
 		{"the leader's own snapshot, trailing entries kept", func(t *testing.T, leader *benchNode) {
-			r := leader.shard.Raft()
-			rc := r.ReloadableConfig()
-			rc.TrailingLogs = 64
-			if err := r.ReloadConfig(rc); err != nil {
-				t.Fatal(err)
-			}
-			if err := r.Snapshot().Error(); err != nil {
-				t.Fatalf("snapshot: %v", err)
-			}
+			snapshotKeeping(t, leader, 64)
 		}},
 		{"CompactLog, as before adding a replica", func(t *testing.T, leader *benchNode) {
 			if err := leader.shard.CompactLog(); err != nil {
@@ -47,13 +39,7 @@ func TestSnapshotInstall_FollowerWithEntriesOfItsOwnContinuesFromTheSnapshot(t *
 		t.Run(tc.name, func(t *testing.T) {
 			nodes := startGroup(t, 3, groupOptions{})
 			leader := writeKeys(t, nodes, 0, 50)
-			var f *benchNode
-			for _, nd := range nodes {
-				if nd != leader {
-					f = nd
-					break
-				}
-			}
+			f := otherThan(nodes, leader)
 			waitCaughtUp(t, nodes, f)
 			oldLast, _ := f.shard.storage.Log().LastIndex()
 
@@ -94,6 +80,31 @@ func TestSnapshotInstall_FollowerWithEntriesOfItsOwnContinuesFromTheSnapshot(t *
 			checkReadable(t, f, first, last)
 			checkSameState(t, nodes)
 		})
+	}
+}
+
+// otherThan returns the first of nodes that is not nd.
+func otherThan(nodes []*benchNode, nd *benchNode) *benchNode {
+	for _, o := range nodes {
+		if o != nd {
+			return o
+		}
+	}
+	return nil
+}
+
+// snapshotKeeping has nd's replica take a snapshot that leaves trailing
+// entries in its log.
+func snapshotKeeping(t *testing.T, nd *benchNode, trailing uint64) {
+	t.Helper()
+	r := nd.shard.Raft()
+	rc := r.ReloadableConfig()
+	rc.TrailingLogs = trailing
+	if err := r.ReloadConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Snapshot().Error(); err != nil {
+		t.Fatalf("%s's snapshot: %v", nd.id, err)
 	}
 }
 
@@ -366,15 +377,7 @@ func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
 			}
 			writeKeys(t, nodes, 50, 100)
 			waitCaughtUp(t, nodes, f)
-			r := f.shard.Raft()
-			rc := r.ReloadableConfig()
-			rc.TrailingLogs = 4
-			if err := r.ReloadConfig(rc); err != nil {
-				t.Fatal(err)
-			}
-			if err := r.Snapshot().Error(); err != nil {
-				t.Fatalf("%s's snapshot: %v", f.id, err)
-			}
+			snapshotKeeping(t, f, 4)
 			return writeKeys(t, nodes, 100, 130)
 		}},
 	}
@@ -382,13 +385,7 @@ func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			nodes := startGroup(t, 3, groupOptions{})
 			leader := waitReadyLeader(t, nodes)
-			var f *benchNode
-			for _, nd := range nodes {
-				if nd != leader {
-					f = nd
-					break
-				}
-			}
+			f := otherThan(nodes, leader)
 			leader = tc.prepare(t, nodes, f)
 			waitCaughtUp(t, nodes, f)
 			last, _ := f.shard.storage.Log().LastIndex()
@@ -426,13 +423,7 @@ func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
 func TestSnapshotInstall_TheSameSnapshotOnAnUnmovedLogIsInstalledAsSent(t *testing.T) {
 	nodes := startGroup(t, 3, groupOptions{})
 	leader := waitReadyLeader(t, nodes)
-	var f *benchNode
-	for _, nd := range nodes {
-		if nd != leader {
-			f = nd
-			break
-		}
-	}
+	f := otherThan(nodes, leader)
 	writeKeys(t, nodes, 0, 20)
 	stopNode(t, nodes, f)
 	leader = writeKeys(t, nodes, 20, 40)
