@@ -25,9 +25,9 @@ type watchedLog struct {
 	// looks whether the log continues it, and while it installs one the
 	// log does: Raft's deletions stop below it (see keepLog).
 	keepFrom atomic.Uint64
-	// lastKept is the last install kept through a snapshot of the
-	// replica's own: the snapshot's index and term, and the log's last
-	// index then (guarded by mu).
+	// lastKept is the last install that happened with the log kept
+	// through a snapshot of the replica's own: the snapshot's index and
+	// term, and the log's last index then (guarded by mu).
 	lastKept [3]uint64
 
 	mu      sync.Mutex
@@ -139,7 +139,7 @@ func (s *Shard) AppendHealth() error {
 // the data nothing else in its main loop touches the log.
 func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (raft.RPC, <-chan struct{}) {
 	index, term := req.LastLogIndex, req.LastLogTerm
-	data := &installReader{Reader: rpc.Reader, decide: func() bool { return s.keepLog(index, term) }}
+	data := &installReader{Reader: rpc.Reader, decide: func() (bool, [3]uint64) { return s.keepLog(index, term) }}
 	rpc.Reader = data
 	answer := rpc.RespChan
 	ch := make(chan raft.RPCResponse, 1)
@@ -154,8 +154,18 @@ func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (ra
 		if kept {
 			s.logs.keepFrom.Store(0)
 		}
+		r, ok := resp.Response.(*raft.InstallSnapshotResponse)
+		installed := ok && resp.Error == nil && r.Success
+		// Only an install that happened counts as kept: after a failed one
+		// (a transfer cut, an older term) the leader sends the same
+		// snapshot again, to a log that has not moved.
+		if installed && data.mark != ([3]uint64{}) {
+			s.logs.mu.Lock()
+			s.logs.lastKept = data.mark
+			s.logs.mu.Unlock()
+		}
 		answer <- resp
-		if r, ok := resp.Response.(*raft.InstallSnapshotResponse); ok && resp.Error == nil && r.Success {
+		if installed {
 			s.afterInstall(index, kept)
 		}
 	}()
@@ -167,18 +177,31 @@ func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (ra
 type installReader struct {
 	io.Reader
 	once   sync.Once
-	decide func() bool
+	decide func() (bool, [3]uint64)
 	kept   atomic.Bool
+	// mark is keepLog's for a log kept through a snapshot of the
+	// replica's own; written by Raft's goroutine before it answers, read
+	// after the answer.
+	mark [3]uint64
 }
 
 func (r *installReader) Read(p []byte) (int, error) {
-	r.once.Do(func() { r.kept.Store(r.decide()) })
+	r.once.Do(func() {
+		kept, mark := r.decide()
+		r.mark = mark
+		r.kept.Store(kept)
+	})
+	if r.Reader == nil {
+		return 0, io.EOF
+	}
 	return r.Reader.Read(p)
 }
 
 // keepLog reports whether installing a snapshot ending at (index, term)
 // keeps the log, and if so leaves keepFrom set to index so that Raft's
-// deletions stop below it.
+// deletions stop below it. When the log is kept through a snapshot of
+// the replica's own it also returns the mark to record as lastKept once
+// the install has happened.
 //
 // A log kept through a snapshot of the replica's own (one that starts
 // after the leader's snapshot's index) can leave the replica refusing
@@ -187,27 +210,27 @@ func (r *installReader) Read(p []byte) (int, error) {
 // that index (an entry of the kept log conflicts with its own) is refused
 // there and sends the snapshot again. The same snapshot arriving again
 // while the log has not moved is installed as Raft does, emptying the log.
-func (s *Shard) keepLog(index, term uint64) bool {
+func (s *Shard) keepLog(index, term uint64) (keep bool, mark [3]uint64) {
 	// Set first: Raft's compaction, which runs beside its main loop,
 	// then keeps whatever entry the check below finds.
 	s.logs.keepFrom.Store(index)
 	keep, viaSnapshot := s.continuesPast(index, term)
 	if keep && viaSnapshot {
 		last, err := s.logs.LastIndex()
+		mark = [3]uint64{index, term, last}
 		s.logs.mu.Lock()
-		again := err != nil || s.logs.lastKept == [3]uint64{index, term, last}
-		s.logs.lastKept = [3]uint64{index, term, last}
+		again := err != nil || s.logs.lastKept == mark
 		s.logs.mu.Unlock()
 		if again {
 			s.log.Warn("installing a snapshot as sent, emptying the log: it came again and the log has not moved since the last install kept it",
 				"snapshot", index, "log_last", last)
-			keep = false
+			keep, mark = false, [3]uint64{}
 		}
 	}
 	if !keep {
 		s.logs.keepFrom.Store(0)
 	}
-	return keep
+	return keep, mark
 }
 
 // continuesPast reports whether the range's log runs past the entry a

@@ -418,8 +418,9 @@ func TestSnapshotInstall_ASnapshotTheLogRunsPastKeepsTheLog(t *testing.T) {
 // A log kept through the follower's own snapshot can leave it refusing
 // its leader's appends at the snapshot's index (an entry of the kept log
 // conflicts with the leader's), and the leader then sends the snapshot
-// again: the same snapshot arriving while the log has not moved is
-// installed as sent, and only then.
+// again: the same snapshot arriving while the log has not moved since an
+// install kept it is installed as sent, and only then. An offer that was
+// not installed (here one of an older term) does not count.
 func TestSnapshotInstall_TheSameSnapshotOnAnUnmovedLogIsInstalledAsSent(t *testing.T) {
 	nodes := startGroup(t, 3, groupOptions{})
 	leader := waitReadyLeader(t, nodes)
@@ -431,7 +432,7 @@ func TestSnapshotInstall_TheSameSnapshotOnAnUnmovedLogIsInstalledAsSent(t *testi
 		t.Fatalf("compact log: %v", err)
 	}
 	restartNode(t, nodes, f)
-	writeKeys(t, nodes, 40, 50)
+	leader = writeKeys(t, nodes, 40, 50)
 	waitCaughtUp(t, nodes, f)
 	metas, err := f.shard.storage.Snapshots.List()
 	if err != nil || len(metas) == 0 {
@@ -441,23 +442,56 @@ func TestSnapshotInstall_TheSameSnapshotOnAnUnmovedLogIsInstalledAsSent(t *testi
 	if first, _ := f.shard.storage.Log().FirstIndex(); first != snap.Index+1 {
 		t.Fatalf("%s's log starts at %d, want right after its snapshot at %d", f.id, first, snap.Index)
 	}
+	lastKept := func() [3]uint64 {
+		f.shard.logs.mu.Lock()
+		defer f.shard.logs.mu.Unlock()
+		return f.shard.logs.lastKept
+	}
 
-	for i, want := range []bool{true, false, true} {
-		if i == 2 {
-			writeKeys(t, nodes, 50, 55)
-			waitCaughtUp(t, nodes, f)
-		}
-		got := f.shard.keepLog(snap.Index, snap.Term)
-		f.shard.logs.keepFrom.Store(0)
-		if got != want {
-			t.Fatalf("offer %d of the snapshot at %d: keep the log %v, want %v", i+1, snap.Index, got, want)
-		}
+	if _, resp, err := offerNewestSnapshot(t, leader, f, -1); err != nil || resp.Success {
+		t.Fatalf("an offer of an older term was answered success %v, %v", resp.Success, err)
+	}
+	if got := lastKept(); got != ([3]uint64{}) {
+		t.Fatalf("an offer that was not installed was recorded as kept: %v", got)
+	}
+	last, _ := f.shard.storage.Log().LastIndex()
+	if meta := sendNewestSnapshot(t, leader, f); meta.Index != snap.Index || meta.Term != snap.Term {
+		t.Fatalf("the leader's newest snapshot is %d/%d, %s's %d/%d", meta.Index, meta.Term, f.id, snap.Index, snap.Term)
+	}
+	if got, want := lastKept(), [3]uint64{snap.Index, snap.Term, last}; got != want {
+		t.Fatalf("after the kept install lastKept is %v, want %v", got, want)
+	}
+	if got, _ := f.shard.storage.Log().LastIndex(); got != last {
+		t.Fatalf("%s's log ends at %d after the kept install, at %d before: the test needs it unmoved", f.id, got, last)
+	}
+	keep, _ := f.shard.keepLog(snap.Index, snap.Term)
+	f.shard.logs.keepFrom.Store(0)
+	if keep {
+		t.Fatal("the same snapshot on an unmoved log would keep the log again")
+	}
+	writeKeys(t, nodes, 50, 55)
+	waitCaughtUp(t, nodes, f)
+	keep, _ = f.shard.keepLog(snap.Index, snap.Term)
+	f.shard.logs.keepFrom.Store(0)
+	if !keep {
+		t.Fatal("once the log moved, the snapshot would not keep it")
 	}
 }
 
 // sendNewestSnapshot sends to's replica from's newest snapshot, as from's
 // Raft would, and returns its meta once to answered success.
 func sendNewestSnapshot(t *testing.T, from, to *benchNode) *raft.SnapshotMeta {
+	t.Helper()
+	meta, resp, err := offerNewestSnapshot(t, from, to, 0)
+	if err != nil || !resp.Success {
+		t.Fatalf("install %s's snapshot at %d on %s: success %v, %v", from.id, meta.Index, to.id, resp.Success, err)
+	}
+	return meta
+}
+
+// offerNewestSnapshot sends to's replica from's newest snapshot in from's
+// current term plus termDelta, and returns the answer.
+func offerNewestSnapshot(t *testing.T, from, to *benchNode, termDelta int) (*raft.SnapshotMeta, *raft.InstallSnapshotResponse, error) {
 	t.Helper()
 	metas, err := from.shard.storage.Snapshots.List()
 	if err != nil || len(metas) == 0 {
@@ -472,7 +506,7 @@ func sendNewestSnapshot(t *testing.T, from, to *benchNode) *raft.SnapshotMeta {
 	req := &raft.InstallSnapshotRequest{
 		RPCHeader:          raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(from.id), Addr: peer},
 		SnapshotVersion:    meta.Version,
-		Term:               from.shard.Raft().CurrentTerm(),
+		Term:               uint64(int(from.shard.Raft().CurrentTerm()) + termDelta),
 		Leader:             peer,
 		LastLogIndex:       meta.Index,
 		LastLogTerm:        meta.Term,
@@ -481,10 +515,8 @@ func sendNewestSnapshot(t *testing.T, from, to *benchNode) *raft.SnapshotMeta {
 		ConfigurationIndex: meta.ConfigurationIndex,
 	}
 	var resp raft.InstallSnapshotResponse
-	if err := from.trans.InstallSnapshot(raft.ServerID(to.id), to.addr, req, &resp, rc); err != nil || !resp.Success {
-		t.Fatalf("install %s's snapshot at %d on %s: success %v, %v", from.id, meta.Index, to.id, resp.Success, err)
-	}
-	return meta
+	err = from.trans.InstallSnapshot(raft.ServerID(to.id), to.addr, req, &resp, rc)
+	return meta, &resp, err
 }
 
 // A received snapshot that Raft never handed to the state machine (it
