@@ -12,7 +12,8 @@ import (
 )
 
 // watchedLog is the range's log as Raft sees it: the log itself, plus a
-// count of the appends it refused. hashicorp/raft only logs a failed
+// count of the appends it refused, and deletions held back while an
+// install keeps the log (keepLog). hashicorp/raft only logs a failed
 // append and answers the leader "no"; a replica whose every append fails
 // (issue 12: a log that refused the entries after an installed snapshot)
 // looked healthy everywhere else while the range ran on one replica
@@ -25,15 +26,15 @@ type watchedLog struct {
 	// looks whether the log continues it, and while it installs one the
 	// log does: Raft's deletions stop below it (see keepLog).
 	keepFrom atomic.Uint64
-	// lastKept is the last install that happened with the log kept
-	// through a snapshot of the replica's own: the snapshot's index and
-	// term, and the log's last index then (guarded by mu).
-	lastKept [3]uint64
 
 	mu      sync.Mutex
 	failing int       // appends refused since the last one stored
 	since   time.Time // when the first of those was refused
 	lastErr error
+	// lastKept is the last install that happened with the log kept
+	// through a snapshot of the replica's own: the snapshot's index and
+	// term, and the log's last index then.
+	lastKept [3]uint64
 }
 
 var _ raft.MonotonicLogStore = (*watchedLog)(nil)
