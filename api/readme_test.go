@@ -22,14 +22,15 @@ import (
 )
 
 // The README is the user's reference for this package's API. These tests
-// hold its gRPC, HTTP and error tables to the code, both ways: an RPC, a
+// hold its gRPC and HTTP tables, and docs/api.md's gRPC and error tables,
+// to the code, both ways: an RPC, a
 // route or a reason cannot ship undocumented, and a documented one cannot
 // quietly disappear. Each failure names the row to add or remove.
 
 const (
 	readmePath = "../README.md"
-	// apiDocPath holds the gRPC table method by method; the README lists
-	// the methods per service.
+	// apiDocPath holds the gRPC table method by method (the README lists
+	// the methods per service) and the error table.
 	apiDocPath = "../docs/api.md"
 )
 
@@ -93,7 +94,7 @@ func TestREADME_GRPCTableNamesEveryClientRPC(t *testing.T) {
 	}
 }
 
-func TestREADME_ErrorTableMatchesReasonsCodesAndStatuses(t *testing.T) {
+func TestAPIDoc_ErrorTableMatchesReasonsCodesAndStatuses(t *testing.T) {
 	reasons := reasonConstants(t)
 	type row struct {
 		reasons               []rpctypes.Reason
@@ -102,9 +103,9 @@ func TestREADME_ErrorTableMatchesReasonsCodesAndStatuses(t *testing.T) {
 	}
 	var rows []*row
 	byReason := map[rpctypes.Reason]*row{}
-	for _, cells := range readmeTable(t, "Errors") {
+	for _, cells := range docTable(t, apiDocPath, "Errors") {
 		if len(cells) < 3 {
-			t.Errorf("README Errors table: row %q needs reason, gRPC code and HTTP columns", cells)
+			t.Errorf("docs/api.md Errors table: row %q needs reason, gRPC code and HTTP columns", cells)
 			continue
 		}
 		r := &row{
@@ -116,23 +117,23 @@ func TestREADME_ErrorTableMatchesReasonsCodesAndStatuses(t *testing.T) {
 			r.reasons = append(r.reasons, rpctypes.Reason(s))
 		}
 		if len(r.reasons) == 0 || len(r.allCodes) == 0 || len(r.statuses) == 0 {
-			t.Errorf("README Errors table: row %q needs a `REASON`, a gRPC code and an HTTP status", cells)
+			t.Errorf("docs/api.md Errors table: row %q needs a `REASON`, a gRPC code and an HTTP status", cells)
 			continue
 		}
 		rows = append(rows, r)
 		for _, reason := range r.reasons {
 			if _, dup := byReason[reason]; dup {
-				t.Errorf("README Errors table lists %s twice", reason)
+				t.Errorf("docs/api.md Errors table lists %s twice", reason)
 			}
 			if !slices.Contains(reasons, reason) {
-				t.Errorf("README Errors table lists %s, which is no Reason in api/rpctypes: remove the row", reason)
+				t.Errorf("docs/api.md Errors table lists %s, which is no Reason in api/rpctypes: remove the row", reason)
 			}
 			byReason[reason] = r
 		}
 	}
 	for _, reason := range reasons {
 		if byReason[reason] == nil {
-			t.Errorf("README Errors table lacks reason %s (api/rpctypes): add | `%s` | gRPC code | HTTP status | meaning |", reason, reason)
+			t.Errorf("docs/api.md Errors table lacks reason %s (api/rpctypes): add | `%s` | gRPC code | HTTP status | meaning |", reason, reason)
 		}
 	}
 
@@ -140,7 +141,7 @@ func TestREADME_ErrorTableMatchesReasonsCodesAndStatuses(t *testing.T) {
 	for _, p := range producedErrors() {
 		reason, got := rpctypes.ReasonOf(p.err), status.Code(p.err)
 		if r := byReason[reason]; r != nil && !slices.Contains(r.allCodes, got) {
-			t.Errorf("%s: the server answers %s with gRPC code %s, but the README Errors table says %v", p.what, reason, got, r.allCodes)
+			t.Errorf("%s: the server answers %s with gRPC code %s, but the docs/api.md Errors table says %v", p.what, reason, got, r.allCodes)
 		}
 	}
 
@@ -160,7 +161,7 @@ func TestREADME_ErrorTableMatchesReasonsCodesAndStatuses(t *testing.T) {
 		got := slices.Clone(r.statuses)
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
-			t.Errorf("README Errors table: %v with %v is HTTP %v, but the table says %v", r.reasons, r.clientCodes, want, got)
+			t.Errorf("docs/api.md Errors table: %v with %v is HTTP %v, but the table says %v", r.reasons, r.clientCodes, want, got)
 		}
 	}
 }
