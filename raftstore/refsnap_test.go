@@ -225,13 +225,8 @@ func TestRefSnapshots_ABadReceivedStreamLeavesNothing(t *testing.T) {
 			if staged != nil {
 				t.Fatal("something is recorded as staged")
 			}
-			if err := s.db.View(func(tx *bolt.Tx) error {
-				if stg := tx.Bucket(restoreStaging); stg != nil && stg.Bucket(f.bucket) != nil {
-					return errors.New("the staging bucket is left")
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
+			if stagingLeft(t, s, f) {
+				t.Fatal("the staging bucket is left")
 			}
 			mustGet(t, f, "k000", fmt.Sprintf("%0100d", 99))
 		})
@@ -457,13 +452,8 @@ func TestRefSnapshots_AnOlderSnapshotKeepsTheStateAhead(t *testing.T) {
 		t.Fatalf("the restore handler ran %d times for a state that did not change", restores)
 	}
 	mustGet(t, g, "k005", fmt.Sprintf("%0100d", 5+7))
-	if err := dst.db.View(func(tx *bolt.Tx) error {
-		if b := tx.Bucket(restoreStaging); b != nil && b.Bucket(g.bucket) != nil {
-			return errors.New("the staged copy is still there")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	if stagingLeft(t, dst, g) {
+		t.Fatal("the staged copy is still there")
 	}
 	dstSt.Close()
 	if err := dst.Close(); err != nil {
@@ -496,4 +486,18 @@ func TestRefSnapshots_AnotherRangesSnapshotIsRefusedWhateverItsIndex(t *testing.
 		t.Fatalf("after the refusal %d snapshots are listed (%v), want none", len(metas), err)
 	}
 	mustGet(t, g, "k005", fmt.Sprintf("%0100d", 5+3))
+}
+
+// stagingLeft reports whether f's range still has a staging bucket in s.
+func stagingLeft(t *testing.T, s *Store, f *RangeFSM) bool {
+	t.Helper()
+	var left bool
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		stg := tx.Bucket(restoreStaging)
+		left = stg != nil && stg.Bucket(f.bucket) != nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return left
 }

@@ -32,10 +32,13 @@ type watchedLog struct {
 	since   time.Time // when the first of those was refused
 	lastErr error
 	// lastKept is the last install that happened with the log kept
-	// through a snapshot of the replica's own: the snapshot's index and
-	// term, and the log's last index then.
-	lastKept [3]uint64
+	// through a snapshot of the replica's own.
+	lastKept keptMark
 }
+
+// keptMark is an install kept through a snapshot of the replica's own:
+// the snapshot's index and term, and the log's last index then.
+type keptMark struct{ index, term, logLast uint64 }
 
 var _ raft.MonotonicLogStore = (*watchedLog)(nil)
 
@@ -140,7 +143,7 @@ func (s *Shard) AppendHealth() error {
 // the data nothing else in its main loop touches the log.
 func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (raft.RPC, <-chan struct{}) {
 	index, term := req.LastLogIndex, req.LastLogTerm
-	data := &installReader{Reader: rpc.Reader, decide: func() (bool, [3]uint64) { return s.keepLog(index, term) }}
+	data := &installReader{Reader: rpc.Reader, decide: func() (bool, keptMark) { return s.keepLog(index, term) }}
 	rpc.Reader = data
 	answer := rpc.RespChan
 	ch := make(chan raft.RPCResponse, 1)
@@ -160,7 +163,7 @@ func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (ra
 		// Only an install that happened counts as kept: after a failed one
 		// (a transfer cut, an older term) the leader sends the same
 		// snapshot again, to a log that has not moved.
-		if installed && data.mark != ([3]uint64{}) {
+		if installed && data.mark != (keptMark{}) {
 			s.logs.mu.Lock()
 			s.logs.lastKept = data.mark
 			s.logs.mu.Unlock()
@@ -178,12 +181,12 @@ func (s *Shard) watchInstall(rpc raft.RPC, req *raft.InstallSnapshotRequest) (ra
 type installReader struct {
 	io.Reader
 	once   sync.Once
-	decide func() (bool, [3]uint64)
+	decide func() (bool, keptMark)
 	kept   atomic.Bool
 	// mark is keepLog's for a log kept through a snapshot of the
 	// replica's own; written by Raft's goroutine before it answers, read
 	// after the answer.
-	mark [3]uint64
+	mark keptMark
 }
 
 func (r *installReader) Read(p []byte) (int, error) {
@@ -211,21 +214,21 @@ func (r *installReader) Read(p []byte) (int, error) {
 // that index (an entry of the kept log conflicts with its own) is refused
 // there and sends the snapshot again. The same snapshot arriving again
 // while the log has not moved is installed as Raft does, emptying the log.
-func (s *Shard) keepLog(index, term uint64) (keep bool, mark [3]uint64) {
+func (s *Shard) keepLog(index, term uint64) (keep bool, mark keptMark) {
 	// Set first: Raft's compaction, which runs beside its main loop,
 	// then keeps whatever entry the check below finds.
 	s.logs.keepFrom.Store(index)
 	keep, viaSnapshot := s.continuesPast(index, term)
 	if keep && viaSnapshot {
 		last, err := s.logs.LastIndex()
-		mark = [3]uint64{index, term, last}
+		mark = keptMark{index, term, last}
 		s.logs.mu.Lock()
 		again := err != nil || s.logs.lastKept == mark
 		s.logs.mu.Unlock()
 		if again {
 			s.log.Warn("installing a snapshot as sent, emptying the log: it came again and the log has not moved since the last install kept it",
 				"snapshot", index, "log_last", last)
-			keep, mark = false, [3]uint64{}
+			keep, mark = false, keptMark{}
 		}
 	}
 	if !keep {

@@ -442,7 +442,7 @@ func TestSnapshotInstall_TheSameSnapshotOnAnUnmovedLogIsInstalledAsSent(t *testi
 	if first, _ := f.shard.storage.Log().FirstIndex(); first != snap.Index+1 {
 		t.Fatalf("%s's log starts at %d, want right after its snapshot at %d", f.id, first, snap.Index)
 	}
-	lastKept := func() [3]uint64 {
+	lastKept := func() keptMark {
 		f.shard.logs.mu.Lock()
 		defer f.shard.logs.mu.Unlock()
 		return f.shard.logs.lastKept
@@ -451,14 +451,14 @@ func TestSnapshotInstall_TheSameSnapshotOnAnUnmovedLogIsInstalledAsSent(t *testi
 	if _, resp, err := offerNewestSnapshot(t, leader, f, -1); err != nil || resp.Success {
 		t.Fatalf("an offer of an older term was answered success %v, %v", resp.Success, err)
 	}
-	if got := lastKept(); got != ([3]uint64{}) {
+	if got := lastKept(); got != (keptMark{}) {
 		t.Fatalf("an offer that was not installed was recorded as kept: %v", got)
 	}
 	last, _ := f.shard.storage.Log().LastIndex()
 	if meta := sendNewestSnapshot(t, leader, f); meta.Index != snap.Index || meta.Term != snap.Term {
 		t.Fatalf("the leader's newest snapshot is %d/%d, %s's %d/%d", meta.Index, meta.Term, f.id, snap.Index, snap.Term)
 	}
-	if got, want := lastKept(), [3]uint64{snap.Index, snap.Term, last}; got != want {
+	if got, want := lastKept(), (keptMark{snap.Index, snap.Term, last}); got != want {
 		t.Fatalf("after the kept install lastKept is %v, want %v", got, want)
 	}
 	if got, _ := f.shard.storage.Log().LastIndex(); got != last {
