@@ -109,10 +109,36 @@ func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 	kvd, bin := buildBinaries(t)
 	c := startDialkv(t, kvd)
 
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	costs := []string{cluster.DialkvFsyncs, cluster.DialkvLogRecords, cluster.DialkvMessages, cluster.DialkvSocketWrites, cluster.DialkvPeerBytes}
+	before, err := c.Sample(ctx, costs...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	load := kvbench(t, bin, c, "-workload", "load", "-clients", "8", "-duration", "1m")
 	if !load.Complete || load.Total.Ops != 500 || load.Total.Errors != 0 {
 		t.Fatalf("load: complete=%v ops=%d errors=%d %v; want all 500 keys, no errors",
 			load.Complete, load.Total.Ops, load.Total.Errors, load.ErrorSamples)
+	}
+	// bench-compare's cost lines read these counters: 500 replicated
+	// puts must show in every one of them, and in the nodes' CPU (each
+	// node's alone may stay under one clock tick).
+	after, err := c.Sample(ctx, costs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used, err := after.Sub(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range costs {
+		if used.Counters[f] <= 0 {
+			t.Errorf("%s rose by %v over 500 puts, want more", f, used.Counters[f])
+		}
+	}
+	if len(used.MemberCPU) != 3 || used.CPU <= 0 {
+		t.Errorf("CPU over 500 puts %v (per node %v), want some, from 3 nodes", used.CPU, used.MemberCPU)
 	}
 	for _, args := range [][]string{
 		{"-workload", "put", "-clients", "8", "-duration", runFor(2 * time.Second)},

@@ -80,7 +80,9 @@ type Cluster struct {
 	HTTPAddrs []string
 	// healthURLs answer 200 when the member can serve.
 	healthURLs []string
-	http       *http.Client
+	// metricsURLs serve each member's Prometheus metrics (Sample).
+	metricsURLs []string
+	http        *http.Client
 	// opts are the options the cluster was started with, PortBase
 	// resolved: JoinDialkv starts more members with them.
 	opts Options
@@ -180,6 +182,7 @@ func (c *Cluster) startDialkvMember(i int, pp []int, how ...string) error {
 	c.Endpoints = append(c.Endpoints, grpcAddr)
 	c.HTTPAddrs = append(c.HTTPAddrs, httpAddr)
 	c.healthURLs = append(c.healthURLs, "http://"+httpAddr+"/readyz")
+	c.metricsURLs = append(c.metricsURLs, "http://"+httpAddr+"/metrics")
 	return nil
 }
 
@@ -253,6 +256,7 @@ func StartEtcd(ctx context.Context, o Options) (*Cluster, error) {
 		c.Procs = append(c.Procs, p)
 		c.Endpoints = append(c.Endpoints, clientAddr)
 		c.healthURLs = append(c.healthURLs, "http://"+clientAddr+"/health")
+		c.metricsURLs = append(c.metricsURLs, "http://"+clientAddr+"/metrics")
 	}
 	return c, c.start(ctx, o.ReadyTimeout)
 }

@@ -81,7 +81,8 @@ func checkAlive(c *cluster.Cluster) error {
 }
 
 // kvbench runs bin/kvbench against c with args and parses its JSON result.
-func (b *bench) kvbench(ctx context.Context, c *cluster.Cluster, timeout time.Duration, args ...string) (*workload.Result, error) {
+// It also returns the CPU time kvbench used.
+func (b *bench) kvbench(ctx context.Context, c *cluster.Cluster, timeout time.Duration, args ...string) (*workload.Result, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	full := append([]string{
@@ -96,7 +97,7 @@ func (b *bench) kvbench(ctx context.Context, c *cluster.Cluster, timeout time.Du
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	p, err := harness.Start(cmd, harness.ProcOptions{DeathSignal: syscall.SIGKILL})
 	if err != nil {
-		return nil, fmt.Errorf("kvbench: %w", err)
+		return nil, 0, fmt.Errorf("kvbench: %w", err)
 	}
 	// On timeout or Ctrl-C: SIGTERM by PID (kvbench then reports what it
 	// has), SIGKILL 10 s later.
@@ -108,21 +109,25 @@ func (b *bench) kvbench(ctx context.Context, c *cluster.Cluster, timeout time.Du
 		}
 	}
 	if _, err := p.Exited(); err != nil {
-		return nil, fmt.Errorf("kvbench %s: %w: %s", strings.Join(full, " "), err, strings.TrimSpace(stderr.String()))
+		return nil, 0, fmt.Errorf("kvbench %s: %w: %s", strings.Join(full, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	var res workload.Result
 	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		return nil, fmt.Errorf("kvbench output: %w", err)
+		return nil, 0, fmt.Errorf("kvbench output: %w", err)
 	}
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("kvbench %s: %w", strings.Join(full, " "), ctx.Err())
+		return nil, 0, fmt.Errorf("kvbench %s: %w", strings.Join(full, " "), ctx.Err())
 	}
-	return &res, nil
+	var cpu time.Duration
+	if st := p.State(); st != nil {
+		cpu = st.UserTime() + st.SystemTime()
+	}
+	return &res, cpu, nil
 }
 
 // load writes keys keys into c once each and checks that all were written.
 func (b *bench) load(ctx context.Context, c *cluster.Cluster, keys int) (*workload.Result, error) {
-	res, err := b.kvbench(ctx, c, loadTimeout, "-workload", "load", "-keys", strconv.Itoa(keys),
+	res, _, err := b.kvbench(ctx, c, loadTimeout, "-workload", "load", "-keys", strconv.Itoa(keys),
 		"-clients", strconv.Itoa(b.o.clients), "-duration", loadTimeout.String())
 	if err != nil {
 		return nil, err
@@ -159,9 +164,10 @@ func (b *bench) startBoth(ctx context.Context) (map[string]*cluster.Cluster, fun
 var errInterrupted = errors.New("interrupted")
 
 // leaders names each system's leader and kvbench's first endpoint. dialkv's
-// client sends every request to its first endpoint, and a follower forwards
-// writes and linearizable reads to the leader, so who leads matters; etcd's
-// client spreads requests over all members round-robin.
+// client routes writes and linearizable reads to their range's leader, so
+// one range's leader serves them all (the COST lines' busiest server);
+// etcd's client spreads requests over all members round-robin, and its
+// followers forward writes to the leader.
 func (b *bench) leaders(ctx context.Context, clusters map[string]*cluster.Cluster) string {
 	var parts []string
 	for _, s := range systems {

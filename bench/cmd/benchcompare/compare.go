@@ -19,6 +19,8 @@ type runRecord struct {
 	Round    int              `json:"round"`
 	System   string           `json:"system"`
 	Result   *workload.Result `json:"result"`
+	// Cost is nil when the servers could not be sampled (see -json).
+	Cost *runCost `json:"cost,omitempty"`
 }
 
 // summaryRow merges every round of one workload, per system.
@@ -77,11 +79,20 @@ func (b *bench) compare(ctx context.Context) error {
 					// The same seed for both systems of a round: the
 					// same key sequences.
 					"-seed", strconv.Itoa(round))
-				res, err := b.kvbench(ctx, c, b.o.duration+runSlack, args...)
+				done, serr := sampleCost(ctx, c)
+				res, benchCPU, err := b.kvbench(ctx, c, b.o.duration+runSlack, args...)
 				if err != nil {
 					return err
 				}
-				runs = append(runs, runRecord{Workload: name, Round: round, System: s, Result: res})
+				rec := runRecord{Workload: name, Round: round, System: s, Result: res}
+				if serr == nil {
+					rec.Cost, serr = done(benchCPU)
+				}
+				if serr != nil {
+					// A cost is extra: the run's throughput stands without it.
+					fmt.Fprintf(b.log, "%s round %d %s: no cost figures: %v\n", name, round, s, serr)
+				}
+				runs = append(runs, rec)
 				fmt.Fprintf(b.log, "[%d/%d] %-21s round %d %-6s %9.0f ops/s  p99 %8.3f ms  errors %d\n",
 					len(runs), total, name, round, s, res.Total.OpsPerSec, res.Total.P99Ms, res.Total.Errors)
 				if err := checkAlive(c); err != nil {
@@ -107,8 +118,10 @@ func (b *bench) compare(ctx context.Context) error {
 		setup.print(b.out)
 	}
 	b.printSummary(rows)
+	costs := costRows(b.o.workloads, runs)
+	b.printCosts(costs)
 	if b.o.jsonOut != "" {
-		out := map[string]any{"runs": runs, "summary": rows, "scale": scaleRows(rows)}
+		out := map[string]any{"runs": runs, "summary": rows, "scale": scaleRows(rows), "costs": costs}
 		if setup != nil {
 			out["ranges_setup"] = setup
 		}

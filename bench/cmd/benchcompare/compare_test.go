@@ -160,3 +160,38 @@ func TestParseFlags_TxnWorkloadsNeedKeysForEveryClient(t *testing.T) {
 		t.Fatalf("128 keys for txn-c64: %v", err)
 	}
 }
+
+func TestCostRows_MergeRoundsAndDivideByOperations(t *testing.T) {
+	cost := func(cpu time.Duration, members ...time.Duration) *runCost {
+		return &runCost{ServerCPU: cpu, MemberCPU: members, BenchCPU: cpu / 4, ContextSwitches: 40,
+			Fsyncs: 10, PeerBytes: 4000, LogRecords: 30, Messages: 20, SocketWrites: 10}
+	}
+	runs := []runRecord{
+		{Workload: "put-c64-r16", Round: 1, System: "dialkv", Result: result(t, 100, time.Millisecond, time.Second),
+			Cost: cost(20*time.Millisecond, 10*time.Millisecond, 6*time.Millisecond, 4*time.Millisecond)},
+		{Workload: "put-c64-r16", Round: 2, System: "dialkv", Result: result(t, 100, time.Millisecond, time.Second),
+			Cost: cost(20*time.Millisecond, 2*time.Millisecond, 6*time.Millisecond, 12*time.Millisecond)},
+		{Workload: "put-c64-r16", Round: 1, System: "etcd", Result: result(t, 50, time.Millisecond, time.Second),
+			Cost: &runCost{ServerCPU: 10 * time.Millisecond, Fsyncs: 25}},
+		// A run the servers could not be sampled around adds nothing.
+		{Workload: "put-c64-r16", Round: 2, System: "etcd", Result: result(t, 50, time.Millisecond, time.Second)},
+	}
+	rows := costRows([]string{"put-c64-r16"}, runs)
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want dialkv's and etcd's", len(rows))
+	}
+	d, e := rows[0], rows[1]
+	// Members merge by position: 12, 12 and 16 ms, the busiest 16 ms.
+	if d.Ops != 200 || d.Cost.ServerCPU != 40*time.Millisecond || d.Cost.busiest() != 16*time.Millisecond {
+		t.Fatalf("dialkv row %+v", d)
+	}
+	want := "COST put-c64-r16 dialkv server_cpu_us 200.0 busiest_server_cpu_us 80.0 bench_cpu_us 50.0 context_switches 0.4 fsyncs 0.100 peer_bytes 40" +
+		" messages 0.20 bytes_per_message 200 messages_per_write 2.0 records_per_fsync 3.0"
+	if got := costLine(d); got != want {
+		t.Fatalf("dialkv line\n%s\nwant\n%s", got, want)
+	}
+	want = "COST put-c64-r16 etcd server_cpu_us 200.0 busiest_server_cpu_us 0.0 bench_cpu_us 0.0 context_switches 0.0 fsyncs 0.500 peer_bytes 0"
+	if got := costLine(e); e.Ops != 50 || got != want {
+		t.Fatalf("etcd row of %d ops, line\n%s\nwant\n%s", e.Ops, got, want)
+	}
+}

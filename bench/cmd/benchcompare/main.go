@@ -24,6 +24,18 @@
 //
 //	WORKLOAD <workload> ops/s <n> p50 <ms> p99 <ms> errors <n> compare_failed <n>
 //
+// After them comes what each operation cost, per workload and system, the
+// rounds merged: the three servers' CPU (all, and the busiest one's), the
+// load generator's, the machine's context switches, the servers' fsyncs and
+// bytes sent to peers, and for dialkv its link's messages (from the
+// servers' /metrics):
+//
+//	COST <workload> <system> server_cpu_us <µs/op> busiest_server_cpu_us <µs/op> bench_cpu_us <µs/op> context_switches <n/op> fsyncs <n/op> peer_bytes <B/op> [messages <n/op> bytes_per_message <B> messages_per_write <n> records_per_fsync <n>]
+//
+// On a machine where the servers and the load generator share the cores,
+// ops/s follows the inverse of the CPU per operation; the COST lines say
+// where a RATIO comes from.
+//
 // With -memory it instead loads -memory-keys keys into each system in turn
 // and reports each server process's peak RSS (VmHWM).
 //
