@@ -63,9 +63,16 @@ func benchFill(rng *rand.Rand, b []byte) {
 // which the benchmarks stay under). Logs are discarded.
 func benchOpenStore(b *testing.B) *Store {
 	b.Helper()
+	return benchOpenStoreWith(b, func(*Config) {})
+}
+
+// benchOpenStoreWith is benchOpenStore with set changing the config.
+func benchOpenStoreWith(b *testing.B, set func(*Config)) *Store {
+	b.Helper()
 	cfg := DefaultConfig(b.TempDir())
 	cfg.CommitInterval = time.Hour
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	set(&cfg)
 	s, err := Open(cfg)
 	if err != nil {
 		b.Fatalf("open store: %v", err)
@@ -202,6 +209,51 @@ func BenchmarkRangeFSM_ApplyBatchCommit(b *testing.B) {
 			if f.DurableIndex() == 0 && ops >= flushEvery {
 				b.Fatalf("nothing was committed")
 			}
+		})
+	}
+}
+
+// BenchmarkStore_CommitTrimmingEvents measures state commits once the
+// change feed's byte budget is full, so that each commit drops as many
+// events as it adds, as on a busy range after its first minutes. The cost
+// per event must not grow with the events per commit (it did, before
+// commitEvents found the dropped prefix in one pass: 8,000 events per
+// commit cost several times what 1,000 did, per event).
+func BenchmarkStore_CommitTrimmingEvents(b *testing.B) {
+	const batch = 64
+	for _, perCommit := range []int{1024, 8192} {
+		b.Run(fmt.Sprintf("events=%d", perCommit), func(b *testing.B) {
+			s := benchOpenStoreWith(b, func(c *Config) {
+				// About 3,000 events of a 16-byte key and a 256-byte value.
+				c.EventRetentionBytes, c.EventRetentionAge = 1<<20, 0
+			})
+			f := benchOpenRange(b, s)
+			a := newBenchApplier(batch)
+			commit := func() {
+				for range perCommit / batch {
+					f.ApplyBatch(a.fill())
+				}
+				if err := s.Flush(); err != nil {
+					b.Fatalf("flush: %v", err)
+				}
+			}
+			// Fill the budget, and trim once, before measuring.
+			for range 3_000/perCommit + 2 {
+				commit()
+			}
+			floor := f.EventFloor()
+			if floor == 0 {
+				b.Fatalf("no event trimmed after filling the budget")
+			}
+			commits := 0
+			for b.Loop() {
+				commit()
+				commits++
+			}
+			if f.EventFloor() <= floor {
+				b.Fatalf("the floor stayed at %d: the measured commits trimmed nothing", floor)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(commits*perCommit), "ns/event")
 		})
 	}
 }

@@ -560,8 +560,15 @@ func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, data *bol
 	floor := j.f.evFloor.Load()
 	maxBytes, maxAge := s.cfg.EventRetentionBytes, s.cfg.EventRetentionAge
 	cutoff := now.Add(-maxAge).UnixMilli()
+	// The events retention drops are the oldest, a prefix of the bucket:
+	// find it in one pass, then delete it. Deleting through the cursor and
+	// starting again from First walked, for every event, each leaf emptied
+	// earlier in the transaction (bbolt drops them only when the commit
+	// rebalances): quadratic in the events a commit trims, which once the
+	// budget was full meant a third of a follower's CPU under 64 writers.
+	var drop [][]byte
 	c := evb.Cursor()
-	for k, v := c.First(); k != nil && n > 0; k, v = c.First() {
+	for k, v := c.First(); k != nil && n > 0; k, v = c.Next() {
 		overBytes := maxBytes > 0 && size > maxBytes
 		old := maxAge > 0 && len(v) >= 10 && int64(binary.BigEndian.Uint64(v[2:])) < cutoff
 		if !overBytes && !old {
@@ -571,12 +578,16 @@ func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, data *bol
 		if err != nil {
 			return err
 		}
-		if err := c.Delete(); err != nil {
-			return err
-		}
+		drop = append(drop, bytes.Clone(k))
 		n--
 		size -= int64(e.Size())
 		floor = max(floor, e.Index)
+	}
+	// Newest first: a leaf's last entry goes without moving the others.
+	for i := len(drop) - 1; i >= 0; i-- {
+		if err := evb.Delete(drop[i]); err != nil {
+			return err
+		}
 	}
 	j.evFloor = floor
 	if err := meta.Put(eventFloorKey(j.f.id), indexKey(floor)); err != nil {
