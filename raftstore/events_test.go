@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -433,6 +434,47 @@ func TestRangeFSM_EventRetentionBytes(t *testing.T) {
 				t.Fatalf("floor after two more events %d, want %d", fl, want)
 			}
 		})
+	}
+}
+
+// TestRangeFSM_EventRetentionBytesAcrossManyLeaves: a commit that trims
+// thousands of events, over many of bbolt's leaves (a full one, a part of
+// another), keeps exactly the newest that fit, in order, and so does the
+// next, which trims through leaves the first one rebalanced.
+func TestRangeFSM_EventRetentionBytesAcrossManyLeaves(t *testing.T) {
+	val := strings.Repeat("v", 200)
+	one := (&Event{Key: []byte("k00000"), Value: []byte(val)}).Size()
+	const keep = 1000
+	s := openStoreWith(t, t.TempDir(), func(c *Config) {
+		c.EventRetentionBytes, c.EventRetentionAge = int64(keep*one), 0
+	})
+	defer s.Close()
+	f := mustRange(t, s, feedRange)
+	next := uint64(1)
+	apply := func(n int) {
+		var logs []*raft.Log
+		for range n {
+			logs = append(logs, put(next, fmt.Sprintf("k%05d", next), val))
+			next++
+		}
+		f.ApplyBatch(logs)
+		mustFlush(t, s)
+	}
+	for _, n := range []int{3000, 1700} {
+		apply(n)
+		last := next - 1
+		if fl, want := f.EventFloor(), last-keep; fl != want {
+			t.Fatalf("after %d events: floor %d, want %d", last, fl, want)
+		}
+		evs := allEvents(t, f, last-keep)
+		if len(evs) != keep {
+			t.Fatalf("after %d events: %d kept, want %d", last, len(evs), keep)
+		}
+		for i, e := range evs {
+			if want := last - keep + 1 + uint64(i); e.Index != want || string(e.Key) != fmt.Sprintf("k%05d", want) {
+				t.Fatalf("after %d events: event %d is %d %q, want %d", last, i, e.Index, e.Key, want)
+			}
+		}
 	}
 }
 
