@@ -188,6 +188,9 @@ bench-micro:
 # before it starts; RANGE_MAX_BYTES=b is every node's --range-max-bytes
 # (ranges also split as they grow). Both unset: one user range, kvd's
 # default size. The verdict line says how many ranges the run ended with.
+# WATCH_RETENTION_BYTES=b is every node's --watch-retention-bytes: small
+# (say 64KiB), ranges trim their change feeds during the run and the
+# watchers' resumes meet COMPACTED.
 # WORKLOADS (comma list, default register,watch,lease,bank,append; make
 # jepsen only): register is registers, lists, sets and reads at every
 # level; watch adds writers and watchers under w/ and the watch checker;
@@ -205,6 +208,7 @@ JEPSEN_COMMON     = --kvd $(BIN)/kvd --nodes $(call jepsen_var,NODES,5) $(if $(S
                     $(if $(KNOWN_ISSUES),--known-issues $(KNOWN_ISSUES)) \
                     $(if $(call jepsen_var,RANGES,),--ranges $(RANGES)) \
                     $(if $(call jepsen_var,RANGE_MAX_BYTES,),--range-max-bytes $(RANGE_MAX_BYTES)) \
+                    $(if $(call jepsen_var,WATCH_RETENTION_BYTES,),--watch-retention-bytes $(WATCH_RETENTION_BYTES)) \
                     $(if $(filter 1 true yes,$(call jepsen_var,TLS,)),--tls)
 
 .PHONY: jepsen jepsen-canary jepsen-build

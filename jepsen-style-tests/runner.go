@@ -108,8 +108,8 @@ func (c *Config) setDefaults() error {
 	if c.Bank.Accounts < 2 || c.Append.Lists < 1 {
 		return fmt.Errorf("jepsen: Config.Bank.Accounts (%d) must be at least 2 and Config.Append.Lists (%d) at least 1", c.Bank.Accounts, c.Append.Lists)
 	}
-	if c.Ranges < 0 || c.RangeMaxBytes < 0 {
-		return fmt.Errorf("jepsen: Config.Ranges (%d) and Config.RangeMaxBytes (%d) must not be negative", c.Ranges, c.RangeMaxBytes)
+	if c.Ranges < 0 || c.RangeMaxBytes < 0 || c.Watch.RetentionBytes < 0 {
+		return fmt.Errorf("jepsen: Config.Ranges (%d), Config.RangeMaxBytes (%d) and Config.Watch.RetentionBytes (%d) must not be negative", c.Ranges, c.RangeMaxBytes, c.Watch.RetentionBytes)
 	}
 	return nil
 }
@@ -220,6 +220,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var extra []string
 	if cfg.RangeMaxBytes > 0 {
 		extra = append(extra, "--range-max-bytes", strconv.FormatInt(cfg.RangeMaxBytes, 10))
+	}
+	if cfg.Watch.RetentionBytes > 0 {
+		extra = append(extra, "--watch-retention-bytes", strconv.FormatInt(cfg.Watch.RetentionBytes, 10))
 	}
 	c, err := Start(ctx, Options{
 		KvdPath: cfg.KvdPath, Dir: nodesDir, Nodes: cfg.Nodes, Logf: logf,

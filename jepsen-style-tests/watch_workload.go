@@ -135,6 +135,10 @@ type WatchConfig struct {
 	// CatchUp bounds the wait, after the heal, for every watcher to
 	// deliver every acknowledged write (default 30s).
 	CatchUp time.Duration
+	// RetentionBytes, when set, is every node's --watch-retention-bytes:
+	// small, it makes ranges trim their feeds during the run, so that
+	// resumes meet COMPACTED and the checker's segments start afresh.
+	RetentionBytes int64
 }
 
 func (w *WatchConfig) setDefaults() {

@@ -48,8 +48,9 @@ func run() int {
 		watchers = flag.Int("watchers", 2, "watchers on w/ (the watch workload)")
 		bound    = flag.Duration("lease-expiry-bound", 3*time.Second, "how long past its TTL a lease not kept alive may live (faults move it later; see docs/jepsen.md)")
 	)
-	var maxBytes sizeFlag
+	var maxBytes, retention sizeFlag
 	flag.Var(&maxBytes, "range-max-bytes", "every kvd's --range-max-bytes (bytes, or with a unit: 16KiB, 4MiB), so that ranges also split as they grow (0: kvd's default)")
+	flag.Var(&retention, "watch-retention-bytes", "every kvd's --watch-retention-bytes (bytes, or with a unit): small, ranges trim their change feeds during the run and resumes meet COMPACTED (0: kvd's default)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: jepsen [flags]\n\n")
 		flag.PrintDefaults()
@@ -102,7 +103,7 @@ func run() int {
 		KvdPath: *kvd, Out: *out, Nodes: *nodes, Duration: *duration, Nemeses: kinds,
 		Seed: *seed, Clients: *clients, Canary: *canary, KnownIssues: splitList(*known), LinearizableTimeout: *linTime,
 		Ranges: *ranges, RangeMaxBytes: int64(maxBytes), TLS: *withTLS,
-		Workloads: workloads, Watch: jepsen.WatchConfig{Watchers: *watchers}, Lease: jepsen.LeaseConfig{ExpiryBound: *bound},
+		Workloads: workloads, Watch: jepsen.WatchConfig{Watchers: *watchers, RetentionBytes: int64(retention)}, Lease: jepsen.LeaseConfig{ExpiryBound: *bound},
 		Logf: func(format string, args ...any) {
 			fmt.Printf("%7.1fs %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 		},
