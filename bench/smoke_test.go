@@ -109,13 +109,18 @@ func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 	kvd, bin := buildBinaries(t)
 	c := startDialkv(t, kvd)
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	costs := []string{cluster.DialkvFsyncs, cluster.DialkvLogRecords, cluster.DialkvMessages, cluster.DialkvSocketWrites, cluster.DialkvPeerBytes}
-	before, err := c.Sample(ctx, costs...)
-	if err != nil {
-		t.Fatal(err)
+	sample := func() cluster.Usage {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		u, err := c.Sample(ctx, costs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
 	}
+	before := sample()
 	load := kvbench(t, bin, c, "-workload", "load", "-clients", "8", "-duration", "1m")
 	if !load.Complete || load.Total.Ops != 500 || load.Total.Errors != 0 {
 		t.Fatalf("load: complete=%v ops=%d errors=%d %v; want all 500 keys, no errors",
@@ -124,11 +129,7 @@ func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 	// bench-compare's cost lines read these counters: 500 replicated
 	// puts must show in every one of them, and in the nodes' CPU (each
 	// node's alone may stay under one clock tick).
-	after, err := c.Sample(ctx, costs...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	used, err := after.Sub(before)
+	used, err := sample().Sub(before)
 	if err != nil {
 		t.Fatal(err)
 	}

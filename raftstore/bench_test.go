@@ -223,8 +223,10 @@ func BenchmarkStore_CommitTrimmingEvents(b *testing.B) {
 	const batch = 64
 	for _, perCommit := range []int{1024, 8192} {
 		b.Run(fmt.Sprintf("events=%d", perCommit), func(b *testing.B) {
+			// A 1 MiB budget: a few thousand events of a 16-byte key and
+			// a 256-byte value, fewer once the keys repeat (after
+			// benchKeySpace puts) and events carry previous values.
 			s := benchOpenStoreWith(b, func(c *Config) {
-				// About 3,000 events of a 16-byte key and a 256-byte value.
 				c.EventRetentionBytes, c.EventRetentionAge = 1<<20, 0
 			})
 			f := benchOpenRange(b, s)
@@ -238,7 +240,7 @@ func BenchmarkStore_CommitTrimmingEvents(b *testing.B) {
 				}
 			}
 			// Fill the budget, and trim once, before measuring.
-			for range 3_000/perCommit + 2 {
+			for range 4_000/perCommit + 2 {
 				commit()
 			}
 			floor := f.EventFloor()

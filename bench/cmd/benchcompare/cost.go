@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,11 +22,14 @@ var costFamilies = map[string][]string{
 // the same two cores and disk. Counts are sums over the three members.
 type runCost struct {
 	ServerCPU time.Duration `json:"server_cpu_ns"`
-	// MemberCPU is each server's share, in member order: the busiest one
-	// (a single range's leader) is what bounds a machine where every
-	// member has cores of its own.
-	MemberCPU []time.Duration `json:"member_cpu_ns"`
-	BenchCPU  time.Duration   `json:"bench_cpu_ns"`
+	// MemberCPU is each server's share, in member order, and BusiestCPU
+	// the largest of them in each run (a single range's leader), summed
+	// over merged rounds so that a leader that moved between rounds still
+	// counts whole: it is what bounds a machine where every member has
+	// cores of its own.
+	MemberCPU  []time.Duration `json:"member_cpu_ns"`
+	BusiestCPU time.Duration   `json:"busiest_cpu_ns"`
+	BenchCPU   time.Duration   `json:"bench_cpu_ns"`
 	// ContextSwitches are the machine's: each one a thread parked and
 	// another woken, which is what a goroutine hand-off costs when no
 	// thread is spinning.
@@ -43,6 +47,7 @@ type runCost struct {
 // add accumulates o into c, for merging rounds.
 func (c *runCost) add(o *runCost) {
 	c.ServerCPU += o.ServerCPU
+	c.BusiestCPU += o.BusiestCPU
 	for i, m := range o.MemberCPU {
 		if i == len(c.MemberCPU) {
 			c.MemberCPU = append(c.MemberCPU, 0)
@@ -82,7 +87,8 @@ func sampleCost(ctx context.Context, c *cluster.Cluster) (func(bench time.Durati
 				return nil, fmt.Errorf("no member of %s exports %s", c.System, f)
 			}
 		}
-		rc := &runCost{ServerCPU: d.CPU, MemberCPU: d.MemberCPU, BenchCPU: bench, ContextSwitches: d.ContextSwitches}
+		rc := &runCost{ServerCPU: d.CPU, MemberCPU: d.MemberCPU, BusiestCPU: slices.Max(append([]time.Duration{0}, d.MemberCPU...)),
+			BenchCPU: bench, ContextSwitches: d.ContextSwitches}
 		switch c.System {
 		case "dialkv":
 			rc.Fsyncs, rc.PeerBytes = d.Counters[cluster.DialkvFsyncs], d.Counters[cluster.DialkvPeerBytes]
@@ -100,15 +106,6 @@ type costRow struct {
 	System   string  `json:"system"`
 	Ops      int64   `json:"ops"`
 	Cost     runCost `json:"cost"`
-}
-
-// busiest is the most CPU one server used.
-func (c runCost) busiest() time.Duration {
-	var m time.Duration
-	for _, v := range c.MemberCPU {
-		m = max(m, v)
-	}
-	return m
 }
 
 // per divides v by the row's operations.
@@ -168,7 +165,7 @@ func (b *bench) printCosts(rows []costRow) {
 				ratio(c.Messages, c.SocketWrites), ratio(c.LogRecords, c.Fsyncs))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.3f\t%.0f\t%s\n", r.Workload, r.System, r.Ops,
-			r.per(float64(c.ServerCPU.Microseconds())), r.per(float64(c.busiest().Microseconds())), r.per(float64(c.BenchCPU.Microseconds())),
+			r.per(float64(c.ServerCPU.Microseconds())), r.per(float64(c.BusiestCPU.Microseconds())), r.per(float64(c.BenchCPU.Microseconds())),
 			r.per(float64(c.ContextSwitches)), r.per(c.Fsyncs), r.per(c.PeerBytes), dialkv)
 	}
 	tw.Flush()
@@ -182,7 +179,7 @@ func costLine(r costRow) string {
 	c := r.Cost
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "COST %s %s server_cpu_us %.1f busiest_server_cpu_us %.1f bench_cpu_us %.1f context_switches %.1f fsyncs %.3f peer_bytes %.0f",
-		r.Workload, r.System, r.per(float64(c.ServerCPU.Microseconds())), r.per(float64(c.busiest().Microseconds())), r.per(float64(c.BenchCPU.Microseconds())),
+		r.Workload, r.System, r.per(float64(c.ServerCPU.Microseconds())), r.per(float64(c.BusiestCPU.Microseconds())), r.per(float64(c.BenchCPU.Microseconds())),
 		r.per(float64(c.ContextSwitches)), r.per(c.Fsyncs), r.per(c.PeerBytes))
 	if r.System == "dialkv" {
 		fmt.Fprintf(&sb, " messages %.2f bytes_per_message %.0f messages_per_write %.1f records_per_fsync %.1f",
