@@ -1,12 +1,9 @@
 package cluster
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -72,44 +69,13 @@ func (p *Proc) Memory() (Memory, error) {
 	return ReadMemory(p.PID())
 }
 
-// ReadMemory reads VmHWM and VmRSS of pid from /proc/PID/status (Linux).
+// ReadMemory reads VmHWM and VmRSS of pid (Linux).
 func ReadMemory(pid int) (Memory, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	info, err := ReadProc(pid)
 	if err != nil {
 		return Memory{}, err
 	}
-	return parseStatus(b)
-}
-
-func parseStatus(b []byte) (Memory, error) {
-	var m Memory
-	var seen int
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || (name != "VmHWM" && name != "VmRSS") {
-			continue
-		}
-		// "VmHWM:	  123456 kB"
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return m, fmt.Errorf("unexpected %s line %q", name, sc.Text())
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return m, fmt.Errorf("%s: %w", name, err)
-		}
-		if name == "VmHWM" {
-			m.PeakRSS = kb << 10
-		} else {
-			m.RSS = kb << 10
-		}
-		seen++
-	}
-	if seen != 2 {
-		return m, fmt.Errorf("VmHWM or VmRSS missing from /proc status")
-	}
-	return m, sc.Err()
+	return Memory{PeakRSS: info.PeakRSS, RSS: info.RSS}, nil
 }
 
 // LogTail returns the last n lines of the process's log.

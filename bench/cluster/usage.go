@@ -11,7 +11,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/procfs"
 )
 
 // Counters of the servers' own that the benchmarks sample, by what they
@@ -60,26 +59,17 @@ type Usage struct {
 // the named metric families from every member's /metrics.
 func (c *Cluster) Sample(ctx context.Context, families ...string) (Usage, error) {
 	u := Usage{At: time.Now(), Counters: map[string]float64{}}
-	fs, err := procfs.NewDefaultFS()
-	if err != nil {
-		return u, fmt.Errorf("cluster: %w", err)
-	}
 	for _, p := range c.Procs {
-		pr, err := fs.Proc(p.PID())
+		cpu, err := ReadProcCPU(p.PID())
 		if err != nil {
 			return u, fmt.Errorf("cluster: %s: %w", p.Name, err)
 		}
-		st, err := pr.Stat()
-		if err != nil {
-			return u, fmt.Errorf("cluster: %s: %w", p.Name, err)
-		}
-		cpu := time.Duration(st.CPUTime() * float64(time.Second))
 		u.CPU += cpu
 		u.MemberCPU = append(u.MemberCPU, cpu)
 	}
-	ms, err := fs.Stat()
+	ms, err := machineStat()
 	if err != nil {
-		return u, fmt.Errorf("cluster: %w", err)
+		return u, err
 	}
 	u.ContextSwitches = ms.ContextSwitches
 	if len(families) == 0 {

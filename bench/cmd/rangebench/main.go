@@ -96,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Host:     hostInfo(),
 		Settings: o.settings(),
 	}
-	fmt.Fprintf(stderr, "rangebench: ranges %v, data under %s, %d cores, load average %s\n", o.ranges, dir, rep.Host.Cores, loadAvg())
+	fmt.Fprintf(stderr, "rangebench: ranges %v, data under %s, %d cores, load average %s\n", o.ranges, dir, rep.Host.Cores, cluster.LoadAvg())
 	failed := false
 	for _, n := range o.ranges {
 		// Every run stops its cluster, by PID, before it returns.
@@ -111,7 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			break
 		}
 	}
-	rep.LoadAvgEnd = loadAvg()
+	rep.LoadAvgEnd = cluster.LoadAvg()
 	rep.writeTable(stdout)
 	if o.jsonOut != "" {
 		if err := rep.writeJSON(o.jsonOut); err != nil {

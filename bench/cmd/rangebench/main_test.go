@@ -91,39 +91,6 @@ func TestCheckRanges(t *testing.T) {
 	}
 }
 
-func TestParseStatCPU(t *testing.T) {
-	line := "4242 (kvd serve (x)) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 130 0 0 20 0 12 0 100 0 0\n"
-	got, err := parseStatCPU([]byte(line))
-	if err != nil || got != 3.8 {
-		t.Fatalf("parseStatCPU = %v, %v; want 3.8", got, err)
-	}
-	if _, err := parseStatCPU([]byte("4242 (kvd) S 1")); err == nil {
-		t.Fatal("a short line parsed")
-	}
-}
-
-func TestParseStatus(t *testing.T) {
-	b := []byte("Name:\tkvd\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t12\n")
-	st, err := parseStatus(b)
-	if err != nil || st.HWM != 2<<20 || st.RSS != 1<<20 || st.Threads != 12 {
-		t.Fatalf("parseStatus = %+v, %v", st, err)
-	}
-	if _, err := parseStatus([]byte("VmRSS:\t1 kB\n")); err == nil {
-		t.Fatal("missing fields passed")
-	}
-}
-
-func TestParseProcStat(t *testing.T) {
-	a, err := parseProcStat([]byte("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n"))
-	if err != nil || a.busy != 150 || a.total != 1000 {
-		t.Fatalf("parseProcStat = %+v, %v", a, err)
-	}
-	b := machineCPU{busy: 250, total: 1200}
-	if got := busyCores(a, b, 2); got != 1 {
-		t.Fatalf("busyCores = %v, want 1", got)
-	}
-}
-
 func TestParseGoroutines(t *testing.T) {
 	in := "# HELP go_goroutines x\n# TYPE go_goroutines gauge\ngo_goroutines 1234\ngo_threads 9\n"
 	if got := parseGoroutines(strings.NewReader(in)); got != 1234 {

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dialkv/dialkv/bench/cluster"
 	"github.com/dialkv/dialkv/bench/workload"
 )
 
@@ -94,7 +95,7 @@ type host struct {
 }
 
 func hostInfo() host {
-	h := host{Cores: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, LoadAvgBeg: loadAvg()}
+	h := host{Cores: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, LoadAvgBeg: cluster.LoadAvg()}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		h.Kernel = strings.TrimSpace(string(b))
 	}

@@ -44,7 +44,7 @@ func (b *bench) runOne(parent context.Context, n int) (r *row, err error) {
 	defer cancel(nil)
 	r = &row{Ranges: n}
 	dir := filepath.Join(b.dir, fmt.Sprintf("ranges-%d", n))
-	fmt.Fprintf(b.log, "\n== %d ranges (load average %s)\n", n, loadAvg())
+	fmt.Fprintf(b.log, "\n== %d ranges (load average %s)\n", n, cluster.LoadAvg())
 
 	began := time.Now()
 	c, err := b.start(ctx, dir)
@@ -435,24 +435,25 @@ func (m *measurer) snapshot(ctx context.Context) (*raftSnapshot, error) {
 type cpuSample struct {
 	at      time.Time
 	nodes   []float64
-	machine machineCPU
+	machine cluster.MachineCPU
 	self    float64
 }
 
 func (m *measurer) sampleCPU() (cpuSample, error) {
 	s := cpuSample{at: time.Now()}
 	for _, p := range m.c.Procs {
-		v, err := readCPUSeconds(p.PID())
+		v, err := cluster.ReadProcCPU(p.PID())
 		if err != nil {
 			return s, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		s.nodes = append(s.nodes, v)
+		s.nodes = append(s.nodes, v.Seconds())
 	}
 	var err error
-	if s.machine, err = readMachineCPU(); err != nil {
+	if s.machine, err = cluster.ReadMachineCPU(); err != nil {
 		return s, err
 	}
-	s.self, err = readCPUSeconds(os.Getpid())
+	self, err := cluster.ReadProcCPU(os.Getpid())
+	s.self = self.Seconds()
 	return s, err
 }
 
@@ -474,7 +475,7 @@ func usage(a, b cpuSample) cpuUse {
 		sum += pct
 	}
 	u.self = (b.self - a.self) / sec * 100
-	u.machine = busyCores(a.machine, b.machine, runtime.NumCPU()) * 100
+	u.machine = b.machine.BusyCoresSince(a.machine, runtime.NumCPU()) * 100
 	u.others = max(u.machine-sum-u.self, 0)
 	return u
 }
@@ -488,7 +489,7 @@ func (m *measurer) idle(ctx context.Context, r *row) error {
 	if err != nil {
 		fmt.Fprintf(m.b.log, "idle: %v\n", err)
 	}
-	r.Load1Idle = loadAvg()
+	r.Load1Idle = cluster.LoadAvg()
 	a, err := m.sampleCPU()
 	if err != nil {
 		return err
@@ -527,14 +528,13 @@ func (m *measurer) idle(ctx context.Context, r *row) error {
 	var cpuSum, rssSum float64
 	var asleep, replicas int
 	for i, p := range m.c.Procs {
-		st, err := readStatus(p.PID())
+		st, err := cluster.ReadProc(p.PID())
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.Name, err)
 		}
 		nd := nodeRow{Name: p.Name, PID: p.PID(), IdleCPUPct: u.nodes[i],
-			RSSMiB: float64(st.RSS) / mib, HWMMiB: float64(st.HWM) / mib, Threads: st.Threads,
+			RSSMiB: float64(st.RSS) / mib, HWMMiB: float64(st.PeakRSS) / mib, Threads: st.Threads, FDs: st.FDs,
 			Replicas: after.nodes[i].replicas, Leaders: after.nodes[i].leaders, Asleep: after.nodes[i].asleep}
-		nd.FDs, _ = countFDs(p.PID())
 		nd.Goroutines = m.goroutines(ctx, i)
 		r.Nodes = append(r.Nodes, nd)
 		cpuSum += nd.IdleCPUPct
@@ -643,17 +643,17 @@ func (m *measurer) writes(ctx context.Context, r *row) error {
 	r.PutErrorSamples = res.ErrorSamples
 	r.WriteElections = int64(after.termSum) - int64(before.termSum)
 	r.WriteOtherCPU = u.others
-	r.Load1Write = loadAvg()
+	r.Load1Write = cluster.LoadAvg()
 	var sum float64
 	for i, p := range m.c.Procs {
-		st, err := readStatus(p.PID())
+		st, err := cluster.ReadProc(p.PID())
 		if err != nil {
 			return fmt.Errorf("%s: %w", p.Name, err)
 		}
 		if i < len(r.Nodes) {
 			r.Nodes[i].WriteCPUPct = u.nodes[i]
 			r.Nodes[i].RSSAfterWriteMiB = float64(st.RSS) / mib
-			r.Nodes[i].HWMAfterWriteMiB = float64(st.HWM) / mib
+			r.Nodes[i].HWMAfterWriteMiB = float64(st.PeakRSS) / mib
 		}
 		sum += u.nodes[i]
 		r.WriteCPUMax = max(r.WriteCPUMax, u.nodes[i])

@@ -35,9 +35,6 @@ const (
 	// maxStreamErrors bounds how often one keepalive goroutine reopens a
 	// broken stream before it gives up.
 	maxStreamErrors = 10
-	// clockTicks is the unit of /proc/PID/stat's CPU times: USER_HZ, which
-	// Linux fixes at 100 on every architecture Go supports.
-	clockTicks = 100
 	// headerLen is the length of a value's header, "p01 w0001 s0000000042 ".
 	headerLen = 22
 	// goalRatio is issue 16's bound: watchers may cost at most 10% of the
@@ -347,7 +344,7 @@ func (b *bench) runBench(ctx context.Context, dir string) (err error) {
 		leader = "unknown (" + lerr.Error() + ")"
 	}
 	fmt.Fprintf(b.out, "watchbench: 3 %s nodes (leader %s), %d writers, %d keys under %s, %d-byte values, %v per write phase; load average %s\n",
-		b.server(), leader, o.clients, o.keys, prefix, o.valueSize, o.duration, loadAvg())
+		b.server(), leader, o.clients, o.keys, prefix, o.valueSize, o.duration, cluster.LoadAvg())
 
 	base := fmt.Sprintf("put-c%d", o.clients)
 	// The baseline runs first and, when watchers run, once more after
@@ -407,7 +404,7 @@ func (b *bench) runBench(ctx context.Context, dir string) (err error) {
 	if err := b.leasePhases(ctx); err != nil {
 		return err
 	}
-	fmt.Fprintf(b.out, "watchbench: %s done; load average %s\n", b.system, loadAvg())
+	fmt.Fprintf(b.out, "watchbench: %s done; load average %s\n", b.system, cluster.LoadAvg())
 	return nil
 }
 
@@ -544,7 +541,10 @@ type cpuSample struct {
 func (b *bench) cpu() cpuSample {
 	s := cpuSample{at: time.Now()}
 	for _, pid := range b.c.PIDs() {
-		s.kvd += procCPU(pid)
+		// A node that ended counts nothing more.
+		if cpu, err := cluster.ReadProcCPU(pid); err == nil {
+			s.kvd += cpu
+		}
 	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
@@ -561,46 +561,6 @@ func (b *bench) cpuSince(s cpuSample) string {
 		return fmt.Sprintf("cpu %s 0 bench 0", b.server())
 	}
 	return fmt.Sprintf("cpu %s %.0f%% bench %.0f%%", b.server(), 100*(e.kvd-s.kvd).Seconds()/wall, 100*(e.bench-s.bench).Seconds()/wall)
-}
-
-// procCPU reads a process's user and system time from /proc/PID/stat; 0
-// when it cannot (the process ended).
-func procCPU(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces; the fields after it
-	// start at its closing parenthesis. utime and stime are fields 14 and
-	// 15, so the 12th and 13th after the name.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return time.Duration(ut+st) * time.Second / clockTicks
-}
-
-// loadAvg is /proc/loadavg's three load averages.
-func loadAvg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // watchPhase runs the writers with n watchers on the prefix and prints
@@ -1042,7 +1002,7 @@ func (b *bench) timed(d time.Duration, fn func(i int, deadline time.Time, h *hdr
 
 // firstLoad is the 1-minute load average.
 func firstLoad() string {
-	f := strings.Fields(loadAvg())
+	f := strings.Fields(cluster.LoadAvg())
 	if len(f) == 0 {
 		return "unknown"
 	}
