@@ -41,6 +41,8 @@ func runSuite(t *testing.T, cfg Config) *Report {
 // TestSuite_Short is the suite's short run for `make test`: 3 nodes, about
 // 75 seconds of traffic at every level, watchers and leases under
 // partitions, kill -9 and pauses from a fixed seed, then every checker.
+// Each range keeps only 32 KiB of past events, so that every state commit
+// trims the change feeds the watchers resume from.
 func TestSuite_Short(t *testing.T) {
 	rep := runSuite(t, Config{
 		Nodes:     3,
@@ -48,6 +50,7 @@ func TestSuite_Short(t *testing.T) {
 		Nemeses:   []string{NemPartition, NemKill, NemPause},
 		Seed:      20261122,
 		Workloads: []string{WorkloadRegister, WorkloadWatch, WorkloadLease},
+		Watch:     WatchConfig{RetentionBytes: 32 << 10},
 		Schedule:  Schedule{HealthyMin: 3 * time.Second, HealthyMax: 6 * time.Second, FaultMin: 4 * time.Second, FaultMax: 8 * time.Second},
 	})
 	for _, r := range rep.Results {
