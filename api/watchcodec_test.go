@@ -19,7 +19,7 @@ import (
 func TestWatchCodec_Marshal(t *testing.T) {
 	small := []*kvpb.Event{{Type: kvpb.EventType_EVENT_TYPE_PUT, Key: []byte("k"), Value: []byte("v"), RangeId: 7, Index: 2}}
 	large := []*kvpb.Event{
-		{Type: kvpb.EventType_EVENT_TYPE_PUT, Key: []byte("k1"), Value: bytes.Repeat([]byte("x"), 4<<10), RangeId: 7, Index: 3},
+		{Type: kvpb.EventType_EVENT_TYPE_PUT, Key: []byte("k1"), Value: bytes.Repeat([]byte("x"), 40<<10), RangeId: 7, Index: 3},
 		{Type: kvpb.EventType_EVENT_TYPE_DELETE, Key: []byte("k2"), RangeId: 7, Index: 4},
 	}
 	encode := func(evs []*kvpb.Event) [][]byte {
@@ -38,6 +38,9 @@ func TestWatchCodec_Marshal(t *testing.T) {
 		{"progress, nothing encoded", &rpctypes.WatchMessage{Resp: &kvpb.WatchResponse{Cursor: "7:1"}}, &kvpb.WatchResponse{Cursor: "7:1"}},
 		{"small, unpooled", &rpctypes.WatchMessage{Resp: &kvpb.WatchResponse{Cursor: "7:2", Events: small}, Encoded: encode(small)}, &kvpb.WatchResponse{Cursor: "7:2", Events: small}},
 		{"large, pooled", &rpctypes.WatchMessage{Resp: &kvpb.WatchResponse{Cursor: "7:4", Events: large}, Encoded: encode(large)}, &kvpb.WatchResponse{Cursor: "7:4", Events: large}},
+		{"large, nothing encoded", &rpctypes.WatchMessage{Resp: &kvpb.WatchResponse{Cursor: "7:5", Events: large}}, &kvpb.WatchResponse{Cursor: "7:5", Events: large}},
+		{"a large plain message", &kvpb.ScanResponse{Kvs: []*kvpb.KeyValue{{Key: []byte("k1"), Value: bytes.Repeat([]byte("y"), 40<<10)}}},
+			&kvpb.ScanResponse{Kvs: []*kvpb.KeyValue{{Key: []byte("k1"), Value: bytes.Repeat([]byte("y"), 40<<10)}}}},
 		// Encodings that do not match their events are never sent: the
 		// response is marshalled afresh.
 		{"encodings of other events", &rpctypes.WatchMessage{Resp: &kvpb.WatchResponse{Cursor: "7:4", Events: large}, Encoded: encode(large[:1])}, &kvpb.WatchResponse{Cursor: "7:4", Events: large}},
@@ -48,6 +51,13 @@ func TestWatchCodec_Marshal(t *testing.T) {
 			data, err := c.Marshal(tc.v)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// A pooled buffer is near the message's size: gRPC's default
+			// pool would hand a 40 KiB message 1 MiB, cleared whole.
+			for _, b := range data {
+				if n, c := len(b.ReadOnlyData()), cap(b.ReadOnlyData()); c > 2*n && c > 1<<10 {
+					t.Errorf("a buffer of %d bytes for %d bytes of message", c, n)
+				}
 			}
 			got := tc.want.ProtoReflect().New().Interface()
 			if err := proto.Unmarshal(data.Materialize(), got); err != nil {
