@@ -22,8 +22,11 @@ type memFS struct {
 	durable map[string]*memFile // the directory as of the last SyncDir
 	dirOps  []dirOp             // since the last SyncDir, in order
 	seq     int                 // writes made
-	records int                 // of them, log records
-	nextID  int
+	// recordsBy counts the log records written by each operation (tag):
+	// the syncer writes an append of an earlier operation while a later
+	// one runs, so records alone cannot say whether that one wrote.
+	recordsBy map[int]int
+	nextID    int
 	// tag names the operation that makes a write (the crash test's op
 	// number); after runs after every change, with mu held.
 	tag   func() int
@@ -67,7 +70,7 @@ type memWrite struct {
 }
 
 func newMemFS() *memFS {
-	return &memFS{files: make(map[string]*memFile), durable: make(map[string]*memFile)}
+	return &memFS{files: make(map[string]*memFile), durable: make(map[string]*memFile), recordsBy: make(map[int]int)}
 }
 
 func (m *memFS) changed(what string) {
@@ -234,7 +237,7 @@ func (h *memHandle) WriteAt(b []byte, off int64) (int, error) {
 		}
 		m.seq++
 		if record {
-			m.records++
+			m.recordsBy[p.tag]++
 		}
 		h.f.unsynced = append(h.f.unsynced, memWrite{off: p.off, data: slices.Clone(p.data), seq: m.seq, tag: p.tag, record: record})
 		m.changed("write " + h.f.name)
@@ -420,8 +423,9 @@ func (img crashImage) String() string {
 	return fmt.Sprintf("crash at %q holding %d ops (%d acknowledged; first write missing: %s), files %v", img.what, img.ops, img.acked, img.missing, names)
 }
 
-func (m *memFS) recordWrites() int {
+// recordWritesBy counts the log records operation op has written.
+func (m *memFS) recordWritesBy(op int) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.records
+	return m.recordsBy[op]
 }
