@@ -72,13 +72,18 @@ func (c watchCodec) marshalProto(v any) (mem.BufferSlice, error) {
 		return c.proto.Marshal(v)
 	}
 	size := proto.Size(pm)
-	if mem.IsBelowBufferPoolingThreshold(size) {
-		return c.proto.Marshal(v)
-	}
-	buf := c.pool.Get(size)
 	// UseCachedSize reuses the sizes proto.Size just cached: the message
 	// is not changed meanwhile.
-	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend((*buf)[:0], pm)
+	opts := proto.MarshalOptions{UseCachedSize: true}
+	if mem.IsBelowBufferPoolingThreshold(size) {
+		b, err := opts.Marshal(pm)
+		if err != nil {
+			return nil, err
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+	}
+	buf := c.pool.Get(size)
+	b, err := opts.MarshalAppend((*buf)[:0], pm)
 	if err != nil || len(b) != size {
 		c.pool.Put(buf)
 		return c.proto.Marshal(v)

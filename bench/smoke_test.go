@@ -138,8 +138,8 @@ func TestSmoke_KvbenchAgainstThreeNodeKvd(t *testing.T) {
 			t.Errorf("%s rose by %v over 500 puts, want more", f, used.Counters[f])
 		}
 	}
-	if len(used.MemberCPU) != 3 || used.CPU <= 0 {
-		t.Errorf("CPU over 500 puts %v (per node %v), want some, from 3 nodes", used.CPU, used.MemberCPU)
+	if len(used.MemberCPU) != 3 || used.TotalCPU() <= 0 {
+		t.Errorf("CPU over 500 puts %v (per node %v), want some, from 3 nodes", used.TotalCPU(), used.MemberCPU)
 	}
 	for _, args := range [][]string{
 		{"-workload", "put", "-clients", "8", "-duration", runFor(2 * time.Second)},

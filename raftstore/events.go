@@ -566,7 +566,10 @@ func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, data *bol
 	// earlier in the transaction (bbolt drops them only when the commit
 	// rebalances): quadratic in the events a commit trims, which once the
 	// budget was full meant a third of a follower's CPU under 64 writers.
-	var drop [][]byte
+	// The dropped keys, end to end in one buffer (ends[i] is where key i
+	// ends): one allocation that grows, not one per event.
+	var keys []byte
+	var ends []int
 	c := evb.Cursor()
 	for k, v := c.First(); k != nil && n > 0; k, v = c.Next() {
 		overBytes := maxBytes > 0 && size > maxBytes
@@ -578,14 +581,19 @@ func (s *Store) commitEvents(tx *bolt.Tx, j *commitJob, now time.Time, data *bol
 		if err != nil {
 			return err
 		}
-		drop = append(drop, bytes.Clone(k))
+		keys = append(keys, k...)
+		ends = append(ends, len(keys))
 		n--
 		size -= int64(e.Size())
 		floor = max(floor, e.Index)
 	}
 	// Newest first: a leaf's last entry goes without moving the others.
-	for i := len(drop) - 1; i >= 0; i-- {
-		if err := evb.Delete(drop[i]); err != nil {
+	for i := len(ends) - 1; i >= 0; i-- {
+		start := 0
+		if i > 0 {
+			start = ends[i-1]
+		}
+		if err := evb.Delete(keys[start:ends[i]]); err != nil {
 			return err
 		}
 	}

@@ -40,9 +40,8 @@ type Usage struct {
 	// Wall is the time between the two samples of a difference (Sub);
 	// zero in a sample.
 	Wall time.Duration
-	// CPU is the user plus system time of every member (/proc/PID/stat),
-	// and MemberCPU each one's, in the order of Procs.
-	CPU       time.Duration
+	// MemberCPU is each member's user plus system time (/proc/PID/stat),
+	// in the order of Procs.
 	MemberCPU []time.Duration
 	// ContextSwitches counts the whole machine's (/proc/stat): a process's
 	// own would need every one of its threads, and on a machine running
@@ -62,9 +61,8 @@ func (c *Cluster) Sample(ctx context.Context, families ...string) (Usage, error)
 	for _, p := range c.Procs {
 		cpu, err := ReadProcCPU(p.PID())
 		if err != nil {
-			return u, fmt.Errorf("cluster: %s: %w", p.Name, err)
+			return u, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		u.CPU += cpu
 		u.MemberCPU = append(u.MemberCPU, cpu)
 	}
 	ms, err := machineStat()
@@ -144,7 +142,7 @@ func (u Usage) Sub(before Usage) (Usage, error) {
 	if len(u.MemberCPU) != len(before.MemberCPU) {
 		return Usage{}, fmt.Errorf("cluster: %d members sampled, then %d", len(before.MemberCPU), len(u.MemberCPU))
 	}
-	d := Usage{At: u.At, Wall: u.At.Sub(before.At), CPU: u.CPU - before.CPU, ContextSwitches: u.ContextSwitches - before.ContextSwitches,
+	d := Usage{At: u.At, Wall: u.At.Sub(before.At), ContextSwitches: u.ContextSwitches - before.ContextSwitches,
 		Counters: map[string]float64{}}
 	for i, cpu := range u.MemberCPU {
 		d.MemberCPU = append(d.MemberCPU, cpu-before.MemberCPU[i])
@@ -155,4 +153,22 @@ func (u Usage) Sub(before Usage) (Usage, error) {
 		}
 	}
 	return d, nil
+}
+
+// TotalCPU is the members' CPU time together.
+func (u Usage) TotalCPU() time.Duration {
+	var t time.Duration
+	for _, c := range u.MemberCPU {
+		t += c
+	}
+	return t
+}
+
+// BusiestCPU is the most CPU time one member used (0 without members).
+func (u Usage) BusiestCPU() time.Duration {
+	var m time.Duration
+	for _, c := range u.MemberCPU {
+		m = max(m, c)
+	}
+	return m
 }

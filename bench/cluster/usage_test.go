@@ -46,7 +46,7 @@ go_goroutines 42
 
 func TestUsageSub(t *testing.T) {
 	t0 := time.Unix(100, 0)
-	before := Usage{At: t0, CPU: 3 * time.Second, MemberCPU: []time.Duration{time.Second, 2 * time.Second},
+	before := Usage{At: t0, MemberCPU: []time.Duration{time.Second, 2 * time.Second},
 		ContextSwitches: 1000, Counters: map[string]float64{"a": 10, "b": 1}}
 	tests := []struct {
 		name    string
@@ -56,9 +56,9 @@ func TestUsageSub(t *testing.T) {
 	}{
 		{
 			name: "differences of what both hold",
-			after: Usage{At: t0.Add(2 * time.Second), CPU: 5 * time.Second, MemberCPU: []time.Duration{1500 * time.Millisecond, 3500 * time.Millisecond},
+			after: Usage{At: t0.Add(2 * time.Second), MemberCPU: []time.Duration{1500 * time.Millisecond, 3500 * time.Millisecond},
 				ContextSwitches: 1600, Counters: map[string]float64{"a": 25, "c": 4}},
-			want: Usage{At: t0.Add(2 * time.Second), Wall: 2 * time.Second, CPU: 2 * time.Second,
+			want: Usage{At: t0.Add(2 * time.Second), Wall: 2 * time.Second,
 				MemberCPU: []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond}, ContextSwitches: 600, Counters: map[string]float64{"a": 15}},
 		},
 		{name: "samples out of order", after: Usage{At: t0.Add(-time.Second), MemberCPU: make([]time.Duration, 2)}, wantErr: true},
@@ -76,7 +76,7 @@ func TestUsageSub(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Wall != tc.want.Wall || got.CPU != tc.want.CPU || got.ContextSwitches != tc.want.ContextSwitches ||
+			if got.Wall != tc.want.Wall || got.TotalCPU() != 2*time.Second || got.BusiestCPU() != 1500*time.Millisecond || got.ContextSwitches != tc.want.ContextSwitches ||
 				len(got.MemberCPU) != 2 || got.MemberCPU[0] != tc.want.MemberCPU[0] || got.MemberCPU[1] != tc.want.MemberCPU[1] ||
 				len(got.Counters) != 1 || got.Counters["a"] != 15 {
 				t.Fatalf("Sub = %+v, want %+v", got, tc.want)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -87,7 +86,7 @@ func sampleCost(ctx context.Context, c *cluster.Cluster) (func(bench time.Durati
 				return nil, fmt.Errorf("no member of %s exports %s", c.System, f)
 			}
 		}
-		rc := &runCost{ServerCPU: d.CPU, MemberCPU: d.MemberCPU, BusiestCPU: slices.Max(append([]time.Duration{0}, d.MemberCPU...)),
+		rc := &runCost{ServerCPU: d.TotalCPU(), MemberCPU: d.MemberCPU, BusiestCPU: d.BusiestCPU(),
 			BenchCPU: bench, ContextSwitches: d.ContextSwitches}
 		switch c.System {
 		case "dialkv":
