@@ -326,13 +326,10 @@ func (n *Node) LeaseGrant(ctx context.Context, req *kvpb.LeaseGrantRequest) (*kv
 		return nil, err
 	}
 	return metaDoConn(ctx, n, func(s *shard.Shard) (*kvpb.LeaseGrantResponse, error) {
-		res, err := s.Propose(ctx, &raftstore.Command{Op: raftstore.OpIncrement, Key: []byte(metaLeaseNext)})
+		id, err := n.leaseIDs.take(ctx, s)
 		if err != nil {
 			return nil, err
 		}
-		// Ids stay below 1<<63 so that they are positive int64s on the
-		// wire, as etcd's are.
-		id := binary.BigEndian.Uint64(res.Value)
 		ok, err := swapLease(ctx, s, id, nil, leaseRecord{ttl: req.Ttl})
 		if err != nil {
 			return nil, err

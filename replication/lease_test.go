@@ -2,6 +2,7 @@ package replication_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/dialkv/dialkv/api/rpctypes"
 	"github.com/dialkv/dialkv/raftstore"
 	"github.com/dialkv/dialkv/replication"
+	"github.com/dialkv/dialkv/shard"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -509,5 +511,92 @@ func TestLease_AKeepAliveStreamForwardsOnOneStream(t *testing.T) {
 	}
 	if _, err := renew(ctx, &kvpb.LeaseKeepAliveRequest{Id: id}); !leaseNotFound(err) {
 		t.Fatalf("keepalive of a revoked lease: %v, want LEASE_NOT_FOUND", err)
+	}
+}
+
+// A grant is one Raft write of the meta range: its leader reserves ids
+// in blocks, so 64 grants append about 64 entries, not 128 (an increment
+// of the counter, then the record, each). No id repeats: not among
+// concurrent grants on every node, not after the leadership moves, and
+// not with a node of the previous release incrementing the counter
+// itself; and the counter stays at least every id granted, which the
+// sweep's rule for keys of vanished leases relies on.
+func TestLease_AGrantIsOneMetaWriteAndNoIDRepeats(t *testing.T) {
+	c := newTestCluster(t, 3)
+	ctx := context.Background()
+	meta := func(i int) *shard.Shard {
+		for _, s := range c.nodes[i].Shards() {
+			if s.ID() == raftstore.MetaRangeID {
+				return s
+			}
+		}
+		t.Fatalf("n%d holds no meta replica", i+1)
+		return nil
+	}
+	var mu sync.Mutex
+	seen := map[int64]string{}
+	note := func(id int64, how string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if id <= 0 {
+			t.Errorf("%s handed out lease id %d; ids are positive", how, id)
+		}
+		if was, dup := seen[id]; dup {
+			t.Errorf("lease id %d handed out twice: %s, then %s", id, was, how)
+		}
+		seen[id] = how
+	}
+
+	l := c.metaLeader()
+	note(c.grant(l, 60), "the first grant")
+	const n = 64
+	before := meta(l).FSM().AppliedIndex()
+	for i := range n {
+		note(c.grant(l, 60), fmt.Sprintf("sequential grant %d", i))
+	}
+	if d := meta(l).FSM().AppliedIndex() - before; d > n+n/4 {
+		t.Errorf("%d grants appended %d entries to the meta range; want about one each", n, d)
+	}
+
+	// What a meta leader of the previous release does for each grant.
+	res, err := meta(l).Propose(ctx, &raftstore.Command{Op: raftstore.OpIncrement, Key: []byte("lease/next")})
+	if err != nil {
+		t.Fatalf("increment of lease/next: %v", err)
+	}
+	note(int64(binary.BigEndian.Uint64(res.Value)), "an increment as the previous release grants")
+
+	to := (l + 1) % 3
+	if _, err := c.nodes[l].TransferLeader(ctx, &kvpb.TransferLeaderRequest{RangeId: raftstore.MetaRangeID, ToNode: fmt.Sprintf("n%d", to+1)}); err != nil {
+		t.Fatalf("transfer of the meta range's leadership: %v", err)
+	}
+	c.eventually("the meta range's new leader", 20*time.Second, func() bool { return meta(to).IsLeader() })
+
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Go(func() {
+			for i := range 50 {
+				resp, err := c.nodes[g%3].LeaseGrant(ctx, &kvpb.LeaseGrantRequest{Ttl: 60})
+				if err != nil {
+					t.Errorf("concurrent grant %d on n%d: %v", i, g%3+1, err)
+					return
+				}
+				note(resp.Id, fmt.Sprintf("concurrent grant %d of client %d on n%d", i, g, g%3+1))
+			}
+		})
+	}
+	wg.Wait()
+
+	scan, err := c.nodes[0].MetaScan(ctx, &kvpb.MetaScanRequest{Prefix: []byte("lease/next")})
+	if err != nil || len(scan.Kvs) != 1 || len(scan.Kvs[0].Value) != 8 {
+		t.Fatalf("scan of lease/next = %v, %v; want one 8-byte counter", scan, err)
+	}
+	counter := int64(binary.BigEndian.Uint64(scan.Kvs[0].Value))
+	for id := range seen {
+		if id > counter {
+			t.Errorf("lease id %d was handed out beyond the counter %d", id, counter)
+		}
+	}
+	if want := 1 + n + 1 + 6*50; len(seen) != want {
+		t.Errorf("%d distinct ids, want %d", len(seen), want)
 	}
 }

@@ -64,6 +64,9 @@ type Node struct {
 	fresh  freshnessDemand
 	routes routeCache // its own mu
 	leases *lessor    // its own mu
+	// leaseIDs hands out lease ids from blocks this node reserved while
+	// leading the meta range (its own mu).
+	leaseIDs leaseIDs
 	// leaseWrites are the puts with a lease this node proposes, which a
 	// revoke waits for (its own mu).
 	leaseWrites leaseWrites
