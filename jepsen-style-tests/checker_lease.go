@@ -120,6 +120,7 @@ func indexLeases(h *History, bound time.Duration) map[int64]*leaseInfo {
 }
 
 // checkLease holds the server to its lease promises:
+//   - one id per grant: no two answered grants name the same lease;
 //   - never early: a key attached to a lease is present at every
 //     linearizable read that ended before the lease's alive time (TTL
 //     after the latest answered grant or keepalive was sent) unless a
@@ -142,6 +143,19 @@ func checkLease(ix *index, r *CheckResult) {
 		for _, p := range l.puts {
 			putOf[p.Key] = p
 		}
+	}
+	// Every answered grant names a lease of its own: two grants answered
+	// with one id would share its keys, keepalives and end.
+	grantOf := map[int64]*Op{}
+	for _, o := range ix.ops {
+		if o.F != OpLeaseGrant || o.Type != OK || o.Lease == 0 {
+			continue
+		}
+		if first := grantOf[o.Lease]; first != nil {
+			r.fail(fmt.Sprintf("%s%d/", LeasePrefix, o.Lease), fmt.Sprintf("lease id %d granted twice", o.Lease), first, o)
+			continue
+		}
+		grantOf[o.Lease] = o
 	}
 	final := map[string]*Op{}
 	reads, early, late, kept, revoked := 0, 0, 0, 0, 0

@@ -60,6 +60,7 @@ func TestCheckLease(t *testing.T) {
 		{"keepalive refused early", edit(base, -1, nil, at(Op{Process: lc1, F: OpLeaseKeepAlive, Lease: 7, Type: Fail, Error: "NotFound LEASE_NOT_FOUND: gone"}, 2000, 2010)), nil, "refused with LEASE_NOT_FOUND"},
 		{"watch sees an early expiry", edit(base, 11, ptr(msg(lw1, 2500, "3:8", WatchEvent{Type: EventDelete, Key: "lease/7/0", Range: 3, Index: 8, Cause: CauseLeaseExpired, Lease: 7}))), nil, "deleted by LEASE_EXPIRED"},
 		{"revoked cause without a revoke", edit(base, 8, ptr(msg(lw1, 300, "3:7", WatchEvent{Type: EventDelete, Key: "lease/8/0", Range: 3, Index: 7, Cause: CauseLeaseRevoked, Lease: 8}))), nil, "before any revoke"},
+		{"one id granted twice", edit(base, -1, nil, at(Op{Process: lc1 - 1, F: OpLeaseGrant, Lease: 7, TTL: 2}, 2000, 2010)), nil, "lease id 7 granted twice"},
 		{"delete not seen by the watcher", edit(base, 11, ptr(msg(lw1, 4000, "3:8"))), nil, "never saw its lease delete"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
