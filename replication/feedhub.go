@@ -276,6 +276,19 @@ func (hub *feedHub) run(ctx context.Context) {
 func takeBatches(batches []*hubBatch, after uint64, wanted func(*raftstore.Event) bool, encode bool) (events []*kvpb.Event, wire [][]byte, upTo uint64, more bool) {
 	upTo = after
 	size := 0
+	// Sized once for what the batches hold, up to a message's count: each
+	// feed of a hub takes every batch, so growing these slices event by
+	// event cost a tenth of a node's CPU with 100 watchers.
+	n := 0
+	for _, b := range batches {
+		if n += len(b.events); n >= watchBatchEvents {
+			break
+		}
+	}
+	events = make([]*kvpb.Event, 0, n)
+	if encode {
+		wire = make([][]byte, 0, n)
+	}
 	for i, b := range batches {
 		if i > 0 && (len(events)+len(b.events) > watchBatchEvents || size+b.bytes > watchBatchBytes) {
 			return events, wire, upTo, true

@@ -294,23 +294,20 @@ func (w *watch) absorb(m feedMsg) (*rpctypes.WatchMessage, error) {
 	if cur, ok := w.cursor[m.rangeID]; ok && m.upTo <= cur && len(m.events) == 0 {
 		return nil, nil
 	}
-	var out []*kvpb.Event
-	var wire [][]byte
-	for i, e := range m.events {
-		if e.ChildRange != 0 {
-			if _, known := w.cursor[e.ChildRange]; !known && w.overlaps(e.ChildStart, e.ChildEnd) {
-				if len(w.cursor) >= watchMaxRanges {
-					return nil, fmt.Errorf("%w: the watch follows more than %d ranges", ErrKeyOutOfRange, watchMaxRanges)
-				}
-				w.follow(e.ChildRange, 0, nil)
-			}
-			continue
+	// The feed sends only events of the watch's span, so a batch without
+	// a split is normally sent as it came, without copying its slices.
+	whole := true
+	for _, e := range m.events {
+		if e.ChildRange != 0 || !w.wants(e.Key) {
+			whole = false
+			break
 		}
-		if w.wants(e.Key) {
-			out = append(out, e)
-			if m.wire != nil {
-				wire = append(wire, m.wire[i])
-			}
+	}
+	out, wire := m.events, m.wire
+	if !whole {
+		out, wire = w.filter(m)
+		if err := w.followSplits(m); err != nil {
+			return nil, err
 		}
 	}
 	w.cursor[m.rangeID] = max(w.cursor[m.rangeID], m.upTo)
@@ -319,6 +316,40 @@ func (w *watch) absorb(m feedMsg) (*rpctypes.WatchMessage, error) {
 	}
 	resp := &kvpb.WatchResponse{Events: out, Cursor: rpctypes.WatchCursor(w.cursor).String()}
 	return &rpctypes.WatchMessage{Resp: resp, Encoded: wire}, nil
+}
+
+// filter returns the events of m the watch wants, with their encodings
+// when m has them.
+func (w *watch) filter(m feedMsg) (out []*kvpb.Event, wire [][]byte) {
+	out = make([]*kvpb.Event, 0, len(m.events))
+	if m.wire != nil {
+		wire = make([][]byte, 0, len(m.events))
+	}
+	for i, e := range m.events {
+		if e.ChildRange == 0 && w.wants(e.Key) {
+			out = append(out, e)
+			if m.wire != nil {
+				wire = append(wire, m.wire[i])
+			}
+		}
+	}
+	return out, wire
+}
+
+// followSplits starts feeders for the new ranges of m's splits that
+// overlap the watch.
+func (w *watch) followSplits(m feedMsg) error {
+	for _, e := range m.events {
+		if e.ChildRange != 0 {
+			if _, known := w.cursor[e.ChildRange]; !known && w.overlaps(e.ChildStart, e.ChildEnd) {
+				if len(w.cursor) >= watchMaxRanges {
+					return fmt.Errorf("%w: the watch follows more than %d ranges", ErrKeyOutOfRange, watchMaxRanges)
+				}
+				w.follow(e.ChildRange, 0, nil)
+			}
+		}
+	}
+	return nil
 }
 
 func (w *watch) progress() *kvpb.WatchResponse {
