@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -171,4 +173,25 @@ func (u Usage) BusiestCPU() time.Duration {
 		m = max(m, c)
 	}
 	return m
+}
+
+// StartCPUProfile writes a CPU profile of the calling benchmark (the
+// client side) to path until stop is called; an empty path profiles
+// nothing.
+func StartCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

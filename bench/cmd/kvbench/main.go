@@ -20,11 +20,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/dialkv/dialkv/bench/cluster"
 	"github.com/dialkv/dialkv/bench/driver/dialkv"
 	"github.com/dialkv/dialkv/bench/driver/etcd"
 	"github.com/dialkv/dialkv/bench/workload"
@@ -64,18 +64,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if opts.cpuProfile != "" {
-		f, err := os.Create(opts.cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "kvbench: -cpuprofile:", err)
-			return 1
-		}
-		defer f.Close()
-		defer pprof.StopCPUProfile()
+	stopProfile, err := cluster.StartCPUProfile(opts.cpuProfile)
+	if err != nil {
+		fmt.Fprintln(stderr, "kvbench: -cpuprofile:", err)
+		return 1
 	}
+	defer stopProfile()
 	res, err := bench(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "kvbench:", err)

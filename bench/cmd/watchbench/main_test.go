@@ -101,7 +101,7 @@ func TestMatch(t *testing.T) {
 // earlier phases' (a follower's start), and of nothing the writers made,
 // and notices an index that does not grow within a range.
 func TestWatcherRecord(t *testing.T) {
-	w := &watcher{phase: 2, lastIndex: map[uint64]uint64{}, arrivals: make([][]int64, 2)}
+	w := &watcher{phase: 2, lastIndex: map[uint64]*uint64{}, arrivals: make([][]int64, 2)}
 	val := func(phase, wr, seq int) []byte {
 		v := make([]byte, 64)
 		fillValue(v, phase, wr, seq)
