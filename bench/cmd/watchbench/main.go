@@ -703,8 +703,7 @@ type watcher struct {
 	// FAIL line.
 	firstOdd string
 	// lastIndex is by event.group; a pointer, so that the update of
-	// every event is no map assignment (which took a fifth of the
-	// receiving).
+	// every event is no map assignment (a quarter of the checking).
 	lastIndex map[uint64]*uint64
 	last      int64 // arrival of the last event
 	err       error // why the stream ended early
@@ -819,8 +818,8 @@ func (w *watcher) record(events []event, now int64) {
 		a := w.arrivals[wr]
 		if seq >= len(a) {
 			if seq >= cap(a) {
-				// Doubling: growing by the one put each event adds cost
-				// the receiving half its time.
+				// Doubling: growing by the one put each event adds was
+				// nearly half of the checking.
 				grown := make([]int64, len(a), max(2*cap(a), seq+1, 1024))
 				copy(grown, a)
 				a = grown
