@@ -151,6 +151,7 @@ func checkLease(ix *index, r *CheckResult) {
 		if o.F != OpLeaseGrant || o.Type != OK || o.Lease == 0 {
 			continue
 		}
+		r.Checked++
 		if first := grantOf[o.Lease]; first != nil {
 			r.fail(fmt.Sprintf("%s%d/", LeasePrefix, o.Lease), fmt.Sprintf("lease id %d granted twice", o.Lease), first, o)
 			continue

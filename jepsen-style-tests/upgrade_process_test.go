@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
+	"github.com/dialkv/dialkv/api/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
 // The rolling upgrade (issue 13): a cluster running the previous release,
@@ -193,6 +196,12 @@ func rollingUpgrade(t *testing.T, rel release) {
 		cw := &crashWriter{w: w, keys: keys}
 		wg.Go(func() { cw.run(wctx) })
 	}
+	// A granter through every node in turn, renewing each lease once: the
+	// meta range's leadership passes between the releases, which take
+	// lease ids differently (the previous ones increment lease/next once
+	// per grant; this one reserves blocks of it), and the lease checker
+	// holds every answered grant to an id of its own.
+	wg.Go(func() { grantLeases(wctx, cs, rec) })
 	writersStart := rec.Now()
 	// The previous release takes writes in every range first: those are
 	// what the first start of the new build has to migrate.
@@ -242,14 +251,83 @@ func rollingUpgrade(t *testing.T, rel release) {
 	if writes.OK < 500 {
 		t.Errorf("only %d acknowledged writes; the run did not exercise the upgrade", writes.OK)
 	}
+	var grants, keepalives Counts
+	for _, o := range h.ClientOps() {
+		switch o.F {
+		case OpLeaseGrant:
+			grants.add(o)
+		case OpLeaseKeepAlive:
+			keepalives.add(o)
+		}
+	}
+	if grants.OK < 20 || keepalives.OK < 20 {
+		t.Errorf("only %d leases granted (%d failed, %d indeterminate) and %d renewed (%d, %d); the run did not exercise leases across the releases",
+			grants.OK, grants.Fail, grants.Info, keepalives.OK, keepalives.Fail, keepalives.Info)
+	}
 	r.checkAvailability(h, writersEnd)
 	whole, group := longestGap(h, keys, writersStart, writersEnd)
 	for _, s := range r.steps {
 		logf("step %s: caught up %v after the SIGTERM; over the %v to the next step, longest unavailability of a range %v (%s), %d writes and linearizable reads ok, %d failed, %d indeterminate; audit read %d keys and the set",
 			s.name, s.took.Round(time.Millisecond), s.window.Round(time.Millisecond), s.gap.Round(time.Millisecond), s.gapGroup, s.ok, s.failed, s.info, s.audited)
 	}
-	logf("rolling upgrade: %d writes (%d acknowledged, %d failed, %d indeterminate), longest unavailability of a range over the whole run %v (%s), %v in all",
-		writes.Total, writes.OK, writes.Fail, writes.Info, time.Duration(whole).Round(time.Millisecond), group, time.Since(began).Round(time.Second))
+	logf("rolling upgrade: %d writes (%d acknowledged, %d failed, %d indeterminate), %d leases granted and %d renewed, longest unavailability of a range over the whole run %v (%s), %v in all",
+		writes.Total, writes.OK, writes.Fail, writes.Info, grants.OK, keepalives.OK, time.Duration(whole).Round(time.Millisecond), group, time.Since(began).Round(time.Second))
+}
+
+// grantLeases grants leases through the nodes in turn until ctx ends,
+// recording each grant; their TTL outlasts the run, so that none ends
+// during it.
+func grantLeases(ctx context.Context, cs *Conns, rec *Recorder) {
+	const ttl = 600
+	for i := 0; ctx.Err() == nil && i < 1_000_000; i++ {
+		node := i % len(cs.ids)
+		op := Op{Process: LeaseProcess, Node: cs.ids[node], API: APIGRPC, F: OpLeaseGrant, TTL: ttl}
+		start := rec.Now()
+		var p peer.Peer
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := kvpb.NewLeaseClient(cs.grpc[node]).Grant(gctx, &kvpb.LeaseGrantRequest{Ttl: ttl}, grpc.Peer(&p))
+		cancel()
+		if err != nil {
+			leaseError(&op, err, &p)
+		} else {
+			op.Type, op.Lease = OK, resp.GetId()
+		}
+		op.Start, op.End = start, rec.Now()
+		rec.Add(op)
+		if op.Type == OK {
+			keepAliveOnce(ctx, cs, rec, (node+1)%len(cs.ids), op.Lease)
+		}
+		sleepCtx(ctx, 20*time.Millisecond) // a client's pace, not a wait for anything
+	}
+}
+
+// keepAliveOnce renews lease id once on a KeepAlive stream through node,
+// recording it: a lease granted by one release is renewed by another,
+// and the lease checker holds no renewal to be refused before the TTL
+// of the last answered one has passed.
+func keepAliveOnce(ctx context.Context, cs *Conns, rec *Recorder, node int, id int64) {
+	op := Op{Process: LeaseProcess, Node: cs.ids[node], API: APIGRPC, F: OpLeaseKeepAlive, Lease: id}
+	start := rec.Now()
+	kctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	stream, err := kvpb.NewLeaseClient(cs.grpc[node]).KeepAlive(kctx)
+	var resp *kvpb.LeaseKeepAliveResponse
+	if err == nil {
+		if err = stream.Send(&kvpb.LeaseKeepAliveRequest{Id: id}); err == nil {
+			resp, err = stream.Recv()
+		}
+	}
+	if err != nil {
+		leaseError(&op, err, nil)
+		if stream != nil && rpctypes.ReasonOf(err) != reasonLeaseNotFound {
+			op.Type = Info // sent on a stream: it may have been applied
+		}
+	} else {
+		op.Type, op.TTL = OK, resp.GetTtl()
+		stream.CloseSend()
+	}
+	op.Start, op.End = start, rec.Now()
+	rec.Add(op)
 }
 
 // rolling is the state of one rolling upgrade.
