@@ -42,12 +42,15 @@ type release struct {
 	// perRangeStreams: it reaches peers through per-range 'F' streams
 	// only, and hands leadership over through Internal.ChangeReplicas.
 	perRangeStreams bool
+	// noLeases: it has no leases, so grants are refused
+	// (FEATURE_UNAVAILABLE) until every node runs the new build.
+	noLeases bool
 }
 
 var (
 	// releaseBeforeWAL is the last commit of the release before the
 	// node-wide write-ahead log and the shared Raft link.
-	releaseBeforeWAL = release{commit: "2e126ce6f766d9222a674d8a70837ee09a9a1a09", perRangeLogs: true, perRangeStreams: true}
+	releaseBeforeWAL = release{commit: "2e126ce6f766d9222a674d8a70837ee09a9a1a09", perRangeLogs: true, perRangeStreams: true, noLeases: true}
 	// releaseLinkV2 is the last commit before link version 3.
 	releaseLinkV2 = release{commit: "c2373ed61b68d0ab9b0cdf2cf6a32bc897710e42"}
 )
@@ -198,9 +201,9 @@ func rollingUpgrade(t *testing.T, rel release) {
 	}
 	// A granter through every node in turn, renewing each lease once: the
 	// meta range's leadership passes between the releases, which take
-	// lease ids differently (the previous ones increment lease/next once
-	// per grant; this one reserves blocks of it), and the lease checker
-	// holds every answered grant to an id of its own.
+	// lease ids differently (a previous one with leases increments
+	// lease/next once per grant; this one reserves blocks of it), and the
+	// lease checker holds every answered grant to an id of its own.
 	wg.Go(func() { grantLeases(wctx, cs, rec) })
 	writersStart := rec.Now()
 	// The previous release takes writes in every range first: those are
@@ -260,7 +263,9 @@ func rollingUpgrade(t *testing.T, rel release) {
 			keepalives.add(o)
 		}
 	}
-	if grants.OK < 20 || keepalives.OK < 20 {
+	// Without leases in the previous release, grants begin only once the
+	// last node is upgraded, which leaves the run's end to them.
+	if !rel.noLeases && (grants.OK < 20 || keepalives.OK < 20) {
 		t.Errorf("only %d leases granted (%d failed, %d indeterminate) and %d renewed (%d, %d); the run did not exercise leases across the releases",
 			grants.OK, grants.Fail, grants.Info, keepalives.OK, keepalives.Fail, keepalives.Info)
 	}

@@ -276,18 +276,25 @@ func (hub *feedHub) run(ctx context.Context) {
 func takeBatches(batches []*hubBatch, after uint64, wanted func(*raftstore.Event) bool, encode bool) (events []*kvpb.Event, wire [][]byte, upTo uint64, more bool) {
 	upTo = after
 	size := 0
-	// Sized once for what the batches hold, up to a message's count: each
-	// feed of a hub takes every batch, so growing these slices event by
-	// event cost a tenth of a node's CPU with 100 watchers.
-	n := 0
-	for _, b := range batches {
-		if n += len(b.events); n >= watchBatchEvents {
-			break
+	// A feed that wants the first batch's first and last events likely
+	// wants them all (its span covers the range): its slices are sized
+	// once, up to a message's count, since growing them event by event
+	// cost a tenth of a node's CPU with 100 such watchers. Others grow
+	// with what they take.
+	if len(batches) > 0 && len(batches[0].events) > 0 {
+		first := batches[0].events
+		if wanted(&first[0]) && wanted(&first[len(first)-1]) {
+			n := 0
+			for _, b := range batches {
+				if n += len(b.events); n >= watchBatchEvents {
+					break
+				}
+			}
+			events = make([]*kvpb.Event, 0, n)
+			if encode {
+				wire = make([][]byte, 0, n)
+			}
 		}
-	}
-	events = make([]*kvpb.Event, 0, n)
-	if encode {
-		wire = make([][]byte, 0, n)
 	}
 	for i, b := range batches {
 		if i > 0 && (len(events)+len(b.events) > watchBatchEvents || size+b.bytes > watchBatchBytes) {

@@ -32,9 +32,9 @@ const (
 	leaseIDBlock = 128
 	// maxLeaseID keeps ids positive int64s on the wire, as etcd's are.
 	maxLeaseID = 1<<63 - 1
-	// leaseIDAttempts bounds the reservations one grant may wait for or
-	// make (each fails only when another commit or leader got there
-	// first).
+	// leaseIDAttempts bounds the reservations one grant may make and
+	// lose (one is lost only when another leader's write to the counter
+	// got there first).
 	leaseIDAttempts = 8
 )
 
@@ -51,9 +51,12 @@ type leaseIDs struct {
 }
 
 // take hands out a lease id reserved on the meta range s, which this node
-// leads, reserving a new block when none is left.
+// leads, reserving a new block when none is left. Waiting for another
+// grant's reservation is bounded by ctx (a request's deadline); only
+// reservations this grant made and lost count against leaseIDAttempts.
 func (a *leaseIDs) take(ctx context.Context, s *shard.Shard) (uint64, error) {
-	for range leaseIDAttempts {
+	lost := 0
+	for range 1 << 20 { // ends with an id, an error or ctx
 		a.mu.Lock()
 		if a.next < a.end {
 			id := a.next
@@ -75,18 +78,27 @@ func (a *leaseIDs) take(ctx context.Context, s *shard.Shard) (uint64, error) {
 		a.mu.Unlock()
 
 		first, end, err := reserveLeaseIDs(ctx, s)
+		var id uint64
 		a.mu.Lock()
 		if err == nil && end > first {
-			a.next, a.end = first, end
+			// The reserver takes the block's first id itself: grants that
+			// waited meanwhile must not leave it with none.
+			id, a.next, a.end = first, first+1, end
 		}
 		a.reserving = nil
 		a.mu.Unlock()
 		close(done)
-		if err != nil {
+		switch {
+		case err != nil:
 			return 0, err
+		case id != 0:
+			return id, nil
+		}
+		if lost++; lost >= leaseIDAttempts {
+			break
 		}
 	}
-	return 0, fmt.Errorf("replication: no lease id after %d reservations; the meta range's leadership may be moving", leaseIDAttempts)
+	return 0, fmt.Errorf("replication: no lease id after %d reservations lost to other leaders; the meta range's leadership may be moving", lost)
 }
 
 // reserveLeaseIDs moves lease/next a block on and returns the ids it

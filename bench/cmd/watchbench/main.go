@@ -532,7 +532,7 @@ func parseValue(v []byte) (phase, w, seq int, ok bool) {
 func digits(b []byte) (int, bool) {
 	n := 0
 	for _, c := range b {
-		if c < '0' || c > '9' {
+		if c < '0' || c > '9' || n > (math.MaxInt-9)/10 {
 			return 0, false
 		}
 		n = n*10 + int(c-'0')
