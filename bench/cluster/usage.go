@@ -176,11 +176,11 @@ func (u Usage) BusiestCPU() time.Duration {
 }
 
 // StartCPUProfile writes a CPU profile of the calling benchmark (the
-// client side) to path until stop is called; an empty path profiles
-// nothing.
-func StartCPUProfile(path string) (stop func(), err error) {
+// client side) to path until stop is called, which says whether the file
+// was written whole; an empty path profiles nothing.
+func StartCPUProfile(path string) (stop func() error, err error) {
 	if path == "" {
-		return func() {}, nil
+		return func() error { return nil }, nil
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -190,8 +190,8 @@ func StartCPUProfile(path string) (stop func(), err error) {
 		f.Close()
 		return nil, err
 	}
-	return func() {
+	return func() error {
 		pprof.StopCPUProfile()
-		f.Close()
+		return f.Close()
 	}, nil
 }

@@ -69,7 +69,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "kvbench: -cpuprofile:", err)
 		return 1
 	}
-	defer stopProfile()
+	defer func() {
+		if err := stopProfile(); err != nil {
+			fmt.Fprintln(stderr, "kvbench: -cpuprofile:", err)
+		}
+	}()
 	res, err := bench(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "kvbench:", err)

@@ -89,7 +89,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "watchbench: -cpuprofile:", err)
 		return 1
 	}
-	defer stopProfile()
+	defer func() {
+		if err := stopProfile(); err != nil {
+			fmt.Fprintln(stderr, "watchbench: -cpuprofile:", err)
+		}
+	}()
 
 	dir, err := cluster.WorkDir(o.workDir, "watchbench")
 	if err != nil {
