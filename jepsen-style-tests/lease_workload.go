@@ -123,6 +123,45 @@ func (lc *leaseClient) record(op Op, start int64) Op {
 	return op
 }
 
+// grantLease grants a lease of ttl seconds through node: the op to
+// record, its Start and End left to the caller.
+func grantLease(ctx context.Context, cs *Conns, node int, ttl int64, timeout time.Duration) Op {
+	op := Op{Node: cs.ids[node], API: APIGRPC, F: OpLeaseGrant, TTL: ttl}
+	var p peer.Peer
+	gctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := kvpb.NewLeaseClient(cs.grpc[node]).Grant(gctx, &kvpb.LeaseGrantRequest{Ttl: ttl}, grpc.Peer(&p))
+	if err != nil {
+		leaseError(&op, err, &p)
+		return op
+	}
+	op.Type, op.Lease = OK, resp.GetId()
+	if resp.GetTtl() > 0 {
+		op.TTL = resp.GetTtl()
+	}
+	return op
+}
+
+// renewOn sends one keepalive of op.Lease on stream and fills in op's
+// outcome: OK with the TTL answered; Fail when the lease was not found;
+// else Info, since a keepalive sent on a stream may have been applied.
+func renewOn(stream kvpb.Lease_KeepAliveClient, op *Op) error {
+	err := stream.Send(&kvpb.LeaseKeepAliveRequest{Id: op.Lease})
+	var resp *kvpb.LeaseKeepAliveResponse
+	if err == nil {
+		resp, err = stream.Recv()
+	}
+	if err != nil {
+		leaseError(op, err, nil)
+		if rpctypes.ReasonOf(err) != reasonLeaseNotFound {
+			op.Type = Info
+		}
+		return err
+	}
+	op.Type, op.TTL = OK, resp.GetTtl()
+	return nil
+}
+
 // leaseError fills in a lease request's error: fail when the lease was
 // not found or the request provably never left, else info.
 func leaseError(op *Op, err error, p *peer.Peer) {
@@ -138,22 +177,12 @@ func leaseError(op *Op, err error, p *peer.Peer) {
 // one runs one lease from grant to its end.
 func (lc *leaseClient) one(ctx context.Context) {
 	ttl := lc.cfg.MinTTL + lc.rng.Int64N(lc.cfg.MaxTTL-lc.cfg.MinTTL+1)
-	node := lc.node()
 	start := lc.rec.Now()
-	op := Op{Node: lc.cs.ids[node], API: APIGRPC, F: OpLeaseGrant, TTL: ttl}
-	var p peer.Peer
-	gctx, cancel := context.WithTimeout(ctx, lc.timeout)
-	resp, err := kvpb.NewLeaseClient(lc.cs.grpc[node]).Grant(gctx, &kvpb.LeaseGrantRequest{Ttl: ttl}, grpc.Peer(&p))
-	cancel()
-	if err != nil {
-		leaseError(&op, err, &p)
+	op := grantLease(ctx, lc.cs, lc.node(), ttl, lc.timeout)
+	if op.Type != OK {
 		lc.record(op, start)
 		sleepCtx(ctx, 200*time.Millisecond)
 		return
-	}
-	op.Type, op.Lease = OK, resp.GetId()
-	if resp.GetTtl() > 0 {
-		op.TTL = resp.GetTtl()
 	}
 	id, ttlD := op.Lease, time.Duration(op.TTL)*time.Second
 	lastEnd := lc.record(op, start).End
@@ -193,6 +222,7 @@ func (lc *leaseClient) one(ctx context.Context) {
 		node := lc.node()
 		s := lc.rec.Now()
 		rop := Op{Node: lc.cs.ids[node], API: APIGRPC, F: OpLeaseRevoke, Lease: id}
+		var p peer.Peer
 		rctx, cancel := context.WithTimeout(ctx, lc.timeout)
 		_, err := kvpb.NewLeaseClient(lc.cs.grpc[node]).Revoke(rctx, &kvpb.LeaseRevokeRequest{Id: id}, grpc.Peer(&p))
 		cancel()
@@ -257,20 +287,8 @@ func (lc *leaseClient) keepAlive(ctx context.Context, id int64, ttl, d time.Dura
 		op := Op{Node: lc.cs.ids[node], API: APIGRPC, F: OpLeaseKeepAlive, Lease: id}
 		// One answer within the op timeout, else the stream is given up.
 		timer := time.AfterFunc(lc.timeout, cancel)
-		err := stream.Send(&kvpb.LeaseKeepAliveRequest{Id: id})
-		var resp *kvpb.LeaseKeepAliveResponse
-		if err == nil {
-			resp, err = stream.Recv()
-		}
+		err := renewOn(stream, &op)
 		timer.Stop()
-		if err != nil {
-			leaseError(&op, err, nil)
-			if rpctypes.ReasonOf(err) != reasonLeaseNotFound {
-				op.Type = Info // sent on a stream: it may have been applied
-			}
-		} else {
-			op.Type, op.TTL = OK, resp.GetTtl()
-		}
 		op = lc.record(op, start)
 		if op.Type != Fail {
 			last = op.End

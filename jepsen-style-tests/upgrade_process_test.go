@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"github.com/dialkv/dialkv/api/kvpb"
-	"github.com/dialkv/dialkv/api/rpctypes"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/peer"
 )
 
 // The rolling upgrade (issue 13): a cluster running the previous release,
@@ -286,18 +283,9 @@ func grantLeases(ctx context.Context, cs *Conns, rec *Recorder) {
 	const ttl = 600
 	for i := 0; ctx.Err() == nil && i < 1_000_000; i++ {
 		node := i % len(cs.ids)
-		op := Op{Process: LeaseProcess, Node: cs.ids[node], API: APIGRPC, F: OpLeaseGrant, TTL: ttl}
 		start := rec.Now()
-		var p peer.Peer
-		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := kvpb.NewLeaseClient(cs.grpc[node]).Grant(gctx, &kvpb.LeaseGrantRequest{Ttl: ttl}, grpc.Peer(&p))
-		cancel()
-		if err != nil {
-			leaseError(&op, err, &p)
-		} else {
-			op.Type, op.Lease = OK, resp.GetId()
-		}
-		op.Start, op.End = start, rec.Now()
+		op := grantLease(ctx, cs, node, ttl, 5*time.Second)
+		op.Process, op.Start, op.End = LeaseProcess, start, rec.Now()
 		rec.Add(op)
 		if op.Type == OK {
 			keepAliveOnce(ctx, cs, rec, (node+1)%len(cs.ids), op.Lease)
@@ -315,20 +303,9 @@ func keepAliveOnce(ctx context.Context, cs *Conns, rec *Recorder, node int, id i
 	start := rec.Now()
 	kctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	stream, err := kvpb.NewLeaseClient(cs.grpc[node]).KeepAlive(kctx)
-	var resp *kvpb.LeaseKeepAliveResponse
-	if err == nil {
-		if err = stream.Send(&kvpb.LeaseKeepAliveRequest{Id: id}); err == nil {
-			resp, err = stream.Recv()
-		}
-	}
-	if err != nil {
+	if stream, err := kvpb.NewLeaseClient(cs.grpc[node]).KeepAlive(kctx); err != nil {
 		leaseError(&op, err, nil)
-		if stream != nil && rpctypes.ReasonOf(err) != reasonLeaseNotFound {
-			op.Type = Info // sent on a stream: it may have been applied
-		}
-	} else {
-		op.Type, op.TTL = OK, resp.GetTtl()
+	} else if renewOn(stream, &op) == nil {
 		stream.CloseSend()
 	}
 	op.Start, op.End = start, rec.Now()

@@ -279,7 +279,7 @@ func takeBatches(batches []*hubBatch, after uint64, wanted func(*raftstore.Event
 	// A feed that wants the first batch's first and last events likely
 	// wants them all (its span covers the range): its slices are sized
 	// once, up to a message's count, since growing them event by event
-	// cost a tenth of a node's CPU with 100 such watchers. Others grow
+	// cost 5% of the nodes' CPU with 100 such watchers. Others grow
 	// with what they take.
 	if len(batches) > 0 && len(batches[0].events) > 0 {
 		first := batches[0].events

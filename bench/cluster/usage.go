@@ -176,22 +176,25 @@ func (u Usage) BusiestCPU() time.Duration {
 }
 
 // StartCPUProfile writes a CPU profile of the calling benchmark (the
-// client side) to path until stop is called, which says whether the file
-// was written whole; an empty path profiles nothing.
-func StartCPUProfile(path string) (stop func() error, err error) {
+// client side) to path until stop is called; an empty path profiles
+// nothing. Errors name the -cpuprofile flag; one closing the file (a
+// profile cut short) is written to errs, after prog.
+func StartCPUProfile(path string, errs io.Writer, prog string) (stop func(), err error) {
 	if path == "" {
-		return func() error { return nil }, nil
+		return func() {}, nil
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
 	}
-	return func() error {
+	return func() {
 		pprof.StopCPUProfile()
-		return f.Close()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(errs, "%s: -cpuprofile: %v\n", prog, err)
+		}
 	}, nil
 }

@@ -64,16 +64,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	stopProfile, err := cluster.StartCPUProfile(opts.cpuProfile)
+	stopProfile, err := cluster.StartCPUProfile(opts.cpuProfile, stderr, "kvbench")
 	if err != nil {
-		fmt.Fprintln(stderr, "kvbench: -cpuprofile:", err)
+		fmt.Fprintln(stderr, "kvbench:", err)
 		return 1
 	}
-	defer func() {
-		if err := stopProfile(); err != nil {
-			fmt.Fprintln(stderr, "kvbench: -cpuprofile:", err)
-		}
-	}()
+	defer stopProfile()
 	res, err := bench(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "kvbench:", err)

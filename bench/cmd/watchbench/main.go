@@ -84,16 +84,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	stopProfile, err := cluster.StartCPUProfile(o.cpuProfile)
+	stopProfile, err := cluster.StartCPUProfile(o.cpuProfile, stderr, "watchbench")
 	if err != nil {
-		fmt.Fprintln(stderr, "watchbench: -cpuprofile:", err)
+		fmt.Fprintln(stderr, "watchbench:", err)
 		return 1
 	}
-	defer func() {
-		if err := stopProfile(); err != nil {
-			fmt.Fprintln(stderr, "watchbench: -cpuprofile:", err)
-		}
-	}()
+	defer stopProfile()
 
 	dir, err := cluster.WorkDir(o.workDir, "watchbench")
 	if err != nil {
